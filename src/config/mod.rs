@@ -1,0 +1,457 @@
+//! Configuration: `probes.yaml` read in two stages.
+//!
+//! 1. [`raw`]: serde_yaml into structs that refuse unknown keys. serde stops at the first
+//!    error, so [`deserialize_all`] removes each offending node and tries again, to report
+//!    every shape error at once.
+//! 2. [`resolve`]: defaults applied, cross-field rules checked, durations, URLs, addresses
+//!    and regexes parsed into the probe room's types.
+//!
+//! Every error carries `FILE:LINE:COL`, found through [`locate`]. This room reads files
+//! and the environment's variable *names*; it never connects anywhere.
+
+pub mod locate;
+pub mod raw;
+mod resolve;
+
+pub use resolve::{
+    DEFAULT_LISTEN, fmt_dur, parse_duration, parse_server, parse_size, valid_host_port,
+};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::probe::Check;
+use locate::{Locations, Path, Pos, Seg};
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Probes running at the same moment, across all services.
+    pub max_concurrency: usize,
+    pub services: Vec<Service>,
+    /// Blackbox-style modules for `/probe`, by name (`http`, `tcp`, `dns` built in).
+    pub modules: BTreeMap<String, Module>,
+    pub escalation: BTreeMap<String, Vec<Level>>,
+    pub mail: Mail,
+    pub audiences: BTreeMap<String, Audience>,
+    pub placeholder_dir: PathBuf,
+    pub maintenance: Vec<Maintenance>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub customer_threshold: Duration,
+    pub escalation: Option<String>,
+    pub audience: Option<String>,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub probes: Vec<Arc<Probe>>,
+}
+
+/// One scheduled probe. Equal probes keep their schedule across a reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub service: String,
+    pub name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Checks the monitor's own connectivity (used by the incident engine's canary guard).
+    pub canary: bool,
+    pub check: Check,
+}
+
+/// A `/probe` module: a check whose target is filled in from the request.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub timeout: Duration,
+    pub check: Check,
+}
+
+#[derive(Debug, Clone)]
+pub struct Level {
+    pub after: Duration,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub from: Option<String>,
+    /// `None`: messages are written as `.eml` files under `data_dir/mail/`.
+    pub smtp: Option<url::Url>,
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub max_per_second: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum Audience {
+    Csv(PathBuf),
+    Yaml(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    pub service: String,
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub announce_before: Vec<Duration>,
+}
+
+impl Config {
+    /// All probes of all services.
+    pub fn probes(&self) -> impl Iterator<Item = &Arc<Probe>> {
+        self.services.iter().flat_map(|s| s.probes.iter())
+    }
+
+    /// Finds a probe by `name` or `service/name`.
+    pub fn find_probe(&self, name: &str) -> Option<&Arc<Probe>> {
+        self.probes()
+            .find(|p| p.name == name || format!("{}/{}", p.service, p.name) == name)
+    }
+}
+
+/// One configuration error at a place in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.pos.line, self.pos.col, self.message
+        )
+    }
+}
+
+/// Every error found in a file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects errors with positions while a file is checked.
+pub(crate) struct Diag<'a> {
+    file: String,
+    locs: &'a Locations,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Diag<'a> {
+    fn new(file: String, locs: &'a Locations) -> Self {
+        Diag {
+            file,
+            locs,
+            errors: Vec::new(),
+        }
+    }
+
+    /// An error about the value at `path`.
+    pub(crate) fn at(&mut self, path: &Path, message: impl Into<String>) {
+        let pos = self.locs.value(path);
+        self.push(pos, message.into());
+    }
+
+    /// An error about the key that names `path`.
+    pub(crate) fn at_key(&mut self, path: &Path, message: impl Into<String>) {
+        let pos = self.locs.key(path);
+        self.push(pos, message.into());
+    }
+
+    fn push(&mut self, pos: Pos, message: String) {
+        let e = ConfigError {
+            file: self.file.clone(),
+            pos,
+            message,
+        };
+        if !self.errors.contains(&e) {
+            self.errors.push(e);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn finish(mut self) -> ConfigErrors {
+        self.errors.sort_by_key(|e| e.pos);
+        ConfigErrors(self.errors)
+    }
+}
+
+/// Reads and resolves the config at `path`. Relative paths inside it are relative to the
+/// file's directory.
+pub fn load(path: &FsPath) -> Result<Config, ConfigErrors> {
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.display().to_string(),
+            pos: Pos { line: 1, col: 1 },
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    parse(&src, path)
+}
+
+/// Resolves config text as if read from `path`.
+pub fn parse(src: &str, path: &FsPath) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let value: Value = match serde_yaml::from_str(src) {
+        Ok(Value::Null) => Value::Mapping(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            let pos = e
+                .location()
+                .map(|l| Pos {
+                    line: l.line(),
+                    col: l.column(),
+                })
+                .unwrap_or(Pos { line: 1, col: 1 });
+            return Err(ConfigErrors(vec![ConfigError {
+                file,
+                pos,
+                message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+            }]));
+        }
+    };
+    let locs = Locations::parse(src);
+    let mut diag = Diag::new(file, &locs);
+    let raw: Option<raw::RawConfig> = deserialize_all(value, &mut diag);
+    let base = path.parent().map(FsPath::to_path_buf).unwrap_or_default();
+    let config = raw.and_then(|raw| resolve::resolve(raw, path, &base, &mut diag));
+    match config {
+        Some(c) if diag.is_empty() => Ok(c),
+        _ => Err(diag.finish()),
+    }
+}
+
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Deserializes `value` as `T`, reporting every shape error rather than the first: after
+/// each error the offending node is removed and deserialization is tried again. Indices
+/// of removed sequence elements are remembered so later errors still point at the
+/// original positions.
+pub(crate) fn deserialize_all<T: DeserializeOwned>(mut value: Value, diag: &mut Diag) -> Option<T> {
+    let mut removed_items: Vec<(Path, usize)> = Vec::new();
+    let mut removed_keys: Vec<(Path, String)> = Vec::new();
+    let mut failed = false;
+    // Each round removes one node, so the loop ends; the bound only guards against a
+    // pathological file.
+    for _ in 0..500 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return (!failed).then_some(t),
+            Err(e) => e,
+        };
+        failed = true;
+        let cur = convert_path(err.path());
+        let orig = original_path(&cur, &removed_items);
+        let msg = err.inner().to_string();
+        if let Some((key, expected)) = parse_unknown(&msg, "unknown field `") {
+            diag.at_key(&orig.key(&key), unknown_message("key", &key, &expected));
+            if !remove(&mut value, &cur.key(&key)) {
+                return None;
+            }
+            removed_keys.push((orig, key));
+            continue;
+        }
+        if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            let already = removed_keys.iter().any(|(p, k)| *p == orig && k == field);
+            if !already {
+                diag.at(&orig, format!("missing key `{field}`"));
+            }
+        } else if let Some((variant, expected)) = parse_unknown(&msg, "unknown variant `") {
+            diag.at(&orig, unknown_message("value", &variant, &expected));
+        } else {
+            diag.at(&orig, friendly(&msg, &orig));
+        }
+        // Remove the node (for a missing key: the mapping that lacks it) and go on.
+        if cur.0.is_empty() {
+            return None;
+        }
+        if let Some(Seg::Index(i)) = orig.0.last() {
+            removed_items.push((orig.parent(), *i));
+        }
+        if let Some(Seg::Key(k)) = orig.0.last() {
+            removed_keys.push((orig.parent(), k.clone()));
+        }
+        if !remove(&mut value, &cur) {
+            return None;
+        }
+    }
+    None
+}
+
+fn convert_path(p: &serde_path_to_error::Path) -> Path {
+    use serde_path_to_error::Segment;
+    Path(
+        p.iter()
+            .filter_map(|s| match s {
+                Segment::Seq { index } => Some(Seg::Index(*index)),
+                Segment::Map { key } => Some(Seg::Key(key.clone())),
+                Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                Segment::Unknown => None,
+            })
+            .collect(),
+    )
+}
+
+/// Maps a path in the pruned value back to the file's original indices.
+fn original_path(cur: &Path, removed: &[(Path, usize)]) -> Path {
+    let mut out = Path::root();
+    for seg in &cur.0 {
+        match seg {
+            Seg::Key(k) => out = out.key(k),
+            Seg::Index(i) => {
+                let mut gone: Vec<usize> = removed
+                    .iter()
+                    .filter(|(p, _)| *p == out)
+                    .map(|(_, i)| *i)
+                    .collect();
+                gone.sort_unstable();
+                let mut idx = *i;
+                for g in gone {
+                    if g <= idx {
+                        idx += 1;
+                    }
+                }
+                out = out.index(idx);
+            }
+        }
+    }
+    out
+}
+
+/// Removes the node at `path` from `value`; false when there is nothing to remove.
+fn remove(value: &mut Value, path: &Path) -> bool {
+    let Some((last, parents)) = path.0.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        node = match (seg, node) {
+            (Seg::Key(k), Value::Mapping(m)) => match m.get_mut(k.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Seg::Index(i), Value::Sequence(s)) => match s.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Seg::Key(k), Value::Mapping(m)) => m.remove(k.as_str()).is_some(),
+        (Seg::Index(i), Value::Sequence(s)) if *i < s.len() => {
+            s.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Reads serde's "unknown field `x`, expected one of `a`, `b`" into (x, [a, b]).
+fn parse_unknown(msg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
+    let rest = msg.strip_prefix(prefix)?;
+    let end = rest.find('`')?;
+    let name = rest[..end].to_string();
+    let expected = rest[end..]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((name, expected))
+}
+
+fn unknown_message(what: &str, name: &str, expected: &[String]) -> String {
+    match nearest(name, expected) {
+        Some(best) => format!("unknown {what} `{name}`, did you mean `{best}`?"),
+        None if expected.is_empty() => format!("unknown {what} `{name}`"),
+        None => format!(
+            "unknown {what} `{name}`, expected one of: {}",
+            expected.join(", ")
+        ),
+    }
+}
+
+/// The closest candidate, if it is close enough to be what was meant.
+pub(crate) fn nearest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+/// Rewrites serde's type errors in the config's own terms.
+fn friendly(msg: &str, path: &Path) -> String {
+    let key = match path.0.last() {
+        Some(Seg::Key(k)) => k.as_str(),
+        _ => "",
+    };
+    if msg.starts_with("data did not match any variant of untagged enum") {
+        return match key {
+            "expect_status" => "`expect_status` must be a status code (200), a range (\"200-299\"), or a list of them".into(),
+            "follow_redirects" => "`follow_redirects` must be true, false, or the maximum number of redirects".into(),
+            "max_body" => "`max_body` must be a number of bytes or a size such as \"512KiB\" or \"1MiB\"".into(),
+            "tls" => "`tls` must be true, false, or a mapping with ca_file, insecure_skip_verify, server_name".into(),
+            _ => format!("`{key}` has the wrong form"),
+        };
+    }
+    let msg = msg
+        .replace("u32", "a whole number")
+        .replace("u64", "a whole number")
+        .replace("usize", "a whole number")
+        .replace("a boolean", "true or false");
+    let msg = msg
+        .strip_prefix("invalid type: ")
+        .map(|m| m.to_string())
+        .unwrap_or(msg);
+    if key.is_empty() {
+        msg
+    } else {
+        // "string \"x\", expected a whole number" -> "`failure_threshold`: expected a whole number, found string "x""
+        match msg.split_once(", expected ") {
+            Some((found, expected)) => format!("`{key}`: expected {expected}, found {found}"),
+            None => format!("`{key}`: {msg}"),
+        }
+    }
+}

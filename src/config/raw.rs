@@ -1,0 +1,206 @@
+//! Stage one of the config: the file's shape, exactly as written.
+//!
+//! Every struct refuses unknown keys. Values that need interpretation (durations,
+//! URLs, regexes, addresses) stay strings here; `resolve` turns them into typed values
+//! so that every mistake can be reported with its position, not only the first.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<String>,
+    pub max_concurrency: Option<usize>,
+    pub defaults: Option<RawDefaults>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+    #[serde(default)]
+    pub modules: BTreeMap<String, RawModule>,
+    #[serde(default)]
+    pub escalation: BTreeMap<String, Vec<RawLevel>>,
+    pub mail: Option<RawMail>,
+    #[serde(default)]
+    pub audiences: BTreeMap<String, RawAudience>,
+    pub pages: Option<RawPages>,
+    #[serde(default)]
+    pub maintenance: Vec<RawMaintenance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub id: String,
+    pub name: Option<String>,
+    pub customer_threshold: Option<String>,
+    pub escalation: Option<String>,
+    pub audience: Option<String>,
+    pub failure_threshold: Option<u32>,
+    pub success_threshold: Option<u32>,
+    #[serde(default)]
+    pub probes: Vec<RawProbe>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub name: String,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub canary: bool,
+    pub http: Option<RawHttp>,
+    pub dns: Option<RawDns>,
+    pub tcp: Option<RawTcp>,
+}
+
+/// A blackbox-style module for `/probe`: a probe without its target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModule {
+    pub timeout: Option<String>,
+    pub http: Option<RawHttp>,
+    pub dns: Option<RawDns>,
+    pub tcp: Option<RawTcp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub url: Option<String>,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub expect_status: Option<RawStatusList>,
+    pub body_contains: Option<String>,
+    pub body_not_contains: Option<String>,
+    pub body_regex: Option<String>,
+    pub max_latency: Option<String>,
+    pub cert_min_days: Option<u32>,
+    pub follow_redirects: Option<RawRedirects>,
+    pub max_body: Option<RawSize>,
+    pub tls: Option<RawTls>,
+}
+
+/// `expect_status: 200`, `"200-299"`, or a list of either.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatusList {
+    One(RawStatus),
+    Many(Vec<RawStatus>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(u32),
+    Range(String),
+}
+
+/// `follow_redirects: true | false | <max count>`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRedirects {
+    Flag(bool),
+    Count(u32),
+}
+
+/// A size: bytes as a number, or a string such as `512KiB`, `1MiB`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub record_type: Option<String>,
+    pub server: Option<String>,
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub expect: Vec<String>,
+    pub expect_rcode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub address: Option<String>,
+    pub tls: Option<RawTcpTls>,
+    pub send: Option<String>,
+    pub expect: Option<String>,
+    pub cert_min_days: Option<u32>,
+}
+
+/// `tls: true` or `tls: { ca_file, insecure_skip_verify, server_name }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawTcpTls {
+    Flag(bool),
+    Options(RawTls),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLevel {
+    pub after: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    pub from: String,
+    pub smtp: Option<String>,
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub max_per_second: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudience {
+    pub csv: Option<String>,
+    pub yaml: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPages {
+    pub placeholder_dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    pub service: String,
+    pub start: String,
+    pub duration: String,
+    #[serde(default)]
+    pub announce_before: Vec<String>,
+}

@@ -1,0 +1,12 @@
+//! tocsin: an uptime monitor that carries out the outage communication plan.
+//!
+//! Rooms, with dependencies pointing one way: `probe` (protocols, no config or I/O
+//! beyond the target) ← `config` (the file, resolved into probe checks) ← `scheduler`
+//! (when to run) → `metrics` and the latest-result table ← `web` (HTTP endpoints).
+
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod probe;
+pub mod scheduler;
+pub mod web;

@@ -1,0 +1,357 @@
+//! Prometheus metrics: blackbox_exporter's names for probe results, `tocsin_` for the
+//! monitor's own. Label values come only from config names (service id, probe name) and
+//! fixed sets (phase, result), never from URLs or error text.
+
+use std::time::{Duration, SystemTime};
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::Probe;
+use crate::probe::{Check, Outcome, Phase, Reason};
+
+pub struct Metrics {
+    registry: Registry,
+    probe_success: GaugeVec,
+    probe_duration: GaugeVec,
+    http_status: GaugeVec,
+    http_phase: GaugeVec,
+    ssl_expiry: GaugeVec,
+    dns_answers: GaugeVec,
+    dns_lookup: GaugeVec,
+    runs: IntCounterVec,
+    skipped: IntCounterVec,
+    lag: Histogram,
+    reload_ok: IntGauge,
+    reload_time: Gauge,
+}
+
+const SP: &[&str] = &["service", "probe"];
+
+/// Creating a metric fails only for an invalid name or a duplicate registration, both
+/// programming errors fixed here once and for all; a test builds this registry.
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    m: Result<T, prometheus::Error>,
+) -> T {
+    let m = m.expect("metric definition is valid");
+    r.register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let g =
+            |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels);
+        let probe_success = reg(
+            &r,
+            g(
+                "probe_success",
+                "Whether the last probe succeeded (1) or failed (0).",
+                SP,
+            ),
+        );
+        let probe_duration = reg(
+            &r,
+            g(
+                "probe_duration_seconds",
+                "How long the last probe took to complete, in seconds.",
+                SP,
+            ),
+        );
+        let http_status = reg(
+            &r,
+            g(
+                "probe_http_status_code",
+                "HTTP status code of the last response (0 when none was received).",
+                SP,
+            ),
+        );
+        let http_phase = reg(
+            &r,
+            g(
+                "probe_http_duration_seconds",
+                "Duration of the last HTTP probe by phase, summed over redirects.",
+                &["service", "probe", "phase"],
+            ),
+        );
+        let ssl_expiry = reg(
+            &r,
+            g(
+                "probe_ssl_earliest_cert_expiry",
+                "Earliest expiry of the peer's certificate chain, as a Unix timestamp.",
+                SP,
+            ),
+        );
+        let dns_answers = reg(
+            &r,
+            g(
+                "probe_dns_answer_rrs",
+                "Number of records in the answer section of the last DNS response.",
+                SP,
+            ),
+        );
+        let dns_lookup = reg(
+            &r,
+            g(
+                "probe_dns_lookup_time_seconds",
+                "Time taken by the last DNS lookup, in seconds.",
+                SP,
+            ),
+        );
+        let runs = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_probe_runs_total",
+                    "Probe runs by result (success, failure, timeout).",
+                ),
+                &["service", "probe", "result"],
+            ),
+        );
+        let skipped = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_probes_skipped_total",
+                    "Scheduled probe runs skipped because the previous run or a concurrency slot came too late.",
+                ),
+                SP,
+            ),
+        );
+        let lag = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "tocsin_scheduler_lag_seconds",
+                    "Delay between a probe's scheduled start and its actual start.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            ),
+        );
+        let reload_ok = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_config_last_reload_successful",
+                "Whether the last configuration load succeeded (1) or was refused (0).",
+            ),
+        );
+        let reload_time = reg(
+            &r,
+            Gauge::new(
+                "tocsin_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load.",
+            ),
+        );
+        let build = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_build_info",
+                    "Build information; the value is always 1.",
+                ),
+                &["version"],
+            ),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            registry: r,
+            probe_success,
+            probe_duration,
+            http_status,
+            http_phase,
+            ssl_expiry,
+            dns_answers,
+            dns_lookup,
+            runs,
+            skipped,
+            lag,
+            reload_ok,
+            reload_time,
+        }
+    }
+
+    /// Records one outcome of a configured probe.
+    pub fn observe(&self, probe: &Probe, o: &Outcome) {
+        let l = [probe.service.as_str(), probe.name.as_str()];
+        self.probe_success
+            .with_label_values(&l)
+            .set(if o.success { 1.0 } else { 0.0 });
+        self.probe_duration
+            .with_label_values(&l)
+            .set(o.duration.as_secs_f64());
+        let result = match &o.reason {
+            None => "success",
+            Some(Reason::Timeout { .. }) => "timeout",
+            Some(_) => "failure",
+        };
+        self.runs.with_label_values(&[l[0], l[1], result]).inc();
+        match &probe.check {
+            Check::Http(_) => {
+                self.http_status
+                    .with_label_values(&l)
+                    .set(f64::from(o.details.http_status.unwrap_or(0)));
+                for phase in Phase::ALL {
+                    self.http_phase
+                        .with_label_values(&[l[0], l[1], phase.as_str()])
+                        .set(o.phase(phase).as_secs_f64());
+                }
+            }
+            Check::Dns(_) => {
+                self.dns_answers
+                    .with_label_values(&l)
+                    .set(o.details.dns_answers.unwrap_or(0) as f64);
+                self.dns_lookup
+                    .with_label_values(&l)
+                    .set(o.phase(Phase::Resolve).as_secs_f64());
+            }
+            Check::Tcp(_) => {}
+        }
+        match o.details.cert_not_after {
+            Some(t) => self.ssl_expiry.with_label_values(&l).set(t as f64),
+            None => {
+                let _ = self.ssl_expiry.remove_label_values(&l);
+            }
+        }
+    }
+
+    /// Drops every series of a probe that no longer exists (after a reload).
+    pub fn forget(&self, service: &str, probe: &str) {
+        let l = [service, probe];
+        for g in [
+            &self.probe_success,
+            &self.probe_duration,
+            &self.http_status,
+            &self.ssl_expiry,
+            &self.dns_answers,
+            &self.dns_lookup,
+        ] {
+            let _ = g.remove_label_values(&l);
+        }
+        for phase in Phase::ALL {
+            let _ = self
+                .http_phase
+                .remove_label_values(&[service, probe, phase.as_str()]);
+        }
+        for result in ["success", "failure", "timeout"] {
+            let _ = self.runs.remove_label_values(&[service, probe, result]);
+        }
+        let _ = self.skipped.remove_label_values(&l);
+    }
+
+    pub fn scheduler_lag(&self, lag: Duration) {
+        self.lag.observe(lag.as_secs_f64());
+    }
+
+    pub fn skipped(&self, probe: &Probe, runs: u64) {
+        self.skipped
+            .with_label_values(&[probe.service.as_str(), probe.name.as_str()])
+            .inc_by(runs);
+    }
+
+    /// Starts counting skips for a probe at zero, so the series exists before any skip.
+    pub fn register_probe(&self, probe: &Probe) {
+        self.skipped
+            .with_label_values(&[probe.service.as_str(), probe.name.as_str()])
+            .inc_by(0);
+    }
+
+    pub fn config_loaded(&self, ok: bool, now: SystemTime) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            let t = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.reload_time.set(t);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+fn encode(r: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = TextEncoder::new().encode(&r.gather(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Renders one ad-hoc probe as blackbox_exporter's `/probe` does: the same names, without
+/// `service` and `probe` labels (Prometheus adds the target's own labels).
+pub fn render_single(check: &Check, o: &Outcome) -> String {
+    let r = Registry::new();
+    let g = |name: &str, help: &str| reg(&r, Gauge::new(name, help));
+    g(
+        "probe_success",
+        "Whether the probe succeeded (1) or failed (0).",
+    )
+    .set(if o.success { 1.0 } else { 0.0 });
+    g(
+        "probe_duration_seconds",
+        "How long the probe took to complete, in seconds.",
+    )
+    .set(o.duration.as_secs_f64());
+    match check {
+        Check::Http(_) => {
+            g(
+                "probe_http_status_code",
+                "HTTP status code of the response (0 when none was received).",
+            )
+            .set(f64::from(o.details.http_status.unwrap_or(0)));
+            let phases = reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "probe_http_duration_seconds",
+                        "Duration of the HTTP probe by phase, summed over redirects.",
+                    ),
+                    &["phase"],
+                ),
+            );
+            for phase in Phase::ALL {
+                phases
+                    .with_label_values(&[phase.as_str()])
+                    .set(o.phase(phase).as_secs_f64());
+            }
+            g("probe_http_redirects", "The number of redirects followed.")
+                .set(f64::from(o.details.redirects.unwrap_or(0)));
+        }
+        Check::Dns(_) => {
+            g(
+                "probe_dns_answer_rrs",
+                "Number of records in the answer section.",
+            )
+            .set(o.details.dns_answers.unwrap_or(0) as f64);
+            g(
+                "probe_dns_lookup_time_seconds",
+                "Time taken by the DNS lookup, in seconds.",
+            )
+            .set(o.phase(Phase::Resolve).as_secs_f64());
+        }
+        Check::Tcp(_) => {}
+    }
+    if let Some(t) = o.details.cert_not_after {
+        g(
+            "probe_ssl_earliest_cert_expiry",
+            "Earliest expiry of the peer's certificate chain, as a Unix timestamp.",
+        )
+        .set(t as f64);
+    }
+    encode(&r)
+}

@@ -1,0 +1,374 @@
+//! HTTP(S) probe on reqwest and rustls.
+//!
+//! A client is built for every run with no idle pool, so each run (and each redirect hop)
+//! opens its own connection. reqwest exposes three hooks that give the phases: the DNS
+//! resolver (`resolve`), a layer around the connector (`connect` until the TLS session
+//! store is first asked while building the ClientHello, then `tls`), and the response
+//! future (`processing` until the head arrives, then `transfer` for the body).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::redirect::Policy;
+use reqwest::{Method, Url};
+
+use super::{Pattern, Phase, Reason, Recorder, TlsOptions, io_reason, tls::tls_reason};
+
+/// Default cap on the body read: the probe stops reading there.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+/// Default number of redirects followed.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    pub url: Url,
+    pub method: Method,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub expect_status: StatusSet,
+    pub body_contains: Option<String>,
+    pub body_not_contains: Option<String>,
+    pub body_regex: Option<Pattern>,
+    pub max_latency: Option<Duration>,
+    pub cert_min_days: Option<u32>,
+    /// 0: redirects are not followed (a 3xx is then judged by `expect_status`).
+    pub max_redirects: u32,
+    pub max_body: u64,
+    pub tls: TlsOptions,
+}
+
+impl HttpCheck {
+    /// A GET of `url` with every default.
+    pub fn get(url: Url) -> Self {
+        HttpCheck {
+            url,
+            method: Method::GET,
+            headers: Vec::new(),
+            body: None,
+            expect_status: StatusSet::default(),
+            body_contains: None,
+            body_not_contains: None,
+            body_regex: None,
+            max_latency: None,
+            cert_min_days: None,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            max_body: DEFAULT_MAX_BODY,
+            tls: TlsOptions::system(),
+        }
+    }
+}
+
+/// Accepted status codes as inclusive ranges; the default is 200-399.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        StatusSet(vec![(200, 399)])
+    }
+}
+
+impl StatusSet {
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
+    }
+}
+
+impl std::fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" or ")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Result<(), Reason> {
+    rec.enter(Phase::Connect);
+    let tls = c.tls.client_config(rec, &[b"h2", b"http/1.1"])?;
+    let limit = c.max_redirects;
+    let policy = if limit == 0 {
+        Policy::none()
+    } else {
+        let r = rec.clone();
+        Policy::custom(move |attempt| {
+            let hops = attempt.previous().len();
+            r.details(|d| d.redirects = Some(hops as u32));
+            if hops > limit as usize {
+                attempt.error(TooManyRedirects)
+            } else {
+                attempt.follow()
+            }
+        })
+    };
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .dns_resolver(Arc::new(TimedResolver(rec.clone())))
+        .connector_layer(PhaseLayer(rec.clone()))
+        .pool_max_idle_per_host(0)
+        .redirect(policy)
+        .no_proxy()
+        .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Reason::Io {
+            detail: format!("cannot build HTTP client: {e}"),
+        })?;
+    let mut req = client.request(c.method.clone(), c.url.clone());
+    for (k, v) in &c.headers {
+        req = req.header(k, v);
+    }
+    if let Some(body) = &c.body {
+        req = req.body(body.clone());
+    }
+    let mut resp = req.send().await.map_err(|e| classify(&e, c))?;
+    rec.enter(Phase::Transfer);
+    let status = resp.status().as_u16();
+    rec.details(|d| {
+        d.http_status = Some(status);
+        d.http_version = Some(format!("{:?}", resp.version()));
+    });
+
+    let mut body: Vec<u8> = Vec::new();
+    while (body.len() as u64) < c.max_body {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = (c.max_body - body.len() as u64) as usize;
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(classify(&e, c)),
+        }
+    }
+    // Dropping the response closes the connection; the rest of an oversized body is
+    // never read.
+    drop(resp);
+    rec.details(|d| d.body_bytes = Some(body.len() as u64));
+
+    if !c.expect_status.contains(status) {
+        return Err(Reason::Status {
+            got: status,
+            want: c.expect_status.to_string(),
+        });
+    }
+    let text = String::from_utf8_lossy(&body);
+    if let Some(needle) = &c.body_contains {
+        if !text.contains(needle.as_str()) {
+            return Err(Reason::BodyLacks {
+                needle: needle.clone(),
+            });
+        }
+    }
+    if let Some(needle) = &c.body_not_contains {
+        if text.contains(needle.as_str()) {
+            return Err(Reason::BodyContains {
+                needle: needle.clone(),
+            });
+        }
+    }
+    if let Some(re) = &c.body_regex {
+        if !re.0.is_match(&text) {
+            return Err(Reason::BodyRegex {
+                pattern: re.0.as_str().to_string(),
+            });
+        }
+    }
+    if let Some(min_days) = c.cert_min_days {
+        if c.url.scheme() == "https" {
+            check_cert_days(rec, min_days, now)?;
+        }
+    }
+    if let Some(max) = c.max_latency {
+        let took = rec.elapsed_total();
+        if took > max {
+            return Err(Reason::TooSlow {
+                took_ms: took.as_millis() as u64,
+                max_ms: max.as_millis() as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fails when the recorded certificate chain expires within `min_days` of `now`.
+pub(crate) fn check_cert_days(
+    rec: &Recorder,
+    min_days: u32,
+    now: SystemTime,
+) -> Result<(), Reason> {
+    let Some(not_after) = rec.details(|d| d.cert_not_after) else {
+        return Ok(());
+    };
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let left = not_after - now;
+    if left < i64::from(min_days) * 86_400 {
+        return Err(Reason::CertificateExpiresSoon {
+            // Rounded, so a certificate made to expire in three days reads "3 days"
+            // a few seconds later, not "2 days".
+            days: (left as f64 / 86_400.0).round() as i64,
+            min_days,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct TooManyRedirects;
+
+impl std::fmt::Display for TooManyRedirects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("too many redirects")
+    }
+}
+
+impl std::error::Error for TooManyRedirects {}
+
+/// A resolution failure of our own resolver, found again in reqwest's error chain.
+#[derive(Debug)]
+struct ResolveFailed {
+    host: String,
+    detail: String,
+}
+
+impl std::fmt::Display for ResolveFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot resolve {}: {}", self.host, self.detail)
+    }
+}
+
+impl std::error::Error for ResolveFailed {}
+
+/// Sorts a reqwest error into a reason by walking its source chain: our own resolver
+/// error, a rustls error (wrapped in io::Error by tokio-rustls), an io::Error kind, or
+/// else hyper's message for protocol violations.
+fn classify(e: &reqwest::Error, c: &HttpCheck) -> Reason {
+    if e.is_redirect() {
+        return Reason::TooManyRedirects {
+            limit: c.max_redirects,
+        };
+    }
+    let mut deepest = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<ResolveFailed>() {
+            return Reason::Resolve {
+                host: r.host.clone(),
+                detail: r.detail.clone(),
+            };
+        }
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return tls_reason(t);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return tls_reason(t);
+            }
+            return match io_reason(io) {
+                Reason::Io { detail } if e.is_connect() => Reason::Connect { detail },
+                r => r,
+            };
+        }
+        deepest = err.to_string();
+        cur = err.source();
+    }
+    if e.is_connect() {
+        Reason::Connect { detail: deepest }
+    } else {
+        Reason::Protocol { detail: deepest }
+    }
+}
+
+/// Resolves through the system (getaddrinfo, /etc/hosts included) and times it.
+struct TimedResolver(Recorder);
+
+impl Resolve for TimedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let rec = self.0.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            rec.enter(Phase::Resolve);
+            let looked = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map(|a| a.collect::<Vec<SocketAddr>>());
+            rec.enter(Phase::Connect);
+            let addrs = match looked {
+                Ok(a) => a,
+                Err(e) => {
+                    return Err(Box::new(ResolveFailed {
+                        host,
+                        detail: e.to_string(),
+                    }) as _);
+                }
+            };
+            if addrs.is_empty() {
+                return Err(Box::new(ResolveFailed {
+                    host,
+                    detail: "no addresses".into(),
+                }) as _);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Marks `connect` when the connector starts and `processing` when it hands over an
+/// established (and, for https, handshaken) connection.
+#[derive(Clone)]
+struct PhaseLayer(Recorder);
+
+impl<S> tower::Layer<S> for PhaseLayer {
+    type Service = PhaseService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        PhaseService {
+            inner,
+            rec: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct PhaseService<S> {
+    inner: S,
+    rec: Recorder,
+}
+
+impl<S, Req> tower::Service<Req> for PhaseService<S>
+where
+    S: tower::Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.rec.enter(Phase::Connect);
+        let fut = self.inner.call(req);
+        let rec = self.rec.clone();
+        Box::pin(async move {
+            let r = fut.await;
+            if r.is_ok() {
+                rec.enter(Phase::Processing);
+            }
+            r
+        })
+    }
+}

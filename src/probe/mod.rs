@@ -1,0 +1,381 @@
+//! Probes: one check of one target, ending in an [`Outcome`] that carries the precise
+//! reason and the phase timings as data (the escalation mail, the status page and the
+//! metrics all read them).
+//!
+//! One file per protocol behind one signature, dispatched through [`Check`]. This room
+//! knows nothing of configuration files, schedules, incidents, mail or HTTP serving.
+//! Every run makes fresh connections; no pooled connection may hide a dead server.
+
+pub mod dns;
+pub mod http;
+pub mod tcp;
+pub mod tls;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use dns::{DnsCheck, DnsProtocol, Rcode};
+pub use http::{HttpCheck, StatusSet};
+pub use tcp::TcpCheck;
+pub use tls::TlsOptions;
+
+/// What to check. Equality means "the same check", which is how a reload decides that a
+/// probe is unchanged and keeps its schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    Http(HttpCheck),
+    Dns(DnsCheck),
+    Tcp(TcpCheck),
+}
+
+impl Check {
+    /// The protocol name, as used in metrics and the `/probe` module names.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Http(_) => "http",
+            Check::Dns(_) => "dns",
+            Check::Tcp(_) => "tcp",
+        }
+    }
+
+    /// The target in human terms (URL, address, name).
+    pub fn target(&self) -> String {
+        match self {
+            Check::Http(c) => c.url.to_string(),
+            Check::Dns(c) => format!("{} {}", c.name, c.record_type),
+            Check::Tcp(c) => c.address.clone(),
+        }
+    }
+}
+
+/// The phases of a probe, named as blackbox_exporter names them.
+///
+/// - `resolve`: looking the host name up (zero for IP literals); for DNS probes, the whole
+///   query and answer.
+/// - `connect`: TCP connection establishment, from the first SYN to the socket being open.
+/// - `tls`: the TLS handshake, from the ClientHello to the handshake's completion.
+/// - `processing`: from sending the request (or the TCP probe's `send`) until the first
+///   byte of the response head (HTTP) or the expected reply (TCP): "time to first byte".
+/// - `transfer`: reading the response body, up to `max_body`.
+///
+/// With redirects, each phase is the sum over all hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Resolve,
+    Connect,
+    Tls,
+    Processing,
+    Transfer,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Processing,
+        Phase::Transfer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::Tls => "tls",
+            Phase::Processing => "processing",
+            Phase::Transfer => "transfer",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a probe failed, in the terms an on-call engineer reads. Never raw internal text
+/// alone: each variant names what was expected.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// The probe did not finish within its timeout; `phase` is where it was stuck.
+    #[error("timed out during {phase}")]
+    Timeout { phase: Phase },
+    /// The host name could not be resolved.
+    #[error("cannot resolve {host}: {detail}")]
+    Resolve { host: String, detail: String },
+    /// Nothing listens on the port (TCP RST on connect).
+    #[error("connection refused")]
+    ConnectionRefused,
+    /// The peer reset or closed the connection before the exchange completed.
+    #[error("connection reset by peer")]
+    ConnectionReset,
+    /// Another connect-time failure (unreachable network, no route, ...).
+    #[error("cannot connect: {detail}")]
+    Connect { detail: String },
+    /// The TLS handshake failed for a reason other than the certificate.
+    #[error("TLS handshake failed: {detail}")]
+    Tls { detail: String },
+    /// The server's certificate was rejected (expired, unknown issuer, wrong name).
+    #[error("certificate rejected: {detail}")]
+    CertificateInvalid { detail: String },
+    /// The certificate is valid but expires sooner than `cert_min_days`.
+    #[error("certificate expires in {days} days (cert_min_days is {min_days})")]
+    CertificateExpiresSoon { days: i64, min_days: u32 },
+    /// The HTTP status is not one of the expected ones.
+    #[error("status {got}, expected {want}")]
+    Status { got: u16, want: String },
+    /// `body_contains` was not found in the (first `max_body` bytes of the) body.
+    #[error("body lacks {needle:?}")]
+    BodyLacks { needle: String },
+    /// `body_not_contains` was found in the body.
+    #[error("body contains {needle:?}")]
+    BodyContains { needle: String },
+    /// `body_regex` did not match the body.
+    #[error("body does not match /{pattern}/")]
+    BodyRegex { pattern: String },
+    /// The response was correct but slower than `max_latency`.
+    #[error("took {took_ms} ms, more than max_latency {max_ms} ms")]
+    TooSlow { took_ms: u64, max_ms: u64 },
+    /// More redirects than `follow_redirects` allows (or a redirect loop).
+    #[error("more than {limit} redirects")]
+    TooManyRedirects { limit: u32 },
+    /// The server spoke something that is not valid HTTP (or sent a head too large).
+    #[error("invalid HTTP response: {detail}")]
+    Protocol { detail: String },
+    /// The DNS response code is not the expected one.
+    #[error("{}", rcode_message(*got, *want))]
+    DnsRcode { got: Rcode, want: Rcode },
+    /// An `expect` value is missing from the DNS answer.
+    #[error("answer lacks {value:?} (got: {got})")]
+    DnsAnswerLacks { value: String, got: String },
+    /// The DNS exchange failed below the response code (malformed or truncated reply, ...).
+    #[error("DNS query failed: {detail}")]
+    Dns { detail: String },
+    /// The TCP reply did not match `expect`.
+    #[error("reply does not match /{pattern}/, got {got:?}")]
+    ReplyMismatch { pattern: String, got: String },
+    /// The peer closed the connection before a reply matched `expect`.
+    #[error("connection closed before a reply matched /{pattern}/, got {got:?}")]
+    ClosedBeforeReply { pattern: String, got: String },
+    /// An I/O error not covered above.
+    #[error("{detail}")]
+    Io { detail: String },
+}
+
+fn rcode_message(got: Rcode, want: Rcode) -> String {
+    if want == Rcode::NoError {
+        got.to_string()
+    } else {
+        format!("{got}, expected {want}")
+    }
+}
+
+/// Facts learnt along the way; each probe fills what it knows, even when it fails.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Details {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirects: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<u64>,
+    /// The earliest `notAfter` of the peer's certificate chain, as Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_rcode: Option<Rcode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_answers: Option<usize>,
+}
+
+/// The result of one probe run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Wall-clock start, from the injected clock.
+    #[serde(serialize_with = "ser_unix")]
+    pub at: SystemTime,
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+    pub success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(serialize_with = "ser_phases")]
+    pub phases: Vec<(Phase, Duration)>,
+    pub details: Details,
+}
+
+impl Outcome {
+    pub fn phase(&self, phase: Phase) -> Duration {
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
+            .unwrap_or_default()
+    }
+}
+
+fn ser_unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    s.serialize_f64(secs)
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_phases<S: serde::Serializer>(p: &[(Phase, Duration)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(p.len()))?;
+    for (phase, d) in p {
+        m.serialize_entry(phase.as_str(), &d.as_secs_f64())?;
+    }
+    m.end()
+}
+
+/// Runs `check` once, ending within `timeout` whatever the peer does.
+///
+/// The caller owns the deadline; it is enforced here, around the protocol code, so that a
+/// timeout still names the phase it interrupted. `now` is the wall-clock time of the start
+/// (certificate expiry is measured against it).
+pub async fn run(check: &Check, timeout: Duration, now: SystemTime) -> Outcome {
+    let rec = Recorder::default();
+    let start = Instant::now();
+    let work = async {
+        match check {
+            Check::Http(c) => http::probe(c, &rec, now).await,
+            Check::Dns(c) => dns::probe(c, &rec).await,
+            Check::Tcp(c) => tcp::probe(c, &rec, now).await,
+        }
+    };
+    let result = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(Reason::Timeout {
+            phase: rec.current().unwrap_or(Phase::Connect),
+        }),
+    };
+    let duration = start.elapsed();
+    let (phases, details) = rec.finish();
+    Outcome {
+        at: now,
+        duration,
+        success: result.is_ok(),
+        reason: result.err(),
+        phases,
+        details,
+    }
+}
+
+/// Records the probe's progress as a linear timeline of phases, plus the details learnt.
+///
+/// Shared (cloned) into the hooks of the HTTP stack (resolver, connector, TLS), so that
+/// after a timeout the outcome still knows where the probe was and what it had seen.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<Timeline>>);
+
+#[derive(Default)]
+struct Timeline {
+    current: Option<(Phase, Instant)>,
+    spent: Vec<(Phase, Duration)>,
+    details: Details,
+}
+
+impl Recorder {
+    /// From now on the probe is in `phase`; the previous phase's time is added up.
+    pub fn enter(&self, phase: Phase) {
+        let now = Instant::now();
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.close(now);
+        t.current = Some((phase, now));
+    }
+
+    pub fn current(&self) -> Option<Phase> {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.current.map(|(p, _)| p)
+    }
+
+    pub fn details<R>(&self, f: impl FnOnce(&mut Details) -> R) -> R {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut t.details)
+    }
+
+    /// The time spent so far in the current and completed phases.
+    pub fn elapsed_total(&self) -> Duration {
+        let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum: Duration = t.spent.iter().map(|(_, d)| *d).sum();
+        if let Some((_, since)) = t.current {
+            sum += since.elapsed();
+        }
+        sum
+    }
+
+    fn finish(&self) -> (Vec<(Phase, Duration)>, Details) {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        t.close(Instant::now());
+        let mut phases: Vec<(Phase, Duration)> = Vec::new();
+        for (p, d) in &t.spent {
+            match phases.iter_mut().find(|(q, _)| q == p) {
+                Some((_, acc)) => *acc += *d,
+                None => phases.push((*p, *d)),
+            }
+        }
+        phases.sort_by_key(|(p, _)| *p);
+        (phases, t.details.clone())
+    }
+}
+
+impl Timeline {
+    fn close(&mut self, now: Instant) {
+        if let Some((p, since)) = self.current.take() {
+            self.spent.push((p, now.saturating_duration_since(since)));
+        }
+    }
+}
+
+/// Classifies an I/O error met while connecting or talking.
+pub(crate) fn io_reason(e: &std::io::Error) -> Reason {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => Reason::ConnectionRefused,
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => Reason::ConnectionReset,
+        _ => Reason::Io {
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Keeps what a peer sent printable and short for reasons and logs.
+pub(crate) fn excerpt(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_control() && c != ' ' { ' ' } else { c })
+        .collect();
+    if bytes.len() > max {
+        s.push('…');
+    }
+    s.trim().to_string()
+}
+
+/// A compiled regular expression; two patterns are equal when their sources are.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.as_str() == o.0.as_str()
+    }
+}

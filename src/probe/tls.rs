@@ -1,0 +1,333 @@
+//! TLS for probes: trust roots, a verifier that records the peer's certificate chain, and
+//! a session store that refuses resumption (every probe does a full handshake) and marks
+//! the moment the ClientHello is built, which is where the `tls` phase begins.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue,
+    WebPkiServerVerifier,
+};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
+
+use super::{Phase, Reason, Recorder};
+
+/// TLS settings of an HTTP or TCP probe. Equality compares what the config said, not the
+/// loaded roots.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    /// Name to verify the certificate against instead of the target's host.
+    pub server_name: Option<String>,
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca_file", &self.ca_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl PartialEq for TlsOptions {
+    fn eq(&self, o: &Self) -> bool {
+        self.ca_file == o.ca_file
+            && self.insecure_skip_verify == o.insecure_skip_verify
+            && self.server_name == o.server_name
+    }
+}
+
+/// Why TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// The CA file could not be read.
+    #[error("cannot read ca_file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The CA file holds no PEM certificate.
+    #[error("ca_file {path} holds no PEM certificate")]
+    Empty { path: String },
+    /// A certificate in the CA file is not usable as a trust anchor.
+    #[error("ca_file {path}: {detail}")]
+    Invalid { path: String, detail: String },
+}
+
+impl TlsOptions {
+    /// Trust from the system's roots plus Mozilla's (loaded once per process), or from
+    /// `ca_file` alone when given.
+    pub fn new(
+        ca_file: Option<PathBuf>,
+        insecure_skip_verify: bool,
+        server_name: Option<String>,
+    ) -> Result<Self, TlsConfigError> {
+        let verifier = match &ca_file {
+            Some(path) => {
+                verifier_for(roots_from_file(path)?).map_err(|detail| TlsConfigError::Invalid {
+                    path: path.display().to_string(),
+                    detail,
+                })?
+            }
+            None => default_verifier(),
+        };
+        Ok(TlsOptions {
+            ca_file,
+            insecure_skip_verify,
+            server_name,
+            verifier,
+        })
+    }
+
+    /// System and Mozilla roots, verification on.
+    pub fn system() -> Self {
+        TlsOptions {
+            ca_file: None,
+            insecure_skip_verify: false,
+            server_name: None,
+            verifier: default_verifier(),
+        }
+    }
+
+    /// A client config for one probe run: fresh session store (no resumption), the
+    /// recording verifier, and the given ALPN protocols.
+    pub(crate) fn client_config(
+        &self,
+        rec: &Recorder,
+        alpn: &[&[u8]],
+    ) -> Result<ClientConfig, Reason> {
+        let provider = provider();
+        let verifier = Recording {
+            inner: (!self.insecure_skip_verify).then(|| self.verifier.clone()),
+            server_name: self
+                .server_name
+                .as_deref()
+                .and_then(|n| ServerName::try_from(n.to_string()).ok()),
+            rec: rec.clone(),
+            provider: provider.clone(),
+        };
+        let mut cfg = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Reason::Tls {
+                detail: e.to_string(),
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        cfg.resumption = Resumption::store(Arc::new(HelloMark(rec.clone())));
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(cfg)
+    }
+}
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The default trust store is read once per process: reading and parsing the system's
+/// bundle costs milliseconds, which at a thousand probes a second would be most of the CPU.
+fn default_verifier() -> Arc<WebPkiServerVerifier> {
+    static V: OnceLock<Arc<WebPkiServerVerifier>> = OnceLock::new();
+    V.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system bundle may hold certificates that are not valid trust anchors;
+            // skipping them is what every TLS client does.
+            let _ = roots.add(cert);
+        }
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            // Building fails only for an empty store; the compiled-in roots never are.
+            .expect("the compiled-in Mozilla root store is not empty")
+    })
+    .clone()
+}
+
+fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsConfigError> {
+    let name = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|source| TlsConfigError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| TlsConfigError::Invalid {
+            path: name.clone(),
+            detail: e.to_string(),
+        })?;
+        roots.add(cert).map_err(|e| TlsConfigError::Invalid {
+            path: name.clone(),
+            detail: e.to_string(),
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(TlsConfigError::Empty { path: name });
+    }
+    Ok(roots)
+}
+
+fn verifier_for(roots: RootCertStore) -> Result<Arc<WebPkiServerVerifier>, String> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The earliest `notAfter` (Unix seconds) among the given certificates.
+pub fn earliest_not_after<'a>(
+    certs: impl IntoIterator<Item = &'a CertificateDer<'a>>,
+) -> Option<i64> {
+    certs
+        .into_iter()
+        .filter_map(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .min()
+}
+
+struct Recording {
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    server_name: Option<ServerName<'static>>,
+    rec: Recorder,
+    provider: Arc<CryptoProvider>,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recording")
+    }
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let earliest = earliest_not_after(std::iter::once(end_entity).chain(intermediates));
+        self.rec.details(|d| d.cert_not_after = earliest);
+        match &self.inner {
+            Some(v) => v.verify_server_cert(
+                end_entity,
+                intermediates,
+                self.server_name.as_ref().unwrap_or(server_name),
+                ocsp,
+                now,
+            ),
+            None => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A session store that stores nothing. rustls asks it for a resumable session (and a
+/// key-exchange hint) while building the ClientHello, so its first call marks the start
+/// of the handshake: the only hook the HTTP stack offers between TCP connect and TLS.
+#[derive(Debug)]
+struct HelloMark(Recorder);
+
+impl HelloMark {
+    fn mark(&self) {
+        if self.0.current() != Some(Phase::Tls) {
+            self.0.enter(Phase::Tls);
+        }
+    }
+}
+
+impl ClientSessionStore for HelloMark {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: NamedGroup) {}
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<NamedGroup> {
+        self.mark();
+        None
+    }
+    fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.mark();
+        None
+    }
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+    fn insert_tls13_ticket(&self, _: ServerName<'static>, _: Tls13ClientSessionValue) {}
+    fn take_tls13_ticket(&self, _: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.mark();
+        None
+    }
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+/// Maps a rustls error met during a handshake to a reason.
+pub(crate) fn tls_reason(e: &rustls::Error) -> Reason {
+    match e {
+        rustls::Error::InvalidCertificate(c) => Reason::CertificateInvalid {
+            detail: cert_detail(c),
+        },
+        other => Reason::Tls {
+            detail: other.to_string(),
+        },
+    }
+}
+
+fn cert_detail(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError::*;
+    match e {
+        Expired | ExpiredContext { .. } => "certificate has expired".into(),
+        NotValidYet | NotValidYetContext { .. } => "certificate is not valid yet".into(),
+        UnknownIssuer => "issuer is not trusted".into(),
+        NotValidForName | NotValidForNameContext { .. } => {
+            "certificate is not valid for this host name".into()
+        }
+        Revoked => "certificate is revoked".into(),
+        BadSignature => "bad signature".into(),
+        other => format!("{other:?}"),
+    }
+}

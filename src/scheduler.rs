@@ -1,0 +1,277 @@
+//! When probes run. Each probe has its own task: its first run lands at a random point of
+//! its interval (no thundering herd at start-up or reload), each later run at the next
+//! multiple of the interval plus a little jitter. A global semaphore bounds how many
+//! probes run at once. A run that starts too late for one or more slots skips them and
+//! counts them; runs are never queued.
+//!
+//! Outcomes go out on a channel; this room knows nothing of what consumes them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::{Config, Probe};
+use crate::metrics::Metrics;
+use crate::probe::{self, Outcome};
+
+/// One probe run, as sent to consumers.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub probe: Arc<Probe>,
+    pub outcome: Outcome,
+    /// How late the run started compared with its schedule.
+    pub lag: Duration,
+}
+
+/// The largest random delay added to a run, as a share of the interval (capped).
+const JITTER_SHARE: u32 = 20;
+const JITTER_MAX: Duration = Duration::from_millis(500);
+
+struct Running {
+    probe: Arc<Probe>,
+    cancel: CancellationToken,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<(String, String)>,
+    pub kept: usize,
+}
+
+pub struct Scheduler {
+    running: HashMap<(String, String), Running>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    semaphore: Arc<RwLock<(usize, Arc<Semaphore>)>>,
+    tx: mpsc::Sender<Report>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Scheduler {
+    pub fn new(
+        tx: mpsc::Sender<Report>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Scheduler {
+            running: HashMap::new(),
+            tracker: TaskTracker::new(),
+            shutdown,
+            semaphore: Arc::new(RwLock::new((0, Arc::new(Semaphore::new(0))))),
+            tx,
+            metrics,
+            clock,
+        }
+    }
+
+    /// Starts, restarts or stops probe tasks to match `config`. A probe whose definition
+    /// is unchanged keeps its task and so its schedule.
+    pub fn apply(&mut self, config: &Config) -> Changes {
+        {
+            let mut sem = self.semaphore.write().unwrap_or_else(|e| e.into_inner());
+            if sem.0 != config.max_concurrency {
+                // Runs holding a permit of the old semaphore finish under the old bound.
+                *sem = (
+                    config.max_concurrency,
+                    Arc::new(Semaphore::new(config.max_concurrency)),
+                );
+            }
+        }
+        let mut changes = Changes::default();
+        let mut wanted: HashMap<(String, String), Arc<Probe>> = HashMap::new();
+        for p in config.probes() {
+            wanted.insert((p.service.clone(), p.name.clone()), p.clone());
+        }
+        let gone: Vec<(String, String)> = self
+            .running
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(r) = self.running.remove(&key) {
+                r.cancel.cancel();
+            }
+            changes.removed.push(key);
+        }
+        for (key, probe) in wanted {
+            match self.running.get(&key) {
+                Some(r) if *r.probe == *probe => {
+                    changes.kept += 1;
+                    continue;
+                }
+                Some(r) => {
+                    r.cancel.cancel();
+                    changes.changed.push(probe.name.clone());
+                }
+                None => changes.added.push(probe.name.clone()),
+            }
+            let cancel = self.shutdown.child_token();
+            self.metrics.register_probe(&probe);
+            self.tracker.spawn(probe_loop(
+                probe.clone(),
+                Shared {
+                    semaphore: self.semaphore.clone(),
+                    tx: self.tx.clone(),
+                    metrics: self.metrics.clone(),
+                    clock: self.clock.clone(),
+                },
+                cancel.clone(),
+            ));
+            self.running.insert(key, Running { probe, cancel });
+        }
+        changes.added.sort();
+        changes.changed.sort();
+        changes.removed.sort();
+        changes
+    }
+
+    /// Stops scheduling new runs and waits for runs in flight (each bounded by its
+    /// timeout).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+struct Shared {
+    semaphore: Arc<RwLock<(usize, Arc<Semaphore>)>>,
+    tx: mpsc::Sender<Report>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+async fn probe_loop(probe: Arc<Probe>, sh: Shared, cancel: CancellationToken) {
+    let interval = probe.interval;
+    let max_jitter = (interval / JITTER_SHARE).min(JITTER_MAX);
+    let mut slot = Instant::now() + random_up_to(interval);
+    loop {
+        let due = slot + random_up_to(max_jitter);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let semaphore = sh
+            .semaphore
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone();
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = semaphore.acquire_owned() => p,
+        };
+        let Ok(permit) = permit else { return };
+        let lag = Instant::now().saturating_duration_since(due);
+        sh.metrics.scheduler_lag(lag);
+        // A run in flight is finished even during shutdown: it ends within its timeout.
+        let outcome = probe::run(&probe.check, probe.timeout, sh.clock.now()).await;
+        drop(permit);
+        if sh
+            .tx
+            .send(Report {
+                probe: probe.clone(),
+                outcome,
+                lag,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        slot += interval;
+        let now = Instant::now();
+        if slot < now {
+            let behind = now - slot;
+            let missed = (behind.as_nanos() / interval.as_nanos()) as u32 + 1;
+            slot += interval * missed;
+            sh.metrics.skipped(&probe, u64::from(missed));
+            tracing::warn!(service = %probe.service, probe = %probe.name, missed, "probe runs skipped: the previous run finished too late");
+        }
+    }
+}
+
+fn random_up_to(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(rand::rng().random_range(0..max.as_nanos() as u64))
+}
+
+/// The in-memory table of the latest outcome of each probe.
+#[derive(Default)]
+pub struct Latest(RwLock<BTreeMap<(String, String), Report>>);
+
+/// One row of the latest-result table, as served by `/api/v1/probes`.
+#[derive(Debug, Serialize)]
+pub struct LatestRow {
+    pub service: String,
+    pub probe: String,
+    pub kind: &'static str,
+    pub target: String,
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub canary: bool,
+    pub last: Option<Outcome>,
+}
+
+impl Latest {
+    pub fn record(&self, report: Report) {
+        let key = (report.probe.service.clone(), report.probe.name.clone());
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, report);
+    }
+
+    pub fn forget(&self, service: &str, probe: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(service.to_string(), probe.to_string()));
+    }
+
+    /// The configured probes with their latest outcome, in config order.
+    pub fn rows(&self, config: &Config) -> Vec<LatestRow> {
+        let t = self.0.read().unwrap_or_else(|e| e.into_inner());
+        config
+            .probes()
+            .map(|p| LatestRow {
+                service: p.service.clone(),
+                probe: p.name.clone(),
+                kind: p.check.kind(),
+                target: p.check.target(),
+                interval_seconds: p.interval.as_secs_f64(),
+                timeout_seconds: p.timeout.as_secs_f64(),
+                canary: p.canary,
+                last: t
+                    .get(&(p.service.clone(), p.name.clone()))
+                    .filter(|r| *r.probe == **p)
+                    .map(|r| r.outcome.clone()),
+            })
+            .collect()
+    }
+}
+
+/// Feeds metrics and the latest-result table from the outcome channel until it closes.
+/// (The incident engine will be the next consumer of the same reports.)
+pub async fn record(mut rx: mpsc::Receiver<Report>, metrics: Arc<Metrics>, latest: Arc<Latest>) {
+    while let Some(report) = rx.recv().await {
+        metrics.observe(&report.probe, &report.outcome);
+        latest.record(report);
+    }
+}

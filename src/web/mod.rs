@@ -1,0 +1,168 @@
+//! HTTP endpoints: `/metrics`, `/healthz`, `/api/v1/probes`, and a blackbox-compatible
+//! `/probe`. Reads shared state; decides nothing. Errors shown to callers never carry
+//! internal detail beyond what the caller's own input caused.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::{Metrics, render_single};
+use crate::probe::{self, Check};
+use crate::scheduler::Latest;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub metrics: Arc<Metrics>,
+    pub latest: Arc<Latest>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/probes", get(probes))
+        .route("/probe", get(probe_endpoint))
+        .with_state(state)
+}
+
+const PROM_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, PROM_TEXT)], s.metrics.render()).into_response()
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn probes(State(s): State<AppState>) -> Response {
+    let config = s.config();
+    Json(s.latest.rows(&config)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProbeQuery {
+    target: Option<String>,
+    module: Option<String>,
+    /// For DNS modules without a configured name: the name to look up.
+    name: Option<String>,
+}
+
+/// Leaves room for the response within Prometheus' scrape timeout, as blackbox does.
+const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+
+async fn probe_endpoint(
+    State(s): State<AppState>,
+    Query(q): Query<ProbeQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let config = s.config();
+    let module_name = q.module.as_deref().unwrap_or("http");
+    let Some(module) = config.modules.get(module_name) else {
+        let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
+        return bad_request(format!(
+            "unknown module `{module_name}` (known: {})",
+            known.join(", ")
+        ));
+    };
+    let Some(target) = q.target.as_deref().filter(|t| !t.trim().is_empty()) else {
+        return bad_request("the `target` parameter is missing".into());
+    };
+    let check = match with_target(&module.check, target, q.name.as_deref()) {
+        Ok(c) => c,
+        Err(msg) => return bad_request(msg),
+    };
+    let mut timeout = module.timeout;
+    if let Some(scrape) = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+    {
+        let budget = Duration::from_secs_f64(scrape).saturating_sub(SCRAPE_TIMEOUT_OFFSET);
+        if !budget.is_zero() {
+            timeout = timeout.min(budget);
+        }
+    }
+    let outcome = probe::run(&check, timeout, s.clock.now()).await;
+    if let Some(reason) = &outcome.reason {
+        tracing::debug!(module = module_name, target, %reason, "probe failed");
+    }
+    (
+        [(header::CONTENT_TYPE, PROM_TEXT)],
+        render_single(&check, &outcome),
+    )
+        .into_response()
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, msg).into_response()
+}
+
+/// A module's check aimed at the requested target.
+fn with_target(check: &Check, target: &str, name: Option<&str>) -> Result<Check, String> {
+    match check {
+        Check::Http(h) => {
+            let with_scheme = if target.contains("://") {
+                target.to_string()
+            } else {
+                format!("http://{target}")
+            };
+            let url = url::Url::parse(&with_scheme)
+                .map_err(|e| format!("invalid target URL `{target}`: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!(
+                    "target scheme `{}` is not http or https",
+                    url.scheme()
+                ));
+            }
+            let mut h = h.clone();
+            h.url = url;
+            Ok(Check::Http(h))
+        }
+        Check::Tcp(t) => {
+            if !crate::config::valid_host_port(target) {
+                return Err(format!("target `{target}` is not host:port"));
+            }
+            let mut t = t.clone();
+            t.address = target.to_string();
+            Ok(Check::Tcp(t))
+        }
+        Check::Dns(d) => {
+            let server = crate::config::parse_server(target).ok_or_else(|| {
+                format!("target `{target}` is not a DNS server address (ip or ip:port)")
+            })?;
+            let mut d = d.clone();
+            d.server = Some(server);
+            if let Some(n) = name {
+                let fq = if n.ends_with('.') {
+                    n.to_string()
+                } else {
+                    format!("{n}.")
+                };
+                d.name = hickory_resolver::Name::from_ascii(&fq)
+                    .map_err(|_| format!("invalid DNS name `{n}`"))?;
+            }
+            Ok(Check::Dns(d))
+        }
+    }
+}
