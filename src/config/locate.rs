@@ -80,6 +80,8 @@ impl Pos {
 pub struct Locations {
     keys: HashMap<Path, Pos>,
     values: HashMap<Path, Pos>,
+    /// Keys given twice in one mapping: (path, second position, first position).
+    duplicates: Vec<(Path, Pos, Pos)>,
 }
 
 impl Locations {
@@ -106,6 +108,11 @@ impl Locations {
             }
             p.0.pop();
         }
+    }
+
+    /// Keys that appear twice in the same mapping, with both positions.
+    pub fn duplicates(&self) -> &[(Path, Pos, Pos)] {
+        &self.duplicates
     }
 
     /// The position of the key that names `path` (falls back to its value's position).
@@ -150,7 +157,9 @@ impl Builder {
             Some(Frame::Map { path, pending_key }) => match pending_key.take() {
                 Some((k, kpos)) => {
                     let p = path.key(&k);
-                    self.locs.keys.insert(p.clone(), kpos);
+                    if let Some(first) = self.locs.keys.insert(p.clone(), kpos) {
+                        self.locs.duplicates.push((p.clone(), kpos, first));
+                    }
                     Some(p)
                 }
                 None => {

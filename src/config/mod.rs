@@ -164,6 +164,9 @@ pub(crate) struct Diag<'a> {
     file: String,
     locs: &'a Locations,
     errors: Vec<ConfigError>,
+    /// Sequence elements pruned by [`deserialize_all`], as (original parent, original
+    /// index): paths built on the pruned tree are mapped back through them.
+    removed: Vec<(Path, usize)>,
 }
 
 impl<'a> Diag<'a> {
@@ -172,18 +175,19 @@ impl<'a> Diag<'a> {
             file,
             locs,
             errors: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
-    /// An error about the value at `path`.
+    /// An error about the value at `path` (a path into the pruned tree).
     pub(crate) fn at(&mut self, path: &Path, message: impl Into<String>) {
-        let pos = self.locs.value(path);
+        let pos = self.locs.value(&original_path(path, &self.removed));
         self.push(pos, message.into());
     }
 
-    /// An error about the key that names `path`.
+    /// An error about the key that names `path` (a path into the pruned tree).
     pub(crate) fn at_key(&mut self, path: &Path, message: impl Into<String>) {
-        let pos = self.locs.key(path);
+        let pos = self.locs.key(&original_path(path, &self.removed));
         self.push(pos, message.into());
     }
 
@@ -224,6 +228,24 @@ pub fn load(path: &FsPath) -> Result<Config, ConfigErrors> {
 /// Resolves config text as if read from `path`.
 pub fn parse(src: &str, path: &FsPath) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
+    let locs = Locations::parse(src);
+    if !locs.duplicates().is_empty() {
+        let mut errors: Vec<ConfigError> = locs
+            .duplicates()
+            .iter()
+            .map(|(path, pos, first)| ConfigError {
+                file: file.clone(),
+                pos: *pos,
+                message: format!(
+                    "duplicate key `{}` (first at line {}): keep one",
+                    last_seg(path),
+                    first.line
+                ),
+            })
+            .collect();
+        errors.sort_by_key(|e| e.pos);
+        return Err(ConfigErrors(errors));
+    }
     let value: Value = match serde_yaml::from_str(src) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(v) => v,
@@ -242,7 +264,6 @@ pub fn parse(src: &str, path: &FsPath) -> Result<Config, ConfigErrors> {
             }]));
         }
     };
-    let locs = Locations::parse(src);
     let mut diag = Diag::new(file, &locs);
     let raw: Option<raw::RawConfig> = deserialize_all(value, &mut diag);
     let base = path.parent().map(FsPath::to_path_buf).unwrap_or_default();
@@ -250,6 +271,14 @@ pub fn parse(src: &str, path: &FsPath) -> Result<Config, ConfigErrors> {
     match config {
         Some(c) if diag.is_empty() => Ok(c),
         _ => Err(diag.finish()),
+    }
+}
+
+fn last_seg(p: &Path) -> String {
+    match p.0.last() {
+        Some(Seg::Key(k)) => k.clone(),
+        Some(Seg::Index(i)) => i.to_string(),
+        None => String::new(),
     }
 }
 
@@ -263,24 +292,28 @@ fn strip_location(msg: &str) -> String {
 /// Deserializes `value` as `T`, reporting every shape error rather than the first: after
 /// each error the offending node is removed and deserialization is tried again. Indices
 /// of removed sequence elements are remembered so later errors still point at the
-/// original positions.
+/// original positions. Returns what remains once every bad node is gone, so the next
+/// stage can report its own errors too (the errors already recorded still fail the load).
 pub(crate) fn deserialize_all<T: DeserializeOwned>(mut value: Value, diag: &mut Diag) -> Option<T> {
-    let mut removed_items: Vec<(Path, usize)> = Vec::new();
     let mut removed_keys: Vec<(Path, String)> = Vec::new();
-    let mut failed = false;
     // Each round removes one node, so the loop ends; the bound only guards against a
     // pathological file.
     for _ in 0..500 {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) => return (!failed).then_some(t),
+            Ok(t) => return Some(t),
             Err(e) => e,
         };
-        failed = true;
         let cur = convert_path(err.path());
-        let orig = original_path(&cur, &removed_items);
+        let orig = original_path(&cur, &diag.removed);
         let msg = err.inner().to_string();
         if let Some((key, expected)) = parse_unknown(&msg, "unknown field `") {
-            diag.at_key(&orig.key(&key), unknown_message("key", &key, &expected));
+            // serde_path_to_error may or may not have entered the unknown key already.
+            let (cur, orig) = match cur.0.last() {
+                Some(Seg::Key(k)) if *k == key => (cur.parent(), orig.parent()),
+                _ => (cur, orig),
+            };
+            let pos = diag.locs.key(&orig.key(&key));
+            diag.push(pos, unknown_message("key", &key, &expected));
             if !remove(&mut value, &cur.key(&key)) {
                 return None;
             }
@@ -293,19 +326,22 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(mut value: Value, diag: &mut 
         {
             let already = removed_keys.iter().any(|(p, k)| *p == orig && k == field);
             if !already {
-                diag.at(&orig, format!("missing key `{field}`"));
+                diag.push(diag.locs.value(&orig), format!("missing key `{field}`"));
             }
         } else if let Some((variant, expected)) = parse_unknown(&msg, "unknown variant `") {
-            diag.at(&orig, unknown_message("value", &variant, &expected));
+            diag.push(
+                diag.locs.value(&orig),
+                unknown_message("value", &variant, &expected),
+            );
         } else {
-            diag.at(&orig, friendly(&msg, &orig));
+            diag.push(diag.locs.value(&orig), friendly(&msg, &orig));
         }
         // Remove the node (for a missing key: the mapping that lacks it) and go on.
         if cur.0.is_empty() {
             return None;
         }
         if let Some(Seg::Index(i)) = orig.0.last() {
-            removed_items.push((orig.parent(), *i));
+            diag.removed.push((orig.parent(), *i));
         }
         if let Some(Seg::Key(k)) = orig.0.last() {
             removed_keys.push((orig.parent(), k.clone()));
@@ -391,7 +427,7 @@ fn parse_unknown(msg: &str, prefix: &str) -> Option<(String, Vec<String>)> {
     let rest = msg.strip_prefix(prefix)?;
     let end = rest.find('`')?;
     let name = rest[..end].to_string();
-    let expected = rest[end..]
+    let expected = rest[end + 1..]
         .split('`')
         .skip(1)
         .step_by(2)
@@ -416,7 +452,7 @@ pub(crate) fn nearest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a st
     candidates
         .iter()
         .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < c.len())
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < name.len().max(c.len()))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
 }

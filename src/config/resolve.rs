@@ -64,7 +64,7 @@ impl Ctx<'_, '_> {
         if p.is_absolute() {
             p
         } else {
-            self.base.join(p)
+            self.base.join(p.strip_prefix("./").unwrap_or(&p))
         }
     }
 
@@ -72,13 +72,11 @@ impl Ctx<'_, '_> {
         match regex::Regex::new(s) {
             Ok(r) => Some(Pattern(r)),
             Err(e) => {
-                let first = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
+                // regex's message spans several lines with a caret diagram; its last
+                // line says what is wrong.
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or_default().trim();
+                let first = last.strip_prefix("error: ").unwrap_or(last);
                 self.err(
                     path,
                     format!("invalid regex in `{}`: {first}", last_key(path)),
@@ -105,7 +103,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration `{s}`: {e}; use e.g. `30s`, `15m`, `3h`, `500ms`"))
+        .map_err(|_| format!("invalid duration `{s}`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`"))
 }
 
 /// Sizes: a number of bytes, or `512KiB`, `1MiB`, `10MB`, `100kB`.
@@ -768,7 +766,7 @@ fn dns_check(cx: &mut Ctx, p: &Path, d: &RawDns, need_target: bool) -> Option<Dn
         if let Some(what) = bad {
             cx.err(
                 &p.key("expect").index(i),
-                format!("`{v}` is not {what}, so a {type_s} answer can never hold it"),
+                format!("`{v}` is not {what}, so the {type_s} answer can never hold it"),
             );
         }
     }

@@ -1,0 +1,295 @@
+//! Every bad config in testdata/bad maps to the exact errors, with positions, that
+//! `tocsin check` must print. A new rule gets a new file here.
+
+use std::path::Path;
+
+const CASES: &[(&str, &[&str])] = &[
+    (
+        "audience-missing-file.yaml",
+        &["8:21: audience file `testdata/bad/no-such-customers.csv` does not exist"],
+    ),
+    (
+        "bad-duration-no-unit.yaml",
+        &["2:12: invalid duration `10`: add a unit, e.g. `30s`, `15m`, `3h`, `500ms`"],
+    ),
+    (
+        "bad-max-body.yaml",
+        &["5:53: invalid size `1MB2`: unknown unit `MB2`; use B, kB, KiB, MB, MiB, GB or GiB"],
+    ),
+    (
+        "bad-method.yaml",
+        &["5:51: unknown HTTP method `GTE`, did you mean `GET`?"],
+    ),
+    (
+        "bad-regex.yaml",
+        &["5:55: invalid regex in `body_regex`: unclosed group"],
+    ),
+    (
+        "bad-service-id.yaml",
+        &[
+            "2:9: service id `Web Shop` may hold only lowercase letters, digits, `-` and `_` (it names files and URLs)",
+        ],
+    ),
+    (
+        "bad-status.yaml",
+        &[
+            "5:64: invalid status `300-2`: use a code from 100 to 599 or a range such as \"200-299\"",
+        ],
+    ),
+    (
+        "cert-days-on-http.yaml",
+        &["5:58: `cert_min_days` needs an https URL"],
+    ),
+    (
+        "default-timeout-too-long.yaml",
+        &["2:11: probe `home`: timeout 10s must be shorter than its interval 5s"],
+    ),
+    (
+        "dns-bad-protocol.yaml",
+        &["5:50: `protocol` must be `udp` or `tcp`, not `quic`"],
+    ),
+    (
+        "dns-bad-rcode.yaml",
+        &["5:54: unknown response code `NXDOMIAN`, did you mean `NXDOMAIN`?"],
+    ),
+    (
+        "dns-bad-server.yaml",
+        &[
+            "5:48: `server` must be an IP address with an optional port, such as 192.0.2.53:53, not `dns.example.com:53`",
+        ],
+    ),
+    (
+        "dns-expect-not-ip.yaml",
+        &["5:58: `shop.example.com` is not an IPv4 address, so the A answer can never hold it"],
+    ),
+    (
+        "duplicate-key.yaml",
+        &["3:5: duplicate key `id` (first at line 2): keep one"],
+    ),
+    (
+        "duplicate-probe.yaml",
+        &[
+            "8:15: duplicate probe name `home` (also in service `shop`); probe names are unique across services",
+        ],
+    ),
+    (
+        "duplicate-service.yaml",
+        &["6:9: duplicate service id `shop` (also services[0])"],
+    ),
+    (
+        "escalation-bad-email.yaml",
+        &[
+            "9:16: levels must be in order: `after: 0m` comes before the previous level's 15m",
+            "9:25: `oncall` is not an email address",
+        ],
+    ),
+    (
+        "invalid-url.yaml",
+        &["5:22: invalid URL `http//shop.example.com`: relative URL without a base"],
+    ),
+    (
+        "invalid-yaml.yaml",
+        &["4:1: invalid YAML: did not find expected node content"],
+    ),
+    (
+        "listen-not-address.yaml",
+        &["1:9: `listen` must be an IP address and port such as 127.0.0.1:9778, not `localhost`"],
+    ),
+    (
+        "maintenance-unknown-service.yaml",
+        &[
+            "7:16: unknown service `shpo`, did you mean `shop`?",
+            "7:29: `start` must be an RFC 3339 time such as 2026-12-01T22:00:00Z, not `2026-12-01 22:00`",
+        ],
+    ),
+    (
+        "missing-ca-file.yaml",
+        &[
+            "5:60: cannot read ca_file testdata/bad/no-such-ca.pem: No such file or directory (os error 2)",
+        ],
+    ),
+    (
+        "missing-name.yaml",
+        &[
+            "4:13: missing key `name`",
+            "6:55: invalid regex in `body_regex`: unclosed group",
+        ],
+    ),
+    (
+        "no-services.yaml",
+        &["1:7: no services: add at least one under `services`, each with its `probes`"],
+    ),
+    (
+        "probe-two-kinds.yaml",
+        &["6:14: has both `http` and `tcp`: one probe checks one thing; split it into two probes"],
+    ),
+    (
+        "probe-without-kind.yaml",
+        &["4:13: needs one of `http`, `dns` or `tcp` to say what to check"],
+    ),
+    (
+        "secret-in-smtp-url.yaml",
+        &[
+            "8:9: credentials do not belong in the file: remove them from the URL and set `username_env` and `password_env`",
+            "9:3: unknown key `password`, did you mean `password_env`?",
+        ],
+    ),
+    (
+        "service-without-probes.yaml",
+        &["2:9: service `shop` has no probes: add at least one under `probes`"],
+    ),
+    (
+        "several-errors.yaml",
+        &[
+            "2:13: invalid duration `30x`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`",
+            "3:22: `failure_threshold` must be at least 1",
+            "8:22: URL scheme `ftp` is not supported: use http or https",
+            "10:41: unknown record type `AA`, did you mean `A`?",
+        ],
+    ),
+    (
+        "tcp-bad-expect.yaml",
+        &["5:49: invalid regex in `expect`: unclosed character class"],
+    ),
+    (
+        "tcp-missing-address.yaml",
+        &["5:14: missing key `address` (host:port to connect to)"],
+    ),
+    (
+        "tcp-no-port.yaml",
+        &["5:25: `address` must be host:port, such as db.internal:5432, not `db.internal`"],
+    ),
+    (
+        "threshold-not-number.yaml",
+        &["2:22: `failure_threshold`: expected a whole number, found string \"three\""],
+    ),
+    (
+        "threshold-zero.yaml",
+        &["3:24: `success_threshold` must be at least 1"],
+    ),
+    (
+        "timeout-not-below-interval.yaml",
+        &["6:18: probe `home`: timeout 10s must be shorter than its interval 10s"],
+    ),
+    (
+        "unknown-escalation.yaml",
+        &["3:17: unknown escalation policy `defualt`, did you mean `default`?"],
+    ),
+    (
+        "unknown-key-probe.yaml",
+        &["5:48: unknown key `expect_staus`, did you mean `expect_status`?"],
+    ),
+    (
+        "unknown-key-typo.yaml",
+        &["2:3: unknown key `interva`, did you mean `interval`?"],
+    ),
+    (
+        "unknown-top-level.yaml",
+        &[
+            "1:1: unknown key `servics`, did you mean `services`?",
+            "1:8: no services: add at least one under `services`, each with its `probes`",
+        ],
+    ),
+    (
+        "wrong-type-list.yaml",
+        &[
+            "1:9: no services: add at least one under `services`, each with its `probes`",
+            "2:5: `services`: expected a sequence, found map",
+        ],
+    ),
+];
+
+#[test]
+fn every_bad_config_reports_exact_errors_and_positions() {
+    assert!(CASES.len() >= 25, "keep at least 25 bad configs");
+    let mut failures = Vec::new();
+    for (file, want) in CASES {
+        let path = format!("testdata/bad/{file}");
+        let got = match tocsin::config::load(Path::new(&path)) {
+            Ok(_) => vec!["<accepted>".to_string()],
+            Err(errs) => errs
+                .0
+                .iter()
+                .map(|e| {
+                    assert_eq!(e.file, path);
+                    format!("{}:{}: {}", e.pos.line, e.pos.col, e.message)
+                })
+                .collect(),
+        };
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        if got != want {
+            failures.push(format!("{file}:\n  want {want:#?}\n  got  {got:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_file_in_testdata_bad_has_a_case() {
+    let mut files: Vec<String> = std::fs::read_dir("testdata/bad")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = CASES.iter().map(|(f, _)| f.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed);
+}
+
+#[test]
+fn the_design_example_is_valid() {
+    let c = tocsin::config::load(Path::new("testdata/design/probes.yaml"))
+        .expect("design example validates");
+    assert_eq!(c.services.len(), 1);
+    assert_eq!(c.probes().count(), 3);
+    let shop = &c.services[0];
+    assert_eq!(
+        shop.customer_threshold,
+        std::time::Duration::from_secs(3 * 3600)
+    );
+    assert_eq!((shop.failure_threshold, shop.success_threshold), (3, 2));
+    assert_eq!(c.escalation["default"].len(), 3);
+    assert_eq!(c.maintenance.len(), 1);
+    assert_eq!(c.mail.max_per_second, 100);
+}
+
+#[test]
+fn the_root_config_is_valid() {
+    let c = tocsin::config::load(Path::new("probes.yaml")).expect("root probes.yaml validates");
+    let kinds: Vec<&str> = c.probes().map(|p| p.check.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["http", "tcp", "dns"],
+        "the embedded default shows every probe kind"
+    );
+}
+
+#[test]
+fn a_missing_file_is_one_clear_error() {
+    let e = tocsin::config::load(Path::new("testdata/no-such.yaml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "testdata/no-such.yaml:1:1: cannot read the config file: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn defaults_and_overrides_resolve() {
+    let src = "defaults: { interval: 1m, timeout: 5s }\nservices:\n  - id: a\n    failure_threshold: 5\n    probes:\n      - { name: x, tcp: { address: \"127.0.0.1:1\" } }\n      - { name: y, interval: 500ms, timeout: 200ms, http: { url: \"https://127.0.0.1/\", expect_status: [\"200-204\", 301], max_body: 64KiB, follow_redirects: 3 } }\n";
+    let c = tocsin::config::parse(src, Path::new("t.yaml")).unwrap();
+    let p: Vec<_> = c.probes().collect();
+    assert_eq!(p[0].interval, std::time::Duration::from_secs(60));
+    assert_eq!(p[0].timeout, std::time::Duration::from_secs(5));
+    assert_eq!(p[1].interval, std::time::Duration::from_millis(500));
+    assert_eq!(c.services[0].failure_threshold, 5);
+    assert_eq!(c.services[0].success_threshold, 2);
+    match &p[1].check {
+        tocsin::probe::Check::Http(h) => {
+            assert_eq!(h.expect_status.0, vec![(200, 204), (301, 301)]);
+            assert_eq!(h.max_body, 65536);
+            assert_eq!(h.max_redirects, 3);
+            assert!(h.expect_status.contains(204) && !h.expect_status.contains(205));
+        }
+        other => panic!("expected http, got {other:?}"),
+    }
+}
