@@ -165,6 +165,12 @@ impl Builder {
                 None => {
                     if let Some((k, pos)) = is_scalar_key_candidate {
                         *pending_key = Some((k.to_string(), pos));
+                        // A block mapping's start mark lies after its first key; the
+                        // mapping starts where that key does.
+                        let map_path = path.clone();
+                        if let Some(start) = self.locs.values.get_mut(&map_path) {
+                            *start = (*start).min(pos);
+                        }
                     }
                     None
                 }
@@ -235,8 +241,8 @@ mod tests {
             .index(0)
             .key("http")
             .key("url");
-        assert_eq!(l.value(&p), Pos { line: 6, col: 24 });
-        assert_eq!(l.key(&p), Pos { line: 6, col: 19 });
+        assert_eq!(l.value(&p), Pos { line: 6, col: 22 });
+        assert_eq!(l.key(&p), Pos { line: 6, col: 17 });
         assert_eq!(l.key(&Path::root().key("a")), Pos { line: 1, col: 1 });
         assert_eq!(
             l.value(&Path::root().key("services").index(0)),

@@ -194,7 +194,8 @@ pub(super) fn resolve(
     let escalation_names: Vec<String> = raw.escalation.keys().cloned().collect();
     let audience_names: Vec<String> = raw.audiences.keys().cloned().collect();
 
-    if raw.services.is_empty() {
+    // After a shape error (a misspelt or mistyped `services`) this would only be noise.
+    if raw.services.is_empty() && cx.diag.is_empty() {
         cx.err(
             &root,
             "no services: add at least one under `services`, each with its `probes`",
@@ -297,8 +298,10 @@ pub(super) fn resolve(
                     pp.key("timeout")
                 } else if rp.interval.is_some() {
                     pp.key("interval")
-                } else {
+                } else if d.and_then(|d| d.timeout.as_ref()).is_some() {
                     dp.key("timeout")
+                } else {
+                    dp.key("interval")
                 };
                 cx.err(
                     &tp,
