@@ -252,18 +252,17 @@ impl std::fmt::Display for ResolveFailed {
 
 impl std::error::Error for ResolveFailed {}
 
-/// Sorts a reqwest error into a reason by walking its source chain: our own resolver
-/// error, a rustls error (wrapped in io::Error by tokio-rustls), an io::Error kind, or
-/// else hyper's message for protocol violations.
+/// Sorts a reqwest error into a reason by searching its whole chain (io::Error hides its
+/// inner error from `source()`, so that is looked into too): our own resolver error, a
+/// rustls error, an io::Error kind, or else hyper's message for protocol violations.
 fn classify(e: &reqwest::Error, c: &HttpCheck) -> Reason {
     if e.is_redirect() {
         return Reason::TooManyRedirects {
             limit: c.max_redirects,
         };
     }
-    let mut deepest = e.to_string();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
+    let chain = error_chain(e);
+    for err in &chain {
         if let Some(r) = err.downcast_ref::<ResolveFailed>() {
             return Reason::Resolve {
                 host: r.host.clone(),
@@ -273,23 +272,41 @@ fn classify(e: &reqwest::Error, c: &HttpCheck) -> Reason {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return tls_reason(t);
         }
+    }
+    let deepest = chain.last().map(|e| e.to_string()).unwrap_or_default();
+    for err in &chain {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return tls_reason(t);
-            }
             return match io_reason(io) {
                 Reason::Io { detail } if e.is_connect() => Reason::Connect { detail },
+                Reason::Io { .. } => Reason::Protocol { detail: deepest },
                 r => r,
             };
         }
-        deepest = err.to_string();
-        cur = err.source();
     }
     if e.is_connect() {
         Reason::Connect { detail: deepest }
     } else {
         Reason::Protocol { detail: deepest }
     }
+}
+
+/// Every error in the chain, outermost first, looking inside io::Errors.
+fn error_chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        out.push(err);
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    out
 }
 
 /// Resolves through the system (getaddrinfo, /etc/hosts included) and times it.

@@ -1,0 +1,362 @@
+//! The HTTP probe against real HTTP and HTTPS servers on loopback, well-behaved and not.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use support::{Ca, HttpServer};
+use tocsin::probe::{
+    self, Check, HttpCheck, Outcome, Pattern, Phase, Reason, StatusSet, TlsOptions,
+};
+
+const T: Duration = Duration::from_secs(5);
+
+async fn run(c: HttpCheck, timeout: Duration) -> Outcome {
+    probe::run(&Check::Http(c), timeout, SystemTime::now()).await
+}
+
+fn reason(o: &Outcome) -> String {
+    o.reason
+        .as_ref()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "ok".into())
+}
+
+#[tokio::test]
+async fn a_healthy_page_passes_with_phases_and_status() {
+    let s = HttpServer::start(None).await;
+    let mut c = HttpCheck::get(s.url("/"));
+    c.body_contains = Some("Add to cart".into());
+    c.body_regex = Some(Pattern(regex::Regex::new(r"<h1>\w+</h1>").unwrap()));
+    c.body_not_contains = Some("error".into());
+    let o = run(c, T).await;
+    assert_eq!(reason(&o), "ok");
+    assert_eq!(o.details.http_status, Some(200));
+    assert!(o.phase(Phase::Connect) > Duration::ZERO);
+    assert!(o.phase(Phase::Processing) > Duration::ZERO);
+    assert_eq!(o.phase(Phase::Tls), Duration::ZERO);
+    let sum: Duration = o.phases.iter().map(|(_, d)| *d).sum();
+    assert!(
+        sum <= o.duration,
+        "phases {sum:?} fit in the total {:?}",
+        o.duration
+    );
+}
+
+#[tokio::test]
+async fn every_run_opens_a_fresh_connection() {
+    let s = HttpServer::start(None).await;
+    let c = HttpCheck::get(s.url("/"));
+    for _ in 0..3 {
+        assert!(run(c.clone(), T).await.success);
+    }
+    assert_eq!(s.connections(), 3);
+}
+
+#[tokio::test]
+async fn status_outside_the_expected_set_names_both() {
+    let s = HttpServer::start(None).await;
+    let o = run(HttpCheck::get(s.url("/503")), T).await;
+    assert_eq!(
+        o.reason,
+        Some(Reason::Status {
+            got: 503,
+            want: "200-399".into()
+        })
+    );
+    let mut c = HttpCheck::get(s.url("/503"));
+    c.expect_status = StatusSet(vec![(200, 200)]);
+    assert_eq!(reason(&run(c, T).await), "status 503, expected 200");
+    let mut c = HttpCheck::get(s.url("/404"));
+    c.expect_status = StatusSet(vec![(404, 404)]);
+    assert!(run(c, T).await.success, "an expected 404 passes");
+}
+
+#[tokio::test]
+async fn body_checks_say_what_was_missing_or_present() {
+    let s = HttpServer::start(None).await;
+    let mut c = HttpCheck::get(s.url("/error-page"));
+    c.body_contains = Some("Add to cart".into());
+    assert_eq!(reason(&run(c, T).await), "body lacks \"Add to cart\"");
+    let mut c = HttpCheck::get(s.url("/error-page"));
+    c.body_not_contains = Some("Internal error".into());
+    assert_eq!(reason(&run(c, T).await), "body contains \"Internal error\"");
+    let mut c = HttpCheck::get(s.url("/error-page"));
+    c.body_regex = Some(Pattern(regex::Regex::new("cart$").unwrap()));
+    assert_eq!(reason(&run(c, T).await), "body does not match /cart$/");
+}
+
+#[tokio::test]
+async fn redirects_are_followed_counted_and_bounded() {
+    let s = HttpServer::start(None).await;
+    let o = run(HttpCheck::get(s.url("/redirect")), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.details.redirects, Some(1));
+    assert_eq!(s.connections(), 2, "each hop is its own connection");
+
+    let o = run(HttpCheck::get(s.url("/loop")), T).await;
+    assert_eq!(o.reason, Some(Reason::TooManyRedirects { limit: 10 }));
+
+    let mut c = HttpCheck::get(s.url("/redirect"));
+    c.max_redirects = 0;
+    c.expect_status = StatusSet(vec![(200, 200)]);
+    assert_eq!(reason(&run(c, T).await), "status 302, expected 200");
+}
+
+#[tokio::test]
+async fn connection_refused_is_named() {
+    let addr = support::closed_port().await;
+    let o = run(
+        HttpCheck::get(format!("http://{addr}/").parse().unwrap()),
+        T,
+    )
+    .await;
+    assert_eq!(o.reason, Some(Reason::ConnectionRefused));
+    assert_eq!(reason(&o), "connection refused");
+}
+
+#[tokio::test]
+async fn a_hung_server_times_out_during_processing() {
+    let addr = support::silent_server().await;
+    let o = run(
+        HttpCheck::get(format!("http://{addr}/").parse().unwrap()),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reason(&o), "timed out during processing");
+    assert!(
+        o.duration < Duration::from_secs(2),
+        "ends at its deadline, took {:?}",
+        o.duration
+    );
+}
+
+#[tokio::test]
+async fn a_hung_handler_times_out_during_processing() {
+    let s = HttpServer::start(None).await;
+    let o = run(HttpCheck::get(s.url("/hang")), Duration::from_millis(500)).await;
+    assert_eq!(
+        o.reason,
+        Some(Reason::Timeout {
+            phase: Phase::Processing
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_byte_at_a_time_body_times_out_during_transfer_with_the_status_known() {
+    let s = HttpServer::start(None).await;
+    let o = run(HttpCheck::get(s.url("/drip")), Duration::from_millis(700)).await;
+    assert_eq!(
+        o.reason,
+        Some(Reason::Timeout {
+            phase: Phase::Transfer
+        })
+    );
+    assert_eq!(o.details.http_status, Some(200));
+    assert!(o.duration < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_huge_body_is_read_only_up_to_max_body() {
+    let s = HttpServer::start(None).await;
+    let mut c = HttpCheck::get(s.url("/huge-body"));
+    c.body_contains = Some("Add to cart".into());
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.details.body_bytes, Some(1 << 20));
+    let mut c = HttpCheck::get(s.url("/huge-body"));
+    c.max_body = 4;
+    c.body_contains = Some("Add to cart".into());
+    assert_eq!(
+        reason(&run(c, T).await),
+        "body lacks \"Add to cart\"",
+        "only 4 bytes were read"
+    );
+}
+
+#[tokio::test]
+async fn huge_headers_and_garbage_are_protocol_errors() {
+    let s = HttpServer::start(None).await;
+    let o = run(HttpCheck::get(s.url("/huge-headers")), T).await;
+    assert!(
+        matches!(o.reason, Some(Reason::Protocol { .. })),
+        "{}",
+        reason(&o)
+    );
+    let o = run(HttpCheck::get(s.url("/garbage")), T).await;
+    assert!(
+        matches!(o.reason, Some(Reason::Protocol { .. })),
+        "{}",
+        reason(&o)
+    );
+    assert!(
+        reason(&o).starts_with("invalid HTTP response: "),
+        "{}",
+        reason(&o)
+    );
+    let o = run(HttpCheck::get(s.url("/close")), T).await;
+    assert!(!o.success);
+    assert!(
+        matches!(
+            o.reason,
+            Some(Reason::Protocol { .. }) | Some(Reason::ConnectionReset)
+        ),
+        "{}",
+        reason(&o)
+    );
+}
+
+#[tokio::test]
+async fn slower_than_max_latency_fails_with_both_figures() {
+    let s = HttpServer::start(None).await;
+    let mut c = HttpCheck::get(s.url("/slow"));
+    c.max_latency = Some(Duration::from_millis(100));
+    let o = run(c, T).await;
+    match o.reason {
+        Some(Reason::TooSlow {
+            took_ms,
+            max_ms: 100,
+        }) => assert!(took_ms >= 300, "took {took_ms}"),
+        other => panic!("expected TooSlow, got {other:?}"),
+    }
+}
+
+fn tls_for(ca: &Ca) -> TlsOptions {
+    TlsOptions::new(Some(ca.pem_file.path().to_path_buf()), false, None).unwrap()
+}
+
+#[tokio::test]
+async fn https_reports_tls_phase_and_certificate_expiry() {
+    let ca = Ca::new();
+    let s = HttpServer::start(Some(ca.server(-1, 30))).await;
+    let mut c = HttpCheck::get(s.https_url("/"));
+    c.tls = tls_for(&ca);
+    c.cert_min_days = Some(14);
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert!(o.phase(Phase::Tls) > Duration::ZERO);
+    assert!(o.phase(Phase::Connect) > Duration::ZERO);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days = (o.details.cert_not_after.unwrap() - now) as f64 / 86400.0;
+    assert!(
+        (29.9..30.1).contains(&days),
+        "leaf expires in 30 days, CA later: {days}"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_in_three_days_fails_cert_min_days() {
+    let ca = Ca::new();
+    let s = HttpServer::start(Some(ca.server(-1, 3))).await;
+    let mut c = HttpCheck::get(s.https_url("/"));
+    c.tls = tls_for(&ca);
+    c.cert_min_days = Some(14);
+    let o = run(c, T).await;
+    assert_eq!(
+        reason(&o),
+        "certificate expires in 3 days (cert_min_days is 14)"
+    );
+    assert_eq!(o.details.http_status, Some(200), "the page itself answered");
+}
+
+#[tokio::test]
+async fn expired_untrusted_and_misnamed_certificates_are_rejected() {
+    let ca = Ca::new();
+    let expired = HttpServer::start(Some(ca.server(-10, -1))).await;
+    let mut c = HttpCheck::get(expired.https_url("/"));
+    c.tls = tls_for(&ca);
+    let o = run(c, T).await;
+    assert_eq!(reason(&o), "certificate rejected: certificate has expired");
+    assert!(
+        o.details.cert_not_after.is_some(),
+        "expiry is known even when rejected"
+    );
+
+    let valid = HttpServer::start(Some(ca.server(-1, 30))).await;
+    let o = run(HttpCheck::get(valid.https_url("/")), T).await;
+    assert_eq!(reason(&o), "certificate rejected: issuer is not trusted");
+
+    let mut c = HttpCheck::get(valid.https_url("/"));
+    c.tls = TlsOptions::new(
+        Some(ca.pem_file.path().to_path_buf()),
+        false,
+        Some("shop.example.com".into()),
+    )
+    .unwrap();
+    assert_eq!(
+        reason(&run(c, T).await),
+        "certificate rejected: certificate is not valid for this host name"
+    );
+
+    let mut c = HttpCheck::get(valid.https_url("/"));
+    c.tls = TlsOptions::new(None, true, None).unwrap();
+    assert!(run(c, T).await.success, "insecure_skip_verify accepts it");
+}
+
+#[tokio::test]
+async fn garbage_instead_of_tls_is_a_tls_error() {
+    let addr = support::line_server(0, b"220 this is not TLS at all\r\n").await;
+    let o = run(
+        HttpCheck::get(
+            format!("https://127.0.0.1:{}/", addr.port())
+                .parse()
+                .unwrap(),
+        ),
+        T,
+    )
+    .await;
+    assert!(
+        matches!(o.reason, Some(Reason::Tls { .. })),
+        "{}",
+        reason(&o)
+    );
+}
+
+#[tokio::test]
+async fn a_server_silent_after_connect_times_out_during_tls() {
+    let addr = support::silent_server().await;
+    let o = run(
+        HttpCheck::get(
+            format!("https://127.0.0.1:{}/", addr.port())
+                .parse()
+                .unwrap(),
+        ),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reason(&o), "timed out during tls");
+}
+
+#[tokio::test]
+async fn method_headers_and_body_are_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("ping=1") {
+            let n = s.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    });
+    let mut c = HttpCheck::get(format!("http://{addr}/api").parse().unwrap());
+    c.method = reqwest::Method::POST;
+    c.headers = vec![("X-Probe".into(), "tocsin".into())];
+    c.body = Some("ping=1".into());
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+    let req = server.await.unwrap().to_ascii_lowercase();
+    assert!(req.starts_with("post /api http/1.1"), "{req}");
+    assert!(req.contains("x-probe: tocsin"), "{req}");
+    assert!(req.contains("user-agent: tocsin/"), "{req}");
+}

@@ -1,0 +1,337 @@
+//! Real servers on loopback for the probe tests: HTTP(S) that can misbehave on purpose,
+//! a DNS server (hickory-server) with a small zone, raw hostile UDP/TCP peers, and a
+//! certificate authority made fresh for each test run.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_server::ServerFuture;
+use hickory_server::authority::MessageResponseBuilder;
+use hickory_server::proto::op::{Header, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, TXT};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_rustls::TlsAcceptor;
+
+// ---------------------------------------------------------------- certificates
+
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pub pem_file: tempfile::NamedTempFile,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "tocsin test CA");
+        let cert = p.self_signed(&key).unwrap();
+        let mut pem_file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut pem_file, cert.pem().as_bytes()).unwrap();
+        Ca {
+            cert,
+            key,
+            pem_file,
+        }
+    }
+
+    /// A server config for `localhost`/127.0.0.1 whose certificate is valid from
+    /// `from_days` to `to_days` relative to now.
+    pub fn server(&self, from_days: i64, to_days: i64) -> Arc<ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, "localhost");
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now + time::Duration::days(from_days);
+        p.not_after = now + time::Duration::days(to_days);
+        let leaf = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let chain = vec![leaf.der().clone(), self.cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut cfg =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+
+    pub fn ca_der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// An HTTP/1.1 server written by hand so that it can break the protocol on purpose.
+/// Counts accepted connections.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl HttpServer {
+    pub async fn start(tls: Option<Arc<ServerConfig>>) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls {
+                        None => respond(stream, addr).await,
+                        Some(cfg) => {
+                            if let Ok(s) = TlsAcceptor::from(cfg).accept(stream).await {
+                                respond(s, addr).await
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        HttpServer { addr, connections }
+    }
+
+    pub fn url(&self, path: &str) -> url::Url {
+        url::Url::parse(&format!("http://{}{path}", self.addr)).unwrap()
+    }
+
+    pub fn https_url(&self, path: &str) -> url::Url {
+        url::Url::parse(&format!("https://localhost:{}{path}", self.addr.port())).unwrap()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, addr: SocketAddr) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let simple = |status: &str, body: &str| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let out = match path.as_str() {
+        "/" => simple("200 OK", "<h1>Shop</h1><button>Add to cart</button>"),
+        "/error-page" => simple("200 OK", "<h1>Internal error</h1>"),
+        "/503" => simple("503 Service Unavailable", "down"),
+        "/404" => simple("404 Not Found", "nothing here"),
+        "/redirect" => format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        "/loop" => "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            simple("200 OK", "Add to cart")
+        }
+        "/hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        "/drip" => {
+            // Headers at once, then the body one byte at a time, slower than any timeout.
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n").await;
+            for _ in 0..1000 {
+                if s.write_all(b"x").await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            return;
+        }
+        "/huge-body" => {
+            // 200 MB announced and streamed: the probe must stop at max_body.
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 209715200\r\n\r\nAdd to cart").await;
+            let chunk = vec![b'a'; 64 * 1024];
+            for _ in 0..3200 {
+                if s.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        "/huge-headers" => {
+            let big = "x".repeat(2 * 1024 * 1024);
+            format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 0\r\n\r\n")
+        }
+        "/garbage" => "\u{0}\u{1}SSH-2.0-OpenSSH_9.6 not http at all\r\n\r\n".to_string(),
+        "/close" => return,
+        _ => simple("404 Not Found", ""),
+    };
+    let _ = s.write_all(out.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// A TCP server that accepts and then does nothing at all.
+pub async fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// A TCP server that answers every connection with `reply` after reading `expect_first`
+/// bytes (0: at once), then closes.
+pub async fn line_server(expect_first: usize, reply: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = vec![0u8; expect_first];
+                if expect_first > 0 && s.read_exact(&mut got).await.is_err() {
+                    return;
+                }
+                let _ = s.write_all(reply).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address on which nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+// ---------------------------------------------------------------- DNS
+
+/// Serves a small zone: `shop.test.` A/AAAA/MX/TXT, `gone.test.` NXDOMAIN,
+/// `broken.test.` SERVFAIL, `slow.test.` never answered.
+struct Zone;
+
+fn zone_records(name: &Name, t: RecordType) -> Option<Vec<Record>> {
+    let shop = Name::from_str("shop.test.").unwrap();
+    if *name != shop {
+        return None;
+    }
+    let rdata: Vec<RData> = match t {
+        RecordType::A => vec![
+            RData::A(A::new(203, 0, 113, 10)),
+            RData::A(A::new(203, 0, 113, 11)),
+        ],
+        RecordType::AAAA => vec![RData::AAAA(AAAA::from_str("2001:db8::10").unwrap())],
+        RecordType::MX => vec![RData::MX(MX::new(
+            10,
+            Name::from_str("mail.shop.test.").unwrap(),
+        ))],
+        RecordType::TXT => vec![RData::TXT(TXT::new(vec!["v=spf1 -all".to_string()]))],
+        _ => vec![],
+    };
+    Some(
+        rdata
+            .into_iter()
+            .map(|d| Record::from_rdata(shop.clone(), 300, d))
+            .collect(),
+    )
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Zone {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let q = &request.queries()[0];
+        let name: Name = q.name().into();
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let mut header = Header::response_from_request(request.header());
+        header.set_authoritative(true);
+        let label = name.to_ascii();
+        if label == "slow.test." {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        let result = if label == "broken.test." {
+            response
+                .send_response(builder.error_msg(request.header(), ResponseCode::ServFail))
+                .await
+        } else {
+            match zone_records(&name, q.query_type()) {
+                Some(records) => {
+                    response
+                        .send_response(builder.build(header, records.iter(), [], [], []))
+                        .await
+                }
+                None => {
+                    response
+                        .send_response(builder.error_msg(request.header(), ResponseCode::NXDomain))
+                        .await
+                }
+            }
+        };
+        result.unwrap_or_else(|_| {
+            let mut h = Header::new();
+            h.set_response_code(ResponseCode::ServFail);
+            h.into()
+        })
+    }
+}
+
+/// Starts the zone on UDP and TCP on the same loopback port.
+pub async fn dns_server() -> SocketAddr {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    let mut server = ServerFuture::new(Zone);
+    server.register_socket(udp);
+    server.register_listener(tcp, Duration::from_secs(5));
+    tokio::spawn(async move {
+        let _ = server.block_until_done().await;
+    });
+    addr
+}
+
+/// A UDP "DNS server" that answers every query with `reply(query)`.
+pub async fn raw_dns(reply: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let out = reply(&buf[..n]);
+            let _ = sock.send_to(&out, from).await;
+        }
+    });
+    addr
+}
