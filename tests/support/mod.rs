@@ -238,7 +238,7 @@ pub async fn closed_port() -> SocketAddr {
 
 /// Serves a small zone: `shop.test.` A/AAAA/MX/TXT, `gone.test.` NXDOMAIN,
 /// `broken.test.` SERVFAIL, `slow.test.` never answered.
-struct Zone;
+struct Zone(Arc<AtomicUsize>);
 
 fn zone_records(name: &Name, t: RecordType) -> Option<Vec<Record>> {
     let shop = Name::from_str("shop.test.").unwrap();
@@ -273,6 +273,7 @@ impl RequestHandler for Zone {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        self.0.fetch_add(1, Ordering::SeqCst);
         let q = &request.queries()[0];
         let name: Name = q.name().into();
         let builder = MessageResponseBuilder::from_message_request(request);
@@ -310,16 +311,22 @@ impl RequestHandler for Zone {
 
 /// Starts the zone on UDP and TCP on the same loopback port.
 pub async fn dns_server() -> SocketAddr {
+    dns_server_counted().await.0
+}
+
+/// The zone server and the number of queries it has received.
+pub async fn dns_server_counted() -> (SocketAddr, Arc<AtomicUsize>) {
     let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = udp.local_addr().unwrap();
     let tcp = TcpListener::bind(addr).await.unwrap();
-    let mut server = ServerFuture::new(Zone);
+    let queries = Arc::new(AtomicUsize::new(0));
+    let mut server = ServerFuture::new(Zone(queries.clone()));
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5));
     tokio::spawn(async move {
         let _ = server.block_until_done().await;
     });
-    addr
+    (addr, queries)
 }
 
 /// A UDP "DNS server" that answers every query with `reply(query)`.

@@ -1,0 +1,291 @@
+//! DNS probes against an in-process hickory-server (UDP and TCP) and hostile raw peers;
+//! TCP probes against banner, request/reply, silent and closing servers.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use tocsin::probe::{
+    self, Check, DnsCheck, DnsProtocol, Outcome, Pattern, Phase, Rcode, Reason, TcpCheck,
+    TlsOptions,
+};
+
+const T: Duration = Duration::from_secs(5);
+
+fn dns(server: SocketAddr, name: &str, t: &str) -> DnsCheck {
+    DnsCheck {
+        name: hickory_resolver::Name::from_str(name).unwrap(),
+        record_type: t.parse().unwrap(),
+        server: Some(server),
+        protocol: DnsProtocol::Udp,
+        expect: vec![],
+        expect_rcode: Rcode::NoError,
+    }
+}
+
+async fn run(c: Check, timeout: Duration) -> Outcome {
+    probe::run(&c, timeout, SystemTime::now()).await
+}
+
+fn reason(o: &Outcome) -> String {
+    o.reason
+        .as_ref()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "ok".into())
+}
+
+#[tokio::test]
+async fn dns_answers_over_udp_and_tcp_with_counts_and_expectations() {
+    let server = support::dns_server().await;
+    for protocol in [DnsProtocol::Udp, DnsProtocol::Tcp] {
+        for (t, expect, count) in [
+            ("A", vec!["203.0.113.10", "203.0.113.11"], 2),
+            ("AAAA", vec!["2001:db8::10"], 1),
+            ("MX", vec!["10 mail.shop.test"], 1),
+            ("TXT", vec!["v=spf1 -all"], 1),
+        ] {
+            let mut c = dns(server, "shop.test.", t);
+            c.protocol = protocol;
+            c.expect = expect.iter().map(|s| s.to_string()).collect();
+            let o = run(Check::Dns(c), T).await;
+            assert!(o.success, "{t} over {protocol:?}: {}", reason(&o));
+            assert_eq!(o.details.dns_answers, Some(count), "{t}");
+            assert_eq!(o.details.dns_rcode, Some(Rcode::NoError));
+            assert!(o.phase(Phase::Resolve) > Duration::ZERO);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_missing_expected_value_is_named_with_what_came() {
+    let server = support::dns_server().await;
+    let mut c = dns(server, "shop.test.", "A");
+    c.expect = vec!["203.0.113.99".into()];
+    let o = run(Check::Dns(c), T).await;
+    assert_eq!(
+        reason(&o),
+        "answer lacks \"203.0.113.99\" (got: 203.0.113.10, 203.0.113.11)"
+    );
+}
+
+#[tokio::test]
+async fn nxdomain_and_servfail_are_reported_by_name() {
+    let server = support::dns_server().await;
+    let o = run(Check::Dns(dns(server, "gone.test.", "A")), T).await;
+    assert_eq!(reason(&o), "NXDOMAIN");
+    assert_eq!(o.details.dns_answers, Some(0));
+
+    let mut c = dns(server, "gone.test.", "A");
+    c.expect_rcode = Rcode::NxDomain;
+    assert!(
+        run(Check::Dns(c), T).await.success,
+        "an expected NXDOMAIN passes"
+    );
+
+    let mut c = dns(server, "shop.test.", "A");
+    c.expect_rcode = Rcode::NxDomain;
+    assert_eq!(
+        reason(&run(Check::Dns(c), T).await),
+        "NOERROR, expected NXDOMAIN"
+    );
+
+    let o = run(Check::Dns(dns(server, "broken.test.", "A")), T).await;
+    assert_eq!(reason(&o), "SERVFAIL");
+}
+
+#[tokio::test]
+async fn every_probe_really_asks_the_server() {
+    let (server, queries) = support::dns_server_counted().await;
+    let c = dns(server, "shop.test.", "A");
+    for _ in 0..3 {
+        assert!(run(Check::Dns(c.clone()), T).await.success);
+    }
+    assert_eq!(
+        queries.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "no answer came from a cache"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_query_times_out_during_resolve() {
+    let server = support::dns_server().await;
+    let o = run(
+        Check::Dns(dns(server, "slow.test.", "A")),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(reason(&o), "timed out during resolve");
+    assert!(o.duration < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn malformed_and_truncated_replies_fail_without_panicking() {
+    // Garbage that is not a DNS message at all.
+    let garbage = support::raw_dns(|_| b"\xde\xad\xbe\xef not dns".to_vec()).await;
+    let o = run(
+        Check::Dns(dns(garbage, "shop.test.", "A")),
+        Duration::from_millis(700),
+    )
+    .await;
+    assert!(!o.success);
+    assert!(
+        matches!(
+            o.reason,
+            Some(Reason::Timeout {
+                phase: Phase::Resolve
+            }) | Some(Reason::Dns { .. })
+        ),
+        "{}",
+        reason(&o)
+    );
+
+    // The query's own header echoed back with one answer announced but none present.
+    let truncated = support::raw_dns(|q| {
+        let mut r = q[..12.min(q.len())].to_vec();
+        r[2] |= 0x80; // QR: response
+        r[7] = 1; // ANCOUNT = 1
+        r.extend_from_slice(&q[12..]);
+        r
+    })
+    .await;
+    let o = run(
+        Check::Dns(dns(truncated, "shop.test.", "A")),
+        Duration::from_millis(700),
+    )
+    .await;
+    assert!(!o.success, "a reply cut short is not a success");
+    assert!(
+        matches!(
+            o.reason,
+            Some(Reason::Timeout {
+                phase: Phase::Resolve
+            }) | Some(Reason::Dns { .. })
+        ),
+        "{}",
+        reason(&o)
+    );
+}
+
+fn tcp(address: SocketAddr) -> TcpCheck {
+    TcpCheck {
+        address: address.to_string(),
+        tls: None,
+        send: None,
+        expect: None,
+        cert_min_days: None,
+    }
+}
+
+fn re(s: &str) -> Option<Pattern> {
+    Some(Pattern(regex::Regex::new(s).unwrap()))
+}
+
+#[tokio::test]
+async fn tcp_connects_and_reports_refusal() {
+    let open = support::silent_server().await;
+    let o = run(Check::Tcp(tcp(open)), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert!(o.phase(Phase::Connect) > Duration::ZERO);
+    let closed = support::closed_port().await;
+    assert_eq!(
+        reason(&run(Check::Tcp(tcp(closed)), T).await),
+        "connection refused"
+    );
+}
+
+#[tokio::test]
+async fn tcp_banner_matches_and_mismatches() {
+    let smtp = support::line_server(0, b"220 mail.test ESMTP ready\r\n").await;
+    let mut c = tcp(smtp);
+    c.expect = re("^220 ");
+    assert!(run(Check::Tcp(c), T).await.success);
+
+    let wrong = support::line_server(0, b"554 go away\r\n").await;
+    let mut c = tcp(wrong);
+    c.expect = re("^220 ");
+    let o = run(Check::Tcp(c), T).await;
+    assert_eq!(
+        reason(&o),
+        "connection closed before a reply matched /^220 /, got \"554 go away\""
+    );
+}
+
+#[tokio::test]
+async fn tcp_wrong_reply_on_an_open_connection_is_a_mismatch_not_a_timeout() {
+    // Replies and keeps the connection open: the probe must not wait for its timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"-ERR unknown command\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let mut c = tcp(addr);
+    c.expect = re(r"^\+PONG");
+    let o = run(Check::Tcp(c), T).await;
+    assert_eq!(
+        reason(&o),
+        "reply does not match /^\\+PONG/, got \"-ERR unknown command\""
+    );
+    assert!(o.duration < Duration::from_secs(2), "{:?}", o.duration);
+}
+
+#[tokio::test]
+async fn tcp_send_then_expect_like_redis_ping() {
+    let redis = support::line_server(6, b"+PONG\r\n").await;
+    let mut c = tcp(redis);
+    c.send = Some("PING\r\n".into());
+    c.expect = re(r"^\+PONG");
+    let o = run(Check::Tcp(c), T).await;
+    assert!(o.success, "{}", reason(&o));
+}
+
+#[tokio::test]
+async fn tcp_silent_server_times_out_waiting_for_the_reply() {
+    let silent = support::silent_server().await;
+    let mut c = tcp(silent);
+    c.expect = re("^220");
+    let o = run(Check::Tcp(c), Duration::from_millis(500)).await;
+    assert_eq!(reason(&o), "timed out during processing");
+}
+
+#[tokio::test]
+async fn tcp_tls_checks_the_certificate_and_talks_through_it() {
+    let ca = support::Ca::new();
+    let s = support::HttpServer::start(Some(ca.server(-1, 3))).await;
+    let mut c = TcpCheck {
+        address: format!("localhost:{}", s.addr.port()),
+        tls: Some(TlsOptions::new(Some(ca.pem_file.path().to_path_buf()), false, None).unwrap()),
+        send: Some("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".into()),
+        expect: re("^HTTP/1.1 200"),
+        cert_min_days: None,
+    };
+    let o = run(Check::Tcp(c.clone()), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert!(o.phase(Phase::Tls) > Duration::ZERO);
+    assert!(o.details.tls_version.is_some());
+    c.cert_min_days = Some(7);
+    assert_eq!(
+        reason(&run(Check::Tcp(c), T).await),
+        "certificate expires in 3 days (cert_min_days is 7)"
+    );
+
+    let garbage = support::line_server(0, b"SSH-2.0-OpenSSH\r\n").await;
+    let c = TcpCheck {
+        address: garbage.to_string(),
+        tls: Some(TlsOptions::system()),
+        send: None,
+        expect: None,
+        cert_min_days: None,
+    };
+    let o = run(Check::Tcp(c), T).await;
+    assert!(
+        matches!(o.reason, Some(Reason::Tls { .. })),
+        "{}",
+        reason(&o)
+    );
+}
