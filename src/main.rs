@@ -14,7 +14,7 @@ use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
 use tocsin::metrics::Metrics;
 use tocsin::probe;
-use tocsin::scheduler::{self, Latest, Scheduler};
+use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
 use tocsin::web::{self, AppState};
 
 #[derive(Parser)]
@@ -194,7 +194,13 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel(1024);
     let recorder = tokio::spawn(scheduler::record(rx, metrics.clone(), latest.clone()));
-    let mut sched = Scheduler::new(tx, metrics.clone(), clock.clone(), shutdown.child_token());
+    let mut sched = Scheduler::new(
+        tx,
+        metrics.clone(),
+        clock.clone(),
+        Arc::new(LiveRunner),
+        shutdown.child_token(),
+    );
     let listen = config.listen;
     let changes = sched.apply(&config);
     tracing::info!(probes = changes.added.len(), services = config.services.len(), %listen, config = %path.display(), "tocsin started");

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
 
 use rand::Rng;
 use serde::Serialize;
@@ -21,6 +23,24 @@ use crate::clock::Clock;
 use crate::config::{Config, Probe};
 use crate::metrics::Metrics;
 use crate::probe::{self, Outcome};
+
+/// Runs one probe; the scheduler's only side effect, passed in so that tests can drive the
+/// schedule on simulated time.
+pub trait Runner: Send + Sync + 'static {
+    fn run(&self, probe: &Probe, now: SystemTime) -> BoxFuture<'static, Outcome>;
+}
+
+/// Runs the probe for real.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveRunner;
+
+impl Runner for LiveRunner {
+    fn run(&self, p: &Probe, now: SystemTime) -> BoxFuture<'static, Outcome> {
+        let check = p.check.clone();
+        let timeout = p.timeout;
+        Box::pin(async move { probe::run(&check, timeout, now).await })
+    }
+}
 
 /// One probe run, as sent to consumers.
 #[derive(Debug, Clone)]
@@ -57,6 +77,7 @@ pub struct Scheduler {
     tx: mpsc::Sender<Report>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
 }
 
 impl Scheduler {
@@ -64,6 +85,7 @@ impl Scheduler {
         tx: mpsc::Sender<Report>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        runner: Arc<dyn Runner>,
         shutdown: CancellationToken,
     ) -> Self {
         Scheduler {
@@ -74,6 +96,7 @@ impl Scheduler {
             tx,
             metrics,
             clock,
+            runner,
         }
     }
 
@@ -128,6 +151,7 @@ impl Scheduler {
                     tx: self.tx.clone(),
                     metrics: self.metrics.clone(),
                     clock: self.clock.clone(),
+                    runner: self.runner.clone(),
                 },
                 cancel.clone(),
             ));
@@ -153,6 +177,7 @@ struct Shared {
     tx: mpsc::Sender<Report>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
 }
 
 async fn probe_loop(probe: Arc<Probe>, sh: Shared, cancel: CancellationToken) {
@@ -179,7 +204,7 @@ async fn probe_loop(probe: Arc<Probe>, sh: Shared, cancel: CancellationToken) {
         let lag = Instant::now().saturating_duration_since(due);
         sh.metrics.scheduler_lag(lag);
         // A run in flight is finished even during shutdown: it ends within its timeout.
-        let outcome = probe::run(&probe.check, probe.timeout, sh.clock.now()).await;
+        let outcome = sh.runner.run(&probe, sh.clock.now()).await;
         drop(permit);
         if sh
             .tx
