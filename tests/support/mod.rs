@@ -342,3 +342,10 @@ pub async fn raw_dns(reply: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
     });
     addr
 }
+
+/// A plain reqwest client for talking to tocsin's own endpoints in tests.
+pub fn client() -> reqwest::Client {
+    // tocsin's probes bring their own TLS config; this client needs the process default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
