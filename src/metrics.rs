@@ -355,3 +355,59 @@ pub fn render_single(check: &Check, o: &Outcome) -> String {
     }
     encode(&r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Check, Details, HttpCheck, Outcome, Phase};
+    use std::time::Duration;
+
+    fn probe() -> Probe {
+        Probe {
+            service: "shop".into(),
+            name: "home".into(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            canary: false,
+            check: Check::Http(HttpCheck::get("https://shop.test/".parse().unwrap())),
+        }
+    }
+
+    #[test]
+    fn an_outcome_becomes_blackbox_series_and_forget_removes_them() {
+        let m = Metrics::new();
+        let o = Outcome {
+            at: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(250),
+            success: false,
+            reason: Some(Reason::Status {
+                got: 503,
+                want: "200-399".into(),
+            }),
+            phases: vec![
+                (Phase::Connect, Duration::from_millis(5)),
+                (Phase::Tls, Duration::from_millis(20)),
+            ],
+            details: Details {
+                http_status: Some(503),
+                cert_not_after: Some(1_900_000_000),
+                ..Default::default()
+            },
+        };
+        m.observe(&probe(), &o);
+        let text = m.render();
+        for line in [
+            "probe_success{probe=\"home\",service=\"shop\"} 0",
+            "probe_duration_seconds{probe=\"home\",service=\"shop\"} 0.25",
+            "probe_http_status_code{probe=\"home\",service=\"shop\"} 503",
+            "probe_http_duration_seconds{phase=\"tls\",probe=\"home\",service=\"shop\"} 0.02",
+            "probe_http_duration_seconds{phase=\"transfer\",probe=\"home\",service=\"shop\"} 0",
+            "probe_ssl_earliest_cert_expiry{probe=\"home\",service=\"shop\"} 1900000000",
+            "tocsin_probe_runs_total{probe=\"home\",result=\"failure\",service=\"shop\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        m.forget("shop", "home");
+        assert!(!m.render().contains("probe=\"home\""));
+    }
+}

@@ -287,3 +287,45 @@ fn defaults_and_overrides_resolve() {
         other => panic!("expected http, got {other:?}"),
     }
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    /// Fragments of real configs, shuffled into plausible-looking but broken files.
+    fn fragment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("services:\n".to_string()),
+            Just("  - id: shop\n".to_string()),
+            Just("    probes:\n".to_string()),
+            Just("      - name: x\n".to_string()),
+            Just("        http: { url: \"http://127.0.0.1/\" }\n".to_string()),
+            Just("        tcp: { address: \"127.0.0.1:80\", expect: \"[\" }\n".to_string()),
+            Just("        dns: { name: a.test, type: MX }\n".to_string()),
+            Just("defaults: { interval: 1s, timeout: 2s }\n".to_string()),
+            Just("  interva: 30s\n".to_string()),
+            Just("- - - :\n".to_string()),
+            Just("{ [ ] }\n".to_string()),
+            Just("\t\u{0}\u{feff}\n".to_string()),
+            "[a-z_]{1,12}: [a-z0-9\"{}\\[\\],: ]{0,20}\n",
+            "[ -~]{0,40}\n",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn any_input_gets_a_result_with_positions_inside_the_file(parts in proptest::collection::vec(fragment(), 0..12)) {
+            let src: String = parts.concat();
+            let lines = src.lines().count().max(1) + 1;
+            if let Err(errs) = tocsin::config::parse(&src, Path::new("p.yaml")) {
+                prop_assert!(!errs.0.is_empty());
+                for e in &errs.0 {
+                    prop_assert!(e.pos.line >= 1 && e.pos.line <= lines, "{e} outside {lines} lines");
+                    prop_assert!(e.pos.col >= 1);
+                    prop_assert!(!e.message.is_empty());
+                }
+            }
+        }
+    }
+}

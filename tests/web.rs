@@ -1,0 +1,173 @@
+//! The HTTP endpoints through `web::app` (tower's `oneshot`), with probes against real
+//! servers: the blackbox-compatible `/probe`, `/metrics`, `/healthz`, `/api/v1/probes`.
+
+mod support;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use tocsin::clock::SystemClock;
+use tocsin::config;
+use tocsin::metrics::Metrics;
+use tocsin::scheduler::Latest;
+use tocsin::web::{AppState, app};
+
+fn state(yaml: &str) -> AppState {
+    let c = config::parse(yaml, Path::new("web.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    AppState {
+        config: Arc::new(RwLock::new(Arc::new(c))),
+        metrics: Arc::new(Metrics::new()),
+        latest: Arc::new(Latest::default()),
+        clock: Arc::new(SystemClock),
+    }
+}
+
+const BASE: &str =
+    "services:\n  - id: s\n    probes:\n      - { name: p, tcp: { address: \"127.0.0.1:9\" } }\n";
+
+async fn get(s: &AppState, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    let mut req = Request::builder().uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app(s.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn value(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn probe_endpoint_speaks_blackbox_for_http() {
+    let server = support::HttpServer::start(None).await;
+    let s = state(BASE);
+    let (code, body) = get(
+        &s,
+        &format!("/probe?module=http&target=http://{}/", server.addr),
+        &[],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    assert_eq!(value(&body, "probe_http_status_code"), Some(200.0));
+    assert!(body.contains("probe_http_duration_seconds{phase=\"connect\"}"));
+    assert!(value(&body, "probe_duration_seconds").unwrap() > 0.0);
+
+    let (_, body) = get(&s, &format!("/probe?target={}/503", server.addr), &[]).await;
+    assert_eq!(
+        value(&body, "probe_success"),
+        Some(0.0),
+        "module defaults to http, scheme to http://"
+    );
+    assert_eq!(value(&body, "probe_http_status_code"), Some(503.0));
+}
+
+#[tokio::test]
+async fn probe_endpoint_tcp_and_configured_modules() {
+    let banner = support::line_server(0, b"220 ready\r\n").await;
+    let dns = support::dns_server().await;
+    let yaml = format!(
+        "{BASE}modules:\n  smtp_banner: {{ timeout: 2s, tcp: {{ expect: \"^220\" }} }}\n  shop_a: {{ dns: {{ name: shop.test, type: A, expect: [\"203.0.113.10\"] }} }}\n  shop_mx: {{ dns: {{ name: shop.test, type: MX }} }}\n"
+    );
+    let s = state(&yaml);
+    let (_, body) = get(&s, &format!("/probe?module=tcp&target={banner}"), &[]).await;
+    assert_eq!(value(&body, "probe_success"), Some(1.0));
+    let (_, body) = get(
+        &s,
+        &format!("/probe?module=smtp_banner&target={banner}"),
+        &[],
+    )
+    .await;
+    assert_eq!(value(&body, "probe_success"), Some(1.0));
+    let (_, body) = get(&s, &format!("/probe?module=shop_a&target={dns}"), &[]).await;
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    assert_eq!(value(&body, "probe_dns_answer_rrs"), Some(2.0));
+    let (_, body) = get(&s, &format!("/probe?module=shop_mx&target={dns}"), &[]).await;
+    assert_eq!(value(&body, "probe_dns_answer_rrs"), Some(1.0));
+    let (_, body) = get(
+        &s,
+        &format!("/probe?module=shop_mx&target={dns}&name=gone.test"),
+        &[],
+    )
+    .await;
+    assert_eq!(value(&body, "probe_success"), Some(0.0));
+    assert_eq!(value(&body, "probe_dns_answer_rrs"), Some(0.0));
+}
+
+#[tokio::test]
+async fn probe_endpoint_refuses_bad_requests_with_a_reason() {
+    let s = state(BASE);
+    let (code, body) = get(&s, "/probe?module=icmp&target=127.0.0.1", &[]).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body, "unknown module `icmp` (known: http, tcp)");
+    let (code, body) = get(&s, "/probe?module=http", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (StatusCode::BAD_REQUEST, "the `target` parameter is missing")
+    );
+    let (code, body) = get(&s, "/probe?module=tcp&target=no-port", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (StatusCode::BAD_REQUEST, "target `no-port` is not host:port")
+    );
+    let (code, body) = get(&s, "/probe?module=http&target=ftp://x/", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "target scheme `ftp` is not http or https"
+        )
+    );
+}
+
+#[tokio::test]
+async fn probe_endpoint_ends_within_the_scrape_timeout() {
+    let hung = support::silent_server().await;
+    let s = state(BASE);
+    let t = Instant::now();
+    let (_, body) = get(
+        &s,
+        &format!("/probe?module=http&target=http://{hung}/"),
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "1")],
+    )
+    .await;
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(value(&body, "probe_success"), Some(0.0));
+}
+
+#[tokio::test]
+async fn health_metrics_and_api_answer() {
+    let s = state(BASE);
+    let (code, body) = get(&s, "/healthz", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (StatusCode::OK, "{\"status\":\"ok\"}")
+    );
+    let (code, body) = get(&s, "/metrics", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("tocsin_build_info{version=\""));
+    let (code, body) = get(&s, "/api/v1/probes", &[]).await;
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["probe"], "p");
+    assert_eq!(v[0]["last"], serde_json::Value::Null, "no run yet");
+}
