@@ -84,6 +84,13 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "header-env-unset.yaml",
+        &[
+            "7:41: environment variable `TOCSIN_TEST_NEVER_SET_TOKEN` (for header `Authorization`) is not set",
+            "7:70: invalid HTTP header name `X Bad`",
+        ],
+    ),
+    (
         "invalid-url.yaml",
         &["5:22: invalid URL `http//shop.example.com`: relative URL without a base"],
     ),

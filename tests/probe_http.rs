@@ -352,6 +352,14 @@ async fn method_headers_and_body_are_sent() {
     let mut c = HttpCheck::get(format!("http://{addr}/api").parse().unwrap());
     c.method = reqwest::Method::POST;
     c.headers = vec![("X-Probe".into(), "tocsin".into())];
+    c.secret_headers = vec![(
+        "Authorization".into(),
+        tocsin::probe::Secret("Bearer s3cr3t".into()),
+    )];
+    assert!(
+        !format!("{c:?}").contains("s3cr3t"),
+        "secrets never show in debug output"
+    );
     c.body = Some("ping=1".into());
     let o = run(c, T).await;
     assert!(o.success, "{}", reason(&o));
@@ -359,4 +367,5 @@ async fn method_headers_and_body_are_sent() {
     assert!(req.starts_with("post /api http/1.1"), "{req}");
     assert!(req.contains("x-probe: tocsin"), "{req}");
     assert!(req.contains("user-agent: tocsin/"), "{req}");
+    assert!(req.contains("authorization: bearer s3cr3t"), "{req}");
 }

@@ -82,6 +82,9 @@ pub struct RawHttp {
     pub method: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Header name → environment variable holding its value (for secrets).
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
     pub body: Option<String>,
     pub expect_status: Option<RawStatusList>,
     pub body_contains: Option<String>,

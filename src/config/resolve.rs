@@ -16,7 +16,8 @@ use super::{Audience, Config, Diag, Level, Mail, Maintenance, Module, Probe, Ser
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 use crate::probe::{
-    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StatusSet, TcpCheck, TlsOptions,
+    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, Secret, StatusSet, TcpCheck,
+    TlsOptions,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9778";
@@ -531,6 +532,25 @@ fn http_check(cx: &mut Ctx, p: &Path, h: &RawHttp, need_target: bool) -> Option<
             headers.push((k.clone(), v.clone()));
         }
     }
+    let mut secret_headers = Vec::new();
+    for (k, var) in &h.headers_env {
+        let hp = p.key("headers_env").key(k);
+        if HeaderName::from_bytes(k.as_bytes()).is_err() {
+            cx.diag
+                .at_key(&hp, format!("invalid HTTP header name `{k}`"));
+        } else if !valid_env_name(var) {
+            cx.err(
+                &hp,
+                format!("`{var}` is not an environment variable name (such as API_TOKEN)"),
+            );
+        } else {
+            match std::env::var(var) {
+                Ok(v) if HeaderValue::from_str(&v).is_ok() && !v.is_empty() => secret_headers.push((k.clone(), Secret(v))),
+                Ok(_) => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is empty or not a valid header value")),
+                Err(_) => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is not set")),
+            }
+        }
+    }
     let expect_status = match &h.expect_status {
         None => Some(StatusSet::default()),
         Some(RawStatusList::One(s)) => {
@@ -603,6 +623,7 @@ fn http_check(cx: &mut Ctx, p: &Path, h: &RawHttp, need_target: bool) -> Option<
         url: url?,
         method: method?,
         headers,
+        secret_headers,
         body: h.body.clone(),
         expect_status: expect_status?,
         body_contains: h.body_contains.clone(),

@@ -17,7 +17,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect::Policy;
 use reqwest::{Method, Url};
 
-use super::{Pattern, Phase, Reason, Recorder, TlsOptions, io_reason, tls::tls_reason};
+use super::{Pattern, Phase, Reason, Recorder, Secret, TlsOptions, io_reason, tls::tls_reason};
 
 /// Default cap on the body read: the probe stops reading there.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
@@ -29,6 +29,8 @@ pub struct HttpCheck {
     pub url: Url,
     pub method: Method,
     pub headers: Vec<(String, String)>,
+    /// Headers whose values came from the environment; never printed.
+    pub secret_headers: Vec<(String, Secret)>,
     pub body: Option<String>,
     pub expect_status: StatusSet,
     pub body_contains: Option<String>,
@@ -49,6 +51,7 @@ impl HttpCheck {
             url,
             method: Method::GET,
             headers: Vec::new(),
+            secret_headers: Vec::new(),
             body: None,
             expect_status: StatusSet::default(),
             body_contains: None,
@@ -128,6 +131,14 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     let mut req = client.request(c.method.clone(), c.url.clone());
     for (k, v) in &c.headers {
         req = req.header(k, v);
+    }
+    for (k, v) in &c.secret_headers {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(v.expose()).map_err(|_| Reason::Io {
+                detail: format!("the value of header `{k}` is not a valid header value"),
+            })?;
+        value.set_sensitive(true);
+        req = req.header(k, value);
     }
     if let Some(body) = &c.body {
         req = req.body(body.clone());

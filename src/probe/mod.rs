@@ -379,3 +379,19 @@ impl PartialEq for Pattern {
         self.0.as_str() == o.0.as_str()
     }
 }
+
+/// A value read from the environment (a token, a password): compared, sent, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
