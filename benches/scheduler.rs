@@ -49,7 +49,7 @@ fn main() {
         .unwrap();
     let addr = line.trim().to_string();
 
-    let mut yaml = format!("max_concurrency: 512\nservices:\n  - id: bench\n    probes:\n");
+    let mut yaml = String::from("max_concurrency: 512\nservices:\n  - id: bench\n    probes:\n");
     for i in 0..probes {
         yaml += &format!(
             "      - {{ name: p{i}, interval: {interval}s, timeout: 5s, http: {{ url: \"http://{addr}/p/{i}\", body_contains: \"ok\" }} }}\n"
@@ -124,6 +124,7 @@ fn main() {
         println!("  RSS                {:.1} MB now, {:.1} MB peak sampled, {:.1} MB high-water mark", rss_now as f64 / 1024.0, rss_peak_kb.max(rss_now) as f64 / 1024.0, status_kb("VmHWM") as f64 / 1024.0);
     });
     let _ = server.kill();
+    let _ = server.wait();
 }
 
 /// This process's user+system CPU time, from /proc/self/stat (fields 14 and 15, in clock

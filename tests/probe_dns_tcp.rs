@@ -118,7 +118,7 @@ async fn an_unanswered_query_times_out_during_resolve() {
     )
     .await;
     assert_eq!(reason(&o), "timed out during resolve");
-    assert!(o.duration < Duration::from_secs(2));
+    assert!(o.duration < Duration::from_secs(5));
 }
 
 #[tokio::test]
@@ -231,7 +231,7 @@ async fn tcp_wrong_reply_on_an_open_connection_is_a_mismatch_not_a_timeout() {
         reason(&o),
         "reply does not match /^\\+PONG/, got \"-ERR unknown command\""
     );
-    assert!(o.duration < Duration::from_secs(2), "{:?}", o.duration);
+    assert!(o.duration < Duration::from_secs(5), "{:?}", o.duration);
 }
 
 #[tokio::test]

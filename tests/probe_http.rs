@@ -125,7 +125,7 @@ async fn a_hung_server_times_out_during_processing() {
     .await;
     assert_eq!(reason(&o), "timed out during processing");
     assert!(
-        o.duration < Duration::from_secs(2),
+        o.duration < Duration::from_secs(5),
         "ends at its deadline, took {:?}",
         o.duration
     );
@@ -154,7 +154,7 @@ async fn a_byte_at_a_time_body_times_out_during_transfer_with_the_status_known()
         })
     );
     assert_eq!(o.details.http_status, Some(200));
-    assert!(o.duration < Duration::from_secs(2));
+    assert!(o.duration < Duration::from_secs(5));
 }
 
 #[tokio::test]

@@ -572,10 +572,7 @@ fn http_check(cx: &mut Ctx, p: &Path, h: &RawHttp, need_target: bool) -> Option<
         }
     };
     let body_regex = match &h.body_regex {
-        Some(r) => match cx.regex(&p.key("body_regex"), r) {
-            Some(re) => Some(Some(re)),
-            None => None,
-        },
+        Some(r) => cx.regex(&p.key("body_regex"), r).map(Some),
         None => Some(None),
     };
     let max_latency = match &h.max_latency {

@@ -25,6 +25,9 @@ pub use tls::TlsOptions;
 
 /// What to check. Equality means "the same check", which is how a reload decides that a
 /// probe is unchanged and keeps its schedule.
+// Checks are built once per config load and shared behind an Arc, so the size of the
+// largest variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
     Http(HttpCheck),

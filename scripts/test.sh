@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs tocsin's whole test suite. Installs through apt what the tests need when it is
+# missing (promtool, from Debian's prometheus package), then checks formatting and lints
+# and runs every test. CI (.ci/run) calls this same script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v kill >/dev/null 2>&1 || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing: ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # The prometheus package is needed only for promtool; do not let it start a server.
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "==> the benchmark builds (run it with: cargo bench --bench scheduler)"
+cargo bench --bench scheduler --no-run --quiet
+
+echo "==> cargo test"
+cargo test --quiet
