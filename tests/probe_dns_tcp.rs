@@ -71,28 +71,30 @@ async fn a_missing_expected_value_is_named_with_what_came() {
 }
 
 #[tokio::test]
-async fn nxdomain_and_servfail_are_reported_by_name() {
+async fn nxdomain_and_servfail_are_reported_by_name_over_udp_and_tcp() {
     let server = support::dns_server().await;
-    let o = run(Check::Dns(dns(server, "gone.test.", "A")), T).await;
-    assert_eq!(reason(&o), "NXDOMAIN");
-    assert_eq!(o.details.dns_answers, Some(0));
-
-    let mut c = dns(server, "gone.test.", "A");
-    c.expect_rcode = Rcode::NxDomain;
-    assert!(
-        run(Check::Dns(c), T).await.success,
-        "an expected NXDOMAIN passes"
-    );
-
-    let mut c = dns(server, "shop.test.", "A");
-    c.expect_rcode = Rcode::NxDomain;
-    assert_eq!(
-        reason(&run(Check::Dns(c), T).await),
-        "NOERROR, expected NXDOMAIN"
-    );
-
-    let o = run(Check::Dns(dns(server, "broken.test.", "A")), T).await;
-    assert_eq!(reason(&o), "SERVFAIL");
+    for protocol in [DnsProtocol::Udp, DnsProtocol::Tcp] {
+        let with = |name: &str, rcode: Rcode| {
+            let mut c = dns(server, name, "A");
+            c.protocol = protocol;
+            c.expect_rcode = rcode;
+            Check::Dns(c)
+        };
+        let o = run(with("gone.test.", Rcode::NoError), T).await;
+        assert_eq!(reason(&o), "NXDOMAIN", "{protocol:?}");
+        assert_eq!(o.details.dns_answers, Some(0));
+        assert!(
+            run(with("gone.test.", Rcode::NxDomain), T).await.success,
+            "an expected NXDOMAIN passes"
+        );
+        assert_eq!(
+            reason(&run(with("shop.test.", Rcode::NxDomain), T).await),
+            "NOERROR, expected NXDOMAIN"
+        );
+        let o = run(with("broken.test.", Rcode::NoError), T).await;
+        assert_eq!(reason(&o), "SERVFAIL", "{protocol:?}");
+        assert_eq!(o.details.dns_rcode, Some(Rcode::ServFail));
+    }
 }
 
 #[tokio::test]

@@ -114,7 +114,23 @@ async fn probe_endpoint_refuses_bad_requests_with_a_reason() {
     let s = state(BASE);
     let (code, body) = get(&s, "/probe?module=icmp&target=127.0.0.1", &[]).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body, "unknown module `icmp` (known: http, tcp)");
+    assert_eq!(body, "unknown module `icmp` (known: dns, http, tcp)");
+    let (code, body) = get(&s, "/probe?module=dns&target=127.0.0.1:53", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "module `dns` needs the name to look up: add `&name=`"
+        )
+    );
+    let (code, body) = get(
+        &s,
+        "/probe?module=dns&target=127.0.0.1:53&name=a.test&type=AX",
+        &[],
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(body.starts_with("unknown record type `AX`"), "{body}");
     let (code, body) = get(&s, "/probe?module=http", &[]).await;
     assert_eq!(
         (code, body.as_str()),

@@ -78,6 +78,8 @@ pub struct Probe {
 pub struct Module {
     pub timeout: Duration,
     pub check: Check,
+    /// The built-in `dns` module has no name of its own: the request must give `name=`.
+    pub requires_name: bool,
 }
 
 #[derive(Debug, Clone)]

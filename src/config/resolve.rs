@@ -890,6 +890,7 @@ fn resolve_modules(
         Module {
             timeout: def_timeout,
             check: Check::Http(builtin_http),
+            requires_name: false,
         },
     );
     out.insert(
@@ -903,6 +904,22 @@ fn resolve_modules(
                 expect: None,
                 cert_min_days: None,
             }),
+            requires_name: false,
+        },
+    );
+    out.insert(
+        "dns".to_string(),
+        Module {
+            timeout: def_timeout,
+            check: Check::Dns(DnsCheck {
+                name: hickory_resolver::Name::root(),
+                record_type: hickory_resolver::proto::rr::RecordType::A,
+                server: None,
+                protocol: DnsProtocol::Udp,
+                expect: Vec::new(),
+                expect_rcode: Rcode::NoError,
+            }),
+            requires_name: true,
         },
     );
     for (name, m) in raw {
@@ -920,7 +937,14 @@ fn resolve_modules(
             m.tcp.as_ref(),
             false,
         ) {
-            out.insert(name.clone(), Module { timeout, check });
+            out.insert(
+                name.clone(),
+                Module {
+                    timeout,
+                    check,
+                    requires_name: false,
+                },
+            );
         }
     }
     out

@@ -63,8 +63,11 @@ async fn probes(State(s): State<AppState>) -> Response {
 struct ProbeQuery {
     target: Option<String>,
     module: Option<String>,
-    /// For DNS modules without a configured name: the name to look up.
+    /// For DNS modules: the name to look up (required by the built-in `dns` module).
     name: Option<String>,
+    /// For DNS modules: the record type, overriding the module's.
+    #[serde(rename = "type")]
+    record_type: Option<String>,
 }
 
 /// Leaves room for the response within Prometheus' scrape timeout, as blackbox does.
@@ -87,7 +90,17 @@ async fn probe_endpoint(
     let Some(target) = q.target.as_deref().filter(|t| !t.trim().is_empty()) else {
         return bad_request("the `target` parameter is missing".into());
     };
-    let check = match with_target(&module.check, target, q.name.as_deref()) {
+    if module.requires_name && q.name.is_none() {
+        return bad_request(format!(
+            "module `{module_name}` needs the name to look up: add `&name=`"
+        ));
+    }
+    let check = match with_target(
+        &module.check,
+        target,
+        q.name.as_deref(),
+        q.record_type.as_deref(),
+    ) {
         Ok(c) => c,
         Err(msg) => return bad_request(msg),
     };
@@ -119,7 +132,12 @@ fn bad_request(msg: String) -> Response {
 }
 
 /// A module's check aimed at the requested target.
-fn with_target(check: &Check, target: &str, name: Option<&str>) -> Result<Check, String> {
+fn with_target(
+    check: &Check,
+    target: &str,
+    name: Option<&str>,
+    record_type: Option<&str>,
+) -> Result<Check, String> {
     match check {
         Check::Http(h) => {
             let with_scheme = if target.contains("://") {
@@ -161,6 +179,19 @@ fn with_target(check: &Check, target: &str, name: Option<&str>) -> Result<Check,
                 };
                 d.name = hickory_resolver::Name::from_ascii(&fq)
                     .map_err(|_| format!("invalid DNS name `{n}`"))?;
+            }
+            if let Some(t) = record_type {
+                let t = t.to_ascii_uppercase();
+                let known = crate::probe::dns::RECORD_TYPES;
+                if !known.contains(&t.as_str()) {
+                    return Err(format!(
+                        "unknown record type `{t}`: use one of {}",
+                        known.join(", ")
+                    ));
+                }
+                d.record_type = t
+                    .parse()
+                    .map_err(|_| format!("unknown record type `{t}`"))?;
             }
             Ok(Check::Dns(d))
         }
