@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::reason;
+
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -27,13 +29,6 @@ fn dns(server: SocketAddr, name: &str, t: &str) -> DnsCheck {
 
 async fn run(c: Check, timeout: Duration) -> Outcome {
     probe::run(&c, timeout, SystemTime::now()).await
-}
-
-fn reason(o: &Outcome) -> String {
-    o.reason
-        .as_ref()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "ok".into())
 }
 
 #[tokio::test]
@@ -125,49 +120,38 @@ async fn an_unanswered_query_times_out_during_resolve() {
 
 #[tokio::test]
 async fn malformed_and_truncated_replies_fail_without_panicking() {
-    // Garbage that is not a DNS message at all.
+    let lookup = |server| Check::Dns(dns(server, "shop.test.", "A"));
+    // Garbage that is not a DNS message: the resolver drops it and keeps waiting (a stray
+    // packet must not end a lookup), so the probe ends at its deadline.
     let garbage = support::raw_dns(|_| b"\xde\xad\xbe\xef not dns".to_vec()).await;
-    let o = run(
-        Check::Dns(dns(garbage, "shop.test.", "A")),
-        Duration::from_millis(700),
-    )
-    .await;
-    assert!(!o.success);
-    assert!(
-        matches!(
-            o.reason,
-            Some(Reason::Timeout {
-                phase: Phase::Resolve
-            }) | Some(Reason::Dns { .. })
-        ),
-        "{}",
-        reason(&o)
-    );
+    let o = run(lookup(garbage), Duration::from_millis(700)).await;
+    assert_eq!(reason(&o), "timed out during resolve");
 
-    // The query's own header echoed back with one answer announced but none present.
-    let truncated = support::raw_dns(|q| {
-        let mut r = q[..12.min(q.len())].to_vec();
-        r[2] |= 0x80; // QR: response
+    // The query's header echoed with one answer announced but none present: unparseable,
+    // dropped the same way.
+    let cut = support::raw_dns(|q| {
+        let mut r = q[..12].to_vec();
+        r[2] |= 0x80; // QR: a response
         r[7] = 1; // ANCOUNT = 1
         r.extend_from_slice(&q[12..]);
         r
     })
     .await;
-    let o = run(
-        Check::Dns(dns(truncated, "shop.test.", "A")),
-        Duration::from_millis(700),
-    )
+    let o = run(lookup(cut), Duration::from_millis(700)).await;
+    assert_eq!(reason(&o), "timed out during resolve");
+
+    // A well-formed reply with the TC bit: reported at once, with the fix.
+    let truncated = support::raw_dns(|q| {
+        let mut r = q[..12].to_vec();
+        r[2] |= 0x82; // QR and TC
+        r.extend_from_slice(&q[12..]);
+        r
+    })
     .await;
-    assert!(!o.success, "a reply cut short is not a success");
-    assert!(
-        matches!(
-            o.reason,
-            Some(Reason::Timeout {
-                phase: Phase::Resolve
-            }) | Some(Reason::Dns { .. })
-        ),
-        "{}",
-        reason(&o)
+    let o = run(lookup(truncated), T).await;
+    assert_eq!(
+        reason(&o),
+        "DNS query failed: the server truncated its UDP answer (TC bit); use `protocol: tcp` for this record"
     );
 }
 

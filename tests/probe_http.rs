@@ -2,6 +2,8 @@
 
 mod support;
 
+use support::reason;
+
 use std::time::{Duration, SystemTime};
 
 use support::{Ca, HttpServer};
@@ -13,13 +15,6 @@ const T: Duration = Duration::from_secs(5);
 
 async fn run(c: HttpCheck, timeout: Duration) -> Outcome {
     probe::run(&Check::Http(c), timeout, SystemTime::now()).await
-}
-
-fn reason(o: &Outcome) -> String {
-    o.reason
-        .as_ref()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|| "ok".into())
 }
 
 #[tokio::test]

@@ -147,6 +147,12 @@ pub(crate) async fn probe(c: &DnsCheck, rec: &Recorder) -> Result<(), Reason> {
                         phase: Phase::Resolve,
                     });
                 }
+                // The TC bit on a UDP answer: hickory does not fall back to TCP on its own.
+                _ if p.to_string().contains("truncated") => {
+                    return Err(Reason::Dns {
+                        detail: "the server truncated its UDP answer (TC bit); use `protocol: tcp` for this record".into(),
+                    });
+                }
                 _ => {
                     return Err(Reason::Dns {
                         detail: p.to_string(),

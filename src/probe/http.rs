@@ -99,7 +99,8 @@ impl std::fmt::Display for StatusSet {
 }
 
 pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Result<(), Reason> {
-    rec.enter(Phase::Connect);
+    // No phase yet: building the client is tocsin's own work, counted only in the total.
+    // The connector hook below opens `connect`.
     let tls = c.tls.client_config(rec, &[b"h2", b"http/1.1"])?;
     let limit = c.max_redirects;
     let policy = if limit == 0 {

@@ -349,3 +349,11 @@ pub fn client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// An outcome's reason as the user reads it, or "ok".
+pub fn reason(o: &tocsin::probe::Outcome) -> String {
+    o.reason
+        .as_ref()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "ok".into())
+}
