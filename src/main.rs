@@ -202,6 +202,10 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         shutdown.child_token(),
     );
     let listen = config.listen;
+    // Bind first: a port in use stops tocsin before any probe runs.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let changes = sched.apply(&config);
     tracing::info!(probes = changes.added.len(), services = config.services.len(), %listen, config = %path.display(), "tocsin started");
     let shared = Arc::new(RwLock::new(Arc::new(config)));
@@ -212,9 +216,6 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         latest: latest.clone(),
         clock: clock.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, web::app(state))

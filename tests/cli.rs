@@ -324,3 +324,25 @@ fn promtool_check(metrics: &str) {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_port_in_use_is_a_clear_error_before_any_probe_runs() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "listen: 127.0.0.1:{port}\nservices:\n  - id: s\n    probes:\n      - {{ name: p, tcp: {{ address: \"127.0.0.1:9\" }} }}\n"
+        ),
+    );
+    let out = tocsin(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "tocsin: cannot listen on 127.0.0.1:{port}: Address already in use (os error 98)\n"
+        )
+    );
+}
