@@ -255,12 +255,15 @@ pub struct LatestRow {
 }
 
 impl Latest {
-    pub fn record(&self, report: Report) {
+    /// Stores the report; returns whether the previous run of the same probe succeeded
+    /// (None for its first run).
+    pub fn record(&self, report: Report) -> Option<bool> {
         let key = (report.probe.service.clone(), report.probe.name.clone());
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, report);
+            .insert(key, report)
+            .map(|previous| previous.outcome.success)
     }
 
     pub fn forget(&self, service: &str, probe: &str) {
@@ -294,9 +297,20 @@ impl Latest {
 
 /// Feeds metrics and the latest-result table from the outcome channel until it closes.
 /// (The incident engine will be the next consumer of the same reports.)
+/// Logs when a probe starts or stops failing (not on every run).
 pub async fn record(mut rx: mpsc::Receiver<Report>, metrics: Arc<Metrics>, latest: Arc<Latest>) {
     while let Some(report) = rx.recv().await {
         metrics.observe(&report.probe, &report.outcome);
-        latest.record(report);
+        let (probe, outcome) = (report.probe.clone(), report.outcome.clone());
+        let was_ok = latest.record(report);
+        match (&outcome.reason, was_ok) {
+            (Some(reason), None | Some(true)) => {
+                tracing::warn!(service = %probe.service, probe = %probe.name, target = %probe.check.target(), %reason, "probe failing")
+            }
+            (None, Some(false)) => {
+                tracing::info!(service = %probe.service, probe = %probe.name, "probe succeeding again")
+            }
+            _ => {}
+        }
     }
 }
