@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod incident;
 pub mod metrics;
 pub mod probe;
 pub mod scheduler;

@@ -1,0 +1,432 @@
+//! The per-service incident state machine: `step(state, policy, event, now)` returns the
+//! next state and the actions decided. Pure: no I/O, no clock, no randomness, so a
+//! three-hour outage is replayed in microseconds and a restart that reloads the state
+//! decides exactly what the running process would have.
+//!
+//! Rounds are counted per probe: an incident opens when any probe of the service has
+//! failed `failure_threshold` runs in a row, and the service recovers when every probe
+//! that has reported has passed `success_threshold` runs in a row. (Counting "service
+//! rounds" over probes on different schedules would make a service with three probes
+//! reach its threshold three times faster.)
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::policy::Policy;
+
+/// What the service looks like from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every probe passes.
+    Up,
+    /// A probe fails, fewer than `failure_threshold` times in a row so far.
+    Suspect,
+    /// An incident is open and a probe still fails.
+    Down,
+    /// An incident is open and every probe passes, not yet `success_threshold` times.
+    Recovering,
+    /// Inside a planned maintenance window with no incident open.
+    Maintenance,
+}
+
+/// A probe's current run of results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Streak {
+    pub fails: u32,
+    pub oks: u32,
+    /// When the current run of failures began.
+    pub failing_since: Option<SystemTime>,
+    /// The last failure's reason while failing.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// Per service, increasing from 1.
+    pub id: u64,
+    /// When the outage began: the first failure of the run that opened it, but never
+    /// before the end of a maintenance window that covered it.
+    pub started: SystemTime,
+    /// Escalation levels mailed so far (level `i` is mailed once, in order).
+    pub levels_sent: usize,
+    pub acked: Option<(String, SystemTime)>,
+    pub eta: Option<SystemTime>,
+    pub customer_phase: bool,
+    /// Every staff address mailed about this incident, in order; all get "resolved".
+    pub mailed: Vec<String>,
+    /// Failing probes and their last reason.
+    pub reasons: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceState {
+    pub streaks: BTreeMap<String, Streak>,
+    pub incident: Option<Incident>,
+    /// The id the next incident gets.
+    pub next_id: u64,
+    /// Recent service-level results (true: every probe passing), newest last.
+    pub history: VecDeque<bool>,
+    pub flapping: bool,
+    /// Every canary probe of the monitor fails: its own network is down.
+    pub canary_down: bool,
+    /// End of the last maintenance window seen in force.
+    pub last_window_end: Option<SystemTime>,
+}
+
+/// Something that happened to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// One probe run finished.
+    Probe {
+        probe: String,
+        ok: bool,
+        reason: Option<String>,
+    },
+    /// Time passed (escalation and the customer threshold are due by time alone).
+    Tick,
+    Ack {
+        by: String,
+    },
+    /// Staff expect recovery at `eta`.
+    Eta {
+        eta: SystemTime,
+        by: String,
+    },
+    /// Staff declare the incident over.
+    Resolve {
+        by: String,
+    },
+    /// The monitor's canaries all failing (`down`) or not.
+    Canary {
+        down: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StaffMailKind {
+    /// Level 0, when the incident opens.
+    Opened,
+    /// A later level, still unacknowledged.
+    Escalated,
+    /// The service changes state too often; it is held and staff are told once.
+    Flapping,
+}
+
+/// A decision, to be stored with the state and carried out once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Open {
+        id: u64,
+        started: SystemTime,
+        reasons: BTreeMap<String, String>,
+    },
+    MailStaff {
+        id: Option<u64>,
+        kind: StaffMailKind,
+        level: usize,
+        to: Vec<String>,
+    },
+    Acknowledged {
+        id: u64,
+        by: String,
+    },
+    EtaSet {
+        id: u64,
+        eta: SystemTime,
+        by: String,
+    },
+    /// Start telling customers: placeholder, campaign, autoresponder, hotline.
+    CustomerPhase {
+        id: u64,
+        eta: Option<SystemTime>,
+        because_of_eta: bool,
+    },
+    /// Customers were told; the ETA changed.
+    CustomerUpdate {
+        id: u64,
+        eta: SystemTime,
+    },
+    Resolve {
+        id: u64,
+        started: SystemTime,
+        ended: SystemTime,
+        /// Staff who resolved it by hand, if any.
+        by: Option<String>,
+        /// Everyone mailed about it, who now gets "resolved".
+        staff: Vec<String>,
+        /// Customers were told, so they are told of the recovery too.
+        customers: bool,
+    },
+}
+
+impl ServiceState {
+    pub fn new() -> Self {
+        ServiceState {
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// The service's status at `now`.
+    pub fn status(&self, policy: &Policy, now: SystemTime) -> Status {
+        let failing = self.streaks.values().any(|s| s.fails > 0);
+        match (&self.incident, failing) {
+            (Some(_), true) => Status::Down,
+            (Some(_), false) => Status::Recovering,
+            (None, _) if policy.window_at(now).is_some() => Status::Maintenance,
+            (None, true) => Status::Suspect,
+            (None, false) => Status::Up,
+        }
+    }
+
+    /// When the customer phase starts if nothing changes (None: not open, or started).
+    pub fn customer_phase_due(&self, policy: &Policy) -> Option<SystemTime> {
+        let inc = self.incident.as_ref().filter(|i| !i.customer_phase)?;
+        Some(inc.started + policy.customer_threshold)
+    }
+}
+
+/// Applies `event` at `now`.
+pub fn step(
+    state: &ServiceState,
+    policy: &Policy,
+    event: Event,
+    now: SystemTime,
+) -> (ServiceState, Vec<Action>) {
+    let mut s = state.clone();
+    if s.next_id == 0 {
+        s.next_id = 1;
+    }
+    let mut out = Vec::new();
+    match event {
+        Event::Probe { probe, ok, reason } => {
+            observe(&mut s, policy, probe, ok, reason, now, &mut out)
+        }
+        Event::Tick => {}
+        Event::Ack { by } => {
+            if let Some(inc) = s.incident.as_mut().filter(|i| i.acked.is_none()) {
+                inc.acked = Some((by.clone(), now));
+                out.push(Action::Acknowledged { id: inc.id, by });
+            }
+        }
+        Event::Eta { eta, by } => {
+            // Past ETAs are refused where they are entered; here one is meaningless.
+            if let Some(inc) = s
+                .incident
+                .as_mut()
+                .filter(|i| eta > now && i.eta != Some(eta))
+            {
+                inc.eta = Some(eta);
+                out.push(Action::EtaSet {
+                    id: inc.id,
+                    eta,
+                    by,
+                });
+                if inc.customer_phase {
+                    out.push(Action::CustomerUpdate { id: inc.id, eta });
+                }
+            }
+        }
+        Event::Resolve { by } => {
+            if s.incident.is_some() {
+                resolve(&mut s, now, Some(by), &mut out);
+                // A service still failing must fail its threshold again to reopen.
+                s.streaks.clear();
+            }
+        }
+        Event::Canary { down } => s.canary_down = down,
+    }
+    evaluate(&mut s, policy, now, &mut out);
+    (s, out)
+}
+
+fn observe(
+    s: &mut ServiceState,
+    policy: &Policy,
+    probe: String,
+    ok: bool,
+    reason: Option<String>,
+    now: SystemTime,
+    out: &mut Vec<Action>,
+) {
+    let st = s.streaks.entry(probe.clone()).or_default();
+    if ok {
+        st.oks = st.oks.saturating_add(1);
+        st.fails = 0;
+        st.failing_since = None;
+        st.reason = None;
+    } else {
+        st.fails = st.fails.saturating_add(1);
+        st.oks = 0;
+        st.failing_since.get_or_insert(now);
+        st.reason = reason.clone();
+    }
+    if let Some(inc) = s.incident.as_mut() {
+        match (ok, reason) {
+            (false, Some(r)) => {
+                inc.reasons.insert(probe, r);
+            }
+            (true, _) => {
+                inc.reasons.remove(&probe);
+            }
+            _ => {}
+        }
+    }
+
+    let round_ok = s.streaks.values().all(|x| x.fails == 0);
+    s.history.push_back(round_ok);
+    while s.history.len() > policy.flapping.window {
+        s.history.pop_front();
+    }
+    if let Some(change) = state_change(&s.history, policy.flapping.window) {
+        if !s.flapping && change >= policy.flapping.high {
+            s.flapping = true;
+            if let Some(first) = policy.levels.first() {
+                out.push(Action::MailStaff {
+                    id: s.incident.as_ref().map(|i| i.id),
+                    kind: StaffMailKind::Flapping,
+                    level: 0,
+                    to: first.to.clone(),
+                });
+            }
+        } else if s.flapping && change < policy.flapping.low {
+            s.flapping = false;
+        }
+    }
+}
+
+/// Nagios' weighted percent state change over a full history: each change between two
+/// consecutive results weighs from 0.8 (oldest) to 1.2 (newest). None until full.
+fn state_change(history: &VecDeque<bool>, window: usize) -> Option<f64> {
+    if window < 3 || history.len() < window {
+        return None;
+    }
+    let transitions = window - 1;
+    let mut total = 0.0;
+    for (i, pair) in history.iter().zip(history.iter().skip(1)).enumerate() {
+        if pair.0 != pair.1 {
+            total += 0.8 + 0.4 * i as f64 / (transitions - 1) as f64;
+        }
+    }
+    Some(total / transitions as f64)
+}
+
+fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Vec<Action>) {
+    let window = policy.window_at(now);
+    if let Some(w) = window {
+        s.last_window_end = Some(w.end);
+    }
+    if s.incident.is_none() {
+        let tripped = s
+            .streaks
+            .values()
+            .filter(|x| x.fails >= policy.failure_threshold)
+            .filter_map(|x| x.failing_since)
+            .min();
+        if let Some(since) = tripped {
+            if window.is_none() && !s.canary_down && !s.flapping {
+                let started = match s.last_window_end {
+                    Some(end) if end > since && end <= now => end,
+                    _ => since,
+                };
+                let reasons: BTreeMap<String, String> = s
+                    .streaks
+                    .iter()
+                    .filter(|(_, x)| x.fails > 0)
+                    .map(|(p, x)| {
+                        (
+                            p.clone(),
+                            x.reason.clone().unwrap_or_else(|| "failing".into()),
+                        )
+                    })
+                    .collect();
+                let id = s.next_id;
+                s.next_id += 1;
+                out.push(Action::Open {
+                    id,
+                    started,
+                    reasons: reasons.clone(),
+                });
+                s.incident = Some(Incident {
+                    id,
+                    started,
+                    levels_sent: 0,
+                    acked: None,
+                    eta: None,
+                    customer_phase: false,
+                    mailed: Vec::new(),
+                    reasons,
+                });
+            }
+        }
+    } else if !s.flapping && recovered(s, policy) {
+        resolve(s, now, None, out);
+        return;
+    }
+
+    let canary_down = s.canary_down;
+    let Some(inc) = s.incident.as_mut() else {
+        return;
+    };
+    let age = now.duration_since(inc.started).unwrap_or(Duration::ZERO);
+    while inc.levels_sent < policy.levels.len() && inc.acked.is_none() {
+        let level = &policy.levels[inc.levels_sent];
+        if age < level.after {
+            break;
+        }
+        for addr in &level.to {
+            if !inc.mailed.contains(addr) {
+                inc.mailed.push(addr.clone());
+            }
+        }
+        out.push(Action::MailStaff {
+            id: Some(inc.id),
+            kind: if inc.levels_sent == 0 {
+                StaffMailKind::Opened
+            } else {
+                StaffMailKind::Escalated
+            },
+            level: inc.levels_sent,
+            to: level.to.clone(),
+        });
+        inc.levels_sent += 1;
+    }
+    if !inc.customer_phase && !canary_down {
+        let by_eta = inc.eta.is_some_and(|eta| {
+            eta.duration_since(inc.started).unwrap_or(Duration::ZERO) >= policy.customer_threshold
+        });
+        if age >= policy.customer_threshold || by_eta {
+            inc.customer_phase = true;
+            out.push(Action::CustomerPhase {
+                id: inc.id,
+                eta: inc.eta,
+                because_of_eta: by_eta && age < policy.customer_threshold,
+            });
+        }
+    }
+}
+
+/// Every probe that has reported passes, each `success_threshold` times in a row.
+fn recovered(s: &ServiceState, policy: &Policy) -> bool {
+    !s.streaks.is_empty()
+        && s.streaks
+            .values()
+            .all(|x| x.fails == 0 && x.oks >= policy.success_threshold)
+}
+
+fn resolve(s: &mut ServiceState, now: SystemTime, by: Option<String>, out: &mut Vec<Action>) {
+    if let Some(inc) = s.incident.take() {
+        out.push(Action::Resolve {
+            id: inc.id,
+            started: inc.started,
+            ended: now,
+            by,
+            staff: inc.mailed,
+            customers: inc.customer_phase,
+        });
+    }
+}

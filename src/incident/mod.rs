@@ -1,0 +1,12 @@
+//! Incidents: what probe outcomes and staff commands mean for a service, decided by a pure
+//! state machine ([`machine::step`]) under a [`policy::Policy`] taken from the config.
+//!
+//! This room performs no I/O and reads no clock: time is an argument, decisions are
+//! returned as [`machine::Action`]s for the store and the notifiers to carry out. It knows
+//! nothing of mail, HTTP or SQL.
+
+pub mod machine;
+pub mod policy;
+
+pub use machine::{Action, Event, Incident, ServiceState, StaffMailKind, Status, step};
+pub use policy::{Flapping, Level, Policy, Window};

@@ -1,0 +1,105 @@
+//! The rules one service's incidents follow, resolved from the config.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, Service};
+
+/// An escalation level: who is mailed once the incident is `after` old and still not
+/// acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level {
+    pub after: Duration,
+    pub to: Vec<String>,
+}
+
+/// A planned maintenance window, `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: SystemTime,
+    pub end: SystemTime,
+}
+
+impl Window {
+    pub fn contains(&self, t: SystemTime) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Flap detection as Nagios does it: over the last `window` results, the weighted share of
+/// results that differ from the one before (recent ones weigh more). Flapping starts at
+/// `high` and stops below `low`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flapping {
+    pub window: usize,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Default for Flapping {
+    /// Nagios' defaults: 21 results, 5% and 20%.
+    fn default() -> Self {
+        Flapping {
+            window: 21,
+            low: 0.05,
+            high: 0.20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub service: String,
+    /// The service's probes; recovery needs every one of them to pass.
+    pub probes: Vec<String>,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub customer_threshold: Duration,
+    /// Ordered by `after`; level 0 is mailed when the incident opens (its `after` is
+    /// normally zero).
+    pub levels: Vec<Level>,
+    pub maintenance: Vec<Window>,
+    pub flapping: Flapping,
+}
+
+impl Policy {
+    /// The policy of `service` under `config`.
+    pub fn of(config: &Config, service: &Service) -> Policy {
+        let levels = service
+            .escalation
+            .as_ref()
+            .and_then(|name| config.escalation.get(name))
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| Level {
+                        after: l.after,
+                        to: l.to.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let maintenance = config
+            .maintenance
+            .iter()
+            .filter(|m| m.service == service.id)
+            .map(|m| Window {
+                start: m.start,
+                end: m.start + m.duration,
+            })
+            .collect();
+        Policy {
+            service: service.id.clone(),
+            probes: service.probes.iter().map(|p| p.name.clone()).collect(),
+            failure_threshold: service.failure_threshold,
+            success_threshold: service.success_threshold,
+            customer_threshold: service.customer_threshold,
+            levels,
+            maintenance,
+            flapping: Flapping::default(),
+        }
+    }
+
+    /// The window in force at `t`, if any.
+    pub fn window_at(&self, t: SystemTime) -> Option<Window> {
+        self.maintenance.iter().copied().find(|w| w.contains(t))
+    }
+}

@@ -1,0 +1,461 @@
+//! The incident state machine on simulated time: a full three-hour timeline, ack, ETA,
+//! manual resolve, maintenance, canaries and flapping as table tests, and property tests
+//! over random event sequences.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+use tocsin::incident::{
+    Action, Event, Flapping, Level, Policy, ServiceState, StaffMailKind, Status, Window, step,
+};
+
+const MIN: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn policy() -> Policy {
+    Policy {
+        service: "shop".into(),
+        probes: vec!["home".into(), "db".into()],
+        failure_threshold: 3,
+        success_threshold: 2,
+        customer_threshold: 3 * HOUR,
+        levels: vec![
+            Level {
+                after: Duration::ZERO,
+                to: vec!["oncall@example.com".into()],
+            },
+            Level {
+                after: 15 * MIN,
+                to: vec!["lead@example.com".into()],
+            },
+            Level {
+                after: HOUR,
+                to: vec!["staff@example.com".into(), "oncall@example.com".into()],
+            },
+        ],
+        maintenance: vec![],
+        flapping: Flapping::default(),
+    }
+}
+
+/// Drives a machine and keeps every action with its time.
+struct Sim {
+    policy: Policy,
+    state: ServiceState,
+    now: SystemTime,
+    log: Vec<(Duration, Action)>,
+}
+
+impl Sim {
+    fn new(policy: Policy) -> Self {
+        Sim {
+            policy,
+            state: ServiceState::new(),
+            now: t0(),
+            log: Vec::new(),
+        }
+    }
+    fn at(&mut self, offset: Duration) -> &mut Self {
+        assert!(t0() + offset >= self.now, "time only moves forward");
+        self.now = t0() + offset;
+        self
+    }
+    fn send(&mut self, e: Event) -> Vec<Action> {
+        let (s, actions) = step(&self.state, &self.policy, e, self.now);
+        self.state = s;
+        let at = self.now.duration_since(t0()).unwrap();
+        self.log.extend(actions.iter().cloned().map(|a| (at, a)));
+        actions
+    }
+    fn probe(&mut self, name: &str, ok: bool) -> Vec<Action> {
+        self.send(Event::Probe {
+            probe: name.into(),
+            ok,
+            reason: (!ok).then(|| "connection refused".into()),
+        })
+    }
+    /// Both probes report every 30 s from `from` until `to` (exclusive).
+    fn run(&mut self, from: Duration, to: Duration, home_ok: bool, db_ok: bool) {
+        let mut t = from;
+        while t < to {
+            self.at(t);
+            self.probe("home", home_ok);
+            self.probe("db", db_ok);
+            self.send(Event::Tick);
+            t += Duration::from_secs(30);
+        }
+    }
+    fn status(&self) -> Status {
+        self.state.status(&self.policy, self.now)
+    }
+}
+
+fn kinds(log: &[(Duration, Action)]) -> Vec<(u64, String)> {
+    log.iter()
+        .map(|(t, a)| {
+            let what = match a {
+                Action::Open { .. } => "open".to_string(),
+                Action::MailStaff { kind, level, .. } => format!("mail {kind:?} {level}"),
+                Action::Acknowledged { by, .. } => format!("ack {by}"),
+                Action::EtaSet { .. } => "eta".into(),
+                Action::CustomerPhase { because_of_eta, .. } => {
+                    format!("customers (eta: {because_of_eta})")
+                }
+                Action::CustomerUpdate { .. } => "customers update".into(),
+                Action::Resolve {
+                    by,
+                    customers,
+                    staff,
+                    ..
+                } => format!(
+                    "resolve by {by:?} customers {customers} staff {}",
+                    staff.join(",")
+                ),
+            };
+            (t.as_secs(), what)
+        })
+        .collect()
+}
+
+#[test]
+fn a_three_hour_outage_escalates_tells_customers_and_recovers() {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 10 * MIN, true, true);
+    assert_eq!(sim.status(), Status::Up);
+    assert!(sim.log.is_empty());
+
+    // The database stops answering at 10:00; the third failed run (10:60) opens it.
+    sim.at(10 * MIN);
+    sim.probe("db", false);
+    assert_eq!(sim.status(), Status::Suspect);
+    sim.run(
+        10 * MIN + Duration::from_secs(30),
+        3 * HOUR + 30 * MIN,
+        true,
+        false,
+    );
+    assert_eq!(sim.status(), Status::Down);
+    sim.run(3 * HOUR + 30 * MIN, 3 * HOUR + 32 * MIN, true, true);
+    assert_eq!(sim.status(), Status::Up);
+
+    assert_eq!(
+        kinds(&sim.log),
+        vec![
+            (660, "open".to_string()),
+            (660, "mail Opened 0".into()),
+            (1500, "mail Escalated 1".into()), // 10:00 + 15 min, at the next run
+            (4200, "mail Escalated 2".into()), // 10:00 + 1 h
+            (11400, "customers (eta: false)".into()), // 10:00 + 3 h
+            (12630, "resolve by None customers true staff oncall@example.com,lead@example.com,staff@example.com".into()),
+        ]
+    );
+    match &sim.log[0].1 {
+        Action::Open {
+            started, reasons, ..
+        } => {
+            assert_eq!(
+                *started,
+                t0() + 10 * MIN,
+                "the outage began at the first failure"
+            );
+            assert_eq!(
+                reasons.get("db").map(String::as_str),
+                Some("connection refused")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn acknowledgement_stops_escalation_and_an_eta_past_the_threshold_starts_the_customer_phase_at_once()
+ {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 2 * MIN, true, false);
+    sim.at(5 * MIN);
+    assert_eq!(
+        kinds(
+            &sim.send(Event::Ack { by: "anna".into() })
+                .iter()
+                .map(|a| (Duration::ZERO, a.clone()))
+                .collect::<Vec<_>>()
+        ),
+        vec![(0, "ack anna".to_string())]
+    );
+    assert!(
+        sim.send(Event::Ack { by: "bob".into() }).is_empty(),
+        "acknowledged once"
+    );
+    sim.run(5 * MIN, 2 * HOUR, true, false);
+    assert!(
+        !kinds(&sim.log)
+            .iter()
+            .any(|(_, k)| k.starts_with("mail Escalated")),
+        "{:?}",
+        kinds(&sim.log)
+    );
+
+    // An ETA 2.5 h from now puts the expected end 2 h 30 past a start 2 h ago: beyond 3 h.
+    sim.at(2 * HOUR);
+    let actions = sim.send(Event::Eta {
+        eta: sim.now + 150 * MIN,
+        by: "anna".into(),
+    });
+    assert!(matches!(actions[0], Action::EtaSet { .. }));
+    assert!(
+        matches!(
+            actions[1],
+            Action::CustomerPhase {
+                because_of_eta: true,
+                eta: Some(_),
+                ..
+            }
+        ),
+        "{actions:?}"
+    );
+    // A later ETA change is an update to customers.
+    sim.at(2 * HOUR + 10 * MIN);
+    let actions = sim.send(Event::Eta {
+        eta: sim.now + 3 * HOUR,
+        by: "anna".into(),
+    });
+    assert!(
+        matches!(actions[1], Action::CustomerUpdate { .. }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_short_eta_does_not_start_the_customer_phase_and_a_past_one_is_ignored() {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 2 * MIN, false, true);
+    sim.at(10 * MIN);
+    let a = sim.send(Event::Eta {
+        eta: sim.now + HOUR,
+        by: "x".into(),
+    });
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(
+        sim.send(Event::Eta {
+            eta: sim.now - MIN,
+            by: "x".into()
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn staff_resolve_closes_at_once_and_a_still_failing_service_must_fail_again() {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 2 * MIN, false, true);
+    sim.at(3 * MIN);
+    let a = sim.send(Event::Resolve { by: "anna".into() });
+    assert!(matches!(&a[0], Action::Resolve { by: Some(b), customers: false, .. } if b == "anna"));
+    assert_eq!(sim.status(), Status::Up);
+    sim.at(3 * MIN + Duration::from_secs(30));
+    assert!(sim.probe("home", false).is_empty());
+    sim.at(3 * MIN + Duration::from_secs(60));
+    assert!(sim.probe("home", false).is_empty());
+    sim.at(3 * MIN + Duration::from_secs(90));
+    assert!(matches!(
+        sim.probe("home", false)[0],
+        Action::Open { id: 2, .. }
+    ));
+}
+
+#[test]
+fn maintenance_opens_nothing_and_an_outage_outlasting_it_is_timed_from_its_end() {
+    let mut p = policy();
+    p.maintenance = vec![Window {
+        start: t0() + 10 * MIN,
+        end: t0() + 70 * MIN,
+    }];
+    let mut sim = Sim::new(p);
+    sim.run(10 * MIN, 70 * MIN, false, true);
+    assert!(sim.log.is_empty(), "{:?}", kinds(&sim.log));
+    assert_eq!(sim.status(), Status::Maintenance);
+    sim.run(70 * MIN, 72 * MIN, false, true);
+    match &sim.log[0].1 {
+        Action::Open { started, .. } => assert_eq!(
+            *started,
+            t0() + 70 * MIN,
+            "from the window's end, not its start"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn while_the_canaries_are_down_nothing_opens_and_customers_hear_nothing() {
+    let mut sim = Sim::new(policy());
+    sim.send(Event::Canary { down: true });
+    sim.run(Duration::ZERO, 10 * MIN, false, false);
+    assert!(sim.log.is_empty());
+    sim.at(10 * MIN);
+    sim.send(Event::Canary { down: false });
+    sim.run(10 * MIN, 11 * MIN, false, false);
+    assert!(matches!(sim.log[0].1, Action::Open { .. }));
+    // The canaries fail again after the incident opened: the customer phase waits.
+    sim.at(11 * MIN);
+    sim.send(Event::Canary { down: true });
+    sim.run(11 * MIN, 4 * HOUR, false, false);
+    assert!(
+        !kinds(&sim.log)
+            .iter()
+            .any(|(_, k)| k.starts_with("customers"))
+    );
+    sim.at(4 * HOUR);
+    let a = sim.send(Event::Canary { down: false });
+    assert!(
+        matches!(a.last(), Some(Action::CustomerPhase { .. })),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn flapping_holds_the_service_and_tells_staff_once() {
+    let mut p = policy();
+    p.probes = vec!["home".into()];
+    p.failure_threshold = 1;
+    p.success_threshold = 1;
+    let mut sim = Sim::new(p);
+    let mut t = Duration::ZERO;
+    for i in 0..60 {
+        sim.at(t);
+        sim.probe("home", i % 2 == 0);
+        t += Duration::from_secs(30);
+    }
+    let log = kinds(&sim.log);
+    assert_eq!(
+        log.iter().filter(|(_, k)| k == "mail Flapping 0").count(),
+        1,
+        "{log:?}"
+    );
+    let opens = log.iter().filter(|(_, k)| k == "open").count();
+    assert!(
+        opens <= 11,
+        "flips before the history filled, then held: {opens}"
+    );
+    // Stable again: flapping ends and the service settles.
+    for _ in 0..30 {
+        sim.at(t);
+        sim.probe("home", true);
+        t += Duration::from_secs(30);
+    }
+    assert!(!sim.state.flapping);
+    assert_eq!(sim.status(), Status::Up);
+}
+
+// ------------------------------------------------------------------ properties
+
+#[derive(Debug, Clone)]
+enum Step {
+    Wait(u64),
+    Probe(u8, bool),
+    Ack,
+    Eta(u64),
+    Resolve,
+    Canary(bool),
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => (1u64..1800).prop_map(Step::Wait),
+            8 => (0u8..2, proptest::bool::weighted(0.6)).prop_map(|(p, ok)| Step::Probe(p, ok)),
+            1 => Just(Step::Ack),
+            1 => (0u64..20_000).prop_map(Step::Eta),
+            1 => Just(Step::Resolve),
+            1 => proptest::bool::weighted(0.2).prop_map(Step::Canary),
+        ],
+        0..300,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn decisions_are_consistent_over_any_sequence(seq in steps()) {
+        let p = policy();
+        let mut state = ServiceState::new();
+        let mut now = t0();
+        let mut open: Option<(u64, SystemTime)> = None;
+        let mut seen_ids = BTreeSet::new();
+        let mut mailed_levels: BTreeSet<(u64, usize)> = BTreeSet::new();
+        let mut customer_phase: BTreeSet<u64> = BTreeSet::new();
+        let mut acked: BTreeMap<u64, bool> = BTreeMap::new();
+        let mut eta: Option<SystemTime> = None;
+        let mut canary_down = false;
+        let mut events: Vec<Event> = seq.iter().filter_map(|s| match s {
+            Step::Wait(_) => None,
+            Step::Probe(i, ok) => Some(Event::Probe { probe: p.probes[*i as usize].clone(), ok: *ok, reason: None }),
+            Step::Ack => Some(Event::Ack { by: "a".into() }),
+            Step::Eta(secs) => Some(Event::Eta { eta: SystemTime::UNIX_EPOCH + Duration::from_secs(*secs), by: "a".into() }), // rebased below
+            Step::Resolve => Some(Event::Resolve { by: "a".into() }),
+            Step::Canary(down) => Some(Event::Canary { down: *down }),
+        }).collect();
+        // Then everything recovers for long enough to end any incident and any flapping.
+        events.push(Event::Canary { down: false });
+        let settle = events.len();
+        for _ in 0..30 {
+            for probe in &p.probes {
+                events.push(Event::Probe { probe: probe.clone(), ok: true, reason: None });
+            }
+        }
+        let mut waits = seq.iter().filter_map(|s| if let Step::Wait(w) = s { Some(*w) } else { None }).cycle();
+        for (n, mut e) in events.into_iter().enumerate() {
+            now += Duration::from_secs(if n < settle { waits.next().unwrap_or(30) } else { 30 });
+            if let Event::Eta { eta: ref mut at, .. } = e {
+                *at = now + at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            }
+            if let Event::Canary { down } = e { canary_down = down; }
+            let (next, actions) = step(&state, &p, e.clone(), now);
+            for a in &actions {
+                match a {
+                    Action::Open { id, started, .. } => {
+                        prop_assert!(open.is_none(), "never two open incidents");
+                        prop_assert!(seen_ids.insert(*id), "ids are never reused");
+                        prop_assert!(!canary_down, "nothing opens while the canaries are down");
+                        prop_assert!(*started <= now);
+                        open = Some((*id, *started));
+                        eta = None;
+                    }
+                    Action::MailStaff { id: Some(id), kind, level, .. } if *kind != StaffMailKind::Flapping => {
+                        prop_assert_eq!(Some(*id), open.map(|o| o.0));
+                        prop_assert!(mailed_levels.insert((*id, *level)), "each level mailed once");
+                        prop_assert!(*level == 0 || mailed_levels.contains(&(*id, level - 1)), "levels in order");
+                        prop_assert!(!acked.get(id).copied().unwrap_or(false), "no escalation after ack");
+                        let (_, started) = open.unwrap();
+                        prop_assert!(now.duration_since(started).unwrap() >= p.levels[*level].after);
+                    }
+                    Action::MailStaff { .. } => {}
+                    Action::Acknowledged { id, .. } => { acked.insert(*id, true); }
+                    Action::EtaSet { eta: e, .. } => { eta = Some(*e); }
+                    Action::CustomerPhase { id, .. } => {
+                        prop_assert_eq!(Some(*id), open.map(|o| o.0));
+                        prop_assert!(customer_phase.insert(*id), "the customer phase starts once");
+                        prop_assert!(!canary_down, "customers hear nothing while the canaries are down");
+                        let (_, started) = open.unwrap();
+                        let age = now.duration_since(started).unwrap();
+                        let justified = eta.is_some_and(|e| e.duration_since(started).unwrap_or_default() >= p.customer_threshold);
+                        prop_assert!(age >= p.customer_threshold || justified, "never before the threshold without an ETA that justifies it");
+                    }
+                    Action::CustomerUpdate { id, .. } => prop_assert!(customer_phase.contains(id)),
+                    Action::Resolve { id, started, customers, .. } => {
+                        prop_assert_eq!(Some((*id, *started)), open, "recovery follows an opened incident");
+                        prop_assert_eq!(*customers, customer_phase.contains(id));
+                        open = None;
+                    }
+                }
+            }
+            state = next;
+        }
+        prop_assert!(open.is_none(), "after a long healthy spell every incident is resolved");
+        prop_assert!(state.incident.is_none());
+    }
+}
