@@ -10,4 +10,5 @@ pub mod incident;
 pub mod metrics;
 pub mod probe;
 pub mod scheduler;
+pub mod store;
 pub mod web;

@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
 
 /// What the service looks like from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Every probe passes.
@@ -33,7 +33,7 @@ pub enum Status {
 }
 
 /// A probe's current run of results.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Streak {
     pub fails: u32,
     pub oks: u32,
@@ -43,7 +43,7 @@ pub struct Streak {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     /// Per service, increasing from 1.
     pub id: u64,
@@ -61,7 +61,7 @@ pub struct Incident {
     pub reasons: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub streaks: BTreeMap<String, Streak>,
     pub incident: Option<Incident>,
@@ -105,7 +105,7 @@ pub enum Event {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StaffMailKind {
     /// Level 0, when the incident opens.
@@ -117,7 +117,8 @@ pub enum StaffMailKind {
 }
 
 /// A decision, to be stored with the state and carried out once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     Open {
         id: u64,

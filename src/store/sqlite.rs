@@ -1,0 +1,446 @@
+//! The SQLite store: one file in `data_dir`, WAL journal, schema versions in
+//! `user_version`, and an exclusive lock held for the process's life, so two tocsins
+//! pointed at the same `data_dir` cannot both send.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
+
+use super::{IncidentRecord, OutboxItem, States, StoreError, TimelineEntry, from_secs, secs};
+use crate::incident::{Action, ServiceState};
+
+/// Schema migrations, applied in order; `user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: states, incidents with their timeline, and the outbox.
+    "CREATE TABLE services (
+        service    TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE incidents (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        service        TEXT NOT NULL,
+        seq            INTEGER NOT NULL,
+        started_at     REAL NOT NULL,
+        ended_at       REAL,
+        acked_by       TEXT,
+        acked_at       REAL,
+        eta            REAL,
+        customer_phase INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (service, seq)
+    );
+    CREATE TABLE incident_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        at          REAL NOT NULL,
+        kind        TEXT NOT NULL,
+        detail      TEXT NOT NULL
+    );
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        service         TEXT NOT NULL,
+        incident_id     INTEGER REFERENCES incidents (id),
+        action          TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        done_at         REAL
+    );
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at);",
+];
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, checks that it is tocsin's,
+    /// takes the exclusive lock and applies pending migrations. A file that is not a
+    /// database, or one in use, is reported and left untouched.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let name = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(|e| StoreError::Open {
+            path: name.clone(),
+            detail: e.to_string(),
+        })?;
+        let classify = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {
+                path: name.clone(),
+                detail: e.to_string(),
+            },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path: name.clone() }
+            }
+            _ => StoreError::Sqlite(e),
+        };
+        // The lock is exclusive for the process's life: waiting for it would only delay
+        // the error.
+        conn.busy_timeout(Duration::ZERO).map_err(classify)?;
+        // Reading the schema version is the first access: a foreign file fails here,
+        // before anything is written.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(classify)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::NewerSchema {
+                path: name,
+                found: version,
+                known,
+            });
+        }
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(classify)?;
+        let _: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(classify)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(classify)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(classify)?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        };
+        // A write takes the exclusive lock now, not at the first decision.
+        store.migrate(version).map_err(classify)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), rusqlite::Error> {
+        let tx = self.conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        // An up-to-date file is still written to once, so the lock is taken here.
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS lock_probe (x INTEGER); DROP TABLE lock_probe;",
+        )?;
+        tx.commit()
+    }
+
+    /// Every service's saved state.
+    pub fn load(&self) -> Result<States, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT service, state FROM services")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = States::new();
+        for row in rows {
+            let (service, json) = row?;
+            let state: ServiceState =
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    what: format!("state of `{service}`"),
+                    detail: e.to_string(),
+                })?;
+            out.insert(service, state);
+        }
+        Ok(out)
+    }
+
+    /// Saves `state` and records `actions` (incident rows, timeline, outbox) in one
+    /// transaction: all of it or none.
+    pub fn commit(
+        &mut self,
+        service: &str,
+        state: &ServiceState,
+        actions: &[Action],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt {
+            what: "state".into(),
+            detail: e.to_string(),
+        })?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO services (service, state, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (service) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            params![service, json, secs(now)],
+        )?;
+        for action in actions {
+            record(&tx, service, action, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Pending actions due at `now`, oldest first.
+    pub fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, service, incident_id, action, attempts FROM outbox
+             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![secs(now), limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, service, incident, json, attempts) = row?;
+            let action: Action = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                what: format!("outbox item {id}"),
+                detail: e.to_string(),
+            })?;
+            out.push(OutboxItem {
+                id,
+                service,
+                incident,
+                action,
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// How many actions wait to be carried out.
+    pub fn pending_count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE status = 'pending'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    pub fn mark_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET status = 'done', done_at = ?2, attempts = attempts + 1 WHERE id = ?1 AND status = 'pending'",
+            params![id, secs(now)],
+        )?;
+        Ok(())
+    }
+
+    /// A transient failure: tried again at `retry_at`.
+    pub fn mark_retry(
+        &mut self,
+        id: i64,
+        error: &str,
+        retry_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'",
+            params![id, error, secs(retry_at)],
+        )?;
+        Ok(())
+    }
+
+    /// A permanent failure: recorded, never tried again.
+    pub fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2, done_at = ?3 WHERE id = ?1 AND status = 'pending'",
+            params![id, error, secs(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Incidents, newest first, with their timelines; only open ones when `open_only`.
+    pub fn incidents(&self, open_only: bool) -> Result<Vec<IncidentRecord>, StoreError> {
+        let sql = if open_only {
+            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase FROM incidents WHERE ended_at IS NULL ORDER BY id DESC"
+        } else {
+            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase FROM incidents ORDER BY id DESC"
+        };
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map([], |r| {
+            Ok(IncidentRecord {
+                id: r.get(0)?,
+                service: r.get(1)?,
+                started: from_secs(r.get(2)?),
+                ended: r.get::<_, Option<f64>>(3)?.map(from_secs),
+                acked_by: r.get(4)?,
+                eta: r.get::<_, Option<f64>>(5)?.map(from_secs),
+                customer_phase: r.get::<_, i64>(6)? != 0,
+                timeline: Vec::new(),
+            })
+        })?;
+        let mut out: Vec<IncidentRecord> = rows.collect::<Result<_, _>>()?;
+        let mut events = self.conn.prepare(
+            "SELECT at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
+        )?;
+        for inc in &mut out {
+            inc.timeline = events
+                .query_map([inc.id], |r| {
+                    Ok(TimelineEntry {
+                        at: from_secs(r.get(0)?),
+                        kind: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(out)
+    }
+}
+
+/// The store id of a service's incident `seq`.
+fn incident_id(tx: &Transaction, service: &str, seq: u64) -> Result<Option<i64>, rusqlite::Error> {
+    tx.query_row(
+        "SELECT id FROM incidents WHERE service = ?1 AND seq = ?2",
+        params![service, seq as i64],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn event(
+    tx: &Transaction,
+    incident: Option<i64>,
+    now: SystemTime,
+    kind: &str,
+    detail: String,
+) -> Result<(), rusqlite::Error> {
+    if let Some(id) = incident {
+        tx.execute(
+            "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![id, secs(now), kind, detail],
+        )?;
+    }
+    Ok(())
+}
+
+fn outbox(
+    tx: &Transaction,
+    service: &str,
+    incident: Option<i64>,
+    action: &Action,
+    now: SystemTime,
+) -> Result<(), rusqlite::Error> {
+    let json = serde_json::to_string(action)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.execute(
+        "INSERT INTO outbox (service, incident_id, action, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![service, incident, json, secs(now)],
+    )?;
+    Ok(())
+}
+
+fn record(
+    tx: &Transaction,
+    service: &str,
+    action: &Action,
+    now: SystemTime,
+) -> Result<(), rusqlite::Error> {
+    match action {
+        Action::Open {
+            id,
+            started,
+            reasons,
+        } => {
+            tx.execute(
+                "INSERT INTO incidents (service, seq, started_at) VALUES (?1, ?2, ?3)",
+                params![service, *id as i64, secs(*started)],
+            )?;
+            let store_id = incident_id(tx, service, *id)?;
+            let why: Vec<String> = reasons.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+            event(tx, store_id, now, "opened", why.join("; "))?;
+        }
+        Action::MailStaff {
+            id,
+            kind,
+            level,
+            to,
+        } => {
+            let store_id = match id {
+                Some(seq) => incident_id(tx, service, *seq)?,
+                None => None,
+            };
+            event(
+                tx,
+                store_id,
+                now,
+                "staff_mail",
+                format!("{kind:?} level {level} to {}", to.join(", ")).to_lowercase(),
+            )?;
+            outbox(tx, service, store_id, action, now)?;
+        }
+        Action::Acknowledged { id, by } => {
+            let store_id = incident_id(tx, service, *id)?;
+            tx.execute(
+                "UPDATE incidents SET acked_by = ?2, acked_at = ?3 WHERE id = ?1",
+                params![store_id, by, secs(now)],
+            )?;
+            event(tx, store_id, now, "acknowledged", format!("by {by}"))?;
+        }
+        Action::EtaSet { id, eta, by } => {
+            let store_id = incident_id(tx, service, *id)?;
+            tx.execute(
+                "UPDATE incidents SET eta = ?2 WHERE id = ?1",
+                params![store_id, secs(*eta)],
+            )?;
+            event(
+                tx,
+                store_id,
+                now,
+                "eta",
+                format!("{} by {by}", humantime::format_rfc3339_seconds(*eta)),
+            )?;
+        }
+        Action::CustomerPhase {
+            id,
+            eta,
+            because_of_eta,
+        } => {
+            let store_id = incident_id(tx, service, *id)?;
+            tx.execute(
+                "UPDATE incidents SET customer_phase = 1 WHERE id = ?1",
+                params![store_id],
+            )?;
+            let why = if *because_of_eta {
+                "the ETA is past the customer threshold"
+            } else {
+                "the outage reached the customer threshold"
+            };
+            let eta = eta
+                .map(|e| format!(", ETA {}", humantime::format_rfc3339_seconds(e)))
+                .unwrap_or_default();
+            event(tx, store_id, now, "customer_phase", format!("{why}{eta}"))?;
+            outbox(tx, service, store_id, action, now)?;
+        }
+        Action::CustomerUpdate { id, eta } => {
+            let store_id = incident_id(tx, service, *id)?;
+            event(
+                tx,
+                store_id,
+                now,
+                "customer_update",
+                format!("ETA {}", humantime::format_rfc3339_seconds(*eta)),
+            )?;
+            outbox(tx, service, store_id, action, now)?;
+        }
+        Action::Resolve { id, ended, by, .. } => {
+            let store_id = incident_id(tx, service, *id)?;
+            tx.execute(
+                "UPDATE incidents SET ended_at = ?2 WHERE id = ?1",
+                params![store_id, secs(*ended)],
+            )?;
+            let who = by
+                .as_ref()
+                .map(|b| format!("by {b}"))
+                .unwrap_or_else(|| "recovered".into());
+            event(tx, store_id, now, "resolved", who)?;
+            outbox(tx, service, store_id, action, now)?;
+        }
+    }
+    Ok(())
+}
