@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod incident;
 pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod scheduler;
 pub mod store;

@@ -103,6 +103,13 @@ const CASES: &[(&str, &[&str])] = &[
         &["1:9: `listen` must be an IP address and port such as 127.0.0.1:9778, not `localhost`"],
     ),
     (
+        "mail-plain-remote.yaml",
+        &[
+            "9:16: `allow_plain` is only for an SMTP server on loopback (127.0.0.1, ::1, localhost): mail to any other host must use TLS",
+            "10:12: `timeout` must be longer than zero",
+        ],
+    ),
+    (
         "maintenance-unknown-service.yaml",
         &[
             "7:16: unknown service `shpo`, did you mean `shop`?",

@@ -96,6 +96,11 @@ pub struct Mail {
     pub username_env: Option<String>,
     pub password_env: Option<String>,
     pub max_per_second: u32,
+    /// Deadline of one SMTP exchange (connect to the server's final reply).
+    pub timeout: Duration,
+    /// `smtp://` then uses STARTTLS when offered and plain text otherwise; only allowed
+    /// for a loopback server. Without it, `smtp://` requires STARTTLS.
+    pub allow_plain: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -183,6 +183,11 @@ pub struct RawMail {
     pub username_env: Option<String>,
     pub password_env: Option<String>,
     pub max_per_second: Option<u32>,
+    /// Deadline of one SMTP exchange.
+    pub timeout: Option<String>,
+    /// Allow a session without TLS (only to a loopback server).
+    #[serde(default)]
+    pub allow_plain: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,7 @@ const DEFAULT_CUSTOMER_THRESHOLD: Duration = Duration::from_secs(3 * 3600);
 const DEFAULT_MAX_CONCURRENCY: usize = 256;
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_REDIRECTS_LIMIT: u32 = 100;
+const DEFAULT_MAIL_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Ctx<'d, 'l> {
     diag: &'d mut Diag<'l>,
@@ -1062,6 +1063,8 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             username_env: None,
             password_env: None,
             max_per_second: 100,
+            timeout: DEFAULT_MAIL_TIMEOUT,
+            allow_plain: false,
         };
     };
     if !valid_email(&m.from) {
@@ -1100,16 +1103,36 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             "`max_per_second` must be at least 1",
         );
     }
+    let timeout = m
+        .timeout
+        .as_deref()
+        .and_then(|t| cx.positive_duration(&mp.key("timeout"), t))
+        .unwrap_or(DEFAULT_MAIL_TIMEOUT);
+    if m.allow_plain {
+        let loopback = smtp
+            .as_ref()
+            .and_then(|u| u.host())
+            .is_some_and(|h| match h {
+                url::Host::Domain(d) => d == "localhost",
+                url::Host::Ipv4(ip) => ip.is_loopback(),
+                url::Host::Ipv6(ip) => ip.is_loopback(),
+            });
+        if !loopback {
+            cx.err(&mp.key("allow_plain"), "`allow_plain` is only for an SMTP server on loopback (127.0.0.1, ::1, localhost): mail to any other host must use TLS");
+        }
+    }
     Mail {
         from: Some(m.from.clone()),
         smtp,
         username_env: m.username_env.clone(),
         password_env: m.password_env.clone(),
         max_per_second: m.max_per_second.unwrap_or(100).max(1),
+        timeout,
+        allow_plain: m.allow_plain,
     }
 }
 
-fn valid_env_name(s: &str) -> bool {
+pub fn valid_env_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()

@@ -1,0 +1,183 @@
+//! Mail transport on lettre: SMTP (`smtp://` with STARTTLS, `smtps://` with implicit TLS,
+//! plain text only when `allow_plain` names a loopback server), or, with no SMTP
+//! configured, RFC 5322 `.eml` files in `data_dir/mail/`.
+//!
+//! Every send has a real deadline around the whole exchange (lettre's own timeout covers
+//! each socket operation, not the exchange), and failures are sorted into transient
+//! (retry later) and permanent (the server's 5xx reply, recorded as such).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::Mail;
+
+/// A message to send: one sender, its recipients, a subject, and text and HTML bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Why a message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MailError {
+    /// Worth trying again later: a 4xx reply, a timeout, a connection that failed.
+    #[error("temporary mail failure: {0}")]
+    Transient(String),
+    /// Will not succeed as it is: the server's 5xx reply, or an address it cannot take.
+    #[error("permanent mail failure: {0}")]
+    Permanent(String),
+    /// The transport could not be set up from the configuration.
+    #[error("mail is misconfigured: {0}")]
+    Config(String),
+}
+
+enum Transport {
+    Files(AsyncFileTransport<Tokio1Executor>),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+    deadline: Duration,
+    spool: Option<PathBuf>,
+}
+
+impl Mailer {
+    /// Builds the transport named by `mail`. Credentials are read through `env` (the
+    /// process environment in production) at start-up, so a missing secret fails loudly
+    /// then rather than at the first outage.
+    pub fn new(
+        mail: &Mail,
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Mailer, MailError> {
+        let from_text = mail.from.as_deref().unwrap_or("tocsin <tocsin@localhost>");
+        let from: Mailbox = from_text
+            .parse()
+            .map_err(|e| MailError::Config(format!("`from` {from_text:?}: {e}")))?;
+        let Some(url) = &mail.smtp else {
+            let dir = data_dir.join("mail");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| MailError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            return Ok(Mailer {
+                transport: Transport::Files(AsyncFileTransport::new(&dir)),
+                from,
+                deadline: mail.timeout,
+                spool: Some(dir),
+            });
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| MailError::Config(format!("`smtp` URL {url} has no host")))?
+            .to_string();
+        let implicit = url.scheme() == "smtps";
+        let port = url.port().unwrap_or(if implicit { 465 } else { 587 });
+        let params = TlsParameters::new(host.trim_matches(|c| c == '[' || c == ']').to_string())
+            .map_err(|e| MailError::Config(format!("TLS for {host}: {e}")))?;
+        let tls = match (implicit, mail.allow_plain) {
+            (true, _) => Tls::Wrapper(params),
+            (false, false) => Tls::Required(params),
+            (false, true) => Tls::Opportunistic(params),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+            .port(port)
+            .tls(tls)
+            .timeout(Some(mail.timeout));
+        match (&mail.username_env, &mail.password_env) {
+            (Some(u), Some(p)) => {
+                let user = env(u).ok_or_else(|| {
+                    MailError::Config(format!(
+                        "environment variable `{u}` (mail.username_env) is not set"
+                    ))
+                })?;
+                let pass = env(p).ok_or_else(|| {
+                    MailError::Config(format!(
+                        "environment variable `{p}` (mail.password_env) is not set"
+                    ))
+                })?;
+                builder = builder.credentials(Credentials::new(user, pass));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(MailError::Config(
+                    "set both `username_env` and `password_env`, or neither".into(),
+                ));
+            }
+        }
+        Ok(Mailer {
+            transport: Transport::Smtp(builder.build()),
+            from,
+            deadline: mail.timeout,
+            spool: None,
+        })
+    }
+
+    /// Where `.eml` files go, when mail is written to files.
+    pub fn spool(&self) -> Option<&Path> {
+        self.spool.as_deref()
+    }
+
+    /// Sends one message, within the deadline.
+    pub async fn send(&self, msg: &Outgoing) -> Result<(), MailError> {
+        let message = self.build(msg)?;
+        let sent = match &self.transport {
+            Transport::Files(t) => tokio::time::timeout(self.deadline, t.send(message))
+                .await
+                .map(|r| {
+                    r.map(|_| ()).map_err(|e| {
+                        MailError::Transient(format!("cannot write the message file: {e}"))
+                    })
+                }),
+            Transport::Smtp(t) => tokio::time::timeout(self.deadline, t.send(message))
+                .await
+                .map(|r| r.map(|_| ()).map_err(classify)),
+        };
+        sent.unwrap_or_else(|_| {
+            Err(MailError::Transient(format!(
+                "no answer from the mail server within {}",
+                humantime::format_duration(self.deadline)
+            )))
+        })
+    }
+
+    fn build(&self, msg: &Outgoing) -> Result<Message, MailError> {
+        // lettre adds a Message-ID only when asked; every message gets one (RFC 5322).
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(msg.subject.clone())
+            .message_id(None);
+        if msg.to.is_empty() {
+            return Err(MailError::Permanent("the message has no recipient".into()));
+        }
+        for to in &msg.to {
+            let mb: Mailbox = to
+                .parse()
+                .map_err(|e| MailError::Permanent(format!("recipient {to:?}: {e}")))?;
+            b = b.to(mb);
+        }
+        b.multipart(MultiPart::alternative_plain_html(
+            msg.text.clone(),
+            msg.html.clone(),
+        ))
+        .map_err(|e| MailError::Permanent(format!("cannot build the message: {e}")))
+    }
+}
+
+/// 5xx replies are permanent; everything else (4xx, network, TLS, timeouts) may pass later.
+fn classify(e: lettre::transport::smtp::Error) -> MailError {
+    let text = e.to_string();
+    if e.is_permanent() {
+        MailError::Permanent(text)
+    } else {
+        MailError::Transient(text)
+    }
+}

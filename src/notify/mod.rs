@@ -1,0 +1,5 @@
+//! Carrying decisions out: mail transport now; staff escalation, campaigns, pages,
+//! autoresponder, hotline and webhooks build on it. Notifiers act only on what the store's
+//! outbox hands them and report back whether it worked; they decide nothing.
+
+pub mod mail;

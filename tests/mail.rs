@@ -1,0 +1,277 @@
+//! The mail transport against a real SMTP server on loopback (aiosmtpd, installed by
+//! scripts/test.sh) and as `.eml` files: delivery, 4xx/5xx sorting, AUTH with credentials
+//! from the environment, TLS required unless allowed, and the deadline.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tocsin::config::Mail;
+use tocsin::notify::mail::{MailError, Mailer, Outgoing};
+
+/// aiosmtpd in a child process; stops when dropped.
+struct Smtp {
+    child: Child,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start(creds: Option<(&str, &str)>) -> Smtp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg("tests/fixtures/smtp_server.py")
+            .arg(port.to_string())
+            .arg(out.path());
+        if let Some((u, p)) = creds {
+            cmd.args([u, p]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            // aiosmtpd warns that AUTH without TLS is allowed, which is the point here.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd is needed: run scripts/test.sh, which installs Debian's python3-aiosmtpd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "aiosmtpd did not start (is python3-aiosmtpd installed?)"
+        );
+        Smtp { child, port, out }
+    }
+
+    fn received(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
+    Mail {
+        from: Some("Example Status <status@example.com>".into()),
+        smtp: smtp.map(|s| s.parse().unwrap()),
+        username_env: None,
+        password_env: None,
+        max_per_second: 100,
+        timeout: Duration::from_secs(5),
+        allow_plain,
+    }
+}
+
+fn msg(to: &[&str]) -> Outgoing {
+    Outgoing {
+        to: to.iter().map(|s| s.to_string()).collect(),
+        subject: "[tocsin] Web shop is down".into(),
+        text: "Web shop is down since 10:00: status 503, expected 200.".into(),
+        html: "<p>Web shop is <b>down</b> since 10:00.</p>".into(),
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[tokio::test]
+async fn without_smtp_each_message_is_an_eml_file_in_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = Mailer::new(&mail(None, false), dir.path(), &no_env).unwrap();
+    mailer
+        .send(&msg(&["oncall@example.com", "Lead <lead@example.com>"]))
+        .await
+        .unwrap();
+    let spool = dir.path().join("mail");
+    assert_eq!(mailer.spool(), Some(spool.as_path()));
+    let files: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let eml = std::fs::read_to_string(&files[0]).unwrap();
+    for header in [
+        "From: \"Example Status\" <status@example.com>",
+        "To: oncall@example.com, Lead <lead@example.com>",
+        "Subject: [tocsin] Web shop is down",
+        "Date: ",
+        "Message-ID: <",
+        "Content-Type: multipart/alternative",
+    ] {
+        assert!(eml.contains(header), "missing {header:?} in\n{eml}");
+    }
+    assert!(eml.contains("Content-Type: text/plain") && eml.contains("Content-Type: text/html"));
+}
+
+#[tokio::test]
+async fn smtp_delivers_to_a_real_server() {
+    let server = Smtp::start(None);
+    let mailer = Mailer::new(
+        &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
+        Path::new("/nonexistent"),
+        &no_env,
+    )
+    .unwrap();
+    mailer
+        .send(&msg(&["oncall@example.com", "lead@example.com"]))
+        .await
+        .unwrap();
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("X-Envelope-To: oncall@example.com,lead@example.com"),
+        "{}",
+        got[0]
+    );
+    assert!(got[0].contains("Subject: [tocsin] Web shop is down"));
+    assert!(got[0].contains("Web shop is down since 10:00: status 503, expected 200."));
+}
+
+#[tokio::test]
+async fn replies_are_sorted_into_permanent_and_transient() {
+    let server = Smtp::start(None);
+    let mailer = Mailer::new(
+        &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
+        Path::new("/nonexistent"),
+        &no_env,
+    )
+    .unwrap();
+    match mailer.send(&msg(&["reject@example.com"])).await {
+        Err(MailError::Permanent(m)) => {
+            assert!(m.contains("550") || m.contains("no such user"), "{m}")
+        }
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+    match mailer.send(&msg(&["later@example.com"])).await {
+        Err(MailError::Transient(m)) => {
+            assert!(m.contains("451") || m.contains("try again later"), "{m}")
+        }
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+    assert!(server.received().is_empty());
+}
+
+#[tokio::test]
+async fn credentials_come_from_the_environment() {
+    let server = Smtp::start(Some(("tocsin", "s3cret")));
+    let mut m = mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true);
+    m.username_env = Some("SMTP_USER".into());
+    m.password_env = Some("SMTP_PASSWORD".into());
+    let env = |k: &str| match k {
+        "SMTP_USER" => Some("tocsin".to_string()),
+        "SMTP_PASSWORD" => Some("s3cret".to_string()),
+        _ => None,
+    };
+    Mailer::new(&m, Path::new("/nonexistent"), &env)
+        .unwrap()
+        .send(&msg(&["oncall@example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(server.received().len(), 1);
+
+    let wrong = |k: &str| Some(if k == "SMTP_USER" { "tocsin" } else { "guess" }.to_string());
+    let err = Mailer::new(&m, Path::new("/nonexistent"), &wrong)
+        .unwrap()
+        .send(&msg(&["oncall@example.com"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MailError::Permanent(_)),
+        "bad credentials are not worth retrying: {err}"
+    );
+
+    let err = Mailer::new(&m, Path::new("/nonexistent"), &no_env)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        MailError::Config("environment variable `SMTP_USER` (mail.username_env) is not set".into())
+    );
+}
+
+#[tokio::test]
+async fn smtp_without_allow_plain_requires_tls() {
+    let server = Smtp::start(None);
+    let mailer = Mailer::new(
+        &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), false),
+        Path::new("/nonexistent"),
+        &no_env,
+    )
+    .unwrap();
+    let err = mailer
+        .send(&msg(&["oncall@example.com"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MailError::Transient(_)), "{err}");
+    assert!(
+        server.received().is_empty(),
+        "nothing went out in plain text"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_hits_the_deadline_and_a_closed_port_is_transient() {
+    let silent = support::silent_server().await;
+    let mut m = mail(Some(format!("smtp://{silent}")), true);
+    m.timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    let err = Mailer::new(&m, Path::new("/nonexistent"), &no_env)
+        .unwrap()
+        .send(&msg(&["oncall@example.com"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MailError::Transient(_)), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    let closed = support::closed_port().await;
+    let err = Mailer::new(
+        &mail(Some(format!("smtp://{closed}")), true),
+        Path::new("/nonexistent"),
+        &no_env,
+    )
+    .unwrap()
+    .send(&msg(&["oncall@example.com"]))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, MailError::Transient(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_message_without_a_valid_recipient_is_refused_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = Mailer::new(&mail(None, false), dir.path(), &no_env).unwrap();
+    assert!(matches!(
+        mailer.send(&msg(&[])).await,
+        Err(MailError::Permanent(_))
+    ));
+    assert!(matches!(
+        mailer.send(&msg(&["not an address"])).await,
+        Err(MailError::Permanent(_))
+    ));
+}
