@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod incident;
 pub mod metrics;
 pub mod notify;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -12,9 +12,13 @@ use tracing_subscriber::EnvFilter;
 
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
+use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
+use tocsin::notify::dispatch::Dispatcher;
+use tocsin::notify::mail::Mailer;
 use tocsin::probe;
 use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
+use tocsin::store::SqliteStore;
 use tocsin::web::{self, AppState};
 
 #[derive(Parser)]
@@ -185,6 +189,17 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// What `run` keeps going, and what a reload updates.
+struct Running {
+    path: PathBuf,
+    sched: Scheduler,
+    config: Arc<RwLock<Arc<Config>>>,
+    metrics: Arc<Metrics>,
+    latest: Arc<Latest>,
+    engine: Arc<Mutex<Engine>>,
+    clock: Arc<dyn Clock>,
+}
+
 async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new());
@@ -192,8 +207,39 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let latest = Arc::new(Latest::default());
     let shutdown = CancellationToken::new();
 
+    // Everything that can refuse to start does so before any probe runs.
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let db = config.data_dir.join("tocsin.db");
+    let store = Arc::new(Mutex::new(SqliteStore::open(&db)?));
+    let mailer = Mailer::new(&config.mail, &config.data_dir, &|k| std::env::var(k).ok())?;
+    let engine = Engine::new(&config, store.clone(), clock.clone())?;
+    let outbox_ready = engine.outbox_ready.clone();
+    let engine = Arc::new(Mutex::new(engine));
+
     let (tx, rx) = mpsc::channel(1024);
-    let recorder = tokio::spawn(scheduler::record(rx, metrics.clone(), latest.clone()));
+    let (engine_tx, engine_rx) = mpsc::channel(1024);
+    let recorder = tokio::spawn(scheduler::record(
+        rx,
+        metrics.clone(),
+        latest.clone(),
+        Some(engine_tx),
+    ));
+    let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx));
+    let shared = Arc::new(RwLock::new(Arc::new(config)));
+    let dispatcher = Dispatcher {
+        store,
+        mailer,
+        config: shared.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        ready: outbox_ready,
+    };
+    let dispatch_stop = CancellationToken::new();
+    let dispatch_task = tokio::spawn(dispatcher.run(dispatch_stop.clone()));
+
     let mut sched = Scheduler::new(
         tx,
         metrics.clone(),
@@ -201,14 +247,9 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         Arc::new(LiveRunner),
         shutdown.child_token(),
     );
-    let listen = config.listen;
-    // Bind first: a port in use stops tocsin before any probe runs.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let changes = sched.apply(&config);
-    tracing::info!(probes = changes.added.len(), services = config.services.len(), %listen, config = %path.display(), "tocsin started");
-    let shared = Arc::new(RwLock::new(Arc::new(config)));
+    let current = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let changes = sched.apply(&current);
+    tracing::info!(probes = changes.added.len(), services = current.services.len(), %listen, config = %path.display(), db = %db.display(), "tocsin started");
 
     let state = AppState {
         config: shared.clone(),
@@ -223,20 +264,26 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
             .await
     });
 
-    signals(
-        path,
-        &shutdown,
-        &mut sched,
-        &shared,
-        &metrics,
-        &latest,
-        clock.as_ref(),
-    )
-    .await?;
+    let mut running = Running {
+        path: path.to_path_buf(),
+        sched,
+        config: shared,
+        metrics,
+        latest,
+        engine,
+        clock,
+    };
+    signals(&mut running).await?;
+    shutdown.cancel();
 
     tracing::info!("shutting down: finishing probes in flight");
-    sched.stop().await;
+    running.sched.stop().await;
+    // The recorder ends when the last probe task is gone, the engine when the recorder is;
+    // every result that came in is decided and stored before the dispatcher stops.
     let _ = recorder.await;
+    let _ = engine_task.await;
+    dispatch_stop.cancel();
+    let _ = dispatch_task.await;
     server
         .await
         .context("HTTP server task failed")?
@@ -245,58 +292,71 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Feeds reports to the engine and ticks it every second, until the reports end.
+async fn drive_engine(engine: Arc<Mutex<Engine>>, mut reports: mpsc::Receiver<scheduler::Report>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let result = tokio::select! {
+            r = reports.recv() => match r {
+                Some(report) => engine.lock().unwrap_or_else(|e| e.into_inner()).report(&report),
+                None => return,
+            },
+            _ = tick.tick() => engine.lock().unwrap_or_else(|e| e.into_inner()).tick(),
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "incident engine: the decision could not be stored and will be taken again");
+        }
+    }
+}
+
 /// Waits for SIGHUP (reload) until SIGTERM or Ctrl-C (shutdown).
-async fn signals(
-    path: &Path,
-    shutdown: &CancellationToken,
-    sched: &mut Scheduler,
-    shared: &Arc<RwLock<Arc<Config>>>,
-    metrics: &Metrics,
-    latest: &Latest,
-    clock: &dyn Clock,
-) -> anyhow::Result<()> {
+async fn signals(running: &mut Running) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(path, sched, shared, metrics, latest, clock),
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => reload(running),
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
-    shutdown.cancel();
-    Ok(())
 }
 
-fn reload(
-    path: &Path,
-    sched: &mut Scheduler,
-    shared: &Arc<RwLock<Arc<Config>>>,
-    metrics: &Metrics,
-    latest: &Latest,
-    clock: &dyn Clock,
-) {
-    match config::load(path) {
+fn reload(r: &mut Running) {
+    match config::load(&r.path) {
         Err(errors) => {
-            metrics.config_loaded(false, clock.now());
+            r.metrics.config_loaded(false, r.clock.now());
             for e in &errors.0 {
                 tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
             }
         }
         Ok(new) => {
-            let old = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
-            if new.listen != old.listen {
-                tracing::warn!(old = %old.listen, new = %new.listen, "`listen` changes take effect at the next restart");
+            let old = r.config.read().unwrap_or_else(|e| e.into_inner()).clone();
+            for (what, changed) in [
+                ("listen", new.listen != old.listen),
+                ("data_dir", new.data_dir != old.data_dir),
+            ] {
+                if changed {
+                    tracing::warn!(
+                        key = what,
+                        "this key's change takes effect at the next restart"
+                    );
+                }
             }
-            let changes = sched.apply(&new);
+            let changes = r.sched.apply(&new);
             for (service, probe) in &changes.removed {
-                metrics.forget(service, probe);
-                latest.forget(service, probe);
+                r.metrics.forget(service, probe);
+                r.latest.forget(service, probe);
             }
-            metrics.config_loaded(true, clock.now());
+            r.engine
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reconfigure(&new);
+            r.metrics.config_loaded(true, r.clock.now());
             tracing::info!(added = ?changes.added, changed = ?changes.changed, removed = changes.removed.len(), kept = changes.kept, "configuration reloaded");
-            *shared.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+            *r.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         }
     }
 }

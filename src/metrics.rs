@@ -26,6 +26,9 @@ pub struct Metrics {
     lag: Histogram,
     reload_ok: IntGauge,
     reload_time: Gauge,
+    mail_sent: IntCounterVec,
+    mail_failed: IntCounterVec,
+    outbox_pending: IntGauge,
 }
 
 const SP: &[&str] = &["service", "probe"];
@@ -155,6 +158,33 @@ impl Metrics {
                 "Unix time of the last successful configuration load.",
             ),
         );
+        let mail_sent = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_mail_sent_total",
+                    "Mails accepted by the transport, by kind.",
+                ),
+                &["kind"],
+            ),
+        );
+        let mail_failed = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_mail_failed_total",
+                    "Mail attempts that failed, by kind.",
+                ),
+                &["kind"],
+            ),
+        );
+        let outbox_pending = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_outbox_pending",
+                "Decided actions not yet carried out.",
+            ),
+        );
         let build = reg(
             &r,
             IntGaugeVec::new(
@@ -166,6 +196,10 @@ impl Metrics {
             ),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for kind in Self::MAIL_KINDS {
+            mail_sent.with_label_values(&[kind]).inc_by(0);
+            mail_failed.with_label_values(&[kind]).inc_by(0);
+        }
         Metrics {
             registry: r,
             probe_success,
@@ -180,7 +214,30 @@ impl Metrics {
             lag,
             reload_ok,
             reload_time,
+            mail_sent,
+            mail_failed,
+            outbox_pending,
         }
+    }
+
+    /// The mail kinds, registered at zero so dashboards see every series from the start.
+    pub const MAIL_KINDS: [&'static str; 4] = [
+        "staff_opened",
+        "staff_escalated",
+        "staff_flapping",
+        "staff_resolved",
+    ];
+
+    pub fn mail_sent(&self, kind: &str) {
+        self.mail_sent.with_label_values(&[kind]).inc();
+    }
+
+    pub fn mail_failed(&self, kind: &str) {
+        self.mail_failed.with_label_values(&[kind]).inc();
+    }
+
+    pub fn outbox_pending(&self, n: u64) {
+        self.outbox_pending.set(n as i64);
     }
 
     /// Records one outcome of a configured probe.

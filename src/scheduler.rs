@@ -297,12 +297,19 @@ impl Latest {
 
 /// Feeds metrics and the latest-result table from the outcome channel until it closes.
 /// (The incident engine will be the next consumer of the same reports.)
-/// Logs when a probe starts or stops failing (not on every run).
-pub async fn record(mut rx: mpsc::Receiver<Report>, metrics: Arc<Metrics>, latest: Arc<Latest>) {
+/// Feeds metrics and the latest-result table from the outcome channel until it closes,
+/// logs when a probe starts or stops failing (not on every run), and passes each report on
+/// to `forward` (the incident engine) when given.
+pub async fn record(
+    mut rx: mpsc::Receiver<Report>,
+    metrics: Arc<Metrics>,
+    latest: Arc<Latest>,
+    forward: Option<mpsc::Sender<Report>>,
+) {
     while let Some(report) = rx.recv().await {
         metrics.observe(&report.probe, &report.outcome);
         let (probe, outcome) = (report.probe.clone(), report.outcome.clone());
-        let was_ok = latest.record(report);
+        let was_ok = latest.record(report.clone());
         match (&outcome.reason, was_ok) {
             (Some(reason), None | Some(true)) => {
                 tracing::warn!(service = %probe.service, probe = %probe.name, target = %probe.check.target(), %reason, "probe failing")
@@ -311,6 +318,11 @@ pub async fn record(mut rx: mpsc::Receiver<Report>, metrics: Arc<Metrics>, lates
                 tracing::info!(service = %probe.service, probe = %probe.name, "probe succeeding again")
             }
             _ => {}
+        }
+        if let Some(tx) = &forward {
+            if tx.send(report).await.is_err() {
+                tracing::error!("the incident engine stopped; probe results no longer reach it");
+            }
         }
     }
 }

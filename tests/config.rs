@@ -343,3 +343,15 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn allow_plain_is_accepted_for_loopback_smtp() {
+    for host in ["127.0.0.1:2525", "localhost:25", "[::1]:25"] {
+        let src = format!(
+            "services:\n  - id: a\n    probes:\n      - {{ name: x, tcp: {{ address: \"127.0.0.1:1\" }} }}\nmail:\n  from: s@example.com\n  smtp: \"smtp://{host}\"\n  allow_plain: true\n"
+        );
+        let c = tocsin::config::parse(&src, Path::new("m.yaml"))
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert!(c.mail.allow_plain);
+    }
+}

@@ -1113,7 +1113,13 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             .as_ref()
             .and_then(|u| u.host())
             .is_some_and(|h| match h {
-                url::Host::Domain(d) => d == "localhost",
+                // Hosts of non-special schemes such as smtp:// stay opaque strings.
+                url::Host::Domain(d) => {
+                    d == "localhost"
+                        || d.trim_matches(|c| c == '[' || c == ']')
+                            .parse::<IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
                 url::Host::Ipv4(ip) => ip.is_loopback(),
                 url::Host::Ipv6(ip) => ip.is_loopback(),
             });

@@ -61,7 +61,7 @@ pub struct Incident {
     pub reasons: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub streaks: BTreeMap<String, Streak>,
     pub incident: Option<Incident>,
@@ -164,12 +164,23 @@ pub enum Action {
     },
 }
 
+impl Default for ServiceState {
+    fn default() -> Self {
+        ServiceState {
+            streaks: BTreeMap::new(),
+            incident: None,
+            next_id: 1,
+            history: VecDeque::new(),
+            flapping: false,
+            canary_down: false,
+            last_window_end: None,
+        }
+    }
+}
+
 impl ServiceState {
     pub fn new() -> Self {
-        ServiceState {
-            next_id: 1,
-            ..Default::default()
-        }
+        Self::default()
     }
 
     /// The service's status at `now`.
@@ -199,9 +210,6 @@ pub fn step(
     now: SystemTime,
 ) -> (ServiceState, Vec<Action>) {
     let mut s = state.clone();
-    if s.next_id == 0 {
-        s.next_id = 1;
-    }
     let mut out = Vec::new();
     match event {
         Event::Probe { probe, ok, reason } => {

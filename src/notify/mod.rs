@@ -2,4 +2,6 @@
 //! autoresponder, hotline and webhooks build on it. Notifiers act only on what the store's
 //! outbox hands them and report back whether it worked; they decide nothing.
 
+pub mod dispatch;
 pub mod mail;
+pub mod staff;

@@ -1,0 +1,200 @@
+//! The incident engine: feeds probe reports, staff commands and the passing of time to
+//! each service's state machine, and saves every step (state and decided actions) in one
+//! store transaction before anything is carried out. It owns the machines' states; the
+//! dispatcher reads the outbox the engine fills.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::incident::{Action, Event, Policy, ServiceState, step};
+use crate::scheduler::Report;
+use crate::store::{SqliteStore, StoreError};
+
+/// A staff command that did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No service with that id in the config.
+    #[error("no service `{0}`")]
+    UnknownService(String),
+    /// The service has no open incident to act on.
+    #[error("service `{0}` has no open incident")]
+    NoIncident(String),
+    /// The ETA is not in the future.
+    #[error("the ETA must be in the future")]
+    EtaInPast,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Engine {
+    policies: BTreeMap<String, Policy>,
+    states: BTreeMap<String, ServiceState>,
+    /// Latest result of each canary probe (service, probe).
+    canaries: BTreeMap<(String, String), bool>,
+    canary_down: bool,
+    store: Arc<Mutex<SqliteStore>>,
+    clock: Arc<dyn Clock>,
+    /// Woken whenever new actions are in the outbox.
+    pub outbox_ready: Arc<Notify>,
+}
+
+impl Engine {
+    /// Resumes from the store: open incidents keep their start and escalation progress.
+    pub fn new(
+        config: &Config,
+        store: Arc<Mutex<SqliteStore>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, StoreError> {
+        let states = lock(&store).load()?;
+        let mut engine = Engine {
+            policies: BTreeMap::new(),
+            states,
+            canaries: BTreeMap::new(),
+            canary_down: false,
+            store,
+            clock,
+            outbox_ready: Arc::new(Notify::new()),
+        };
+        engine.reconfigure(config);
+        Ok(engine)
+    }
+
+    /// Takes a reloaded config: new services start fresh, removed ones are kept in the
+    /// store but no longer stepped.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.policies = config
+            .services
+            .iter()
+            .map(|s| (s.id.clone(), Policy::of(config, s)))
+            .collect();
+        for id in self.policies.keys() {
+            self.states.entry(id.clone()).or_default();
+        }
+        self.canaries.retain(|(s, p), _| {
+            config
+                .probes()
+                .any(|c| c.canary && &c.service == s && &c.name == p)
+        });
+    }
+
+    pub fn state(&self, service: &str) -> Option<&ServiceState> {
+        self.states.get(service)
+    }
+
+    pub fn policy(&self, service: &str) -> Option<&Policy> {
+        self.policies.get(service)
+    }
+
+    /// Steps one service and saves the result; the in-memory state changes only once the
+    /// transaction has committed.
+    fn apply(
+        &mut self,
+        service: &str,
+        event: Event,
+        now: SystemTime,
+    ) -> Result<Vec<Action>, EngineError> {
+        let policy = self
+            .policies
+            .get(service)
+            .ok_or_else(|| EngineError::UnknownService(service.to_string()))?;
+        let state = self
+            .states
+            .get(service)
+            .cloned()
+            .unwrap_or_else(ServiceState::new);
+        let (next, actions) = step(&state, policy, event, now);
+        if next != state || !actions.is_empty() {
+            lock(&self.store).commit(service, &next, &actions, now)?;
+            self.states.insert(service.to_string(), next);
+        }
+        if !actions.is_empty() {
+            for a in &actions {
+                tracing::info!(service, action = ?a, "incident decision");
+            }
+            self.outbox_ready.notify_one();
+        }
+        Ok(actions)
+    }
+
+    /// A probe run finished.
+    pub fn report(&mut self, r: &Report) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        if r.probe.canary {
+            self.canaries.insert(
+                (r.probe.service.clone(), r.probe.name.clone()),
+                r.outcome.success,
+            );
+            let down = !self.canaries.is_empty() && self.canaries.values().all(|ok| !ok);
+            if down != self.canary_down {
+                self.canary_down = down;
+                if down {
+                    tracing::error!(
+                        "every canary probe fails: the monitor's own network is down; no incident opens and customers are told nothing"
+                    );
+                } else {
+                    tracing::info!("canary probes succeed again");
+                }
+                let services: Vec<String> = self.policies.keys().cloned().collect();
+                for s in services {
+                    self.apply(&s, Event::Canary { down }, now)?;
+                }
+            }
+        }
+        self.apply(
+            &r.probe.service,
+            Event::Probe {
+                probe: r.probe.name.clone(),
+                ok: r.outcome.success,
+                reason: r.outcome.reason.as_ref().map(|x| x.to_string()),
+            },
+            now,
+        )?;
+        Ok(())
+    }
+
+    /// Time passed: escalation levels and the customer threshold fall due.
+    pub fn tick(&mut self) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let open: Vec<String> = self
+            .states
+            .iter()
+            .filter(|(s, st)| st.incident.is_some() && self.policies.contains_key(*s))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in open {
+            self.apply(&s, Event::Tick, now)?;
+        }
+        Ok(())
+    }
+
+    /// A staff command on the open incident of `service`.
+    pub fn command(&mut self, service: &str, event: Event) -> Result<Vec<Action>, EngineError> {
+        let now = self.clock.now();
+        if !self.policies.contains_key(service) {
+            return Err(EngineError::UnknownService(service.to_string()));
+        }
+        if self
+            .states
+            .get(service)
+            .and_then(|s| s.incident.as_ref())
+            .is_none()
+        {
+            return Err(EngineError::NoIncident(service.to_string()));
+        }
+        if let Event::Eta { eta, .. } = &event {
+            if *eta <= now {
+                return Err(EngineError::EtaInPast);
+            }
+        }
+        self.apply(service, event, now)
+    }
+}
+
+pub(crate) fn lock(store: &Mutex<SqliteStore>) -> std::sync::MutexGuard<'_, SqliteStore> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,162 @@
+//! The dispatcher: takes due actions from the outbox, carries them out, and marks each
+//! done, to be retried (transient failure, with backoff) or failed (permanent). A crash
+//! between sending and marking can repeat one message; nothing is lost.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::lock;
+use crate::incident::{Action, Policy, StaffMailKind};
+use crate::metrics::Metrics;
+use crate::store::{OutboxItem, SqliteStore};
+
+use super::mail::{MailError, Mailer};
+use super::staff::{StaffNotice, render};
+
+const BATCH: usize = 50;
+const IDLE: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher {
+    pub store: Arc<Mutex<SqliteStore>>,
+    pub mailer: Mailer,
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub ready: Arc<Notify>,
+}
+
+/// Backoff after `attempts` transient failures: 30 s, 1 min, 2 min, ... up to 15 min.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(30u64.saturating_mul(1u64 << attempts.min(5))).min(Duration::from_secs(900))
+}
+
+impl Dispatcher {
+    /// Runs until `cancel`; the item in hand is finished first.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            if let Err(e) = self.drain().await {
+                tracing::error!(error = %e, "outbox: cannot read the store");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.ready.notified() => {}
+                _ = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    }
+
+    /// Carries out every action due now.
+    pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
+        loop {
+            let due = lock(&self.store).due(self.clock.now(), BATCH)?;
+            if due.is_empty() {
+                break;
+            }
+            for item in due {
+                self.carry_out(item).await?;
+            }
+        }
+        self.metrics
+            .outbox_pending(lock(&self.store).pending_count()?);
+        Ok(())
+    }
+
+    async fn carry_out(&self, item: OutboxItem) -> Result<(), crate::store::StoreError> {
+        let now = self.clock.now();
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mail = match self.staff_mail(&config, &item) {
+            Some(m) => m,
+            None => {
+                // Nothing for staff (customer-side actions, a resolution nobody was
+                // mailed about): recorded, and done as far as this dispatcher goes.
+                lock(&self.store).mark_done(item.id, now)?;
+                return Ok(());
+            }
+        };
+        let (kind, outgoing) = mail;
+        match self.mailer.send(&outgoing).await {
+            Ok(()) => {
+                self.metrics.mail_sent(kind);
+                tracing::info!(service = %item.service, kind, to = %outgoing.to.join(", "), "staff mail sent");
+                lock(&self.store).mark_done(item.id, self.clock.now())
+            }
+            Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
+                self.metrics.mail_failed(kind);
+                let retry = backoff(item.attempts);
+                tracing::warn!(service = %item.service, kind, error = %e, retry_in = ?retry, "staff mail failed; will retry");
+                lock(&self.store).mark_retry(item.id, &e, self.clock.now() + retry)
+            }
+            Err(MailError::Permanent(e)) => {
+                self.metrics.mail_failed(kind);
+                tracing::error!(service = %item.service, kind, error = %e, "staff mail failed permanently");
+                lock(&self.store).mark_failed(item.id, &e, self.clock.now())
+            }
+        }
+    }
+
+    fn staff_mail(
+        &self,
+        config: &Config,
+        item: &OutboxItem,
+    ) -> Option<(&'static str, super::mail::Outgoing)> {
+        let service = config.services.iter().find(|s| s.id == item.service)?;
+        let policy = Policy::of(config, service);
+        let incident = lock(&self.store)
+            .incidents(false)
+            .ok()?
+            .into_iter()
+            .find(|i| Some(i.id) == item.incident)?;
+        let now = self.clock.now();
+        match &item.action {
+            Action::MailStaff {
+                kind, level, to, ..
+            } => {
+                let k = match kind {
+                    StaffMailKind::Opened => "staff_opened",
+                    StaffMailKind::Escalated => "staff_escalated",
+                    StaffMailKind::Flapping => "staff_flapping",
+                };
+                Some((
+                    k,
+                    render(
+                        &service.name,
+                        &policy,
+                        &incident,
+                        &StaffNotice::Level {
+                            kind: *kind,
+                            level: *level,
+                        },
+                        to.clone(),
+                        now,
+                    ),
+                ))
+            }
+            Action::Resolve {
+                staff, ended, by, ..
+            } if !staff.is_empty() => Some((
+                "staff_resolved",
+                render(
+                    &service.name,
+                    &policy,
+                    &incident,
+                    &StaffNotice::Resolved {
+                        ended: *ended,
+                        by: by.as_deref(),
+                    },
+                    staff.clone(),
+                    now,
+                ),
+            )),
+            _ => None,
+        }
+    }
+}

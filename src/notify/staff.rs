@@ -1,0 +1,187 @@
+//! Staff mails: what fails and why, since when, the timeline, the escalation ahead and when
+//! customers will be told. Text and HTML parts; everything from outside (reasons, names)
+//! is escaped in the HTML.
+
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+use crate::config::fmt_dur;
+use crate::incident::{Policy, StaffMailKind};
+use crate::store::IncidentRecord;
+
+use super::mail::Outgoing;
+
+/// What a staff mail is about.
+pub enum StaffNotice<'a> {
+    Level {
+        kind: StaffMailKind,
+        level: usize,
+    },
+    Resolved {
+        ended: SystemTime,
+        by: Option<&'a str>,
+    },
+}
+
+fn at(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn age(from: SystemTime, to: SystemTime) -> String {
+    let d = to.duration_since(from).unwrap_or(Duration::ZERO);
+    fmt_dur(Duration::from_secs(d.as_secs()))
+}
+
+/// Renders the mail for `incident` of the service called `name`.
+pub fn render(
+    name: &str,
+    policy: &Policy,
+    incident: &IncidentRecord,
+    notice: &StaffNotice,
+    to: Vec<String>,
+    now: SystemTime,
+) -> Outgoing {
+    let mut t = String::new();
+    let subject = match notice {
+        StaffNotice::Level {
+            kind: StaffMailKind::Opened,
+            ..
+        } => format!("[tocsin] {name} is DOWN"),
+        StaffNotice::Level {
+            kind: StaffMailKind::Escalated,
+            level,
+        } => format!("[tocsin] {name} is DOWN, unacknowledged (escalation level {level})"),
+        StaffNotice::Level {
+            kind: StaffMailKind::Flapping,
+            ..
+        } => format!("[tocsin] {name} is flapping"),
+        StaffNotice::Resolved { ended, .. } => format!(
+            "[tocsin] {name} is UP again after {}",
+            age(incident.started, *ended)
+        ),
+    };
+    match notice {
+        StaffNotice::Resolved { ended, by } => {
+            let how = by
+                .map(|b| format!("resolved by {b}"))
+                .unwrap_or_else(|| "recovered".into());
+            let _ = writeln!(
+                t,
+                "{name} ({}) is up again: {how} at {}.",
+                incident.service,
+                at(*ended)
+            );
+            let _ = writeln!(
+                t,
+                "The outage lasted {}, from {}.",
+                age(incident.started, *ended),
+                at(incident.started)
+            );
+            if incident.customer_phase {
+                let _ = writeln!(
+                    t,
+                    "Customers were told of the outage and are told of the recovery."
+                );
+            }
+        }
+        StaffNotice::Level {
+            kind: StaffMailKind::Flapping,
+            ..
+        } => {
+            let _ = writeln!(
+                t,
+                "{name} ({}) changes state too often; tocsin holds it in its current state and",
+                policy.service
+            );
+            let _ = writeln!(
+                t,
+                "sends no further mail about it until it settles. Check it by hand."
+            );
+        }
+        StaffNotice::Level { level, .. } => {
+            let _ = writeln!(
+                t,
+                "{name} ({}) is down since {} ({} ago).",
+                incident.service,
+                at(incident.started),
+                age(incident.started, now)
+            );
+            let _ = writeln!(t);
+            let _ = writeln!(t, "What fails:");
+            if let Some(first) = incident.timeline.iter().find(|e| e.kind == "opened") {
+                for reason in first.detail.split("; ") {
+                    let _ = writeln!(t, "  {reason}");
+                }
+            }
+            let _ = writeln!(t);
+            if let Some(by) = &incident.acked_by {
+                let _ = writeln!(t, "Acknowledged by {by}.");
+            } else if let Some(next) = policy.levels.get(level + 1) {
+                let _ = writeln!(
+                    t,
+                    "Escalation: level {level} of {}. Unless acknowledged, level {} ({}) is mailed at {}.",
+                    policy.levels.len() - 1,
+                    level + 1,
+                    next.to.join(", "),
+                    at(incident.started + next.after)
+                );
+            } else {
+                let _ = writeln!(t, "Escalation: level {level}, the last level.");
+            }
+            if incident.customer_phase {
+                let _ = writeln!(
+                    t,
+                    "Customers are being told (placeholder page, mail campaign, autoresponder, hotline)."
+                );
+            } else {
+                let _ = writeln!(
+                    t,
+                    "Customers will be told at {} ({} after the start) unless it recovers first; an ETA set beyond that tells them at once.",
+                    at(incident.started + policy.customer_threshold),
+                    fmt_dur(policy.customer_threshold)
+                );
+            }
+            if let Some(eta) = incident.eta {
+                let _ = writeln!(t, "Expected recovery (ETA): {}.", at(eta));
+            }
+        }
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Timeline (incident {}):", incident.id);
+    for e in &incident.timeline {
+        let _ = writeln!(
+            t,
+            "  {}  {}: {}",
+            at(e.at),
+            e.kind.replace('_', " "),
+            e.detail
+        );
+    }
+    let html = format!(
+        "<!doctype html><html><body><h1 style=\"font-size:1.2em\">{}</h1><pre style=\"font-family:monospace\">{}</pre></body></html>",
+        escape(&subject),
+        escape(&t)
+    );
+    Outgoing {
+        to,
+        subject,
+        text: t,
+        html,
+    }
+}
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

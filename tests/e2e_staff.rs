@@ -1,0 +1,242 @@
+//! End to end with real parts: `tocsin run` as a process, an HTTP target on loopback that
+//! goes down and up, and a real SMTP server (aiosmtpd). The outage mails on-call, escalates
+//! to the lead, survives a SIGKILL and restart without repeating a mail, and ends with one
+//! "resolved" mail to everyone who was told.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+
+/// An HTTP target whose health is switched by the test.
+async fn switchable_target() -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let healthy = flag.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let reply: &[u8] = if healthy {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nAdd to cart"
+                } else {
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
+                };
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    (addr, up)
+}
+
+struct Smtp {
+    child: Child,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start() -> Smtp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = tempfile::tempdir().unwrap();
+        let mut child = Command::new("/usr/bin/python3")
+            .arg("tests/fixtures/smtp_server.py")
+            .arg(port.to_string())
+            .arg(out.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/test.sh installs python3-aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Smtp { child, port, out }
+    }
+
+    fn mails(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort_by_key(|p| {
+            p.file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .parse::<u32>()
+                .unwrap_or(0)
+        });
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        self.mails()
+            .iter()
+            .map(|m| {
+                let to = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("X-Envelope-To: "))
+                    .unwrap_or_default()
+                    .to_string();
+                let subject = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or_default()
+                    .to_string();
+                format!("{to} | {subject}")
+            })
+            .collect()
+    }
+
+    async fn wait_for(&self, n: usize, within: Duration) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let s = self.subjects();
+            if s.len() >= n {
+                return s;
+            }
+            assert!(
+                t.elapsed() < within,
+                "expected {n} mails within {within:?}, got {s:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(cfg: &Path) -> Child {
+    Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
+    let smtp = Smtp::start();
+    let (target, up) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::File::create(&cfg)
+        .unwrap()
+        .write_all(
+            format!(
+                "listen: 127.0.0.1:{port}
+data_dir: ./var
+services:
+  - id: shop
+    name: Web shop
+    failure_threshold: 2
+    success_threshold: 2
+    customer_threshold: 1h
+    escalation: default
+    probes:
+      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+escalation:
+  default:
+    - {{ after: 0m, to: [oncall@example.com] }}
+    - {{ after: 6s, to: [lead@example.com] }}
+mail:
+  from: \"Example Status <status@example.com>\"
+  smtp: \"smtp://127.0.0.1:{}\"
+  allow_plain: true
+  timeout: 5s
+",
+                smtp.port
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+
+    let mut tocsin = start(&cfg);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(smtp.subjects().is_empty(), "a healthy target mails nobody");
+
+    // Down: two failed runs (about 2 s) open the incident and mail on-call at once.
+    up.store(false, Ordering::SeqCst);
+    let down_at = Instant::now();
+    let got = smtp.wait_for(1, Duration::from_secs(10)).await;
+    let latency = down_at.elapsed();
+    assert_eq!(got[0], "oncall@example.com | [tocsin] Web shop is DOWN");
+    eprintln!("detection to staff mail: {latency:?} (two 1 s rounds, then the mail)");
+    let first = &smtp.mails()[0];
+    assert!(first.contains("home: status 503, expected 200"), "{first}");
+    assert!(first.contains("level 1 (lead@example.com)"), "{first}");
+
+    // SIGKILL mid-incident, after the opening mail was sent and marked; restart.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tocsin.kill().unwrap();
+    tocsin.wait().unwrap();
+    let mut tocsin = start(&cfg);
+
+    // The escalation is timed from the outage's start, kept across the restart.
+    let got = smtp.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(
+        got[1],
+        "lead@example.com | [tocsin] Web shop is DOWN, unacknowledged (escalation level 1)"
+    );
+    assert!(
+        down_at.elapsed() < Duration::from_secs(14),
+        "escalated about 6 s after the start, not 6 s after the restart"
+    );
+
+    // Recovery: two good runs resolve it; everyone told gets one "resolved" mail.
+    up.store(true, Ordering::SeqCst);
+    let got = smtp.wait_for(3, Duration::from_secs(10)).await;
+    assert!(
+        got[2].starts_with(
+            "oncall@example.com,lead@example.com | [tocsin] Web shop is UP again after "
+        ),
+        "{}",
+        got[2]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        smtp.subjects().len(),
+        3,
+        "nothing sent twice: {:#?}",
+        smtp.subjects()
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &tocsin.id().to_string()])
+        .status();
+    assert!(tocsin.wait().unwrap().success());
+    assert!(dir.path().join("var/tocsin.db").exists());
+}
