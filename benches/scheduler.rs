@@ -3,12 +3,15 @@
 //! so the figures are tocsin's own. Prints probes/s, scheduler lag p50/p99/max, skipped
 //! runs, failures, CPU seconds per 1,000 probes and resident memory.
 //!
-//! `cargo bench --bench scheduler [-- --probes N --interval S --seconds S]`
+//! With `--engine`, every report also goes through the incident engine (state machine and
+//! SQLite store), as in `tocsin run`.
+//!
+//! `cargo bench --bench scheduler [-- --probes N --interval S --seconds S --engine]`
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -16,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use tocsin::clock::SystemClock;
 use tocsin::config;
+use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
 use tocsin::scheduler::{LiveRunner, Scheduler};
+use tocsin::store::SqliteStore;
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -49,12 +54,18 @@ fn main() {
         .unwrap();
     let addr = line.trim().to_string();
 
-    let mut yaml = String::from("max_concurrency: 512\nservices:\n  - id: bench\n    probes:\n");
+    // Ten probes a service, as a real config would have them.
+    let mut yaml = String::from("max_concurrency: 512\nservices:\n");
     for i in 0..probes {
+        if i % 10 == 0 {
+            yaml += &format!("  - id: s{}\n    probes:\n", i / 10);
+        }
         yaml += &format!(
             "      - {{ name: p{i}, interval: {interval}s, timeout: 5s, http: {{ url: \"http://{addr}/p/{i}\", body_contains: \"ok\" }} }}\n"
         );
     }
+    let with_engine = std::env::args().any(|a| a == "--engine");
+    let db_dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(&yaml, Path::new("bench.yaml")).expect("bench config");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -65,6 +76,10 @@ fn main() {
         let (tx, mut rx) = mpsc::channel(4096);
         let metrics = Arc::new(Metrics::new());
         let mut sched = Scheduler::new(tx, metrics.clone(), Arc::new(SystemClock), Arc::new(LiveRunner), CancellationToken::new());
+        let mut engine = with_engine.then(|| {
+            let store = Arc::new(Mutex::new(SqliteStore::open(&db_dir.path().join("tocsin.db")).unwrap()));
+            Engine::new(&cfg, store, Arc::new(SystemClock)).unwrap()
+        });
         let start = Instant::now();
         sched.apply(&cfg);
         // The first interval spreads the first runs; measure the steady state after it.
@@ -77,6 +92,9 @@ fn main() {
         let mut rss_peak_kb = 0;
         let mut next_sample = Instant::now();
         while let Some(r) = rx.recv().await {
+            if let Some(e) = engine.as_mut() {
+                e.report(&r).expect("engine step");
+            }
             let t = start.elapsed();
             if t < warmup {
                 continue;
@@ -112,7 +130,8 @@ fn main() {
         lags.sort();
         let pct = |p: f64| lags[((lags.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3;
         let n = lags.len() as f64;
-        println!("tocsin scheduler benchmark: {probes} HTTP probes every {interval}s, measured over {wall:.1}s after a {interval}s warm-up");
+        let what = if with_engine { " through the incident engine" } else { "" };
+        println!("tocsin scheduler benchmark: {probes} HTTP probes every {interval}s{what}, measured over {wall:.1}s after a {interval}s warm-up");
         println!("  probes run         {n}");
         println!("  probes/s           {:.0}", n / wall);
         println!("  failures           {failures}{}", first_failure.flatten().map(|r| format!(" (first: {r})")).unwrap_or_default());

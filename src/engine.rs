@@ -50,7 +50,13 @@ impl Engine {
         store: Arc<Mutex<SqliteStore>>,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, StoreError> {
-        let states = lock(&store).load()?;
+        let mut states = lock(&store).load()?;
+        // Streaks are recounted from fresh results: a service that recovered while tocsin
+        // was stopped passes its success threshold and its incident is resolved.
+        for st in states.values_mut() {
+            st.streaks.clear();
+            st.history.clear();
+        }
         let mut engine = Engine {
             policies: BTreeMap::new(),
             states,
@@ -108,10 +114,18 @@ impl Engine {
             .cloned()
             .unwrap_or_else(ServiceState::new);
         let (next, actions) = step(&state, policy, event, now);
-        if next != state || !actions.is_empty() {
+        // Streak counters change on every report; only what an incident depends on is
+        // worth a transaction (a restart recounts the streaks from fresh results).
+        let durable = !actions.is_empty()
+            || next.incident != state.incident
+            || next.next_id != state.next_id
+            || next.flapping != state.flapping
+            || next.canary_down != state.canary_down
+            || next.last_window_end != state.last_window_end;
+        if durable {
             lock(&self.store).commit(service, &next, &actions, now)?;
-            self.states.insert(service.to_string(), next);
         }
+        self.states.insert(service.to_string(), next);
         if !actions.is_empty() {
             for a in &actions {
                 tracing::info!(service, action = ?a, "incident decision");
