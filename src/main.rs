@@ -17,8 +17,10 @@ use tocsin::metrics::Metrics;
 use tocsin::notify::dispatch::Dispatcher;
 use tocsin::notify::mail::Mailer;
 use tocsin::probe;
+use tocsin::probe::Secret;
 use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
 use tocsin::store::SqliteStore;
+use tocsin::web::api::IncidentApi;
 use tocsin::web::{self, AppState};
 
 #[derive(Parser)]
@@ -229,6 +231,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     ));
     let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx));
     let shared = Arc::new(RwLock::new(Arc::new(config)));
+    let store_for_api = store.clone();
     let dispatcher = Dispatcher {
         store,
         mailer,
@@ -251,11 +254,27 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let changes = sched.apply(&current);
     tracing::info!(probes = changes.added.len(), services = current.services.len(), %listen, config = %path.display(), db = %db.display(), "tocsin started");
 
+    let token_env = current.api_token_env.clone();
+    let token = std::env::var(&token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(Secret);
+    if token.is_none() {
+        tracing::warn!(variable = %token_env, "the incident API is disabled until this environment variable holds a token");
+    }
+    let incidents = IncidentApi {
+        engine: engine.clone(),
+        store: store_for_api,
+        token,
+        token_env,
+        clock: clock.clone(),
+    };
     let state = AppState {
         config: shared.clone(),
         metrics: metrics.clone(),
         latest: latest.clone(),
         clock: clock.clone(),
+        incidents: Some(incidents),
     };
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {

@@ -25,6 +25,7 @@ fn state(yaml: &str) -> AppState {
         metrics: Arc::new(Metrics::new()),
         latest: Arc::new(Latest::default()),
         clock: Arc::new(SystemClock),
+        incidents: None,
     }
 }
 

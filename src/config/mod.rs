@@ -39,6 +39,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Probes running at the same moment, across all services.
     pub max_concurrency: usize,
+    /// The environment variable holding the API's bearer token.
+    pub api_token_env: String,
     pub services: Vec<Service>,
     /// Blackbox-style modules for `/probe`, by name (`http`, `tcp`, `dns` built in).
     pub modules: BTreeMap<String, Module>,

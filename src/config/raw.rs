@@ -14,6 +14,7 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub data_dir: Option<String>,
     pub max_concurrency: Option<usize>,
+    pub api: Option<RawApi>,
     pub defaults: Option<RawDefaults>,
     #[serde(default)]
     pub services: Vec<RawService>,
@@ -211,4 +212,11 @@ pub struct RawMaintenance {
     pub duration: String,
     #[serde(default)]
     pub announce_before: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// The environment variable holding the API's bearer token.
+    pub token_env: Option<String>,
 }

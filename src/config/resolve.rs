@@ -357,6 +357,14 @@ pub(super) fn resolve(
     let service_ids: Vec<String> = raw.services.iter().map(|s| s.id.clone()).collect();
     let maintenance = resolve_maintenance(&mut cx, &raw.maintenance, &service_ids);
 
+    let api_token_env = raw
+        .api
+        .as_ref()
+        .and_then(|a| a.token_env.clone())
+        .unwrap_or_else(|| "TOCSIN_API_TOKEN".to_string());
+    if !valid_env_name(&api_token_env) {
+        cx.err(&root.key("api").key("token_env"), format!("`token_env` names an environment variable (such as TOCSIN_API_TOKEN), not `{api_token_env}`"));
+    }
     if !cx.diag.is_empty() {
         return None;
     }
@@ -365,6 +373,7 @@ pub(super) fn resolve(
         listen: listen?,
         data_dir,
         max_concurrency,
+        api_token_env,
         services,
         modules,
         escalation,

@@ -2,6 +2,8 @@
 //! `/probe`. Reads shared state; decides nothing. Errors shown to callers never carry
 //! internal detail beyond what the caller's own input caused.
 
+pub mod api;
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub latest: Arc<Latest>,
     pub clock: Arc<dyn Clock>,
+    /// The incident routes, when an engine runs.
+    pub incidents: Option<api::IncidentApi>,
 }
 
 impl AppState {
@@ -36,12 +40,17 @@ impl AppState {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let incidents = state.incidents.clone();
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/v1/probes", get(probes))
         .route("/probe", get(probe_endpoint))
-        .with_state(state)
+        .with_state(state);
+    match incidents {
+        Some(api) => router.merge(api::routes(api)),
+        None => router,
+    }
 }
 
 const PROM_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,0 +1,347 @@
+//! The incident API: list and show incidents, acknowledge, set an ETA, resolve. Every route
+//! needs `Authorization: Bearer <token>` with the token from the environment variable the
+//! config names (`TOCSIN_API_TOKEN` by default). An incident is named by its id or by its
+//! service's id (the service's open incident).
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::engine::{Engine, EngineError};
+use crate::incident::Event;
+use crate::probe::Secret;
+use crate::store::{IncidentRecord, SqliteStore, TimelineEntry};
+
+/// What the incident routes need.
+#[derive(Clone)]
+pub struct IncidentApi {
+    pub engine: Arc<Mutex<Engine>>,
+    pub store: Arc<Mutex<SqliteStore>>,
+    /// None: the variable is unset, and every request is refused.
+    pub token: Option<Secret>,
+    /// The variable's name, for the refusal message.
+    pub token_env: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub fn routes(api: IncidentApi) -> Router {
+    Router::new()
+        .route("/api/v1/incidents", get(list))
+        .route("/api/v1/incidents/{id}", get(show))
+        .route("/api/v1/incidents/{id}/ack", post(ack))
+        .route("/api/v1/incidents/{id}/eta", post(eta))
+        .route("/api/v1/incidents/{id}/resolve", post(resolve))
+        .with_state(api)
+}
+
+/// An error the caller can act on, as `{"error": "..."}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownService(_) | EngineError::NoIncident(_) => {
+                ApiError(StatusCode::NOT_FOUND, e.to_string())
+            }
+            EngineError::EtaInPast => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            EngineError::Store(s) => {
+                tracing::error!(error = %s, "API: store failure");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the incident store is unavailable; try again".into(),
+                )
+            }
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(api: &IncidentApi, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &api.token else {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "the API is disabled: set the environment variable {} for tocsin",
+                api.token_env
+            ),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if same(g.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError(StatusCode::UNAUTHORIZED, "wrong token".into())),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>`".into(),
+        )),
+    }
+}
+
+/// An incident as the API shows it.
+#[derive(Serialize)]
+pub struct IncidentView {
+    pub id: i64,
+    pub service: String,
+    #[serde(serialize_with = "unix")]
+    pub started: SystemTime,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "unix_opt")]
+    pub ended: Option<SystemTime>,
+    /// down, recovering, or resolved.
+    pub state: String,
+    /// staff, or customer once customers have been told.
+    pub phase: &'static str,
+    pub acknowledged_by: Option<String>,
+    #[serde(serialize_with = "unix_opt")]
+    pub eta: Option<SystemTime>,
+    pub timeline: Vec<TimelineView>,
+}
+
+#[derive(Serialize)]
+pub struct TimelineView {
+    #[serde(serialize_with = "unix")]
+    pub at: SystemTime,
+    pub kind: String,
+    pub detail: String,
+}
+
+fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
+}
+
+fn unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => unix(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn view(api: &IncidentApi, i: IncidentRecord) -> IncidentView {
+    let state = if i.ended.is_some() {
+        "resolved".to_string()
+    } else {
+        let engine = api.engine.lock().unwrap_or_else(|e| e.into_inner());
+        match (engine.state(&i.service), engine.policy(&i.service)) {
+            (Some(st), Some(p)) => serde_json::to_value(st.status(p, api.clock.now()))
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            _ => "unknown".into(),
+        }
+    };
+    IncidentView {
+        id: i.id,
+        service: i.service,
+        started: i.started,
+        ended: i.ended,
+        state,
+        phase: if i.customer_phase {
+            "customer"
+        } else {
+            "staff"
+        },
+        acknowledged_by: i.acked_by,
+        eta: i.eta,
+        timeline: i
+            .timeline
+            .into_iter()
+            .map(|TimelineEntry { at, kind, detail }| TimelineView { at, kind, detail })
+            .collect(),
+    }
+}
+
+fn incidents(api: &IncidentApi, open_only: bool) -> Result<Vec<IncidentRecord>, ApiError> {
+    api.store
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .incidents(open_only)
+        .map_err(|e| ApiError::from(EngineError::Store(e)))
+}
+
+/// The incident named by `id`: a number, or a service id (its open incident).
+fn find(api: &IncidentApi, id: &str) -> Result<IncidentRecord, ApiError> {
+    let all = incidents(api, false)?;
+    let found = match id.parse::<i64>() {
+        Ok(n) => all.into_iter().find(|i| i.id == n),
+        Err(_) => all
+            .into_iter()
+            .find(|i| i.service == id && i.ended.is_none()),
+    };
+    found.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no incident `{id}` (give an incident id, or a service id with an open incident)"
+            ),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    open: bool,
+}
+
+async fn list(
+    State(api): State<IncidentApi>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<IncidentView>>, ApiError> {
+    authorize(&api, &headers)?;
+    Ok(Json(
+        incidents(&api, q.open)?
+            .into_iter()
+            .map(|i| view(&api, i))
+            .collect(),
+    ))
+}
+
+async fn show(
+    State(api): State<IncidentApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<IncidentView>, ApiError> {
+    authorize(&api, &headers)?;
+    let i = find(&api, &id)?;
+    Ok(Json(view(&api, i)))
+}
+
+#[derive(Deserialize, Default)]
+struct By {
+    by: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EtaBody {
+    /// A duration from now (`4h`, `90m`) or an RFC 3339 time.
+    eta: String,
+    by: Option<String>,
+}
+
+fn body<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(raw)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// Applies a command to the open incident named by `id`.
+fn command(api: &IncidentApi, id: &str, event: Event) -> Result<Json<IncidentView>, ApiError> {
+    let inc = find(api, id)?;
+    if inc.ended.is_some() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("incident {} is already resolved", inc.id),
+        ));
+    }
+    api.engine
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .command(&inc.service, event)?;
+    let now = find(api, &inc.id.to_string())?;
+    Ok(Json(view(api, now)))
+}
+
+async fn ack(
+    State(api): State<IncidentApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<IncidentView>, ApiError> {
+    authorize(&api, &headers)?;
+    let b: By = body(&raw)?;
+    command(
+        &api,
+        &id,
+        Event::Ack {
+            by: b.by.unwrap_or_else(|| "api".into()),
+        },
+    )
+}
+
+async fn resolve(
+    State(api): State<IncidentApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<IncidentView>, ApiError> {
+    authorize(&api, &headers)?;
+    let b: By = body(&raw)?;
+    command(
+        &api,
+        &id,
+        Event::Resolve {
+            by: b.by.unwrap_or_else(|| "api".into()),
+        },
+    )
+}
+
+async fn eta(
+    State(api): State<IncidentApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<IncidentView>, ApiError> {
+    authorize(&api, &headers)?;
+    let b: EtaBody = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body (expected {{\"eta\": \"4h\"}}): {e}"),
+        )
+    })?;
+    let now = api.clock.now();
+    let eta = parse_eta(&b.eta, now).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    command(
+        &api,
+        &id,
+        Event::Eta {
+            eta,
+            by: b.by.unwrap_or_else(|| "api".into()),
+        },
+    )
+}
+
+/// An ETA given as a duration from `now` (`4h`) or an RFC 3339 time; never in the past.
+pub fn parse_eta(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let t = if let Ok(d) = crate::config::parse_duration(s) {
+        now + d
+    } else if let Ok(t) = humantime::parse_rfc3339_weak(s.trim()) {
+        t
+    } else {
+        return Err(format!(
+            "ETA `{s}` is neither a duration from now (such as 4h or 90m) nor an RFC 3339 time (such as 2026-12-01T18:00:00Z)"
+        ));
+    };
+    if t <= now {
+        return Err(format!("ETA `{s}` is not in the future"));
+    }
+    Ok(t)
+}

@@ -1,0 +1,297 @@
+//! The incident API through the real router, engine and SQLite store: tokens, listing,
+//! ack, ETA (which can start the customer phase), resolve, and every bad input.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use tocsin::clock::SystemClock;
+use tocsin::config;
+use tocsin::engine::Engine;
+use tocsin::metrics::Metrics;
+use tocsin::probe::{Outcome, Reason, Secret};
+use tocsin::scheduler::{Latest, Report};
+use tocsin::store::SqliteStore;
+use tocsin::web::api::{IncidentApi, parse_eta};
+use tocsin::web::{AppState, app};
+
+const YAML: &str = "services:
+  - id: shop
+    name: Web shop
+    failure_threshold: 2
+    escalation: default
+    probes:
+      - { name: home, tcp: { address: \"127.0.0.1:9\" } }
+escalation:
+  default:
+    - { after: 0m, to: [oncall@example.com] }
+";
+
+struct Fixture {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// An engine with one open incident on `shop`, and the API with `token`.
+fn fixture(token: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::parse(YAML, Path::new("api.yaml")).unwrap();
+    let store = Arc::new(Mutex::new(
+        SqliteStore::open(&dir.path().join("t.db")).unwrap(),
+    ));
+    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    let probe = cfg.probes().next().unwrap().clone();
+    for _ in 0..2 {
+        let outcome = Outcome {
+            at: SystemTime::now(),
+            duration: Duration::from_millis(1),
+            success: false,
+            reason: Some(Reason::ConnectionRefused),
+            phases: vec![],
+            details: Default::default(),
+        };
+        engine
+            .report(&Report {
+                probe: probe.clone(),
+                outcome,
+                lag: Duration::ZERO,
+            })
+            .unwrap();
+    }
+    let incidents = IncidentApi {
+        engine: Arc::new(Mutex::new(engine)),
+        store,
+        token: token.map(|t| Secret(t.into())),
+        token_env: "TOCSIN_API_TOKEN".into(),
+        clock: Arc::new(SystemClock),
+    };
+    let state = AppState {
+        config: Arc::new(RwLock::new(Arc::new(cfg))),
+        metrics: Arc::new(Metrics::new()),
+        latest: Arc::new(Latest::default()),
+        clock: Arc::new(SystemClock),
+        incidents: Some(incidents),
+    };
+    Fixture { state, _dir: dir }
+}
+
+async fn call(
+    f: &Fixture,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let resp = app(f.state.clone())
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+const T: Option<&str> = Some("s3cret-token");
+
+#[tokio::test]
+async fn requests_without_the_right_token_get_401() {
+    let f = fixture(Some("s3cret-token"));
+    let (code, body) = call(&f, "GET", "/api/v1/incidents", None, "").await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("missing `Authorization: Bearer <token>`")
+        )
+    );
+    let (code, body) = call(&f, "POST", "/api/v1/incidents/shop/ack", Some("guess"), "").await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("wrong token"))
+    );
+    let f = fixture(None);
+    let (code, body) = call(&f, "GET", "/api/v1/incidents", Some("anything"), "").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body["error"],
+        "the API is disabled: set the environment variable TOCSIN_API_TOKEN for tocsin"
+    );
+}
+
+#[tokio::test]
+async fn incidents_are_listed_with_service_state_phase_and_timeline() {
+    let f = fixture(T);
+    let (code, body) = call(&f, "GET", "/api/v1/incidents?open=true", T, "").await;
+    assert_eq!(code, StatusCode::OK);
+    let inc = &body[0];
+    assert_eq!(inc["service"], "shop");
+    assert_eq!(inc["state"], "down");
+    assert_eq!(inc["phase"], "staff");
+    assert_eq!(inc["acknowledged_by"], Value::Null);
+    assert!(inc["started"].as_str().unwrap().ends_with('Z'));
+    let kinds: Vec<&str> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "staff_mail"]);
+    let (code, one) = call(
+        &f,
+        "GET",
+        &format!("/api/v1/incidents/{}", inc["id"]),
+        T,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, &one["service"]),
+        (StatusCode::OK, &Value::from("shop"))
+    );
+}
+
+#[tokio::test]
+async fn ack_eta_and_resolve_by_service_id() {
+    let f = fixture(T);
+    let (code, inc) = call(
+        &f,
+        "POST",
+        "/api/v1/incidents/shop/ack",
+        T,
+        r#"{"by":"anna"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{inc}");
+    assert_eq!(inc["acknowledged_by"], "anna");
+
+    // An ETA 4 h away is past the 3 h customer threshold: customers are told at once.
+    let (code, inc) = call(
+        &f,
+        "POST",
+        "/api/v1/incidents/shop/eta",
+        T,
+        r#"{"eta":"4h","by":"anna"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{inc}");
+    assert_eq!(inc["phase"], "customer");
+    assert!(inc["eta"].is_string());
+    let kinds: Vec<&str> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "opened",
+            "staff_mail",
+            "acknowledged",
+            "eta",
+            "customer_phase"
+        ]
+    );
+
+    let (code, inc) = call(&f, "POST", "/api/v1/incidents/shop/resolve", T, "").await;
+    assert_eq!(code, StatusCode::OK, "{inc}");
+    assert_eq!(inc["state"], "resolved");
+    let id = inc["id"].as_i64().unwrap();
+    let (code, body) = call(
+        &f,
+        "POST",
+        &format!("/api/v1/incidents/{id}/resolve"),
+        T,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str().map(String::from)),
+        (
+            StatusCode::CONFLICT,
+            Some(format!("incident {id} is already resolved"))
+        )
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_the_reason() {
+    let f = fixture(T);
+    let (code, body) = call(&f, "POST", "/api/v1/incidents/nope/ack", T, "").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body["error"],
+        "no incident `nope` (give an incident id, or a service id with an open incident)"
+    );
+    let (code, _) = call(&f, "GET", "/api/v1/incidents/999", T, "").await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, body) = call(
+        &f,
+        "POST",
+        "/api/v1/incidents/shop/eta",
+        T,
+        r#"{"eta":"soonish"}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("ETA `soonish` is neither a duration"),
+        "{body}"
+    );
+    let (code, body) = call(
+        &f,
+        "POST",
+        "/api/v1/incidents/shop/eta",
+        T,
+        r#"{"eta":"2020-01-01T00:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("ETA `2020-01-01T00:00:00Z` is not in the future")
+        )
+    );
+    let (code, body) = call(&f, "POST", "/api/v1/incidents/shop/eta", T, "{not json").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON body")
+    );
+    let (code, _) = call(&f, "POST", "/api/v1/incidents/shop/ack", T, "[1,2]").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn etas_parse_as_durations_or_times() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    assert_eq!(
+        parse_eta("4h", now).unwrap(),
+        now + Duration::from_secs(4 * 3600)
+    );
+    assert_eq!(
+        parse_eta("2027-06-01T08:00:00Z", now).unwrap(),
+        humantime::parse_rfc3339("2027-06-01T08:00:00Z").unwrap()
+    );
+    assert!(parse_eta("0s", now).is_err());
+    assert!(parse_eta("", now).is_err());
+}
