@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use tocsin::cli::incident::IncidentCmd;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
 use tocsin::engine::Engine;
@@ -63,6 +64,11 @@ enum Command {
         /// The probe's name (or service/name).
         name: String,
     },
+    /// Incidents of the running tocsin: list, show, ack, eta, resolve.
+    Incident {
+        #[command(subcommand)]
+        cmd: IncidentCmd,
+    },
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -105,6 +111,20 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Probe { name } => runtime.block_on(probe_once(&config, &name)),
+        Command::Incident { cmd } => {
+            match runtime.block_on(tocsin::cli::incident::run(&config, cmd)) {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        println!("{out}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tocsin: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
         Command::Run => match runtime.block_on(run(config, &cli.config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

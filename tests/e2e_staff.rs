@@ -132,27 +132,22 @@ impl Drop for Smtp {
     }
 }
 
-fn start(cfg: &Path) -> Child {
-    Command::new(BIN)
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
+const TOKEN: &str = "e2e-token";
 
-#[tokio::test]
-async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
-    let smtp = Smtp::start();
-    let (target, up) = switchable_target().await;
-    let dir = tempfile::tempdir().unwrap();
+/// A config for one service probed every second, mailing on-call at once and the lead
+/// after `lead_after`.
+fn write_config(
+    dir: &Path,
+    target: std::net::SocketAddr,
+    smtp_port: u16,
+    lead_after: &str,
+) -> PathBuf {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let cfg = dir.path().join("probes.yaml");
+    let cfg = dir.join("probes.yaml");
     std::fs::File::create(&cfg)
         .unwrap()
         .write_all(
@@ -164,26 +159,63 @@ services:
     name: Web shop
     failure_threshold: 2
     success_threshold: 2
-    customer_threshold: 1h
+    customer_threshold: 3h
     escalation: default
     probes:
       - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
 escalation:
   default:
     - {{ after: 0m, to: [oncall@example.com] }}
-    - {{ after: 6s, to: [lead@example.com] }}
+    - {{ after: {lead_after}, to: [lead@example.com] }}
 mail:
   from: \"Example Status <status@example.com>\"
-  smtp: \"smtp://127.0.0.1:{}\"
+  smtp: \"smtp://127.0.0.1:{smtp_port}\"
   allow_plain: true
   timeout: 5s
-",
-                smtp.port
+"
             )
             .as_bytes(),
         )
         .unwrap();
+    cfg
+}
 
+fn cli(cfg: &Path, args: &[&str], token: &str) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("incident")
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env("TOCSIN_API_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn start(cfg: &Path) -> Child {
+    Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .env("TOCSIN_API_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
+    let smtp = Smtp::start();
+    let (target, up) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), target, smtp.port, "6s");
     let mut tocsin = start(&cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(smtp.subjects().is_empty(), "a healthy target mails nobody");
@@ -239,4 +271,69 @@ mail:
         .status();
     assert!(tocsin.wait().unwrap().success());
     assert!(dir.path().join("var/tocsin.db").exists());
+}
+
+#[tokio::test]
+async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once() {
+    let smtp = Smtp::start();
+    let (target, up) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), target, smtp.port, "5s");
+    let mut tocsin = start(&cfg);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    up.store(false, Ordering::SeqCst);
+    let got = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0], "oncall@example.com | [tocsin] Web shop is DOWN");
+
+    let (code, out) = cli(&cfg, &["ack", "shop", "--by", "anna"], TOKEN);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("down") && out.contains("staff") && out.contains("acked by anna"),
+        "{out}"
+    );
+
+    let (code, out) = cli(&cfg, &["eta", "shop", "4h", "--by", "anna"], TOKEN);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("customer") && out.contains("ETA "), "{out}");
+    assert!(
+        out.contains("customer_phase: the ETA is past the customer threshold"),
+        "{out}"
+    );
+
+    let (code, out) = cli(&cfg, &["eta", "shop", "1h ago"], TOKEN);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("tocsin refused (400): ETA `1h ago` is neither a duration"),
+        "{out}"
+    );
+    let (code, out) = cli(&cfg, &["list"], "not-the-token");
+    assert_eq!(
+        (code, out.trim()),
+        (1, "tocsin: tocsin refused (401): wrong token")
+    );
+
+    // The lead's level falls due 5 s after the start; acknowledged, it never goes out.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(smtp.subjects().len(), 1, "{:#?}", smtp.subjects());
+
+    up.store(true, Ordering::SeqCst);
+    let got = smtp.wait_for(2, Duration::from_secs(10)).await;
+    assert!(
+        got[1].starts_with("oncall@example.com | [tocsin] Web shop is UP again after "),
+        "{}",
+        got[1]
+    );
+    let (code, out) = cli(&cfg, &["list"], TOKEN);
+    assert_eq!((code, out.trim()), (0, ""), "no open incident");
+    let (code, out) = cli(&cfg, &["list", "--all"], TOKEN);
+    assert!(
+        code == 0 && out.contains("resolved") && out.contains("customer"),
+        "{out}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &tocsin.id().to_string()])
+        .status();
+    assert!(tocsin.wait().unwrap().success());
 }

@@ -1,0 +1,3 @@
+//! Commands that talk to a running tocsin rather than being one.
+
+pub mod incident;
