@@ -88,6 +88,27 @@ impl Engine {
         });
     }
 
+    /// Each configured service's figures for the metrics.
+    pub fn export(&self, metrics: &crate::metrics::Metrics) {
+        let now = self.clock.now();
+        for (service, policy) in &self.policies {
+            let Some(st) = self.states.get(service) else {
+                continue;
+            };
+            let inc = st.incident.as_ref();
+            metrics.service(&crate::metrics::ServiceFigures {
+                service,
+                status: st.status(policy, now),
+                open: inc.is_some(),
+                customer_phase: inc.is_some_and(|i| i.customer_phase),
+                duration: inc
+                    .and_then(|i| now.duration_since(i.started).ok())
+                    .unwrap_or_default(),
+                levels_sent: inc.map(|i| i.levels_sent).unwrap_or(0),
+            });
+        }
+    }
+
     pub fn state(&self, service: &str) -> Option<&ServiceState> {
         self.states.get(service)
     }

@@ -249,7 +249,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         latest.clone(),
         Some(engine_tx),
     ));
-    let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx));
+    let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx, metrics.clone()));
     let shared = Arc::new(RwLock::new(Arc::new(config)));
     let store_for_api = store.clone();
     let dispatcher = Dispatcher {
@@ -332,7 +332,11 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Feeds reports to the engine and ticks it every second, until the reports end.
-async fn drive_engine(engine: Arc<Mutex<Engine>>, mut reports: mpsc::Receiver<scheduler::Report>) {
+async fn drive_engine(
+    engine: Arc<Mutex<Engine>>,
+    mut reports: mpsc::Receiver<scheduler::Report>,
+    metrics: Arc<Metrics>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -341,7 +345,11 @@ async fn drive_engine(engine: Arc<Mutex<Engine>>, mut reports: mpsc::Receiver<sc
                 Some(report) => engine.lock().unwrap_or_else(|e| e.into_inner()).report(&report),
                 None => return,
             },
-            _ = tick.tick() => engine.lock().unwrap_or_else(|e| e.into_inner()).tick(),
+            _ = tick.tick() => {
+                let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
+                e.export(&metrics);
+                e.tick()
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "incident engine: the decision could not be stored and will be taken again");

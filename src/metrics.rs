@@ -29,6 +29,22 @@ pub struct Metrics {
     mail_sent: IntCounterVec,
     mail_failed: IntCounterVec,
     outbox_pending: IntGauge,
+    service_state: IntGaugeVec,
+    incident_open: IntGaugeVec,
+    incident_customer: IntGaugeVec,
+    incident_duration: GaugeVec,
+    escalation_level: IntGaugeVec,
+}
+
+/// One service's incident figures, as the engine sees them.
+pub struct ServiceFigures<'a> {
+    pub service: &'a str,
+    pub status: crate::incident::Status,
+    pub open: bool,
+    pub customer_phase: bool,
+    pub duration: Duration,
+    /// Escalation levels mailed so far (0 when none).
+    pub levels_sent: usize,
 }
 
 const SP: &[&str] = &["service", "probe"];
@@ -185,6 +201,57 @@ impl Metrics {
                 "Decided actions not yet carried out.",
             ),
         );
+        let svc = &["service"];
+        let service_state = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_service_state",
+                    "Service state: 0 up, 1 maintenance, 2 suspect, 3 recovering, 4 down.",
+                ),
+                svc,
+            ),
+        );
+        let incident_open = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_incident_open",
+                    "1 while the service has an open incident.",
+                ),
+                svc,
+            ),
+        );
+        let incident_customer = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_incident_customer_phase",
+                    "1 while the open incident is in the customer phase.",
+                ),
+                svc,
+            ),
+        );
+        let incident_duration = reg(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "tocsin_incident_duration_seconds",
+                    "Age of the open incident (0 when none).",
+                ),
+                svc,
+            ),
+        );
+        let escalation_level = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_escalation_level",
+                    "Escalation levels mailed for the open incident (0 when none).",
+                ),
+                svc,
+            ),
+        );
         let build = reg(
             &r,
             IntGaugeVec::new(
@@ -217,7 +284,37 @@ impl Metrics {
             mail_sent,
             mail_failed,
             outbox_pending,
+            service_state,
+            incident_open,
+            incident_customer,
+            incident_duration,
+            escalation_level,
         }
+    }
+
+    pub fn service(&self, f: &ServiceFigures) {
+        use crate::incident::Status::*;
+        let code = match f.status {
+            Up => 0,
+            Maintenance => 1,
+            Suspect => 2,
+            Recovering => 3,
+            Down => 4,
+        };
+        let l = [f.service];
+        self.service_state.with_label_values(&l).set(code);
+        self.incident_open
+            .with_label_values(&l)
+            .set(i64::from(f.open));
+        self.incident_customer
+            .with_label_values(&l)
+            .set(i64::from(f.customer_phase));
+        self.incident_duration
+            .with_label_values(&l)
+            .set(f.duration.as_secs_f64());
+        self.escalation_level
+            .with_label_values(&l)
+            .set(f.levels_sent as i64);
     }
 
     /// The mail kinds, registered at zero so dashboards see every series from the start.

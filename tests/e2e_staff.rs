@@ -141,7 +141,7 @@ fn write_config(
     target: std::net::SocketAddr,
     smtp_port: u16,
     lead_after: &str,
-) -> PathBuf {
+) -> (PathBuf, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -177,7 +177,7 @@ mail:
             .as_bytes(),
         )
         .unwrap();
-    cfg
+    (cfg, port)
 }
 
 fn cli(cfg: &Path, args: &[&str], token: &str) -> (i32, String) {
@@ -215,7 +215,7 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
     let smtp = Smtp::start();
     let (target, up) = switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), target, smtp.port, "6s");
+    let (cfg, port) = write_config(dir.path(), target, smtp.port, "6s");
     let mut tocsin = start(&cfg);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(smtp.subjects().is_empty(), "a healthy target mails nobody");
@@ -230,6 +230,17 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
     let first = &smtp.mails()[0];
     assert!(first.contains("home: status 503, expected 200"), "{first}");
     assert!(first.contains("level 1 (lead@example.com)"), "{first}");
+    let metrics = scrape(port).await;
+    for line in [
+        "tocsin_incident_open{service=\"shop\"} 1",
+        "tocsin_service_state{service=\"shop\"} 4",
+        "tocsin_escalation_level{service=\"shop\"} 1",
+        "tocsin_incident_customer_phase{service=\"shop\"} 0",
+        "tocsin_mail_sent_total{kind=\"staff_opened\"} 1",
+        "tocsin_outbox_pending 0",
+    ] {
+        assert!(metrics.contains(line), "missing {line}");
+    }
 
     // SIGKILL mid-incident, after the opening mail was sent and marked; restart.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -278,7 +289,7 @@ async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once
     let smtp = Smtp::start();
     let (target, up) = switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), target, smtp.port, "5s");
+    let (cfg, _) = write_config(dir.path(), target, smtp.port, "5s");
     let mut tocsin = start(&cfg);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -336,4 +347,17 @@ async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once
         .args(["-TERM", &tocsin.id().to_string()])
         .status();
     assert!(tocsin.wait().unwrap().success());
+}
+
+/// /metrics of the instance on `port`, once the engine has exported its figures.
+async fn scrape(port: u16) -> String {
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    support::client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
