@@ -346,3 +346,46 @@ fn a_port_in_use_is_a_clear_error_before_any_probe_runs() {
         )
     );
 }
+
+#[test]
+fn run_refuses_a_corrupt_or_locked_database_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write(
+        dir.path(),
+        "p.yaml",
+        &format!(
+            "listen: 127.0.0.1:{port}\ndata_dir: ./var\nservices:\n  - id: s\n    probes:\n      - {{ name: p, tcp: {{ address: \"127.0.0.1:9\" }} }}\n"
+        ),
+    );
+    std::fs::create_dir_all(dir.path().join("var")).unwrap();
+    let db = dir.path().join("var/tocsin.db");
+    std::fs::write(&db, b"precious bytes that are not a database").unwrap();
+    let out = tocsin(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "tocsin: {} is not a tocsin database",
+            db.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("it was not modified"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        b"precious bytes that are not a database"
+    );
+
+    // A database held by a running tocsin.
+    std::fs::remove_file(&db).unwrap();
+    let _held = tocsin::store::SqliteStore::open(&db).unwrap();
+    let out = tocsin(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("is in use by another process (another tocsin with the same data_dir?)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

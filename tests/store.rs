@@ -191,6 +191,13 @@ fn retries_wait_and_permanent_failures_stop() {
             .is_empty()
     );
     assert_eq!(store.pending_count().unwrap(), 0);
+    let timeline = &store.incidents(false).unwrap()[0].timeline;
+    let last = timeline.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.detail.as_str()),
+        ("delivery_failed", "550 no such user"),
+        "visible in the API"
+    );
 }
 
 #[test]

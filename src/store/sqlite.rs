@@ -246,11 +246,21 @@ impl SqliteStore {
     }
 
     /// A permanent failure: recorded, never tried again.
+    /// The failure also goes into the incident's timeline, where the API shows it.
     pub fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2, done_at = ?3 WHERE id = ?1 AND status = 'pending'",
             params![id, error, secs(now)],
         )?;
+        if changed > 0 {
+            tx.execute(
+                "INSERT INTO incident_events (incident_id, at, kind, detail)
+                 SELECT incident_id, ?2, 'delivery_failed', ?3 FROM outbox WHERE id = ?1 AND incident_id IS NOT NULL",
+                params![id, secs(now), error],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
