@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod incident;
+pub mod links;
 pub mod metrics;
 pub mod notify;
 pub mod probe;

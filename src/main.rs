@@ -14,6 +14,7 @@ use tocsin::cli::incident::IncidentCmd;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
 use tocsin::engine::Engine;
+use tocsin::links::Signer;
 use tocsin::metrics::Metrics;
 use tocsin::notify::dispatch::Dispatcher;
 use tocsin::notify::mail::Mailer;
@@ -235,7 +236,9 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let db = config.data_dir.join("tocsin.db");
-    let store = Arc::new(Mutex::new(SqliteStore::open(&db)?));
+    let mut opened = SqliteStore::open(&db)?;
+    let signer = Arc::new(Signer::new(&opened.link_key()?));
+    let store = Arc::new(Mutex::new(opened));
     let mailer = Mailer::new(&config.mail, &config.data_dir, &|k| std::env::var(k).ok())?;
     let engine = Engine::new(&config, store.clone(), clock.clone())?;
     let outbox_ready = engine.outbox_ready.clone();
@@ -259,6 +262,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         clock: clock.clone(),
         ready: outbox_ready,
+        signer: signer.clone(),
     };
     let dispatch_stop = CancellationToken::new();
     let dispatch_task = tokio::spawn(dispatcher.run(dispatch_stop.clone()));
@@ -288,6 +292,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         token,
         token_env,
         clock: clock.clone(),
+        signer,
     };
     let state = AppState {
         config: shared.clone(),

@@ -70,6 +70,9 @@ fn fixture(token: Option<&str>) -> Fixture {
         token: token.map(|t| Secret(t.into())),
         token_env: "TOCSIN_API_TOKEN".into(),
         clock: Arc::new(SystemClock),
+        signer: Arc::new(tocsin::links::Signer::new(
+            b"test key, 32 bytes long, exactly",
+        )),
     };
     let state = AppState {
         config: Arc::new(RwLock::new(Arc::new(cfg))),
@@ -294,4 +297,113 @@ fn etas_parse_as_durations_or_times() {
     );
     assert!(parse_eta("0s", now).is_err());
     assert!(parse_eta("", now).is_err());
+}
+
+mod links {
+    use super::*;
+    use tocsin::links::{Link, LinkAction, Signer};
+
+    fn signer() -> Signer {
+        Signer::new(b"test key, 32 bytes long, exactly")
+    }
+
+    async fn form(f: &Fixture, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        let resp = app(f.state.clone())
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn link(action: LinkAction, expires: u64) -> String {
+        let url = signer().url(
+            "",
+            &Link {
+                incident: 1,
+                action,
+                expires,
+                recipient: "oncall@example.com".into(),
+            },
+        );
+        assert!(url.starts_with("/act?i=1&"));
+        url
+    }
+
+    fn in_a_day() -> u64 {
+        tocsin::links::expiry(SystemTime::now())
+    }
+
+    #[tokio::test]
+    async fn following_a_link_only_asks_and_the_post_acknowledges() {
+        let f = fixture(T);
+        let url = link(LinkAction::Ack, in_a_day());
+        let (code, page) = form(&f, "GET", &url, "").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            page.contains("Acknowledge incident 1?") && page.contains("<form method=\"post\""),
+            "{page}"
+        );
+        let (_, inc) = call(&f, "GET", "/api/v1/incidents/1", T, "").await;
+        assert_eq!(
+            inc["acknowledged_by"],
+            Value::Null,
+            "a GET (a mail scanner) acknowledges nothing"
+        );
+
+        let (code, page) = form(&f, "POST", &url, "").await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        assert!(page.contains("Acknowledged"));
+        let (_, inc) = call(&f, "GET", "/api/v1/incidents/1", T, "").await;
+        assert_eq!(inc["acknowledged_by"], "oncall@example.com (mail link)");
+    }
+
+    #[tokio::test]
+    async fn an_eta_link_takes_a_value_and_can_start_the_customer_phase() {
+        let f = fixture(T);
+        let url = link(LinkAction::Eta, in_a_day());
+        let (code, page) = form(&f, "POST", &url, "eta=later").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(page.contains("ETA not set"));
+        let (code, page) = form(&f, "POST", &url, "eta=5h").await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        let (_, inc) = call(&f, "GET", "/api/v1/incidents/1", T, "").await;
+        assert_eq!(inc["phase"], "customer");
+    }
+
+    #[tokio::test]
+    async fn altered_expired_and_foreign_links_are_refused() {
+        let f = fixture(T);
+        let good = link(LinkAction::Ack, in_a_day());
+        for bad in [
+            good.replace("i=1", "i=2"),
+            good.replace("r=oncall", "r=intruder"),
+            link(LinkAction::Ack, 1_000_000_000),
+        ] {
+            let (code, page) = form(&f, "POST", &bad, "").await;
+            assert_eq!(code, StatusCode::FORBIDDEN, "{bad}: {page}");
+        }
+        let (_, page) = form(&f, "GET", &link(LinkAction::Ack, 1_000_000_000), "").await;
+        assert!(page.contains("this link has expired"), "{page}");
+        let foreign = Signer::new(b"someone else's key, also 32 byte").url(
+            "",
+            &Link {
+                incident: 1,
+                action: LinkAction::Ack,
+                expires: in_a_day(),
+                recipient: "x".into(),
+            },
+        );
+        assert_eq!(
+            form(&f, "POST", &foreign, "").await.0,
+            StatusCode::FORBIDDEN
+        );
+        let (_, inc) = call(&f, "GET", "/api/v1/incidents/1", T, "").await;
+        assert_eq!(inc["acknowledged_by"], Value::Null);
+    }
 }

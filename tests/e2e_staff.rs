@@ -227,9 +227,15 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
     let latency = down_at.elapsed();
     assert_eq!(got[0], "oncall@example.com | [tocsin] Web shop is DOWN");
     eprintln!("detection to staff mail: {latency:?} (two 1 s rounds, then the mail)");
-    let first = &smtp.mails()[0];
+    let first = &qp_decode(&smtp.mails()[0]);
     assert!(first.contains("home: status 503, expected 200"), "{first}");
     assert!(first.contains("level 1 (lead@example.com)"), "{first}");
+    assert!(
+        first.contains(&format!(
+            "Acknowledge (stops escalation): http://127.0.0.1:{port}/act?i=1&a=ack&"
+        )),
+        "{first}"
+    );
     let metrics = scrape(port).await;
     for line in [
         "tocsin_incident_open{service=\"shop\"} 1",
@@ -360,4 +366,24 @@ async fn scrape(port: u16) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Undoes quoted-printable (soft line breaks and =XX), as a mail client shows the text.
+fn qp_decode(s: &str) -> String {
+    let joined = s.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

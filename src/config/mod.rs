@@ -36,6 +36,8 @@ pub struct Config {
     /// The file it was read from.
     pub source: PathBuf,
     pub listen: SocketAddr,
+    /// Base of the links in mails and pages, without a trailing slash.
+    pub public_url: String,
     pub data_dir: PathBuf,
     /// Probes running at the same moment, across all services.
     pub max_concurrency: usize,

@@ -12,6 +12,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
+    /// Base of the links in mails and pages (default: http:// + listen).
+    pub public_url: Option<String>,
     pub data_dir: Option<String>,
     pub max_concurrency: Option<usize>,
     pub api: Option<RawApi>,

@@ -157,6 +157,18 @@ pub(super) fn resolve(
             None
         }
     };
+    let public_url = match raw.public_url.as_deref() {
+        None => None,
+        Some(u) => match url::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            _ => {
+                cx.err(&root.key("public_url"), format!("`public_url` must be an http(s) URL such as https://status.example.com, not `{u}`"));
+                None
+            }
+        },
+    };
     let data_dir = cx.file(raw.data_dir.as_deref().unwrap_or("./var"));
     let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
     if max_concurrency == 0 {
@@ -368,9 +380,11 @@ pub(super) fn resolve(
     if !cx.diag.is_empty() {
         return None;
     }
+    let listen = listen?;
     Some(Config {
         source: file.to_path_buf(),
-        listen: listen?,
+        listen,
+        public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
         data_dir,
         max_concurrency,
         api_token_env,

@@ -16,7 +16,8 @@ use crate::metrics::Metrics;
 use crate::store::{OutboxItem, SqliteStore};
 
 use super::mail::{MailError, Mailer};
-use super::staff::{StaffNotice, render};
+use super::staff::{ActionLinks, StaffNotice, render};
+use crate::links::{Link, LinkAction, Signer, expiry};
 
 const BATCH: usize = 50;
 const IDLE: Duration = Duration::from_secs(1);
@@ -28,6 +29,8 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub ready: Arc<Notify>,
+    /// Signs the ack and ETA links in staff mails.
+    pub signer: Arc<Signer>,
 }
 
 /// Backoff after `attempts` transient failures: 30 s, 1 min, 2 min, ... up to 15 min.
@@ -120,6 +123,19 @@ impl Dispatcher {
             Action::MailStaff {
                 kind, level, to, ..
             } => {
+                let link = |action| {
+                    let l = Link {
+                        incident: incident.id,
+                        action,
+                        expires: expiry(now),
+                        recipient: to.join(", "),
+                    };
+                    self.signer.url(&config.public_url, &l)
+                };
+                let links = ActionLinks {
+                    ack: link(LinkAction::Ack),
+                    eta: link(LinkAction::Eta),
+                };
                 let k = match kind {
                     StaffMailKind::Opened => "staff_opened",
                     StaffMailKind::Escalated => "staff_escalated",
@@ -136,6 +152,7 @@ impl Dispatcher {
                             level: *level,
                         },
                         to.clone(),
+                        Some(&links),
                         now,
                     ),
                 ))
@@ -153,6 +170,7 @@ impl Dispatcher {
                         by: by.as_deref(),
                     },
                     staff.clone(),
+                    None,
                     now,
                 ),
             )),

@@ -32,6 +32,12 @@ fn age(from: SystemTime, to: SystemTime) -> String {
     fmt_dur(Duration::from_secs(d.as_secs()))
 }
 
+/// Signed links to acknowledge and to set an ETA.
+pub struct ActionLinks {
+    pub ack: String,
+    pub eta: String,
+}
+
 /// Renders the mail for `incident` of the service called `name`.
 pub fn render(
     name: &str,
@@ -39,6 +45,7 @@ pub fn render(
     incident: &IncidentRecord,
     notice: &StaffNotice,
     to: Vec<String>,
+    links: Option<&ActionLinks>,
     now: SystemTime,
 ) -> Outgoing {
     let mut t = String::new();
@@ -146,6 +153,14 @@ pub fn render(
             }
         }
     }
+    let open = incident.ended.is_none() && !matches!(notice, StaffNotice::Resolved { .. });
+    if let Some(l) = links.filter(|_| open) {
+        let _ = writeln!(t);
+        if incident.acked_by.is_none() {
+            let _ = writeln!(t, "Acknowledge (stops escalation): {}", l.ack);
+        }
+        let _ = writeln!(t, "Set the expected recovery time (ETA): {}", l.eta);
+    }
     let _ = writeln!(t);
     let _ = writeln!(t, "Timeline (incident {}):", incident.id);
     for e in &incident.timeline {
@@ -157,8 +172,23 @@ pub fn render(
             e.detail
         );
     }
+    let buttons = match links.filter(|_| open) {
+        Some(l) => format!(
+            "<p>{}<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333\">Set an ETA</a></p>",
+            if incident.acked_by.is_none() {
+                format!(
+                    "<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333;margin-right:1em\">Acknowledge</a>",
+                    escape(&l.ack)
+                )
+            } else {
+                String::new()
+            },
+            escape(&l.eta)
+        ),
+        None => String::new(),
+    };
     let html = format!(
-        "<!doctype html><html><body><h1 style=\"font-size:1.2em\">{}</h1><pre style=\"font-family:monospace\">{}</pre></body></html>",
+        "<!doctype html><html><body><h1 style=\"font-size:1.2em\">{}</h1>{buttons}<pre style=\"font-family:monospace;white-space:pre-wrap\">{}</pre></body></html>",
         escape(&subject),
         escape(&t)
     );

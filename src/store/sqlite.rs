@@ -50,6 +50,11 @@ const MIGRATIONS: &[&str] = &[
         done_at         REAL
     );
     CREATE INDEX outbox_due ON outbox (status, next_attempt_at);",
+    // 2: process-wide secrets and settings (the key that signs links in mails).
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {
@@ -136,6 +141,27 @@ impl SqliteStore {
             "CREATE TABLE IF NOT EXISTS lock_probe (x INTEGER); DROP TABLE lock_probe;",
         )?;
         tx.commit()
+    }
+
+    /// The key that signs links in mails: made on first use, kept so that links sent
+    /// before a restart still work after it.
+    pub fn link_key(&mut self) -> Result<Vec<u8>, StoreError> {
+        let existing: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'link_key'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(k) = existing {
+            return Ok(k);
+        }
+        let mut key = vec![0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key[..]);
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('link_key', ?1)",
+            params![key],
+        )?;
+        Ok(key)
     }
 
     /// Every service's saved state.

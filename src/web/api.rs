@@ -29,6 +29,8 @@ pub struct IncidentApi {
     /// The variable's name, for the refusal message.
     pub token_env: String,
     pub clock: Arc<dyn Clock>,
+    /// Verifies the signed links in staff mails.
+    pub signer: Arc<crate::links::Signer>,
 }
 
 pub fn routes(api: IncidentApi) -> Router {
@@ -38,7 +40,8 @@ pub fn routes(api: IncidentApi) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(ack))
         .route("/api/v1/incidents/{id}/eta", post(eta))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
-        .with_state(api)
+        .with_state(api.clone())
+        .merge(super::act::routes(api))
 }
 
 /// An error the caller can act on, as `{"error": "..."}`.

@@ -2,6 +2,7 @@
 //! `/probe`. Reads shared state; decides nothing. Errors shown to callers never carry
 //! internal detail beyond what the caller's own input caused.
 
+pub mod act;
 pub mod api;
 
 use std::sync::{Arc, RwLock};
