@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -38,98 +38,6 @@ async fn switchable_target() -> (std::net::SocketAddr, Arc<AtomicBool>) {
         }
     });
     (addr, up)
-}
-
-struct Smtp {
-    child: Child,
-    port: u16,
-    out: tempfile::TempDir,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = tempfile::tempdir().unwrap();
-        let mut child = Command::new("/usr/bin/python3")
-            .arg("tests/fixtures/smtp_server.py")
-            .arg(port.to_string())
-            .arg(out.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with aiosmtpd (scripts/test.sh installs python3-aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        Smtp { child, port, out }
-    }
-
-    fn mails(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        files.sort_by_key(|p| {
-            p.file_stem()
-                .unwrap()
-                .to_string_lossy()
-                .parse::<u32>()
-                .unwrap_or(0)
-        });
-        files
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    }
-
-    fn subjects(&self) -> Vec<String> {
-        self.mails()
-            .iter()
-            .map(|m| {
-                let to = m
-                    .lines()
-                    .find_map(|l| l.strip_prefix("X-Envelope-To: "))
-                    .unwrap_or_default()
-                    .to_string();
-                let subject = m
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Subject: "))
-                    .unwrap_or_default()
-                    .to_string();
-                format!("{to} | {subject}")
-            })
-            .collect()
-    }
-
-    async fn wait_for(&self, n: usize, within: Duration) -> Vec<String> {
-        let t = Instant::now();
-        loop {
-            let s = self.subjects();
-            if s.len() >= n {
-                return s;
-            }
-            assert!(
-                t.elapsed() < within,
-                "expected {n} mails within {within:?}, got {s:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const TOKEN: &str = "e2e-token";
@@ -212,7 +120,7 @@ fn start(cfg: &Path) -> Child {
 
 #[tokio::test]
 async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
-    let smtp = Smtp::start();
+    let smtp = support::Smtp::start(None);
     let (target, up) = switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = write_config(dir.path(), target, smtp.port, "6s");
@@ -292,7 +200,7 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
 
 #[tokio::test]
 async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once() {
-    let smtp = Smtp::start();
+    let smtp = support::Smtp::start(None);
     let (target, up) = switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, _) = write_config(dir.path(), target, smtp.port, "5s");

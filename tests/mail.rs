@@ -4,75 +4,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tocsin::config::Mail;
 use tocsin::notify::mail::{MailError, Mailer, Outgoing};
-
-/// aiosmtpd in a child process; stops when dropped.
-struct Smtp {
-    child: Child,
-    port: u16,
-    out: tempfile::TempDir,
-}
-
-impl Smtp {
-    fn start(creds: Option<(&str, &str)>) -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.arg("tests/fixtures/smtp_server.py")
-            .arg(port.to_string())
-            .arg(out.path());
-        if let Some((u, p)) = creds {
-            cmd.args([u, p]);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            // aiosmtpd warns that AUTH without TLS is allowed, which is the point here.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 with aiosmtpd is needed: run scripts/test.sh, which installs Debian's python3-aiosmtpd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "aiosmtpd did not start (is python3-aiosmtpd installed?)"
-        );
-        Smtp { child, port, out }
-    }
-
-    fn received(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
     Mail {
@@ -131,7 +67,7 @@ async fn without_smtp_each_message_is_an_eml_file_in_data_dir() {
 
 #[tokio::test]
 async fn smtp_delivers_to_a_real_server() {
-    let server = Smtp::start(None);
+    let server = support::Smtp::start(None);
     let mailer = Mailer::new(
         &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
         Path::new("/nonexistent"),
@@ -142,7 +78,7 @@ async fn smtp_delivers_to_a_real_server() {
         .send(&msg(&["oncall@example.com", "lead@example.com"]))
         .await
         .unwrap();
-    let got = server.received();
+    let got = server.mails();
     assert_eq!(got.len(), 1);
     assert!(
         got[0].contains("X-Envelope-To: oncall@example.com,lead@example.com"),
@@ -155,7 +91,7 @@ async fn smtp_delivers_to_a_real_server() {
 
 #[tokio::test]
 async fn replies_are_sorted_into_permanent_and_transient() {
-    let server = Smtp::start(None);
+    let server = support::Smtp::start(None);
     let mailer = Mailer::new(
         &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
         Path::new("/nonexistent"),
@@ -174,12 +110,12 @@ async fn replies_are_sorted_into_permanent_and_transient() {
         }
         other => panic!("expected a transient failure, got {other:?}"),
     }
-    assert!(server.received().is_empty());
+    assert!(server.mails().is_empty());
 }
 
 #[tokio::test]
 async fn credentials_come_from_the_environment() {
-    let server = Smtp::start(Some(("tocsin", "s3cret")));
+    let server = support::Smtp::start(Some(("tocsin", "s3cret")));
     let mut m = mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true);
     m.username_env = Some("SMTP_USER".into());
     m.password_env = Some("SMTP_PASSWORD".into());
@@ -193,7 +129,7 @@ async fn credentials_come_from_the_environment() {
         .send(&msg(&["oncall@example.com"]))
         .await
         .unwrap();
-    assert_eq!(server.received().len(), 1);
+    assert_eq!(server.mails().len(), 1);
 
     let wrong = |k: &str| Some(if k == "SMTP_USER" { "tocsin" } else { "guess" }.to_string());
     let err = Mailer::new(&m, Path::new("/nonexistent"), &wrong)
@@ -217,7 +153,7 @@ async fn credentials_come_from_the_environment() {
 
 #[tokio::test]
 async fn smtp_without_allow_plain_requires_tls() {
-    let server = Smtp::start(None);
+    let server = support::Smtp::start(None);
     let mailer = Mailer::new(
         &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), false),
         Path::new("/nonexistent"),
@@ -229,10 +165,7 @@ async fn smtp_without_allow_plain_requires_tls() {
         .await
         .unwrap_err();
     assert!(matches!(err, MailError::Transient(_)), "{err}");
-    assert!(
-        server.received().is_empty(),
-        "nothing went out in plain text"
-    );
+    assert!(server.mails().is_empty(), "nothing went out in plain text");
 }
 
 #[tokio::test]

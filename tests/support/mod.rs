@@ -357,3 +357,111 @@ pub fn reason(o: &tocsin::probe::Outcome) -> String {
         .map(|r| r.to_string())
         .unwrap_or_else(|| "ok".into())
 }
+
+// ---------------------------------------------------------------- SMTP
+
+/// aiosmtpd (Debian's python3-aiosmtpd) in a child process, saving what it accepts;
+/// stops when dropped.
+pub struct Smtp {
+    child: std::process::Child,
+    pub port: u16,
+    pub out: tempfile::TempDir,
+}
+
+impl Smtp {
+    pub fn start(creds: Option<(&str, &str)>) -> Smtp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new("/usr/bin/python3");
+        cmd.arg("tests/fixtures/smtp_server.py")
+            .arg(port.to_string())
+            .arg(out.path());
+        if let Some((u, p)) = creds {
+            cmd.args([u, p]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            // aiosmtpd warns that AUTH without TLS is allowed, which tests rely on.
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (scripts/test.sh installs python3-aiosmtpd)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "aiosmtpd did not start (is python3-aiosmtpd installed?)"
+        );
+        Smtp { child, port, out }
+    }
+
+    pub fn mails(&self) -> Vec<String> {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        files.sort_by_key(|p| {
+            p.file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .parse::<u32>()
+                .unwrap_or(0)
+        });
+        files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+
+    /// "envelope recipients | subject" of each message, in arrival order.
+    pub fn subjects(&self) -> Vec<String> {
+        self.mails()
+            .iter()
+            .map(|m| {
+                let to = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("X-Envelope-To: "))
+                    .unwrap_or_default()
+                    .to_string();
+                let subject = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Subject: "))
+                    .unwrap_or_default()
+                    .to_string();
+                format!("{to} | {subject}")
+            })
+            .collect()
+    }
+
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<String> {
+        let t = std::time::Instant::now();
+        loop {
+            let s = self.subjects();
+            if s.len() >= n {
+                return s;
+            }
+            assert!(
+                t.elapsed() < within,
+                "expected {n} mails within {within:?}, got {s:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
