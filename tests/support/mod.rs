@@ -443,6 +443,22 @@ impl Smtp {
             .collect()
     }
 
+    /// Waits until `n` received subjects contain `text`.
+    pub async fn wait_for_text(&self, text: &str, n: usize, within: Duration) -> Vec<String> {
+        let t = std::time::Instant::now();
+        loop {
+            let s = self.subjects();
+            if s.iter().filter(|x| x.contains(text)).count() >= n {
+                return s;
+            }
+            assert!(
+                t.elapsed() < within,
+                "expected {n} mails with {text:?} within {within:?}, got {s:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<String> {
         let t = std::time::Instant::now();
         loop {
@@ -463,5 +479,31 @@ impl Drop for Smtp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// SIGKILL, as a crash.
+    pub fn crash(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, and whether it then exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        self.0.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
