@@ -34,8 +34,9 @@ pub enum EngineError {
 pub struct Engine {
     policies: BTreeMap<String, Policy>,
     states: BTreeMap<String, ServiceState>,
-    /// Latest result of each canary probe (service, probe).
-    canaries: BTreeMap<(String, String), bool>,
+    /// Latest result of each configured canary probe (service, probe); None before its
+    /// first run.
+    canaries: BTreeMap<(String, String), Option<bool>>,
     canary_down: bool,
     store: Arc<Mutex<SqliteStore>>,
     clock: Arc<dyn Clock>,
@@ -81,11 +82,15 @@ impl Engine {
         for id in self.policies.keys() {
             self.states.entry(id.clone()).or_default();
         }
-        self.canaries.retain(|(s, p), _| {
-            config
-                .probes()
-                .any(|c| c.canary && &c.service == s && &c.name == p)
-        });
+        let configured: Vec<(String, String)> = config
+            .probes()
+            .filter(|p| p.canary)
+            .map(|p| (p.service.clone(), p.name.clone()))
+            .collect();
+        self.canaries.retain(|k, _| configured.contains(k));
+        for k in configured {
+            self.canaries.entry(k).or_insert(None);
+        }
     }
 
     /// Each configured service's figures for the metrics.
@@ -162,15 +167,18 @@ impl Engine {
         if r.probe.canary {
             self.canaries.insert(
                 (r.probe.service.clone(), r.probe.name.clone()),
-                r.outcome.success,
+                Some(r.outcome.success),
             );
-            let down = !self.canaries.is_empty() && self.canaries.values().all(|ok| !ok);
+            // Down only when every configured canary has run and failed.
+            let down =
+                !self.canaries.is_empty() && self.canaries.values().all(|ok| *ok == Some(false));
             if down != self.canary_down {
                 self.canary_down = down;
                 if down {
                     tracing::error!(
                         "every canary probe fails: the monitor's own network is down; no incident opens and customers are told nothing"
                     );
+                    self.tell_monitor_down(now)?;
                 } else {
                     tracing::info!("canary probes succeed again");
                 }
@@ -189,6 +197,34 @@ impl Engine {
             },
             now,
         )?;
+        Ok(())
+    }
+
+    /// One mail to every first-level recipient: the monitor cannot see, so silence from it
+    /// means nothing until its canaries pass again.
+    fn tell_monitor_down(&mut self, now: SystemTime) -> Result<(), EngineError> {
+        let mut to: Vec<String> = Vec::new();
+        for addr in self
+            .policies
+            .values()
+            .filter_map(|p| p.levels.first())
+            .flat_map(|l| l.to.iter())
+        {
+            if !to.contains(addr) {
+                to.push(addr.clone());
+            }
+        }
+        if to.is_empty() {
+            return Ok(());
+        }
+        let action = Action::MailStaff {
+            id: None,
+            kind: crate::incident::StaffMailKind::MonitorDown,
+            level: 0,
+            to,
+        };
+        lock(&self.store).enqueue(&action, now)?;
+        self.outbox_ready.notify_one();
         Ok(())
     }
 

@@ -114,6 +114,8 @@ pub enum StaffMailKind {
     Escalated,
     /// The service changes state too often; it is held and staff are told once.
     Flapping,
+    /// Every canary fails: the monitor's own network is down (not tied to a service).
+    MonitorDown,
 }
 
 /// A decision, to be stored with the state and carried out once.

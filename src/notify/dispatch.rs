@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::store::{OutboxItem, SqliteStore};
 
 use super::mail::{MailError, Mailer};
-use super::staff::{ActionLinks, StaffNotice, render};
+use super::staff::{ActionLinks, StaffNotice, render, render_notice};
 use crate::links::{Link, LinkAction, Signer, expiry};
 
 const BATCH: usize = 50;
@@ -111,6 +111,27 @@ impl Dispatcher {
         config: &Config,
         item: &OutboxItem,
     ) -> Option<(&'static str, super::mail::Outgoing)> {
+        if let (None, Action::MailStaff { kind, to, .. }) = (item.incident, &item.action) {
+            let name = config
+                .services
+                .iter()
+                .find(|s| s.id == item.service)
+                .map(|s| s.name.as_str());
+            let canaries: Vec<String> = config
+                .probes()
+                .filter(|p| p.canary)
+                .map(|p| format!("{}/{}", p.service, p.name))
+                .collect();
+            let k = if *kind == StaffMailKind::MonitorDown {
+                "staff_monitor_down"
+            } else {
+                "staff_flapping"
+            };
+            return Some((
+                k,
+                render_notice(*kind, name, &canaries, to.clone(), self.clock.now()),
+            ));
+        }
         let service = config.services.iter().find(|s| s.id == item.service)?;
         let policy = Policy::of(config, service);
         let incident = lock(&self.store)
@@ -140,6 +161,7 @@ impl Dispatcher {
                     StaffMailKind::Opened => "staff_opened",
                     StaffMailKind::Escalated => "staff_escalated",
                     StaffMailKind::Flapping => "staff_flapping",
+                    StaffMailKind::MonitorDown => "staff_monitor_down",
                 };
                 Some((
                     k,

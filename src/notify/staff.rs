@@ -58,8 +58,9 @@ pub fn render(
             kind: StaffMailKind::Escalated,
             level,
         } => format!("[tocsin] {name} is DOWN, unacknowledged (escalation level {level})"),
+        // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
-            kind: StaffMailKind::Flapping,
+            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown,
             ..
         } => format!("[tocsin] {name} is flapping"),
         StaffNotice::Resolved { ended, .. } => format!(
@@ -91,8 +92,9 @@ pub fn render(
                 );
             }
         }
+        // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
-            kind: StaffMailKind::Flapping,
+            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown,
             ..
         } => {
             let _ = writeln!(
@@ -214,4 +216,52 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// A notice that belongs to no incident: a service flapping while none is open, or the
+/// monitor's own network down (`failing` lists the canaries).
+pub fn render_notice(
+    kind: StaffMailKind,
+    service_name: Option<&str>,
+    failing: &[String],
+    to: Vec<String>,
+    now: SystemTime,
+) -> Outgoing {
+    let (subject, text) = match kind {
+        StaffMailKind::MonitorDown => (
+            "[tocsin] tocsin's own network is down: outages cannot be seen".to_string(),
+            format!(
+                "Every canary probe fails ({}), so tocsin cannot tell a real outage from its own blindness.\n\
+                 Until a canary passes again, no incident opens and customers are told nothing.\n\
+                 Check the network of the host tocsin runs on.\n\nSince {}.\n",
+                if failing.is_empty() {
+                    "none listed".to_string()
+                } else {
+                    failing.join(", ")
+                },
+                at(now)
+            ),
+        ),
+        _ => {
+            let name = service_name.unwrap_or("A service");
+            (
+                format!("[tocsin] {name} is flapping"),
+                format!(
+                    "{name} changes state too often; tocsin holds it in its current state and sends no\nfurther mail about it until it settles. Check it by hand.\n\nSince {}.\n",
+                    at(now)
+                ),
+            )
+        }
+    };
+    let html = format!(
+        "<!doctype html><html><body><h1 style=\"font-size:1.2em\">{}</h1><pre style=\"font-family:monospace;white-space:pre-wrap\">{}</pre></body></html>",
+        escape(&subject),
+        escape(&text)
+    );
+    Outgoing {
+        to,
+        subject,
+        text,
+        html,
+    }
 }

@@ -207,6 +207,14 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Queues an action that belongs to no service's state (a notice about the monitor).
+    pub fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        outbox(&tx, "", None, action, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Pending actions due at `now`, oldest first.
     pub fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let mut stmt = self.conn.prepare(

@@ -1,0 +1,123 @@
+//! The engine and the dispatcher together, mail written as `.eml` files: the canary guard
+//! tells staff once that the monitor's own network is down, and holds every incident.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tocsin::clock::SystemClock;
+use tocsin::config::{self, Config};
+use tocsin::engine::Engine;
+use tocsin::links::Signer;
+use tocsin::metrics::Metrics;
+use tocsin::notify::dispatch::Dispatcher;
+use tocsin::notify::mail::Mailer;
+use tocsin::probe::{Outcome, Reason};
+use tocsin::scheduler::Report;
+use tocsin::store::SqliteStore;
+
+const YAML: &str = "services:
+  - id: shop
+    name: Web shop
+    failure_threshold: 1
+    escalation: default
+    probes:
+      - { name: home, tcp: { address: \"127.0.0.1:9\" } }
+  - id: self
+    probes:
+      - { name: gateway, canary: true, tcp: { address: \"127.0.0.1:9\" } }
+      - { name: resolver, canary: true, tcp: { address: \"127.0.0.1:9\" } }
+escalation:
+  default:
+    - { after: 0m, to: [oncall@example.com] }
+";
+
+fn report(cfg: &Config, name: &str, ok: bool) -> Report {
+    let probe = cfg.probes().find(|p| p.name == name).unwrap().clone();
+    let outcome = Outcome {
+        at: SystemTime::now(),
+        duration: Duration::from_millis(1),
+        success: ok,
+        reason: (!ok).then_some(Reason::ConnectionRefused),
+        phases: vec![],
+        details: Default::default(),
+    };
+    Report {
+        probe,
+        outcome,
+        lag: Duration::ZERO,
+    }
+}
+
+fn eml_subjects(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut out: Vec<String> = entries
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
+    let store = Arc::new(Mutex::new(
+        SqliteStore::open(&dir.path().join("t.db")).unwrap(),
+    ));
+    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        mailer: Mailer::new(&cfg.mail, dir.path(), &|_| None).unwrap(),
+        config: Arc::new(RwLock::new(Arc::new(cfg.clone()))),
+        metrics: Arc::new(Metrics::new()),
+        clock: Arc::new(SystemClock),
+        ready: engine.outbox_ready.clone(),
+        signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
+    };
+
+    // One canary failing is not enough; both failing is the monitor's own outage.
+    engine.report(&report(&cfg, "gateway", false)).unwrap();
+    engine.report(&report(&cfg, "resolver", true)).unwrap();
+    engine.report(&report(&cfg, "resolver", false)).unwrap();
+    engine.report(&report(&cfg, "resolver", false)).unwrap();
+    // Meanwhile the shop looks down too: no incident may open.
+    engine.report(&report(&cfg, "home", false)).unwrap();
+    dispatcher.drain().await.unwrap();
+    let mail = dir.path().join("mail");
+    assert_eq!(
+        eml_subjects(&mail),
+        ["[tocsin] tocsin's own network is down: outages cannot be seen"]
+    );
+    assert!(engine.state("shop").unwrap().incident.is_none());
+    let eml = std::fs::read_to_string(
+        std::fs::read_dir(&mail)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    assert!(eml.contains("To: oncall@example.com"), "{eml}");
+    assert!(eml.contains("self/gateway, self/resolver"), "{eml}");
+
+    // A canary passes again: the shop's outage now opens an incident, mailed as usual.
+    engine.report(&report(&cfg, "gateway", true)).unwrap();
+    engine.report(&report(&cfg, "home", false)).unwrap();
+    dispatcher.drain().await.unwrap();
+    let subjects = eml_subjects(&mail);
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(
+        subjects.contains(&"[tocsin] Web shop is DOWN".to_string()),
+        "{subjects:?}"
+    );
+}
