@@ -103,6 +103,12 @@ const CASES: &[(&str, &[&str])] = &[
         &["1:9: `listen` must be an IP address and port such as 127.0.0.1:9778, not `localhost`"],
     ),
     (
+        "mail-ca-missing.yaml",
+        &[
+            "9:12: cannot read ca_file testdata/bad/no-such-ca.pem: No such file or directory (os error 2)",
+        ],
+    ),
+    (
         "mail-plain-remote.yaml",
         &[
             "9:16: `allow_plain` is only for an SMTP server on loopback (127.0.0.1, ::1, localhost): mail to any other host must use TLS",

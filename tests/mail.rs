@@ -19,6 +19,7 @@ fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
         max_per_second: 100,
         timeout: Duration::from_secs(5),
         allow_plain,
+        ca_pem: None,
     }
 }
 
@@ -207,4 +208,58 @@ async fn a_message_without_a_valid_recipient_is_refused_before_sending() {
         mailer.send(&msg(&["not an address"])).await,
         Err(MailError::Permanent(_))
     ));
+}
+
+fn tls_mail(url: String, ca: Option<&support::Ca>) -> Mail {
+    let mut m = mail(Some(url), false);
+    m.ca_pem = ca.map(|c| std::fs::read(c.pem_file.path()).unwrap());
+    m
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_deliver_to_a_server_signed_by_the_configured_ca() {
+    let ca = support::Ca::new();
+    let (cert, key) = ca.leaf_pem_files();
+    let (cert, key) = (
+        cert.path().to_str().unwrap().to_string(),
+        key.path().to_str().unwrap().to_string(),
+    );
+
+    let starttls = support::Smtp::start_with(&["--starttls", &cert, &key]);
+    let url = format!("smtp://localhost:{}", starttls.port);
+    Mailer::new(
+        &tls_mail(url.clone(), Some(&ca)),
+        Path::new("/nonexistent"),
+        &no_env,
+    )
+    .unwrap()
+    .send(&msg(&["oncall@example.com"]))
+    .await
+    .unwrap();
+    let got = starttls.mails();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("X-TLS: yes"), "{}", got[0]);
+    // Without the CA the certificate is not trusted, and nothing goes out.
+    let err = Mailer::new(&tls_mail(url, None), Path::new("/nonexistent"), &no_env)
+        .unwrap()
+        .send(&msg(&["oncall@example.com"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MailError::Transient(_)), "{err}");
+    assert_eq!(starttls.mails().len(), 1);
+
+    let implicit = support::Smtp::start_with(&["--implicit", &cert, &key]);
+    let url = format!("smtps://localhost:{}", implicit.port);
+    Mailer::new(
+        &tls_mail(url, Some(&ca)),
+        Path::new("/nonexistent"),
+        &no_env,
+    )
+    .unwrap()
+    .send(&msg(&["oncall@example.com"]))
+    .await
+    .unwrap();
+    let got = implicit.mails();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("X-TLS: yes"), "{}", got[0]);
 }

@@ -105,6 +105,8 @@ pub struct Mail {
     /// `smtp://` then uses STARTTLS when offered and plain text otherwise; only allowed
     /// for a loopback server. Without it, `smtp://` requires STARTTLS.
     pub allow_plain: bool,
+    /// PEM of the CA that signed the SMTP server's certificate, read at load time.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]

@@ -191,6 +191,8 @@ pub struct RawMail {
     /// Allow a session without TLS (only to a loopback server).
     #[serde(default)]
     pub allow_plain: bool,
+    /// PEM file of the CA that signed the SMTP server's certificate (replaces the roots).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1088,6 +1088,7 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             max_per_second: 100,
             timeout: DEFAULT_MAIL_TIMEOUT,
             allow_plain: false,
+            ca_pem: None,
         };
     };
     if !valid_email(&m.from) {
@@ -1131,6 +1132,26 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         .as_deref()
         .and_then(|t| cx.positive_duration(&mp.key("timeout"), t))
         .unwrap_or(DEFAULT_MAIL_TIMEOUT);
+    let ca_pem = m.ca_file.as_deref().and_then(|f| {
+        let path = cx.file(f);
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                cx.err(
+                    &mp.key("ca_file"),
+                    format!("ca_file {} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                cx.err(
+                    &mp.key("ca_file"),
+                    format!("cannot read ca_file {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    });
     if m.allow_plain {
         let loopback = smtp
             .as_ref()
@@ -1158,6 +1179,7 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         max_per_second: m.max_per_second.unwrap_or(100).max(1),
         timeout,
         allow_plain: m.allow_plain,
+        ca_pem,
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::Mail;
@@ -81,8 +81,18 @@ impl Mailer {
             .to_string();
         let implicit = url.scheme() == "smtps";
         let port = url.port().unwrap_or(if implicit { 465 } else { 587 });
-        let params = TlsParameters::new(host.trim_matches(|c| c == '[' || c == ']').to_string())
-            .map_err(|e| MailError::Config(format!("TLS for {host}: {e}")))?;
+        let domain = host.trim_matches(|c| c == '[' || c == ']').to_string();
+        let params = match &mail.ca_pem {
+            None => TlsParameters::new(domain),
+            Some(pem) => {
+                let ca = Certificate::from_pem(pem)
+                    .map_err(|e| MailError::Config(format!("mail.ca_file: {e}")))?;
+                TlsParameters::builder(domain)
+                    .add_root_certificate(ca)
+                    .build_rustls()
+            }
+        }
+        .map_err(|e| MailError::Config(format!("TLS for {host}: {e}")))?;
         let tls = match (implicit, mail.allow_plain) {
             (true, _) => Tls::Wrapper(params),
             (false, false) => Tls::Required(params),

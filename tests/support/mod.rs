@@ -72,6 +72,20 @@ impl Ca {
         Arc::new(cfg)
     }
 
+    /// PEM files of a leaf for `localhost`/127.0.0.1 signed by this CA: (cert, key).
+    pub fn leaf_pem_files(&self) -> (tempfile::NamedTempFile, tempfile::NamedTempFile) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        let mut cert = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut cert, leaf.pem().as_bytes()).unwrap();
+        let mut k = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut k, key.serialize_pem().as_bytes()).unwrap();
+        (cert, k)
+    }
+
     pub fn ca_der(&self) -> CertificateDer<'static> {
         self.cert.der().clone()
     }
@@ -370,6 +384,14 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn start(creds: Option<(&str, &str)>) -> Smtp {
+        match creds {
+            Some((u, p)) => Smtp::start_with(&["--auth", u, p]),
+            None => Smtp::start_with(&[]),
+        }
+    }
+
+    /// With the fixture's options (`--starttls CERT KEY`, `--implicit CERT KEY`, ...).
+    pub fn start_with(options: &[&str]) -> Smtp {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -380,9 +402,7 @@ impl Smtp {
         cmd.arg("tests/fixtures/smtp_server.py")
             .arg(port.to_string())
             .arg(out.path());
-        if let Some((u, p)) = creds {
-            cmd.args([u, p]);
-        }
+        cmd.args(options);
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
