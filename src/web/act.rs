@@ -11,7 +11,7 @@ use axum::routing::get;
 
 use super::api::{IncidentApi, parse_eta};
 use crate::incident::Event;
-use crate::links::{LinkAction, LinkQuery};
+use crate::links::{Link, LinkAction, LinkQuery};
 use crate::notify::staff::escape;
 
 pub fn routes(api: IncidentApi) -> Router {
@@ -41,16 +41,21 @@ fn action_url(q: &LinkQuery) -> String {
     format!("/act?{}", s.finish())
 }
 
+/// The link, or the page that refuses it.
+fn verified(api: &IncidentApi, q: &LinkQuery) -> Result<Link, Box<Response>> {
+    api.signer.verify(q, api.clock.now()).map_err(|e| {
+        Box::new(page(
+            StatusCode::FORBIDDEN,
+            "Link refused",
+            &format!("<p>{}</p>", escape(&e.to_string())),
+        ))
+    })
+}
+
 async fn confirm(State(api): State<IncidentApi>, Query(q): Query<LinkQuery>) -> Response {
-    let link = match api.signer.verify(&q, api.clock.now()) {
+    let link = match verified(&api, &q) {
         Ok(l) => l,
-        Err(e) => {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Link refused",
-                &format!("<p>{}</p>", escape(&e.to_string())),
-            );
-        }
+        Err(refused) => return *refused,
     };
     let form = |inner: &str| {
         format!(
@@ -88,15 +93,9 @@ async fn act(
     RawForm(form): RawForm,
 ) -> Response {
     let now = api.clock.now();
-    let link = match api.signer.verify(&q, now) {
+    let link = match verified(&api, &q) {
         Ok(l) => l,
-        Err(e) => {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Link refused",
-                &format!("<p>{}</p>", escape(&e.to_string())),
-            );
-        }
+        Err(refused) => return *refused,
     };
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
     let by = format!("{} (mail link)", link.recipient);

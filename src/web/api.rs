@@ -273,21 +273,26 @@ fn command(api: &IncidentApi, id: &str, event: Event) -> Result<Json<IncidentVie
     Ok(Json(view(api, now)))
 }
 
+/// Ack and resolve: a command whose body is at most `{"by": "..."}`.
+async fn by_command(
+    api: &IncidentApi,
+    headers: &HeaderMap,
+    id: &str,
+    raw: &[u8],
+    make: fn(String) -> Event,
+) -> Result<Json<IncidentView>, ApiError> {
+    authorize(api, headers)?;
+    let b: By = body(raw)?;
+    command(api, id, make(b.by.unwrap_or_else(|| "api".into())))
+}
+
 async fn ack(
     State(api): State<IncidentApi>,
     headers: HeaderMap,
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> Result<Json<IncidentView>, ApiError> {
-    authorize(&api, &headers)?;
-    let b: By = body(&raw)?;
-    command(
-        &api,
-        &id,
-        Event::Ack {
-            by: b.by.unwrap_or_else(|| "api".into()),
-        },
-    )
+    by_command(&api, &headers, &id, &raw, |by| Event::Ack { by }).await
 }
 
 async fn resolve(
@@ -296,15 +301,7 @@ async fn resolve(
     Path(id): Path<String>,
     raw: axum::body::Bytes,
 ) -> Result<Json<IncidentView>, ApiError> {
-    authorize(&api, &headers)?;
-    let b: By = body(&raw)?;
-    command(
-        &api,
-        &id,
-        Event::Resolve {
-            by: b.by.unwrap_or_else(|| "api".into()),
-        },
-    )
+    by_command(&api, &headers, &id, &raw, |by| Event::Resolve { by }).await
 }
 
 async fn eta(
