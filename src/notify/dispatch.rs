@@ -134,11 +134,7 @@ impl Dispatcher {
         }
         let service = config.services.iter().find(|s| s.id == item.service)?;
         let policy = Policy::of(config, service);
-        let incident = lock(&self.store)
-            .incidents(false)
-            .ok()?
-            .into_iter()
-            .find(|i| Some(i.id) == item.incident)?;
+        let incident = lock(&self.store).incident(item.incident?).ok()??;
         let now = self.clock.now();
         match &item.action {
             Action::MailStaff {

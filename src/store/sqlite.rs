@@ -300,13 +300,37 @@ impl SqliteStore {
 
     /// Incidents, newest first, with their timelines; only open ones when `open_only`.
     pub fn incidents(&self, open_only: bool) -> Result<Vec<IncidentRecord>, StoreError> {
-        let sql = if open_only {
-            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase FROM incidents WHERE ended_at IS NULL ORDER BY id DESC"
+        let filter = if open_only {
+            "WHERE ended_at IS NULL"
         } else {
-            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase FROM incidents ORDER BY id DESC"
+            ""
         };
-        let mut stmt = self.conn.prepare(sql)?;
-        let rows = stmt.query_map([], |r| {
+        self.select(filter, [])
+    }
+
+    /// One incident by its id.
+    pub fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+        Ok(self.select("WHERE id = ?1", [id])?.into_iter().next())
+    }
+
+    /// The open incident of `service`, if any.
+    pub fn open_incident_of(&self, service: &str) -> Result<Option<IncidentRecord>, StoreError> {
+        Ok(self
+            .select("WHERE service = ?1 AND ended_at IS NULL", [service])?
+            .into_iter()
+            .next())
+    }
+
+    fn select<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<IncidentRecord>, StoreError> {
+        let sql = format!(
+            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase FROM incidents {filter} ORDER BY id DESC"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params, |r| {
             Ok(IncidentRecord {
                 id: r.get(0)?,
                 service: r.get(1)?,

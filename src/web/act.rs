@@ -122,9 +122,9 @@ async fn act(
         .store
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .incidents(false)
+        .incident(link.incident)
     {
-        Ok(all) => all.into_iter().find(|i| i.id == link.incident),
+        Ok(found) => found,
         Err(_) => {
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -189,13 +189,12 @@ fn incidents(api: &IncidentApi, open_only: bool) -> Result<Vec<IncidentRecord>, 
 
 /// The incident named by `id`: a number, or a service id (its open incident).
 fn find(api: &IncidentApi, id: &str) -> Result<IncidentRecord, ApiError> {
-    let all = incidents(api, false)?;
+    let store = api.store.lock().unwrap_or_else(|e| e.into_inner());
     let found = match id.parse::<i64>() {
-        Ok(n) => all.into_iter().find(|i| i.id == n),
-        Err(_) => all
-            .into_iter()
-            .find(|i| i.service == id && i.ended.is_none()),
-    };
+        Ok(n) => store.incident(n),
+        Err(_) => store.open_incident_of(id),
+    }
+    .map_err(|e| ApiError::from(EngineError::Store(e)))?;
     found.ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
