@@ -32,6 +32,18 @@ fn msg(to: &[&str]) -> Outgoing {
     }
 }
 
+/// Builds a mailer for an SMTP config (no spool directory is used) and sends one message.
+async fn send(
+    m: &Mail,
+    env: &dyn Fn(&str) -> Option<String>,
+    to: &[&str],
+) -> Result<(), MailError> {
+    Mailer::new(m, Path::new("/nonexistent"), env)
+        .expect("the mailer builds")
+        .send(&msg(to))
+        .await
+}
+
 fn no_env(_: &str) -> Option<String> {
     None
 }
@@ -69,14 +81,8 @@ async fn without_smtp_each_message_is_an_eml_file_in_data_dir() {
 #[tokio::test]
 async fn smtp_delivers_to_a_real_server() {
     let server = support::Smtp::start(None);
-    let mailer = Mailer::new(
-        &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
-        Path::new("/nonexistent"),
-        &no_env,
-    )
-    .unwrap();
-    mailer
-        .send(&msg(&["oncall@example.com", "lead@example.com"]))
+    let m = mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true);
+    send(&m, &no_env, &["oncall@example.com", "lead@example.com"])
         .await
         .unwrap();
     let got = server.mails();
@@ -125,19 +131,11 @@ async fn credentials_come_from_the_environment() {
         "SMTP_PASSWORD" => Some("s3cret".to_string()),
         _ => None,
     };
-    Mailer::new(&m, Path::new("/nonexistent"), &env)
-        .unwrap()
-        .send(&msg(&["oncall@example.com"]))
-        .await
-        .unwrap();
+    send(&m, &env, &["oncall@example.com"]).await.unwrap();
     assert_eq!(server.mails().len(), 1);
 
     let wrong = |k: &str| Some(if k == "SMTP_USER" { "tocsin" } else { "guess" }.to_string());
-    let err = Mailer::new(&m, Path::new("/nonexistent"), &wrong)
-        .unwrap()
-        .send(&msg(&["oncall@example.com"]))
-        .await
-        .unwrap_err();
+    let err = send(&m, &wrong, &["oncall@example.com"]).await.unwrap_err();
     assert!(
         matches!(err, MailError::Permanent(_)),
         "bad credentials are not worth retrying: {err}"
@@ -155,14 +153,8 @@ async fn credentials_come_from_the_environment() {
 #[tokio::test]
 async fn smtp_without_allow_plain_requires_tls() {
     let server = support::Smtp::start(None);
-    let mailer = Mailer::new(
-        &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), false),
-        Path::new("/nonexistent"),
-        &no_env,
-    )
-    .unwrap();
-    let err = mailer
-        .send(&msg(&["oncall@example.com"]))
+    let m = mail(Some(format!("smtp://127.0.0.1:{}", server.port)), false);
+    let err = send(&m, &no_env, &["oncall@example.com"])
         .await
         .unwrap_err();
     assert!(matches!(err, MailError::Transient(_)), "{err}");
@@ -175,24 +167,17 @@ async fn a_silent_server_hits_the_deadline_and_a_closed_port_is_transient() {
     let mut m = mail(Some(format!("smtp://{silent}")), true);
     m.timeout = Duration::from_millis(500);
     let t = Instant::now();
-    let err = Mailer::new(&m, Path::new("/nonexistent"), &no_env)
-        .unwrap()
-        .send(&msg(&["oncall@example.com"]))
+    let err = send(&m, &no_env, &["oncall@example.com"])
         .await
         .unwrap_err();
     assert!(matches!(err, MailError::Transient(_)), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 
     let closed = support::closed_port().await;
-    let err = Mailer::new(
-        &mail(Some(format!("smtp://{closed}")), true),
-        Path::new("/nonexistent"),
-        &no_env,
-    )
-    .unwrap()
-    .send(&msg(&["oncall@example.com"]))
-    .await
-    .unwrap_err();
+    let m = mail(Some(format!("smtp://{closed}")), true);
+    let err = send(&m, &no_env, &["oncall@example.com"])
+        .await
+        .unwrap_err();
     assert!(matches!(err, MailError::Transient(_)), "{err}");
 }
 
@@ -227,22 +212,18 @@ async fn starttls_and_implicit_tls_deliver_to_a_server_signed_by_the_configured_
 
     let starttls = support::Smtp::start_with(&["--starttls", &cert, &key]);
     let url = format!("smtp://localhost:{}", starttls.port);
-    Mailer::new(
+    send(
         &tls_mail(url.clone(), Some(&ca)),
-        Path::new("/nonexistent"),
         &no_env,
+        &["oncall@example.com"],
     )
-    .unwrap()
-    .send(&msg(&["oncall@example.com"]))
     .await
     .unwrap();
     let got = starttls.mails();
     assert_eq!(got.len(), 1);
     assert!(got[0].contains("X-TLS: yes"), "{}", got[0]);
     // Without the CA the certificate is not trusted, and nothing goes out.
-    let err = Mailer::new(&tls_mail(url, None), Path::new("/nonexistent"), &no_env)
-        .unwrap()
-        .send(&msg(&["oncall@example.com"]))
+    let err = send(&tls_mail(url, None), &no_env, &["oncall@example.com"])
         .await
         .unwrap_err();
     assert!(matches!(err, MailError::Transient(_)), "{err}");
@@ -250,15 +231,9 @@ async fn starttls_and_implicit_tls_deliver_to_a_server_signed_by_the_configured_
 
     let implicit = support::Smtp::start_with(&["--implicit", &cert, &key]);
     let url = format!("smtps://localhost:{}", implicit.port);
-    Mailer::new(
-        &tls_mail(url, Some(&ca)),
-        Path::new("/nonexistent"),
-        &no_env,
-    )
-    .unwrap()
-    .send(&msg(&["oncall@example.com"]))
-    .await
-    .unwrap();
+    send(&tls_mail(url, Some(&ca)), &no_env, &["oncall@example.com"])
+        .await
+        .unwrap();
     let got = implicit.mails();
     assert_eq!(got.len(), 1);
     assert!(got[0].contains("X-TLS: yes"), "{}", got[0]);
