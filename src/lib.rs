@@ -5,6 +5,7 @@
 //! (when to run) → `metrics` and the latest-result table ← `web` (HTTP endpoints).
 
 pub mod cli;
+pub mod audience;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -14,7 +14,8 @@ pub mod raw;
 mod resolve;
 
 pub use resolve::{
-    DEFAULT_LISTEN, fmt_dur, parse_duration, parse_server, parse_size, valid_host_port,
+    DEFAULT_LISTEN, dkim_key, fmt_dur, parse_duration, parse_server, parse_size, valid_email,
+    valid_host_port, valid_language,
 };
 
 use std::collections::BTreeMap;
@@ -50,7 +51,43 @@ pub struct Config {
     pub mail: Mail,
     pub audiences: BTreeMap<String, Audience>,
     pub placeholder_dir: PathBuf,
+    /// Language of the placeholder and status pages.
+    pub page_language: String,
+    /// Told when a placeholder is published or withdrawn.
+    pub webhook: Option<Webhook>,
+    pub campaigns: Campaigns,
+    pub company: Company,
     pub maintenance: Vec<Maintenance>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: url::Url,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Campaigns {
+    /// Replaces or adds to the shipped templates.
+    pub templates: Option<PathBuf>,
+    pub update_every: Duration,
+    pub next_update: Duration,
+}
+
+/// Who is speaking, and the other ways to reach them (in pages and mails).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Company {
+    pub name: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub website: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dkim {
+    pub domain: String,
+    pub selector: String,
+    pub key_pem: String,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +144,10 @@ pub struct Mail {
     pub allow_plain: bool,
     /// PEM of the CA that signed the SMTP server's certificate, read at load time.
     pub ca_pem: Option<Vec<u8>>,
+    pub max_campaign_size: u64,
+    /// SMTP connections, and so messages in flight, of campaigns.
+    pub connections: usize,
+    pub dkim: Option<Dkim>,
 }
 
 #[derive(Debug, Clone)]

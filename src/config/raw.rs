@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub audiences: BTreeMap<String, RawAudience>,
     pub pages: Option<RawPages>,
+    pub campaigns: Option<RawCampaigns>,
+    pub company: Option<RawCompany>,
     #[serde(default)]
     pub maintenance: Vec<RawMaintenance>,
 }
@@ -193,6 +195,40 @@ pub struct RawMail {
     pub allow_plain: bool,
     /// PEM file of the CA that signed the SMTP server's certificate (replaces the roots).
     pub ca_file: Option<String>,
+    /// A campaign larger than this is refused.
+    pub max_campaign_size: Option<u64>,
+    /// SMTP connections (and messages in flight) a campaign uses at most.
+    pub connections: Option<u32>,
+    pub dkim: Option<RawDkim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkim {
+    pub domain: String,
+    pub selector: String,
+    /// PEM private key (RSA or Ed25519).
+    pub key_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCampaigns {
+    /// Directory whose `<lang>/<name>` files replace or add to the shipped templates.
+    pub templates: Option<String>,
+    /// Least time between two update campaigns of one incident.
+    pub update_every: Option<String>,
+    /// Without an ETA, each message promises an update this long after it.
+    pub next_update: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompany {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub website: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +242,17 @@ pub struct RawAudience {
 #[serde(deny_unknown_fields)]
 pub struct RawPages {
     pub placeholder_dir: Option<String>,
+    /// Language of the placeholder and status pages.
+    pub language: Option<String>,
+    pub webhook: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: String,
+    /// Environment variable holding a bearer token for the webhook, if it needs one.
+    pub token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,10 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use super::locate::Path;
 use super::raw::*;
-use super::{Audience, Config, Diag, Level, Mail, Maintenance, Module, Probe, Service, nearest};
+use super::{
+    Audience, Campaigns, Company, Config, Diag, Dkim, Level, Mail, Maintenance, Module, Probe,
+    Service, Webhook, nearest,
+};
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 use crate::probe::{
@@ -28,6 +31,10 @@ const DEFAULT_MAX_CONCURRENCY: usize = 256;
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_REDIRECTS_LIMIT: u32 = 100;
 const DEFAULT_MAIL_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CAMPAIGN: u64 = 50_000;
+const DEFAULT_CONNECTIONS: usize = 4;
+const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_NEXT_UPDATE: Duration = Duration::from_secs(60 * 60);
 
 struct Ctx<'d, 'l> {
     diag: &'d mut Diag<'l>,
@@ -366,6 +373,22 @@ pub(super) fn resolve(
         .and_then(|p| p.placeholder_dir.as_deref())
         .map(|s| cx.file(s))
         .unwrap_or_else(|| data_dir.join("www"));
+    let pp = root.key("pages");
+    let page_language = raw
+        .pages
+        .as_ref()
+        .and_then(|p| p.language.clone())
+        .unwrap_or_else(|| "en".into());
+    if !valid_language(&page_language) {
+        cx.err(&pp.key("language"), format!("`language` is a language code such as en, pl or sv, not `{page_language}`"));
+    }
+    let webhook = raw
+        .pages
+        .as_ref()
+        .and_then(|p| p.webhook.as_ref())
+        .and_then(|w| resolve_webhook(&mut cx, &pp.key("webhook"), w));
+    let campaigns = resolve_campaigns(&mut cx, raw.campaigns.as_ref());
+    let company = resolve_company(&mut cx, raw.company.as_ref(), &mail);
     let service_ids: Vec<String> = raw.services.iter().map(|s| s.id.clone()).collect();
     let maintenance = resolve_maintenance(&mut cx, &raw.maintenance, &service_ids);
 
@@ -394,8 +417,107 @@ pub(super) fn resolve(
         mail,
         audiences,
         placeholder_dir,
+        page_language,
+        webhook,
+        campaigns,
+        company,
         maintenance,
     })
+}
+
+/// A language code as templates are filed under: `en`, `pl`, `pt-BR`.
+pub fn valid_language(s: &str) -> bool {
+    let mut parts = s.split('-');
+    parts
+        .next()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn resolve_webhook(cx: &mut Ctx, p: &Path, w: &RawWebhook) -> Option<Webhook> {
+    let url = match url::Url::parse(&w.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        _ => {
+            cx.err(&p.key("url"), format!("`url` must be an http(s) URL such as https://cdn.example.com/hooks/tocsin, not `{}`", w.url));
+            None
+        }
+    };
+    if let Some(v) = &w.token_env {
+        if !valid_env_name(v) {
+            cx.err(&p.key("token_env"), format!("`token_env` names an environment variable (such as WEBHOOK_TOKEN), not `{v}`"));
+        }
+    }
+    Some(Webhook {
+        url: url?,
+        token_env: w.token_env.clone(),
+    })
+}
+
+fn resolve_campaigns(cx: &mut Ctx, raw: Option<&RawCampaigns>) -> Campaigns {
+    let cp = Path::root().key("campaigns");
+    let mut c = Campaigns {
+        templates: None,
+        update_every: DEFAULT_UPDATE_EVERY,
+        next_update: DEFAULT_NEXT_UPDATE,
+    };
+    let Some(r) = raw else { return c };
+    if let Some(t) = &r.templates {
+        let dir = cx.file(t);
+        if dir.is_dir() {
+            c.templates = Some(dir);
+        } else {
+            cx.err(&cp.key("templates"), format!("template directory `{}` does not exist", dir.display()));
+        }
+    }
+    if let Some(d) = r.update_every.as_deref().and_then(|s| cx.positive_duration(&cp.key("update_every"), s)) {
+        c.update_every = d;
+    }
+    if let Some(d) = r.next_update.as_deref().and_then(|s| cx.positive_duration(&cp.key("next_update"), s)) {
+        c.next_update = d;
+    }
+    if c.next_update < c.update_every {
+        let at = if r.next_update.is_some() { "next_update" } else { "update_every" };
+        cx.err(&cp.key(at), format!("`next_update` ({}) is shorter than `update_every` ({}): the promised update could not be sent in time", fmt_dur(c.next_update), fmt_dur(c.update_every)));
+    }
+    c
+}
+
+fn resolve_company(cx: &mut Ctx, raw: Option<&RawCompany>, mail: &Mail) -> Company {
+    let cp = Path::root().key("company");
+    // Without a name, the display name of `mail.from` speaks for the company.
+    let from_name = mail
+        .from
+        .as_deref()
+        .and_then(|f| f.split_once('<'))
+        .map(|(n, _)| n.trim().trim_matches('"').to_string())
+        .filter(|n| !n.is_empty());
+    let Some(r) = raw else {
+        return Company {
+            name: from_name.unwrap_or_else(|| "Our team".into()),
+            ..Company::default()
+        };
+    };
+    for (key, v) in [("name", &r.name), ("phone", &r.phone), ("email", &r.email), ("website", &r.website)] {
+        if v.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+            cx.err(&cp.key(key), format!("`{key}` must be one line of text"));
+        }
+    }
+    if let Some(e) = &r.email {
+        if !valid_email(e) {
+            cx.err(&cp.key("email"), format!("`email` must be an address such as help@example.com, not `{e}`"));
+        }
+    }
+    if let Some(w) = &r.website {
+        if !url::Url::parse(w).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            cx.err(&cp.key("website"), format!("`website` must be an http(s) URL, not `{w}`"));
+        }
+    }
+    Company {
+        name: r.name.clone().or(from_name).unwrap_or_else(|| "Our team".into()),
+        phone: r.phone.clone(),
+        email: r.email.clone(),
+        website: r.website.clone(),
+    }
 }
 
 fn threshold(cx: &mut Ctx, path: &Path, v: Option<u32>, default: u32) -> u32 {
@@ -1089,6 +1211,9 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             timeout: DEFAULT_MAIL_TIMEOUT,
             allow_plain: false,
             ca_pem: None,
+            max_campaign_size: DEFAULT_MAX_CAMPAIGN,
+            connections: DEFAULT_CONNECTIONS,
+            dkim: None,
         };
     };
     if !valid_email(&m.from) {
@@ -1171,6 +1296,38 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             cx.err(&mp.key("allow_plain"), "`allow_plain` is only for an SMTP server on loopback (127.0.0.1, ::1, localhost): mail to any other host must use TLS");
         }
     }
+    if m.max_campaign_size == Some(0) {
+        cx.err(&mp.key("max_campaign_size"), "`max_campaign_size` must be at least 1");
+    }
+    if matches!(m.connections, Some(0) | Some(101..)) {
+        cx.err(&mp.key("connections"), "`connections` must be between 1 and 100");
+    }
+    let dkim = m.dkim.as_ref().and_then(|d| {
+        let dp = mp.key("dkim");
+        let path = cx.file(&d.key_file);
+        let key = match std::fs::read_to_string(&path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                cx.err(&dp.key("key_file"), format!("cannot read key_file {}: {e}", path.display()));
+                None
+            }
+        };
+        let key = key.filter(|k| {
+            let ok = dkim_key(k).is_ok();
+            if !ok {
+                cx.err(&dp.key("key_file"), format!("key_file {} holds no RSA or Ed25519 private key in PEM (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`)", path.display()));
+            }
+            ok
+        })?;
+        if !d.selector.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') || d.selector.is_empty() {
+            cx.err(&dp.key("selector"), format!("`selector` is a DNS label such as `tocsin2026`, not `{}`", d.selector));
+        }
+        Some(Dkim {
+            domain: d.domain.clone(),
+            selector: d.selector.clone(),
+            key_pem: key,
+        })
+    });
     Mail {
         from: Some(m.from.clone()),
         smtp,
@@ -1180,7 +1337,19 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         timeout,
         allow_plain: m.allow_plain,
         ca_pem,
+        max_campaign_size: m.max_campaign_size.unwrap_or(DEFAULT_MAX_CAMPAIGN),
+        connections: m.connections.map(|c| c as usize).unwrap_or(DEFAULT_CONNECTIONS).clamp(1, 100),
+        dkim,
     }
+}
+
+/// The DKIM signing key in `pem`: Ed25519 (PKCS#8) or RSA (PKCS#1 or PKCS#8).
+pub fn dkim_key(
+    pem: &str,
+) -> Result<lettre::message::dkim::DkimSigningKey, lettre::message::dkim::DkimSigningKeyError> {
+    use lettre::message::dkim::{DkimSigningAlgorithm, DkimSigningKey};
+    DkimSigningKey::new(pem, DkimSigningAlgorithm::Ed25519)
+        .or_else(|_| DkimSigningKey::new(pem, DkimSigningAlgorithm::Rsa))
 }
 
 pub fn valid_env_name(s: &str) -> bool {

@@ -59,6 +59,16 @@ pub struct Incident {
     pub mailed: Vec<String>,
     /// Failing probes and their last reason.
     pub reasons: BTreeMap<String, String>,
+    /// The next-update time customers were promised while no future ETA stands.
+    #[serde(default)]
+    pub next_update: Option<SystemTime>,
+    /// When customers were last told something (the customer phase, or an update).
+    #[serde(default)]
+    pub last_update: Option<SystemTime>,
+    /// Customers are owed an update (the ETA changed, or a promise came due), sent as soon
+    /// as `update_every` has passed since the last one.
+    #[serde(default)]
+    pub update_due: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,15 +153,21 @@ pub enum Action {
         by: String,
     },
     /// Start telling customers: placeholder, campaign, autoresponder, hotline.
+    /// Every message to customers commits to the ETA or, without a future one, to
+    /// `next_update`.
     CustomerPhase {
         id: u64,
         eta: Option<SystemTime>,
+        #[serde(default)]
+        next_update: Option<SystemTime>,
         because_of_eta: bool,
     },
-    /// Customers were told; the ETA changed.
+    /// Customers were told; the ETA changed, or the promised time came while still down.
     CustomerUpdate {
         id: u64,
-        eta: SystemTime,
+        eta: Option<SystemTime>,
+        #[serde(default)]
+        next_update: Option<SystemTime>,
     },
     Resolve {
         id: u64,
@@ -238,7 +254,7 @@ pub fn step(
                     by,
                 });
                 if inc.customer_phase {
-                    out.push(Action::CustomerUpdate { id: inc.id, eta });
+                    inc.update_due = true;
                 }
             }
         }
@@ -371,6 +387,9 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
                     customer_phase: false,
                     mailed: Vec::new(),
                     reasons,
+                    next_update: None,
+                    last_update: None,
+                    update_due: false,
                 });
             }
         }
@@ -412,12 +431,51 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
         });
         if age >= policy.customer_threshold || by_eta {
             inc.customer_phase = true;
+            let (eta, next_update) = promise(inc.eta, policy, now);
+            inc.next_update = next_update;
+            inc.last_update = Some(now);
             out.push(Action::CustomerPhase {
                 id: inc.id,
-                eta: inc.eta,
+                eta,
+                next_update,
                 because_of_eta: by_eta && age < policy.customer_threshold,
             });
         }
+    } else if inc.customer_phase && !canary_down {
+        // A promise that came due while still down is owed an update, as is a changed ETA.
+        let kept_until = match (inc.eta.filter(|e| *e > now), inc.next_update) {
+            (Some(_), _) => None,
+            (None, Some(n)) => Some(n),
+            (None, None) => inc.eta,
+        };
+        if kept_until.is_some_and(|t| now >= t) {
+            inc.update_due = true;
+        }
+        let quiet_until = inc.last_update.map(|t| t + policy.update_every);
+        if inc.update_due && quiet_until.is_none_or(|t| now >= t) {
+            let (eta, next_update) = promise(inc.eta, policy, now);
+            inc.next_update = next_update;
+            inc.last_update = Some(now);
+            inc.update_due = false;
+            out.push(Action::CustomerUpdate {
+                id: inc.id,
+                eta,
+                next_update,
+            });
+        }
+    }
+}
+
+/// What a message sent at `now` commits to: the ETA while it is ahead, otherwise a
+/// next-update time (never neither).
+fn promise(
+    eta: Option<SystemTime>,
+    policy: &Policy,
+    now: SystemTime,
+) -> (Option<SystemTime>, Option<SystemTime>) {
+    match eta.filter(|e| *e > now) {
+        Some(e) => (Some(e), None),
+        None => (None, Some(now + policy.next_update)),
     }
 }
 

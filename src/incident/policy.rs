@@ -54,6 +54,10 @@ pub struct Policy {
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub customer_threshold: Duration,
+    /// Least time between two updates to customers.
+    pub update_every: Duration,
+    /// Without a future ETA, customers are promised an update this long after each message.
+    pub next_update: Duration,
     /// Ordered by `after`; level 0 is mailed when the incident opens (its `after` is
     /// normally zero).
     pub levels: Vec<Level>,
@@ -92,6 +96,8 @@ impl Policy {
             failure_threshold: service.failure_threshold,
             success_threshold: service.success_threshold,
             customer_threshold: service.customer_threshold,
+            update_every: config.campaigns.update_every,
+            next_update: config.campaigns.next_update,
             levels,
             maintenance,
             flapping: Flapping::default(),

@@ -5,3 +5,4 @@
 pub mod dispatch;
 pub mod mail;
 pub mod staff;
+pub mod templates;

@@ -5,12 +5,17 @@
 //! Embedded SQLite by default. This room knows the incident types it stores; it sends
 //! nothing and decides nothing.
 
+mod campaigns;
 mod sqlite;
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+pub use campaigns::{
+    CampaignInfo, CampaignKind, CampaignRecord, Counts, NewRecipient, RecipientJob, SendResult,
+    address_key,
+};
 pub use sqlite::SqliteStore;
 
 use crate::incident::{Action, ServiceState};
@@ -72,6 +77,11 @@ pub struct IncidentRecord {
     #[serde(serialize_with = "unix_opt")]
     pub eta: Option<SystemTime>,
     pub customer_phase: bool,
+    /// What customers were last promised: the ETA, or without one a next-update time.
+    #[serde(serialize_with = "unix_opt")]
+    pub promised_eta: Option<SystemTime>,
+    #[serde(serialize_with = "unix_opt")]
+    pub next_update: Option<SystemTime>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -83,11 +93,11 @@ pub struct TimelineEntry {
     pub detail: String,
 }
 
-fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(secs(*t))
 }
 
-fn unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_f64(secs(*t)),
         None => s.serialize_none(),

@@ -55,10 +55,46 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value BLOB NOT NULL
     );",
+    // 3: customer campaigns, one row per recipient, and opt-outs; the promise made to
+    // customers (ETA or next-update time) kept on the incident.
+    "ALTER TABLE incidents ADD COLUMN promised_eta REAL;
+    ALTER TABLE incidents ADD COLUMN next_update REAL;
+    CREATE TABLE campaigns (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        service     TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('outage', 'update', 'recovery')),
+        audience    TEXT NOT NULL,
+        outbox_id   INTEGER NOT NULL UNIQUE,
+        created_at  REAL NOT NULL,
+        opted_out   INTEGER NOT NULL DEFAULT 0,
+        invalid     INTEGER NOT NULL DEFAULT 0,
+        note        TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE recipients (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        campaign_id     INTEGER NOT NULL REFERENCES campaigns (id),
+        email           TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        language        TEXT NOT NULL,
+        timezone        TEXT NOT NULL,
+        vars            TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed', 'cancelled')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        sent_at         REAL,
+        UNIQUE (campaign_id, email)
+    );
+    CREATE INDEX recipients_due ON recipients (status, next_attempt_at);
+    CREATE TABLE optouts (
+        email TEXT PRIMARY KEY,
+        at    REAL NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
 }
 
@@ -321,13 +357,13 @@ impl SqliteStore {
             .next())
     }
 
-    fn select<P: rusqlite::Params>(
+    pub(super) fn select<P: rusqlite::Params>(
         &self,
         filter: &str,
         params: P,
     ) -> Result<Vec<IncidentRecord>, StoreError> {
         let sql = format!(
-            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase FROM incidents {filter} ORDER BY id DESC"
+            "SELECT id, service, started_at, ended_at, acked_by, eta, customer_phase, promised_eta, next_update FROM incidents {filter} ORDER BY id DESC"
         );
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(params, |r| {
@@ -339,6 +375,8 @@ impl SqliteStore {
                 acked_by: r.get(4)?,
                 eta: r.get::<_, Option<f64>>(5)?.map(from_secs),
                 customer_phase: r.get::<_, i64>(6)? != 0,
+                promised_eta: r.get::<_, Option<f64>>(7)?.map(from_secs),
+                next_update: r.get::<_, Option<f64>>(8)?.map(from_secs),
                 timeline: Vec::new(),
             })
         })?;
@@ -467,32 +505,44 @@ fn record(
         Action::CustomerPhase {
             id,
             eta,
+            next_update,
             because_of_eta,
         } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(
-                "UPDATE incidents SET customer_phase = 1 WHERE id = ?1",
-                params![store_id],
+                "UPDATE incidents SET customer_phase = 1, promised_eta = ?2, next_update = ?3 WHERE id = ?1",
+                params![store_id, eta.map(secs), next_update.map(secs)],
             )?;
             let why = if *because_of_eta {
                 "the ETA is past the customer threshold"
             } else {
                 "the outage reached the customer threshold"
             };
-            let eta = eta
-                .map(|e| format!(", ETA {}", humantime::format_rfc3339_seconds(e)))
-                .unwrap_or_default();
-            event(tx, store_id, now, "customer_phase", format!("{why}{eta}"))?;
+            event(
+                tx,
+                store_id,
+                now,
+                "customer_phase",
+                format!("{why}; {}", promise_text(*eta, *next_update)),
+            )?;
             outbox(tx, service, store_id, action, now)?;
         }
-        Action::CustomerUpdate { id, eta } => {
+        Action::CustomerUpdate {
+            id,
+            eta,
+            next_update,
+        } => {
             let store_id = incident_id(tx, service, *id)?;
+            tx.execute(
+                "UPDATE incidents SET promised_eta = ?2, next_update = ?3 WHERE id = ?1",
+                params![store_id, eta.map(secs), next_update.map(secs)],
+            )?;
             event(
                 tx,
                 store_id,
                 now,
                 "customer_update",
-                format!("ETA {}", humantime::format_rfc3339_seconds(*eta)),
+                promise_text(*eta, *next_update),
             )?;
             outbox(tx, service, store_id, action, now)?;
         }
@@ -511,4 +561,13 @@ fn record(
         }
     }
     Ok(())
+}
+
+/// The promise made to customers, for the timeline.
+fn promise_text(eta: Option<SystemTime>, next_update: Option<SystemTime>) -> String {
+    match (eta, next_update) {
+        (Some(e), _) => format!("ETA {}", humantime::format_rfc3339_seconds(e)),
+        (None, Some(n)) => format!("next update {}", humantime::format_rfc3339_seconds(n)),
+        (None, None) => "no promise".into(),
+    }
 }

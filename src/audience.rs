@@ -1,0 +1,427 @@
+//! Audiences: the customers a campaign may reach, from a CSV or YAML file.
+//!
+//! CSV: a header row naming `email` and optionally `name`, `language`, `timezone`,
+//! `services`; every other column is a template variable. YAML: a list of maps with the
+//! same keys. A row is checked whole (address, header injection through CR/LF, language,
+//! time zone, service ids, variables); a bad row is reported with its line and left out,
+//! never dropped silently. Rows with the same address are merged into one recipient
+//! subscribed to the union of their services.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::config::locate::{Locations, Path as YamlPath};
+use crate::config::{Audience, valid_language};
+
+/// One customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// Line of the file it came from (the first, when merged).
+    pub line: usize,
+    pub email: String,
+    pub name: String,
+    pub language: String,
+    pub timezone: String,
+    /// Service ids the customer follows; empty means all.
+    pub services: Vec<String>,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Recipient {
+    pub fn follows(&self, service: &str) -> bool {
+        self.services.is_empty() || self.services.iter().any(|s| s == service)
+    }
+}
+
+/// A problem with one row (or the header), at a place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowIssue {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// An audience file read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub recipients: Vec<Recipient>,
+    /// Rows left out, with why.
+    pub errors: Vec<RowIssue>,
+    /// Rows kept with a remark (duplicates merged).
+    pub warnings: Vec<RowIssue>,
+}
+
+const KNOWN: [&str; 5] = ["email", "name", "language", "timezone", "services"];
+
+/// Reads the audience file. `services` are the config's service ids, which the
+/// `services` column must name. Fails only when the file cannot be read at all.
+pub fn load(audience: &Audience, services: &[String]) -> Result<Loaded, String> {
+    let (path, csv) = match audience {
+        Audience::Csv(p) => (p, true),
+        Audience::Yaml(p) => (p, false),
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read audience file {}: {e}", path.display()))?;
+    Ok(if csv {
+        from_csv(&text, services)
+    } else {
+        from_yaml(&text, services)
+    })
+}
+
+/// The file an audience is read from.
+pub fn file_of(audience: &Audience) -> &Path {
+    match audience {
+        Audience::Csv(p) | Audience::Yaml(p) => p,
+    }
+}
+
+struct Row {
+    line: usize,
+    fields: Vec<(String, String, usize)>,
+}
+
+fn from_csv(text: &str, services: &[String]) -> Loaded {
+    let mut out = Loaded::default();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            out.errors.push(RowIssue {
+                line: 1,
+                col: 1,
+                message: format!("cannot read the header row: {e}"),
+            });
+            return out;
+        }
+    };
+    let names: Vec<String> = headers.iter().map(|h| h.to_lowercase()).collect();
+    if !names.iter().any(|n| n == "email") {
+        out.errors.push(RowIssue {
+            line: 1,
+            col: 1,
+            message: format!(
+                "the header row has no `email` column (found: {}); the first row must name the columns, e.g. email,name,language,timezone,services",
+                names.join(", ")
+            ),
+        });
+        return out;
+    }
+    let mut col = 1;
+    for n in &names {
+        if !KNOWN.contains(&n.as_str()) && !valid_var(n) {
+            out.errors.push(RowIssue {
+                line: 1,
+                col,
+                message: format!(
+                    "column `{n}` cannot be a template variable: use letters, digits and _ (e.g. `{}`)",
+                    n.chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect::<String>()
+                ),
+            });
+            return out;
+        }
+        col += n.len() + 1;
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        match record {
+            Ok(r) => {
+                let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
+                rows.push(Row {
+                    line,
+                    fields: names
+                        .iter()
+                        .zip(r.iter())
+                        .map(|(n, v)| (n.clone(), v.to_string(), 1))
+                        .collect(),
+                });
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                let message = match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => format!(
+                        "this row has {len} fields, the header has {expected_len}: quote values that contain commas"
+                    ),
+                    csv::ErrorKind::Utf8 { .. } => "this row is not valid UTF-8".to_string(),
+                    _ => format!("unreadable row: {e}"),
+                };
+                out.errors.push(RowIssue {
+                    line,
+                    col: 1,
+                    message,
+                });
+            }
+        }
+    }
+    finish(rows, services, out)
+}
+
+fn from_yaml(text: &str, services: &[String]) -> Loaded {
+    let mut out = Loaded::default();
+    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            out.errors.push(RowIssue {
+                line,
+                col,
+                message: format!("not valid YAML: {e}"),
+            });
+            return out;
+        }
+    };
+    let locs = Locations::parse(text);
+    let Some(list) = value.as_sequence() else {
+        out.errors.push(RowIssue {
+            line: 1,
+            col: 1,
+            message: "an audience YAML file is a list of recipients: `- { email: ana@example.com, name: Ana }`".into(),
+        });
+        return out;
+    };
+    let mut rows = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let p = YamlPath::root().index(i);
+        let pos = locs.value(&p);
+        let Some(map) = item.as_mapping() else {
+            out.errors.push(RowIssue {
+                line: pos.line,
+                col: pos.col,
+                message: "a recipient is a map with at least `email`".into(),
+            });
+            continue;
+        };
+        let mut fields = Vec::new();
+        let mut bad = false;
+        for (k, v) in map {
+            let key = k.as_str().unwrap_or_default().to_lowercase();
+            let kpos = locs.value(&p.key(&key));
+            let text = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                serde_yaml::Value::Null => String::new(),
+                serde_yaml::Value::Sequence(items) if key == "services" => items
+                    .iter()
+                    .filter_map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => {
+                    out.errors.push(RowIssue {
+                        line: kpos.line,
+                        col: kpos.col,
+                        message: format!("`{key}` must be text"),
+                    });
+                    bad = true;
+                    continue;
+                }
+            };
+            if !KNOWN.contains(&key.as_str()) && !valid_var(&key) {
+                out.errors.push(RowIssue {
+                    line: kpos.line,
+                    col: kpos.col,
+                    message: format!(
+                        "`{key}` cannot be a template variable: use letters, digits and _"
+                    ),
+                });
+                bad = true;
+            }
+            fields.push((key, text, kpos.col));
+        }
+        if !bad {
+            rows.push(Row {
+                line: pos.line,
+                fields,
+            });
+        }
+    }
+    finish(rows, services, out)
+}
+
+fn finish(rows: Vec<Row>, services: &[String], mut out: Loaded) -> Loaded {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        match check_row(&row, services) {
+            Err(message) => out.errors.push(RowIssue {
+                line: row.line,
+                col: 1,
+                message,
+            }),
+            Ok(r) => {
+                let key = crate::store::address_key(&r.email);
+                if let Some(&i) = seen.get(&key) {
+                    let first = &mut out.recipients[i];
+                    out.warnings.push(RowIssue {
+                        line: r.line,
+                        col: 1,
+                        message: format!(
+                            "{} is also on line {}: merged into one recipient",
+                            r.email, first.line
+                        ),
+                    });
+                    if first.services.is_empty() || r.services.is_empty() {
+                        first.services.clear();
+                    } else {
+                        for s in r.services {
+                            if !first.services.contains(&s) {
+                                first.services.push(s);
+                            }
+                        }
+                    }
+                } else {
+                    seen.insert(key, out.recipients.len());
+                    out.recipients.push(r);
+                }
+            }
+        }
+    }
+    out.errors.sort_by_key(|e| (e.line, e.col));
+    out
+}
+
+fn check_row(row: &Row, services: &[String]) -> Result<Recipient, String> {
+    let get = |k: &str| {
+        row.fields
+            .iter()
+            .find(|(n, _, _)| n == k)
+            .map(|(_, v, _)| v.as_str())
+            .unwrap_or("")
+    };
+    for (k, v, _) in &row.fields {
+        if v.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "`{k}` holds a line break or control character (a header injection attempt?): the row is left out"
+            ));
+        }
+    }
+    let email = get("email");
+    if email.is_empty() {
+        return Err("no email address".into());
+    }
+    if email.parse::<lettre::Address>().is_err() {
+        return Err(format!(
+            "`{email}` is not an email address (expected e.g. ana@example.com)"
+        ));
+    }
+    let language = match get("language") {
+        "" => "en".to_string(),
+        l => l.to_lowercase(),
+    };
+    if !valid_language(&language) {
+        return Err(format!(
+            "language `{language}` is not a language code such as en, pl or sv"
+        ));
+    }
+    let timezone = match get("timezone") {
+        "" => "UTC".to_string(),
+        t => t.to_string(),
+    };
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(format!(
+            "time zone `{timezone}` is unknown: use an IANA name such as Europe/Warsaw or America/New_York"
+        ));
+    }
+    let mut subscribed = Vec::new();
+    for s in get("services")
+        .split(|c: char| c == ';' || c == '|' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        if !services.iter().any(|k| k == s) {
+            return Err(format!(
+                "service `{s}` is not in the config (services: {})",
+                services.join(", ")
+            ));
+        }
+        subscribed.push(s.to_string());
+    }
+    let vars = row
+        .fields
+        .iter()
+        .filter(|(n, _, _)| !KNOWN.contains(&n.as_str()))
+        .map(|(n, v, _)| (n.clone(), v.clone()))
+        .collect();
+    Ok(Recipient {
+        line: row.line,
+        email: email.to_string(),
+        name: get("name").to_string(),
+        language,
+        timezone,
+        services: subscribed,
+        vars,
+    })
+}
+
+fn valid_var(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> Vec<String> {
+        vec!["shop".into(), "api".into()]
+    }
+
+    #[test]
+    fn csv_rows_are_checked_merged_and_reported_by_line() {
+        let text = "email,name,language,timezone,services,plan\n\
+            ana@example.com,Ana,pl,Europe/Warsaw,shop,gold\n\
+            bob@example.com,\"Bob, Jr.\",sv,Europe/Stockholm,,silver\n\
+            not-an-address,X,en,UTC,,\n\
+            eve@example.com,\"Eve\r\nBcc: all@example.com\",en,UTC,,\n\
+            ANA@example.com,Ana again,pl,Europe/Warsaw,api,gold\n\
+            carl@example.com,Carl,en,Mars/Olympus,,\n\
+            dan@example.com,Dan,en,UTC,warehouse,\n\
+            short@example.com,Short\n";
+        let l = from_csv(text, &ids());
+        let emails: Vec<&str> = l.recipients.iter().map(|r| r.email.as_str()).collect();
+        assert_eq!(emails, ["ana@example.com", "bob@example.com"]);
+        assert_eq!(l.recipients[0].services, ["shop", "api"]);
+        assert_eq!(l.recipients[0].vars["plan"], "gold");
+        assert_eq!(l.recipients[1].name, "Bob, Jr.");
+        assert!(l.recipients[1].follows("api"));
+        let lines: Vec<usize> = l.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4, 5, 8, 9, 10], "{:?}", l.errors);
+        assert!(l.errors[4].message.contains("2 fields, the header has 6"));
+        assert!(l.errors[1].message.contains("header injection"));
+        assert!(l.errors[2].message.contains("Mars/Olympus"));
+        assert!(l.errors[3].message.contains("service `warehouse`"));
+        assert_eq!(l.warnings.len(), 1);
+        assert_eq!(l.warnings[0].line, 7);
+    }
+
+    #[test]
+    fn a_csv_without_an_email_column_is_refused_whole() {
+        let l = from_csv("mail,name\na@example.com,A\n", &ids());
+        assert!(l.recipients.is_empty());
+        assert!(l.errors[0].message.contains("no `email` column"));
+        let l = from_csv("email,first name\na@example.com,A\n", &ids());
+        assert!(l.errors[0].message.contains("`first_name`"), "{:?}", l.errors);
+    }
+
+    #[test]
+    fn yaml_audiences_take_the_same_rows() {
+        let text = "- { email: ana@example.com, name: Ana, language: pl, services: [shop] }\n\
+                    - email: bob@example.com\n  timezone: Nowhere/City\n\
+                    - just a string\n";
+        let l = from_yaml(text, &ids());
+        assert_eq!(l.recipients.len(), 1);
+        assert_eq!(l.recipients[0].services, ["shop"]);
+        assert_eq!(l.recipients[0].timezone, "UTC");
+        let lines: Vec<usize> = l.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4], "{:?}", l.errors);
+    }
+}

@@ -1,0 +1,429 @@
+//! Templates for customer mails and pages (minijinja): `<lang>/{outage,update,recovery}`
+//! `.{subject,txt,html}` and `<lang>/{placeholder,status}.html`, shipped for en, pl and sv
+//! and embedded in the binary. A `campaigns.templates` directory replaces any of them file
+//! by file, and adds languages. HTML is escaped automatically; subjects are one line.
+//!
+//! Loading checks every template: syntax, and that outage and update messages can never
+//! be vague: rendered with an ETA they must state it, rendered without one they must state
+//! the next-update time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Locale, Utc};
+use minijinja::Environment;
+use serde::Serialize;
+
+use crate::store::CampaignKind;
+
+macro_rules! shipped {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../templates/", $name)))),*]
+    };
+}
+
+/// The templates in the binary: (name, text).
+const SHIPPED: &[(&str, &str)] = shipped!(
+    "_mail.html",
+    "_page.html",
+    "en/outage.subject",
+    "en/outage.txt",
+    "en/outage.html",
+    "en/update.subject",
+    "en/update.txt",
+    "en/update.html",
+    "en/recovery.subject",
+    "en/recovery.txt",
+    "en/recovery.html",
+    "en/placeholder.html",
+    "en/status.html",
+    "pl/outage.subject",
+    "pl/outage.txt",
+    "pl/outage.html",
+    "pl/update.subject",
+    "pl/update.txt",
+    "pl/update.html",
+    "pl/recovery.subject",
+    "pl/recovery.txt",
+    "pl/recovery.html",
+    "pl/placeholder.html",
+    "pl/status.html",
+    "sv/outage.subject",
+    "sv/outage.txt",
+    "sv/outage.html",
+    "sv/update.subject",
+    "sv/update.txt",
+    "sv/update.html",
+    "sv/recovery.subject",
+    "sv/recovery.txt",
+    "sv/recovery.html",
+    "sv/placeholder.html",
+    "sv/status.html",
+);
+
+/// Every file a language needs.
+pub const PER_LANGUAGE: [&str; 11] = [
+    "outage.subject",
+    "outage.txt",
+    "outage.html",
+    "update.subject",
+    "update.txt",
+    "update.html",
+    "recovery.subject",
+    "recovery.txt",
+    "recovery.html",
+    "placeholder.html",
+    "status.html",
+];
+
+/// A template that cannot be used, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateIssue {
+    /// The file (the override's path, or `templates/<name> (built in)`).
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for TemplateIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:1: {}", self.file, self.line, self.message)
+    }
+}
+
+pub struct Templates {
+    env: Environment<'static>,
+    languages: BTreeSet<String>,
+}
+
+/// A rendered mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Templates {
+    /// Loads the shipped templates and the overrides in `dir`, and checks them all.
+    pub fn load(dir: Option<&Path>) -> Result<Templates, Vec<TemplateIssue>> {
+        let mut sources: BTreeMap<String, (String, String)> = SHIPPED
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    (t.to_string(), format!("templates/{n} (built in)")),
+                )
+            })
+            .collect();
+        let mut issues = Vec::new();
+        if let Some(dir) = dir {
+            for (name, path) in files_under(dir) {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        sources.insert(name, (text, path.display().to_string()));
+                    }
+                    Err(e) => issues.push(TemplateIssue {
+                        file: path.display().to_string(),
+                        line: 1,
+                        message: format!("cannot read: {e}"),
+                    }),
+                }
+            }
+        }
+        let languages: BTreeSet<String> = sources
+            .keys()
+            .filter_map(|n| n.split_once('/').map(|(l, _)| l.to_string()))
+            .collect();
+        let mut env = Environment::new();
+        let files: BTreeMap<String, String> = sources
+            .iter()
+            .map(|(n, (_, f))| (n.clone(), f.clone()))
+            .collect();
+        for (name, (text, file)) in sources {
+            if let Err(e) = env.add_template_owned(name, text) {
+                issues.push(TemplateIssue {
+                    file,
+                    line: e.line().unwrap_or(1),
+                    message: e.to_string(),
+                });
+            }
+        }
+        for lang in &languages {
+            for f in PER_LANGUAGE {
+                let name = format!("{lang}/{f}");
+                if !files.contains_key(&name) {
+                    issues.push(TemplateIssue {
+                        file: dir
+                            .map(|d| d.join(&name).display().to_string())
+                            .unwrap_or(name.clone()),
+                        line: 1,
+                        message: format!(
+                            "language `{lang}` lacks `{f}`: every language needs {}",
+                            PER_LANGUAGE.join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+        let t = Templates { env, languages };
+        if issues.is_empty() {
+            issues.extend(t.check(&files));
+        }
+        if issues.is_empty() { Ok(t) } else { Err(issues) }
+    }
+
+    /// The languages templates exist for.
+    pub fn languages(&self) -> &BTreeSet<String> {
+        &self.languages
+    }
+
+    /// `want` when templates exist for it, else its base language (`pt` for `pt-BR`),
+    /// else English.
+    pub fn language<'a>(&'a self, want: &'a str) -> &'a str {
+        if self.languages.contains(want) {
+            return want;
+        }
+        let base = want.split('-').next().unwrap_or("en");
+        if self.languages.contains(base) {
+            base
+        } else {
+            "en"
+        }
+    }
+
+    /// Renders the mail of `kind` in `lang` (falling back as [`Templates::language`]).
+    pub fn mail<S: Serialize>(
+        &self,
+        kind: CampaignKind,
+        lang: &str,
+        ctx: &S,
+    ) -> Result<Rendered, String> {
+        let lang = self.language(lang);
+        let render = |ext: &str| {
+            let name = format!("{lang}/{}.{ext}", kind.as_str());
+            self.env
+                .get_template(&name)
+                .and_then(|t| t.render(val(ctx)))
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        let subject = render("subject")?;
+        Ok(Rendered {
+            // One line, whatever the variables held: no header can be smuggled in.
+            subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
+            text: render("txt")?,
+            html: render("html")?,
+        })
+    }
+
+    /// Renders the page `name` (`placeholder` or `status`) in `lang`.
+    pub fn page<S: Serialize>(&self, name: &str, lang: &str, ctx: &S) -> Result<String, String> {
+        let name = format!("{}/{name}.html", self.language(lang));
+        self.env
+            .get_template(&name)
+            .and_then(|t| t.render(val(ctx)))
+            .map_err(|e| format!("{name}: {e}"))
+    }
+
+    /// Renders every language's outage and update mails with an ETA and without one, and
+    /// refuses any that leaves out what it promises. Pages and recovery mails must render.
+    fn check(&self, files: &BTreeMap<String, String>) -> Vec<TemplateIssue> {
+        let mut issues = Vec::new();
+        // Unusual instants, so that a match cannot be a coincidence.
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_942_125_420); // in July 2031
+        let eta = started + Duration::from_secs(3 * 86_400 + 2 * 3600 + 23 * 60);
+        let next = started + Duration::from_secs(86_400 + 4 * 3600 + 41 * 60);
+        let tz = "Asia/Kathmandu";
+        for lang in &self.languages {
+            for kind in [CampaignKind::Outage, CampaignKind::Update] {
+                for (with_eta, want) in [(true, eta), (false, next)] {
+                    let ctx = sample(lang, tz, started, with_eta.then_some(eta), Some(next));
+                    let clock = local_clock(want, tz);
+                    for ext in ["txt", "html"] {
+                        let name = format!("{lang}/{}.{ext}", kind.as_str());
+                        match self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
+                            Err(e) => issues.push(issue(files, &name, &e)),
+                            Ok(text) if !text.contains(&clock) => issues.push(TemplateIssue {
+                                file: files[&name].clone(),
+                                line: 1,
+                                message: if with_eta {
+                                    "with an ETA set, this message does not state it: use {{ eta }} (or {{ eta_time }}) where no ETA is known it must state {{ next_update }}".into()
+                                } else {
+                                    "without an ETA, this message does not commit to a next-update time: use {{ next_update }} when {{ eta }} is empty, never leave customers with \"we don't know\"".into()
+                                },
+                            }),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            }
+            let ctx = sample(lang, tz, started, None, Some(next));
+            for name in ["recovery.subject", "recovery.txt", "recovery.html", "outage.subject", "update.subject"] {
+                let name = format!("{lang}/{name}");
+                if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
+                    issues.push(issue(files, &name, &e));
+                }
+            }
+            for page in ["placeholder", "status"] {
+                let name = format!("{lang}/{page}.html");
+                if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
+                    issues.push(issue(files, &name, &e));
+                }
+            }
+        }
+        issues
+    }
+}
+
+fn issue(files: &BTreeMap<String, String>, name: &str, e: &minijinja::Error) -> TemplateIssue {
+    // Errors inside a parent template (`{% extends %}`) name that one.
+    let at = e.name().unwrap_or(name);
+    TemplateIssue {
+        file: files.get(at).cloned().unwrap_or_else(|| at.to_string()),
+        line: e.line().unwrap_or(1),
+        message: format!("{e:#}").lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+/// A context with every variable the shipped templates use, for checking.
+fn sample(
+    lang: &str,
+    tz: &str,
+    started: SystemTime,
+    eta: Option<SystemTime>,
+    next: Option<SystemTime>,
+) -> minijinja::Value {
+    let ended = started + Duration::from_secs(4 * 3600 + 7 * 60);
+    minijinja::context! {
+        language => lang,
+        customer => minijinja::context! { name => "Ana", email => "ana@example.com" },
+        service => minijinja::context! { id => "shop", name => "Web shop" },
+        company => val(crate::config::Company {
+            name: "Example".into(),
+            phone: Some("+1 555 0100".into()),
+            email: Some("help@example.com".into()),
+            website: Some("https://example.com".into()),
+        }),
+        started => local_time(started, tz, lang),
+        eta => eta.map(|t| local_time(t, tz, lang)),
+        eta_time => eta.map(|t| local_clock(t, tz)),
+        next_update => next.map(|t| local_time(t, tz, lang)),
+        next_update_time => next.map(|t| local_clock(t, tz)),
+        ended => local_time(ended, tz, lang),
+        duration => duration_text(Duration::from_secs(4 * 3600 + 7 * 60)),
+        status_url => "https://status.example.com/status",
+        unsubscribe_url => "https://status.example.com/unsubscribe?t=x",
+        problem => "unreachable",
+        generated => local_time(started, tz, lang),
+        timezone => tz,
+        overall => "degraded",
+        services => Vec::<minijinja::Value>::new(),
+        incidents => Vec::<minijinja::Value>::new(),
+        maintenance => Vec::<minijinja::Value>::new(),
+        resolved => Vec::<minijinja::Value>::new(),
+    }
+}
+
+/// Every file under `dir`, named by its path relative to it with `/`.
+fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                let name = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((name, p));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A template value from anything serializable.
+pub fn val<S: Serialize>(s: S) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(s))
+}
+
+fn zone(tz: &str) -> chrono_tz::Tz {
+    tz.parse().unwrap_or(chrono_tz::UTC)
+}
+
+fn locale(lang: &str) -> (Locale, &'static str) {
+    match lang.split('-').next().unwrap_or("en") {
+        "pl" => (Locale::pl_PL, "%A, %-d %B %Y, %H:%M %Z"),
+        "sv" => (Locale::sv_SE, "%A %-d %B %Y kl. %H:%M %Z"),
+        "de" => (Locale::de_DE, "%A, %-d. %B %Y, %H:%M %Z"),
+        "fr" => (Locale::fr_FR, "%A %-d %B %Y, %H:%M %Z"),
+        "es" => (Locale::es_ES, "%A %-d de %B de %Y, %H:%M %Z"),
+        _ => (Locale::en_GB, "%A %-d %B %Y, %H:%M %Z"),
+    }
+}
+
+/// `t` in the time zone `tz` (IANA; UTC when unknown), worded in `lang`:
+/// "Monday 23 November 2026, 14:00 CET", "poniedziałek, 23 listopada 2026, 14:00 CET".
+pub fn local_time(t: SystemTime, tz: &str, lang: &str) -> String {
+    let (loc, fmt) = locale(lang);
+    DateTime::<Utc>::from(t)
+        .with_timezone(&zone(tz))
+        .format_localized(fmt, loc)
+        .to_string()
+}
+
+/// The wall-clock time `HH:MM` of `t` in `tz`.
+pub fn local_clock(t: SystemTime, tz: &str) -> String {
+    DateTime::<Utc>::from(t)
+        .with_timezone(&zone(tz))
+        .format("%H:%M")
+        .to_string()
+}
+
+/// "3 h 12 min", "45 min", "2 d 4 h": understood in every shipped language.
+pub fn duration_text(d: Duration) -> String {
+    let m = d.as_secs().div_ceil(60);
+    let (days, h, min) = (m / 1440, m / 60 % 24, m % 60);
+    match (days, h, min) {
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_local_and_in_the_recipients_language() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_438_800); // 2026-11-23 13:00 UTC
+        assert_eq!(local_time(t, "Europe/Warsaw", "en"), "Monday 23 November 2026, 14:00 CET");
+        assert_eq!(local_time(t, "Europe/Warsaw", "pl"), "poniedziałek, 23 listopada 2026, 14:00 CET");
+        assert_eq!(local_time(t, "Europe/Stockholm", "sv"), "måndag 23 november 2026 kl. 14:00 CET");
+        assert_eq!(local_time(t, "America/New_York", "en"), "Monday 23 November 2026, 08:00 EST");
+        assert_eq!(local_clock(t, "Nowhere/Else"), "13:00");
+        assert_eq!(duration_text(Duration::from_secs(3 * 3600 + 11 * 60 + 5)), "3 h 12 min");
+        assert_eq!(duration_text(Duration::from_secs(50 * 3600)), "2 d 2 h");
+    }
+
+    #[test]
+    fn the_shipped_templates_load_and_commit_to_a_time() {
+        let t = Templates::load(None).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(t.languages().iter().cloned().collect::<Vec<_>>(), ["en", "pl", "sv"]);
+        assert_eq!(t.language("pl"), "pl");
+        assert_eq!(t.language("sv-FI"), "sv");
+        assert_eq!(t.language("de"), "en");
+    }
+}

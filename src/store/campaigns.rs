@@ -1,0 +1,485 @@
+//! Customer campaigns in the store: a campaign is expanded into one row per recipient in
+//! the transaction that creates it, and each row moves `pending` → `sent` | `failed` |
+//! `cancelled` exactly once. Creation is keyed by the outbox item that decided it, so a
+//! decision carried out twice (a crash before it was marked done) makes one campaign.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
+
+use super::{SqliteStore, StoreError, from_secs, secs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignKind {
+    /// "We are down", with the ETA or a next-update time.
+    Outage,
+    /// The ETA changed, or the promised time came while still down.
+    Update,
+    /// "We are back", to exactly those who got the outage mail.
+    Recovery,
+}
+
+impl CampaignKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignKind::Outage => "outage",
+            CampaignKind::Update => "update",
+            CampaignKind::Recovery => "recovery",
+        }
+    }
+
+    fn parse(s: &str) -> CampaignKind {
+        match s {
+            "update" => CampaignKind::Update,
+            "recovery" => CampaignKind::Recovery,
+            _ => CampaignKind::Outage,
+        }
+    }
+}
+
+/// One recipient as a campaign is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecipient {
+    pub email: String,
+    pub name: String,
+    pub language: String,
+    pub timezone: String,
+    /// Extra columns of the audience, as template variables.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Recipients by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.pending + self.sent + self.failed + self.cancelled
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CampaignRecord {
+    pub id: i64,
+    pub incident: i64,
+    pub service: String,
+    pub kind: CampaignKind,
+    pub audience: String,
+    #[serde(serialize_with = "super::unix")]
+    pub created: SystemTime,
+    /// Audience rows left out: opted out, or invalid (see `note`).
+    pub opted_out: u64,
+    pub invalid: u64,
+    pub note: String,
+    pub counts: Counts,
+    #[serde(serialize_with = "super::unix_opt")]
+    pub first_sent: Option<SystemTime>,
+    #[serde(serialize_with = "super::unix_opt")]
+    pub last_sent: Option<SystemTime>,
+    /// Messages accepted in the last minute.
+    pub sent_last_minute: u64,
+}
+
+/// What rendering a campaign's messages needs, read fresh: pending outage mails carry
+/// the latest promise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignInfo {
+    pub id: i64,
+    pub kind: CampaignKind,
+    pub service: String,
+    pub incident: i64,
+    pub started: SystemTime,
+    pub ended: Option<SystemTime>,
+    pub eta: Option<SystemTime>,
+    pub next_update: Option<SystemTime>,
+}
+
+/// A recipient due to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientJob {
+    pub id: i64,
+    pub campaign: i64,
+    pub email: String,
+    pub name: String,
+    pub language: String,
+    pub timezone: String,
+    pub vars: BTreeMap<String, String>,
+    pub attempts: u32,
+}
+
+/// How one send went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendResult {
+    Sent { id: i64, at: SystemTime },
+    Retry { id: i64, error: String, at: SystemTime },
+    Failed { id: i64, error: String, at: SystemTime },
+}
+
+/// Normalised form of an address for opt-outs and duplicates.
+pub fn address_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+impl SqliteStore {
+    /// Creates the campaign decided by outbox item `outbox_id`, with its recipients, in one
+    /// transaction; opted-out addresses are left out and counted. Returns the campaign's
+    /// id, the existing one when this decision was carried out before.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_campaign(
+        &mut self,
+        outbox_id: i64,
+        incident: i64,
+        service: &str,
+        audience: &str,
+        recipients: &[NewRecipient],
+        invalid: u64,
+        note: &str,
+        now: SystemTime,
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        if let Some(id) = existing(&tx, outbox_id)? {
+            return Ok(id);
+        }
+        tx.execute(
+            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, invalid, note)
+             VALUES (?1, ?2, 'outage', ?3, ?4, ?5, ?6, ?7)",
+            params![incident, service, audience, outbox_id, secs(now), invalid as i64, note],
+        )?;
+        let id = tx.last_insert_rowid();
+        let mut inserted = 0u64;
+        {
+            let mut ins = tx.prepare(
+                "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE NOT EXISTS (SELECT 1 FROM optouts WHERE email = ?8)",
+            )?;
+            for r in recipients {
+                let vars = serde_json::to_string(&r.vars)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                inserted += ins.execute(params![
+                    id,
+                    r.email,
+                    r.name,
+                    r.language,
+                    r.timezone,
+                    vars,
+                    secs(now),
+                    address_key(&r.email)
+                ])? as u64;
+            }
+        }
+        tx.execute(
+            "UPDATE campaigns SET opted_out = ?2 WHERE id = ?1",
+            params![id, recipients.len() as u64 - inserted],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Creates an update or recovery campaign of `incident` for everyone its outage mail
+    /// reached (and who has not opted out since). A recovery also cancels every outage and
+    /// update mail not yet sent: after recovery, "we are down" would be false.
+    pub fn create_followup(
+        &mut self,
+        outbox_id: i64,
+        incident: i64,
+        kind: CampaignKind,
+        now: SystemTime,
+    ) -> Result<Option<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        if let Some(id) = existing(&tx, outbox_id)? {
+            return Ok(Some(id));
+        }
+        let outage: Option<(i64, String, String)> = tx
+            .query_row(
+                "SELECT id, service, audience FROM campaigns WHERE incident_id = ?1 AND kind = 'outage' ORDER BY id LIMIT 1",
+                [incident],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((outage, service, audience)) = outage else {
+            // Customers were never mailed (no audience, or the campaign was refused).
+            return Ok(None);
+        };
+        if kind == CampaignKind::Recovery {
+            tx.execute(
+                "UPDATE recipients SET status = 'cancelled', last_error = 'the service recovered first'
+                 WHERE status = 'pending' AND campaign_id IN (SELECT id FROM campaigns WHERE incident_id = ?1)",
+                [incident],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![incident, service, kind.as_str(), audience, outbox_id, secs(now)],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+             SELECT ?1, email, name, language, timezone, vars, ?3 FROM recipients r
+             WHERE campaign_id = ?2 AND status = 'sent'
+               AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
+            params![id, outage, secs(now)],
+        )?;
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// Pending recipients due at `now` with an id above `after`, in id order.
+    pub fn due_recipients(
+        &self,
+        now: SystemTime,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<RecipientJob>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, campaign_id, email, name, language, timezone, vars, attempts FROM recipients
+             WHERE status = 'pending' AND next_attempt_at <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![secs(now), after, limit as i64], |r| {
+            Ok((
+                RecipientJob {
+                    id: r.get(0)?,
+                    campaign: r.get(1)?,
+                    email: r.get(2)?,
+                    name: r.get(3)?,
+                    language: r.get(4)?,
+                    timezone: r.get(5)?,
+                    vars: BTreeMap::new(),
+                    attempts: r.get(7)?,
+                },
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut job, vars) = row?;
+            job.vars = serde_json::from_str(&vars).map_err(|e| StoreError::Corrupt {
+                what: format!("variables of recipient {}", job.id),
+                detail: e.to_string(),
+            })?;
+            out.push(job);
+        }
+        Ok(out)
+    }
+
+    /// The earliest time a pending recipient is due, if any.
+    pub fn next_recipient_due(&self) -> Result<Option<SystemTime>, StoreError> {
+        let t: Option<f64> = self.conn.query_row(
+            "SELECT min(next_attempt_at) FROM recipients WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(t.map(from_secs))
+    }
+
+    /// Records how sends went, in one transaction. A recipient of an outage mail accepted
+    /// after its incident's recovery campaign was made joins that campaign, so everyone
+    /// told of the outage hears of the recovery.
+    pub fn record_sends(&mut self, results: &[SendResult]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut sent = tx.prepare_cached(
+                "UPDATE recipients SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL
+                 WHERE id = ?1 AND status IN ('pending', 'cancelled')",
+            )?;
+            let mut join = tx.prepare_cached(
+                "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+                 SELECT rc.id, r.email, r.name, r.language, r.timezone, r.vars, ?2
+                 FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+                 JOIN campaigns rc ON rc.incident_id = c.incident_id AND rc.kind = 'recovery'
+                 WHERE r.id = ?1 AND c.kind = 'outage'
+                   AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE recipients SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+                 WHERE id = ?1 AND status = 'pending'",
+            )?;
+            let mut failed = tx.prepare_cached(
+                "UPDATE recipients SET status = 'failed', attempts = attempts + 1, last_error = ?2, sent_at = ?3
+                 WHERE id = ?1 AND status = 'pending'",
+            )?;
+            for r in results {
+                match r {
+                    SendResult::Sent { id, at } => {
+                        if sent.execute(params![id, secs(*at)])? > 0 {
+                            join.execute(params![id, secs(*at)])?;
+                        }
+                    }
+                    SendResult::Retry { id, error, at } => {
+                        retry.execute(params![id, error, secs(*at)])?;
+                    }
+                    SendResult::Failed { id, error, at } => {
+                        failed.execute(params![id, error, secs(*at)])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A campaign's kind and the promise its messages carry now.
+    pub fn campaign_info(&self, id: i64) -> Result<Option<CampaignInfo>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT c.id, c.kind, c.service, c.incident_id, i.started_at, i.ended_at, i.promised_eta, i.next_update
+                 FROM campaigns c JOIN incidents i ON i.id = c.incident_id WHERE c.id = ?1",
+                [id],
+                |r| {
+                    Ok(CampaignInfo {
+                        id: r.get(0)?,
+                        kind: CampaignKind::parse(&r.get::<_, String>(1)?),
+                        service: r.get(2)?,
+                        incident: r.get(3)?,
+                        started: from_secs(r.get(4)?),
+                        ended: r.get::<_, Option<f64>>(5)?.map(from_secs),
+                        eta: r.get::<_, Option<f64>>(6)?.map(from_secs),
+                        next_update: r.get::<_, Option<f64>>(7)?.map(from_secs),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Campaigns, newest first; those of one incident when given.
+    pub fn campaigns(
+        &self,
+        incident: Option<i64>,
+        now: SystemTime,
+    ) -> Result<Vec<CampaignRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.id, c.incident_id, c.service, c.kind, c.audience, c.created_at, c.opted_out, c.invalid, c.note,
+                    count(r.id) FILTER (WHERE r.status = 'pending'),
+                    count(r.id) FILTER (WHERE r.status = 'sent'),
+                    count(r.id) FILTER (WHERE r.status = 'failed'),
+                    count(r.id) FILTER (WHERE r.status = 'cancelled'),
+                    min(r.sent_at) FILTER (WHERE r.status = 'sent'),
+                    max(r.sent_at) FILTER (WHERE r.status = 'sent'),
+                    count(r.id) FILTER (WHERE r.status = 'sent' AND r.sent_at > ?2)
+             FROM campaigns c LEFT JOIN recipients r ON r.campaign_id = c.id
+             WHERE ?1 IS NULL OR c.incident_id = ?1
+             GROUP BY c.id ORDER BY c.id DESC",
+        )?;
+        let minute_ago = secs(now) - 60.0;
+        let rows = stmt.query_map(params![incident, minute_ago], |r| {
+            Ok(CampaignRecord {
+                id: r.get(0)?,
+                incident: r.get(1)?,
+                service: r.get(2)?,
+                kind: CampaignKind::parse(&r.get::<_, String>(3)?),
+                audience: r.get(4)?,
+                created: from_secs(r.get(5)?),
+                opted_out: r.get::<_, i64>(6)? as u64,
+                invalid: r.get::<_, i64>(7)? as u64,
+                note: r.get(8)?,
+                counts: Counts {
+                    pending: r.get::<_, i64>(9)? as u64,
+                    sent: r.get::<_, i64>(10)? as u64,
+                    failed: r.get::<_, i64>(11)? as u64,
+                    cancelled: r.get::<_, i64>(12)? as u64,
+                },
+                first_sent: r.get::<_, Option<f64>>(13)?.map(from_secs),
+                last_sent: r.get::<_, Option<f64>>(14)?.map(from_secs),
+                sent_last_minute: r.get::<_, i64>(15)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Failed recipients of a campaign with the server's reply, at most `limit`.
+    pub fn failures(&self, campaign: i64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT email, coalesce(last_error, '') FROM recipients WHERE campaign_id = ?1 AND status = 'failed' ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![campaign, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Recipients of every campaign by state.
+    pub fn recipient_counts(&self) -> Result<Counts, StoreError> {
+        let mut c = Counts::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT status, count(*) FROM recipients GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        for row in rows {
+            let (status, n) = row?;
+            match status.as_str() {
+                "pending" => c.pending = n,
+                "sent" => c.sent = n,
+                "failed" => c.failed = n,
+                _ => c.cancelled = n,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Records that `email` wants no more mail; pending mail to it is cancelled. Returns
+    /// false when it had opted out already.
+    pub fn opt_out(&mut self, email: &str, now: SystemTime) -> Result<bool, StoreError> {
+        let key = address_key(email);
+        let tx = self.conn.transaction()?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO optouts (email, at) VALUES (?1, ?2)",
+            params![key, secs(now)],
+        )? > 0;
+        tx.execute(
+            "UPDATE recipients SET status = 'cancelled', last_error = 'opted out'
+             WHERE status = 'pending' AND lower(trim(email)) = ?1",
+            [&key],
+        )?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    pub fn opted_out(&self, email: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM optouts WHERE email = ?1",
+                [address_key(email)],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Open incidents whose customers were told: their placeholder pages stand.
+    pub fn customer_phase_open(&self) -> Result<Vec<super::IncidentRecord>, StoreError> {
+        self.select("WHERE ended_at IS NULL AND customer_phase = 1", [])
+    }
+
+    /// Incidents that overlap `[since, now]`, for uptime history.
+    pub fn incidents_since(&self, since: SystemTime) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, started_at, ended_at FROM incidents WHERE ended_at IS NULL OR ended_at >= ?1",
+        )?;
+        let rows = stmt.query_map([secs(since)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                from_secs(r.get(1)?),
+                r.get::<_, Option<f64>>(2)?.map(from_secs),
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn existing(tx: &Transaction, outbox_id: i64) -> Result<Option<i64>, rusqlite::Error> {
+    tx.query_row(
+        "SELECT id FROM campaigns WHERE outbox_id = ?1",
+        [outbox_id],
+        |r| r.get(0),
+    )
+    .optional()
+}
