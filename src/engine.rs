@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::incident::{Action, Event, Policy, ServiceState, step};
+use crate::incident::{Action, Event, Policy, ServiceState, Status, step};
 use crate::scheduler::Report;
 use crate::store::{SqliteStore, StoreError};
 
@@ -42,6 +42,10 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     /// Woken whenever new actions are in the outbox.
     pub outbox_ready: Arc<Notify>,
+    /// Woken after every decision (the pages follow incidents as they change).
+    pub decided: Arc<Notify>,
+    /// Shared with the campaign sender, which starts nothing while it is true.
+    pub canary_guard: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Engine {
@@ -66,6 +70,8 @@ impl Engine {
             store,
             clock,
             outbox_ready: Arc::new(Notify::new()),
+            decided: Arc::new(Notify::new()),
+            canary_guard: Arc::default(),
         };
         engine.reconfigure(config);
         Ok(engine)
@@ -114,6 +120,17 @@ impl Engine {
         }
     }
 
+    /// Every configured service's status at `now`.
+    pub fn statuses(&self, now: SystemTime) -> std::collections::BTreeMap<String, Status> {
+        self.policies
+            .iter()
+            .map(|(id, policy)| {
+                let st = self.states.get(id).cloned().unwrap_or_default();
+                (id.clone(), st.status(policy, now))
+            })
+            .collect()
+    }
+
     pub fn state(&self, service: &str) -> Option<&ServiceState> {
         self.states.get(service)
     }
@@ -157,6 +174,7 @@ impl Engine {
                 tracing::info!(service, action = ?a, "incident decision");
             }
             self.outbox_ready.notify_one();
+            self.decided.notify_one();
         }
         Ok(actions)
     }
@@ -174,6 +192,8 @@ impl Engine {
                 !self.canaries.is_empty() && self.canaries.values().all(|ok| *ok == Some(false));
             if down != self.canary_down {
                 self.canary_down = down;
+                self.canary_guard
+                    .store(down, std::sync::atomic::Ordering::Relaxed);
                 if down {
                     tracing::error!(
                         "every canary probe fails: the monitor's own network is down; no incident opens and customers are told nothing"

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod audience;
+pub mod campaign;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -124,6 +124,33 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// The one-click unsubscribe URL of `email` (RFC 8058). It does not expire: a
+    /// customer may act on an old mail; it only ever removes that one address.
+    pub fn unsubscribe_url(&self, base: &str, email: &str) -> String {
+        let key = crate::store::address_key(email);
+        let sig = hmac::sign(&self.key, format!("unsubscribe|{key}").as_bytes());
+        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        format!("{base}/unsubscribe?e={e}&s={}", hex(sig.as_ref()))
+    }
+
+    /// The address an unsubscribe link is for, when its signature holds.
+    pub fn verify_unsubscribe(&self, email: &str, sig: &str) -> Result<String, LinkError> {
+        let key = crate::store::address_key(email);
+        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
+        hmac::verify(&self.key, format!("unsubscribe|{key}").as_bytes(), &sig)
+            .map_err(|_| LinkError::BadSignature)?;
+        Ok(key)
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
 /// Expiry for a link made at `now`.
 pub fn expiry(now: SystemTime) -> u64 {
     (now + VALIDITY)

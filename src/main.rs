@@ -22,7 +22,13 @@ use tocsin::probe;
 use tocsin::probe::Secret;
 use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
 use tocsin::store::SqliteStore;
+use tocsin::campaign::Composer;
+use tocsin::campaign::sender::Sender;
+use tocsin::notify::pages::{PageSource, Pages};
+use tocsin::notify::templates::Templates;
 use tocsin::web::api::IncidentApi;
+use tocsin::web::campaigns::CampaignApi;
+use tocsin::web::public::Public;
 use tocsin::web::{self, AppState};
 
 #[derive(Parser)]
@@ -103,6 +109,22 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
+            let (errors, warnings) = tocsin::campaign::preflight(&config);
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            if !errors.is_empty() {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "{}: {} error{} found in templates or audiences",
+                    cli.config.display(),
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" }
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let n = config.probes().count();
             println!(
                 "{}: valid ({} services, {n} probes)",
@@ -231,6 +253,21 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
 
     // Everything that can refuse to start does so before any probe runs.
+    let (errors, warnings) = tocsin::campaign::preflight(&config);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if !errors.is_empty() {
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::bail!(
+            "templates or audiences are not usable (run `tocsin check`):\n{}",
+            text.join("\n")
+        );
+    }
+    let templates = Arc::new(
+        Templates::load(config.campaigns.templates.as_deref())
+            .map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
+    );
     let listen = config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -240,8 +277,15 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let signer = Arc::new(Signer::new(&opened.link_key()?));
     let store = Arc::new(Mutex::new(opened));
     let mailer = Mailer::new(&config.mail, &config.data_dir, &|k| std::env::var(k).ok())?;
+    // Campaigns get their own transport (and connection pool), so staff mail never
+    // waits behind thousands of customer messages.
+    let campaign_mailer = Arc::new(Mailer::new(&config.mail, &config.data_dir, &|k| {
+        std::env::var(k).ok()
+    })?);
     let engine = Engine::new(&config, store.clone(), clock.clone())?;
     let outbox_ready = engine.outbox_ready.clone();
+    let decided = engine.decided.clone();
+    let canary_guard = engine.canary_guard.clone();
     let engine = Arc::new(Mutex::new(engine));
 
     let (tx, rx) = mpsc::channel(1024);
@@ -255,6 +299,42 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx, metrics.clone()));
     let shared = Arc::new(RwLock::new(Arc::new(config)));
     let store_for_api = store.clone();
+    let campaign_ready = Arc::new(tokio::sync::Notify::new());
+    let composer = Arc::new(Composer {
+        templates: templates.clone(),
+        signer: signer.clone(),
+        domain: campaign_mailer.from_domain(),
+    });
+    let sender = Sender {
+        store: store.clone(),
+        mailer: campaign_mailer.clone(),
+        composer: composer.clone(),
+        config: shared.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        ready: campaign_ready.clone(),
+        canary_down: canary_guard,
+    };
+    let page_source = PageSource {
+        engine: engine.clone(),
+        store: store.clone(),
+        templates: templates.clone(),
+        config: shared.clone(),
+        clock: clock.clone(),
+    };
+    let pages = Pages {
+        source: page_source.clone(),
+        metrics: metrics.clone(),
+        ready: decided,
+        http: reqwest::Client::builder()
+            .use_preconfigured_tls(
+                tocsin::probe::tls::client_config_with_roots()
+                    .context("cannot set up TLS for the webhook")?,
+            )
+            .build()
+            .context("cannot build the webhook client")?,
+    };
+    let pages_ready = pages.ready.clone();
     let dispatcher = Dispatcher {
         store,
         mailer,
@@ -263,9 +343,13 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         ready: outbox_ready,
         signer: signer.clone(),
+        campaign_ready,
+        pages_ready,
     };
     let dispatch_stop = CancellationToken::new();
     let dispatch_task = tokio::spawn(dispatcher.run(dispatch_stop.clone()));
+    let sender_task = tokio::spawn(sender.run(dispatch_stop.clone()));
+    let pages_task = tokio::spawn(pages.run(dispatch_stop.clone()));
 
     let mut sched = Scheduler::new(
         tx,
@@ -294,12 +378,26 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         signer,
     };
+    let public = Public {
+        pages: page_source,
+        signer: incidents.signer.clone(),
+        store: incidents.store.clone(),
+        clock: clock.clone(),
+    };
+    let campaigns = CampaignApi {
+        api: incidents.clone(),
+        composer,
+        mailer: campaign_mailer,
+        config: shared.clone(),
+    };
     let state = AppState {
         config: shared.clone(),
         metrics: metrics.clone(),
         latest: latest.clone(),
         clock: clock.clone(),
         incidents: Some(incidents),
+        campaigns: Some(campaigns),
+        public: Some(public),
     };
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -328,6 +426,8 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let _ = engine_task.await;
     dispatch_stop.cancel();
     let _ = dispatch_task.await;
+    let _ = sender_task.await;
+    let _ = pages_task.await;
     server
         .await
         .context("HTTP server task failed")?
@@ -385,6 +485,14 @@ fn reload(r: &mut Running) {
             }
         }
         Ok(new) => {
+            let (errors, _) = tocsin::campaign::preflight(&new);
+            if !errors.is_empty() {
+                r.metrics.config_loaded(false, r.clock.now());
+                for e in &errors {
+                    tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
+                }
+                return;
+            }
             let old = r.config.read().unwrap_or_else(|e| e.into_inner()).clone();
             for (what, changed) in [
                 ("listen", new.listen != old.listen),

@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -34,6 +35,11 @@ pub struct Metrics {
     incident_customer: IntGaugeVec,
     incident_duration: GaugeVec,
     escalation_level: IntGaugeVec,
+    campaign_recipients: IntGaugeVec,
+    campaign_send: Histogram,
+    campaign_refused: IntCounter,
+    pages_published: IntGauge,
+    webhook_failures: IntCounter,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -201,6 +207,53 @@ impl Metrics {
                 "Decided actions not yet carried out.",
             ),
         );
+        let campaign_recipients = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_campaign_recipients",
+                    "Recipients of customer campaigns by state (pending, sent, failed, cancelled).",
+                ),
+                &["state"],
+            ),
+        );
+        let campaign_send = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "tocsin_campaign_send_seconds",
+                    "Time to hand one campaign message to the mail server.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
+            ),
+        );
+        let campaign_refused = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_campaign_refused_total",
+                "Campaigns refused (audience larger than mail.max_campaign_size).",
+            ),
+        );
+        let pages_published = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_placeholder_pages",
+                "Placeholder pages standing now.",
+            ),
+        );
+        let webhook_failures = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_webhook_failures_total",
+                "Page webhook calls that failed (retried).",
+            ),
+        );
+        for state in ["pending", "sent", "failed", "cancelled"] {
+            campaign_recipients.with_label_values(&[state]).set(0);
+        }
         let svc = &["service"];
         let service_state = reg(
             &r,
@@ -289,7 +342,41 @@ impl Metrics {
             incident_customer,
             incident_duration,
             escalation_level,
+            campaign_recipients,
+            campaign_send,
+            campaign_refused,
+            pages_published,
+            webhook_failures,
         }
+    }
+
+    pub fn campaign_recipients(&self, c: &crate::store::Counts) {
+        for (state, n) in [
+            ("pending", c.pending),
+            ("sent", c.sent),
+            ("failed", c.failed),
+            ("cancelled", c.cancelled),
+        ] {
+            self.campaign_recipients
+                .with_label_values(&[state])
+                .set(n as i64);
+        }
+    }
+
+    pub fn campaign_send(&self, d: Duration) {
+        self.campaign_send.observe(d.as_secs_f64());
+    }
+
+    pub fn campaign_refused(&self) {
+        self.campaign_refused.inc();
+    }
+
+    pub fn placeholder_pages(&self, n: usize) {
+        self.pages_published.set(n as i64);
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.inc();
     }
 
     pub fn service(&self, f: &ServiceFigures) {

@@ -80,6 +80,8 @@ fn fixture(token: Option<&str>) -> Fixture {
         latest: Arc::new(Latest::default()),
         clock: Arc::new(SystemClock),
         incidents: Some(incidents),
+        campaigns: None,
+        public: None,
     };
     Fixture { state, _dir: dir }
 }

@@ -82,6 +82,8 @@ async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
         clock: Arc::new(SystemClock),
         ready: engine.outbox_ready.clone(),
         signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
+        campaign_ready: Arc::default(),
+        pages_ready: Arc::default(),
     };
 
     // One canary failing is not enough; both failing is the monitor's own outage.

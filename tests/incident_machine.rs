@@ -24,6 +24,8 @@ fn policy() -> Policy {
         failure_threshold: 3,
         success_threshold: 2,
         customer_threshold: 3 * HOUR,
+        update_every: Duration::from_secs(1800),
+        next_update: Duration::from_secs(3600),
         levels: vec![
             Level {
                 after: Duration::ZERO,
@@ -218,15 +220,130 @@ fn acknowledgement_stops_escalation_and_an_eta_past_the_threshold_starts_the_cus
         ),
         "{actions:?}"
     );
-    // A later ETA change is an update to customers.
+    // A later ETA change is an update to customers, once `update_every` (30 min) has
+    // passed since they were last told; two changes in that time make one update.
     sim.at(2 * HOUR + 10 * MIN);
     let actions = sim.send(Event::Eta {
         eta: sim.now + 3 * HOUR,
         by: "anna".into(),
     });
+    assert_eq!(actions.len(), 1, "held back: {actions:?}");
+    sim.at(2 * HOUR + 20 * MIN);
+    let last_eta = sim.now + 4 * HOUR;
+    sim.send(Event::Eta {
+        eta: last_eta,
+        by: "anna".into(),
+    });
+    sim.at(2 * HOUR + 29 * MIN);
+    assert!(sim.send(Event::Tick).is_empty());
+    sim.at(2 * HOUR + 30 * MIN);
+    assert_eq!(
+        sim.send(Event::Tick),
+        vec![Action::CustomerUpdate {
+            id: 1,
+            eta: Some(last_eta),
+            next_update: None
+        }]
+    );
+    sim.at(3 * HOUR);
+    assert!(sim.send(Event::Tick).is_empty(), "told once");
+}
+
+#[test]
+fn without_an_eta_customers_are_promised_an_update_and_get_it_on_time() {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 3 * HOUR + MIN, false, true);
+    let phase: Vec<&Action> = sim
+        .log
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| matches!(a, Action::CustomerPhase { .. }))
+        .collect();
+    // The failures began at t=0, so the phase starts at 3 h with a promise for 4 h.
+    assert_eq!(
+        phase,
+        vec![&Action::CustomerPhase {
+            id: 1,
+            eta: None,
+            next_update: Some(t0() + 4 * HOUR),
+            because_of_eta: false
+        }]
+    );
+    // Still down when the promised time comes: an update, promising the next hour.
+    sim.run(3 * HOUR + MIN, 5 * HOUR + MIN, false, true);
+    let updates: Vec<(u64, Action)> = sim
+        .log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::CustomerUpdate { .. }))
+        .map(|(t, a)| (t.as_secs() / 60, a.clone()))
+        .collect();
+    assert_eq!(
+        updates,
+        vec![
+            (
+                240,
+                Action::CustomerUpdate {
+                    id: 1,
+                    eta: None,
+                    next_update: Some(t0() + 5 * HOUR)
+                }
+            ),
+            (
+                300,
+                Action::CustomerUpdate {
+                    id: 1,
+                    eta: None,
+                    next_update: Some(t0() + 6 * HOUR)
+                }
+            ),
+        ]
+    );
+    // An ETA that passes while still down is a broken promise: customers hear at once.
+    sim.at(5 * HOUR + 31 * MIN);
+    sim.send(Event::Eta {
+        eta: t0() + 5 * HOUR + 45 * MIN,
+        by: "anna".into(),
+    });
+    sim.run(5 * HOUR + 31 * MIN, 6 * HOUR + 30 * MIN, false, true);
+    let late: Vec<(u64, Option<SystemTime>, Option<SystemTime>)> = sim
+        .log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Action::CustomerUpdate {
+                eta, next_update, ..
+            } if t.as_secs() > 300 * 60 => Some((t.as_secs() / 60, *eta, *next_update)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        late,
+        vec![
+            (331, Some(t0() + 5 * HOUR + 45 * MIN), None),
+            (361, None, Some(t0() + 7 * HOUR + MIN)),
+        ],
+        "the ETA change at 5:31 is told at once (30 min since 5:00); at 6:01 (30 min after the last update) the missed ETA"
+    );
+}
+
+#[test]
+fn no_update_goes_out_while_the_canary_guard_holds() {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 3 * HOUR + MIN, false, true);
+    sim.at(3 * HOUR + 2 * MIN);
+    sim.send(Event::Canary { down: true });
+    sim.run(3 * HOUR + 2 * MIN, 4 * HOUR + 30 * MIN, false, true);
     assert!(
-        matches!(actions[1], Action::CustomerUpdate { .. }),
-        "{actions:?}"
+        !sim.log
+            .iter()
+            .any(|(_, a)| matches!(a, Action::CustomerUpdate { .. })),
+        "held while blind"
+    );
+    sim.at(4 * HOUR + 30 * MIN);
+    sim.send(Event::Canary { down: false });
+    assert!(
+        sim.log
+            .iter()
+            .any(|(t, a)| *t == 4 * HOUR + 30 * MIN && matches!(a, Action::CustomerUpdate { .. }))
     );
 }
 

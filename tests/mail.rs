@@ -20,6 +20,9 @@ fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
         timeout: Duration::from_secs(5),
         allow_plain,
         ca_pem: None,
+        max_campaign_size: 50_000,
+        connections: 4,
+        dkim: None,
     }
 }
 
@@ -29,6 +32,7 @@ fn msg(to: &[&str]) -> Outgoing {
         subject: "[tocsin] Web shop is down".into(),
         text: "Web shop is down since 10:00: status 503, expected 200.".into(),
         html: "<p>Web shop is <b>down</b> since 10:00.</p>".into(),
+        ..Outgoing::default()
     }
 }
 

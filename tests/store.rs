@@ -18,6 +18,8 @@ fn policy() -> Policy {
         failure_threshold: 2,
         success_threshold: 1,
         customer_threshold: Duration::from_secs(3 * 3600),
+        update_every: Duration::from_secs(1800),
+        next_update: Duration::from_secs(3600),
         levels: vec![Level {
             after: Duration::ZERO,
             to: vec!["oncall@example.com".into()],

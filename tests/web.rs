@@ -26,6 +26,8 @@ fn state(yaml: &str) -> AppState {
         latest: Arc::new(Latest::default()),
         clock: Arc::new(SystemClock),
         incidents: None,
+        campaigns: None,
+        public: None,
     }
 }
 

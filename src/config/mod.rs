@@ -53,6 +53,8 @@ pub struct Config {
     pub placeholder_dir: PathBuf,
     /// Language of the placeholder and status pages.
     pub page_language: String,
+    /// IANA time zone of the times on the pages.
+    pub page_timezone: String,
     /// Told when a placeholder is published or withdrawn.
     pub webhook: Option<Webhook>,
     pub campaigns: Campaigns,

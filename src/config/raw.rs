@@ -244,6 +244,8 @@ pub struct RawPages {
     pub placeholder_dir: Option<String>,
     /// Language of the placeholder and status pages.
     pub language: Option<String>,
+    /// IANA time zone of the times on the pages.
+    pub timezone: Option<String>,
     pub webhook: Option<RawWebhook>,
 }
 

@@ -382,6 +382,14 @@ pub(super) fn resolve(
     if !valid_language(&page_language) {
         cx.err(&pp.key("language"), format!("`language` is a language code such as en, pl or sv, not `{page_language}`"));
     }
+    let page_timezone = raw
+        .pages
+        .as_ref()
+        .and_then(|p| p.timezone.clone())
+        .unwrap_or_else(|| "UTC".into());
+    if page_timezone.parse::<chrono_tz::Tz>().is_err() {
+        cx.err(&pp.key("timezone"), format!("`timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `{page_timezone}`"));
+    }
     let webhook = raw
         .pages
         .as_ref()
@@ -418,6 +426,7 @@ pub(super) fn resolve(
         audiences,
         placeholder_dir,
         page_language,
+        page_timezone,
         webhook,
         campaigns,
         company,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::campaign::{self, PlanError, Planned};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::lock;
@@ -31,6 +32,10 @@ pub struct Dispatcher {
     pub ready: Arc<Notify>,
     /// Signs the ack and ETA links in staff mails.
     pub signer: Arc<Signer>,
+    /// Woken when a campaign is created.
+    pub campaign_ready: Arc<Notify>,
+    /// Woken when a placeholder may have to change.
+    pub pages_ready: Arc<Notify>,
 }
 
 /// Backoff after `attempts` transient failures: 30 s, 1 min, 2 min, ... up to 15 min.
@@ -76,6 +81,38 @@ impl Dispatcher {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        if matches!(
+            item.action,
+            Action::CustomerPhase { .. }
+                | Action::CustomerUpdate { .. }
+                | Action::Resolve {
+                    customers: true,
+                    ..
+                }
+        ) {
+            self.pages_ready.notify_one();
+            let planned = campaign::plan(&mut lock(&self.store), &config, &item, now);
+            match planned {
+                Ok(Planned::Campaign(id)) => {
+                    tracing::info!(service = %item.service, campaign = id, "customer campaign ready");
+                    self.campaign_ready.notify_one();
+                }
+                Ok(Planned::Nothing) => {}
+                Err(PlanError::Store(e)) => return Err(e),
+                Err(PlanError::Transient(e)) => {
+                    let retry = backoff(item.attempts);
+                    tracing::error!(service = %item.service, error = %e, retry_in = ?retry, "customer campaign cannot be planned yet");
+                    return lock(&self.store).mark_retry(item.id, &e, now + retry);
+                }
+                Err(PlanError::Refused(e)) => {
+                    self.metrics.campaign_refused();
+                    tracing::error!(service = %item.service, error = %e, "customer campaign refused");
+                    if !matches!(item.action, Action::Resolve { .. }) {
+                        return lock(&self.store).mark_failed(item.id, &e, now);
+                    }
+                }
+            }
+        }
         let mail = match self.staff_mail(&config, &item) {
             Some(m) => m,
             None => {

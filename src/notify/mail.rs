@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -17,12 +18,17 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 use crate::config::Mail;
 
 /// A message to send: one sender, its recipients, a subject, and text and HTML bodies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outgoing {
     pub to: Vec<String>,
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// Extra headers (`List-Unsubscribe`, ...), by name.
+    pub headers: Vec<(&'static str, String)>,
+    /// A fixed Message-ID (without brackets), so a message sent again after a crash is
+    /// recognisably the same one; a fresh one when None.
+    pub message_id: Option<String>,
 }
 
 /// Why a message was not sent.
@@ -49,6 +55,7 @@ pub struct Mailer {
     from: Mailbox,
     deadline: Duration,
     spool: Option<PathBuf>,
+    dkim: Option<lettre::message::dkim::DkimConfig>,
 }
 
 impl Mailer {
@@ -73,6 +80,7 @@ impl Mailer {
                 from,
                 deadline: mail.timeout,
                 spool: Some(dir),
+                dkim: dkim_config(mail)?,
             });
         };
         let host = url
@@ -98,10 +106,17 @@ impl Mailer {
             (false, false) => Tls::Required(params),
             (false, true) => Tls::Opportunistic(params),
         };
+        // The pool keeps up to `connections` sessions open; the campaign sender bounds how
+        // many messages are in flight (the pool alone does not).
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
             .port(port)
             .tls(tls)
-            .timeout(Some(mail.timeout));
+            .timeout(Some(mail.timeout))
+            .pool_config(
+                lettre::transport::smtp::PoolConfig::new()
+                    .max_size(mail.connections as u32)
+                    .idle_timeout(Duration::from_secs(30)),
+            );
         match (&mail.username_env, &mail.password_env) {
             (Some(u), Some(p)) => {
                 let user = env(u).ok_or_else(|| {
@@ -128,6 +143,7 @@ impl Mailer {
             from,
             deadline: mail.timeout,
             spool: None,
+            dkim: dkim_config(mail)?,
         })
     }
 
@@ -164,7 +180,16 @@ impl Mailer {
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(msg.subject.clone())
-            .message_id(None);
+            .message_id(msg.message_id.as_ref().map(|id| format!("<{id}>")));
+        for (name, value) in &msg.headers {
+            if value.contains(['\r', '\n']) {
+                return Err(MailError::Permanent(format!("header {name} holds a line break")));
+            }
+            b = b.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value.clone(),
+            ));
+        }
         if msg.to.is_empty() {
             return Err(MailError::Permanent("the message has no recipient".into()));
         }
@@ -174,12 +199,40 @@ impl Mailer {
                 .map_err(|e| MailError::Permanent(format!("recipient {to:?}: {e}")))?;
             b = b.to(mb);
         }
-        b.multipart(MultiPart::alternative_plain_html(
-            msg.text.clone(),
-            msg.html.clone(),
-        ))
-        .map_err(|e| MailError::Permanent(format!("cannot build the message: {e}")))
+        let mut m = b
+            .multipart(MultiPart::alternative_plain_html(
+                msg.text.clone(),
+                msg.html.clone(),
+            ))
+            .map_err(|e| MailError::Permanent(format!("cannot build the message: {e}")))?;
+        if let Some(dkim) = &self.dkim {
+            m.sign(dkim);
+        }
+        Ok(m)
     }
+
+    /// The message exactly as it would be sent (for previews).
+    pub fn formatted(&self, msg: &Outgoing) -> Result<Vec<u8>, MailError> {
+        Ok(self.build(msg)?.formatted())
+    }
+
+    /// The domain of the sender's address (for Message-IDs).
+    pub fn from_domain(&self) -> String {
+        self.from.email.domain().to_string()
+    }
+}
+
+fn dkim_config(mail: &Mail) -> Result<Option<lettre::message::dkim::DkimConfig>, MailError> {
+    let Some(d) = &mail.dkim else {
+        return Ok(None);
+    };
+    let key = crate::config::dkim_key(&d.key_pem)
+        .map_err(|e| MailError::Config(format!("mail.dkim.key_file: {e}")))?;
+    Ok(Some(lettre::message::dkim::DkimConfig::default_config(
+        d.selector.clone(),
+        d.domain.clone(),
+        key,
+    )))
 }
 
 /// 5xx replies are permanent; everything else (4xx, network, TLS, timeouts) may pass later.

@@ -4,5 +4,6 @@
 
 pub mod dispatch;
 pub mod mail;
+pub mod pages;
 pub mod staff;
 pub mod templates;

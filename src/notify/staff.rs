@@ -199,6 +199,7 @@ pub fn render(
         subject,
         text: t,
         html,
+        ..Outgoing::default()
     }
 }
 
@@ -263,5 +264,6 @@ pub fn render_notice(
         subject,
         text,
         html,
+        ..Outgoing::default()
     }
 }

@@ -128,6 +128,16 @@ impl TlsOptions {
     }
 }
 
+/// A plain TLS client configuration (the webpki roots, ring) for tocsin's own outgoing
+/// calls such as webhooks.
+pub fn client_config_with_roots() -> Result<ClientConfig, rustls::Error> {
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))

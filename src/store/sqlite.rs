@@ -200,6 +200,25 @@ impl SqliteStore {
         Ok(key)
     }
 
+    /// A stored setting.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value.as_bytes()],
+        )?;
+        Ok(())
+    }
+
     /// Every service's saved state.
     pub fn load(&self) -> Result<States, StoreError> {
         let mut stmt = self.conn.prepare("SELECT service, state FROM services")?;

@@ -45,7 +45,7 @@ pub fn routes(api: IncidentApi) -> Router {
 }
 
 /// An error the caller can act on, as `{"error": "..."}`.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -83,7 +83,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(api: &IncidentApi, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(api: &IncidentApi, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &api.token else {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,

@@ -4,6 +4,8 @@
 
 pub mod act;
 pub mod api;
+pub mod campaigns;
+pub mod public;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,6 +31,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The incident routes, when an engine runs.
     pub incidents: Option<api::IncidentApi>,
+    /// The campaign routes.
+    pub campaigns: Option<campaigns::CampaignApi>,
+    /// The status page and unsubscribe links.
+    pub public: Option<public::Public>,
 }
 
 impl AppState {
@@ -42,16 +48,24 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     let incidents = state.incidents.clone();
-    let router = Router::new()
+    let campaign_routes = state.campaigns.clone();
+    let public_routes = state.public.clone();
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/v1/probes", get(probes))
         .route("/probe", get(probe_endpoint))
         .with_state(state);
-    match incidents {
-        Some(api) => router.merge(api::routes(api)),
-        None => router,
+    if let Some(api) = incidents {
+        router = router.merge(api::routes(api));
     }
+    if let Some(c) = campaign_routes {
+        router = router.merge(campaigns::routes(c));
+    }
+    if let Some(p) = public_routes {
+        router = router.merge(public::routes(p));
+    }
+    router
 }
 
 const PROM_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,0 +1,356 @@
+//! Customer campaigns: from a customer-phase decision to one durable row per recipient
+//! ([`plan`]), rendering each recipient's message ([`Composer`]), sending them under a
+//! concurrency bound and a rate limit ([`sender`]), and the checks `tocsin check` runs on
+//! audiences and templates ([`preflight`]).
+//!
+//! Who gets what: the outage mail goes to the service's audience (those following the
+//! service, minus opt-outs); updates and the recovery mail go to exactly those the outage
+//! mail reached. A campaign larger than `mail.max_campaign_size` is refused whole.
+
+pub mod sender;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::audience;
+use crate::config::{Config, ConfigError, Service};
+use crate::incident::Action;
+use crate::links::Signer;
+use crate::notify::mail::Outgoing;
+use crate::notify::templates::{Templates, duration_text, local_clock, local_time, val};
+use crate::store::{
+    CampaignInfo, CampaignKind, NewRecipient, OutboxItem, RecipientJob, SqliteStore, StoreError,
+};
+
+/// Why a campaign could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Worth another try (the audience file cannot be read right now).
+    #[error("{0}")]
+    Transient(String),
+    /// Will not work as configured; recorded on the incident.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What planning did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// A campaign (new, or the one made the first time) with its id.
+    Campaign(i64),
+    /// Nothing to send: no audience, or nobody was mailed the outage.
+    Nothing,
+}
+
+/// Turns the customer-side part of an outbox item into a campaign. Idempotent: the same
+/// item planned twice gives the same campaign.
+pub fn plan(
+    store: &mut SqliteStore,
+    config: &Config,
+    item: &OutboxItem,
+    now: SystemTime,
+) -> Result<Planned, PlanError> {
+    let Some(incident) = item.incident else {
+        return Ok(Planned::Nothing);
+    };
+    let kind = match &item.action {
+        Action::CustomerPhase { .. } => CampaignKind::Outage,
+        Action::CustomerUpdate { .. } => CampaignKind::Update,
+        Action::Resolve {
+            customers: true, ..
+        } => CampaignKind::Recovery,
+        _ => return Ok(Planned::Nothing),
+    };
+    if kind != CampaignKind::Outage {
+        return Ok(match store.create_followup(item.id, incident, kind, now)? {
+            Some(id) => Planned::Campaign(id),
+            None => Planned::Nothing,
+        });
+    }
+    let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
+        return Ok(Planned::Nothing);
+    };
+    let Some((name, audience)) = service
+        .audience
+        .as_ref()
+        .and_then(|a| config.audiences.get(a).map(|x| (a, x)))
+    else {
+        tracing::info!(service = %service.id, "customer phase: the service has no audience, so no campaign");
+        return Ok(Planned::Nothing);
+    };
+    let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+    let loaded = audience::load(audience, &ids).map_err(PlanError::Transient)?;
+    let file = audience::file_of(audience).display().to_string();
+    let invalid = loaded.errors.len() as u64;
+    for e in &loaded.errors {
+        tracing::warn!(audience = %name, "{file}:{}: {}; this row is left out", e.line, e.message);
+    }
+    let note = loaded
+        .errors
+        .iter()
+        .take(5)
+        .map(|e| format!("{file}:{}: {}", e.line, e.message))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let recipients: Vec<NewRecipient> = loaded
+        .recipients
+        .into_iter()
+        .filter(|r| r.follows(&service.id))
+        .map(|r| NewRecipient {
+            email: r.email,
+            name: r.name,
+            language: r.language,
+            timezone: r.timezone,
+            vars: r.vars,
+        })
+        .collect();
+    let max = config.mail.max_campaign_size;
+    if recipients.len() as u64 > max {
+        return Err(PlanError::Refused(format!(
+            "audience `{name}` has {} recipients for {}, more than mail.max_campaign_size ({max}): no customer was mailed; raise the limit or narrow the audience",
+            recipients.len(),
+            service.id
+        )));
+    }
+    let id = store.create_campaign(
+        item.id,
+        incident,
+        &service.id,
+        name,
+        &recipients,
+        invalid,
+        &note,
+        now,
+    )?;
+    Ok(Planned::Campaign(id))
+}
+
+/// Renders campaign messages.
+pub struct Composer {
+    pub templates: Arc<Templates>,
+    pub signer: Arc<Signer>,
+    /// Domain of the sender, for Message-IDs.
+    pub domain: String,
+}
+
+impl Composer {
+    /// The message `job`'s recipient gets from campaign `info`, under `config`.
+    pub fn compose(
+        &self,
+        config: &Config,
+        info: &CampaignInfo,
+        job: &RecipientJob,
+    ) -> Result<Outgoing, String> {
+        let service = config.services.iter().find(|s| s.id == info.service);
+        let lang = self.templates.language(&job.language).to_string();
+        let tz = job.timezone.as_str();
+        let ctx = context(
+            config,
+            service,
+            &info.service,
+            info,
+            &lang,
+            tz,
+            &job.name,
+            &job.email,
+            &job.vars,
+            self.signer
+                .unsubscribe_url(&config.public_url, &job.email),
+        );
+        let r = self.templates.mail(info.kind, &lang, &ctx)?;
+        let unsubscribe = self.signer.unsubscribe_url(&config.public_url, &job.email);
+        Ok(Outgoing {
+            to: vec![job.email.clone()],
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+            headers: vec![
+                ("List-Unsubscribe", format!("<{unsubscribe}>")),
+                (
+                    "List-Unsubscribe-Post",
+                    "List-Unsubscribe=One-Click".to_string(),
+                ),
+                ("Auto-Submitted", "auto-generated".to_string()),
+                (
+                    "X-Tocsin-Campaign",
+                    format!("{} {}", info.id, info.kind.as_str()),
+                ),
+            ],
+            message_id: Some(format!("tocsin.{}.{}@{}", info.id, job.id, self.domain)),
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn context(
+    config: &Config,
+    service: Option<&Service>,
+    service_id: &str,
+    info: &CampaignInfo,
+    lang: &str,
+    tz: &str,
+    name: &str,
+    email: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+    unsubscribe_url: String,
+) -> minijinja::Value {
+    let mut customer = vars.clone();
+    customer.insert("name".into(), name.to_string());
+    customer.insert("email".into(), email.to_string());
+    let ended = info.ended.unwrap_or(info.started);
+    minijinja::context! {
+        language => lang,
+        customer => customer,
+        service => minijinja::context! {
+            id => service_id,
+            name => service.map(|s| s.name.as_str()).unwrap_or(service_id),
+        },
+        company => val(&config.company),
+        started => local_time(info.started, tz, lang),
+        eta => info.eta.map(|t| local_time(t, tz, lang)),
+        eta_time => info.eta.map(|t| local_clock(t, tz)),
+        next_update => info.next_update.map(|t| local_time(t, tz, lang)),
+        next_update_time => info.next_update.map(|t| local_clock(t, tz)),
+        ended => local_time(ended, tz, lang),
+        duration => duration_text(ended.duration_since(info.started).unwrap_or_default()),
+        status_url => format!("{}/status", config.public_url),
+        unsubscribe_url => unsubscribe_url,
+    }
+}
+
+/// What `tocsin check` (and start-up) verifies beyond the config file itself: templates
+/// (syntax, and that no message can be vague) and audience files (every row). Errors
+/// refuse the config; warnings (merged duplicates, languages without templates that fall
+/// back to English) are printed and accepted.
+pub fn preflight(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let templates = match Templates::load(config.campaigns.templates.as_deref()) {
+        Ok(t) => Some(t),
+        Err(issues) => {
+            errors.extend(issues.into_iter().map(|i| ConfigError {
+                file: i.file,
+                pos: crate::config::locate::Pos {
+                    line: i.line,
+                    col: 1,
+                },
+                message: i.message,
+            }));
+            None
+        }
+    };
+    if let Some(t) = &templates {
+        if !t.languages().contains(&config.page_language) {
+            warnings.push(ConfigError {
+                file: config.source.display().to_string(),
+                pos: crate::config::locate::Pos { line: 1, col: 1 },
+                message: format!(
+                    "pages.language `{}` has no templates; pages are in English",
+                    config.page_language
+                ),
+            });
+        }
+    }
+    let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+    for (name, a) in &config.audiences {
+        let file = audience::file_of(a).display().to_string();
+        let at = |line: usize, col: usize, message: String| ConfigError {
+            file: file.clone(),
+            pos: crate::config::locate::Pos { line, col },
+            message,
+        };
+        match audience::load(a, &ids) {
+            Err(e) => errors.push(at(1, 1, e)),
+            Ok(l) => {
+                errors.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
+                warnings.extend(l.warnings.into_iter().map(|e| at(e.line, e.col, e.message)));
+                if let Some(t) = &templates {
+                    for r in &l.recipients {
+                        if t.language(&r.language) != r.language
+                            && !r.language.starts_with(t.language(&r.language))
+                        {
+                            warnings.push(at(
+                                r.line,
+                                1,
+                                format!(
+                                    "language `{}` has no templates: {} gets English (add {}/ to campaigns.templates)",
+                                    r.language, r.email, r.language
+                                ),
+                            ));
+                        }
+                    }
+                }
+                let size = config
+                    .services
+                    .iter()
+                    .filter(|s| s.audience.as_deref() == Some(name))
+                    .map(|s| l.recipients.iter().filter(|r| r.follows(&s.id)).count())
+                    .max()
+                    .unwrap_or(0) as u64;
+                if size > config.mail.max_campaign_size {
+                    warnings.push(at(1, 1, format!("audience `{name}` would send {size} mails for one service, more than mail.max_campaign_size ({}): that campaign would be refused", config.mail.max_campaign_size)));
+                }
+            }
+        }
+    }
+    (errors, warnings)
+}
+
+/// A preview of what one recipient would get: the recipient's row from the campaign,
+/// or, when none, from the service's audience.
+pub fn preview(
+    config: &Config,
+    composer: &Composer,
+    info: &CampaignInfo,
+    email: &str,
+    row: Option<RecipientJob>,
+) -> Result<Outgoing, String> {
+    let job = match row {
+        Some(j) => j,
+        None => {
+            let service = config
+                .services
+                .iter()
+                .find(|s| s.id == info.service)
+                .ok_or_else(|| format!("no service `{}`", info.service))?;
+            let audience = service
+                .audience
+                .as_ref()
+                .and_then(|a| config.audiences.get(a))
+                .ok_or_else(|| format!("service `{}` has no audience", service.id))?;
+            let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+            let loaded = audience::load(audience, &ids)?;
+            let key = crate::store::address_key(email);
+            let r = loaded
+                .recipients
+                .into_iter()
+                .find(|r| crate::store::address_key(&r.email) == key)
+                .ok_or_else(|| {
+                    format!(
+                        "{email} is not in the audience of {} (or its row is invalid: run `tocsin check`)",
+                        service.id
+                    )
+                })?;
+            if !r.follows(&service.id) {
+                return Err(format!(
+                    "{email} does not follow {} (services: {})",
+                    service.id,
+                    r.services.join(", ")
+                ));
+            }
+            RecipientJob {
+                id: 0,
+                campaign: info.id,
+                email: r.email,
+                name: r.name,
+                language: r.language,
+                timezone: r.timezone,
+                vars: r.vars,
+                attempts: 0,
+            }
+        }
+    };
+    composer.compose(config, info, &job)
+}

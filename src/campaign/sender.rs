@@ -1,0 +1,233 @@
+//! Sends campaign messages: at most `mail.connections` in flight (a semaphore; lettre's
+//! pool size alone does not bound concurrency), at most `mail.max_per_second` started per
+//! second, each within `mail.timeout`. A 4xx or network failure is retried with backoff,
+//! a 5xx recorded as failed with the server's reply. Results are committed as they come,
+//! in small transactions, so a crash re-sends at most the messages in flight plus those
+//! accepted during the last commit; each carries the same Message-ID as before.
+//! Nothing is started while the canary guard holds.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use governor::{Quota, RateLimiter};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Composer;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::lock;
+use crate::metrics::Metrics;
+use crate::notify::dispatch::backoff;
+use crate::notify::mail::{MailError, Mailer};
+use crate::store::{CampaignInfo, SendResult, SqliteStore};
+
+const BATCH: usize = 512;
+const IDLE: Duration = Duration::from_secs(1);
+
+pub struct Sender {
+    pub store: Arc<Mutex<SqliteStore>>,
+    pub mailer: Arc<Mailer>,
+    pub composer: Arc<Composer>,
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// Woken when a campaign is created.
+    pub ready: Arc<Notify>,
+    /// True while every canary fails: nothing new goes out.
+    pub canary_down: Arc<AtomicBool>,
+}
+
+impl Sender {
+    /// Sends until `cancel`; messages in flight are finished and recorded first.
+    pub async fn run(self, cancel: CancellationToken) {
+        let config = self.config();
+        let limit = Arc::new(Semaphore::new(config.mail.connections));
+        let rate = NonZeroU32::new(config.mail.max_per_second).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN));
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_results(
+            rx,
+            self.store.clone(),
+            self.metrics.clone(),
+            in_flight.clone(),
+        ));
+        let mut after = 0i64;
+        let mut last_pause_log = None::<Instant>;
+        'outer: while !cancel.is_cancelled() {
+            if self.canary_down.load(Ordering::Relaxed) {
+                if last_pause_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!("campaigns paused: every canary fails (the monitor's own network is down)");
+                    last_pause_log = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(IDLE) => continue,
+                }
+            }
+            let now = self.clock.now();
+            let jobs = match lock(&self.store).due_recipients(now, after, BATCH) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(error = %e, "campaigns: cannot read the store");
+                    Vec::new()
+                }
+            };
+            if jobs.is_empty() {
+                if after != 0 {
+                    // From the start again: retries that came due behind the cursor.
+                    after = 0;
+                    continue;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = self.ready.notified() => {}
+                    _ = tokio::time::sleep(IDLE) => {}
+                }
+                continue;
+            }
+            let config = self.config();
+            let mut infos: HashMap<i64, Option<CampaignInfo>> = HashMap::new();
+            for job in jobs {
+                after = job.id;
+                if in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains(&job.id) {
+                    continue;
+                }
+                if self.canary_down.load(Ordering::Relaxed) {
+                    continue 'outer;
+                }
+                let info = infos
+                    .entry(job.campaign)
+                    .or_insert_with(|| lock(&self.store).campaign_info(job.campaign).ok().flatten())
+                    .clone();
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'outer,
+                    _ = limiter.until_ready() => {}
+                }
+                let permit = tokio::select! {
+                    _ = cancel.cancelled() => break 'outer,
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
+                };
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.id);
+                let (mailer, composer, clock, metrics, tx, config) = (
+                    self.mailer.clone(),
+                    self.composer.clone(),
+                    self.clock.clone(),
+                    self.metrics.clone(),
+                    tx.clone(),
+                    config.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = match info
+                        .ok_or_else(|| "its campaign is gone from the store".to_string())
+                        .and_then(|i| composer.compose(&config, &i, &job))
+                    {
+                        Err(e) => SendResult::Failed {
+                            id: job.id,
+                            error: format!("cannot render the message: {e}"),
+                            at: clock.now(),
+                        },
+                        Ok(msg) => {
+                            let t = Instant::now();
+                            let sent = mailer.send(&msg).await;
+                            metrics.campaign_send(t.elapsed());
+                            let at = clock.now();
+                            match sent {
+                                Ok(()) => SendResult::Sent { id: job.id, at },
+                                Err(MailError::Permanent(e)) => {
+                                    tracing::warn!(to = %job.email, error = %e, "campaign mail refused");
+                                    SendResult::Failed { id: job.id, error: e, at }
+                                }
+                                Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
+                                    SendResult::Retry {
+                                        id: job.id,
+                                        error: e,
+                                        at: at + backoff(job.attempts),
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    let _ = tx.send(result);
+                    drop(permit);
+                });
+            }
+        }
+        // Wait for the messages in flight, then for their results to be written.
+        let _ = limit.acquire_many(config.mail.connections as u32).await;
+        drop(tx);
+        let _ = writer.await;
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Commits results as they arrive: whatever has queued up goes in one transaction.
+async fn write_results(
+    mut rx: mpsc::UnboundedReceiver<SendResult>,
+    store: Arc<Mutex<SqliteStore>>,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+) {
+    let mut last_counts = Instant::now() - Duration::from_secs(10);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+            if batch.len() >= 1000 {
+                break;
+            }
+        }
+        let retries = batch
+            .iter()
+            .filter(|r| matches!(r, SendResult::Retry { .. }))
+            .count();
+        loop {
+            let recorded = lock(&store).record_sends(&batch);
+            match recorded {
+                Ok(()) => break,
+                Err(e) => {
+                    // Keep the results: recording them later is better than re-sending.
+                    tracing::error!(error = %e, "campaigns: cannot record sends; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if retries > 0 {
+            tracing::warn!(
+                retries,
+                "campaign mails deferred by the mail server or network; will retry"
+            );
+        }
+        {
+            let mut f = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for r in &batch {
+                let (SendResult::Sent { id, .. }
+                | SendResult::Retry { id, .. }
+                | SendResult::Failed { id, .. }) = r;
+                f.remove(id);
+            }
+        }
+        if last_counts.elapsed() >= Duration::from_secs(1) || rx.is_empty() {
+            if let Ok(c) = lock(&store).recipient_counts() {
+                metrics.campaign_recipients(&c);
+            }
+            last_counts = Instant::now();
+        }
+    }
+    if let Ok(c) = lock(&store).recipient_counts() {
+        metrics.campaign_recipients(&c);
+    }
+}

@@ -1,0 +1,448 @@
+//! Pages: the placeholder that stands in for a service's website while customers are
+//! told of an outage, and the status page, written as static files so nginx can serve
+//! them even when tocsin is down.
+//!
+//! Level-triggered: [`Pages::reconcile`] makes the files match the store (a placeholder
+//! for every open incident in its customer phase, none for anything else), so a crash,
+//! restart or missed event never leaves a placeholder behind or one missing. Files are
+//! replaced atomically (write, fsync, rename) and readable by the web server (0644).
+//! The optional webhook is told of each service's placeholder state until it accepts it;
+//! the last state it accepted is kept in the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::templates::{Templates, duration_text, local_time, val};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::{Engine, lock};
+use crate::incident::Status;
+use crate::metrics::Metrics;
+use crate::store::{IncidentRecord, SqliteStore, StoreError};
+
+/// Marks a directory as holding a tocsin placeholder (so only those are ever removed).
+const MARKER: &str = ".tocsin-placeholder";
+const STATUS_FILE: &str = "status.html";
+const PERIOD: Duration = Duration::from_secs(5);
+const HISTORY_DAYS: u64 = 90;
+
+/// What the status and placeholder pages are made from.
+#[derive(Clone)]
+pub struct PageSource {
+    pub engine: Arc<Mutex<Engine>>,
+    pub store: Arc<Mutex<SqliteStore>>,
+    pub templates: Arc<Templates>,
+    pub config: Arc<RwLock<Arc<Config>>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl PageSource {
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The status page as HTML, now.
+    pub fn status_page(&self) -> Result<String, String> {
+        let config = self.config();
+        let now = self.clock.now();
+        let statuses = self
+            .engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .statuses(now);
+        let ctx = status_context(&config, &statuses, &self.store, now).map_err(|e| e.to_string())?;
+        self.templates.page("status", &config.page_language, &ctx)
+    }
+
+    /// The placeholder page of `incident`.
+    pub fn placeholder(&self, config: &Config, incident: &IncidentRecord) -> Result<String, String> {
+        let now = self.clock.now();
+        let lang = config.page_language.as_str();
+        let tz = config.page_timezone.as_str();
+        let service = config.services.iter().find(|s| s.id == incident.service);
+        let reasons: Vec<&str> = incident
+            .timeline
+            .iter()
+            .filter(|e| e.kind == "opened")
+            .map(|e| e.detail.as_str())
+            .collect();
+        let ctx = minijinja::context! {
+            language => lang,
+            service => minijinja::context! {
+                id => &incident.service,
+                name => service.map(|s| s.name.as_str()).unwrap_or(&incident.service),
+            },
+            company => val(&config.company),
+            problem => problem(&reasons.join(" ")),
+            started => local_time(incident.started, tz, lang),
+            eta => incident.promised_eta.map(|t| local_time(t, tz, lang)),
+            next_update => incident.next_update.map(|t| local_time(t, tz, lang)),
+            status_url => format!("{}/status", config.public_url),
+            generated => local_time(now, tz, lang),
+            timezone => tz,
+        };
+        self.templates.page("placeholder", lang, &ctx)
+    }
+}
+
+/// Probe failure text in plain words for customers: never the raw error.
+fn problem(reasons: &str) -> &'static str {
+    if reasons.contains("max_latency") {
+        "slow"
+    } else if ["status ", "body ", "answer lacks", "reply does not match", "redirects", "rcode"]
+        .iter()
+        .any(|k| reasons.contains(k))
+    {
+        "errors"
+    } else {
+        "unreachable"
+    }
+}
+
+#[derive(Serialize)]
+struct Day {
+    date: String,
+    uptime: String,
+    level: &'static str,
+}
+
+/// The status page's variables.
+pub fn status_context(
+    config: &Config,
+    statuses: &BTreeMap<String, Status>,
+    store: &Mutex<SqliteStore>,
+    now: SystemTime,
+) -> Result<minijinja::Value, StoreError> {
+    let lang = config.page_language.as_str();
+    let tz = config.page_timezone.as_str();
+    let at = |t: SystemTime| local_time(t, tz, lang);
+    let day = 86_400u64;
+    let now_s = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let today = now_s - now_s % day;
+    let first = today - (HISTORY_DAYS - 1) * day;
+    let (open, history, recent) = {
+        let s = lock(store);
+        (
+            s.incidents(true)?,
+            s.incidents_since(SystemTime::UNIX_EPOCH + Duration::from_secs(first))?,
+            s.incidents(false)?,
+        )
+    };
+    let name_of = |id: &str| {
+        config
+            .services
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let mut services = Vec::new();
+    for s in &config.services {
+        let status = statuses.get(&s.id).copied().unwrap_or(Status::Up);
+        let mut days = Vec::new();
+        let (mut down_total, mut span_total) = (0u64, 0u64);
+        for d in 0..HISTORY_DAYS {
+            let start = first + d * day;
+            let end = (start + day).min(now_s.max(start));
+            let span = end - start;
+            let down: u64 = history
+                .iter()
+                .filter(|(svc, _, _)| svc == &s.id)
+                .map(|(_, st, en)| {
+                    let a = secs_of(*st).max(start);
+                    let b = en.map(secs_of).unwrap_or(now_s).min(end);
+                    b.saturating_sub(a)
+                })
+                .sum::<u64>()
+                .min(span);
+            down_total += down;
+            span_total += span;
+            let pct = if span == 0 {
+                100.0
+            } else {
+                100.0 * (span - down) as f64 / span as f64
+            };
+            let date = chrono::DateTime::<chrono::Utc>::from(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(start),
+            )
+            .format("%Y-%m-%d")
+            .to_string();
+            days.push(Day {
+                date,
+                uptime: format!("{pct:.2}"),
+                level: if down == 0 {
+                    "ok"
+                } else if pct >= 99.0 {
+                    "minor"
+                } else {
+                    "major"
+                },
+            });
+        }
+        let uptime = if span_total == 0 {
+            100.0
+        } else {
+            100.0 * (span_total - down_total) as f64 / span_total as f64
+        };
+        let bad_days: Vec<&Day> = days.iter().filter(|d| d.level != "ok").collect();
+        services.push(minijinja::context! {
+            id => &s.id,
+            name => &s.name,
+            status => val(status),
+            uptime => format!("{uptime:.2}"),
+            bad_days => val(&bad_days),
+            days => val(&days),
+        });
+    }
+    let incidents: Vec<minijinja::Value> = open
+        .iter()
+        .map(|i| {
+            let updates: Vec<minijinja::Value> = i
+                .timeline
+                .iter()
+                .filter_map(|e| {
+                    let kind = match e.kind.as_str() {
+                        "opened" => "opened",
+                        "acknowledged" => "acknowledged",
+                        "eta" => "eta",
+                        "customer_phase" | "customer_update" => "customers",
+                        _ => return None,
+                    };
+                    // The ETA is the entry's first word (RFC 3339), or after "ETA ".
+                    let eta = e
+                        .detail
+                        .split_whitespace()
+                        .find_map(|w| humantime::parse_rfc3339(w.trim_end_matches(';')).ok())
+                        .filter(|_| kind == "eta" || e.detail.contains("ETA "));
+                    Some(minijinja::context! {
+                        at => at(e.at),
+                        kind => kind,
+                        eta => eta.map(at),
+                    })
+                })
+                .collect();
+            minijinja::context! {
+                service => name_of(&i.service),
+                status => val(statuses.get(&i.service).copied().unwrap_or(Status::Down)),
+                started => at(i.started),
+                eta => i.promised_eta.or(i.eta).filter(|e| *e > now).map(at),
+                next_update => i.next_update.filter(|n| *n > now).map(at),
+                updates => updates,
+            }
+        })
+        .collect();
+    let maintenance: Vec<minijinja::Value> = config
+        .maintenance
+        .iter()
+        .filter(|m| m.start + m.duration > now)
+        .map(|m| {
+            minijinja::context! {
+                service => name_of(&m.service),
+                start => at(m.start),
+                end => at(m.start + m.duration),
+                now => m.start <= now,
+            }
+        })
+        .collect();
+    let week = now - Duration::from_secs(7 * day);
+    let resolved: Vec<minijinja::Value> = recent
+        .iter()
+        .filter(|i| i.ended.is_some_and(|e| e >= week))
+        .take(10)
+        .map(|i| {
+            let ended = i.ended.unwrap_or(now);
+            minijinja::context! {
+                service => name_of(&i.service),
+                started => at(i.started),
+                duration => duration_text(ended.duration_since(i.started).unwrap_or_default()),
+            }
+        })
+        .collect();
+    let overall = if !incidents.is_empty() {
+        "degraded"
+    } else if statuses.values().any(|s| *s == Status::Maintenance) {
+        "maintenance"
+    } else {
+        "ok"
+    };
+    Ok(minijinja::context! {
+        language => lang,
+        company => val(&config.company),
+        overall => overall,
+        services => services,
+        incidents => incidents,
+        maintenance => maintenance,
+        resolved => resolved,
+        generated => at(now),
+        timezone => tz,
+        status_url => format!("{}/status", config.public_url),
+    })
+}
+
+fn secs_of(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Keeps the files in `placeholder_dir` matching the store.
+pub struct Pages {
+    pub source: PageSource,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<Notify>,
+    pub http: reqwest::Client,
+}
+
+impl Pages {
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::error!(error = %e, "pages: cannot bring the published pages up to date; retrying");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.ready.notified() => {}
+                _ = tokio::time::sleep(PERIOD) => {}
+            }
+        }
+    }
+
+    /// One pass: placeholders, the status file, the webhook.
+    pub async fn reconcile(&self) -> Result<(), String> {
+        let config = self.source.config();
+        let dir = &config.placeholder_dir;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let open = lock(&self.source.store)
+            .customer_phase_open()
+            .map_err(|e| e.to_string())?;
+        let mut wanted = BTreeSet::new();
+        for inc in &open {
+            if !safe_id(&inc.service) {
+                continue;
+            }
+            wanted.insert(inc.service.clone());
+            let html = self.source.placeholder(&config, inc)?;
+            let sdir = dir.join(&inc.service);
+            std::fs::create_dir_all(&sdir)
+                .map_err(|e| format!("cannot create {}: {e}", sdir.display()))?;
+            write_if_changed(&sdir.join(MARKER), b"")?;
+            if write_if_changed(&sdir.join("index.html"), html.as_bytes())? {
+                tracing::info!(service = %inc.service, path = %sdir.join("index.html").display(), "placeholder published");
+            }
+        }
+        // Withdraw every placeholder tocsin made that is no longer wanted.
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            if p.join(MARKER).exists() && !wanted.contains(&name) {
+                match std::fs::remove_file(p.join("index.html")) {
+                    Ok(()) => tracing::info!(service = %name, "placeholder withdrawn"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("cannot remove {}: {e}", p.join("index.html").display())),
+                }
+                let _ = std::fs::remove_file(p.join(MARKER));
+                let _ = std::fs::remove_dir(&p);
+            }
+        }
+        self.metrics.placeholder_pages(wanted.len());
+        let status = self.source.status_page()?;
+        write_if_changed(&dir.join(STATUS_FILE), status.as_bytes())?;
+        if let Some(hook) = &config.webhook {
+            self.tell_webhook(&config, hook, &wanted).await;
+        }
+        Ok(())
+    }
+
+    async fn tell_webhook(
+        &self,
+        config: &Config,
+        hook: &crate::config::Webhook,
+        published: &BTreeSet<String>,
+    ) {
+        let token = hook.token_env.as_ref().and_then(|v| std::env::var(v).ok());
+        for s in &config.services {
+            let state = if published.contains(&s.id) { "published" } else { "withdrawn" };
+            let key = format!("webhook:{}", s.id);
+            let told = lock(&self.source.store).meta(&key).ok().flatten();
+            // Nothing to say about a service that never had a placeholder.
+            if told.as_deref() == Some(state) || (told.is_none() && state == "withdrawn") {
+                continue;
+            }
+            let body = serde_json::json!({
+                "event": if state == "published" { "placeholder_published" } else { "placeholder_withdrawn" },
+                "service": s.id,
+                "service_name": s.name,
+                "path": format!("{}/index.html", s.id),
+                "status_url": format!("{}/status", config.public_url),
+            });
+            let mut req = self
+                .http
+                .post(hook.url.clone())
+                .timeout(Duration::from_secs(10))
+                .json(&body);
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    let _ = lock(&self.source.store).set_meta(&key, state);
+                    tracing::info!(service = %s.id, state, "page webhook told");
+                }
+                Ok(r) => {
+                    self.metrics.webhook_failed();
+                    tracing::warn!(service = %s.id, status = %r.status(), "page webhook refused; will retry");
+                }
+                Err(e) => {
+                    self.metrics.webhook_failed();
+                    tracing::warn!(service = %s.id, error = %e, "page webhook unreachable; will retry");
+                }
+            }
+        }
+    }
+}
+
+fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Replaces `path` with `content` atomically when it differs; true when written.
+pub fn write_if_changed(path: &Path, content: &[u8]) -> Result<bool, String> {
+    if std::fs::read(path).is_ok_and(|old| old == content) {
+        return Ok(false);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tocsin-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    tmp.write_all(content).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(fail)?;
+    }
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}

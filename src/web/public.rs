@@ -1,0 +1,152 @@
+//! What customers reach: the status page (`/status` and `/`) and one-click unsubscribe
+//! (`/unsubscribe`, RFC 8058: GET shows a confirmation, only POST unsubscribes, so link
+//! scanners unsubscribe nobody). No JavaScript; every page forbids scripts outright.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::links::Signer;
+use crate::notify::pages::PageSource;
+use crate::notify::staff::escape;
+use crate::store::SqliteStore;
+
+#[derive(Clone)]
+pub struct Public {
+    pub pages: PageSource,
+    pub signer: Arc<Signer>,
+    pub store: Arc<Mutex<SqliteStore>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub fn routes(p: Public) -> Router {
+    Router::new()
+        .route("/", get(status))
+        .route("/status", get(status))
+        .route("/unsubscribe", get(confirm).post(unsubscribe))
+        .with_state(p)
+}
+
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+fn html(code: StatusCode, body: String) -> Response {
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(p): State<Public>) -> Response {
+    match p.pages.status_page() {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => {
+            tracing::error!(error = %e, "status page cannot be rendered");
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                page("Status unavailable", "<p>The status page cannot be shown right now. Please try again in a minute.</p>"),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UnsubQuery {
+    e: Option<String>,
+    s: Option<String>,
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"robots\" content=\"noindex\"><title>{t}</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;color:#1f2933}}button{{font-size:1rem;padding:.6rem 1.2rem}}</style></head>\
+         <body><main><h1>{t}</h1>{body}</main></body></html>",
+        t = escape(title)
+    )
+}
+
+fn check(p: &Public, q: &UnsubQuery) -> Result<String, Response> {
+    let (Some(e), Some(s)) = (&q.e, &q.s) else {
+        return Err(html(
+            StatusCode::BAD_REQUEST,
+            page("Link incomplete", "<p>This unsubscribe link is incomplete. Please use the whole link from the message.</p>"),
+        ));
+    };
+    p.signer.verify_unsubscribe(e, s).map_err(|_| {
+        html(
+            StatusCode::BAD_REQUEST,
+            page("Link not valid", "<p>This unsubscribe link is not valid. Please use the link from the message, unchanged.</p>"),
+        )
+    })
+}
+
+async fn confirm(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Response {
+    let email = match check(&p, &q) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let action = format!(
+        "/unsubscribe?e={}&s={}",
+        url::form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>(),
+        escape(q.s.as_deref().unwrap_or_default())
+    );
+    html(
+        StatusCode::OK,
+        page(
+            "Stop outage notices?",
+            &format!(
+                "<p>{} will no longer receive outage notices from us.</p>\
+                 <form method=\"post\" action=\"{}\"><button name=\"List-Unsubscribe\" value=\"One-Click\">Unsubscribe</button></form>",
+                escape(&email),
+                escape(&action)
+            ),
+        ),
+    )
+}
+
+async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Response {
+    let email = match check(&p, &q) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let now = p.clock.now();
+    let done = p
+        .store
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .opt_out(&email, now);
+    match done {
+        Ok(_) => {
+            tracing::info!(email = %email, "unsubscribed from campaigns");
+            html(
+                StatusCode::OK,
+                page(
+                    "Unsubscribed",
+                    &format!(
+                        "<p>{} will receive no more outage notices.</p>",
+                        escape(&email)
+                    ),
+                ),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "unsubscribe could not be stored");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page("Please try again", "<p>Your request could not be saved just now. Please try again in a minute.</p>"),
+            )
+        }
+    }
+}
