@@ -363,7 +363,8 @@ fn check_row(row: &Row, services: &[String]) -> Result<Recipient, String> {
 
 fn valid_var(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -409,7 +410,11 @@ mod tests {
         assert!(l.recipients.is_empty());
         assert!(l.errors[0].message.contains("no `email` column"));
         let l = from_csv("email,first name\na@example.com,A\n", &ids());
-        assert!(l.errors[0].message.contains("`first_name`"), "{:?}", l.errors);
+        assert!(
+            l.errors[0].message.contains("`first_name`"),
+            "{:?}",
+            l.errors
+        );
     }
 
     #[test]

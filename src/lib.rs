@@ -4,9 +4,9 @@
 //! beyond the target) ← `config` (the file, resolved into probe checks) ← `scheduler`
 //! (when to run) → `metrics` and the latest-result table ← `web` (HTTP endpoints).
 
-pub mod cli;
 pub mod audience;
 pub mod campaign;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;

@@ -10,6 +10,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use tocsin::campaign::Composer;
+use tocsin::campaign::sender::Sender;
+use tocsin::cli::campaign::CampaignCmd;
 use tocsin::cli::incident::IncidentCmd;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
@@ -18,14 +21,12 @@ use tocsin::links::Signer;
 use tocsin::metrics::Metrics;
 use tocsin::notify::dispatch::Dispatcher;
 use tocsin::notify::mail::Mailer;
+use tocsin::notify::pages::{PageSource, Pages};
+use tocsin::notify::templates::Templates;
 use tocsin::probe;
 use tocsin::probe::Secret;
 use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
 use tocsin::store::SqliteStore;
-use tocsin::campaign::Composer;
-use tocsin::campaign::sender::Sender;
-use tocsin::notify::pages::{PageSource, Pages};
-use tocsin::notify::templates::Templates;
 use tocsin::web::api::IncidentApi;
 use tocsin::web::campaigns::CampaignApi;
 use tocsin::web::public::Public;
@@ -76,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         cmd: IncidentCmd,
     },
+    /// Customer campaigns of the running tocsin: list, status, preview.
+    Campaign {
+        #[command(subcommand)]
+        cmd: CampaignCmd,
+    },
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -109,10 +115,11 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
-            let (errors, warnings) = tocsin::campaign::preflight(&config);
-            for w in &warnings {
+            let found = tocsin::campaign::preflight(&config);
+            for w in &found.warnings {
                 eprintln!("warning: {w}");
             }
+            let errors: Vec<_> = found.templates.iter().chain(&found.rows).collect();
             if !errors.is_empty() {
                 for e in &errors {
                     eprintln!("{e}");
@@ -140,6 +147,18 @@ fn main() -> ExitCode {
                     if !out.is_empty() {
                         println!("{out}");
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tocsin: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Campaign { cmd } => {
+            match runtime.block_on(tocsin::cli::campaign::run(&config, cmd)) {
+                Ok(out) => {
+                    println!("{out}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -253,12 +272,15 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
 
     // Everything that can refuse to start does so before any probe runs.
-    let (errors, warnings) = tocsin::campaign::preflight(&config);
-    for w in &warnings {
+    let found = tocsin::campaign::preflight(&config);
+    for w in &found.warnings {
         tracing::warn!("{w}");
     }
-    if !errors.is_empty() {
-        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for e in &found.rows {
+        tracing::error!("{e}; this row is left out of campaigns");
+    }
+    if !found.templates.is_empty() {
+        let text: Vec<String> = found.templates.iter().map(|e| e.to_string()).collect();
         anyhow::bail!(
             "templates or audiences are not usable (run `tocsin check`):\n{}",
             text.join("\n")
@@ -485,10 +507,10 @@ fn reload(r: &mut Running) {
             }
         }
         Ok(new) => {
-            let (errors, _) = tocsin::campaign::preflight(&new);
-            if !errors.is_empty() {
+            let found = tocsin::campaign::preflight(&new);
+            if !found.templates.is_empty() {
                 r.metrics.config_loaded(false, r.clock.now());
-                for e in &errors {
+                for e in &found.templates {
                     tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
                 }
                 return;

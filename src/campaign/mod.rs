@@ -156,8 +156,7 @@ impl Composer {
             &job.name,
             &job.email,
             &job.vars,
-            self.signer
-                .unsubscribe_url(&config.public_url, &job.email),
+            self.signer.unsubscribe_url(&config.public_url, &job.email),
         );
         let r = self.templates.mail(info.kind, &lang, &ctx)?;
         let unsubscribe = self.signer.unsubscribe_url(&config.public_url, &job.email);
@@ -220,12 +219,24 @@ fn context(
     }
 }
 
-/// What `tocsin check` (and start-up) verifies beyond the config file itself: templates
-/// (syntax, and that no message can be vague) and audience files (every row). Errors
-/// refuse the config; warnings (merged duplicates, languages without templates that fall
-/// back to English) are printed and accepted.
-pub fn preflight(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
+/// What `tocsin check` (and start-up) found beyond the config file itself.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// Unusable templates (syntax, or a message that could be vague): tocsin refuses to
+    /// start or reload with them.
+    pub templates: Vec<ConfigError>,
+    /// Audience rows left out (bad address, header injection, unknown zone...): `check`
+    /// fails on them; a running tocsin logs them and mails everyone else.
+    pub rows: Vec<ConfigError>,
+    /// Accepted with a remark: merged duplicates, languages that fall back to English.
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Checks templates (syntax, and that no message can be vague) and audience files
+/// (every row).
+pub fn preflight(config: &Config) -> Preflight {
     let mut errors = Vec::new();
+    let mut rows = Vec::new();
     let mut warnings = Vec::new();
     let templates = match Templates::load(config.campaigns.templates.as_deref()) {
         Ok(t) => Some(t),
@@ -262,24 +273,28 @@ pub fn preflight(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
             message,
         };
         match audience::load(a, &ids) {
-            Err(e) => errors.push(at(1, 1, e)),
+            Err(e) => rows.push(at(1, 1, e)),
             Ok(l) => {
-                errors.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
+                rows.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
                 warnings.extend(l.warnings.into_iter().map(|e| at(e.line, e.col, e.message)));
                 if let Some(t) = &templates {
+                    // One remark per language, at its first row.
+                    let mut fallback: std::collections::BTreeMap<&str, (usize, usize)> =
+                        Default::default();
                     for r in &l.recipients {
-                        if t.language(&r.language) != r.language
-                            && !r.language.starts_with(t.language(&r.language))
-                        {
-                            warnings.push(at(
-                                r.line,
-                                1,
-                                format!(
-                                    "language `{}` has no templates: {} gets English (add {}/ to campaigns.templates)",
-                                    r.language, r.email, r.language
-                                ),
-                            ));
+                        if t.language(&r.language) == "en" && !r.language.starts_with("en") {
+                            let e = fallback.entry(r.language.as_str()).or_insert((r.line, 0));
+                            e.1 += 1;
                         }
+                    }
+                    for (lang, (line, n)) in fallback {
+                        warnings.push(at(
+                            line,
+                            1,
+                            format!(
+                                "language `{lang}` has no templates: its {n} recipient(s) get English (add {lang}/ to campaigns.templates)"
+                            ),
+                        ));
                     }
                 }
                 let size = config
@@ -295,7 +310,11 @@ pub fn preflight(config: &Config) -> (Vec<ConfigError>, Vec<ConfigError>) {
             }
         }
     }
-    (errors, warnings)
+    Preflight {
+        templates: errors,
+        rows,
+        warnings,
+    }
 }
 
 /// A preview of what one recipient would get: the recipient's row from the campaign,

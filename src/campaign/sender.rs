@@ -61,7 +61,9 @@ impl Sender {
         'outer: while !cancel.is_cancelled() {
             if self.canary_down.load(Ordering::Relaxed) {
                 if last_pause_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    tracing::warn!("campaigns paused: every canary fails (the monitor's own network is down)");
+                    tracing::warn!(
+                        "campaigns paused: every canary fails (the monitor's own network is down)"
+                    );
                     last_pause_log = Some(Instant::now());
                 }
                 tokio::select! {
@@ -70,13 +72,39 @@ impl Sender {
                 }
             }
             let now = self.clock.now();
-            let jobs = match lock(&self.store).due_recipients(now, after, BATCH) {
-                Ok(j) => j,
+            // Read under the store lock, and leave out what is in flight under it too: the
+            // writer records a result and forgets its id in one critical section, so a row
+            // is never seen pending after its send was recorded (no double send).
+            let fetched = {
+                let store = lock(&self.store);
+                store.due_recipients(now, after, BATCH).map(|jobs| {
+                    let last = jobs.last().map(|j| j.id);
+                    let flying = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    let jobs: Vec<_> = jobs
+                        .into_iter()
+                        .filter(|j| !flying.contains(&j.id))
+                        .collect();
+                    (last, jobs)
+                })
+            };
+            let (last, jobs) = match fetched {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(error = %e, "campaigns: cannot read the store");
-                    Vec::new()
+                    (None, Vec::new())
                 }
             };
+            if let Some(last) = last {
+                after = last;
+            }
+            if jobs.is_empty() && last.is_some() {
+                // Everything due is in flight: wait for results rather than spin.
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                continue;
+            }
             if jobs.is_empty() {
                 if after != 0 {
                     // From the start again: retries that came due behind the cursor.
@@ -93,10 +121,6 @@ impl Sender {
             let config = self.config();
             let mut infos: HashMap<i64, Option<CampaignInfo>> = HashMap::new();
             for job in jobs {
-                after = job.id;
-                if in_flight.lock().unwrap_or_else(|e| e.into_inner()).contains(&job.id) {
-                    continue;
-                }
                 if self.canary_down.load(Ordering::Relaxed) {
                     continue 'outer;
                 }
@@ -143,9 +167,14 @@ impl Sender {
                                 Ok(()) => SendResult::Sent { id: job.id, at },
                                 Err(MailError::Permanent(e)) => {
                                     tracing::warn!(to = %job.email, error = %e, "campaign mail refused");
-                                    SendResult::Failed { id: job.id, error: e, at }
+                                    SendResult::Failed {
+                                        id: job.id,
+                                        error: e,
+                                        at,
+                                    }
                                 }
                                 Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
+                                    tracing::debug!(to = %job.email, error = %e, attempts = job.attempts + 1, "campaign mail deferred");
                                     SendResult::Retry {
                                         id: job.id,
                                         error: e,
@@ -182,6 +211,7 @@ async fn write_results(
     in_flight: Arc<Mutex<HashSet<i64>>>,
 ) {
     let mut last_counts = Instant::now() - Duration::from_secs(10);
+    let (mut deferred, mut last_warning) = (0usize, Instant::now() - Duration::from_secs(10));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(r) = rx.try_recv() {
@@ -195,7 +225,20 @@ async fn write_results(
             .filter(|r| matches!(r, SendResult::Retry { .. }))
             .count();
         loop {
-            let recorded = lock(&store).record_sends(&batch);
+            let recorded = {
+                let mut st = lock(&store);
+                let r = st.record_sends(&batch);
+                if r.is_ok() {
+                    let mut f = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    for r in &batch {
+                        let (SendResult::Sent { id, .. }
+                        | SendResult::Retry { id, .. }
+                        | SendResult::Failed { id, .. }) = r;
+                        f.remove(id);
+                    }
+                }
+                r
+            };
             match recorded {
                 Ok(()) => break,
                 Err(e) => {
@@ -205,20 +248,14 @@ async fn write_results(
                 }
             }
         }
-        if retries > 0 {
+        deferred += retries;
+        if deferred > 0 && last_warning.elapsed() >= Duration::from_secs(10) {
             tracing::warn!(
-                retries,
-                "campaign mails deferred by the mail server or network; will retry"
+                deferred,
+                "campaign mails deferred by the mail server or network; each is retried with backoff"
             );
-        }
-        {
-            let mut f = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            for r in &batch {
-                let (SendResult::Sent { id, .. }
-                | SendResult::Retry { id, .. }
-                | SendResult::Failed { id, .. }) = r;
-                f.remove(id);
-            }
+            deferred = 0;
+            last_warning = Instant::now();
         }
         if last_counts.elapsed() >= Duration::from_secs(1) || rx.is_empty() {
             if let Ok(c) = lock(&store).recipient_counts() {

@@ -2,8 +2,6 @@
 //! the instance named by the config's `listen`, with the token from the variable the
 //! config names.
 
-use std::time::Duration;
-
 use clap::Subcommand;
 use serde_json::Value;
 
@@ -43,32 +41,9 @@ pub enum IncidentCmd {
 
 /// Runs the command; Err is the message to print (exit 1).
 pub async fn run(config: &Config, cmd: IncidentCmd) -> Result<String, String> {
-    let token = std::env::var(&config.api_token_env)
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .ok_or_else(|| {
-            format!(
-                "set {} to the API token of the running tocsin",
-                config.api_token_env
-            )
-        })?;
-    let host = if config.listen.ip().is_unspecified() {
-        format!("127.0.0.1:{}", config.listen.port())
-    } else {
-        config.listen.to_string()
-    };
+    let api = super::Api::new(config)?;
+    let (client, host) = (&api.client, &api.host);
     let base = format!("http://{host}/api/v1/incidents");
-    let tls = rustls::ClientConfig::builder_with_provider(crate::probe::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .map_err(|e| e.to_string())?;
     let by = |b: Option<String>| {
         b.or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "cli".into())
@@ -106,18 +81,7 @@ pub async fn run(config: &Config, cmd: IncidentCmd) -> Result<String, String> {
             true,
         ),
     };
-    let resp = req.bearer_auth(token).send().await.map_err(|e| {
-        format!(
-            "cannot reach tocsin at http://{host}: {} (is `tocsin run` running with this config?)",
-            root_cause(&e)
-        )
-    })?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let msg = body["error"].as_str().unwrap_or("no reason given");
-        return Err(format!("tocsin refused ({}): {msg}", status.as_u16()));
-    }
+    let body = api.call(req).await?;
     Ok(if single {
         describe(&body)
     } else {
@@ -125,14 +89,6 @@ pub async fn run(config: &Config, cmd: IncidentCmd) -> Result<String, String> {
             .map(|a| a.iter().map(line).collect::<Vec<_>>().join("\n"))
             .unwrap_or_default()
     })
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 fn line(i: &Value) -> String {

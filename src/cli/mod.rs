@@ -1,3 +1,79 @@
 //! Commands that talk to a running tocsin rather than being one.
 
+pub mod campaign;
 pub mod incident;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// The API of the tocsin instance named by the config's `listen`, with the token from
+/// the variable the config names.
+pub struct Api {
+    pub client: reqwest::Client,
+    pub host: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(config: &Config) -> Result<Api, String> {
+        let token = std::env::var(&config.api_token_env)
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "set {} to the API token of the running tocsin",
+                    config.api_token_env
+                )
+            })?;
+        let host = if config.listen.ip().is_unspecified() {
+            format!("127.0.0.1:{}", config.listen.port())
+        } else {
+            config.listen.to_string()
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(crate::probe::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .no_proxy()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Api {
+            client,
+            host,
+            token,
+        })
+    }
+
+    /// Sends `req` with the token; the JSON body, or the refusal as a message.
+    pub async fn call(&self, req: reqwest::RequestBuilder) -> Result<Value, String> {
+        let resp = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            format!(
+                "cannot reach tocsin at http://{}: {} (is `tocsin run` running with this config?)",
+                self.host,
+                root_cause(&e)
+            )
+        })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body["error"].as_str().unwrap_or("no reason given");
+            return Err(format!("tocsin refused ({}): {msg}", status.as_u16()));
+        }
+        Ok(body)
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

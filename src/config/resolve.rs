@@ -380,7 +380,10 @@ pub(super) fn resolve(
         .and_then(|p| p.language.clone())
         .unwrap_or_else(|| "en".into());
     if !valid_language(&page_language) {
-        cx.err(&pp.key("language"), format!("`language` is a language code such as en, pl or sv, not `{page_language}`"));
+        cx.err(
+            &pp.key("language"),
+            format!("`language` is a language code such as en, pl or sv, not `{page_language}`"),
+        );
     }
     let page_timezone = raw
         .pages
@@ -453,7 +456,12 @@ fn resolve_webhook(cx: &mut Ctx, p: &Path, w: &RawWebhook) -> Option<Webhook> {
     };
     if let Some(v) = &w.token_env {
         if !valid_env_name(v) {
-            cx.err(&p.key("token_env"), format!("`token_env` names an environment variable (such as WEBHOOK_TOKEN), not `{v}`"));
+            cx.err(
+                &p.key("token_env"),
+                format!(
+                    "`token_env` names an environment variable (such as WEBHOOK_TOKEN), not `{v}`"
+                ),
+            );
         }
     }
     Some(Webhook {
@@ -475,17 +483,32 @@ fn resolve_campaigns(cx: &mut Ctx, raw: Option<&RawCampaigns>) -> Campaigns {
         if dir.is_dir() {
             c.templates = Some(dir);
         } else {
-            cx.err(&cp.key("templates"), format!("template directory `{}` does not exist", dir.display()));
+            cx.err(
+                &cp.key("templates"),
+                format!("template directory `{}` does not exist", dir.display()),
+            );
         }
     }
-    if let Some(d) = r.update_every.as_deref().and_then(|s| cx.positive_duration(&cp.key("update_every"), s)) {
+    if let Some(d) = r
+        .update_every
+        .as_deref()
+        .and_then(|s| cx.positive_duration(&cp.key("update_every"), s))
+    {
         c.update_every = d;
     }
-    if let Some(d) = r.next_update.as_deref().and_then(|s| cx.positive_duration(&cp.key("next_update"), s)) {
+    if let Some(d) = r
+        .next_update
+        .as_deref()
+        .and_then(|s| cx.positive_duration(&cp.key("next_update"), s))
+    {
         c.next_update = d;
     }
     if c.next_update < c.update_every {
-        let at = if r.next_update.is_some() { "next_update" } else { "update_every" };
+        let at = if r.next_update.is_some() {
+            "next_update"
+        } else {
+            "update_every"
+        };
         cx.err(&cp.key(at), format!("`next_update` ({}) is shorter than `update_every` ({}): the promised update could not be sent in time", fmt_dur(c.next_update), fmt_dur(c.update_every)));
     }
     c
@@ -506,23 +529,40 @@ fn resolve_company(cx: &mut Ctx, raw: Option<&RawCompany>, mail: &Mail) -> Compa
             ..Company::default()
         };
     };
-    for (key, v) in [("name", &r.name), ("phone", &r.phone), ("email", &r.email), ("website", &r.website)] {
-        if v.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+    for (key, v) in [
+        ("name", &r.name),
+        ("phone", &r.phone),
+        ("email", &r.email),
+        ("website", &r.website),
+    ] {
+        if v.as_deref()
+            .is_some_and(|v| v.chars().any(char::is_control))
+        {
             cx.err(&cp.key(key), format!("`{key}` must be one line of text"));
         }
     }
     if let Some(e) = &r.email {
         if !valid_email(e) {
-            cx.err(&cp.key("email"), format!("`email` must be an address such as help@example.com, not `{e}`"));
+            cx.err(
+                &cp.key("email"),
+                format!("`email` must be an address such as help@example.com, not `{e}`"),
+            );
         }
     }
     if let Some(w) = &r.website {
         if !url::Url::parse(w).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-            cx.err(&cp.key("website"), format!("`website` must be an http(s) URL, not `{w}`"));
+            cx.err(
+                &cp.key("website"),
+                format!("`website` must be an http(s) URL, not `{w}`"),
+            );
         }
     }
     Company {
-        name: r.name.clone().or(from_name).unwrap_or_else(|| "Our team".into()),
+        name: r
+            .name
+            .clone()
+            .or(from_name)
+            .unwrap_or_else(|| "Our team".into()),
         phone: r.phone.clone(),
         email: r.email.clone(),
         website: r.website.clone(),
@@ -1306,10 +1346,16 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         }
     }
     if m.max_campaign_size == Some(0) {
-        cx.err(&mp.key("max_campaign_size"), "`max_campaign_size` must be at least 1");
+        cx.err(
+            &mp.key("max_campaign_size"),
+            "`max_campaign_size` must be at least 1",
+        );
     }
     if matches!(m.connections, Some(0) | Some(101..)) {
-        cx.err(&mp.key("connections"), "`connections` must be between 1 and 100");
+        cx.err(
+            &mp.key("connections"),
+            "`connections` must be between 1 and 100",
+        );
     }
     let dkim = m.dkim.as_ref().and_then(|d| {
         let dp = mp.key("dkim");
@@ -1347,7 +1393,11 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         allow_plain: m.allow_plain,
         ca_pem,
         max_campaign_size: m.max_campaign_size.unwrap_or(DEFAULT_MAX_CAMPAIGN),
-        connections: m.connections.map(|c| c as usize).unwrap_or(DEFAULT_CONNECTIONS).clamp(1, 100),
+        connections: m
+            .connections
+            .map(|c| c as usize)
+            .unwrap_or(DEFAULT_CONNECTIONS)
+            .clamp(1, 100),
         dkim,
     }
 }

@@ -183,7 +183,9 @@ impl Mailer {
             .message_id(msg.message_id.as_ref().map(|id| format!("<{id}>")));
         for (name, value) in &msg.headers {
             if value.contains(['\r', '\n']) {
-                return Err(MailError::Permanent(format!("header {name} holds a line break")));
+                return Err(MailError::Permanent(format!(
+                    "header {name} holds a line break"
+                )));
             }
             b = b.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str(name),

@@ -60,12 +60,17 @@ impl PageSource {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .statuses(now);
-        let ctx = status_context(&config, &statuses, &self.store, now).map_err(|e| e.to_string())?;
+        let ctx =
+            status_context(&config, &statuses, &self.store, now).map_err(|e| e.to_string())?;
         self.templates.page("status", &config.page_language, &ctx)
     }
 
     /// The placeholder page of `incident`.
-    pub fn placeholder(&self, config: &Config, incident: &IncidentRecord) -> Result<String, String> {
+    pub fn placeholder(
+        &self,
+        config: &Config,
+        incident: &IncidentRecord,
+    ) -> Result<String, String> {
         let now = self.clock.now();
         let lang = config.page_language.as_str();
         let tz = config.page_timezone.as_str();
@@ -99,9 +104,16 @@ impl PageSource {
 fn problem(reasons: &str) -> &'static str {
     if reasons.contains("max_latency") {
         "slow"
-    } else if ["status ", "body ", "answer lacks", "reply does not match", "redirects", "rcode"]
-        .iter()
-        .any(|k| reasons.contains(k))
+    } else if [
+        "status ",
+        "body ",
+        "answer lacks",
+        "reply does not match",
+        "redirects",
+        "rcode",
+    ]
+    .iter()
+    .any(|k| reasons.contains(k))
     {
         "errors"
     } else {
@@ -324,7 +336,8 @@ impl Pages {
     pub async fn reconcile(&self) -> Result<(), String> {
         let config = self.source.config();
         let dir = &config.placeholder_dir;
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let open = lock(&self.source.store)
             .customer_phase_open()
             .map_err(|e| e.to_string())?;
@@ -344,7 +357,8 @@ impl Pages {
             }
         }
         // Withdraw every placeholder tocsin made that is no longer wanted.
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
         for e in entries.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().to_string();
@@ -352,7 +366,12 @@ impl Pages {
                 match std::fs::remove_file(p.join("index.html")) {
                     Ok(()) => tracing::info!(service = %name, "placeholder withdrawn"),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("cannot remove {}: {e}", p.join("index.html").display())),
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot remove {}: {e}",
+                            p.join("index.html").display()
+                        ));
+                    }
                 }
                 let _ = std::fs::remove_file(p.join(MARKER));
                 let _ = std::fs::remove_dir(&p);
@@ -375,7 +394,11 @@ impl Pages {
     ) {
         let token = hook.token_env.as_ref().and_then(|v| std::env::var(v).ok());
         for s in &config.services {
-            let state = if published.contains(&s.id) { "published" } else { "withdrawn" };
+            let state = if published.contains(&s.id) {
+                "published"
+            } else {
+                "withdrawn"
+            };
             let key = format!("webhook:{}", s.id);
             let told = lock(&self.source.store).meta(&key).ok().flatten();
             // Nothing to say about a service that never had a placeholder.
@@ -438,7 +461,8 @@ pub fn write_if_changed(path: &Path, content: &[u8]) -> Result<bool, String> {
     tmp.as_file().sync_all().map_err(fail)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(fail)?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
     }
     tmp.persist(path).map_err(|e| fail(e.error))?;
     if let Ok(d) = std::fs::File::open(dir) {

@@ -171,7 +171,11 @@ impl Templates {
         if issues.is_empty() {
             issues.extend(t.check(&files));
         }
-        if issues.is_empty() { Ok(t) } else { Err(issues) }
+        if issues.is_empty() {
+            Ok(t)
+        } else {
+            Err(issues)
+        }
     }
 
     /// The languages templates exist for.
@@ -259,7 +263,13 @@ impl Templates {
                 }
             }
             let ctx = sample(lang, tz, started, None, Some(next));
-            for name in ["recovery.subject", "recovery.txt", "recovery.html", "outage.subject", "update.subject"] {
+            for name in [
+                "recovery.subject",
+                "recovery.txt",
+                "recovery.html",
+                "outage.subject",
+                "update.subject",
+            ] {
                 let name = format!("{lang}/{name}");
                 if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
                     issues.push(issue(files, &name, &e));
@@ -282,7 +292,11 @@ fn issue(files: &BTreeMap<String, String>, name: &str, e: &minijinja::Error) -> 
     TemplateIssue {
         file: files.get(at).cloned().unwrap_or_else(|| at.to_string()),
         line: e.line().unwrap_or(1),
-        message: format!("{e:#}").lines().next().unwrap_or_default().to_string(),
+        message: format!("{e:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
@@ -409,19 +423,37 @@ mod tests {
     #[test]
     fn times_are_local_and_in_the_recipients_language() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_438_800); // 2026-11-23 13:00 UTC
-        assert_eq!(local_time(t, "Europe/Warsaw", "en"), "Monday 23 November 2026, 14:00 CET");
-        assert_eq!(local_time(t, "Europe/Warsaw", "pl"), "poniedziałek, 23 listopada 2026, 14:00 CET");
-        assert_eq!(local_time(t, "Europe/Stockholm", "sv"), "måndag 23 november 2026 kl. 14:00 CET");
-        assert_eq!(local_time(t, "America/New_York", "en"), "Monday 23 November 2026, 08:00 EST");
+        assert_eq!(
+            local_time(t, "Europe/Warsaw", "en"),
+            "Monday 23 November 2026, 14:00 CET"
+        );
+        assert_eq!(
+            local_time(t, "Europe/Warsaw", "pl"),
+            "poniedziałek, 23 listopada 2026, 14:00 CET"
+        );
+        assert_eq!(
+            local_time(t, "Europe/Stockholm", "sv"),
+            "måndag 23 november 2026 kl. 14:00 CET"
+        );
+        assert_eq!(
+            local_time(t, "America/New_York", "en"),
+            "Monday 23 November 2026, 08:00 EST"
+        );
         assert_eq!(local_clock(t, "Nowhere/Else"), "13:00");
-        assert_eq!(duration_text(Duration::from_secs(3 * 3600 + 11 * 60 + 5)), "3 h 12 min");
+        assert_eq!(
+            duration_text(Duration::from_secs(3 * 3600 + 11 * 60 + 5)),
+            "3 h 12 min"
+        );
         assert_eq!(duration_text(Duration::from_secs(50 * 3600)), "2 d 2 h");
     }
 
     #[test]
     fn the_shipped_templates_load_and_commit_to_a_time() {
         let t = Templates::load(None).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(t.languages().iter().cloned().collect::<Vec<_>>(), ["en", "pl", "sv"]);
+        assert_eq!(
+            t.languages().iter().cloned().collect::<Vec<_>>(),
+            ["en", "pl", "sv"]
+        );
         assert_eq!(t.language("pl"), "pl");
         assert_eq!(t.language("sv-FI"), "sv");
         assert_eq!(t.language("de"), "en");

@@ -118,9 +118,20 @@ pub struct RecipientJob {
 /// How one send went.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendResult {
-    Sent { id: i64, at: SystemTime },
-    Retry { id: i64, error: String, at: SystemTime },
-    Failed { id: i64, error: String, at: SystemTime },
+    Sent {
+        id: i64,
+        at: SystemTime,
+    },
+    Retry {
+        id: i64,
+        error: String,
+        at: SystemTime,
+    },
+    Failed {
+        id: i64,
+        error: String,
+        at: SystemTime,
+    },
 }
 
 /// Normalised form of an address for opt-outs and duplicates.
@@ -219,7 +230,14 @@ impl SqliteStore {
         tx.execute(
             "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![incident, service, kind.as_str(), audience, outbox_id, secs(now)],
+            params![
+                incident,
+                service,
+                kind.as_str(),
+                audience,
+                outbox_id,
+                secs(now)
+            ],
         )?;
         let id = tx.last_insert_rowid();
         tx.execute(
@@ -397,11 +415,17 @@ impl SqliteStore {
     }
 
     /// Failed recipients of a campaign with the server's reply, at most `limit`.
-    pub fn failures(&self, campaign: i64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+    pub fn failures(
+        &self,
+        campaign: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT email, coalesce(last_error, '') FROM recipients WHERE campaign_id = ?1 AND status = 'failed' ORDER BY id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![campaign, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![campaign, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -411,7 +435,9 @@ impl SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT status, count(*) FROM recipients GROUP BY status")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         for row in rows {
             let (status, n) = row?;
             match status.as_str() {
@@ -460,7 +486,10 @@ impl SqliteStore {
     }
 
     /// Incidents that overlap `[since, now]`, for uptime history.
-    pub fn incidents_since(&self, since: SystemTime) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError> {
+    pub fn incidents_since(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT service, started_at, ended_at FROM incidents WHERE ended_at IS NULL OR ended_at >= ?1",
         )?;

@@ -97,7 +97,10 @@ pub(crate) fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, 
     s.serialize_f64(secs(*t))
 }
 
-pub(crate) fn unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn unix_opt<S: serde::Serializer>(
+    t: &Option<SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_f64(secs(*t)),
         None => s.serialize_none(),

@@ -56,7 +56,10 @@ async fn status(State(p): State<Public>) -> Response {
             tracing::error!(error = %e, "status page cannot be rendered");
             html(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                page("Status unavailable", "<p>The status page cannot be shown right now. Please try again in a minute.</p>"),
+                page(
+                    "Status unavailable",
+                    "<p>The status page cannot be shown right now. Please try again in a minute.</p>",
+                ),
             )
         }
     }
@@ -77,17 +80,23 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn check(p: &Public, q: &UnsubQuery) -> Result<String, Response> {
-    let (Some(e), Some(s)) = (&q.e, &q.s) else {
-        return Err(html(
+fn check(p: &Public, q: &UnsubQuery) -> Result<String, Box<Response>> {
+    let bad = |title: &str, text: &str| {
+        Box::new(html(
             StatusCode::BAD_REQUEST,
-            page("Link incomplete", "<p>This unsubscribe link is incomplete. Please use the whole link from the message.</p>"),
+            page(title, &format!("<p>{text}</p>")),
+        ))
+    };
+    let (Some(e), Some(s)) = (&q.e, &q.s) else {
+        return Err(bad(
+            "Link incomplete",
+            "This unsubscribe link is incomplete. Please use the whole link from the message.",
         ));
     };
     p.signer.verify_unsubscribe(e, s).map_err(|_| {
-        html(
-            StatusCode::BAD_REQUEST,
-            page("Link not valid", "<p>This unsubscribe link is not valid. Please use the link from the message, unchanged.</p>"),
+        bad(
+            "Link not valid",
+            "This unsubscribe link is not valid. Please use the link from the message, unchanged.",
         )
     })
 }
@@ -95,7 +104,7 @@ fn check(p: &Public, q: &UnsubQuery) -> Result<String, Response> {
 async fn confirm(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Response {
     let email = match check(&p, &q) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let action = format!(
         "/unsubscribe?e={}&s={}",
@@ -119,7 +128,7 @@ async fn confirm(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Respon
 async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Response {
     let email = match check(&p, &q) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = p.clock.now();
     let done = p
@@ -145,7 +154,10 @@ async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Re
             tracing::error!(error = %e, "unsubscribe could not be stored");
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                page("Please try again", "<p>Your request could not be saved just now. Please try again in a minute.</p>"),
+                page(
+                    "Please try again",
+                    "<p>Your request could not be saved just now. Please try again in a minute.</p>",
+                ),
             )
         }
     }

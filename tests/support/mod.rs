@@ -380,9 +380,45 @@ pub struct Smtp {
     child: std::process::Child,
     pub port: u16,
     pub out: tempfile::TempDir,
+    options: Vec<String>,
 }
 
 impl Smtp {
+    /// Stops the server (connections are refused until [`Smtp::resume`]).
+    pub fn pause(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, keeping what it received.
+    pub fn resume(&mut self) {
+        let options: Vec<&str> = self.options.iter().map(String::as_str).collect();
+        self.child = Smtp::spawn(self.port, self.out.path(), &options);
+    }
+
+    /// How many messages it has received (cheap: counts files).
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(self.out.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+    }
+
+    /// Waits until it has received `n` messages; the count when it gave up otherwise.
+    pub async fn wait_count(&self, n: usize, within: Duration) -> usize {
+        let t = std::time::Instant::now();
+        loop {
+            let c = self.count();
+            if c >= n || t.elapsed() > within {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn start(creds: Option<(&str, &str)>) -> Smtp {
         match creds {
             Some((u, p)) => Smtp::start_with(&["--auth", u, p]),
@@ -398,10 +434,20 @@ impl Smtp {
             .unwrap()
             .port();
         let out = tempfile::tempdir().unwrap();
+        let child = Smtp::spawn(port, out.path(), options);
+        Smtp {
+            child,
+            port,
+            out,
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn spawn(port: u16, out: &std::path::Path, options: &[&str]) -> std::process::Child {
         let mut cmd = std::process::Command::new("/usr/bin/python3");
         cmd.arg("tests/fixtures/smtp_server.py")
             .arg(port.to_string())
-            .arg(out.path());
+            .arg(out);
         cmd.args(options);
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
@@ -421,7 +467,7 @@ impl Smtp {
             "ready",
             "aiosmtpd did not start (is python3-aiosmtpd installed?)"
         );
-        Smtp { child, port, out }
+        child
     }
 
     pub fn mails(&self) -> Vec<String> {

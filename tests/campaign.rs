@@ -1,0 +1,561 @@
+//! Customer campaigns end to end, with real parts: `tocsin run` as a process, an HTTP
+//! target that goes down and up, and a real SMTP server (aiosmtpd) on loopback.
+//!
+//! 5,000 customers are told of an outage, each in their language and time zone, while
+//! tocsin is SIGKILLed and restarted and the mail server goes away for a while; every
+//! customer gets the outage mail (duplicates bounded and counted), the placeholder stands
+//! while customers are told, and recovery mails go to exactly those told, minus the one
+//! who unsubscribed in between.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tocsin::notify::templates::local_time;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+const TOKEN: &str = "campaign-token";
+
+async fn switchable_target() -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let up = Arc::new(AtomicBool::new(true));
+    let flag = up.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let healthy = flag.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let reply: &[u8] = if healthy {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nAdd to cart"
+                } else {
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
+                };
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    (addr, up)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const LANGS: [&str; 4] = ["en", "pl", "sv", "de"];
+const ZONES: [&str; 4] = [
+    "Europe/Warsaw",
+    "Europe/Stockholm",
+    "America/New_York",
+    "Asia/Tokyo",
+];
+
+/// Customer `i`: who they are and what they follow.
+fn customer(i: usize) -> (String, String, &'static str, &'static str, &'static str) {
+    (
+        format!("c{i}@example.com"),
+        format!("Customer {i}"),
+        LANGS[i % 4],
+        ZONES[i / 4 % 4],
+        // Every 7th follows only the API, so must not hear about the shop.
+        if i % 7 == 3 {
+            "api"
+        } else if i % 2 == 0 {
+            "shop"
+        } else {
+            ""
+        },
+    )
+}
+
+fn write_files(
+    dir: &Path,
+    target: std::net::SocketAddr,
+    smtp: u16,
+    n: usize,
+    max: u64,
+) -> (PathBuf, u16) {
+    let port = free_port();
+    let mut csv = String::from("email,name,language,timezone,services,plan\n");
+    for i in 0..n {
+        let (e, name, l, z, s) = customer(i);
+        csv.push_str(&format!("{e},{name},{l},{z},{s},plan-{i}\n"));
+    }
+    // A bad row is reported and left out, never sent to.
+    csv.push_str("bad@example.com,\"Eve\r\nBcc: all@example.com\",en,UTC,,x\n");
+    std::fs::write(dir.join("customers.csv"), csv).unwrap();
+    let cfg = dir.join("probes.yaml");
+    std::fs::File::create(&cfg)
+        .unwrap()
+        .write_all(
+            format!(
+                "listen: 127.0.0.1:{port}
+data_dir: ./var
+company: {{ name: Example Shop, phone: \"+48 22 555 01 00\" }}
+services:
+  - id: shop
+    name: Web shop
+    failure_threshold: 2
+    success_threshold: 2
+    customer_threshold: 1h
+    audience: customers
+    probes:
+      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+  - id: api
+    name: API
+    probes:
+      - {{ name: api, interval: 5s, timeout: 1s, tcp: {{ address: \"127.0.0.1:{port}\" }} }}
+audiences:
+  customers: {{ csv: ./customers.csv }}
+mail:
+  from: \"Example Status <status@example.com>\"
+  smtp: \"smtp://127.0.0.1:{smtp}\"
+  allow_plain: true
+  timeout: 5s
+  max_per_second: 5000
+  connections: 8
+  max_campaign_size: {max}
+"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    (cfg, port)
+}
+
+fn start(cfg: &Path) -> support::Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.with_file_name("tocsin.log"))
+        .unwrap();
+    support::Proc(
+        Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "info,tocsin::campaign=trace")
+            .env("TOCSIN_API_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn cli(cfg: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env("TOCSIN_API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn api(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let c = support::client();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut req = if method == "POST" {
+        c.post(url)
+    } else {
+        c.get(url)
+    };
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.bearer_auth(TOKEN).send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+async fn wait_up(port: u16) {
+    for _ in 0..100 {
+        if support::client()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("tocsin did not come up on {port}");
+}
+
+/// (envelope recipient, subject, text body) of every message received.
+fn received(smtp: &support::Smtp) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(smtp.out.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "eml") {
+            continue;
+        }
+        let raw = std::fs::read(&p).unwrap();
+        let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        let to = m
+            .header_raw("X-Envelope-To")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.push((
+            to,
+            m.subject().unwrap_or_default().to_string(),
+            m.body_text(0).unwrap_or_default().to_string(),
+        ));
+    }
+    out
+}
+
+fn count_by_address(
+    mails: &[(String, String, String)],
+    pick: impl Fn(&str) -> bool,
+) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (to, subject, _) in mails {
+        if pick(subject) {
+            *m.entry(to.clone()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage() {
+    const N: usize = 5_000;
+    let mut smtp = support::Smtp::start(None);
+    let (target, up) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_files(dir.path(), target, smtp.port, N, N as u64 * 2);
+    let expected: BTreeSet<String> = (0..N)
+        .map(customer)
+        .filter(|c| c.4 != "api")
+        .map(|c| c.0)
+        .collect();
+
+    let (code, out) = cli(&cfg, &["check"]);
+    assert_eq!(code, 2, "the header-injection row is an error: {out}");
+    assert!(
+        out.contains(&format!(
+            "customers.csv:{}:1: `name` holds a line break",
+            N + 2
+        )),
+        "{out}"
+    );
+
+    let mut tocsin = start(&cfg);
+    wait_up(port).await;
+    up.store(false, Ordering::SeqCst);
+    // The incident opens after two failed rounds; an ETA beyond the 1 h threshold starts
+    // the customer phase at once.
+    let mut eta = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = api(
+            port,
+            "POST",
+            "/api/v1/incidents/shop/eta",
+            Some(serde_json::json!({"eta": "3h", "by": "test"})),
+        )
+        .await;
+        if let Some(e) = r["eta"]
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339(s).ok())
+        {
+            eta = Some(e);
+            break;
+        }
+    }
+    let eta = eta.expect("the ETA was accepted");
+    assert!(
+        dir.path().join("var/www/shop/index.html").exists() || {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            dir.path().join("var/www/shop/index.html").exists()
+        },
+        "the placeholder stands while customers are told"
+    );
+
+    // A crash in the middle of the campaign.
+    let at = smtp.wait_count(1_000, Duration::from_secs(60)).await;
+    assert!(at >= 1_000, "sending started: {at}");
+    tocsin.crash();
+    let after_crash = smtp.count();
+    let mut tocsin = start(&cfg);
+    wait_up(port).await;
+
+    // The mail server goes away for a while.
+    let at = smtp
+        .wait_count(after_crash + 1_500, Duration::from_secs(60))
+        .await;
+    assert!(at > after_crash, "sending resumed after the restart");
+    smtp.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    smtp.resume();
+
+    // Everyone, eventually (sends that failed come back after their 30 s backoff).
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let (mails, outage) = loop {
+        let mails = received(&smtp);
+        let outage = count_by_address(&mails, |s| !s.contains("Update"));
+        if outage.len() >= expected.len() || std::time::Instant::now() > deadline {
+            break (mails, outage);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let got: BTreeSet<String> = outage.keys().cloned().collect();
+    if got != expected {
+        tocsin.stop();
+        let db = dir.path().join("var/tocsin.db");
+        let out = Command::new("/usr/bin/python3").arg("-c").arg(format!("import sqlite3,time; c=sqlite3.connect('{}'); print(time.time(), list(c.execute(\"select id,email,attempts,next_attempt_at,last_error from recipients where status='pending'\")))", db.display())).output().unwrap();
+        eprintln!("DEBUG {}", String::from_utf8_lossy(&out.stdout));
+        let log = std::fs::read_to_string(dir.path().join("tocsin.log")).unwrap();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("campaign") && !l.contains("Connection refused"))
+            .rev()
+            .take(3)
+        {
+            eprintln!("LOG {l}");
+        }
+    }
+    assert!(
+        got == expected,
+        "{}\nmissing: {:?}; extra: {:?}",
+        cli(&cfg, &["campaign", "status", "--once"]).1,
+        expected.difference(&got).take(5).collect::<Vec<_>>(),
+        got.difference(&expected).take(5).collect::<Vec<_>>()
+    );
+    let duplicates: usize = outage.values().map(|n| n - 1).sum();
+    eprintln!(
+        "5000-customer campaign: {} mails for {} customers; {duplicates} duplicates after one SIGKILL",
+        mails.len(),
+        expected.len()
+    );
+    assert!(
+        duplicates <= 8 + 64,
+        "duplicates bounded by messages in flight plus one commit: {duplicates}"
+    );
+
+    // Personalised: name, language and the ETA in the customer's own zone.
+    for (to, subject, text) in &mails {
+        let i: usize = to
+            .trim_start_matches('c')
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (_, name, lang, zone, _) = customer(i);
+        let lang = if lang == "de" { "en" } else { lang };
+        assert!(text.contains(&name), "{to}: {text}");
+        assert!(
+            text.contains(&local_time(eta, zone, lang)),
+            "{to} ({lang}, {zone}) lacks its local ETA {}: {text}",
+            local_time(eta, zone, lang)
+        );
+        let greeting = match lang {
+            "pl" => "Dzień dobry",
+            "sv" => "Hej",
+            _ => "Hello",
+        };
+        assert!(text.starts_with(greeting), "{to}: {text}");
+        assert!(!subject.is_empty());
+    }
+
+    // Progress and previews from the CLI.
+    let (code, status) = cli(&cfg, &["campaign", "status", "--once"]);
+    assert_eq!(code, 0, "{status}");
+    assert!(
+        status.contains(&format!("sent {:>6}", expected.len())),
+        "{status}"
+    );
+    assert!(status.contains("pending      0"), "{status}");
+    let (code, preview) = cli(
+        &cfg,
+        &[
+            "campaign",
+            "preview",
+            "--service",
+            "shop",
+            "--to",
+            "c2@example.com",
+        ],
+    );
+    assert_eq!(code, 0, "{preview}");
+    assert!(
+        preview.contains("To: c2@example.com") && preview.contains("Customer 2"),
+        "{preview}"
+    );
+    let (code, raw) = cli(
+        &cfg,
+        &[
+            "campaign",
+            "preview",
+            "--service",
+            "shop",
+            "--to",
+            "c2@example.com",
+            "--raw",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{raw}"
+    );
+    let (code, refused) = cli(
+        &cfg,
+        &[
+            "campaign",
+            "preview",
+            "--service",
+            "shop",
+            "--to",
+            "c3@example.com",
+        ],
+    );
+    assert_eq!(code, 1, "c3 follows only the API: {refused}");
+
+    // One customer unsubscribes (RFC 8058 one-click): GET only asks, POST acts.
+    let m = std::fs::read_dir(smtp.out.path())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .find(|m| m.contains("X-Envelope-To: c0@example.com"))
+        .unwrap();
+    let link = m
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .unwrap()
+        .trim_end_matches('>')
+        .to_string();
+    let c = support::client();
+    let page = c.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    let tampered = c
+        .post(link.replace("c0%40", "c1%40"))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), 400);
+    let r = c
+        .post(&link)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Recovery: the placeholder comes down, and exactly those told hear of it.
+    let before = smtp.count();
+    up.store(true, Ordering::SeqCst);
+    let want = before + expected.len() - 1;
+    let now = smtp.wait_count(want, Duration::from_secs(90)).await;
+    if now < want {
+        eprintln!("DEBUG {}", cli(&cfg, &["campaign", "list"]).1);
+        tocsin.stop();
+        let db = dir.path().join("var/tocsin.db");
+        let out = Command::new("/usr/bin/python3").arg("-c").arg(format!("import sqlite3,time; c=sqlite3.connect('{}'); print(time.time(), list(c.execute(\"select id,email,attempts,next_attempt_at,last_error from recipients where status='pending'\")))", db.display())).output().unwrap();
+        eprintln!("DEBUG {}", String::from_utf8_lossy(&out.stdout));
+        let log = std::fs::read_to_string(dir.path().join("tocsin.log")).unwrap();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("campaign") && !l.contains("Connection refused"))
+            .rev()
+            .take(3)
+        {
+            eprintln!("LOG {l}");
+        }
+    }
+    assert!(
+        now >= want,
+        "recovery mails: {} of {}",
+        now - before,
+        expected.len() - 1
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mails = received(&smtp);
+    let recovery = count_by_address(&mails, |s| {
+        s.contains("working again") || s.contains("znów działa") || s.contains("fungerar igen")
+    });
+    let mut told = expected.clone();
+    told.remove("c0@example.com");
+    assert_eq!(
+        recovery.keys().cloned().collect::<BTreeSet<_>>(),
+        told,
+        "recovery goes to those told, minus the opt-out"
+    );
+    assert!(
+        !dir.path().join("var/www/shop/index.html").exists(),
+        "placeholder withdrawn on recovery"
+    );
+    assert!(tocsin.stop());
+}
+
+#[tokio::test]
+async fn a_campaign_larger_than_max_campaign_size_is_refused_whole() {
+    let smtp = support::Smtp::start(None);
+    let (target, up) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_files(dir.path(), target, smtp.port, 40, 10);
+    let (code, out) = cli(&cfg, &["check"]);
+    assert!(
+        out.contains("more than mail.max_campaign_size (10)"),
+        "warned ahead: {code} {out}"
+    );
+    let mut tocsin = start(&cfg);
+    wait_up(port).await;
+    up.store(false, Ordering::SeqCst);
+    let mut refused = String::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = api(
+            port,
+            "POST",
+            "/api/v1/incidents/shop/eta",
+            Some(serde_json::json!({"eta": "3h", "by": "test"})),
+        )
+        .await;
+        let i = api(port, "GET", "/api/v1/incidents/shop", None).await;
+        if let Some(e) = i["timeline"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["kind"] == "delivery_failed")
+        {
+            refused = e["detail"].as_str().unwrap_or_default().to_string();
+            break;
+        }
+    }
+    assert!(
+        refused.contains("more than mail.max_campaign_size (10): no customer was mailed"),
+        "{refused:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.count(), 0, "nobody was mailed");
+    assert!(tocsin.stop());
+}
