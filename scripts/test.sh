@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs tocsin's whole test suite. Installs through apt what the tests need when it is
 # missing (promtool from Debian's prometheus package; aiosmtpd, a real SMTP server, from
-# python3-aiosmtpd), then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
+# python3-aiosmtpd; nginx for the placeholder snippet; headless Chromium for the pages),
+# then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v kill >/dev/null 2>&1 || need+=(procps)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""

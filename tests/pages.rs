@@ -1,0 +1,375 @@
+//! Placeholder and status pages with real parts: `tocsin run`, a real nginx on loopback
+//! with the shipped snippet (deploy/nginx/tocsin-placeholder.conf) in front of a site, and
+//! headless Chromium loading the pages (a screenshot each, no console messages).
+//!
+//! Before the threshold nginx proxies to the site; past it the placeholder stands; after
+//! recovery the site is back and the placeholder is gone.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+
+/// The site: `/` always answers; `/health` follows the switch.
+async fn site() -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let ok = flag.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let reply: &[u8] = if req.starts_with("GET /health") && !ok {
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsick"
+                } else if req.starts_with("GET /health") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 19\r\nConnection: close\r\n\r\nWelcome to the shop"
+                };
+                let _ = s.write_all(reply).await;
+            });
+        }
+    });
+    (addr, healthy)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx(dir: &Path, port: u16, www: &Path, upstream: std::net::SocketAddr) -> support::Proc {
+    let snippet = std::fs::canonicalize("deploy/nginx/tocsin-placeholder.conf").unwrap();
+    for sub in ["logs", "tmp"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        set $tocsin_root {www};
+        set $tocsin_service shop;
+        include {snippet};
+        location / {{ proxy_pass http://{upstream}; }}
+    }}
+}}
+",
+            d = dir.display(),
+            www = www.display(),
+            snippet = snippet.display(),
+        ),
+    )
+    .unwrap();
+    let check = Command::new("nginx")
+        .args(["-t", "-q", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("nginx (scripts/test.sh installs nginx-light)");
+    assert!(
+        check.status.success(),
+        "the snippet must be valid nginx: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    support::Proc(
+        Command::new("nginx")
+            .args(["-g", "daemon off;", "-p"])
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Loads `url` in headless Chromium on a phone-sized screen, saves a screenshot and
+/// returns the console messages it logged.
+fn chromium(url: &str, shot: &Path) -> Vec<String> {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=390,844",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .expect("chromium (scripts/test.sh installs it)");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shot.metadata().is_ok_and(|m| m.len() > 1000),
+        "no screenshot of {url}: {log}"
+    );
+    log.lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect()
+}
+
+async fn get(url: &str) -> (u16, String, Option<String>) {
+    let r = match support::client().get(url).send().await {
+        Ok(r) => r,
+        Err(e) => return (0, e.to_string(), None),
+    };
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, r.text().await.unwrap(), retry)
+}
+
+async fn wait_for(url: &str, want: &str, within: Duration) -> (u16, String, Option<String>) {
+    let t = Instant::now();
+    loop {
+        let r = get(url).await;
+        if r.1.contains(want) {
+            return r;
+        }
+        assert!(
+            t.elapsed() < within,
+            "{url} never showed {want:?}; last: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn the_console_check_catches_a_page_that_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("bad.html");
+    std::fs::write(
+        &page,
+        "<html><body><script>console.error('broken-7')</script><p>x</p></body></html>",
+    )
+    .unwrap();
+    let console = chromium(
+        &format!("file://{}", page.display()),
+        &dir.path().join("bad.png"),
+    );
+    assert!(
+        console.iter().any(|l| l.contains("broken-7")),
+        "{console:?}"
+    );
+}
+
+#[tokio::test]
+async fn nginx_serves_the_site_then_the_placeholder_then_the_site_again() {
+    let (upstream, healthy) = site().await;
+    let dir = tempfile::tempdir().unwrap();
+    // nginx's workers (not root) must reach the published files.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let port = free_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::File::create(&cfg)
+        .unwrap()
+        .write_all(
+            format!(
+                "listen: 127.0.0.1:{port}
+data_dir: ./var
+company: {{ name: Example Shop, phone: \"+48 22 555 01 00\", email: help@example.com, website: \"https://example.com\" }}
+pages: {{ timezone: Europe/Warsaw }}
+services:
+  - id: shop
+    name: Web shop <&> \"quoted\"
+    failure_threshold: 1
+    success_threshold: 1
+    customer_threshold: 2s
+    probes:
+      - {{ name: health, interval: 500ms, timeout: 400ms, http: {{ url: \"http://{upstream}/health\" }} }}
+"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let www = dir.path().join("var/www");
+    let mut tocsin = support::Proc(
+        Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ngx_port = free_port();
+    let ngx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&ngx_dir).unwrap();
+    let _nginx = nginx(&ngx_dir, ngx_port, &www, upstream);
+    let site_url = format!("http://127.0.0.1:{ngx_port}/");
+
+    // Before: the site, through nginx.
+    let (code, body, _) = wait_for(&site_url, "Welcome to the shop", Duration::from_secs(10)).await;
+    assert_eq!(code, 200);
+    let status_url = format!("http://127.0.0.1:{port}/status");
+    wait_for(
+        &status_url,
+        "All services are working",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!body.contains("unavailable"));
+
+    // Down past the threshold: the placeholder, with 503 and Retry-After.
+    healthy.store(false, Ordering::SeqCst);
+    let (_, status, _) = wait_for(
+        &status_url,
+        "Some services have problems",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        status.contains("Web shop &lt;&amp;&gt; &#34;quoted&#34;")
+            || status.contains("Web shop &lt;&amp;&gt; &quot;quoted&quot;"),
+        "names are escaped: {status}"
+    );
+    assert!(
+        !status.contains("500") || !status.contains("status 500"),
+        "no raw probe errors on the status page"
+    );
+    let (code, placeholder, retry) = wait_for(
+        &site_url,
+        "temporarily unavailable",
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(code, 503, "{placeholder}");
+    assert_eq!(retry.as_deref(), Some("600"));
+    assert!(
+        placeholder.contains("failing with errors"),
+        "plain words: {placeholder}"
+    );
+    assert!(
+        placeholder.contains("Next update by"),
+        "commits to a time: {placeholder}"
+    );
+    assert!(
+        placeholder.contains("tel:+48225550100"),
+        "other ways to reach us: {placeholder}"
+    );
+    assert!(
+        placeholder.replace("&#x2f;", "/").contains(&format!("href=\"{status_url}\"")),
+        "links the status page: {placeholder}"
+    );
+    let meta = std::fs::metadata(www.join("shop/index.html")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    }
+    let (_, status, _) = get(&status_url).await;
+    assert!(status.contains("Next update by"), "{status}");
+    assert!(
+        std::fs::read_to_string(www.join("status.html"))
+            .unwrap()
+            .contains("Some services have problems")
+    );
+
+    // Both pages in a real browser: they render, and log nothing.
+    for (name, url) in [
+        ("placeholder", site_url.as_str()),
+        ("status", status_url.as_str()),
+    ] {
+        let shot = dir.path().join(format!("{name}.png"));
+        let console = chromium(url, &shot);
+        assert!(
+            console.is_empty(),
+            "{name} logged to the console: {console:?}"
+        );
+    }
+
+    // Recovery: the placeholder is withdrawn and nginx proxies to the site again.
+    healthy.store(true, Ordering::SeqCst);
+    let (code, _, _) = wait_for(&site_url, "Welcome to the shop", Duration::from_secs(15)).await;
+    assert_eq!(code, 200);
+    assert!(!www.join("shop").exists(), "nothing left behind");
+    let (_, status, _) = wait_for(&status_url, "Recent incidents", Duration::from_secs(10)).await;
+    assert!(status.contains("All services are working"), "{status}");
+    assert!(tocsin.stop());
+}
+
+#[tokio::test]
+async fn a_placeholder_left_from_before_a_crash_is_withdrawn_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("var/www/shop");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "stale").unwrap();
+    std::fs::write(www.join(".tocsin-placeholder"), "").unwrap();
+    // Someone else's directory is never touched.
+    let other = dir.path().join("var/www/blog");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("index.html"), "not ours").unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}
+data_dir: ./var
+services:
+  - id: shop
+    probes:
+      - {{ name: self, interval: 1s, timeout: 500ms, tcp: {{ address: \"127.0.0.1:{port}\" }} }}
+"
+        ),
+    )
+    .unwrap();
+    let mut tocsin = support::Proc(
+        Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t = Instant::now();
+    while www.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "stale placeholder still up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(other.join("index.html")).unwrap(),
+        "not ours"
+    );
+    assert!(tocsin.stop());
+}
