@@ -5,6 +5,22 @@ use std::path::Path;
 
 const CASES: &[(&str, &[&str])] = &[
     (
+        "customer-phase-keys.yaml",
+        &[
+            "5:45: `next_update` (1h) is shorter than `update_every` (2h): the promised update could not be sent in time",
+            "6:20: `language` is a language code such as en, pl or sv, not `English`",
+            "6:39: `timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `Mars/Base`",
+            "6:66: `url` must be an http(s) URL such as https://cdn.example.com/hooks/tocsin, not `ftp://cdn.example.com`",
+            "6:102: `token_env` names an environment variable (such as WEBHOOK_TOKEN), not `my token`",
+            "7:18: `name` must be one line of text",
+            "7:41: `email` must be an address such as help@example.com, not `not-an-address`",
+            "7:66: `website` must be an http(s) URL, not `example.com`",
+            "10:22: `max_campaign_size` must be at least 1",
+            "11:16: `connections` must be between 1 and 100",
+            "12:68: cannot read key_file testdata/bad/no-such-key.pem: No such file or directory (os error 2)",
+        ],
+    ),
+    (
         "audience-missing-file.yaml",
         &["8:21: audience file `testdata/bad/no-such-customers.csv` does not exist"],
     ),

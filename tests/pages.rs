@@ -285,7 +285,9 @@ services:
         "other ways to reach us: {placeholder}"
     );
     assert!(
-        placeholder.replace("&#x2f;", "/").contains(&format!("href=\"{status_url}\"")),
+        placeholder
+            .replace("&#x2f;", "/")
+            .contains(&format!("href=\"{status_url}\"")),
         "links the status page: {placeholder}"
     );
     let meta = std::fs::metadata(www.join("shop/index.html")).unwrap();

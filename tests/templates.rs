@@ -1,0 +1,136 @@
+//! `tocsin check` on campaign templates and audiences: syntax errors, messages that could
+//! be vague, incomplete languages, bad audience rows, all with file and line.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+
+fn check(dir: &Path, extra: &str) -> (i32, String) {
+    let cfg = dir.join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "services:
+  - id: shop
+    audience: customers
+    probes:
+      - {{ name: home, tcp: {{ address: \"127.0.0.1:1\" }} }}
+audiences:
+  customers: {{ csv: ./customers.csv }}
+{extra}"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn template_mistakes_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "email,name,language\nana@example.com,Ana,pl\nbo@example.com,Bo,de\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "customers.csv:3:1: language `de` has no templates: its 1 recipient(s) get English"
+        ),
+        "{out}"
+    );
+
+    let t = dir.path().join("tpl");
+    std::fs::create_dir_all(t.join("en")).unwrap();
+    std::fs::create_dir_all(t.join("pl")).unwrap();
+    // A syntax error, on line 3.
+    std::fs::write(
+        t.join("en/recovery.txt"),
+        "Hello,\n\n{% if customer.name %}back{% endfor %}\n",
+    )
+    .unwrap();
+    // Vague: says nothing about when, with or without an ETA.
+    std::fs::write(
+        t.join("pl/outage.txt"),
+        "Mamy awarię {{ service.name }}. Nie wiemy, kiedy wróci.\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "campaigns: { templates: ./tpl }\n");
+    assert_eq!(code, 2, "{out}");
+    let tpl = t.display().to_string();
+    assert!(
+        out.contains(&format!("{tpl}/en/recovery.txt:3:1: syntax error")),
+        "{out}"
+    );
+
+    std::fs::write(
+        t.join("en/recovery.txt"),
+        "Hello {{ customer.name }}, back since {{ ended }}.\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "campaigns: { templates: ./tpl }\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{tpl}/pl/outage.txt:1:1: with an ETA set, this message does not state it"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{tpl}/pl/outage.txt:1:1: without an ETA, this message does not commit to a next-update time")),
+        "{out}"
+    );
+
+    // A new language must bring every file.
+    std::fs::remove_file(t.join("pl/outage.txt")).unwrap();
+    std::fs::create_dir_all(t.join("de")).unwrap();
+    std::fs::write(t.join("de/outage.txt"), "{{ eta }}{{ next_update }}").unwrap();
+    let (code, out) = check(dir.path(), "campaigns: { templates: ./tpl }\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{tpl}/de/outage.subject:1:1: language `de` lacks `outage.subject`"
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_audience_rows_fail_the_check_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "email,name,language,timezone,services\n\
+         ana@example.com,Ana,pl,Europe/Warsaw,shop\n\
+         \"bob@example.com\r\nBcc: x@example.com\",Bob,en,UTC,\n\
+         eve@example.com,Eve,xx-!!,UTC,\n\
+         ann@example.com,Ann,en,Moon/Base,\n\
+         zed@example.com,Zed,en,UTC,warehouse\n\
+         short@example.com\n\
+         ANA@example.com,Ana again,pl,Europe/Warsaw,\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "");
+    assert_eq!(code, 2, "{out}");
+    let csv = dir.path().join("customers.csv").display().to_string();
+    for want in [
+        format!("{csv}:3:1: `email` holds a line break or control character"),
+        format!("{csv}:5:1: language `xx-!!` is not a language code"),
+        format!("{csv}:6:1: time zone `Moon/Base` is unknown"),
+        format!("{csv}:7:1: service `warehouse` is not in the config (services: shop)"),
+        format!("{csv}:8:1: this row has 1 fields, the header has 5"),
+        format!("warning: {csv}:9:1: ANA@example.com is also on line 2: merged into one recipient"),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in:\n{out}");
+    }
+}
