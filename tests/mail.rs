@@ -242,3 +242,65 @@ async fn starttls_and_implicit_tls_deliver_to_a_server_signed_by_the_configured_
     assert_eq!(got.len(), 1);
     assert!(got[0].contains("X-TLS: yes"), "{}", got[0]);
 }
+
+#[tokio::test]
+async fn campaign_sessions_use_starttls_auth_and_stay_open_between_messages() {
+    let ca = support::Ca::new();
+    let (cert, key) = ca.leaf_pem_files();
+    let (cert, key) = (
+        cert.path().to_str().unwrap().to_string(),
+        key.path().to_str().unwrap().to_string(),
+    );
+    let server =
+        support::Smtp::start_with(&["--starttls", &cert, &key, "--auth", "tocsin", "s3cret"]);
+    let mut m = tls_mail(format!("smtp://localhost:{}", server.port), Some(&ca));
+    m.username_env = Some("SMTP_USER".into());
+    m.password_env = Some("SMTP_PASSWORD".into());
+    let env = |k: &str| match k {
+        "SMTP_USER" => Some("tocsin".to_string()),
+        "SMTP_PASSWORD" => Some("s3cret".to_string()),
+        _ => None,
+    };
+    let mailer = Mailer::new(&m, Path::new("/nonexistent"), &env).unwrap();
+    let mut session = None;
+    for to in ["a@example.com", "b@example.com", "c@example.com"] {
+        mailer.send_on(&mut session, &msg(&[to])).await.unwrap();
+        assert!(
+            session.is_some(),
+            "the session is kept for the next message"
+        );
+    }
+    // A refused recipient is permanent, and the session starts afresh after it.
+    let err = mailer
+        .send_on(&mut session, &msg(&["reject@example.com"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MailError::Permanent(ref e) if e.contains("550")),
+        "{err}"
+    );
+    assert!(session.is_none());
+    mailer
+        .send_on(&mut session, &msg(&["d@example.com"]))
+        .await
+        .unwrap();
+    let got = server.mails();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|m| m.contains("X-TLS: yes")));
+
+    // Wrong credentials never send anything.
+    let bad = |k: &str| match k {
+        "SMTP_USER" => Some("tocsin".to_string()),
+        "SMTP_PASSWORD" => Some("wrong".to_string()),
+        _ => None,
+    };
+    let mailer = Mailer::new(&m, Path::new("/nonexistent"), &bad).unwrap();
+    let mut session = None;
+    assert!(
+        mailer
+            .send_on(&mut session, &msg(&["e@example.com"]))
+            .await
+            .is_err()
+    );
+    assert_eq!(server.mails().len(), 4);
+}

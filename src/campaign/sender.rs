@@ -1,5 +1,6 @@
-//! Sends campaign messages: at most `mail.connections` in flight (a semaphore; lettre's
-//! pool size alone does not bound concurrency), at most `mail.max_per_second` started per
+//! Sends campaign messages: at most `mail.connections` in flight (one worker per
+//! connection, each with its own SMTP session; lettre's pool size alone would not bound
+//! concurrency), at most `mail.max_per_second` started per
 //! second, each within `mail.timeout`. A 4xx or network failure is retried with backoff,
 //! a 5xx recorded as failed with the server's reply. Results are committed as they come,
 //! in small transactions, so a crash re-sends at most the messages in flight plus those
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Composer;
@@ -22,8 +23,8 @@ use crate::config::Config;
 use crate::engine::lock;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::backoff;
-use crate::notify::mail::{MailError, Mailer};
-use crate::store::{CampaignInfo, SendResult, SqliteStore};
+use crate::notify::mail::{MailError, Mailer, Session};
+use crate::store::{CampaignInfo, RecipientJob, SendResult, SqliteStore};
 
 const BATCH: usize = 512;
 const IDLE: Duration = Duration::from_secs(1);
@@ -45,7 +46,10 @@ impl Sender {
     /// Sends until `cancel`; messages in flight are finished and recorded first.
     pub async fn run(self, cancel: CancellationToken) {
         let config = self.config();
-        let limit = Arc::new(Semaphore::new(config.mail.connections));
+        // One worker per connection: the workers bound the messages in flight, each
+        // keeps its own SMTP session open between messages.
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(config.mail.connections);
+        let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
         let rate = NonZeroU32::new(config.mail.max_per_second).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN));
         let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
@@ -56,6 +60,18 @@ impl Sender {
             self.metrics.clone(),
             in_flight.clone(),
         ));
+        let workers: Vec<_> = (0..config.mail.connections)
+            .map(|_| {
+                tokio::spawn(work(
+                    jobs_rx.clone(),
+                    tx.clone(),
+                    self.mailer.clone(),
+                    self.composer.clone(),
+                    self.clock.clone(),
+                    self.metrics.clone(),
+                ))
+            })
+            .collect();
         let mut after = 0i64;
         let mut last_pause_log = None::<Instant>;
         'outer: while !cancel.is_cancelled() {
@@ -132,65 +148,24 @@ impl Sender {
                     _ = cancel.cancelled() => break 'outer,
                     _ = limiter.until_ready() => {}
                 }
-                let permit = tokio::select! {
-                    _ = cancel.cancelled() => break 'outer,
-                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'outer },
-                };
                 in_flight
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(job.id);
-                let (mailer, composer, clock, metrics, tx, config) = (
-                    self.mailer.clone(),
-                    self.composer.clone(),
-                    self.clock.clone(),
-                    self.metrics.clone(),
-                    tx.clone(),
-                    config.clone(),
-                );
-                tokio::spawn(async move {
-                    let result = match info
-                        .ok_or_else(|| "its campaign is gone from the store".to_string())
-                        .and_then(|i| composer.compose(&config, &i, &job))
-                    {
-                        Err(e) => SendResult::Failed {
-                            id: job.id,
-                            error: format!("cannot render the message: {e}"),
-                            at: clock.now(),
-                        },
-                        Ok(msg) => {
-                            let t = Instant::now();
-                            let sent = mailer.send(&msg).await;
-                            metrics.campaign_send(t.elapsed());
-                            let at = clock.now();
-                            match sent {
-                                Ok(()) => SendResult::Sent { id: job.id, at },
-                                Err(MailError::Permanent(e)) => {
-                                    tracing::warn!(to = %job.email, error = %e, "campaign mail refused");
-                                    SendResult::Failed {
-                                        id: job.id,
-                                        error: e,
-                                        at,
-                                    }
-                                }
-                                Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
-                                    tracing::debug!(to = %job.email, error = %e, attempts = job.attempts + 1, "campaign mail deferred");
-                                    SendResult::Retry {
-                                        id: job.id,
-                                        error: e,
-                                        at: at + backoff(job.attempts),
-                                    }
-                                }
-                            }
-                        }
-                    };
-                    let _ = tx.send(result);
-                    drop(permit);
-                });
+                let sent = tokio::select! {
+                    _ = cancel.cancelled() => Err(()),
+                    r = jobs_tx.send((job, info, config.clone())) => r.map_err(|_| ()),
+                };
+                if sent.is_err() {
+                    break 'outer;
+                }
             }
         }
-        // Wait for the messages in flight, then for their results to be written.
-        let _ = limit.acquire_many(config.mail.connections as u32).await;
+        // The workers finish what they hold, then the writer records it.
+        drop(jobs_tx);
+        for w in workers {
+            let _ = w.await;
+        }
         drop(tx);
         let _ = writer.await;
     }
@@ -200,6 +175,67 @@ impl Sender {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+type Job = (RecipientJob, Option<CampaignInfo>, Arc<Config>);
+
+/// One worker: takes jobs until the queue closes, sending on its own session.
+async fn work(
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    results: mpsc::UnboundedSender<SendResult>,
+    mailer: Arc<Mailer>,
+    composer: Arc<Composer>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) {
+    let mut session: Session = None;
+    loop {
+        let next = jobs.lock().await.recv().await;
+        let Some((job, info, config)) = next else {
+            break;
+        };
+        let result = match info
+            .ok_or_else(|| "its campaign is gone from the store".to_string())
+            .and_then(|i| composer.compose(&config, &i, &job))
+        {
+            Err(e) => SendResult::Failed {
+                id: job.id,
+                error: format!("cannot render the message: {e}"),
+                at: clock.now(),
+            },
+            Ok(msg) => {
+                let t = Instant::now();
+                let sent = mailer.send_on(&mut session, &msg).await;
+                metrics.campaign_send(t.elapsed());
+                let at = clock.now();
+                match sent {
+                    Ok(()) => SendResult::Sent { id: job.id, at },
+                    Err(MailError::Permanent(e)) => {
+                        tracing::warn!(to = %job.email, error = %e, "campaign mail refused");
+                        SendResult::Failed {
+                            id: job.id,
+                            error: e,
+                            at,
+                        }
+                    }
+                    Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
+                        tracing::debug!(to = %job.email, error = %e, attempts = job.attempts + 1, "campaign mail deferred");
+                        SendResult::Retry {
+                            id: job.id,
+                            error: e,
+                            at: at + backoff(job.attempts),
+                        }
+                    }
+                }
+            }
+        };
+        if results.send(result).is_err() {
+            break;
+        }
+    }
+    if let Some(mut c) = session {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.quit()).await;
     }
 }
 

@@ -1,0 +1,224 @@
+//! Campaign throughput: 10,000 personalised mails (four languages, four time zones, a
+//! name and a plan each) rendered and sent by tocsin's campaign sender into Postfix's
+//! smtp-sink on loopback, then smtp-source sending the same number of messages of the
+//! same size to the same sink, for the ratio. Prints both times, the rate, CPU seconds
+//! and resident memory.
+//!
+//! `cargo bench --bench campaign [-- --mails N --connections C]` (scripts/bench.sh
+//! installs Postfix for smtp-sink and smtp-source when missing).
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use tocsin::campaign::sender::Sender;
+use tocsin::campaign::{Composer, plan};
+use tocsin::clock::{Clock, SystemClock};
+use tocsin::config;
+use tocsin::incident::{Action, ServiceState};
+use tocsin::links::Signer;
+use tocsin::metrics::Metrics;
+use tocsin::notify::mail::Mailer;
+use tocsin::notify::templates::Templates;
+use tocsin::store::SqliteStore;
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_hwm_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() {
+    let mails = arg("--mails", 10_000) as usize;
+    let connections = arg("--connections", 8);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sink = Command::new("smtp-sink")
+        .args(["-u", "postfix", &format!("127.0.0.1:{port}"), "1024"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (Postfix; scripts/bench.sh installs it)");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("email,name,language,timezone,services,plan\n");
+    let langs = ["en", "pl", "sv", "de"];
+    let zones = [
+        "Europe/Warsaw",
+        "Europe/Stockholm",
+        "America/New_York",
+        "Asia/Tokyo",
+    ];
+    for i in 0..mails {
+        csv.push_str(&format!(
+            "customer{i}@example.com,Customer {i},{},{},,plan-{}\n",
+            langs[i % 4],
+            zones[i / 4 % 4],
+            i % 3
+        ));
+    }
+    std::fs::write(dir.path().join("customers.csv"), csv).unwrap();
+    let yaml = format!(
+        "data_dir: ./var
+services:
+  - id: shop
+    name: Web shop
+    audience: customers
+    probes:
+      - {{ name: home, tcp: {{ address: \"127.0.0.1:1\" }} }}
+audiences:
+  customers: {{ csv: ./customers.csv }}
+mail:
+  from: \"Example Status <status@example.com>\"
+  smtp: \"smtp://127.0.0.1:{port}\"
+  allow_plain: true
+  max_per_second: 1000000
+  connections: {connections}
+  max_campaign_size: 1000000
+"
+    );
+    let cfg =
+        config::parse(&yaml, &dir.path().join("probes.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let now = clock.now();
+        let mut store = SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap();
+        let signer = Arc::new(Signer::new(&store.link_key().unwrap()));
+        let state = ServiceState::new();
+        store
+            .commit(
+                "shop",
+                &state,
+                &[
+                    Action::Open {
+                        id: 1,
+                        started: now - Duration::from_secs(3 * 3600),
+                        reasons: Default::default(),
+                    },
+                    Action::CustomerPhase {
+                        id: 1,
+                        eta: Some(now + Duration::from_secs(2 * 3600)),
+                        next_update: None,
+                        because_of_eta: false,
+                    },
+                ],
+                now,
+            )
+            .unwrap();
+        let item = store.due(now, 10).unwrap().pop().unwrap();
+        let t = Instant::now();
+        plan(&mut store, &cfg, &item, now).unwrap();
+        let planned = t.elapsed();
+        let mailer = Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir, &|_| None).unwrap());
+        let composer = Arc::new(Composer {
+            templates: Arc::new(Templates::load(None).unwrap()),
+            signer,
+            domain: mailer.from_domain(),
+        });
+        // The size of a typical message, for smtp-source.
+        let sample = {
+            let info = store.campaign_info(1).unwrap().unwrap();
+            let job = store.due_recipients(now, 0, 1).unwrap().pop().unwrap();
+            mailer.formatted(&composer.compose(&cfg, &info, &job).unwrap()).unwrap().len()
+        };
+        let store = Arc::new(Mutex::new(store));
+        let sender = Sender {
+            store: store.clone(),
+            mailer,
+            composer,
+            config: Arc::new(RwLock::new(Arc::new(cfg.clone()))),
+            metrics: Arc::new(Metrics::new()),
+            clock: clock.clone(),
+            ready: Arc::default(),
+            canary_down: Arc::default(),
+        };
+        let cancel = CancellationToken::new();
+        let cpu0 = cpu_seconds();
+        let t = Instant::now();
+        let task = tokio::spawn(sender.run(cancel.clone()));
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let c = store.lock().unwrap().recipient_counts().unwrap();
+            if c.pending == 0 {
+                let took = t.elapsed();
+                let cpu = cpu_seconds() - cpu0;
+                cancel.cancel();
+                let _ = task.await;
+                println!(
+                    "tocsin: {} mails sent ({} failed) in {:.2} s = {:.0} mails/s, {connections} connections; expansion {:.0} ms; {:.2} CPU-s; message ~{} bytes; RSS high-water {:.1} MB",
+                    c.sent,
+                    c.failed,
+                    took.as_secs_f64(),
+                    c.sent as f64 / took.as_secs_f64(),
+                    planned.as_secs_f64() * 1e3,
+                    cpu,
+                    sample,
+                    rss_hwm_mb()
+                );
+                // The same count and size from Postfix's own load generator.
+                let t = Instant::now();
+                let ok = Command::new("smtp-source")
+                    .args([
+                        "-s",
+                        &connections.to_string(),
+                        "-m",
+                        &mails.to_string(),
+                        "-l",
+                        &sample.to_string(),
+                        "-f",
+                        "status@example.com",
+                        "-t",
+                        "customer@example.com",
+                        &format!("127.0.0.1:{port}"),
+                    ])
+                    .status()
+                    .expect("smtp-source (Postfix)")
+                    .success();
+                let source = t.elapsed();
+                println!(
+                    "smtp-source: {mails} messages of {sample} bytes in {:.2} s = {:.0} mails/s (exit ok: {ok})",
+                    source.as_secs_f64(),
+                    mails as f64 / source.as_secs_f64()
+                );
+                println!(
+                    "ratio tocsin / smtp-source: {:.2}",
+                    took.as_secs_f64() / source.as_secs_f64()
+                );
+                break;
+            }
+        }
+    });
+    let _ = sink.kill();
+    let _ = sink.wait();
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs tocsin's benchmarks and prints their figures. Installs Postfix (for smtp-sink and
+# smtp-source, the campaign benchmark's mail server and yardstick) through apt when
+# missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v smtp-sink >/dev/null 2>&1; then
+  echo "==> installing: postfix"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends postfix >/dev/null
+fi
+echo "==> campaign: 10,000 personalised mails into smtp-sink"
+cargo bench --bench campaign
+echo "==> scheduler: 10,000 HTTP probes at 10 s"
+cargo bench --bench scheduler
