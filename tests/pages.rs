@@ -45,6 +45,31 @@ async fn site() -> (std::net::SocketAddr, Arc<AtomicBool>) {
     (addr, healthy)
 }
 
+/// A webhook receiver that refuses its first call (500), then records every call.
+async fn hook() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let reply: &[u8] = if first {
+                first = false;
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                log.lock().unwrap().push(req);
+                b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+            };
+            let _ = s.write_all(reply).await;
+        }
+    });
+    (addr, seen)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -197,6 +222,7 @@ async fn nginx_serves_the_site_then_the_placeholder_then_the_site_again() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let port = free_port();
+    let (hook_addr, calls) = hook().await;
     let cfg = dir.path().join("probes.yaml");
     std::fs::File::create(&cfg)
         .unwrap()
@@ -205,7 +231,7 @@ async fn nginx_serves_the_site_then_the_placeholder_then_the_site_again() {
                 "listen: 127.0.0.1:{port}
 data_dir: ./var
 company: {{ name: Example Shop, phone: \"+48 22 555 01 00\", email: help@example.com, website: \"https://example.com\" }}
-pages: {{ timezone: Europe/Warsaw }}
+pages: {{ timezone: Europe/Warsaw, webhook: {{ url: \"http://{hook_addr}/hook\", token_env: HOOK_TOKEN }} }}
 services:
   - id: shop
     name: Web shop <&> \"quoted\"
@@ -224,6 +250,7 @@ services:
         Command::new(BIN)
             .args(["run", "--config", cfg.to_str().unwrap()])
             .env("RUST_LOG", "warn")
+            .env("HOOK_TOKEN", "hook-secret")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -321,6 +348,37 @@ services:
     let (code, _, _) = wait_for(&site_url, "Welcome to the shop", Duration::from_secs(15)).await;
     assert_eq!(code, 200);
     assert!(!www.join("shop").exists(), "nothing left behind");
+
+    // The webhook heard both, the first after a refusal and a retry.
+    let t = Instant::now();
+    while calls.lock().unwrap().len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "webhook calls: {:?}",
+            calls.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls[0].starts_with("POST /hook "), "{}", calls[0]);
+    assert!(
+        calls[0]
+            .to_lowercase()
+            .contains("authorization: bearer hook-secret"),
+        "{}",
+        calls[0]
+    );
+    assert!(
+        calls[0].contains("\"event\":\"placeholder_published\"")
+            && calls[0].contains("\"service\":\"shop\""),
+        "{}",
+        calls[0]
+    );
+    assert!(
+        calls[1].contains("\"event\":\"placeholder_withdrawn\""),
+        "{}",
+        calls[1]
+    );
     let (_, status, _) = wait_for(&status_url, "Recent incidents", Duration::from_secs(10)).await;
     assert!(status.contains("All services are working"), "{status}");
     assert!(tocsin.stop());
