@@ -559,3 +559,70 @@ async fn a_campaign_larger_than_max_campaign_size_is_refused_whole() {
     assert_eq!(smtp.count(), 0, "nobody was mailed");
     assert!(tocsin.stop());
 }
+
+#[tokio::test]
+async fn refusals_are_recorded_with_the_server_reply_and_deferrals_retried() {
+    let smtp = support::Smtp::start(None);
+    let (target, up) = switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = write_files(dir.path(), target, smtp.port, 1, 100);
+    // aiosmtpd refuses reject*@ with 550 and defers later*@ with 451.
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "email,name\nok@example.com,Ok\nreject@example.com,Rejected\nlater@example.com,Later\n",
+    )
+    .unwrap();
+    let mut tocsin = start(&cfg);
+    wait_up(port).await;
+    up.store(false, Ordering::SeqCst);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = api(
+            port,
+            "POST",
+            "/api/v1/incidents/shop/eta",
+            Some(serde_json::json!({"eta": "3h", "by": "test"})),
+        )
+        .await;
+        if r["eta"].is_string() {
+            break;
+        }
+    }
+    assert!(smtp.wait_count(1, Duration::from_secs(20)).await >= 1);
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = cli(&cfg, &["campaign", "status", "--once"]).1;
+        if status.contains("failed reject@example.com") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        status.contains("failed reject@example.com: ") && status.contains("550"),
+        "{status}"
+    );
+    assert!(
+        status.contains("sent      1")
+            && status.contains("pending      1")
+            && status.contains("failed     1"),
+        "{status}"
+    );
+    let metrics = support::client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tocsin_campaign_recipients{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tocsin_campaign_send_seconds_count"),
+        "{metrics}"
+    );
+    assert_eq!(smtp.count(), 1, "only the accepted message arrived");
+    assert!(tocsin.stop());
+}

@@ -304,3 +304,41 @@ async fn campaign_sessions_use_starttls_auth_and_stay_open_between_messages() {
     );
     assert_eq!(server.mails().len(), 4);
 }
+
+#[tokio::test]
+async fn with_dkim_every_message_is_signed_with_the_configured_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let key_file = dir.path().join("dkim.pem");
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("probes.yaml"), format!(
+        "services:\n  - id: shop\n    probes:\n      - {{ name: home, tcp: {{ address: \"127.0.0.1:1\" }} }}\nmail:\n  from: \"Status <status@example.com>\"\n  dkim: {{ domain: example.com, selector: tocsin2026, key_file: {} }}\n",
+        key_file.display()
+    )).unwrap();
+    let cfg =
+        tocsin::config::load(&dir.path().join("probes.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let mailer = Mailer::new(&cfg.mail, dir.path(), &no_env).unwrap();
+    mailer.send(&msg(&["a@example.com"])).await.unwrap();
+    let eml = std::fs::read_dir(dir.path().join("mail"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|m| m.contains("a@example.com"))
+        .unwrap();
+    let sig = eml
+        .lines()
+        .find(|l| l.starts_with("DKIM-Signature:"))
+        .unwrap_or_else(|| panic!("no signature: {eml}"));
+    assert!(
+        sig.contains("a=ed25519-sha256")
+            && sig.contains("d=example.com")
+            && sig.contains("s=tocsin2026"),
+        "{sig}"
+    );
+
+    // A file that holds no key is refused by the config check, with its place.
+    std::fs::write(&key_file, "not a key").unwrap();
+    let err = tocsin::config::load(&dir.path().join("probes.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no RSA or Ed25519 private key"), "{err}");
+}

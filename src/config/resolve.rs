@@ -1370,7 +1370,7 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         let key = key.filter(|k| {
             let ok = dkim_key(k).is_ok();
             if !ok {
-                cx.err(&dp.key("key_file"), format!("key_file {} holds no RSA or Ed25519 private key in PEM (`-----BEGIN PRIVATE KEY-----` or `-----BEGIN RSA PRIVATE KEY-----`)", path.display()));
+                cx.err(&dp.key("key_file"), format!("key_file {} holds no RSA or Ed25519 private key (Ed25519 PKCS#8 PEM `BEGIN PRIVATE KEY`, or RSA PKCS#1 PEM `BEGIN RSA PRIVATE KEY`)", path.display()));
             }
             ok
         })?;
@@ -1402,13 +1402,36 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
     }
 }
 
-/// The DKIM signing key in `pem`: Ed25519 (PKCS#8) or RSA (PKCS#1 or PKCS#8).
+/// The DKIM signing key in `pem`: RSA (PKCS#1 PEM, `BEGIN RSA PRIVATE KEY`) or Ed25519
+/// (PKCS#8 PEM, `BEGIN PRIVATE KEY`, as `openssl genpkey -algorithm ed25519` writes it, or
+/// the bare base64 seed).
 pub fn dkim_key(
     pem: &str,
 ) -> Result<lettre::message::dkim::DkimSigningKey, lettre::message::dkim::DkimSigningKeyError> {
+    use base64::Engine;
     use lettre::message::dkim::{DkimSigningAlgorithm, DkimSigningKey};
-    DkimSigningKey::new(pem, DkimSigningAlgorithm::Ed25519)
-        .or_else(|_| DkimSigningKey::new(pem, DkimSigningAlgorithm::Rsa))
+    if let Ok(k) = DkimSigningKey::new(pem, DkimSigningAlgorithm::Rsa) {
+        return Ok(k);
+    }
+    // lettre takes an Ed25519 key only as its base64 seed. In PKCS#8 (RFC 8410, v1 or v2)
+    // the seed is the 32 bytes after the Ed25519 algorithm identifier and the OCTET STRING
+    // header, so it is cut out here rather than bringing in an ASN.1 parser for one shape.
+    const ED25519_SEED_AFTER: [u8; 9] = [0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    if let Ok(Some(rustls::pki_types::PrivateKeyDer::Pkcs8(der))) =
+        rustls_pemfile::private_key(&mut pem.as_bytes())
+    {
+        let der = der.secret_pkcs8_der();
+        let seed = der
+            .windows(ED25519_SEED_AFTER.len())
+            .position(|w| w == ED25519_SEED_AFTER)
+            .map(|i| i + ED25519_SEED_AFTER.len())
+            .and_then(|start| der.get(start..start + 32));
+        if let Some(seed) = seed {
+            let seed = base64::engine::general_purpose::STANDARD.encode(seed);
+            return DkimSigningKey::new(&seed, DkimSigningAlgorithm::Ed25519);
+        }
+    }
+    DkimSigningKey::new(pem.trim(), DkimSigningAlgorithm::Ed25519)
 }
 
 pub fn valid_env_name(s: &str) -> bool {
