@@ -22,7 +22,6 @@ use tocsin::metrics::Metrics;
 use tocsin::notify::dispatch::Dispatcher;
 use tocsin::notify::mail::Mailer;
 use tocsin::notify::pages::{PageSource, Pages};
-use tocsin::notify::templates::Templates;
 use tocsin::probe;
 use tocsin::probe::Secret;
 use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
@@ -286,10 +285,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
             text.join("\n")
         );
     }
-    let templates = Arc::new(
-        Templates::load(config.campaigns.templates.as_deref())
-            .map_err(|e| anyhow::anyhow!("templates: {e:?}"))?,
-    );
+    let templates = Arc::new(found.loaded.context("templates did not load")?);
     let listen = config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -13,46 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tocsin::notify::templates::local_time;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "campaign-token";
-
-async fn switchable_target() -> (std::net::SocketAddr, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Arc::new(AtomicBool::new(true));
-    let flag = up.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let healthy = flag.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let reply: &[u8] = if healthy {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nAdd to cart"
-                } else {
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
-                };
-                let _ = s.write_all(reply).await;
-            });
-        }
-    });
-    (addr, up)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 const LANGS: [&str; 4] = ["en", "pl", "sv", "de"];
 const ZONES: [&str; 4] = [
@@ -87,7 +55,7 @@ fn write_files(
     n: usize,
     max: u64,
 ) -> (PathBuf, u16) {
-    let port = free_port();
+    let port = support::free_port();
     let mut csv = String::from("email,name,language,timezone,services,plan\n");
     for i in 0..n {
         let (e, name, l, z, s) = customer(i);
@@ -206,6 +174,30 @@ async fn wait_up(port: u16) {
     panic!("tocsin did not come up on {port}");
 }
 
+/// On a failure: the recipients still pending (read from the stopped instance's database
+/// with Python's sqlite3) and the end of tocsin's campaign log.
+fn explain(dir: &Path) {
+    let db = dir.join("var/tocsin.db");
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; c = sqlite3.connect('{}'); print(list(c.execute(\"select id, email, attempts, next_attempt_at, last_error from recipients where status = 'pending'\")))",
+            db.display()
+        ))
+        .output()
+        .unwrap();
+    eprintln!("pending: {}", String::from_utf8_lossy(&out.stdout));
+    let log = std::fs::read_to_string(dir.join("tocsin.log")).unwrap_or_default();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("campaign"))
+        .rev()
+        .take(30)
+    {
+        eprintln!("log: {l}");
+    }
+}
+
 /// (envelope recipient, subject, text body) of every message received.
 fn received(smtp: &support::Smtp) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -247,7 +239,7 @@ fn count_by_address(
 async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage() {
     const N: usize = 5_000;
     let mut smtp = support::Smtp::start(None);
-    let (target, up) = switchable_target().await;
+    let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = write_files(dir.path(), target, smtp.port, N, N as u64 * 2);
     let expected: BTreeSet<String> = (0..N)
@@ -328,18 +320,7 @@ async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage
     let got: BTreeSet<String> = outage.keys().cloned().collect();
     if got != expected {
         tocsin.stop();
-        let db = dir.path().join("var/tocsin.db");
-        let out = Command::new("/usr/bin/python3").arg("-c").arg(format!("import sqlite3,time; c=sqlite3.connect('{}'); print(time.time(), list(c.execute(\"select id,email,attempts,next_attempt_at,last_error from recipients where status='pending'\")))", db.display())).output().unwrap();
-        eprintln!("DEBUG {}", String::from_utf8_lossy(&out.stdout));
-        let log = std::fs::read_to_string(dir.path().join("tocsin.log")).unwrap();
-        for l in log
-            .lines()
-            .filter(|l| l.contains("campaign") && !l.contains("Connection refused"))
-            .rev()
-            .take(3)
-        {
-            eprintln!("LOG {l}");
-        }
+        explain(dir.path());
     }
     assert!(
         got == expected,
@@ -476,20 +457,9 @@ async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage
     let want = before + expected.len() - 1;
     let now = smtp.wait_count(want, Duration::from_secs(90)).await;
     if now < want {
-        eprintln!("DEBUG {}", cli(&cfg, &["campaign", "list"]).1);
+        eprintln!("{}", cli(&cfg, &["campaign", "list"]).1);
         tocsin.stop();
-        let db = dir.path().join("var/tocsin.db");
-        let out = Command::new("/usr/bin/python3").arg("-c").arg(format!("import sqlite3,time; c=sqlite3.connect('{}'); print(time.time(), list(c.execute(\"select id,email,attempts,next_attempt_at,last_error from recipients where status='pending'\")))", db.display())).output().unwrap();
-        eprintln!("DEBUG {}", String::from_utf8_lossy(&out.stdout));
-        let log = std::fs::read_to_string(dir.path().join("tocsin.log")).unwrap();
-        for l in log
-            .lines()
-            .filter(|l| l.contains("campaign") && !l.contains("Connection refused"))
-            .rev()
-            .take(3)
-        {
-            eprintln!("LOG {l}");
-        }
+        explain(dir.path());
     }
     assert!(
         now >= want,
@@ -519,7 +489,7 @@ async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage
 #[tokio::test]
 async fn a_campaign_larger_than_max_campaign_size_is_refused_whole() {
     let smtp = support::Smtp::start(None);
-    let (target, up) = switchable_target().await;
+    let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = write_files(dir.path(), target, smtp.port, 40, 10);
     let (code, out) = cli(&cfg, &["check"]);
@@ -563,7 +533,7 @@ async fn a_campaign_larger_than_max_campaign_size_is_refused_whole() {
 #[tokio::test]
 async fn refusals_are_recorded_with_the_server_reply_and_deferrals_retried() {
     let smtp = support::Smtp::start(None);
-    let (target, up) = switchable_target().await;
+    let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = write_files(dir.path(), target, smtp.port, 1, 100);
     // aiosmtpd refuses reject*@ with 550 and defers later*@ with 451.

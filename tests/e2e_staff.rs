@@ -8,37 +8,11 @@ mod support;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
-
-/// An HTTP target whose health is switched by the test.
-async fn switchable_target() -> (std::net::SocketAddr, Arc<AtomicBool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let up = Arc::new(AtomicBool::new(true));
-    let flag = up.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let healthy = flag.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let reply: &[u8] = if healthy {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nAdd to cart"
-                } else {
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
-                };
-                let _ = s.write_all(reply).await;
-            });
-        }
-    });
-    (addr, up)
-}
 
 const TOKEN: &str = "e2e-token";
 
@@ -123,7 +97,7 @@ fn start(cfg: &Path) -> support::Proc {
 #[tokio::test]
 async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
     let smtp = support::Smtp::start(None);
-    let (target, up) = switchable_target().await;
+    let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = write_config(dir.path(), target, smtp.port, "6s");
     let mut tocsin = start(&cfg);
@@ -199,7 +173,7 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
 #[tokio::test]
 async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once() {
     let smtp = support::Smtp::start(None);
-    let (target, up) = switchable_target().await;
+    let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, _) = write_config(dir.path(), target, smtp.port, "5s");
     let mut tocsin = start(&cfg);
@@ -298,7 +272,7 @@ fn qp_decode(s: &str) -> String {
 #[tokio::test]
 async fn killed_at_many_points_nothing_is_lost_and_duplicates_are_bounded() {
     let smtp = support::Smtp::start(None);
-    let (target, up) = switchable_target().await;
+    let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, _) = write_config(dir.path(), target, smtp.port, "3s");
     let mut tocsin = start(&cfg);

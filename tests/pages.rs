@@ -70,14 +70,6 @@ async fn hook() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     (addr, seen)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn nginx(dir: &Path, port: u16, www: &Path, upstream: std::net::SocketAddr) -> support::Proc {
     let snippet = std::fs::canonicalize("deploy/nginx/tocsin-placeholder.conf").unwrap();
     for sub in ["logs", "tmp"] {
@@ -221,7 +213,7 @@ async fn nginx_serves_the_site_then_the_placeholder_then_the_site_again() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let port = free_port();
+    let port = support::free_port();
     let (hook_addr, calls) = hook().await;
     let cfg = dir.path().join("probes.yaml");
     std::fs::File::create(&cfg)
@@ -256,7 +248,7 @@ services:
             .spawn()
             .unwrap(),
     );
-    let ngx_port = free_port();
+    let ngx_port = support::free_port();
     let ngx_dir = dir.path().join("nginx");
     std::fs::create_dir_all(&ngx_dir).unwrap();
     let _nginx = nginx(&ngx_dir, ngx_port, &www, upstream);
@@ -395,7 +387,7 @@ async fn a_placeholder_left_from_before_a_crash_is_withdrawn_at_start() {
     let other = dir.path().join("var/www/blog");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("index.html"), "not ours").unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let cfg = dir.path().join("probes.yaml");
     std::fs::write(
         &cfg,

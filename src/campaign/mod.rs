@@ -146,6 +146,7 @@ impl Composer {
         let service = config.services.iter().find(|s| s.id == info.service);
         let lang = self.templates.language(&job.language).to_string();
         let tz = job.timezone.as_str();
+        let unsubscribe = self.signer.unsubscribe_url(&config.public_url, &job.email);
         let ctx = context(
             config,
             service,
@@ -156,10 +157,9 @@ impl Composer {
             &job.name,
             &job.email,
             &job.vars,
-            self.signer.unsubscribe_url(&config.public_url, &job.email),
+            unsubscribe.clone(),
         );
         let r = self.templates.mail(info.kind, &lang, &ctx)?;
-        let unsubscribe = self.signer.unsubscribe_url(&config.public_url, &job.email);
         Ok(Outgoing {
             to: vec![job.email.clone()],
             subject: r.subject,
@@ -220,7 +220,7 @@ fn context(
 }
 
 /// What `tocsin check` (and start-up) found beyond the config file itself.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Preflight {
     /// Unusable templates (syntax, or a message that could be vague): tocsin refuses to
     /// start or reload with them.
@@ -230,6 +230,8 @@ pub struct Preflight {
     pub rows: Vec<ConfigError>,
     /// Accepted with a remark: merged duplicates, languages that fall back to English.
     pub warnings: Vec<ConfigError>,
+    /// The templates, when they loaded.
+    pub loaded: Option<Templates>,
 }
 
 /// Checks templates (syntax, and that no message can be vague) and audience files
@@ -314,35 +316,32 @@ pub fn preflight(config: &Config) -> Preflight {
         templates: errors,
         rows,
         warnings,
+        loaded: templates,
     }
 }
 
-/// A preview of what one recipient would get: the recipient's row from the campaign,
-/// or, when none, from the service's audience.
+/// What one recipient of the service's audience would get from campaign `info`.
 pub fn preview(
     config: &Config,
     composer: &Composer,
     info: &CampaignInfo,
     email: &str,
-    row: Option<RecipientJob>,
 ) -> Result<Outgoing, String> {
-    let job = match row {
-        Some(j) => j,
-        None => {
-            let service = config
-                .services
-                .iter()
-                .find(|s| s.id == info.service)
-                .ok_or_else(|| format!("no service `{}`", info.service))?;
-            let audience = service
-                .audience
-                .as_ref()
-                .and_then(|a| config.audiences.get(a))
-                .ok_or_else(|| format!("service `{}` has no audience", service.id))?;
-            let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
-            let loaded = audience::load(audience, &ids)?;
-            let key = crate::store::address_key(email);
-            let r = loaded
+    let job = {
+        let service = config
+            .services
+            .iter()
+            .find(|s| s.id == info.service)
+            .ok_or_else(|| format!("no service `{}`", info.service))?;
+        let audience = service
+            .audience
+            .as_ref()
+            .and_then(|a| config.audiences.get(a))
+            .ok_or_else(|| format!("service `{}` has no audience", service.id))?;
+        let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+        let loaded = audience::load(audience, &ids)?;
+        let key = crate::store::address_key(email);
+        let r = loaded
                 .recipients
                 .into_iter()
                 .find(|r| crate::store::address_key(&r.email) == key)
@@ -352,23 +351,22 @@ pub fn preview(
                         service.id
                     )
                 })?;
-            if !r.follows(&service.id) {
-                return Err(format!(
-                    "{email} does not follow {} (services: {})",
-                    service.id,
-                    r.services.join(", ")
-                ));
-            }
-            RecipientJob {
-                id: 0,
-                campaign: info.id,
-                email: r.email,
-                name: r.name,
-                language: r.language,
-                timezone: r.timezone,
-                vars: r.vars,
-                attempts: 0,
-            }
+        if !r.follows(&service.id) {
+            return Err(format!(
+                "{email} does not follow {} (services: {})",
+                service.id,
+                r.services.join(", ")
+            ));
+        }
+        RecipientJob {
+            id: 0,
+            campaign: info.id,
+            email: r.email,
+            name: r.name,
+            language: r.language,
+            timezone: r.timezone,
+            vars: r.vars,
+            attempts: 0,
         }
     };
     composer.compose(config, info, &job)

@@ -145,12 +145,11 @@ pub fn status_context(
         .unwrap_or(0);
     let today = now_s - now_s % day;
     let first = today - (HISTORY_DAYS - 1) * day;
-    let (open, history, recent) = {
+    let (open, history) = {
         let s = lock(store);
         (
             s.incidents(true)?,
             s.incidents_since(SystemTime::UNIX_EPOCH + Duration::from_secs(first))?,
-            s.incidents(false)?,
         )
     };
     let name_of = |id: &str| {
@@ -270,16 +269,20 @@ pub fn status_context(
         })
         .collect();
     let week = now - Duration::from_secs(7 * day);
-    let resolved: Vec<minijinja::Value> = recent
+    let mut recent: Vec<&(String, SystemTime, Option<SystemTime>)> = history
         .iter()
-        .filter(|i| i.ended.is_some_and(|e| e >= week))
+        .filter(|(_, _, ended)| ended.is_some_and(|e| e >= week))
+        .collect();
+    recent.sort_by_key(|(_, started, _)| std::cmp::Reverse(*started));
+    let resolved: Vec<minijinja::Value> = recent
+        .into_iter()
         .take(10)
-        .map(|i| {
-            let ended = i.ended.unwrap_or(now);
+        .map(|(service, started, ended)| {
+            let ended = ended.unwrap_or(now);
             minijinja::context! {
-                service => name_of(&i.service),
-                started => at(i.started),
-                duration => duration_text(ended.duration_since(i.started).unwrap_or_default()),
+                service => name_of(service),
+                started => at(*started),
+                duration => duration_text(ended.duration_since(*started).unwrap_or_default()),
             }
         })
         .collect();

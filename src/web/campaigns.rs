@@ -189,7 +189,7 @@ async fn preview(
             }
         }
     };
-    let msg = render_preview(&config, &c.composer, &info, &req.to, None)
+    let msg = render_preview(&config, &c.composer, &info, &req.to)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     let raw = c
         .mailer
