@@ -81,6 +81,13 @@ enum Command {
         #[command(subcommand)]
         cmd: CampaignCmd,
     },
+    /// Ask the running tocsin's /healthz: exit 0 while it serves, 1 otherwise (for
+    /// container health checks).
+    Health {
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -156,6 +163,18 @@ fn main() -> ExitCode {
         }
         Command::Campaign { cmd } => {
             match runtime.block_on(tocsin::cli::campaign::run(&config, cmd)) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tocsin: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Health { timeout } => {
+            match runtime.block_on(tocsin::cli::health::run(&config, timeout)) {
                 Ok(out) => {
                     println!("{out}");
                     ExitCode::SUCCESS

@@ -319,6 +319,9 @@ impl Metrics {
             mail_sent.with_label_values(&[kind]).inc_by(0);
             mail_failed.with_label_values(&[kind]).inc_by(0);
         }
+        for state in ["pending", "sent", "failed", "cancelled"] {
+            campaign_recipients.with_label_values(&[state]).set(0);
+        }
         Metrics {
             registry: r,
             probe_success,
@@ -404,11 +407,16 @@ impl Metrics {
     }
 
     /// The mail kinds, registered at zero so dashboards see every series from the start.
-    pub const MAIL_KINDS: [&'static str; 4] = [
+    /// Campaign mails count as `campaign_<kind>`, one per recipient.
+    pub const MAIL_KINDS: [&'static str; 8] = [
         "staff_opened",
         "staff_escalated",
         "staff_flapping",
         "staff_resolved",
+        "staff_monitor_down",
+        "campaign_outage",
+        "campaign_update",
+        "campaign_recovery",
     ];
 
     pub fn mail_sent(&self, kind: &str) {

@@ -218,6 +218,14 @@ async fn run_reloads_on_sighup_refuses_bad_files_and_stops_on_sigterm() {
     // A scrape passes promtool's lint.
     promtool_check(&metrics);
 
+    // The container health check: the binary asks /healthz itself.
+    let health = tocsin(&["health", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(health.status.code(), Some(0), "{}", text(&health.stderr));
+    assert_eq!(
+        text(&health.stdout),
+        format!("http://127.0.0.1:{port}/healthz: {{\"status\":\"ok\"}}\n")
+    );
+
     // A bad file is refused and the old config keeps running.
     write(
         dir.path(),
@@ -278,6 +286,25 @@ async fn run_reloads_on_sighup_refuses_bad_files_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status:?}");
+    let health = tocsin(&[
+        "health",
+        "--timeout",
+        "2s",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        health.status.code(),
+        Some(1),
+        "a stopped tocsin is unhealthy"
+    );
+    assert!(
+        text(&health.stderr).starts_with(&format!(
+            "tocsin: cannot reach tocsin at http://127.0.0.1:{port}/healthz: "
+        )),
+        "{}",
+        text(&health.stderr)
+    );
     let mut logs = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut logs).unwrap();
     for line in logs.lines() {

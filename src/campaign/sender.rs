@@ -24,7 +24,7 @@ use crate::engine::lock;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::backoff;
 use crate::notify::mail::{MailError, Mailer, Session};
-use crate::store::{CampaignInfo, RecipientJob, SendResult, SqliteStore};
+use crate::store::{CampaignInfo, CampaignKind, RecipientJob, SendResult, SqliteStore};
 
 const BATCH: usize = 512;
 const IDLE: Duration = Duration::from_secs(1);
@@ -195,6 +195,11 @@ async fn work(
         let Some((job, info, config)) = next else {
             break;
         };
+        let kind = info.as_ref().map(|i| match i.kind {
+            CampaignKind::Outage => "campaign_outage",
+            CampaignKind::Update => "campaign_update",
+            CampaignKind::Recovery => "campaign_recovery",
+        });
         let result = match info
             .ok_or_else(|| "its campaign is gone from the store".to_string())
             .and_then(|i| composer.compose(&config, &i, &job))
@@ -209,6 +214,12 @@ async fn work(
                 let sent = mailer.send_on(&mut session, &msg).await;
                 metrics.campaign_send(t.elapsed());
                 let at = clock.now();
+                if let Some(kind) = kind {
+                    match &sent {
+                        Ok(()) => metrics.mail_sent(kind),
+                        Err(_) => metrics.mail_failed(kind),
+                    }
+                }
                 match sent {
                     Ok(()) => SendResult::Sent { id: job.id, at },
                     Err(MailError::Permanent(e)) => {

@@ -1,6 +1,7 @@
 //! Commands that talk to a running tocsin rather than being one.
 
 pub mod campaign;
+pub mod health;
 pub mod incident;
 
 use std::time::Duration;
@@ -28,22 +29,8 @@ impl Api {
                     config.api_token_env
                 )
             })?;
-        let host = if config.listen.ip().is_unspecified() {
-            format!("127.0.0.1:{}", config.listen.port())
-        } else {
-            config.listen.to_string()
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(crate::probe::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .no_proxy()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let host = local_host(config);
+        let client = client()?;
         Ok(Api {
             client,
             host,
@@ -68,6 +55,32 @@ impl Api {
         }
         Ok(body)
     }
+}
+
+/// Where a command on this machine reaches the instance: `listen`, with a wildcard
+/// address replaced by loopback.
+pub fn local_host(config: &Config) -> String {
+    if config.listen.ip().is_unspecified() {
+        format!("127.0.0.1:{}", config.listen.port())
+    } else {
+        config.listen.to_string()
+    }
+}
+
+/// A client for tocsin's own plain-HTTP endpoints: no proxy (a proxy from the
+/// environment would turn a local question into a remote one), no public roots.
+fn client() -> Result<reqwest::Client, String> {
+    let tls = rustls::ClientConfig::builder_with_provider(crate::probe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
