@@ -579,6 +579,34 @@ pub fn render_single(check: &Check, o: &Outcome) -> String {
             }
             g("probe_http_redirects", "The number of redirects followed.")
                 .set(f64::from(o.details.redirects.unwrap_or(0)));
+            g(
+                "probe_http_ssl",
+                "Whether the final response came over TLS (1) or not (0).",
+            )
+            .set(if o.details.http_tls == Some(true) {
+                1.0
+            } else {
+                0.0
+            });
+            g(
+                "probe_http_version",
+                "HTTP version of the final response (0 when none was received).",
+            )
+            .set(http_version_number(o.details.http_version.as_deref()));
+            g(
+                "probe_http_content_length",
+                "Content-Length of the final response (-1 when absent, 0 when no response).",
+            )
+            .set(match o.details.http_content_length {
+                Some(Some(n)) => n as f64,
+                Some(None) => -1.0,
+                None => 0.0,
+            });
+            g(
+                "probe_http_uncompressed_body_length",
+                "Bytes of the response body read (at most max_body).",
+            )
+            .set(o.details.body_bytes.unwrap_or(0) as f64);
         }
         Check::Dns(_) => {
             g(
@@ -594,6 +622,28 @@ pub fn render_single(check: &Check, o: &Outcome) -> String {
         }
         Check::Tcp(_) => {}
     }
+    if matches!(check, Check::Http(_) | Check::Tcp(_)) {
+        g(
+            "probe_dns_lookup_time_seconds",
+            "Time taken to resolve the target's name, in seconds (0 for an address).",
+        )
+        .set(o.phase(Phase::Resolve).as_secs_f64());
+        let by_regex = matches!(
+            o.reason,
+            Some(
+                Reason::BodyLacks { .. }
+                    | Reason::BodyContains { .. }
+                    | Reason::BodyRegex { .. }
+                    | Reason::ReplyMismatch { .. }
+                    | Reason::ClosedBeforeReply { .. }
+            )
+        );
+        g(
+            "probe_failed_due_to_regex",
+            "Whether the probe failed because the body or reply did not match (1) or not (0).",
+        )
+        .set(if by_regex { 1.0 } else { 0.0 });
+    }
     if let Some(t) = o.details.cert_not_after {
         g(
             "probe_ssl_earliest_cert_expiry",
@@ -602,6 +652,13 @@ pub fn render_single(check: &Check, o: &Outcome) -> String {
         .set(t as f64);
     }
     encode(&r)
+}
+
+/// `HTTP/1.1` → 1.1, as blackbox_exporter reports the version.
+fn http_version_number(v: Option<&str>) -> f64 {
+    v.and_then(|v| v.strip_prefix("HTTP/"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -150,6 +150,8 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     rec.details(|d| {
         d.http_status = Some(status);
         d.http_version = Some(format!("{:?}", resp.version()));
+        d.http_tls = Some(resp.url().scheme() == "https");
+        d.http_content_length = Some(resp.content_length());
     });
 
     let mut body: Vec<u8> = Vec::new();

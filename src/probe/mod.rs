@@ -187,6 +187,12 @@ pub struct Details {
     pub http_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_version: Option<String>,
+    /// Whether the final response came over TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tls: Option<bool>,
+    /// The final response's `Content-Length`; `None` inside `Some` when it had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_content_length: Option<Option<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirects: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -163,6 +163,7 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, addr: SocketAddr) 
         "/error-page" => simple("200 OK", "<h1>Internal error</h1>"),
         "/503" => simple("503 Service Unavailable", "down"),
         "/404" => simple("404 Not Found", "nothing here"),
+        "/500" => simple("500 Internal Server Error", "oops"),
         "/redirect" => format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
         "/loop" => "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
         "/slow" => {

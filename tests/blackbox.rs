@@ -1,0 +1,354 @@
+//! Conformance with blackbox_exporter (Debian's package): the same targets on loopback
+//! are probed through tocsin's `/probe` and through a real blackbox_exporter, with
+//! modules that mean the same thing, and the results must agree: `probe_success`, the
+//! HTTP status code, the redirect count, the DNS answer count and the certificate expiry.
+//! The one deliberate difference (a certificate that fails verification) is asserted
+//! as such; the README lists it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+
+/// Metric name (with labels, as printed) → value, from a Prometheus text exposition.
+fn parse(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn write(path: &Path, body: &str) {
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+}
+
+/// The module pairs: blackbox's definition and tocsin's, meaning the same check.
+fn configs(dir: &Path, ca: &Path, tocsin_port: u16) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca = ca.display();
+    let bb = dir.join("blackbox.yml");
+    write(
+        &bb,
+        &format!(
+            r#"modules:
+  http_2xx:
+    prober: http
+    timeout: 2s
+    http: {{ preferred_ip_protocol: ip4 }}
+  http_ca:
+    prober: http
+    timeout: 2s
+    http: {{ preferred_ip_protocol: ip4, tls_config: {{ ca_file: "{ca}" }} }}
+  tcp_connect:
+    prober: tcp
+    timeout: 2s
+    tcp: {{ preferred_ip_protocol: ip4 }}
+  smtp_banner:
+    prober: tcp
+    timeout: 2s
+    tcp:
+      preferred_ip_protocol: ip4
+      query_response: [{{ expect: "^220 " }}]
+  dns_a:
+    prober: dns
+    timeout: 2s
+    dns: {{ query_name: shop.test, query_type: A, preferred_ip_protocol: ip4 }}
+  dns_mx:
+    prober: dns
+    timeout: 2s
+    dns: {{ query_name: shop.test, query_type: MX, preferred_ip_protocol: ip4 }}
+  dns_txt:
+    prober: dns
+    timeout: 2s
+    dns: {{ query_name: shop.test, query_type: TXT, preferred_ip_protocol: ip4 }}
+  dns_gone:
+    prober: dns
+    timeout: 2s
+    dns: {{ query_name: gone.test, query_type: A, preferred_ip_protocol: ip4 }}
+  dns_broken:
+    prober: dns
+    timeout: 2s
+    dns: {{ query_name: broken.test, query_type: A, preferred_ip_protocol: ip4 }}
+"#
+        ),
+    );
+    let tocsin = dir.join("probes.yaml");
+    write(
+        &tocsin,
+        &format!(
+            r#"listen: 127.0.0.1:{tocsin_port}
+data_dir: ./var
+services:
+  - id: self
+    probes:
+      - {{ name: self, interval: 1m, tcp: {{ address: "127.0.0.1:{tocsin_port}" }} }}
+modules:
+  http_2xx:    {{ timeout: 2s, http: {{ expect_status: ["200-299"] }} }}
+  http_ca:     {{ timeout: 2s, http: {{ expect_status: ["200-299"], tls: {{ ca_file: "{ca}" }} }} }}
+  tcp_connect: {{ timeout: 2s, tcp: {{}} }}
+  smtp_banner: {{ timeout: 2s, tcp: {{ expect: "^220 " }} }}
+  dns_a:       {{ timeout: 2s, dns: {{ name: shop.test, type: A }} }}
+  dns_mx:      {{ timeout: 2s, dns: {{ name: shop.test, type: MX }} }}
+  dns_txt:     {{ timeout: 2s, dns: {{ name: shop.test, type: TXT }} }}
+  dns_gone:    {{ timeout: 2s, dns: {{ name: gone.test, type: A }} }}
+  dns_broken:  {{ timeout: 2s, dns: {{ name: broken.test, type: A }} }}
+"#
+        ),
+    );
+    (bb, tocsin)
+}
+
+async fn probe(port: u16, module: &str, target: &str) -> Option<BTreeMap<String, f64>> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://127.0.0.1:{port}/probe"),
+        &[("module", module), ("target", target)],
+    )
+    .unwrap();
+    let resp = support::client().get(url).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    Some(parse(&resp.text().await.ok()?))
+}
+
+async fn wait_for(port: u16) {
+    let t = Instant::now();
+    while support::client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(t.elapsed() < Duration::from_secs(20), "nothing on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One target, the module to probe it with, and the expected `probe_success`.
+struct Case {
+    what: &'static str,
+    module: &'static str,
+    target: String,
+    success: bool,
+}
+
+/// The metrics both exporters must report identically whenever blackbox reports them.
+const SHARED: &[&str] = &[
+    "probe_success",
+    "probe_http_status_code",
+    "probe_http_redirects",
+    "probe_http_ssl",
+    "probe_http_version",
+    "probe_http_content_length",
+    "probe_http_uncompressed_body_length",
+    "probe_failed_due_to_regex",
+    "probe_dns_answer_rrs",
+    "probe_ssl_earliest_cert_expiry",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::Ca::new();
+    let http = support::HttpServer::start(None).await;
+    let valid = support::HttpServer::start(Some(ca.server(-1, 40))).await;
+    let expired = support::HttpServer::start(Some(ca.server(-30, -2))).await;
+    let banner = support::line_server(0, b"220 mail.test ESMTP ready\r\n").await;
+    let wrong_banner = support::line_server(0, b"554 go away\r\n").await;
+    let closed = support::closed_port().await;
+    let dns = support::dns_server().await;
+
+    let tocsin_port = support::free_port();
+    let bb_port = support::free_port();
+    let (bb_cfg, tocsin_cfg) = configs(dir.path(), ca.pem_file.path(), tocsin_port);
+    let _blackbox = support::Proc(
+        Command::new("prometheus-blackbox-exporter")
+            .arg(format!("--config.file={}", bb_cfg.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{bb_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-blackbox-exporter (scripts/test.sh installs Debian's package)"),
+    );
+    let _tocsin = support::Proc(
+        Command::new(BIN)
+            .args(["run", "--config", tocsin_cfg.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(bb_port).await;
+    wait_for(tocsin_port).await;
+
+    let h = |p: &str| format!("http://{}{p}", http.addr);
+    let cases = vec![
+        Case {
+            what: "HTTP 200",
+            module: "http_2xx",
+            target: h("/"),
+            success: true,
+        },
+        Case {
+            what: "HTTP 404",
+            module: "http_2xx",
+            target: h("/404"),
+            success: false,
+        },
+        Case {
+            what: "HTTP 500",
+            module: "http_2xx",
+            target: h("/500"),
+            success: false,
+        },
+        Case {
+            what: "hung HTTP server",
+            module: "http_2xx",
+            target: h("/hang"),
+            success: false,
+        },
+        Case {
+            what: "redirect to 200",
+            module: "http_2xx",
+            target: h("/redirect"),
+            success: true,
+        },
+        Case {
+            what: "valid TLS",
+            module: "http_ca",
+            target: format!("https://127.0.0.1:{}/", valid.addr.port()),
+            success: true,
+        },
+        Case {
+            what: "expired TLS",
+            module: "http_ca",
+            target: format!("https://127.0.0.1:{}/", expired.addr.port()),
+            success: false,
+        },
+        Case {
+            what: "TCP open",
+            module: "tcp_connect",
+            target: banner.to_string(),
+            success: true,
+        },
+        Case {
+            what: "TCP closed",
+            module: "tcp_connect",
+            target: closed.to_string(),
+            success: false,
+        },
+        Case {
+            what: "banner matches",
+            module: "smtp_banner",
+            target: banner.to_string(),
+            success: true,
+        },
+        Case {
+            what: "banner mismatch",
+            module: "smtp_banner",
+            target: wrong_banner.to_string(),
+            success: false,
+        },
+        Case {
+            what: "DNS A",
+            module: "dns_a",
+            target: dns.to_string(),
+            success: true,
+        },
+        Case {
+            what: "DNS MX",
+            module: "dns_mx",
+            target: dns.to_string(),
+            success: true,
+        },
+        Case {
+            what: "DNS TXT",
+            module: "dns_txt",
+            target: dns.to_string(),
+            success: true,
+        },
+        Case {
+            what: "DNS NXDOMAIN",
+            module: "dns_gone",
+            target: dns.to_string(),
+            success: false,
+        },
+        Case {
+            what: "DNS SERVFAIL",
+            module: "dns_broken",
+            target: dns.to_string(),
+            success: false,
+        },
+    ];
+
+    // All cases at once: the hung server costs each exporter its 2 s timeout once.
+    let results = futures::future::join_all(cases.iter().map(|c| async {
+        let (bb, ts) = tokio::join!(
+            probe(bb_port, c.module, &c.target),
+            probe(tocsin_port, c.module, &c.target)
+        );
+        (bb.expect("blackbox answered"), ts.expect("tocsin answered"))
+    }))
+    .await;
+
+    let mut disagreements = Vec::new();
+    let mut compared = 0;
+    for (c, (bb, ts)) in cases.iter().zip(&results) {
+        let want = if c.success { 1.0 } else { 0.0 };
+        if bb.get("probe_success") != Some(&want) {
+            disagreements.push(format!(
+                "{}: blackbox says probe_success {:?}",
+                c.what,
+                bb.get("probe_success")
+            ));
+        }
+        for name in SHARED {
+            let (b, t) = (bb.get(*name), ts.get(*name));
+            if c.what == "expired TLS" && *name == "probe_ssl_earliest_cert_expiry" {
+                // Deliberate: blackbox reports no expiry when verification fails; tocsin
+                // reports the expiry of the chain it was shown, which is the reason.
+                assert_eq!(b, None, "blackbox changed: {bb:?}");
+                let t = t.expect("tocsin shows the expired certificate's date");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64();
+                assert!(*t < now, "the expiry shown is in the past: {t}");
+                continue;
+            }
+            if let Some(b) = b {
+                compared += 1;
+                if t != Some(b) {
+                    disagreements.push(format!("{}: {name}: blackbox {b}, tocsin {t:?}", c.what));
+                }
+            }
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    // Every case compared probe_success; the HTTP and DNS cases their own figures too.
+    assert!(compared >= 35, "only {compared} figures compared");
+    let (bb, ts) = &results[5];
+    assert!(
+        bb.contains_key("probe_ssl_earliest_cert_expiry")
+            && ts.contains_key("probe_ssl_earliest_cert_expiry")
+    );
+    let (bb, ts) = &results[4];
+    assert_eq!(
+        (
+            bb.get("probe_http_redirects"),
+            ts.get("probe_http_redirects")
+        ),
+        (Some(&1.0), Some(&1.0))
+    );
+}
