@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs tocsin's whole test suite. Installs through apt what the tests need when it is
-# missing (promtool from Debian's prometheus package; aiosmtpd, a real SMTP server, from
-# python3-aiosmtpd; nginx for the placeholder snippet; headless Chromium for the pages),
+# missing (Prometheus and promtool from Debian's prometheus package; blackbox_exporter
+# for the conformance test; aiosmtpd, a real SMTP server, from python3-aiosmtpd; nginx
+# for the placeholder snippet; headless Chromium for the pages; systemd-analyze for the
+# unit file), and through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ command -v kill >/dev/null 2>&1 || need+=(procps)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""
@@ -20,6 +24,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   # The prometheus package is needed only for promtool; do not let it start a server.
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The same python3 the deploy test runs (`python3 -m kubernetes_validate`).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  echo "==> installing: kubernetes-validate (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate
 fi
 
 echo "==> cargo fmt --check"

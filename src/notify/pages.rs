@@ -339,8 +339,7 @@ impl Pages {
     pub async fn reconcile(&self) -> Result<(), String> {
         let config = self.source.config();
         let dir = &config.placeholder_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        public_dir(dir)?;
         let open = lock(&self.source.store)
             .customer_phase_open()
             .map_err(|e| e.to_string())?;
@@ -352,8 +351,7 @@ impl Pages {
             wanted.insert(inc.service.clone());
             let html = self.source.placeholder(&config, inc)?;
             let sdir = dir.join(&inc.service);
-            std::fs::create_dir_all(&sdir)
-                .map_err(|e| format!("cannot create {}: {e}", sdir.display()))?;
+            public_dir(&sdir)?;
             write_if_changed(&sdir.join(MARKER), b"")?;
             if write_if_changed(&sdir.join("index.html"), html.as_bytes())? {
                 tracing::info!(service = %inc.service, path = %sdir.join("index.html").display(), "placeholder published");
@@ -472,4 +470,35 @@ pub fn write_if_changed(path: &Path, content: &[u8]) -> Result<bool, String> {
         let _ = d.sync_all();
     }
     Ok(true)
+}
+
+/// Creates a directory of published pages readable by the web server. tocsin may run
+/// with a umask that keeps its state private (the systemd unit sets 0027); mkdir applies
+/// the umask, so the mode is set afterwards. Pages themselves are written 0644.
+fn public_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot make {} readable: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn page_directories_are_readable_by_the_web_server_whatever_the_umask_made_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("www/shop");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+        public_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        let fresh = tmp.path().join("www/api");
+        public_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+    }
 }
