@@ -134,3 +134,81 @@ fn bad_audience_rows_fail_the_check_with_their_lines() {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
     }
 }
+
+#[test]
+fn vague_autoreply_and_hotline_texts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("customers.csv"), "email\nana@example.com\n").unwrap();
+    let t = dir.path().join("tpl");
+    std::fs::create_dir_all(t.join("sv")).unwrap();
+    std::fs::write(
+        t.join("sv/hotline.txt"),
+        "{% for o in outages %}{{ o.service }} fungerar inte.{% endfor %}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        t.join("sv/autoreply.txt"),
+        "{% for o in outages %}{{ o.eta }}{% endfor %}\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "campaigns: { templates: ./tpl }\n");
+    assert_eq!(code, 2, "{out}");
+    let tpl = t.display().to_string();
+    let msg = "this notice does not state each outage's ETA (`o.eta`) or, without one, its next-update time (`o.next_update`)";
+    assert!(
+        out.contains(&format!("{tpl}/sv/hotline.txt:1:1: {msg}")),
+        "{out}"
+    );
+    // It states the ETA, but says nothing when there is none.
+    assert!(
+        out.contains(&format!("{tpl}/sv/autoreply.txt:1:1: {msg}")),
+        "{out}"
+    );
+}
+
+#[test]
+fn autoresponder_and_hotline_mistakes_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("customers.csv"), "email\nana@example.com\n").unwrap();
+    let (code, out) = check(
+        dir.path(),
+        "autoresponder:
+  managesieve: \"imap://mail.example.com\"
+  user_env: \"SIEVE USER\"
+  password_env: SIEVE_PASSWORD
+  mailboxes: [support@example.com, Support@example.com]
+  allow_plain: true
+  days: 0
+hotline:
+  hook: [./no-such-program]
+  hook_timeout: 0s
+  timezone: Mars/Olympus
+",
+    );
+    assert_eq!(code, 2, "{out}");
+    let cfg = dir.path().join("probes.yaml").display().to_string();
+    for want in [
+        ":9:16: `managesieve` must be a URL such as sieve://mail.example.com:4190, not `imap://mail.example.com`",
+        ":10:13: `user_env` names an environment variable (such as SIEVE_PASSWORD), not `SIEVE USER`",
+        ":12:36: mailbox `Support@example.com` is listed twice",
+        ":13:16: `allow_plain` is only for a ManageSieve server on loopback",
+        ":14:9: `days` (at most one reply per sender in this many days) must be between 1 and 30",
+        "no-such-program does not exist or is not executable",
+        ":17:17: `hook_timeout` must be longer than zero",
+        ":18:13: `timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `Mars/Olympus`",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(out.lines().all(|l| l.starts_with(&cfg)), "{out}");
+
+    // Credentials in the URL are refused too, and a server elsewhere needs TLS.
+    let (code, out) = check(
+        dir.path(),
+        "autoresponder: { managesieve: \"sieve://admin:pw@mail.example.com\", user_env: U, password_env: P }\n",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("credentials do not belong in the file"),
+        "{out}"
+    );
+}

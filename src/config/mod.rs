@@ -60,6 +60,38 @@ pub struct Config {
     pub campaigns: Campaigns,
     pub company: Company,
     pub maintenance: Vec<Maintenance>,
+    /// Off unless configured.
+    pub autoresponder: Option<Autoresponder>,
+    pub hotline: Hotline,
+}
+
+/// The mailbox autoresponder (Sieve vacation over ManageSieve).
+#[derive(Debug, Clone)]
+pub struct Autoresponder {
+    pub host: String,
+    pub port: u16,
+    pub user_env: String,
+    pub password_env: String,
+    /// Mailboxes acted for; one empty entry means the login's own mailbox.
+    pub mailboxes: Vec<String>,
+    pub allow_plain: bool,
+    pub ca_pem: Option<Vec<u8>>,
+    pub timeout: Duration,
+    pub script: String,
+    pub language: String,
+    pub timezone: String,
+    pub days: u32,
+}
+
+/// The hotline announcement.
+#[derive(Debug, Clone)]
+pub struct Hotline {
+    pub dir: PathBuf,
+    /// Languages written; empty means every language with templates.
+    pub languages: Vec<String>,
+    pub timezone: String,
+    pub hook: Option<Vec<String>>,
+    pub hook_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

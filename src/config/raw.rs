@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub company: Option<RawCompany>,
     #[serde(default)]
     pub maintenance: Vec<RawMaintenance>,
+    pub autoresponder: Option<RawAutoresponder>,
+    pub hotline: Option<RawHotline>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,4 +274,39 @@ pub struct RawMaintenance {
 pub struct RawApi {
     /// The environment variable holding the API's bearer token.
     pub token_env: Option<String>,
+}
+
+/// The mailbox autoresponder, installed over ManageSieve in the customer phase.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoresponder {
+    /// `sieve://host:4190`.
+    pub managesieve: String,
+    pub user_env: String,
+    pub password_env: String,
+    /// Mailboxes to act for (SASL authorization identity); empty: the user's own.
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
+    #[serde(default)]
+    pub allow_plain: bool,
+    pub ca_file: Option<String>,
+    pub timeout: Option<String>,
+    /// Name of tocsin's script on the server.
+    pub script: Option<String>,
+    pub language: Option<String>,
+    pub timezone: Option<String>,
+    /// Sieve vacation `:days`: at most one reply per sender in this many days.
+    pub days: Option<u32>,
+}
+
+/// The hotline announcement: text files per language and an optional hook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHotline {
+    pub dir: Option<String>,
+    pub languages: Option<Vec<String>>,
+    pub timezone: Option<String>,
+    /// Command and arguments run with the announcement as JSON on standard input.
+    pub hook: Option<Vec<String>>,
+    pub hook_timeout: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! Stage two: raw structs → [`Config`]. Defaults are applied here, every cross-field rule
 //! is checked here, and every error is collected rather than returned early.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::locate::Path;
 use super::raw::*;
 use super::{
-    Audience, Campaigns, Company, Config, Diag, Dkim, Level, Mail, Maintenance, Module, Probe,
-    Service, Webhook, nearest,
+    Audience, Autoresponder, Campaigns, Company, Config, Diag, Dkim, Hotline, Level, Mail,
+    Maintenance, Module, Probe, Service, Webhook, nearest,
 };
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
@@ -403,6 +403,11 @@ pub(super) fn resolve(
     let service_ids: Vec<String> = raw.services.iter().map(|s| s.id.clone()).collect();
     let maintenance = resolve_maintenance(&mut cx, &raw.maintenance, &service_ids);
 
+    let autoresponder = raw
+        .autoresponder
+        .as_ref()
+        .and_then(|a| resolve_autoresponder(&mut cx, a, &page_language, &page_timezone));
+    let hotline = resolve_hotline(&mut cx, raw.hotline.as_ref(), &data_dir, &page_timezone);
     let api_token_env = raw
         .api
         .as_ref()
@@ -434,7 +439,226 @@ pub(super) fn resolve(
         campaigns,
         company,
         maintenance,
+        autoresponder,
+        hotline,
     })
+}
+
+/// Whether a URL host (as the `url` crate keeps it for any scheme) is loopback.
+fn loopback_host(h: url::Host<&str>) -> bool {
+    match h {
+        // Hosts of non-special schemes such as smtp:// stay opaque strings.
+        url::Host::Domain(d) => {
+            d == "localhost"
+                || d.trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+fn ca_pem(cx: &mut Ctx, p: &Path, file: &str) -> Option<Vec<u8>> {
+    let path = cx.file(file);
+    match std::fs::read(&path) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+        Ok(_) => {
+            cx.err(
+                p,
+                format!("ca_file {} holds no PEM certificate", path.display()),
+            );
+            None
+        }
+        Err(e) => {
+            cx.err(p, format!("cannot read ca_file {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn resolve_autoresponder(
+    cx: &mut Ctx,
+    a: &RawAutoresponder,
+    language: &str,
+    timezone: &str,
+) -> Option<Autoresponder> {
+    let ap = Path::root().key("autoresponder");
+    let url = match url::Url::parse(&a.managesieve) {
+        Ok(u) if u.scheme() == "sieve" && u.host_str().is_some_and(|h| !h.is_empty()) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                cx.err(&ap.key("managesieve"), "credentials do not belong in the file: remove them from the URL and set `user_env` and `password_env`");
+            }
+            Some(u)
+        }
+        _ => {
+            cx.err(
+                &ap.key("managesieve"),
+                format!(
+                    "`managesieve` must be a URL such as sieve://mail.example.com:4190, not `{}`",
+                    a.managesieve
+                ),
+            );
+            None
+        }
+    };
+    for (key, v) in [("user_env", &a.user_env), ("password_env", &a.password_env)] {
+        if !valid_env_name(v) {
+            cx.err(
+                &ap.key(key),
+                format!(
+                    "`{key}` names an environment variable (such as SIEVE_PASSWORD), not `{v}`"
+                ),
+            );
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in a.mailboxes.iter().enumerate() {
+        if m.trim().is_empty() || m.contains(['\r', '\n', '\0', '"']) {
+            cx.err(
+                &ap.key("mailboxes").index(i),
+                format!("`{m}` is not a mailbox name"),
+            );
+        } else if !seen.insert(m.to_lowercase()) {
+            cx.err(
+                &ap.key("mailboxes").index(i),
+                format!("mailbox `{m}` is listed twice"),
+            );
+        }
+    }
+    if a.allow_plain
+        && !url
+            .as_ref()
+            .and_then(|u| u.host())
+            .is_some_and(loopback_host)
+    {
+        cx.err(&ap.key("allow_plain"), "`allow_plain` is only for a ManageSieve server on loopback (127.0.0.1, ::1, localhost): any other host must offer STARTTLS");
+    }
+    let ca = a
+        .ca_file
+        .as_deref()
+        .and_then(|f| ca_pem(cx, &ap.key("ca_file"), f));
+    let timeout = a
+        .timeout
+        .as_deref()
+        .and_then(|t| cx.positive_duration(&ap.key("timeout"), t))
+        .unwrap_or(Duration::from_secs(30));
+    let script = a.script.clone().unwrap_or_else(|| "tocsin-outage".into());
+    if script.is_empty()
+        || script.len() > 100
+        || !script
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        cx.err(&ap.key("script"), format!("`script` is the name of tocsin's script on the server: letters, digits, `-`, `_`, `.`; not `{script}`"));
+    }
+    let language = a.language.clone().unwrap_or_else(|| language.to_string());
+    if !valid_language(&language) {
+        cx.err(
+            &ap.key("language"),
+            format!("`language` is a language code such as en, pl or sv, not `{language}`"),
+        );
+    }
+    let timezone = a.timezone.clone().unwrap_or_else(|| timezone.to_string());
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        cx.err(&ap.key("timezone"), format!("`timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `{timezone}`"));
+    }
+    let days = a.days.unwrap_or(1);
+    if days == 0 || days > 30 {
+        cx.err(
+            &ap.key("days"),
+            "`days` (at most one reply per sender in this many days) must be between 1 and 30",
+        );
+    }
+    let url = url?;
+    Some(Autoresponder {
+        host: url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string(),
+        port: url.port().unwrap_or(4190),
+        user_env: a.user_env.clone(),
+        password_env: a.password_env.clone(),
+        mailboxes: if a.mailboxes.is_empty() {
+            vec![String::new()]
+        } else {
+            a.mailboxes.clone()
+        },
+        allow_plain: a.allow_plain,
+        ca_pem: ca,
+        timeout,
+        script,
+        language,
+        timezone,
+        days,
+    })
+}
+
+fn resolve_hotline(
+    cx: &mut Ctx,
+    raw: Option<&RawHotline>,
+    data_dir: &FsPath,
+    timezone: &str,
+) -> Hotline {
+    let hp = Path::root().key("hotline");
+    let mut h = Hotline {
+        dir: data_dir.join("hotline"),
+        languages: Vec::new(),
+        timezone: timezone.to_string(),
+        hook: None,
+        hook_timeout: Duration::from_secs(30),
+    };
+    let Some(raw) = raw else {
+        return h;
+    };
+    if let Some(d) = &raw.dir {
+        h.dir = cx.file(d);
+    }
+    for (i, l) in raw.languages.iter().flatten().enumerate() {
+        if !valid_language(l) {
+            cx.err(
+                &hp.key("languages").index(i),
+                format!("`{l}` is not a language code such as en, pl or sv"),
+            );
+        }
+    }
+    h.languages = raw.languages.clone().unwrap_or_default();
+    if let Some(tz) = &raw.timezone {
+        if tz.parse::<chrono_tz::Tz>().is_err() {
+            cx.err(
+                &hp.key("timezone"),
+                format!(
+                    "`timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `{tz}`"
+                ),
+            );
+        }
+        h.timezone = tz.clone();
+    }
+    if let Some(cmd) = &raw.hook {
+        match cmd.first() {
+            None => cx.err(&hp.key("hook"), "`hook` is a command and its arguments, such as [/usr/local/bin/announce, --line, main]"),
+            Some(prog) => {
+                let path = cx.file(prog);
+                let runnable = std::fs::metadata(&path).is_ok_and(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.is_file() && m.permissions().mode() & 0o111 != 0
+                });
+                if !runnable {
+                    cx.err(&hp.key("hook").index(0), format!("hook program {} does not exist or is not executable", path.display()));
+                }
+                let mut c = cmd.clone();
+                c[0] = path.display().to_string();
+                h.hook = Some(c);
+            }
+        }
+    }
+    if let Some(t) = &raw.hook_timeout {
+        if let Some(d) = cx.positive_duration(&hp.key("hook_timeout"), t) {
+            h.hook_timeout = d;
+        }
+    }
+    h
 }
 
 /// A language code as templates are filed under: `en`, `pl`, `pt-BR`.
@@ -1306,41 +1530,15 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         .as_deref()
         .and_then(|t| cx.positive_duration(&mp.key("timeout"), t))
         .unwrap_or(DEFAULT_MAIL_TIMEOUT);
-    let ca_pem = m.ca_file.as_deref().and_then(|f| {
-        let path = cx.file(f);
-        match std::fs::read(&path) {
-            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
-            Ok(_) => {
-                cx.err(
-                    &mp.key("ca_file"),
-                    format!("ca_file {} holds no PEM certificate", path.display()),
-                );
-                None
-            }
-            Err(e) => {
-                cx.err(
-                    &mp.key("ca_file"),
-                    format!("cannot read ca_file {}: {e}", path.display()),
-                );
-                None
-            }
-        }
-    });
+    let ca_pem = m
+        .ca_file
+        .as_deref()
+        .and_then(|f| ca_pem(cx, &mp.key("ca_file"), f));
     if m.allow_plain {
         let loopback = smtp
             .as_ref()
             .and_then(|u| u.host())
-            .is_some_and(|h| match h {
-                // Hosts of non-special schemes such as smtp:// stay opaque strings.
-                url::Host::Domain(d) => {
-                    d == "localhost"
-                        || d.trim_matches(|c| c == '[' || c == ']')
-                            .parse::<IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
-                }
-                url::Host::Ipv4(ip) => ip.is_loopback(),
-                url::Host::Ipv6(ip) => ip.is_loopback(),
-            });
+            .is_some_and(loopback_host);
         if !loopback {
             cx.err(&mp.key("allow_plain"), "`allow_plain` is only for an SMTP server on loopback (127.0.0.1, ::1, localhost): mail to any other host must use TLS");
         }

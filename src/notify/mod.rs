@@ -5,5 +5,6 @@
 pub mod dispatch;
 pub mod mail;
 pub mod pages;
+pub mod sieve;
 pub mod staff;
 pub mod templates;

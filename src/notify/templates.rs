@@ -1,5 +1,6 @@
 //! Templates for customer mails and pages (minijinja): `<lang>/{outage,update,recovery}`
-//! `.{subject,txt,html}` and `<lang>/{placeholder,status}.html`, shipped for en, pl and sv
+//! `.{subject,txt,html}`, `<lang>/{placeholder,status}.html`, and the autoresponder's and
+//! hotline's `<lang>/{autoreply.subject,autoreply.txt,hotline.txt}`, shipped for en, pl and sv
 //! and embedded in the binary. A `campaigns.templates` directory replaces any of them file
 //! by file, and adds languages. HTML is escaped automatically; subjects are one line.
 //!
@@ -38,6 +39,9 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "en/recovery.html",
     "en/placeholder.html",
     "en/status.html",
+    "en/autoreply.subject",
+    "en/autoreply.txt",
+    "en/hotline.txt",
     "pl/outage.subject",
     "pl/outage.txt",
     "pl/outage.html",
@@ -49,6 +53,9 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "pl/recovery.html",
     "pl/placeholder.html",
     "pl/status.html",
+    "pl/autoreply.subject",
+    "pl/autoreply.txt",
+    "pl/hotline.txt",
     "sv/outage.subject",
     "sv/outage.txt",
     "sv/outage.html",
@@ -60,10 +67,13 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "sv/recovery.html",
     "sv/placeholder.html",
     "sv/status.html",
+    "sv/autoreply.subject",
+    "sv/autoreply.txt",
+    "sv/hotline.txt",
 );
 
 /// Every file a language needs.
-pub const PER_LANGUAGE: [&str; 11] = [
+pub const PER_LANGUAGE: [&str; 14] = [
     "outage.subject",
     "outage.txt",
     "outage.html",
@@ -75,6 +85,9 @@ pub const PER_LANGUAGE: [&str; 11] = [
     "recovery.html",
     "placeholder.html",
     "status.html",
+    "autoreply.subject",
+    "autoreply.txt",
+    "hotline.txt",
 ];
 
 /// A template that cannot be used, with where it came from.
@@ -230,6 +243,16 @@ impl Templates {
             .map_err(|e| format!("{name}: {e}"))
     }
 
+    /// Renders a plain-text notice (`autoreply.subject`, `autoreply.txt`,
+    /// `hotline.txt`) in `lang`, falling back as [`Templates::language`].
+    pub fn notice<S: Serialize>(&self, name: &str, lang: &str, ctx: &S) -> Result<String, String> {
+        let name = format!("{}/{name}", self.language(lang));
+        self.env
+            .get_template(&name)
+            .and_then(|t| t.render(val(ctx)))
+            .map_err(|e| format!("{name}: {e}"))
+    }
+
     /// Renders every language's outage and update mails with an ETA and without one, and
     /// refuses any that leaves out what it promises. Pages and recovery mails must render.
     fn check(&self, files: &BTreeMap<String, String>) -> Vec<TemplateIssue> {
@@ -260,6 +283,28 @@ impl Templates {
                             Ok(_) => {}
                         }
                     }
+                }
+            }
+            // The autoresponder and the hotline speak of every outage at once; each must
+            // state its ETA or, without one, the next-update time.
+            for (with_eta, want) in [(true, eta), (false, next)] {
+                let ctx = notice_sample(lang, tz, started, with_eta.then_some(eta), next);
+                let clock = local_clock(want, tz);
+                for name in ["autoreply.txt", "hotline.txt"] {
+                    let name = format!("{lang}/{name}");
+                    match self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
+                        Err(e) => issues.push(issue(files, &name, &e)),
+                        Ok(text) if !text.contains(&clock) => issues.push(TemplateIssue {
+                            file: files[&name].clone(),
+                            line: 1,
+                            message: "this notice does not state each outage's ETA (`o.eta`) or, without one, its next-update time (`o.next_update`)".into(),
+                        }),
+                        Ok(_) => {}
+                    }
+                }
+                let name = format!("{lang}/autoreply.subject");
+                if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
+                    issues.push(issue(files, &name, &e));
                 }
             }
             let ctx = sample(lang, tz, started, None, Some(next));
@@ -297,6 +342,34 @@ fn issue(files: &BTreeMap<String, String>, name: &str, e: &minijinja::Error) -> 
             .next()
             .unwrap_or_default()
             .to_string(),
+    }
+}
+
+/// The autoresponder's and hotline's context for checking: one outage.
+fn notice_sample(
+    lang: &str,
+    tz: &str,
+    started: SystemTime,
+    eta: Option<SystemTime>,
+    next: SystemTime,
+) -> minijinja::Value {
+    minijinja::context! {
+        language => lang,
+        outages => vec![minijinja::context! {
+            service => "Web shop",
+            started => local_time(started, tz, lang),
+            eta => eta.map(|t| local_time(t, tz, lang)),
+            eta_time => eta.map(|t| local_clock(t, tz)),
+            next_update => local_time(next, tz, lang),
+            next_update_time => local_clock(next, tz),
+        }],
+        company => val(crate::config::Company {
+            name: "Example".into(),
+            phone: Some("+1 555 0100".into()),
+            email: Some("help@example.com".into()),
+            website: Some("https://example.com".into()),
+        }),
+        status_url => "https://status.example.com/status",
     }
 }
 
