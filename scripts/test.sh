@@ -3,7 +3,7 @@
 # missing (Prometheus and promtool from Debian's prometheus package; blackbox_exporter
 # for the conformance test; aiosmtpd, a real SMTP server, from python3-aiosmtpd; nginx
 # for the placeholder snippet; headless Chromium for the pages; systemd-analyze for the
-# unit file), and through pip kubernetes-validate (the Kubernetes API schemas, offline),
+# unit file; Dovecot with Pigeonhole's managesieved for the autoresponder), and through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+{ command -v dovecot && [ -x /usr/lib/dovecot/managesieve ]; } >/dev/null 2>&1 || need+=(dovecot-core dovecot-managesieved dovecot-sieve)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""

@@ -44,6 +44,9 @@ pub struct Engine {
     pub outbox_ready: Arc<Notify>,
     /// Woken after every decision (the pages follow incidents as they change).
     pub decided: Arc<Notify>,
+    /// Counts decisions, for every other follower of incidents (autoresponder, hotline):
+    /// each watches it with its own receiver.
+    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Shared with the campaign sender, which starts nothing while it is true.
     pub canary_guard: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -71,6 +74,7 @@ impl Engine {
             clock,
             outbox_ready: Arc::new(Notify::new()),
             decided: Arc::new(Notify::new()),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             canary_guard: Arc::default(),
         };
         engine.reconfigure(config);
@@ -175,6 +179,7 @@ impl Engine {
             }
             self.outbox_ready.notify_one();
             self.decided.notify_one();
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(actions)
     }

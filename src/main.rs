@@ -319,7 +319,17 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let campaign_mailer = Arc::new(Mailer::new(&config.mail, &config.data_dir, &|k| {
         std::env::var(k).ok()
     })?);
+    let sieve_credentials = match &config.autoresponder {
+        Some(a) => Some(
+            tocsin::notify::autoreply::Credentials::from_env(a, &|k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        None => None,
+    };
+    let sieve_tls = tocsin::notify::autoreply::tls_config(config.autoresponder.as_ref())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let engine = Engine::new(&config, store.clone(), clock.clone())?;
+    let changes = engine.changes.clone();
     let outbox_ready = engine.outbox_ready.clone();
     let decided = engine.decided.clone();
     let canary_guard = engine.canary_guard.clone();
@@ -336,6 +346,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx, metrics.clone()));
     let shared = Arc::new(RwLock::new(Arc::new(config)));
     let store_for_api = store.clone();
+    let store_for_customer_side = store.clone();
     let campaign_ready = Arc::new(tokio::sync::Notify::new());
     let composer = Arc::new(Composer {
         templates: templates.clone(),
@@ -387,6 +398,18 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let dispatch_task = tokio::spawn(dispatcher.run(dispatch_stop.clone()));
     let sender_task = tokio::spawn(sender.run(dispatch_stop.clone()));
     let pages_task = tokio::spawn(pages.run(dispatch_stop.clone()));
+    let autoresponder = tocsin::notify::autoreply::Autoresponder {
+        store: store_for_customer_side.clone(),
+        templates: templates.clone(),
+        config: shared.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        changes: changes.subscribe(),
+        credentials: sieve_credentials,
+        tls: sieve_tls,
+        failures: Default::default(),
+    };
+    let autoresponder_task = tokio::spawn(autoresponder.run(dispatch_stop.clone()));
 
     let mut sched = Scheduler::new(
         tx,
@@ -465,6 +488,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let _ = dispatch_task.await;
     let _ = sender_task.await;
     let _ = pages_task.await;
+    let _ = autoresponder_task.await;
     server
         .await
         .context("HTTP server task failed")?

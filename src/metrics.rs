@@ -39,6 +39,10 @@ pub struct Metrics {
     campaign_refused: IntCounter,
     pages_published: IntGauge,
     webhook_failures: IntCounter,
+    autoresponder_active: IntGauge,
+    autoresponder_failures: IntCounter,
+    hotline_active: IntGauge,
+    hotline_hook_failures: IntCounter,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -315,6 +319,34 @@ impl Metrics {
             ),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let autoresponder_active = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_autoresponder_active",
+                "Mailboxes whose active Sieve script is tocsin's outage autoresponder.",
+            ),
+        );
+        let autoresponder_failures = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_autoresponder_failures_total",
+                "Failed attempts to install, update or remove the autoresponder (each is retried).",
+            ),
+        );
+        let hotline_active = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_hotline_active",
+                "1 while the hotline outage announcement stands.",
+            ),
+        );
+        let hotline_hook_failures = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_hotline_hook_failures_total",
+                "Hotline hook runs that failed or missed their deadline (each is retried).",
+            ),
+        );
         for kind in Self::MAIL_KINDS {
             mail_sent.with_label_values(&[kind]).inc_by(0);
             mail_failed.with_label_values(&[kind]).inc_by(0);
@@ -349,7 +381,27 @@ impl Metrics {
             campaign_refused,
             pages_published,
             webhook_failures,
+            autoresponder_active,
+            autoresponder_failures,
+            hotline_active,
+            hotline_hook_failures,
         }
+    }
+
+    pub fn autoresponder_active(&self, n: usize) {
+        self.autoresponder_active.set(n as i64);
+    }
+
+    pub fn autoresponder_failed(&self) {
+        self.autoresponder_failures.inc();
+    }
+
+    pub fn hotline_active(&self, on: bool) {
+        self.hotline_active.set(i64::from(on));
+    }
+
+    pub fn hotline_hook_failed(&self) {
+        self.hotline_hook_failures.inc();
     }
 
     pub fn campaign_recipients(&self, c: &crate::store::Counts) {

@@ -2,6 +2,7 @@
 //! autoresponder, hotline and webhooks build on it. Notifiers act only on what the store's
 //! outbox hands them and report back whether it worked; they decide nothing.
 
+pub mod autoreply;
 pub mod dispatch;
 pub mod mail;
 pub mod pages;

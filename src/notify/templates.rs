@@ -345,6 +345,48 @@ fn issue(files: &BTreeMap<String, String>, name: &str, e: &minijinja::Error) -> 
     }
 }
 
+/// The autoresponder's and hotline's context: every incident customers are being told
+/// of, with times in `tz` and `lang`.
+///
+/// Unlike mail campaigns, which are throttled by `campaigns.update_every`, these follow
+/// the latest ETA at once: a future ETA staff set is stated even before the next update
+/// mail goes out.
+pub fn outages_context(
+    config: &crate::config::Config,
+    incidents: &[crate::store::IncidentRecord],
+    lang: &str,
+    tz: &str,
+    now: SystemTime,
+) -> minijinja::Value {
+    let outages: Vec<minijinja::Value> = incidents
+        .iter()
+        .map(|i| {
+            let eta = i.eta.filter(|t| *t > now).or(i.promised_eta);
+            let name = config
+                .services
+                .iter()
+                .find(|s| s.id == i.service)
+                .map(|s| s.name.as_str())
+                .unwrap_or(&i.service);
+            minijinja::context! {
+                service => name,
+                service_id => &i.service,
+                started => local_time(i.started, tz, lang),
+                eta => eta.map(|t| local_time(t, tz, lang)),
+                eta_time => eta.map(|t| local_clock(t, tz)),
+                next_update => i.next_update.map(|t| local_time(t, tz, lang)),
+                next_update_time => i.next_update.map(|t| local_clock(t, tz)),
+            }
+        })
+        .collect();
+    minijinja::context! {
+        language => lang,
+        outages => outages,
+        company => val(&config.company),
+        status_url => format!("{}/status", config.public_url),
+    }
+}
+
 /// The autoresponder's and hotline's context for checking: one outage.
 fn notice_sample(
     lang: &str,

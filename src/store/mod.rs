@@ -5,6 +5,7 @@
 //! Embedded SQLite by default. This room knows the incident types it stores; it sends
 //! nothing and decides nothing.
 
+mod autoresponders;
 mod campaigns;
 mod sqlite;
 
@@ -12,6 +13,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+pub use autoresponders::AutoresponderRecord;
 pub use campaigns::{
     CampaignInfo, CampaignKind, CampaignRecord, Counts, NewRecipient, RecipientJob, SendResult,
     address_key,

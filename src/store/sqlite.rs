@@ -91,6 +91,14 @@ const MIGRATIONS: &[&str] = &[
         email TEXT PRIMARY KEY,
         at    REAL NOT NULL
     );",
+    // 4: autoresponders installed over ManageSieve: per mailbox, the script that was
+    // active before tocsin's (recorded before tocsin's is activated) and what was installed.
+    "CREATE TABLE autoresponders (
+        mailbox     TEXT PRIMARY KEY,
+        previous    TEXT,
+        script_hash TEXT,
+        updated_at  REAL NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {

@@ -610,3 +610,116 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+// ---------------------------------------------------------------- Dovecot (ManageSieve)
+
+/// A real Dovecot with Pigeonhole's managesieved on loopback (Debian's packages, which
+/// scripts/test.sh installs): users `support@example.com` and `sales@example.com`, and a
+/// master user `tocsin` (password `master-pw`) who may act for either through SASL
+/// PLAIN's authorization identity. STARTTLS with a certificate from `ca`.
+pub struct Dovecot {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dovecot {
+    /// `extra` is appended to the configuration (e.g. to drop the vacation extension).
+    pub fn start(ca: &Ca, extra: &str) -> Dovecot {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["run", "state", "home"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        // Mail processes run as nobody; their homes must be theirs.
+        std::os::unix::fs::chown(d.join("home"), Some(65534), Some(65534)).unwrap();
+        let (cert, key) = ca.leaf_pem_files();
+        std::fs::copy(cert.path(), d.join("cert.pem")).unwrap();
+        std::fs::copy(key.path(), d.join("key.pem")).unwrap();
+        std::fs::write(
+            d.join("passwd"),
+            "support@example.com:{PLAIN}support-pw\nsales@example.com:{PLAIN}sales-pw\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("masters"), "tocsin:{PLAIN}master-pw\n").unwrap();
+        let port = free_port();
+        let p = d.display();
+        std::fs::write(
+            d.join("dovecot.conf"),
+            format!(
+                "base_dir = {p}/run
+state_dir = {p}/state
+log_path = {p}/dovecot.log
+protocols = sieve
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <{p}/cert.pem
+ssl_key = <{p}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN {p}/masters
+  pass = yes
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {p}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home={p}/home/%u
+}}
+service anvil {{
+  chroot =
+}}
+service managesieve-login {{
+  chroot =
+  inet_listener sieve {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+{extra}
+"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("dovecot")
+            .args(["-F", "-c"])
+            .arg(d.join("dovecot.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dovecot (scripts/test.sh installs dovecot-managesieved)");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "dovecot did not start: {}",
+                std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Dovecot { port, dir, child }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,104 @@
+//! What tocsin did to each mailbox's Sieve scripts, so that recovery restores exactly
+//! what was there, whatever crashed in between.
+
+use std::time::SystemTime;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, StoreError, secs};
+
+/// One mailbox tocsin has touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoresponderRecord {
+    pub mailbox: String,
+    /// The script that was active before tocsin's; `None`: none was.
+    pub previous: Option<String>,
+    /// Hash of the script tocsin installed and activated; `None`: recorded the previous
+    /// script, activation not yet confirmed.
+    pub script_hash: Option<String>,
+}
+
+impl SqliteStore {
+    pub fn autoresponders(&self) -> Result<Vec<AutoresponderRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mailbox, previous, script_hash FROM autoresponders ORDER BY mailbox",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AutoresponderRecord {
+                mailbox: r.get(0)?,
+                previous: r.get(1)?,
+                script_hash: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn autoresponder(&self, mailbox: &str) -> Result<Option<AutoresponderRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT mailbox, previous, script_hash FROM autoresponders WHERE mailbox = ?1",
+                [mailbox],
+                |r| {
+                    Ok(AutoresponderRecord {
+                        mailbox: r.get(0)?,
+                        previous: r.get(1)?,
+                        script_hash: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Remembers the mailbox's active script before tocsin replaces it; a record that
+    /// exists is kept (its `previous` is the one to restore).
+    pub fn autoresponder_previous(
+        &mut self,
+        mailbox: &str,
+        previous: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO autoresponders (mailbox, previous, script_hash, updated_at) VALUES (?1, ?2, NULL, ?3)
+             ON CONFLICT (mailbox) DO NOTHING",
+            params![mailbox, previous, secs(now)],
+        )?;
+        Ok(())
+    }
+
+    pub fn autoresponder_installed(
+        &mut self,
+        mailbox: &str,
+        hash: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE autoresponders SET script_hash = ?2, updated_at = ?3 WHERE mailbox = ?1",
+            params![mailbox, hash, secs(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The mailbox is as it was before tocsin: forget it.
+    pub fn autoresponder_removed(&mut self, mailbox: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM autoresponders WHERE mailbox = ?1", [mailbox])?;
+        Ok(())
+    }
+
+    /// Adds a line to the timeline of every open incident in its customer phase (what
+    /// the customer side could not do, for staff to see).
+    pub fn note_customer_phase(
+        &mut self,
+        kind: &str,
+        detail: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO incident_events (incident_id, at, kind, detail)
+             SELECT id, ?1, ?2, ?3 FROM incidents WHERE ended_at IS NULL AND customer_phase = 1",
+            params![secs(now), kind, detail],
+        )?;
+        Ok(())
+    }
+}
