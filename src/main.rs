@@ -410,6 +410,16 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         failures: Default::default(),
     };
     let autoresponder_task = tokio::spawn(autoresponder.run(dispatch_stop.clone()));
+    let hotline = tocsin::notify::hotline::Hotline {
+        store: store_for_customer_side.clone(),
+        templates: templates.clone(),
+        config: shared.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        changes: changes.subscribe(),
+        retry: None,
+    };
+    let hotline_task = tokio::spawn(hotline.run(dispatch_stop.clone()));
 
     let mut sched = Scheduler::new(
         tx,
@@ -489,6 +499,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let _ = sender_task.await;
     let _ = pages_task.await;
     let _ = autoresponder_task.await;
+    let _ = hotline_task.await;
     server
         .await
         .context("HTTP server task failed")?

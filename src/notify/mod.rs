@@ -4,6 +4,7 @@
 
 pub mod autoreply;
 pub mod dispatch;
+pub mod hotline;
 pub mod mail;
 pub mod pages;
 pub mod sieve;
