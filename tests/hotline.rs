@@ -183,9 +183,10 @@ hotline:
     )
     .await;
     assert!(
-        explain().contains("./announce.sh exited with exit status: 3: telephony API answered 503")
-            || explain()
-                .contains("announce.sh exited with exit status: 3: telephony API answered 503"),
+        explain().contains(&format!(
+            "{} exited with exit status: 3: telephony API answered 503",
+            hook.display()
+        )),
         "{}",
         explain()
     );
