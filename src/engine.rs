@@ -49,6 +49,11 @@ pub struct Engine {
     pub changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// Shared with the campaign sender, which starts nothing while it is true.
     pub canary_guard: Arc<std::sync::atomic::AtomicBool>,
+    /// Incident webhooks, queued with each decision.
+    webhooks: Vec<crate::store::HookTarget>,
+    names: BTreeMap<String, String>,
+    /// Woken when webhook deliveries are queued.
+    pub webhooks_ready: Arc<Notify>,
 }
 
 impl Engine {
@@ -76,6 +81,9 @@ impl Engine {
             decided: Arc::new(Notify::new()),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             canary_guard: Arc::default(),
+            webhooks: Vec::new(),
+            names: BTreeMap::new(),
+            webhooks_ready: Arc::new(Notify::new()),
         };
         engine.reconfigure(config);
         Ok(engine)
@@ -92,6 +100,19 @@ impl Engine {
         for id in self.policies.keys() {
             self.states.entry(id.clone()).or_default();
         }
+        self.webhooks = config
+            .webhooks
+            .iter()
+            .map(|w| crate::store::HookTarget {
+                url: w.url.to_string(),
+                events: w.events.clone(),
+            })
+            .collect();
+        self.names = config
+            .services
+            .iter()
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect();
         let configured: Vec<(String, String)> = config
             .probes()
             .filter(|p| p.canary)
@@ -170,7 +191,15 @@ impl Engine {
             || next.canary_down != state.canary_down
             || next.last_window_end != state.last_window_end;
         if durable {
-            lock(&self.store).commit(service, &next, &actions, now)?;
+            let hooks = crate::store::Hooks {
+                service_name: self
+                    .names
+                    .get(service)
+                    .map(String::as_str)
+                    .unwrap_or(service),
+                targets: &self.webhooks,
+            };
+            lock(&self.store).commit_hooked(service, &next, &actions, now, &hooks)?;
         }
         self.states.insert(service.to_string(), next);
         if !actions.is_empty() {
@@ -179,6 +208,7 @@ impl Engine {
             }
             self.outbox_ready.notify_one();
             self.decided.notify_one();
+            self.webhooks_ready.notify_one();
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(actions)
@@ -248,8 +278,13 @@ impl Engine {
             level: 0,
             to,
         };
-        lock(&self.store).enqueue(&action, now)?;
+        let hooks = crate::store::Hooks {
+            service_name: "",
+            targets: &self.webhooks,
+        };
+        lock(&self.store).enqueue_hooked(&action, now, &hooks)?;
         self.outbox_ready.notify_one();
+        self.webhooks_ready.notify_one();
         Ok(())
     }
 

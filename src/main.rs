@@ -328,8 +328,11 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     };
     let sieve_tls = tocsin::notify::autoreply::tls_config(config.autoresponder.as_ref())
         .map_err(|e| anyhow::anyhow!(e))?;
+    tocsin::notify::webhook::check_secrets(&config, &|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let engine = Engine::new(&config, store.clone(), clock.clone())?;
     let changes = engine.changes.clone();
+    let webhooks_ready = engine.webhooks_ready.clone();
     let outbox_ready = engine.outbox_ready.clone();
     let decided = engine.decided.clone();
     let canary_guard = engine.canary_guard.clone();
@@ -420,6 +423,22 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         retry: None,
     };
     let hotline_task = tokio::spawn(hotline.run(dispatch_stop.clone()));
+    let webhooks = tocsin::notify::webhook::WebhookSender {
+        store: store_for_customer_side.clone(),
+        config: shared.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        ready: webhooks_ready,
+        http: reqwest::Client::builder()
+            .use_preconfigured_tls(
+                tocsin::probe::tls::client_config_with_roots()
+                    .context("cannot set up TLS for webhooks")?,
+            )
+            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the webhook client")?,
+    };
+    let webhooks_task = tokio::spawn(webhooks.run(dispatch_stop.clone()));
 
     let mut sched = Scheduler::new(
         tx,
@@ -500,6 +519,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let _ = pages_task.await;
     let _ = autoresponder_task.await;
     let _ = hotline_task.await;
+    let _ = webhooks_task.await;
     server
         .await
         .context("HTTP server task failed")?

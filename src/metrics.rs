@@ -43,6 +43,8 @@ pub struct Metrics {
     autoresponder_failures: IntCounter,
     hotline_active: IntGauge,
     hotline_hook_failures: IntCounter,
+    webhook_deliveries: IntCounterVec,
+    webhook_pending: IntGauge,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -340,6 +342,26 @@ impl Metrics {
                 "1 while the hotline outage announcement stands.",
             ),
         );
+        let webhook_deliveries = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_webhook_deliveries_total",
+                    "Incident webhook attempts by result: sent, retried (408, 429, 5xx, network), failed (refused for good).",
+                ),
+                &["result"],
+            ),
+        );
+        for result in ["sent", "retried", "failed"] {
+            webhook_deliveries.with_label_values(&[result]).inc_by(0);
+        }
+        let webhook_pending = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_webhook_pending",
+                "Incident webhook deliveries not yet accepted by their receiver.",
+            ),
+        );
         let hotline_hook_failures = reg(
             &r,
             IntCounter::new(
@@ -385,7 +407,18 @@ impl Metrics {
             autoresponder_failures,
             hotline_active,
             hotline_hook_failures,
+            webhook_deliveries,
+            webhook_pending,
         }
+    }
+
+    /// One incident webhook attempt: `sent`, `retried` or `failed`.
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries.with_label_values(&[result]).inc();
+    }
+
+    pub fn webhook_pending(&self, n: u64) {
+        self.webhook_pending.set(n as i64);
     }
 
     pub fn autoresponder_active(&self, n: usize) {

@@ -63,6 +63,17 @@ pub struct Config {
     /// Off unless configured.
     pub autoresponder: Option<Autoresponder>,
     pub hotline: Hotline,
+    /// Receivers of incident transitions.
+    pub webhooks: Vec<IncidentWebhook>,
+}
+
+/// Where incident transitions are POSTed, signed with the key in `secret_env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentWebhook {
+    pub url: url::Url,
+    pub secret_env: String,
+    /// Event names sent; every one of [`crate::incident::WEBHOOK_EVENTS`] by default.
+    pub events: Vec<String>,
 }
 
 /// The mailbox autoresponder (Sieve vacation over ManageSieve).

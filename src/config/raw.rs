@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub maintenance: Vec<RawMaintenance>,
     pub autoresponder: Option<RawAutoresponder>,
     pub hotline: Option<RawHotline>,
+    #[serde(default)]
+    pub webhooks: Vec<RawIncidentWebhook>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,4 +311,15 @@ pub struct RawHotline {
     /// Command and arguments run with the announcement as JSON on standard input.
     pub hook: Option<Vec<String>>,
     pub hook_timeout: Option<String>,
+}
+
+/// A receiver of incident transitions (chat, paging tools).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIncidentWebhook {
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 key that signs each body.
+    pub secret_env: String,
+    /// Transitions sent (default: all).
+    pub events: Option<Vec<String>>,
 }

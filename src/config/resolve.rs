@@ -13,8 +13,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::locate::Path;
 use super::raw::*;
 use super::{
-    Audience, Autoresponder, Campaigns, Company, Config, Diag, Dkim, Hotline, Level, Mail,
-    Maintenance, Module, Probe, Service, Webhook, nearest,
+    Audience, Autoresponder, Campaigns, Company, Config, Diag, Dkim, Hotline, IncidentWebhook,
+    Level, Mail, Maintenance, Module, Probe, Service, Webhook, nearest,
 };
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
@@ -408,6 +408,7 @@ pub(super) fn resolve(
         .as_ref()
         .and_then(|a| resolve_autoresponder(&mut cx, a, &page_language, &page_timezone));
     let hotline = resolve_hotline(&mut cx, raw.hotline.as_ref(), &data_dir, &page_timezone);
+    let webhooks = resolve_incident_webhooks(&mut cx, &raw.webhooks);
     let api_token_env = raw
         .api
         .as_ref()
@@ -441,7 +442,63 @@ pub(super) fn resolve(
         maintenance,
         autoresponder,
         hotline,
+        webhooks,
     })
+}
+
+fn resolve_incident_webhooks(cx: &mut Ctx, raw: &[RawIncidentWebhook]) -> Vec<IncidentWebhook> {
+    let wp = Path::root().key("webhooks");
+    let known = crate::incident::WEBHOOK_EVENTS;
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, w) in raw.iter().enumerate() {
+        let p = wp.index(i);
+        let url = match url::Url::parse(&w.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+            _ => {
+                cx.err(&p.key("url"), format!("`url` must be an http(s) URL such as https://chat.example.com/hooks/tocsin, not `{}`", w.url));
+                None
+            }
+        };
+        if !seen.insert(w.url.clone()) {
+            cx.err(&p.key("url"), format!("webhook {} is listed twice", w.url));
+        }
+        if !valid_env_name(&w.secret_env) {
+            cx.err(&p.key("secret_env"), format!("`secret_env` names an environment variable holding the signing key (such as WEBHOOK_SECRET), not `{}`", w.secret_env));
+        }
+        let events = match &w.events {
+            None => known.iter().map(|e| e.to_string()).collect(),
+            Some(list) => {
+                if list.is_empty() {
+                    cx.err(
+                        &p.key("events"),
+                        "`events` is empty: leave it out to send every event",
+                    );
+                }
+                for (j, e) in list.iter().enumerate() {
+                    if !known.contains(&e.as_str()) {
+                        let names: Vec<String> = known.iter().map(|k| k.to_string()).collect();
+                        let hint = nearest(e, &names)
+                            .map(|n| format!(", did you mean `{n}`?"))
+                            .unwrap_or_else(|| format!(" (events: {})", known.join(", ")));
+                        cx.err(
+                            &p.key("events").index(j),
+                            format!("unknown event `{e}`{hint}"),
+                        );
+                    }
+                }
+                list.clone()
+            }
+        };
+        if let Some(url) = url {
+            out.push(IncidentWebhook {
+                url,
+                secret_env: w.secret_env.clone(),
+                events,
+            });
+        }
+    }
+    out
 }
 
 /// Whether a URL host (as the `url` crate keeps it for any scheme) is loopback.

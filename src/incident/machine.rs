@@ -182,6 +182,40 @@ pub enum Action {
     },
 }
 
+/// The names of the transitions told to incident webhooks, in the order they happen.
+pub const WEBHOOK_EVENTS: [&str; 9] = [
+    "opened",
+    "escalated",
+    "acknowledged",
+    "eta",
+    "customer_phase",
+    "customer_update",
+    "resolved",
+    "flapping",
+    "monitor_down",
+];
+
+impl Action {
+    /// The transition this action is, for webhooks; `None` for the staff mail that
+    /// accompanies an opening (the opening itself is the event).
+    pub fn event(&self) -> Option<&'static str> {
+        Some(match self {
+            Action::Open { .. } => "opened",
+            Action::MailStaff { kind, .. } => match kind {
+                StaffMailKind::Opened => return None,
+                StaffMailKind::Escalated => "escalated",
+                StaffMailKind::Flapping => "flapping",
+                StaffMailKind::MonitorDown => "monitor_down",
+            },
+            Action::Acknowledged { .. } => "acknowledged",
+            Action::EtaSet { .. } => "eta",
+            Action::CustomerPhase { .. } => "customer_phase",
+            Action::CustomerUpdate { .. } => "customer_update",
+            Action::Resolve { .. } => "resolved",
+        })
+    }
+}
+
 impl Default for ServiceState {
     fn default() -> Self {
         ServiceState {

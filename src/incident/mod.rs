@@ -8,5 +8,7 @@
 pub mod machine;
 pub mod policy;
 
-pub use machine::{Action, Event, Incident, ServiceState, StaffMailKind, Status, step};
+pub use machine::{
+    Action, Event, Incident, ServiceState, StaffMailKind, Status, WEBHOOK_EVENTS, step,
+};
 pub use policy::{Flapping, Level, Policy, Window};

@@ -10,3 +10,4 @@ pub mod pages;
 pub mod sieve;
 pub mod staff;
 pub mod templates;
+pub mod webhook;

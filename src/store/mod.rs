@@ -8,6 +8,7 @@
 mod autoresponders;
 mod campaigns;
 mod sqlite;
+mod webhooks;
 
 use std::time::SystemTime;
 
@@ -19,6 +20,7 @@ pub use campaigns::{
     address_key,
 };
 pub use sqlite::SqliteStore;
+pub use webhooks::{Delivery, HookTarget, Hooks};
 
 use crate::incident::{Action, ServiceState};
 

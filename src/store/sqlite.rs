@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::webhooks::Hooks;
 use super::{IncidentRecord, OutboxItem, States, StoreError, TimelineEntry, from_secs, secs};
 use crate::incident::{Action, ServiceState};
 
@@ -99,6 +100,22 @@ const MIGRATIONS: &[&str] = &[
         script_hash TEXT,
         updated_at  REAL NOT NULL
     );",
+    // 5: incident webhooks: one delivery per transition and receiver, written in the
+    // transaction that decided the transition, sent and retried by the webhook sender.
+    "CREATE TABLE webhook_deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        url             TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        incident_id     INTEGER REFERENCES incidents (id),
+        body            TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        done_at         REAL
+    );
+    CREATE INDEX webhook_due ON webhook_deliveries (status, next_attempt_at);",
 ];
 
 pub struct SqliteStore {
@@ -253,6 +270,19 @@ impl SqliteStore {
         actions: &[Action],
         now: SystemTime,
     ) -> Result<(), StoreError> {
+        self.commit_hooked(service, state, actions, now, &Hooks::default())
+    }
+
+    /// [`SqliteStore::commit`], also queueing each action's webhook deliveries in the
+    /// same transaction.
+    pub fn commit_hooked(
+        &mut self,
+        service: &str,
+        state: &ServiceState,
+        actions: &[Action],
+        now: SystemTime,
+        hooks: &Hooks,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt {
             what: "state".into(),
             detail: e.to_string(),
@@ -265,6 +295,7 @@ impl SqliteStore {
         )?;
         for action in actions {
             record(&tx, service, action, now)?;
+            super::webhooks::queue(&tx, service, action, now, hooks)?;
         }
         tx.commit()?;
         Ok(())
@@ -272,8 +303,18 @@ impl SqliteStore {
 
     /// Queues an action that belongs to no service's state (a notice about the monitor).
     pub fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError> {
+        self.enqueue_hooked(action, now, &Hooks::default())
+    }
+
+    pub fn enqueue_hooked(
+        &mut self,
+        action: &Action,
+        now: SystemTime,
+        hooks: &Hooks,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         outbox(&tx, "", None, action, now)?;
+        super::webhooks::queue(&tx, "", action, now, hooks)?;
         tx.commit()?;
         Ok(())
     }
@@ -427,7 +468,11 @@ impl SqliteStore {
 }
 
 /// The store id of a service's incident `seq`.
-fn incident_id(tx: &Transaction, service: &str, seq: u64) -> Result<Option<i64>, rusqlite::Error> {
+pub(super) fn incident_id(
+    tx: &Transaction,
+    service: &str,
+    seq: u64,
+) -> Result<Option<i64>, rusqlite::Error> {
     tx.query_row(
         "SELECT id FROM incidents WHERE service = ?1 AND seq = ?2",
         params![service, seq as i64],
