@@ -430,3 +430,76 @@ mod tests {
         assert_eq!(lines, [2, 4], "{:?}", l.errors);
     }
 }
+
+/// A compensation code pool read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct Codes {
+    /// Usable codes in file order, each once.
+    pub codes: Vec<String>,
+    /// Rows left out, with why.
+    pub errors: Vec<RowIssue>,
+}
+
+/// Reads a compensation codes CSV: a header row naming a `code` column, then one code a
+/// row. Empty codes, codes with spaces or control characters and repeated codes are
+/// reported by line and left out. Fails only when the file cannot be read.
+pub fn codes(path: &Path) -> Result<Codes, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read codes file {}: {e}", path.display()))?;
+    let mut out = Codes::default();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let column = match reader.headers() {
+        Ok(h) => h.iter().position(|n| n.eq_ignore_ascii_case("code")),
+        Err(_) => None,
+    };
+    let Some(column) = column else {
+        out.errors.push(RowIssue {
+            line: 1,
+            col: 1,
+            message: "the header row has no `code` column; the first row must name the columns, e.g. code".into(),
+        });
+        return Ok(out);
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for record in reader.records() {
+        let (line, record) = match record {
+            Ok(r) => (r.position().map(|p| p.line() as usize).unwrap_or(0), r),
+            Err(e) => {
+                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                out.errors.push(RowIssue {
+                    line,
+                    col: 1,
+                    message: format!("unreadable row: {e}"),
+                });
+                continue;
+            }
+        };
+        let code = record.get(column).unwrap_or("").to_string();
+        let problem = if code.is_empty() {
+            Some("empty code".to_string())
+        } else if code.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some(format!("code {code:?} holds spaces or control characters"))
+        } else if code.len() > 200 {
+            Some("code longer than 200 characters".to_string())
+        } else {
+            seen.get(&code).map(|first| {
+                format!("code `{code}` repeats line {first}: each code is given out once")
+            })
+        };
+        match problem {
+            Some(message) => out.errors.push(RowIssue {
+                line,
+                col: 1,
+                message,
+            }),
+            None => {
+                seen.insert(code.clone(), line);
+                out.codes.push(code);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -45,6 +45,7 @@ pub struct Metrics {
     hotline_hook_failures: IntCounter,
     webhook_deliveries: IntCounterVec,
     webhook_pending: IntGauge,
+    compensation_missing: IntCounter,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -362,6 +363,13 @@ impl Metrics {
                 "Incident webhook deliveries not yet accepted by their receiver.",
             ),
         );
+        let compensation_missing = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_compensation_codes_missing_total",
+                "Recovery mails that earned a compensation code and got none: the pool ran out.",
+            ),
+        );
         let hotline_hook_failures = reg(
             &r,
             IntCounter::new(
@@ -409,7 +417,12 @@ impl Metrics {
             hotline_hook_failures,
             webhook_deliveries,
             webhook_pending,
+            compensation_missing,
         }
+    }
+
+    pub fn compensation_missing(&self, n: u64) {
+        self.compensation_missing.inc_by(n);
     }
 
     /// One incident webhook attempt: `sent`, `retried` or `failed`.
@@ -493,12 +506,13 @@ impl Metrics {
 
     /// The mail kinds, registered at zero so dashboards see every series from the start.
     /// Campaign mails count as `campaign_<kind>`, one per recipient.
-    pub const MAIL_KINDS: [&'static str; 8] = [
+    pub const MAIL_KINDS: [&'static str; 9] = [
         "staff_opened",
         "staff_escalated",
         "staff_flapping",
         "staff_resolved",
         "staff_monitor_down",
+        "staff_compensation",
         "campaign_outage",
         "campaign_update",
         "campaign_recovery",

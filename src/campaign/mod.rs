@@ -40,6 +40,13 @@ pub enum PlanError {
 pub enum Planned {
     /// A campaign (new, or the one made the first time) with its id.
     Campaign(i64),
+    /// A recovery campaign after an outage that earned compensation, `missing` of whose
+    /// recipients got no code: the pool in `pool` ran out. They get the mail without one.
+    ShortOfCodes {
+        id: i64,
+        missing: u64,
+        pool: std::path::PathBuf,
+    },
     /// Nothing to send: no audience, or nobody was mailed the outage.
     Nothing,
 }
@@ -64,9 +71,16 @@ pub fn plan(
         _ => return Ok(Planned::Nothing),
     };
     if kind != CampaignKind::Outage {
-        return Ok(match store.create_followup(item.id, incident, kind, now)? {
-            Some(id) => Planned::Campaign(id),
-            None => Planned::Nothing,
+        let pool = compensation_pool(store, config, item)?;
+        let made = store.create_followup(item.id, incident, kind, pool.as_deref(), now)?;
+        return Ok(match (made, pool) {
+            (None, _) => Planned::Nothing,
+            (Some(f), Some(pool)) if f.short_of_codes > 0 => Planned::ShortOfCodes {
+                id: f.id,
+                missing: f.short_of_codes,
+                pool: pool.into(),
+            },
+            (Some(f), _) => Planned::Campaign(f.id),
         });
     }
     let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
@@ -127,6 +141,43 @@ pub fn plan(
     Ok(Planned::Campaign(id))
 }
 
+/// The code pool a recovery earns: the service's codes file (its codes loaded into the
+/// store) when the outage lasted at least `compensation.after`.
+fn compensation_pool(
+    store: &mut SqliteStore,
+    config: &Config,
+    item: &OutboxItem,
+) -> Result<Option<String>, PlanError> {
+    let Action::Resolve {
+        started,
+        ended,
+        customers: true,
+        ..
+    } = &item.action
+    else {
+        return Ok(None);
+    };
+    let Some(c) = config
+        .services
+        .iter()
+        .find(|s| s.id == item.service)
+        .and_then(|s| s.compensation.as_ref())
+    else {
+        return Ok(None);
+    };
+    if ended.duration_since(*started).unwrap_or_default() < c.after {
+        return Ok(None);
+    }
+    let pool = c.codes_csv.display().to_string();
+    let loaded = audience::codes(&c.codes_csv).map_err(PlanError::Transient)?;
+    for e in &loaded.errors {
+        tracing::warn!("{pool}:{}: {}; this code is left out", e.line, e.message);
+    }
+    let left = store.load_codes(&pool, &loaded.codes)?;
+    tracing::info!(service = %item.service, pool = %pool, unused = left, "compensation codes for the recovery mail");
+    Ok(Some(pool))
+}
+
 /// Renders campaign messages.
 pub struct Composer {
     pub templates: Arc<Templates>,
@@ -157,6 +208,7 @@ impl Composer {
             &job.name,
             &job.email,
             &job.vars,
+            job.compensation.as_deref(),
             unsubscribe.clone(),
         );
         let r = self.templates.mail(info.kind, &lang, &ctx)?;
@@ -193,6 +245,7 @@ fn context(
     name: &str,
     email: &str,
     vars: &std::collections::BTreeMap<String, String>,
+    compensation_code: Option<&str>,
     unsubscribe_url: String,
 ) -> minijinja::Value {
     let mut customer = vars.clone();
@@ -216,6 +269,7 @@ fn context(
         duration => duration_text(ended.duration_since(info.started).unwrap_or_default()),
         status_url => format!("{}/status", config.public_url),
         unsubscribe_url => unsubscribe_url,
+        compensation_code => compensation_code,
     }
 }
 
@@ -312,6 +366,28 @@ pub fn preflight(config: &Config) -> Preflight {
             }
         }
     }
+    let mut pools = std::collections::BTreeSet::new();
+    for s in &config.services {
+        let Some(c) = &s.compensation else { continue };
+        if !pools.insert(c.codes_csv.clone()) {
+            continue;
+        }
+        let file = c.codes_csv.display().to_string();
+        let at = |line: usize, col: usize, message: String| ConfigError {
+            file: file.clone(),
+            pos: crate::config::locate::Pos { line, col },
+            message,
+        };
+        match audience::codes(&c.codes_csv) {
+            Err(e) => rows.push(at(1, 1, e)),
+            Ok(l) => {
+                if l.codes.is_empty() && l.errors.is_empty() {
+                    warnings.push(at(1, 1, "holds no codes: recovery mails after a long outage would carry none (staff are told when that happens)".into()));
+                }
+                rows.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
+            }
+        }
+    }
     Preflight {
         templates: errors,
         rows,
@@ -367,6 +443,16 @@ pub fn preview(
             timezone: r.timezone,
             vars: r.vars,
             attempts: 0,
+            compensation: (info.kind == CampaignKind::Recovery)
+                .then(|| {
+                    config
+                        .services
+                        .iter()
+                        .find(|s| s.id == info.service)
+                        .and_then(|s| s.compensation.as_ref())
+                        .map(|_| "SAMPLE-CODE".to_string())
+                })
+                .flatten(),
         }
     };
     composer.compose(config, info, &job)

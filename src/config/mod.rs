@@ -144,7 +144,16 @@ pub struct Service {
     pub audience: Option<String>,
     pub failure_threshold: u32,
     pub success_threshold: u32,
+    pub compensation: Option<Compensation>,
     pub probes: Vec<Arc<Probe>>,
+}
+
+/// Compensation codes in the recovery mail of outages that lasted at least `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compensation {
+    pub after: Duration,
+    /// The pool: a CSV with a `code` column. Services naming the same file share it.
+    pub codes_csv: PathBuf,
 }
 
 /// One scheduled probe. Equal probes keep their schedule across a reload.

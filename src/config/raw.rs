@@ -57,8 +57,19 @@ pub struct RawService {
     pub audience: Option<String>,
     pub failure_threshold: Option<u32>,
     pub success_threshold: Option<u32>,
+    pub compensation: Option<RawCompensation>,
     #[serde(default)]
     pub probes: Vec<RawProbe>,
+}
+
+/// A code per customer in the recovery mail after a long outage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompensation {
+    /// Outages at least this long earn a code.
+    pub after: String,
+    /// CSV with a `code` column: the pool of codes, each given out once.
+    pub codes_csv: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,8 +13,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use super::locate::Path;
 use super::raw::*;
 use super::{
-    Audience, Autoresponder, Campaigns, Company, Config, Diag, Dkim, Hotline, IncidentWebhook,
-    Level, Mail, Maintenance, Module, Probe, Service, Webhook, nearest,
+    Audience, Autoresponder, Campaigns, Company, Compensation, Config, Diag, Dkim, Hotline,
+    IncidentWebhook, Level, Mail, Maintenance, Module, Probe, Service, Webhook, nearest,
 };
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
@@ -353,6 +353,22 @@ pub(super) fn resolve(
                 }));
             }
         }
+        let compensation = rs.compensation.as_ref().and_then(|c| {
+            let cp = sp.key("compensation");
+            let after = cx.positive_duration(&cp.key("after"), &c.after);
+            let path = cx.file(&c.codes_csv);
+            // Its rows are checked with the audiences (`tocsin check`), by line.
+            if !path.is_file() {
+                cx.err(
+                    &cp.key("codes_csv"),
+                    format!("codes file `{}` does not exist", path.display()),
+                );
+            }
+            Some(Compensation {
+                after: after?,
+                codes_csv: path,
+            })
+        });
         services.push(Service {
             id: rs.id.clone(),
             name: rs.name.clone().unwrap_or_else(|| rs.id.clone()),
@@ -361,6 +377,7 @@ pub(super) fn resolve(
             audience: rs.audience.clone(),
             failure_threshold,
             success_threshold,
+            compensation,
             probes,
         });
     }

@@ -97,6 +97,11 @@ impl Dispatcher {
                     tracing::info!(service = %item.service, campaign = id, "customer campaign ready");
                     self.campaign_ready.notify_one();
                 }
+                Ok(Planned::ShortOfCodes { id, missing, pool }) => {
+                    self.campaign_ready.notify_one();
+                    self.codes_ran_out(&config, &item, id, missing, &pool)
+                        .await?;
+                }
                 Ok(Planned::Nothing) => {}
                 Err(PlanError::Store(e)) => return Err(e),
                 Err(PlanError::Transient(e)) => {
@@ -141,6 +146,66 @@ impl Dispatcher {
                 lock(&self.store).mark_failed(item.id, &e, self.clock.now())
             }
         }
+    }
+
+    /// The recovery campaign could not give every recipient a compensation code: counted,
+    /// written into the timeline, and told to staff once per incident. The mails go out
+    /// without a code (the templates show the code only when there is one).
+    async fn codes_ran_out(
+        &self,
+        config: &Config,
+        item: &OutboxItem,
+        campaign: i64,
+        missing: u64,
+        pool: &std::path::Path,
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(incident) = item.incident else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let detail = format!(
+            "{missing} recovery mail(s) of campaign {campaign} go out without a compensation code: the codes in {} ran out; add codes to the file",
+            pool.display()
+        );
+        if !lock(&self.store).note_once(incident, "compensation_short", &detail, now)? {
+            return Ok(());
+        }
+        self.metrics.compensation_missing(missing);
+        tracing::error!(service = %item.service, campaign, missing, pool = %pool.display(), "compensation codes ran out");
+        let service = config.services.iter().find(|s| s.id == item.service);
+        let name = service.map(|s| s.name.as_str()).unwrap_or(&item.service);
+        let mut to = match &item.action {
+            Action::Resolve { staff, .. } => staff.clone(),
+            _ => Vec::new(),
+        };
+        if to.is_empty() {
+            to = service
+                .map(|s| Policy::of(config, s))
+                .and_then(|p| p.levels.first().map(|l| l.to.clone()))
+                .unwrap_or_default();
+        }
+        if to.is_empty() {
+            return Ok(());
+        }
+        let text = format!(
+            "The recovery mail for {name} is going out now.\n\n{detail}.\n\nThe outage lasted long enough to earn compensation, so every customer told of it should get a code. Those without one can be sent a code by hand: `tocsin campaign status {campaign}` lists the campaign.\n"
+        );
+        let mail = super::mail::Outgoing {
+            to,
+            subject: format!("[tocsin] {name}: compensation codes ran out"),
+            html: format!("<pre>{}</pre>", html_escape(&text)),
+            text,
+            headers: vec![("Auto-Submitted", "auto-generated".into())],
+            message_id: None,
+        };
+        match self.mailer.send(&mail).await {
+            Ok(()) => self.metrics.mail_sent("staff_compensation"),
+            Err(e) => {
+                self.metrics.mail_failed("staff_compensation");
+                tracing::error!(error = %e, "cannot tell staff that compensation codes ran out");
+            }
+        }
+        Ok(())
     }
 
     fn staff_mail(
@@ -232,4 +297,11 @@ impl Dispatcher {
             _ => None,
         }
     }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -307,6 +307,23 @@ impl Templates {
                     issues.push(issue(files, &name, &e));
                 }
             }
+            // A recovery that earned compensation must show the code.
+            let with_code = minijinja::context! {
+                compensation_code => "K7Q2-XW9D",
+                ..sample(lang, tz, started, None, Some(next))
+            };
+            for ext in ["txt", "html"] {
+                let name = format!("{lang}/recovery.{ext}");
+                match self.env.get_template(&name).and_then(|t| t.render(&with_code)) {
+                    Err(e) => issues.push(issue(files, &name, &e)),
+                    Ok(text) if !text.contains("K7Q2-XW9D") => issues.push(TemplateIssue {
+                        file: files[&name].clone(),
+                        line: 1,
+                        message: "this recovery message never shows {{ compensation_code }}: customers owed a code would not get it".into(),
+                    }),
+                    Ok(_) => {}
+                }
+            }
             let ctx = sample(lang, tz, started, None, Some(next));
             for name in [
                 "recovery.subject",

@@ -86,6 +86,24 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Adds `kind` to the incident's timeline unless it is there already; whether it
+    /// was added.
+    pub fn note_once(
+        &mut self,
+        incident: i64,
+        kind: &str,
+        detail: &str,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO incident_events (incident_id, at, kind, detail)
+             SELECT ?1, ?2, ?3, ?4
+             WHERE NOT EXISTS (SELECT 1 FROM incident_events WHERE incident_id = ?1 AND kind = ?3)",
+            params![incident, secs(now), kind, detail],
+        )?;
+        Ok(n > 0)
+    }
+
     /// Adds a line to the timeline of every open incident in its customer phase (what
     /// the customer side could not do, for staff to see).
     pub fn note_customer_phase(

@@ -113,6 +113,16 @@ pub struct RecipientJob {
     pub timezone: String,
     pub vars: BTreeMap<String, String>,
     pub attempts: u32,
+    /// The compensation code given to this recipient (recovery mails after a long outage).
+    pub compensation: Option<String>,
+}
+
+/// A new follow-up campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followup {
+    pub id: i64,
+    /// Recipients who should have had a compensation code and got none: the pool ran out.
+    pub short_of_codes: u64,
 }
 
 /// How one send went.
@@ -198,16 +208,32 @@ impl SqliteStore {
     /// Creates an update or recovery campaign of `incident` for everyone its outage mail
     /// reached (and who has not opted out since). A recovery also cancels every outage and
     /// update mail not yet sent: after recovery, "we are down" would be false.
+    ///
+    /// With `codes` (a pool's name), each recipient of the new campaign is given the
+    /// pool's next unused code in the same transaction: never the same code twice, and a
+    /// restart gives everyone the code they were given before.
     pub fn create_followup(
         &mut self,
         outbox_id: i64,
         incident: i64,
         kind: CampaignKind,
+        codes: Option<&str>,
         now: SystemTime,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<Followup>, StoreError> {
         let tx = self.conn.transaction()?;
         if let Some(id) = existing(&tx, outbox_id)? {
-            return Ok(Some(id));
+            let short: u64 = match codes {
+                Some(_) => tx.query_row(
+                    "SELECT COUNT(*) FROM recipients WHERE campaign_id = ?1 AND compensation_code IS NULL",
+                    [id],
+                    |r| r.get(0),
+                )?,
+                None => 0,
+            };
+            return Ok(Some(Followup {
+                id,
+                short_of_codes: short,
+            }));
         }
         let outage: Option<(i64, String, String)> = tx
             .query_row(
@@ -247,8 +273,62 @@ impl SqliteStore {
                AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
             params![id, outage, secs(now)],
         )?;
+        let mut short = 0;
+        if let Some(pool) = codes {
+            let ids: Vec<i64> = {
+                let mut stmt =
+                    tx.prepare("SELECT id FROM recipients WHERE campaign_id = ?1 ORDER BY id")?;
+                stmt.query_map([id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            for rid in ids {
+                let code: Option<String> = tx
+                    .query_row(
+                        "SELECT code FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL ORDER BY rowid LIMIT 1",
+                        [pool],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match code {
+                    Some(code) => {
+                        tx.execute(
+                            "UPDATE compensation_codes SET recipient_id = ?2, assigned_at = ?3 WHERE code = ?1",
+                            params![code, rid, secs(now)],
+                        )?;
+                        tx.execute(
+                            "UPDATE recipients SET compensation_code = ?2 WHERE id = ?1",
+                            params![rid, code],
+                        )?;
+                    }
+                    None => short += 1,
+                }
+            }
+        }
         tx.commit()?;
-        Ok(Some(id))
+        Ok(Some(Followup {
+            id,
+            short_of_codes: short,
+        }))
+    }
+
+    /// Adds `codes` to `pool`; codes already known (in any pool) are left as they are.
+    /// Returns how many are unused in the pool now.
+    pub fn load_codes(&mut self, pool: &str, codes: &[String]) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx
+                .prepare("INSERT OR IGNORE INTO compensation_codes (code, pool) VALUES (?1, ?2)")?;
+            for c in codes {
+                stmt.execute(params![c, pool])?;
+            }
+        }
+        let left = tx.query_row(
+            "SELECT COUNT(*) FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL",
+            [pool],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(left)
     }
 
     /// Pending recipients due at `now` with an id above `after`, in id order.
@@ -259,7 +339,7 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecipientJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, campaign_id, email, name, language, timezone, vars, attempts FROM recipients
+            "SELECT id, campaign_id, email, name, language, timezone, vars, attempts, compensation_code FROM recipients
              WHERE status = 'pending' AND next_attempt_at <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![secs(now), after, limit as i64], |r| {
@@ -273,6 +353,7 @@ impl SqliteStore {
                     timezone: r.get(5)?,
                     vars: BTreeMap::new(),
                     attempts: r.get(7)?,
+                    compensation: r.get(8)?,
                 },
                 r.get::<_, String>(6)?,
             ))

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 pub use autoresponders::AutoresponderRecord;
 pub use campaigns::{
-    CampaignInfo, CampaignKind, CampaignRecord, Counts, NewRecipient, RecipientJob, SendResult,
-    address_key,
+    CampaignInfo, CampaignKind, CampaignRecord, Counts, Followup, NewRecipient, RecipientJob,
+    SendResult, address_key,
 };
 pub use sqlite::SqliteStore;
 pub use webhooks::{Delivery, HookTarget, Hooks};

@@ -116,6 +116,15 @@ const MIGRATIONS: &[&str] = &[
         done_at         REAL
     );
     CREATE INDEX webhook_due ON webhook_deliveries (status, next_attempt_at);",
+    // 6: compensation codes: a pool per codes file, each code given to one recipient.
+    "CREATE TABLE compensation_codes (
+        code         TEXT PRIMARY KEY,
+        pool         TEXT NOT NULL,
+        recipient_id INTEGER UNIQUE,
+        assigned_at  REAL
+    );
+    CREATE INDEX compensation_free ON compensation_codes (pool, recipient_id);
+    ALTER TABLE recipients ADD COLUMN compensation_code TEXT;",
 ];
 
 pub struct SqliteStore {
