@@ -9,6 +9,7 @@ pub mod campaign;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod drill;
 pub mod engine;
 pub mod incident;
 pub mod links;

@@ -81,6 +81,32 @@ enum Command {
         #[command(subcommand)]
         cmd: CampaignCmd,
     },
+    /// Rehearse a service's outage plan on simulated time: every action in order, when,
+    /// to how many, with a sample of each message and page. Sends nothing.
+    Drill {
+        /// The service whose outage is rehearsed.
+        #[arg(long)]
+        service: String,
+        /// On-call's estimate: recovery this long after the outage starts (e.g. 5h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        eta: Option<std::time::Duration>,
+        /// When on-call sets the ETA, after the incident opens.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        eta_after: std::time::Duration,
+        /// On-call acknowledges this long after the incident opens (default: nobody does).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ack_after: Option<std::time::Duration>,
+        /// How long the outage lasts without an ETA (default: the customer threshold
+        /// plus 90 minutes).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// When the outage starts, RFC 3339 (default: now).
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        start: Option<std::time::SystemTime>,
+        /// Also write every sample in full (HTML pages, texts) to this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Ask the running tocsin's /healthz: exit 0 while it serves, 1 otherwise (for
     /// container health checks).
     Health {
@@ -173,6 +199,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Drill {
+            service,
+            eta,
+            eta_after,
+            ack_after,
+            duration,
+            start,
+            out,
+        } => drill(
+            &config,
+            tocsin::drill::Scenario {
+                service,
+                start: start.unwrap_or_else(|| {
+                    // Whole seconds, so the report's times read cleanly.
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.as_secs())
+                }),
+                eta,
+                eta_after,
+                ack_after,
+                duration,
+                out,
+            },
+        ),
         Command::Health { timeout } => {
             match runtime.block_on(tocsin::cli::health::run(&config, timeout)) {
                 Ok(out) => {
@@ -261,6 +313,38 @@ async fn probe_once(config: &Config, name: &str) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn drill(config: &Config, sc: tocsin::drill::Scenario) -> ExitCode {
+    if let Some(out) = &sc.out {
+        if tocsin::drill::inside_published(config, out) {
+            eprintln!(
+                "tocsin: --out {} is inside a directory tocsin publishes; a drill writes nowhere customers can see: choose another directory",
+                out.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let templates =
+        match tocsin::notify::templates::Templates::load(config.campaigns.templates.as_deref()) {
+            Ok(t) => std::sync::Arc::new(t),
+            Err(issues) => {
+                for i in issues {
+                    eprintln!("{i}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+    match tocsin::drill::run(config, templates, &sc) {
+        Ok(d) => {
+            print!("{}", tocsin::drill::report(config, &sc, &d));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tocsin: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 

@@ -71,7 +71,18 @@ impl PageSource {
         config: &Config,
         incident: &IncidentRecord,
     ) -> Result<String, String> {
-        let now = self.clock.now();
+        placeholder(&self.templates, config, incident, self.clock.now())
+    }
+}
+
+/// The placeholder page of `incident` at `now`.
+pub fn placeholder(
+    templates: &Templates,
+    config: &Config,
+    incident: &IncidentRecord,
+    now: SystemTime,
+) -> Result<String, String> {
+    {
         let lang = config.page_language.as_str();
         let tz = config.page_timezone.as_str();
         let service = config.services.iter().find(|s| s.id == incident.service);
@@ -96,7 +107,7 @@ impl PageSource {
             generated => local_time(now, tz, lang),
             timezone => tz,
         };
-        self.templates.page("placeholder", lang, &ctx)
+        templates.page("placeholder", lang, &ctx)
     }
 }
 
