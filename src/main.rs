@@ -14,6 +14,7 @@ use tocsin::campaign::Composer;
 use tocsin::campaign::sender::Sender;
 use tocsin::cli::campaign::CampaignCmd;
 use tocsin::cli::incident::IncidentCmd;
+use tocsin::cli::maintenance::MaintenanceCmd;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
 use tocsin::engine::Engine;
@@ -80,6 +81,11 @@ enum Command {
     Campaign {
         #[command(subcommand)]
         cmd: CampaignCmd,
+    },
+    /// Planned maintenance of the running tocsin: list, add, cancel.
+    Maintenance {
+        #[command(subcommand)]
+        cmd: MaintenanceCmd,
     },
     /// Rehearse a service's outage plan on simulated time: every action in order, when,
     /// to how many, with a sample of each message and page. Sends nothing.
@@ -189,6 +195,18 @@ fn main() -> ExitCode {
         }
         Command::Campaign { cmd } => {
             match runtime.block_on(tocsin::cli::campaign::run(&config, cmd)) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tocsin: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Maintenance { cmd } => {
+            match runtime.block_on(tocsin::cli::maintenance::run(&config, cmd)) {
                 Ok(out) => {
                     println!("{out}");
                     ExitCode::SUCCESS
@@ -364,6 +382,8 @@ struct Running {
     latest: Arc<Latest>,
     engine: Arc<Mutex<Engine>>,
     clock: Arc<dyn Clock>,
+    /// Holds the maintenance windows added through the API, kept across reloads.
+    store: Arc<Mutex<SqliteStore>>,
 }
 
 async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
@@ -396,6 +416,9 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let db = config.data_dir.join("tocsin.db");
     let mut opened = SqliteStore::open(&db)?;
     let signer = Arc::new(Signer::new(&opened.link_key()?));
+    // Maintenance windows added through the API join those of the file.
+    let windows = opened.windows(clock.now())?;
+    let config = config.with_api_windows(windows);
     let store = Arc::new(Mutex::new(opened));
     let mailer = Mailer::new(&config.mail, &config.data_dir, &|k| std::env::var(k).ok())?;
     // Campaigns get their own transport (and connection pool), so staff mail never
@@ -434,7 +457,9 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let shared = Arc::new(RwLock::new(Arc::new(config)));
     let store_for_api = store.clone();
     let store_for_customer_side = store.clone();
+    let store_for_reload = store.clone();
     let campaign_ready = Arc::new(tokio::sync::Notify::new());
+    let campaign_ready_for_planner = campaign_ready.clone();
     let composer = Arc::new(Composer {
         templates: templates.clone(),
         signer: signer.clone(),
@@ -523,6 +548,16 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
             .context("cannot build the webhook client")?,
     };
     let webhooks_task = tokio::spawn(webhooks.run(dispatch_stop.clone()));
+    let maintenance_ready = Arc::new(tokio::sync::Notify::new());
+    let planner = tocsin::notify::maintenance::Planner {
+        store: store_for_customer_side.clone(),
+        engine: engine.clone(),
+        config: shared.clone(),
+        clock: clock.clone(),
+        ready: maintenance_ready.clone(),
+        campaign_ready: campaign_ready_for_planner,
+    };
+    let planner_task = tokio::spawn(planner.run(dispatch_stop.clone()));
 
     let mut sched = Scheduler::new(
         tx,
@@ -551,6 +586,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         signer,
     };
+    let maintenance_api = incidents.clone();
     let public = Public {
         pages: page_source,
         signer: incidents.signer.clone(),
@@ -571,6 +607,11 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         incidents: Some(incidents),
         campaigns: Some(campaigns),
         public: Some(public),
+        maintenance: Some(tocsin::web::maintenance::MaintenanceApi {
+            api: maintenance_api,
+            config: shared.clone(),
+            ready: maintenance_ready,
+        }),
     };
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -587,6 +628,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         latest,
         engine,
         clock,
+        store: store_for_reload,
     };
     signals(&mut running).await?;
     shutdown.cancel();
@@ -604,6 +646,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let _ = autoresponder_task.await;
     let _ = hotline_task.await;
     let _ = webhooks_task.await;
+    let _ = planner_task.await;
     server
         .await
         .context("HTTP server task failed")?
@@ -661,6 +704,20 @@ fn reload(r: &mut Running) {
             }
         }
         Ok(new) => {
+            let stored = r
+                .store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .windows(r.clock.now());
+            let windows = match stored {
+                Ok(w) => w,
+                Err(e) => {
+                    r.metrics.config_loaded(false, r.clock.now());
+                    tracing::error!(error = %e, "configuration refused: cannot read the maintenance windows; the previous configuration keeps running");
+                    return;
+                }
+            };
+            let new = new.with_api_windows(windows);
             let found = tocsin::campaign::preflight(&new);
             if !found.templates.is_empty() {
                 r.metrics.config_loaded(false, r.clock.now());

@@ -506,7 +506,7 @@ impl Metrics {
 
     /// The mail kinds, registered at zero so dashboards see every series from the start.
     /// Campaign mails count as `campaign_<kind>`, one per recipient.
-    pub const MAIL_KINDS: [&'static str; 9] = [
+    pub const MAIL_KINDS: [&'static str; 11] = [
         "staff_opened",
         "staff_escalated",
         "staff_flapping",
@@ -516,6 +516,8 @@ impl Metrics {
         "campaign_outage",
         "campaign_update",
         "campaign_recovery",
+        "campaign_maintenance",
+        "campaign_maintenance_done",
     ];
 
     pub fn mail_sent(&self, kind: &str) {

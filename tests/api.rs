@@ -82,6 +82,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         incidents: Some(incidents),
         campaigns: None,
         public: None,
+        maintenance: None,
     };
     Fixture { state, _dir: dir }
 }

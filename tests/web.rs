@@ -28,6 +28,7 @@ fn state(yaml: &str) -> AppState {
         incidents: None,
         campaigns: None,
         public: None,
+        maintenance: None,
     }
 }
 

@@ -270,6 +270,11 @@ fn context(
         status_url => format!("{}/status", config.public_url),
         unsubscribe_url => unsubscribe_url,
         compensation_code => compensation_code,
+        // Planned maintenance: the window, and whether this is the completion notice.
+        window_start => local_time(info.started, tz, lang),
+        window_end => local_time(ended, tz, lang),
+        window_duration => duration_text(ended.duration_since(info.started).unwrap_or_default()),
+        completed => info.kind == CampaignKind::MaintenanceDone,
     }
 }
 

@@ -199,16 +199,21 @@ async fn work(
             CampaignKind::Outage => "campaign_outage",
             CampaignKind::Update => "campaign_update",
             CampaignKind::Recovery => "campaign_recovery",
+            CampaignKind::Maintenance => "campaign_maintenance",
+            CampaignKind::MaintenanceDone => "campaign_maintenance_done",
         });
         let result = match info
             .ok_or_else(|| "its campaign is gone from the store".to_string())
             .and_then(|i| composer.compose(&config, &i, &job))
         {
-            Err(e) => SendResult::Failed {
-                id: job.id,
-                error: format!("cannot render the message: {e}"),
-                at: clock.now(),
-            },
+            Err(e) => {
+                tracing::error!(to = %job.email, campaign = job.campaign, error = %e, "campaign mail cannot be rendered; recorded as failed");
+                SendResult::Failed {
+                    id: job.id,
+                    error: format!("cannot render the message: {e}"),
+                    at: clock.now(),
+                }
+            }
             Ok(msg) => {
                 let t = Instant::now();
                 let sent = mailer.send_on(&mut session, &msg).await;

@@ -3,6 +3,7 @@
 pub mod campaign;
 pub mod health;
 pub mod incident;
+pub mod maintenance;
 
 use std::time::Duration;
 

@@ -212,13 +212,46 @@ pub enum Audience {
 
 #[derive(Debug, Clone)]
 pub struct Maintenance {
+    /// `None` for a window from probes.yaml; the store's id for one added through the API.
+    pub id: Option<i64>,
     pub service: String,
     pub start: SystemTime,
     pub duration: Duration,
     pub announce_before: Vec<Duration>,
+    /// What is done, for the notices (`note` in templates).
+    pub note: String,
+}
+
+impl Maintenance {
+    pub fn end(&self) -> SystemTime {
+        self.start + self.duration
+    }
+
+    /// Names the window in the store's notices: stable across restarts and reloads.
+    pub fn key(&self) -> String {
+        match self.id {
+            Some(id) => format!("api:{id}"),
+            None => format!(
+                "cfg:{}:{}",
+                self.service,
+                self.start
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ),
+        }
+    }
 }
 
 impl Config {
+    /// This config with the maintenance windows added through the API (`windows`, from
+    /// the store) in place of any it had before.
+    pub fn with_api_windows(mut self, windows: Vec<Maintenance>) -> Config {
+        self.maintenance.retain(|m| m.id.is_none());
+        self.maintenance.extend(windows);
+        self
+    }
+
     /// All probes of all services.
     pub fn probes(&self) -> impl Iterator<Item = &Arc<Probe>> {
         self.services.iter().flat_map(|s| s.probes.iter())

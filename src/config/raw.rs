@@ -280,6 +280,8 @@ pub struct RawMaintenance {
     pub duration: String,
     #[serde(default)]
     pub announce_before: Vec<String>,
+    /// What is done, for the notices.
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

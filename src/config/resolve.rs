@@ -1750,10 +1750,12 @@ fn resolve_maintenance(
             .collect();
         if let (Some(start), Some(duration)) = (start, duration) {
             out.push(Maintenance {
+                id: None,
                 service: m.service.clone(),
                 start,
                 duration,
                 announce_before,
+                note: m.note.clone().unwrap_or_default(),
             });
         }
     }

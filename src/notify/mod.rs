@@ -6,6 +6,7 @@ pub mod autoreply;
 pub mod dispatch;
 pub mod hotline;
 pub mod mail;
+pub mod maintenance;
 pub mod pages;
 pub mod sieve;
 pub mod staff;

@@ -276,6 +276,7 @@ pub fn status_context(
                 start => at(m.start),
                 end => at(m.start + m.duration),
                 now => m.start <= now,
+                note => &m.note,
             }
         })
         .collect();

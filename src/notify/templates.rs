@@ -42,6 +42,9 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "en/autoreply.subject",
     "en/autoreply.txt",
     "en/hotline.txt",
+    "en/maintenance.subject",
+    "en/maintenance.txt",
+    "en/maintenance.html",
     "pl/outage.subject",
     "pl/outage.txt",
     "pl/outage.html",
@@ -56,6 +59,9 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "pl/autoreply.subject",
     "pl/autoreply.txt",
     "pl/hotline.txt",
+    "pl/maintenance.subject",
+    "pl/maintenance.txt",
+    "pl/maintenance.html",
     "sv/outage.subject",
     "sv/outage.txt",
     "sv/outage.html",
@@ -70,10 +76,13 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "sv/autoreply.subject",
     "sv/autoreply.txt",
     "sv/hotline.txt",
+    "sv/maintenance.subject",
+    "sv/maintenance.txt",
+    "sv/maintenance.html",
 );
 
 /// Every file a language needs.
-pub const PER_LANGUAGE: [&str; 14] = [
+pub const PER_LANGUAGE: [&str; 17] = [
     "outage.subject",
     "outage.txt",
     "outage.html",
@@ -88,6 +97,9 @@ pub const PER_LANGUAGE: [&str; 14] = [
     "autoreply.subject",
     "autoreply.txt",
     "hotline.txt",
+    "maintenance.subject",
+    "maintenance.txt",
+    "maintenance.html",
 ];
 
 /// A template that cannot be used, with where it came from.
@@ -219,7 +231,7 @@ impl Templates {
     ) -> Result<Rendered, String> {
         let lang = self.language(lang);
         let render = |ext: &str| {
-            let name = format!("{lang}/{}.{ext}", kind.as_str());
+            let name = format!("{lang}/{}.{ext}", kind.template());
             self.env
                 .get_template(&name)
                 .and_then(|t| t.render(val(ctx)))
@@ -305,6 +317,40 @@ impl Templates {
                 let name = format!("{lang}/autoreply.subject");
                 if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
                     issues.push(issue(files, &name, &e));
+                }
+            }
+            // A maintenance notice states the window; the completion notice renders.
+            let window = minijinja::context! {
+                window_start => local_time(started, tz, lang),
+                window_end => local_time(eta, tz, lang),
+                window_duration => "3 d 2 h",
+                completed => false,
+                ..sample(lang, tz, started, None, Some(next))
+            };
+            for ext in ["txt", "html"] {
+                let name = format!("{lang}/maintenance.{ext}");
+                match self.env.get_template(&name).and_then(|t| t.render(&window)) {
+                    Err(e) => issues.push(issue(files, &name, &e)),
+                    Ok(text)
+                        if !text.contains(&local_clock(started, tz))
+                            || !text.contains(&local_clock(eta, tz)) =>
+                    {
+                        issues.push(TemplateIssue {
+                            file: files[&name].clone(),
+                            line: 1,
+                            message: "this maintenance notice does not state when the window starts and ends: use {{ window_start }} and {{ window_end }}".into(),
+                        })
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let done = minijinja::context! { completed => true, ..window.clone() };
+            for ext in ["subject", "txt", "html"] {
+                let name = format!("{lang}/maintenance.{ext}");
+                for ctx in [&window, &done] {
+                    if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(ctx)) {
+                        issues.push(issue(files, &name, &e));
+                    }
                 }
             }
             // A recovery that earned compensation must show the code.

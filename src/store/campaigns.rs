@@ -20,6 +20,10 @@ pub enum CampaignKind {
     Update,
     /// "We are back", to exactly those who got the outage mail.
     Recovery,
+    /// Planned maintenance announced in advance (no incident).
+    Maintenance,
+    /// The maintenance is over, to those who were told of it.
+    MaintenanceDone,
 }
 
 impl CampaignKind {
@@ -28,6 +32,16 @@ impl CampaignKind {
             CampaignKind::Outage => "outage",
             CampaignKind::Update => "update",
             CampaignKind::Recovery => "recovery",
+            CampaignKind::Maintenance => "maintenance",
+            CampaignKind::MaintenanceDone => "maintenance_done",
+        }
+    }
+
+    /// The templates its messages are rendered from (`<lang>/<name>.{subject,txt,html}`).
+    pub fn template(self) -> &'static str {
+        match self {
+            CampaignKind::Maintenance | CampaignKind::MaintenanceDone => "maintenance",
+            k => k.as_str(),
         }
     }
 
@@ -35,6 +49,8 @@ impl CampaignKind {
         match s {
             "update" => CampaignKind::Update,
             "recovery" => CampaignKind::Recovery,
+            "maintenance" => CampaignKind::Maintenance,
+            "maintenance_done" => CampaignKind::MaintenanceDone,
             _ => CampaignKind::Outage,
         }
     }
@@ -431,8 +447,10 @@ impl SqliteStore {
         Ok(self
             .conn
             .query_row(
-                "SELECT c.id, c.kind, c.service, c.incident_id, i.started_at, i.ended_at, i.promised_eta, i.next_update
-                 FROM campaigns c JOIN incidents i ON i.id = c.incident_id WHERE c.id = ?1",
+                "SELECT c.id, c.kind, c.service, coalesce(c.incident_id, 0),
+                        coalesce(i.started_at, c.window_start), coalesce(i.ended_at, c.window_end),
+                        i.promised_eta, i.next_update
+                 FROM campaigns c LEFT JOIN incidents i ON i.id = c.incident_id WHERE c.id = ?1",
                 [id],
                 |r| {
                     Ok(CampaignInfo {
@@ -457,7 +475,7 @@ impl SqliteStore {
         now: SystemTime,
     ) -> Result<Vec<CampaignRecord>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT c.id, c.incident_id, c.service, c.kind, c.audience, c.created_at, c.opted_out, c.invalid, c.note,
+            "SELECT c.id, coalesce(c.incident_id, 0), c.service, c.kind, c.audience, c.created_at, c.opted_out, c.invalid, c.note,
                     count(r.id) FILTER (WHERE r.status = 'pending'),
                     count(r.id) FILTER (WHERE r.status = 'sent'),
                     count(r.id) FILTER (WHERE r.status = 'failed'),

@@ -7,6 +7,7 @@
 
 mod autoresponders;
 mod campaigns;
+mod maintenance;
 mod sqlite;
 mod webhooks;
 
@@ -19,6 +20,7 @@ pub use campaigns::{
     CampaignInfo, CampaignKind, CampaignRecord, Counts, Followup, NewRecipient, RecipientJob,
     SendResult, address_key,
 };
+pub use maintenance::Notice;
 pub use sqlite::SqliteStore;
 pub use webhooks::{Delivery, HookTarget, Hooks};
 

@@ -125,6 +125,46 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX compensation_free ON compensation_codes (pool, recipient_id);
     ALTER TABLE recipients ADD COLUMN compensation_code TEXT;",
+    // 7: planned maintenance: windows added through the API (those in probes.yaml stay
+    // there), the notices sent for each window, and campaigns that belong to a window
+    // rather than an incident (the table is rebuilt to widen its kinds; see migrate).
+    "CREATE TABLE campaigns_v7 (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id  INTEGER REFERENCES incidents (id),
+        service      TEXT NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('outage', 'update', 'recovery', 'maintenance', 'maintenance_done')),
+        audience     TEXT NOT NULL,
+        outbox_id    INTEGER UNIQUE,
+        created_at   REAL NOT NULL,
+        opted_out    INTEGER NOT NULL DEFAULT 0,
+        invalid      INTEGER NOT NULL DEFAULT 0,
+        note         TEXT NOT NULL DEFAULT '',
+        window_key   TEXT,
+        window_start REAL,
+        window_end   REAL
+    );
+    INSERT INTO campaigns_v7 (id, incident_id, service, kind, audience, outbox_id, created_at, opted_out, invalid, note)
+        SELECT id, incident_id, service, kind, audience, outbox_id, created_at, opted_out, invalid, note FROM campaigns;
+    DROP TABLE campaigns;
+    ALTER TABLE campaigns_v7 RENAME TO campaigns;
+    CREATE TABLE maintenance_windows (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        service         TEXT NOT NULL,
+        start_at        REAL NOT NULL,
+        end_at          REAL NOT NULL,
+        announce_before TEXT NOT NULL,
+        note            TEXT NOT NULL DEFAULT '',
+        created_by      TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        cancelled_at    REAL
+    );
+    CREATE TABLE maintenance_notices (
+        window_key  TEXT NOT NULL,
+        notice      TEXT NOT NULL,
+        campaign_id INTEGER,
+        at          REAL NOT NULL,
+        PRIMARY KEY (window_key, notice)
+    );",
 ];
 
 pub struct SqliteStore {
@@ -201,16 +241,38 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self, from: i64) -> Result<(), rusqlite::Error> {
+        // Rebuilding a table others refer to needs foreign keys off for the while (the
+        // procedure SQLite documents for ALTER TABLE); they are checked before commit
+        // and back on after it. The pragma has no effect inside a transaction.
+        let rebuild = (from as usize) < MIGRATIONS.len();
+        if rebuild {
+            self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        }
         let tx = self.conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
+        if rebuild {
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                    Some(format!("migration left a broken reference in {table}")),
+                ));
+            }
+        }
         // An up-to-date file is still written to once, so the lock is taken here.
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS lock_probe (x INTEGER); DROP TABLE lock_probe;",
         )?;
-        tx.commit()
+        tx.commit()?;
+        if rebuild {
+            self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        }
+        Ok(())
     }
 
     /// The key that signs links in mails: made on first use, kept so that links sent
@@ -650,5 +712,58 @@ fn promise_text(eta: Option<SystemTime>, next_update: Option<SystemTime>) -> Str
         (Some(e), _) => format!("ETA {}", humantime::format_rfc3339_seconds(e)),
         (None, Some(n)) => format!("next update {}", humantime::format_rfc3339_seconds(n)),
         (None, None) => "no promise".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by an earlier tocsin (schema 6, before the campaigns table was
+    /// rebuilt for maintenance) keeps its campaigns and recipients, and its foreign keys.
+    #[test]
+    fn the_campaigns_rebuild_keeps_existing_rows_and_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..6] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO incidents (id, service, seq, started_at, customer_phase) VALUES (7, 'shop', 1, 1000.0, 1);
+                 INSERT INTO campaigns (id, incident_id, service, kind, audience, outbox_id, created_at) VALUES (3, 7, 'shop', 'outage', 'customers', 11, 1001.0);
+                 INSERT INTO recipients (id, campaign_id, email, name, language, timezone, vars, status, next_attempt_at) VALUES (5, 3, 'ana@example.com', 'Ana', 'en', 'UTC', '{}', 'sent', 1001.0);
+                 PRAGMA user_version = 6;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let info = store
+            .campaign_info(3)
+            .unwrap()
+            .expect("the campaign survives");
+        assert_eq!((info.incident, info.service.as_str()), (7, "shop"));
+        assert_eq!(info.started, from_secs(1000.0));
+        let n: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM recipients WHERE campaign_id = 3",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        // Foreign keys are enforced again after the migration.
+        let orphan = store.conn.execute(
+            "INSERT INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at) VALUES (99, 'x@example.com', '', 'en', 'UTC', '{}', 0)",
+            [],
+        );
+        assert!(orphan.is_err(), "a recipient of no campaign is refused");
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
     }
 }

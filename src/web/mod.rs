@@ -5,6 +5,7 @@
 pub mod act;
 pub mod api;
 pub mod campaigns;
+pub mod maintenance;
 pub mod public;
 
 use std::sync::{Arc, RwLock};
@@ -35,6 +36,8 @@ pub struct AppState {
     pub campaigns: Option<campaigns::CampaignApi>,
     /// The status page and unsubscribe links.
     pub public: Option<public::Public>,
+    /// Planned maintenance windows.
+    pub maintenance: Option<maintenance::MaintenanceApi>,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ pub fn app(state: AppState) -> Router {
     let incidents = state.incidents.clone();
     let campaign_routes = state.campaigns.clone();
     let public_routes = state.public.clone();
+    let maintenance_routes = state.maintenance.clone();
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -64,6 +68,9 @@ pub fn app(state: AppState) -> Router {
     }
     if let Some(p) = public_routes {
         router = router.merge(public::routes(p));
+    }
+    if let Some(m) = maintenance_routes {
+        router = router.merge(maintenance::routes(m));
     }
     router
 }

@@ -1,0 +1,211 @@
+//! Planned maintenance in the store: windows added through the API (those in
+//! probes.yaml live there), and the notices sent for every window, each campaign
+//! created in the transaction that records its notice, so a notice is sent once.
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::campaigns::{CampaignKind, NewRecipient, address_key};
+use super::{SqliteStore, StoreError, from_secs, secs};
+use crate::config::Maintenance;
+
+/// A notice about a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Sent `Duration` before the start (one of `announce_before`).
+    Before(Duration),
+    /// The window ended with the service working.
+    Completed,
+}
+
+impl Notice {
+    fn key(&self) -> String {
+        match self {
+            Notice::Before(d) => format!("before:{}", d.as_secs()),
+            Notice::Completed => "completed".into(),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Adds a window; its id.
+    pub fn add_window(
+        &mut self,
+        m: &Maintenance,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<i64, StoreError> {
+        let before: Vec<u64> = m.announce_before.iter().map(|d| d.as_secs()).collect();
+        self.conn.execute(
+            "INSERT INTO maintenance_windows (service, start_at, end_at, announce_before, note, created_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                m.service,
+                secs(m.start),
+                secs(m.end()),
+                serde_json::to_string(&before).unwrap_or_else(|_| "[]".into()),
+                m.note,
+                by,
+                secs(now)
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Cancels an API window; whether it existed and was not cancelled already.
+    pub fn cancel_window(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE maintenance_windows SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL",
+            params![id, secs(now)],
+        )? > 0)
+    }
+
+    /// The API windows in force: not cancelled, not ended more than a day before `now`.
+    pub fn windows(&self, now: SystemTime) -> Result<Vec<Maintenance>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, service, start_at, end_at, announce_before, note FROM maintenance_windows
+             WHERE cancelled_at IS NULL AND end_at > ?1 ORDER BY start_at, id",
+        )?;
+        let rows = stmt.query_map([secs(now) - 86_400.0], |r| {
+            let start = from_secs(r.get(2)?);
+            let end = from_secs(r.get(3)?);
+            let before: String = r.get(4)?;
+            let before: Vec<u64> = serde_json::from_str(&before).unwrap_or_default();
+            Ok(Maintenance {
+                id: Some(r.get(0)?),
+                service: r.get(1)?,
+                start,
+                duration: end.duration_since(start).unwrap_or_default(),
+                announce_before: before.into_iter().map(Duration::from_secs).collect(),
+                note: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The notices recorded for the window `key`.
+    pub fn notices(&self, key: &str) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT notice, campaign_id FROM maintenance_notices WHERE window_key = ?1 ORDER BY at",
+        )?;
+        let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records `notice` for window `m` and creates its campaign in one transaction.
+    /// `skipped` are earlier notices that fell due at the same time and are recorded as
+    /// superseded (a window added 30 minutes ahead gets one notice, not two). For the
+    /// completion notice the recipients are those who got a notice of this window;
+    /// otherwise `recipients`. Returns the campaign, or `None` when it was recorded
+    /// before or there is nobody to tell.
+    #[allow(clippy::too_many_arguments)]
+    pub fn maintenance_campaign(
+        &mut self,
+        m: &Maintenance,
+        notice: &Notice,
+        skipped: &[Notice],
+        audience: &str,
+        recipients: &[NewRecipient],
+        invalid: u64,
+        now: SystemTime,
+    ) -> Result<Option<i64>, StoreError> {
+        let key = m.key();
+        let tx = self.conn.transaction()?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM maintenance_notices WHERE window_key = ?1 AND notice = ?2",
+                params![key, notice.key()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_some() {
+            return Ok(None);
+        }
+        for s in skipped {
+            tx.execute(
+                "INSERT OR IGNORE INTO maintenance_notices (window_key, notice, campaign_id, at) VALUES (?1, ?2, NULL, ?3)",
+                params![key, s.key(), secs(now)],
+            )?;
+        }
+        let kind = match notice {
+            Notice::Before(_) => CampaignKind::Maintenance,
+            Notice::Completed => CampaignKind::MaintenanceDone,
+        };
+        tx.execute(
+            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, invalid, window_key, window_start, window_end)
+             VALUES (NULL, ?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                m.service,
+                kind.as_str(),
+                audience,
+                secs(now),
+                invalid as i64,
+                key,
+                secs(m.start),
+                secs(m.end())
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let inserted = match notice {
+            Notice::Completed => tx.execute(
+                "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+                 SELECT ?1, email, name, language, timezone, vars, ?3 FROM recipients r
+                 WHERE status = 'sent' AND campaign_id IN (SELECT id FROM campaigns WHERE window_key = ?2 AND kind = 'maintenance')
+                   AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
+                params![id, key, secs(now)],
+            )?,
+            Notice::Before(_) => {
+                let mut ins = tx.prepare(
+                    "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                     WHERE NOT EXISTS (SELECT 1 FROM optouts WHERE email = ?8)",
+                )?;
+                let mut n = 0;
+                for r in recipients {
+                    let vars = serde_json::to_string(&r.vars)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    n += ins.execute(params![
+                        id,
+                        r.email,
+                        r.name,
+                        r.language,
+                        r.timezone,
+                        vars,
+                        secs(now),
+                        address_key(&r.email)
+                    ])?;
+                }
+                tx.execute(
+                    "UPDATE campaigns SET opted_out = ?2 WHERE id = ?1",
+                    params![id, (recipients.len() - n) as i64],
+                )?;
+                n
+            }
+        };
+        let campaign = (inserted > 0).then_some(id);
+        if inserted == 0 {
+            tx.execute("DELETE FROM campaigns WHERE id = ?1", [id])?;
+        }
+        tx.execute(
+            "INSERT INTO maintenance_notices (window_key, notice, campaign_id, at) VALUES (?1, ?2, ?3, ?4)",
+            params![key, notice.key(), campaign, secs(now)],
+        )?;
+        tx.commit()?;
+        Ok(campaign)
+    }
+
+    /// Records that a window's completion notice will not be sent (the service was still
+    /// failing when it ended: the incident takes over).
+    pub fn maintenance_superseded(
+        &mut self,
+        m: &Maintenance,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO maintenance_notices (window_key, notice, campaign_id, at) VALUES (?1, 'completed', NULL, ?2)",
+            params![m.key(), secs(now)],
+        )?;
+        Ok(())
+    }
+}

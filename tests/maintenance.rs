@@ -1,0 +1,362 @@
+//! Planned maintenance end to end with `tocsin run` (mail as .eml files) and the CLI: a
+//! window added through `tocsin maintenance add` is announced once (offsets due together
+//! give one notice), keeps incidents from opening while it lasts, shows on the status
+//! page, and ends with a "completed" notice to those told; a window that ends with the
+//! service still failing sends no "completed" notice and the incident is timed from its
+//! end; windows are listed and cancelled, and bad requests are refused.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+const TOKEN: &str = "maintenance-test-token";
+
+fn cli(cfg: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env("TOCSIN_API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Every mail written so far: (To, Subject, text).
+fn mails(dir: &Path) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.join("var/mail"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let raw = std::fs::read(e.path()).unwrap();
+        let Some(m) = mail_parser::MessageParser::default().parse(&raw) else {
+            continue;
+        };
+        out.push((
+            m.to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap_or_default()
+                .to_string(),
+            m.subject().unwrap_or_default().to_string(),
+            m.body_text(0).unwrap_or_default().to_string(),
+        ));
+    }
+    out
+}
+
+fn rfc(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+async fn until(what: &str, within: Duration, explain: &dyn Fn() -> String, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < within,
+            "timed out waiting for {what}\n{}",
+            explain()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get(port: u16, path: &str) -> String {
+    support::client()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_is_announced_keeps_incidents_away_and_is_completed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(
+        d.join("customers.csv"),
+        "email,name,language,timezone,services\nana@example.com,Ana,en,Europe/Warsaw,shop\nbo@example.com,Bo,sv,UTC,\ncy@example.com,Cy,en,UTC,api\n",
+    )
+    .unwrap();
+    let (target, up) = support::switchable_target().await;
+    let port = support::free_port();
+    let cfg = d.join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}
+data_dir: ./var
+services:
+  - id: shop
+    name: Web shop
+    failure_threshold: 2
+    success_threshold: 2
+    audience: customers
+    probes:
+      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+  - id: api
+    probes:
+      - {{ name: api, interval: 5s, timeout: 1s, tcp: {{ address: \"127.0.0.1:{port}\" }} }}
+audiences:
+  customers: {{ csv: ./customers.csv }}
+mail:
+  from: \"Example Status <status@example.com>\"
+maintenance:
+  - {{ service: shop, start: \"2030-06-01T22:00:00Z\", duration: 2h, announce_before: [48h], note: Yearly upgrade }}
+"
+        ),
+    )
+    .unwrap();
+    let log = d.join("tocsin.log");
+    let explain = || std::fs::read_to_string(&log).unwrap_or_default();
+    let _tocsin = support::Proc(
+        Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("TOCSIN_API_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    until("tocsin up", Duration::from_secs(20), &explain, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+
+    // A window starting in 4 s for 6 s, announced 48 h and 1 h ahead: both are due now,
+    // so one notice goes out.
+    let start = SystemTime::now() + Duration::from_secs(4);
+    let (code, out) = cli(
+        &cfg,
+        &[
+            "maintenance",
+            "add",
+            "--service",
+            "shop",
+            "--start",
+            &rfc(start),
+            "--duration",
+            "6s",
+            "--announce",
+            "48h,1h",
+            "--note",
+            "Database upgrade",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("planned window 1: 1      shop"), "{out}");
+    until("the notice", Duration::from_secs(10), &explain, || {
+        mails(&d).len() == 2
+    })
+    .await;
+    let notices = mails(&d);
+    let ana = notices.iter().find(|m| m.0 == "ana@example.com").unwrap();
+    assert!(
+        ana.1.starts_with("Planned maintenance of Web shop: "),
+        "{ana:?}"
+    );
+    assert!(
+        ana.2
+            .contains("will be unavailable for planned maintenance from"),
+        "{ana:?}"
+    );
+    assert!(notices.iter().any(|m| m.0 == "bo@example.com"));
+
+    // The list shows both windows, the notices recorded for ours.
+    let (code, out) = cli(&cfg, &["maintenance", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[1].starts_with("1      shop")
+            && lines[1].contains("48h,1h     2        Database upgrade"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("file   shop") && lines[2].contains("Yearly upgrade"),
+        "{out}"
+    );
+
+    // Inside the window the service fails, and no incident opens.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    up.store(false, Ordering::SeqCst);
+    let status = get(port, "/status").await;
+    assert!(
+        status.contains("(in progress)") && status.contains("Database upgrade"),
+        "{status}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(port, "/api/v1/incidents?open=true").await, "[]");
+    up.store(true, Ordering::SeqCst);
+
+    // It ends with the service working: those told hear it is complete.
+    let complete =
+        |m: &(String, String, String)| m.1.contains("is complete") || m.1.contains("är klart");
+    until(
+        "the completion notice",
+        Duration::from_secs(20),
+        &explain,
+        || mails(&d).iter().filter(|m| complete(m)).count() == 2,
+    )
+    .await;
+    assert_eq!(
+        get(port, "/api/v1/incidents").await,
+        "[]",
+        "no incident at all"
+    );
+
+    // A window that ends with the service still down: no "completed", and the incident
+    // is timed from the window's end.
+    let start = SystemTime::now() + Duration::from_secs(2);
+    let (code, out) = cli(
+        &cfg,
+        &[
+            "maintenance",
+            "add",
+            "--service",
+            "shop",
+            "--start",
+            &rfc(start),
+            "--duration",
+            "3s",
+            "--announce",
+            "1h",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let end = start + Duration::from_secs(3);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    up.store(false, Ordering::SeqCst);
+    until(
+        "the incident after the window",
+        Duration::from_secs(20),
+        &explain,
+        || explain().contains("maintenance ended with the service failing"),
+    )
+    .await;
+    let open: serde_json::Value =
+        serde_json::from_str(&get(port, "/api/v1/incidents?open=true").await).unwrap();
+    let started = humantime::parse_rfc3339(open[0]["started"].as_str().unwrap()).unwrap();
+    assert!(
+        started + Duration::from_secs(1) >= end,
+        "timed from the window's end: {open}"
+    );
+    assert_eq!(
+        mails(&d).iter().filter(|m| complete(m)).count(),
+        2,
+        "no completion notice for a window that ended failing"
+    );
+    up.store(true, Ordering::SeqCst);
+
+    // Cancel: an API window by id; a window from the file, or an unknown one, refused.
+    let start = SystemTime::now() + Duration::from_secs(3600);
+    let (code, out) = cli(
+        &cfg,
+        &[
+            "maintenance",
+            "add",
+            "--service",
+            "shop",
+            "--start",
+            &rfc(start),
+            "--duration",
+            "1h",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&cfg, &["maintenance", "cancel", "3"]);
+    assert_eq!((code, out.trim()), (0, "cancelled window 3"));
+    let (_, out) = cli(&cfg, &["maintenance", "list"]);
+    assert!(!out.lines().any(|l| l.starts_with("3 ")), "{out}");
+    let (code, out) = cli(&cfg, &["maintenance", "cancel", "file"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("(409): window `file` is not one added through the API"),
+        "{out}"
+    );
+    let (code, out) = cli(&cfg, &["maintenance", "cancel", "999"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("(404): no maintenance window 999 to cancel"),
+        "{out}"
+    );
+    for (args, want) in [
+        (
+            vec![
+                "--service",
+                "shp",
+                "--start",
+                "2030-01-01T00:00:00Z",
+                "--duration",
+                "1h",
+            ],
+            "(404): no service `shp`",
+        ),
+        (
+            vec![
+                "--service",
+                "shop",
+                "--start",
+                "tomorrow",
+                "--duration",
+                "1h",
+            ],
+            "(400): `start` must be an RFC 3339 time",
+        ),
+        (
+            vec![
+                "--service",
+                "shop",
+                "--start",
+                "2030-01-01T00:00:00Z",
+                "--duration",
+                "0s",
+            ],
+            "(400): `duration` must be such as 2h",
+        ),
+        (
+            vec![
+                "--service",
+                "shop",
+                "--start",
+                "2020-01-01T00:00:00Z",
+                "--duration",
+                "1h",
+            ],
+            "(400): the window is over already",
+        ),
+        (
+            vec![
+                "--service",
+                "shop",
+                "--start",
+                "2030-01-01T00:00:00Z",
+                "--duration",
+                "1h",
+                "--announce",
+                "soon",
+            ],
+            "(400): `announce_before` holds durations",
+        ),
+    ] {
+        let mut a = vec!["maintenance", "add"];
+        a.extend(args);
+        let (code, out) = cli(&cfg, &a);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(want), "{want} in {out}");
+    }
+}
