@@ -126,6 +126,8 @@ async fn every_transition_reaches_the_receivers_signed_once_and_in_order() {
     // The chat tool fails the first delivery; the pager refuses everything it gets.
     let (chat, chat_got) = receiver(vec![503, 200]).await;
     let (pager, pager_got) = receiver(vec![400]).await;
+    // A receiver that is not there at all.
+    let gone = format!("http://{}/hook", support::closed_port().await);
     let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     let port = support::free_port();
@@ -150,6 +152,7 @@ escalation:
 webhooks:
   - {{ url: \"{chat}\", secret_env: HOOK_SECRET }}
   - {{ url: \"{pager}\", secret_env: HOOK_SECRET, events: [opened] }}
+  - {{ url: \"{gone}\", secret_env: HOOK_SECRET, events: [opened] }}
 "
         ),
     )
@@ -262,7 +265,17 @@ webhooks:
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("tocsin_webhook_pending 0"), "{metrics}");
+    // The unreachable receiver's delivery waits for it, retried, and holds up no one else.
+    assert!(metrics.contains("tocsin_webhook_pending 1"), "{metrics}");
+    assert!(
+        !metrics.contains("tocsin_webhook_deliveries_total{result=\"retried\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        explain().contains("webhook not delivered; will retry") && explain().contains("no answer"),
+        "{}",
+        explain()
+    );
 }
 
 #[test]
