@@ -95,9 +95,20 @@ impl Planner {
             return Ok(());
         };
         let skipped: Vec<Notice> = pending[1..].iter().map(|o| Notice::Before(*o)).collect();
-        let Some((name, recipients, invalid)) = self.audience(config, &m.service)? else {
+        let (name, recipients, invalid) = match self.audience(config, &m.service) {
+            Ok(Some(a)) => a,
             // No audience: nothing to announce, and nothing to remember.
-            return Ok(());
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // Refused (too large) or unreadable: said once, and this notice is
+                // recorded as not sent so that it is not retried every pass.
+                tracing::error!(service = %m.service, window = %m.key(), error = %e, "maintenance notice not sent");
+                let mut all = skipped;
+                all.push(Notice::Before(chosen));
+                return lock(&self.store)
+                    .maintenance_not_sent(m, &all, now)
+                    .map_err(|e| e.to_string());
+            }
         };
         let made = lock(&self.store)
             .maintenance_campaign(

@@ -195,6 +195,24 @@ impl SqliteStore {
         Ok(campaign)
     }
 
+    /// Records `notices` of window `m` as not sent (their campaign was refused).
+    pub fn maintenance_not_sent(
+        &mut self,
+        m: &Maintenance,
+        notices: &[Notice],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for n in notices {
+            tx.execute(
+                "INSERT OR IGNORE INTO maintenance_notices (window_key, notice, campaign_id, at) VALUES (?1, ?2, NULL, ?3)",
+                params![m.key(), n.key(), secs(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records that a window's completion notice will not be sent (the service was still
     /// failing when it ended: the incident takes over).
     pub fn maintenance_superseded(
