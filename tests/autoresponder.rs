@@ -64,22 +64,14 @@ async fn active_text(ca: &support::Ca, port: u16, mailbox: &str) -> Option<(Stri
 }
 
 fn start(cfg: &Path, log: &Path) -> support::Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("TOCSIN_API_TOKEN", TOKEN)
-            .env("SIEVE_USER", "tocsin")
-            .env("SIEVE_PASSWORD", "master-pw")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    support::run_tocsin(
+        cfg,
+        log,
+        &[
+            ("TOCSIN_API_TOKEN", TOKEN),
+            ("SIEVE_USER", "tocsin"),
+            ("SIEVE_PASSWORD", "master-pw"),
+        ],
     )
 }
 
@@ -100,16 +92,13 @@ where
 }
 
 async fn set_eta(port: u16, eta: &str) -> bool {
-    let Ok(r) = support::client()
-        .post(format!("http://127.0.0.1:{port}/api/v1/incidents/shop/eta"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"eta": eta, "by": "test"}))
-        .send()
-        .await
-    else {
-        return false;
-    };
-    r.status().is_success()
+    support::api_post(
+        port,
+        "/api/v1/incidents/shop/eta",
+        TOKEN,
+        serde_json::json!({"eta": eta, "by": "test"}),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

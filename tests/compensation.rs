@@ -8,58 +8,25 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "compensation-test-token";
 
-/// Every mail written so far: (To, Subject, text body).
 fn mails(dir: &Path) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join("var/mail"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let raw = std::fs::read(e.path()).unwrap();
-        let Some(m) = mail_parser::MessageParser::default().parse(&raw) else {
-            continue;
-        };
-        let to = m
-            .to()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .unwrap_or_default()
-            .to_string();
-        let subject = m.subject().unwrap_or_default().to_string();
-        let text = m.body_text(0).unwrap_or_default().to_string();
-        out.push((to, subject, text));
-    }
-    out
+    support::spooled(dir)
 }
 
 async fn eta(port: u16) -> bool {
-    support::client()
-        .post(format!("http://127.0.0.1:{port}/api/v1/incidents/shop/eta"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"eta": "3h", "by": "test"}))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
-
-async fn until(what: &str, within: Duration, explain: &dyn Fn() -> String, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < within,
-            "timed out waiting for {what}\n{}",
-            explain()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::api_post(
+        port,
+        "/api/v1/incidents/shop/eta",
+        TOKEN,
+        serde_json::json!({"eta": "3h", "by": "test"}),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,16 +76,7 @@ mail:
     .unwrap();
     let log = d.join("tocsin.log");
     let explain = || std::fs::read_to_string(&log).unwrap_or_default();
-    let _tocsin = support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("TOCSIN_API_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _tocsin = support::run_tocsin(&cfg, &log, &[("TOCSIN_API_TOKEN", TOKEN)]);
 
     // A long outage: customers told at once (ETA beyond the threshold), back after 10 s.
     up.store(false, Ordering::SeqCst);
@@ -134,7 +92,7 @@ mail:
             || m.2.contains("znów działa")
             || m.2.contains("fungerar igen")
     };
-    until(
+    support::until(
         "three recovery mails",
         Duration::from_secs(30),
         &explain,
@@ -165,7 +123,7 @@ mail:
         assert!(!without[0].contains(phrase), "{}", without[0]);
     }
     // Staff are told, once.
-    until(
+    support::until(
         "the staff notice",
         Duration::from_secs(10),
         &explain,
@@ -205,7 +163,7 @@ mail:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     up.store(true, Ordering::SeqCst);
-    until(
+    support::until(
         "the second recovery",
         Duration::from_secs(30),
         &explain,

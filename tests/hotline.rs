@@ -8,11 +8,9 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "hotline-test-token";
 
 const HOOK: &str = r#"#!/bin/sh
@@ -36,43 +34,17 @@ fn calls(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn start(cfg: &Path, log: &Path) -> support::Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("TOCSIN_API_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn until(what: &str, within: Duration, explain: &dyn Fn() -> String, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < within,
-            "timed out waiting for {what}\n{}",
-            explain()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::run_tocsin(cfg, log, &[("TOCSIN_API_TOKEN", TOKEN)])
 }
 
 async fn set_eta(port: u16, eta: &str) -> bool {
-    support::client()
-        .post(format!("http://127.0.0.1:{port}/api/v1/incidents/shop/eta"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"eta": eta, "by": "test"}))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+    support::api_post(
+        port,
+        "/api/v1/incidents/shop/eta",
+        TOKEN,
+        serde_json::json!({"eta": eta, "by": "test"}),
+    )
+    .await
 }
 
 async fn text(port: u16, path: &str, token: bool) -> String {
@@ -126,7 +98,7 @@ hotline:
         assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    until(
+    support::until(
         "the hook's first call",
         Duration::from_secs(15),
         &explain,
@@ -168,14 +140,14 @@ hotline:
     // A failing hook: reported, counted, in the timeline, retried; nothing else waits.
     std::fs::write(d.join("fail"), "").unwrap();
     assert!(set_eta(port, "5h").await);
-    until(
+    support::until(
         "the new ETA in the text",
         Duration::from_secs(15),
         &explain,
         || std::fs::read_to_string(files("en")).is_ok_and(|t| t != en),
     )
     .await;
-    until(
+    support::until(
         "the failure logged",
         Duration::from_secs(15),
         &explain,
@@ -199,7 +171,7 @@ hotline:
     let incident = text(port, "/api/v1/incidents/shop", true).await;
     assert!(incident.contains("hotline_failed"), "{incident}");
     std::fs::remove_file(d.join("fail")).unwrap();
-    until(
+    support::until(
         "the retried update",
         Duration::from_secs(20),
         &explain,
@@ -211,19 +183,19 @@ hotline:
     // A hook that hangs is stopped at its deadline; recovery still withdraws the texts.
     std::fs::write(d.join("hang"), "").unwrap();
     up.store(true, Ordering::SeqCst);
-    until(
+    support::until(
         "the texts withdrawn",
         Duration::from_secs(20),
         &explain,
         || !files("en").exists() && !files("pl").exists() && !files("sv").exists(),
     )
     .await;
-    until("the deadline", Duration::from_secs(20), &explain, || {
+    support::until("the deadline", Duration::from_secs(20), &explain, || {
         explain().contains("did not finish within 2s and was stopped")
     })
     .await;
     std::fs::remove_file(d.join("hang")).unwrap();
-    until(
+    support::until(
         "the withdrawal heard",
         Duration::from_secs(30),
         &explain,

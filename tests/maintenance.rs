@@ -8,9 +8,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "maintenance-test-token";
@@ -29,57 +29,12 @@ fn cli(cfg: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
-/// Every mail written so far: (To, Subject, text).
-fn mails(dir: &Path) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir.join("var/mail"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let raw = std::fs::read(e.path()).unwrap();
-        let Some(m) = mail_parser::MessageParser::default().parse(&raw) else {
-            continue;
-        };
-        out.push((
-            m.to()
-                .and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .unwrap_or_default()
-                .to_string(),
-            m.subject().unwrap_or_default().to_string(),
-            m.body_text(0).unwrap_or_default().to_string(),
-        ));
-    }
-    out
-}
-
 fn rfc(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-async fn until(what: &str, within: Duration, explain: &dyn Fn() -> String, f: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < within,
-            "timed out waiting for {what}\n{}",
-            explain()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn get(port: u16, path: &str) -> String {
-    support::client()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    support::api_get(port, path, TOKEN).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,17 +77,8 @@ maintenance:
     .unwrap();
     let log = d.join("tocsin.log");
     let explain = || std::fs::read_to_string(&log).unwrap_or_default();
-    let _tocsin = support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("TOCSIN_API_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    until("tocsin up", Duration::from_secs(20), &explain, || {
+    let _tocsin = support::run_tocsin(&cfg, &log, &[("TOCSIN_API_TOKEN", TOKEN)]);
+    support::until("tocsin up", Duration::from_secs(20), &explain, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     })
     .await;
@@ -159,11 +105,11 @@ maintenance:
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("planned window 1: 1      shop"), "{out}");
-    until("the notice", Duration::from_secs(10), &explain, || {
-        mails(&d).len() == 2
+    support::until("the notice", Duration::from_secs(10), &explain, || {
+        support::spooled(&d).len() == 2
     })
     .await;
-    let notices = mails(&d);
+    let notices = support::spooled(&d);
     let ana = notices.iter().find(|m| m.0 == "ana@example.com").unwrap();
     assert!(
         ana.1.starts_with("Planned maintenance of Web shop: "),
@@ -206,11 +152,11 @@ maintenance:
     // It ends with the service working: those told hear it is complete.
     let complete =
         |m: &(String, String, String)| m.1.contains("is complete") || m.1.contains("är klart");
-    until(
+    support::until(
         "the completion notice",
         Duration::from_secs(20),
         &explain,
-        || mails(&d).iter().filter(|m| complete(m)).count() == 2,
+        || support::spooled(&d).iter().filter(|m| complete(m)).count() == 2,
     )
     .await;
     assert_eq!(
@@ -241,7 +187,7 @@ maintenance:
     let end = start + Duration::from_secs(3);
     tokio::time::sleep(Duration::from_secs(3)).await;
     up.store(false, Ordering::SeqCst);
-    until(
+    support::until(
         "the incident after the window",
         Duration::from_secs(20),
         &explain,
@@ -256,7 +202,7 @@ maintenance:
         "timed from the window's end: {open}"
     );
     assert_eq!(
-        mails(&d).iter().filter(|m| complete(m)).count(),
+        support::spooled(&d).iter().filter(|m| complete(m)).count(),
         2,
         "no completion notice for a window that ended failing"
     );

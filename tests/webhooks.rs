@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,32 +85,15 @@ async fn receiver(statuses: Vec<u16>) -> (String, Arc<Mutex<Vec<Received>>>) {
 }
 
 fn start(cfg: &std::path::Path, log: &std::path::Path) -> support::Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("TOCSIN_API_TOKEN", TOKEN)
-            .env("HOOK_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    support::run_tocsin(
+        cfg,
+        log,
+        &[("TOCSIN_API_TOKEN", TOKEN), ("HOOK_SECRET", SECRET)],
     )
 }
 
 async fn post(port: u16, path: &str, body: serde_json::Value) -> bool {
-    support::client()
-        .post(format!("http://127.0.0.1:{port}{path}"))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+    support::api_post(port, path, TOKEN, body).await
 }
 
 fn events(got: &Arc<Mutex<Vec<Received>>>) -> Vec<String> {

@@ -191,28 +191,7 @@ impl SqliteStore {
             params![incident, service, audience, outbox_id, secs(now), invalid as i64, note],
         )?;
         let id = tx.last_insert_rowid();
-        let mut inserted = 0u64;
-        {
-            let mut ins = tx.prepare(
-                "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-                 WHERE NOT EXISTS (SELECT 1 FROM optouts WHERE email = ?8)",
-            )?;
-            for r in recipients {
-                let vars = serde_json::to_string(&r.vars)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                inserted += ins.execute(params![
-                    id,
-                    r.email,
-                    r.name,
-                    r.language,
-                    r.timezone,
-                    vars,
-                    secs(now),
-                    address_key(&r.email)
-                ])? as u64;
-            }
-        }
+        let inserted = insert_recipients(&tx, id, recipients, now)? as u64;
         tx.execute(
             "UPDATE campaigns SET opted_out = ?2 WHERE id = ?1",
             params![id, recipients.len() as u64 - inserted],
@@ -601,6 +580,37 @@ impl SqliteStore {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Adds `recipients` to campaign `id`, leaving out those who opted out and repeated
+/// addresses; how many were added.
+pub(super) fn insert_recipients(
+    tx: &Transaction,
+    id: i64,
+    recipients: &[NewRecipient],
+    now: SystemTime,
+) -> Result<usize, rusqlite::Error> {
+    let mut ins = tx.prepare(
+        "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+         WHERE NOT EXISTS (SELECT 1 FROM optouts WHERE email = ?8)",
+    )?;
+    let mut inserted = 0;
+    for r in recipients {
+        let vars = serde_json::to_string(&r.vars)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        inserted += ins.execute(params![
+            id,
+            r.email,
+            r.name,
+            r.language,
+            r.timezone,
+            vars,
+            secs(now),
+            address_key(&r.email)
+        ])?;
+    }
+    Ok(inserted)
 }
 
 fn existing(tx: &Transaction, outbox_id: i64) -> Result<Option<i64>, rusqlite::Error> {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::campaigns::{CampaignKind, NewRecipient, address_key};
+use super::campaigns::{CampaignKind, NewRecipient, insert_recipients};
 use super::{SqliteStore, StoreError, from_secs, secs};
 use crate::config::Maintenance;
 
@@ -156,26 +156,7 @@ impl SqliteStore {
                 params![id, key, secs(now)],
             )?,
             Notice::Before(_) => {
-                let mut ins = tx.prepare(
-                    "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
-                     WHERE NOT EXISTS (SELECT 1 FROM optouts WHERE email = ?8)",
-                )?;
-                let mut n = 0;
-                for r in recipients {
-                    let vars = serde_json::to_string(&r.vars)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    n += ins.execute(params![
-                        id,
-                        r.email,
-                        r.name,
-                        r.language,
-                        r.timezone,
-                        vars,
-                        secs(now),
-                        address_key(&r.email)
-                    ])?;
-                }
+                let n = insert_recipients(&tx, id, recipients, now)?;
                 tx.execute(
                     "UPDATE campaigns SET opted_out = ?2 WHERE id = ?1",
                     params![id, (recipients.len() - n) as i64],

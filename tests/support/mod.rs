@@ -723,3 +723,93 @@ impl Drop for Dovecot {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------- tocsin as a process
+
+/// `tocsin run --config cfg` with RUST_LOG=info, its log appended to `log`, and `env`
+/// added to its environment.
+pub fn run_tocsin(cfg: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"));
+    cmd.args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
+/// Polls `f` every 100 ms until it holds; after `within` fails, naming `what` and showing
+/// `explain()` (a log, usually).
+pub async fn until(
+    what: &str,
+    within: Duration,
+    explain: &dyn Fn() -> String,
+    f: impl Fn() -> bool,
+) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < within,
+            "timed out waiting for {what}\n{}",
+            explain()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The mails tocsin wrote to `<dir>/var/mail` (no SMTP configured): (To, Subject, text).
+pub fn spooled(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.join("var/mail"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let raw = std::fs::read(e.path()).unwrap();
+        let Some(m) = mail_parser::MessageParser::default().parse(&raw) else {
+            continue;
+        };
+        out.push((
+            m.to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap_or_default()
+                .to_string(),
+            m.subject().unwrap_or_default().to_string(),
+            m.body_text(0).unwrap_or_default().to_string(),
+        ));
+    }
+    out
+}
+
+/// POSTs `body` to tocsin's `path` with the bearer `token`: whether it answered 2xx.
+pub async fn api_post(port: u16, path: &str, token: &str, body: serde_json::Value) -> bool {
+    client()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// GETs tocsin's `path` with the bearer `token`: the body.
+pub async fn api_get(port: u16, path: &str, token: &str) -> String {
+    client()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
