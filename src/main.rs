@@ -180,42 +180,13 @@ fn main() -> ExitCode {
         }
         Command::Probe { name } => runtime.block_on(probe_once(&config, &name)),
         Command::Incident { cmd } => {
-            match runtime.block_on(tocsin::cli::incident::run(&config, cmd)) {
-                Ok(out) => {
-                    if !out.is_empty() {
-                        println!("{out}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tocsin: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            outcome(runtime.block_on(tocsin::cli::incident::run(&config, cmd)))
         }
         Command::Campaign { cmd } => {
-            match runtime.block_on(tocsin::cli::campaign::run(&config, cmd)) {
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tocsin: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            outcome(runtime.block_on(tocsin::cli::campaign::run(&config, cmd)))
         }
         Command::Maintenance { cmd } => {
-            match runtime.block_on(tocsin::cli::maintenance::run(&config, cmd)) {
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tocsin: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            outcome(runtime.block_on(tocsin::cli::maintenance::run(&config, cmd)))
         }
         Command::Drill {
             service,
@@ -244,16 +215,7 @@ fn main() -> ExitCode {
             },
         ),
         Command::Health { timeout } => {
-            match runtime.block_on(tocsin::cli::health::run(&config, timeout)) {
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("tocsin: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            outcome(runtime.block_on(tocsin::cli::health::run(&config, timeout)))
         }
         Command::Run => match runtime.block_on(run(config, &cli.config)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -331,6 +293,23 @@ async fn probe_once(config: &Config, name: &str) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// A command's answer on standard output (exit 0), or its refusal on standard error
+/// (exit 1).
+fn outcome(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{out}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tocsin: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
