@@ -795,7 +795,12 @@ fn visible_text(html: &str) -> String {
 
 /// Whether `path` lies inside a directory tocsin publishes to (a drill must not write there).
 pub fn inside_published(config: &Config, path: &Path) -> bool {
-    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // Existing paths resolved through links; others made absolute as written.
+    let abs = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
     let p = abs(path);
     [&config.placeholder_dir, &config.hotline.dir]
         .iter()
