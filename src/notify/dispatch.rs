@@ -50,10 +50,8 @@ impl Dispatcher {
             if let Err(e) = self.drain().await {
                 tracing::error!(error = %e, "outbox: cannot read the store");
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.ready.notified() => {}
-                _ = tokio::time::sleep(IDLE) => {}
+            if !super::pause(&cancel, &self.ready, IDLE).await {
+                return;
             }
         }
     }

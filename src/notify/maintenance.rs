@@ -44,10 +44,8 @@ impl Planner {
             if let Err(e) = self.pass() {
                 tracing::error!(error = %e, "maintenance: cannot plan notices");
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.ready.notified() => {}
-                _ = tokio::time::sleep(PERIOD) => {}
+            if !super::pause(&cancel, &self.ready, PERIOD).await {
+                return;
             }
         }
     }

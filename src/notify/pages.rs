@@ -339,10 +339,8 @@ impl Pages {
             if let Err(e) = self.reconcile().await {
                 tracing::error!(error = %e, "pages: cannot bring the published pages up to date; retrying");
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.ready.notified() => {}
-                _ = tokio::time::sleep(PERIOD) => {}
+            if !super::pause(&cancel, &self.ready, PERIOD).await {
+                return;
             }
         }
     }

@@ -67,10 +67,8 @@ impl WebhookSender {
             if let Err(e) = self.drain().await {
                 tracing::error!(error = %e, "webhooks: cannot read the store");
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.ready.notified() => {}
-                _ = tokio::time::sleep(IDLE) => {}
+            if !super::pause(&cancel, &self.ready, IDLE).await {
+                return;
             }
         }
     }
