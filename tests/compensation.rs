@@ -49,28 +49,21 @@ async fn long_outages_earn_one_code_each_and_an_empty_pool_is_told_to_staff() {
     let cfg = d.join("probes.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}
-data_dir: ./var
-services:
-  - id: shop
-    name: Web shop
-    failure_threshold: 2
-    success_threshold: 2
-    customer_threshold: 1h
-    escalation: default
-    audience: customers
-    compensation: {{ after: 8s, codes_csv: ./codes.csv }}
-    probes:
-      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
-escalation:
+        support::shop_config(
+            port,
+            target,
+            "customer_threshold: 1h
+             escalation: default
+             audience: customers
+             compensation: { after: 8s, codes_csv: ./codes.csv }",
+            "escalation:
   default:
-    - {{ after: 0m, to: [oncall@example.com] }}
+    - { after: 0m, to: [oncall@example.com] }
 audiences:
-  customers: {{ csv: ./customers.csv }}
+  customers: { csv: ./customers.csv }
 mail:
   from: \"Example Status <status@example.com>\"
-"
+",
         ),
     )
     .unwrap();

@@ -67,23 +67,16 @@ async fn the_announcement_follows_the_outage_and_the_hook_hears_each_change() {
     let cfg = d.join("probes.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}
-data_dir: ./var
-company: {{ name: Example Shop, website: https://www.example.com }}
-services:
-  - id: shop
-    name: Web shop
-    failure_threshold: 2
-    success_threshold: 2
-    customer_threshold: 1h
-    probes:
-      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+        support::shop_config(
+            port,
+            target,
+            "customer_threshold: 1h\n",
+            "company: { name: Example Shop, website: https://www.example.com }
 hotline:
   timezone: Europe/Stockholm
   hook: [./announce.sh]
   hook_timeout: 2s
-"
+",
         ),
     )
     .unwrap();

@@ -51,18 +51,7 @@ async fn a_window_is_announced_keeps_incidents_away_and_is_completed() {
     let cfg = d.join("probes.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}
-data_dir: ./var
-services:
-  - id: shop
-    name: Web shop
-    failure_threshold: 2
-    success_threshold: 2
-    audience: customers
-    probes:
-      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
-  - id: api
+        support::shop_config(port, target, "audience: customers\n", &format!("  - id: api
     probes:
       - {{ name: api, interval: 5s, timeout: 1s, tcp: {{ address: \"127.0.0.1:{port}\" }} }}
 audiences:
@@ -72,7 +61,7 @@ mail:
 maintenance:
   - {{ service: shop, start: \"2030-06-01T22:00:00Z\", duration: 2h, announce_before: [48h], note: Yearly upgrade }}
 "
-        ),
+        )),
     )
     .unwrap();
     let log = d.join("tocsin.log");

@@ -117,19 +117,12 @@ async fn every_transition_reaches_the_receivers_signed_once_and_in_order() {
     let cfg = dir.path().join("probes.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "listen: 127.0.0.1:{port}
-data_dir: ./var
-services:
-  - id: shop
-    name: Web shop
-    failure_threshold: 2
-    success_threshold: 2
-    customer_threshold: 1h
-    escalation: default
-    probes:
-      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
-escalation:
+        support::shop_config(
+            port,
+            target,
+            "customer_threshold: 1h\nescalation: default\n",
+            &format!(
+                "escalation:
   default:
     - {{ after: 0m, to: [oncall@example.com] }}
 webhooks:
@@ -137,6 +130,7 @@ webhooks:
   - {{ url: \"{pager}\", secret_env: HOOK_SECRET, events: [opened] }}
   - {{ url: \"{gone}\", secret_env: HOOK_SECRET, events: [opened] }}
 "
+            ),
         ),
     )
     .unwrap();

@@ -813,3 +813,27 @@ pub async fn api_get(port: u16, path: &str, token: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A probes.yaml watching the switchable `target` as service `shop` ("Web shop", probed
+/// every second, two failed rounds open an incident and two good ones close it), with
+/// `shop_keys` (lines such as `audience: customers`) added to the service and `rest`
+/// after it: more services (`  - id: api ...`) or top-level keys.
+pub fn shop_config(port: u16, target: SocketAddr, shop_keys: &str, rest: &str) -> String {
+    let keys: String = shop_keys
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("    {}\n", l.trim()))
+        .collect();
+    format!(
+        "listen: 127.0.0.1:{port}
+data_dir: ./var
+services:
+  - id: shop
+    name: Web shop
+    failure_threshold: 2
+    success_threshold: 2
+{keys}    probes:
+      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+{rest}"
+    )
+}
