@@ -709,6 +709,17 @@ fn reload(r: &mut Running) {
             for (what, changed) in [
                 ("listen", new.listen != old.listen),
                 ("data_dir", new.data_dir != old.data_dir),
+                // The login is read from the environment at start-up.
+                (
+                    "autoresponder",
+                    new.autoresponder
+                        .as_ref()
+                        .map(|a| (&a.user_env, &a.password_env))
+                        != old
+                            .autoresponder
+                            .as_ref()
+                            .map(|a| (&a.user_env, &a.password_env)),
+                ),
             ] {
                 if changed {
                     tracing::warn!(
