@@ -41,6 +41,14 @@ fn endpoint(ca: &support::Ca, port: u16) -> Endpoint {
     }
 }
 
+/// The error opening a session at `ep` for `mailbox` with the master `password` gives.
+async fn refused(ep: &Endpoint, mailbox: &str, password: &str) -> SieveError {
+    match Session::open(ep, mailbox, "tocsin", password).await {
+        Ok(_) => panic!("a session for {mailbox:?} opened"),
+        Err(e) => e,
+    }
+}
+
 async fn session(ca: &support::Ca, port: u16, mailbox: &str) -> Session {
     Session::open(&endpoint(ca, port), mailbox, "tocsin", "master-pw")
         .await
@@ -259,14 +267,7 @@ autoresponder:
     assert_eq!(text, FILTERS, "the original script, unchanged");
     let logs = std::fs::read_to_string(&log).unwrap();
     assert_eq!(logs.matches("autoresponder off").count(), 2, "{logs}");
-    let metrics = support::client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(port).await;
     assert!(
         metrics.contains("tocsin_autoresponder_active 0"),
         "{metrics}"
@@ -279,10 +280,7 @@ async fn sieve_errors_name_the_cause() {
     let dovecot = support::Dovecot::start(&ca, "");
     let ep = endpoint(&ca, dovecot.port);
 
-    let e = Session::open(&ep, "sales@example.com", "tocsin", "wrong")
-        .await
-        .err()
-        .unwrap();
+    let e = refused(&ep, "sales@example.com", "wrong").await;
     assert!(matches!(e, SieveError::Auth { .. }), "{e}");
     assert!(
         e.to_string()
@@ -319,25 +317,19 @@ async fn sieve_errors_name_the_cause() {
 
     // A certificate from another CA.
     let other = support::Ca::new();
-    let e = Session::open(&endpoint(&other, dovecot.port), "", "tocsin", "master-pw")
-        .await
-        .err()
-        .unwrap();
+    let e = refused(&endpoint(&other, dovecot.port), "", "master-pw").await;
     assert!(matches!(e, SieveError::Tls(_)), "{e}");
     assert!(e.to_string().contains("certificate"), "{e}");
     drop(dovecot);
 
     // A server without the vacation extension.
     let dovecot = support::Dovecot::start(&ca, "plugin {\n  sieve_extensions = -vacation\n}\n");
-    let e = Session::open(
+    let e = refused(
         &endpoint(&ca, dovecot.port),
         "sales@example.com",
-        "tocsin",
         "master-pw",
     )
-    .await
-    .err()
-    .unwrap();
+    .await;
     assert!(matches!(e, SieveError::NoVacation(_)), "{e}");
     assert!(
         e.to_string().contains("has no Sieve `vacation` extension"),
@@ -347,15 +339,12 @@ async fn sieve_errors_name_the_cause() {
 
     // A server without STARTTLS: credentials are not sent in plain text.
     let dovecot = support::Dovecot::start(&ca, "ssl = no\n");
-    let e = Session::open(
+    let e = refused(
         &endpoint(&ca, dovecot.port),
         "sales@example.com",
-        "tocsin",
         "master-pw",
     )
-    .await
-    .err()
-    .unwrap();
+    .await;
     assert_eq!(e, SieveError::NoStartTls);
     // Unless allowed (loopback only, enforced by the config).
     let mut plain = endpoint(&ca, dovecot.port);
@@ -430,14 +419,7 @@ autoresponder:
         assert!(t.elapsed() < Duration::from_secs(20), "{l}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = support::client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(port).await;
     assert!(
         metrics.contains("tocsin_autoresponder_failures_total 1"),
         "{metrics}"

@@ -577,14 +577,7 @@ async fn refusals_are_recorded_with_the_server_reply_and_deferrals_retried() {
             && status.contains("failed     1"),
         "{status}"
     );
-    let metrics = support::client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(port).await;
     assert!(
         metrics.contains("tocsin_campaign_recipients{state=\"failed\"} 1"),
         "{metrics}"

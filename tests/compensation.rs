@@ -134,14 +134,7 @@ mail:
     assert_eq!(staff.len(), 1);
     assert_eq!(staff[0].0, "oncall@example.com");
     assert!(staff[0].2.contains("1 recovery mail(s)"), "{}", staff[0].2);
-    let metrics = support::client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(port).await;
     assert!(
         metrics.contains("tocsin_compensation_codes_missing_total 1"),
         "{metrics}"

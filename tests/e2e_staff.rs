@@ -235,14 +235,7 @@ async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once
 /// /metrics of the instance on `port`, once the engine has exported its figures.
 async fn scrape(port: u16) -> String {
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    support::client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    support::metrics(port).await
 }
 
 /// Undoes quoted-printable (soft line breaks and =XX), as a mail client shows the text.

@@ -29,6 +29,23 @@ fn cli(cfg: &Path, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `tocsin maintenance add` for shop from `start` for `duration`, with `more` options.
+fn add(cfg: &Path, start: SystemTime, duration: &str, more: &[&str]) -> (i32, String) {
+    let start = rfc(start);
+    let mut args = vec![
+        "maintenance",
+        "add",
+        "--service",
+        "shop",
+        "--start",
+        &start,
+        "--duration",
+        duration,
+    ];
+    args.extend(more);
+    cli(cfg, &args)
+}
+
 fn rfc(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -75,22 +92,11 @@ maintenance:
     // A window starting in 4 s for 6 s, announced 48 h and 1 h ahead: both are due now,
     // so one notice goes out.
     let start = SystemTime::now() + Duration::from_secs(4);
-    let (code, out) = cli(
+    let (code, out) = add(
         &cfg,
-        &[
-            "maintenance",
-            "add",
-            "--service",
-            "shop",
-            "--start",
-            &rfc(start),
-            "--duration",
-            "6s",
-            "--announce",
-            "48h,1h",
-            "--note",
-            "Database upgrade",
-        ],
+        start,
+        "6s",
+        &["--announce", "48h,1h", "--note", "Database upgrade"],
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("planned window 1: 1      shop"), "{out}");
@@ -157,21 +163,7 @@ maintenance:
     // A window that ends with the service still down: no "completed", and the incident
     // is timed from the window's end.
     let start = SystemTime::now() + Duration::from_secs(2);
-    let (code, out) = cli(
-        &cfg,
-        &[
-            "maintenance",
-            "add",
-            "--service",
-            "shop",
-            "--start",
-            &rfc(start),
-            "--duration",
-            "3s",
-            "--announce",
-            "1h",
-        ],
-    );
+    let (code, out) = add(&cfg, start, "3s", &["--announce", "1h"]);
     assert_eq!(code, 0, "{out}");
     let end = start + Duration::from_secs(3);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -199,19 +191,7 @@ maintenance:
 
     // Cancel: an API window by id; a window from the file, or an unknown one, refused.
     let start = SystemTime::now() + Duration::from_secs(3600);
-    let (code, out) = cli(
-        &cfg,
-        &[
-            "maintenance",
-            "add",
-            "--service",
-            "shop",
-            "--start",
-            &rfc(start),
-            "--duration",
-            "1h",
-        ],
-    );
+    let (code, out) = add(&cfg, start, "1h", &[]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(&cfg, &["maintenance", "cancel", "3"]);
     assert_eq!((code, out.trim()), (0, "cancelled window 3"));

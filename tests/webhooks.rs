@@ -234,14 +234,7 @@ webhooks:
         incident.contains(&format!("{pager}: answered 400: no")),
         "{incident}"
     );
-    let metrics = support::client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics(port).await;
     // The unreachable receiver's delivery waits for it, retried, and holds up no one else.
     assert!(metrics.contains("tocsin_webhook_pending 1"), "{metrics}");
     assert!(

@@ -837,3 +837,15 @@ services:
 {rest}"
     )
 }
+
+/// tocsin's `/metrics` as text.
+pub async fn metrics(port: u16) -> String {
+    client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
