@@ -461,17 +461,20 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         config: shared.clone(),
         clock: clock.clone(),
     };
+    // One client for tocsin's outgoing webhooks (page publisher and incident receivers).
+    let hooks_http = reqwest::Client::builder()
+        .use_preconfigured_tls(
+            tocsin::probe::tls::client_config_with_roots()
+                .context("cannot set up TLS for webhooks")?,
+        )
+        .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("cannot build the webhook client")?;
     let pages = Pages {
         source: page_source.clone(),
         metrics: metrics.clone(),
         ready: decided,
-        http: reqwest::Client::builder()
-            .use_preconfigured_tls(
-                tocsin::probe::tls::client_config_with_roots()
-                    .context("cannot set up TLS for the webhook")?,
-            )
-            .build()
-            .context("cannot build the webhook client")?,
+        http: hooks_http.clone(),
     };
     let pages_ready = pages.ready.clone();
     let dispatcher = Dispatcher {
@@ -517,14 +520,7 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         clock: clock.clone(),
         metrics: metrics.clone(),
         ready: webhooks_ready,
-        http: reqwest::Client::builder()
-            .use_preconfigured_tls(
-                tocsin::probe::tls::client_config_with_roots()
-                    .context("cannot set up TLS for webhooks")?,
-            )
-            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("cannot build the webhook client")?,
+        http: hooks_http,
     };
     let webhooks_task = tokio::spawn(webhooks.run(dispatch_stop.clone()));
     let maintenance_ready = Arc::new(tokio::sync::Notify::new());
