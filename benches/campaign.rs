@@ -8,7 +8,7 @@
 //! installs Postfix for smtp-sink and smtp-source when missing).
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use tocsin::links::Signer;
 use tocsin::metrics::Metrics;
 use tocsin::notify::mail::Mailer;
 use tocsin::notify::templates::Templates;
-use tocsin::store::SqliteStore;
+use tocsin::store::{SharedStore, SqliteStore, Store};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -113,7 +113,8 @@ mail:
     rt.block_on(async move {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let now = clock.now();
-        let mut store = SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap();
+        let mut store: Box<dyn Store> =
+            Box::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap());
         let signer = Arc::new(Signer::new(&store.link_key().unwrap()));
         let state = ServiceState::new();
         store
@@ -138,7 +139,7 @@ mail:
             .unwrap();
         let item = store.due(now, 10).unwrap().pop().unwrap();
         let t = Instant::now();
-        plan(&mut store, &cfg, &item, now).unwrap();
+        plan(&mut *store, &cfg, &item, now).unwrap();
         let planned = t.elapsed();
         let mailer = Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir, &|_| None).unwrap());
         let composer = Arc::new(Composer {
@@ -152,7 +153,7 @@ mail:
             let job = store.due_recipients(now, 0, 1).unwrap().pop().unwrap();
             mailer.formatted(&composer.compose(&cfg, &info, &job).unwrap()).unwrap().len()
         };
-        let store = Arc::new(Mutex::new(store));
+        let store = SharedStore::from_box(store);
         let sender = Sender {
             store: store.clone(),
             mailer,
@@ -161,7 +162,8 @@ mail:
             metrics: Arc::new(Metrics::new()),
             clock: clock.clone(),
             ready: Arc::default(),
-            canary_down: Arc::default(),
+            // No engine runs here: its canary guard never holds.
+            engine: tocsin::engine::Link::new().handle(),
         };
         let cancel = CancellationToken::new();
         let cpu0 = cpu_seconds();
@@ -169,7 +171,7 @@ mail:
         let task = tokio::spawn(sender.run(cancel.clone()));
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let c = store.lock().unwrap().recipient_counts().unwrap();
+            let c = store.lock().recipient_counts().unwrap();
             if c.pending == 0 {
                 let took = t.elapsed();
                 let cpu = cpu_seconds() - cpu0;

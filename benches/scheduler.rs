@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ use tocsin::config;
 use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
 use tocsin::scheduler::{LiveRunner, Scheduler};
-use tocsin::store::SqliteStore;
+use tocsin::store::{SharedStore, SqliteStore};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -77,7 +77,7 @@ fn main() {
         let metrics = Arc::new(Metrics::new());
         let mut sched = Scheduler::new(tx, metrics.clone(), Arc::new(SystemClock), Arc::new(LiveRunner), CancellationToken::new());
         let mut engine = with_engine.then(|| {
-            let store = Arc::new(Mutex::new(SqliteStore::open(&db_dir.path().join("tocsin.db")).unwrap()));
+            let store = SharedStore::new(SqliteStore::open(&db_dir.path().join("tocsin.db")).unwrap());
             Engine::new(&cfg, store, Arc::new(SystemClock)).unwrap()
         });
         let start = Instant::now();

@@ -14,11 +14,12 @@ use std::time::{Duration, SystemTime};
 use crate::audience;
 use crate::campaign::Composer;
 use crate::config::Config;
-use crate::incident::{Action, Event, Policy, ServiceState, StaffMailKind, step};
+use crate::incident::{Action, Event, ServiceState, StaffMailKind, step};
 use crate::links::{Link, LinkAction, Signer, expiry};
 use crate::notify::staff::{ActionLinks, StaffNotice, render};
 use crate::notify::templates::{Templates, duration_text, outages_context};
 use crate::store::{CampaignInfo, CampaignKind, IncidentRecord, RecipientJob, TimelineEntry};
+use crate::text::time::rfc3339 as rfc;
 
 /// What to rehearse.
 #[derive(Debug, Clone)]
@@ -63,10 +64,6 @@ fn clock(d: Duration) -> String {
     format!("+{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn rfc(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 /// Runs the rehearsal of `scenario` under `config`.
 pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<Drill, String> {
     let service = config
@@ -77,7 +74,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
             let ids: Vec<&str> = config.services.iter().map(|s| s.id.as_str()).collect();
             format!("no service `{}` (services: {})", sc.service, ids.join(", "))
         })?;
-    let policy = Policy::of(config, service);
+    let policy = config.policy(service);
     let longest = service
         .probes
         .iter()
@@ -462,10 +459,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     }
                 };
                 if let Some(ev) = a.event() {
-                    let n = hooks
-                        .iter()
-                        .filter(|h| h.events.iter().any(|e| e == ev))
-                        .count();
+                    let n = hooks.iter().filter(|h| h.events.contains(&ev)).count();
                     if n > 0 {
                         details.push(format!("webhook `{ev}` to {n} receiver(s)"));
                     }

@@ -1,19 +1,28 @@
 //! The incident engine: feeds probe reports, staff commands and the passing of time to
 //! each service's state machine, and saves every step (state and decided actions) in one
-//! store transaction before anything is carried out. It owns the machines' states; the
-//! dispatcher reads the outbox the engine fills.
+//! store transaction before anything is carried out.
+//!
+//! The engine is a task that owns the machines' states ([`Engine::run`]). Nothing else
+//! holds it or locks it: the rest of the process talks to it through a [`Handle`]
+//! (staff commands with a reply, a reloaded config) and follows it through a
+//! [`Snapshot`] published on a `watch` channel after every decision (service statuses,
+//! the canary guard, a decision counter). The dispatcher, the campaign sender, the pages,
+//! the autoresponder, the hotline and the maintenance planner wake on that snapshot; the
+//! work itself they read from the store's outbox.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::incident::{Action, Event, Policy, ServiceState, Status, step};
+use crate::metrics::Metrics;
 use crate::scheduler::Report;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SharedStore, StoreError};
 
 /// A staff command that did not apply.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +38,119 @@ pub enum EngineError {
     EtaInPast,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The engine task has stopped (the process is shutting down).
+    #[error("the incident engine has stopped; tocsin is shutting down")]
+    Stopped,
+}
+
+/// What the rest of the process may know of the engine, published after every decision
+/// and every tick that changes a status. Cheap to clone (behind an `Arc`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Decisions taken since start; a follower that saw a lower number has work to look at.
+    pub decisions: u64,
+    /// Every configured service's status.
+    pub statuses: BTreeMap<String, Status>,
+    /// Every canary probe fails: the monitor cannot see, and customers are told nothing.
+    pub canary_down: bool,
+}
+
+impl Snapshot {
+    /// The status of `service`: `Up` for one the engine does not know (yet).
+    pub fn status(&self, service: &str) -> Status {
+        self.statuses.get(service).copied().unwrap_or(Status::Up)
+    }
+}
+
+/// What a [`Handle`] asks of the engine task.
+enum Command {
+    Staff {
+        service: String,
+        event: Event,
+        reply: oneshot::Sender<Result<Vec<Action>, EngineError>>,
+    },
+    Reconfigure(Arc<Config>),
+}
+
+/// The engine's ends of its channels. The App keeps it, so that an engine task started
+/// again after a panic answers the same handles and publishes to the same followers.
+#[derive(Clone)]
+pub struct Link {
+    commands: mpsc::Sender<Command>,
+    inbox: Arc<tokio::sync::Mutex<mpsc::Receiver<Command>>>,
+    snapshot: Arc<watch::Sender<Arc<Snapshot>>>,
+}
+
+impl Link {
+    pub fn new() -> Link {
+        let (commands, inbox) = mpsc::channel(64);
+        Link {
+            commands,
+            inbox: Arc::new(tokio::sync::Mutex::new(inbox)),
+            snapshot: Arc::new(watch::Sender::new(Arc::default())),
+        }
+    }
+
+    /// A handle to the engine behind this link.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            commands: self.commands.clone(),
+            snapshot: self.snapshot.subscribe(),
+        }
+    }
+}
+
+impl Default for Link {
+    fn default() -> Link {
+        Link::new()
+    }
+}
+
+/// The way in to the engine task: staff commands and config changes go in, the snapshot
+/// comes out. Cheap to clone; every holder sees the same engine.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Handle {
+    /// A staff command (ack, ETA, resolve) on the open incident of `service`, decided and
+    /// stored before this returns.
+    pub async fn command(&self, service: &str, event: Event) -> Result<Vec<Action>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Staff {
+                service: service.to_string(),
+                event,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// A reloaded config (or new maintenance windows); taken before the next report.
+    pub async fn reconfigure(&self, config: Arc<Config>) {
+        if self
+            .commands
+            .send(Command::Reconfigure(config))
+            .await
+            .is_err()
+        {
+            tracing::warn!("the incident engine has stopped; the new configuration is not applied");
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that wakes when the snapshot changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
 }
 
 pub struct Engine {
@@ -38,32 +160,33 @@ pub struct Engine {
     /// first run.
     canaries: BTreeMap<(String, String), Option<bool>>,
     canary_down: bool,
-    store: Arc<Mutex<SqliteStore>>,
+    store: SharedStore,
     clock: Arc<dyn Clock>,
-    /// Woken whenever new actions are in the outbox.
-    pub outbox_ready: Arc<Notify>,
-    /// Woken after every decision (the pages follow incidents as they change).
-    pub decided: Arc<Notify>,
-    /// Counts decisions, for every other follower of incidents (autoresponder, hotline):
-    /// each watches it with its own receiver.
-    pub changes: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Shared with the campaign sender, which starts nothing while it is true.
-    pub canary_guard: Arc<std::sync::atomic::AtomicBool>,
     /// Incident webhooks, queued with each decision.
     webhooks: Vec<crate::store::HookTarget>,
     names: BTreeMap<String, String>,
-    /// Woken when webhook deliveries are queued.
-    pub webhooks_ready: Arc<Notify>,
+    decisions: u64,
+    link: Link,
 }
 
 impl Engine {
     /// Resumes from the store: open incidents keep their start and escalation progress.
     pub fn new(
         config: &Config,
-        store: Arc<Mutex<SqliteStore>>,
+        store: SharedStore,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, StoreError> {
-        let mut states = lock(&store).load()?;
+        Engine::attach(config, store, clock, Link::new())
+    }
+
+    /// [`Engine::new`] behind an existing link: the handles made from it reach this engine.
+    pub fn attach(
+        config: &Config,
+        store: SharedStore,
+        clock: Arc<dyn Clock>,
+        link: Link,
+    ) -> Result<Engine, StoreError> {
+        let mut states = store.lock().load()?;
         // Streaks are recounted from fresh results: a service that recovered while tocsin
         // was stopped passes its success threshold and its incident is resolved.
         for st in states.values_mut() {
@@ -77,14 +200,13 @@ impl Engine {
             canary_down: false,
             store,
             clock,
-            outbox_ready: Arc::new(Notify::new()),
-            decided: Arc::new(Notify::new()),
-            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
-            canary_guard: Arc::default(),
             webhooks: Vec::new(),
             names: BTreeMap::new(),
-            webhooks_ready: Arc::new(Notify::new()),
+            decisions: 0,
+            link,
         };
+        // A restarted engine continues the count its followers have seen.
+        engine.decisions = engine.link.snapshot.borrow().decisions;
         engine.reconfigure(config);
         Ok(engine)
     }
@@ -95,7 +217,7 @@ impl Engine {
         self.policies = config
             .services
             .iter()
-            .map(|s| (s.id.clone(), Policy::of(config, s)))
+            .map(|s| (s.id.clone(), config.policy(s)))
             .collect();
         for id in self.policies.keys() {
             self.states.entry(id.clone()).or_default();
@@ -122,6 +244,94 @@ impl Engine {
         for k in configured {
             self.canaries.entry(k).or_insert(None);
         }
+        self.publish();
+    }
+
+    /// A handle to this engine, for the tasks that talk to it once it runs.
+    pub fn handle(&self) -> Handle {
+        self.link.handle()
+    }
+
+    /// The engine task: takes reports, staff commands and a tick every second until the
+    /// reports end, or `drain` fires, after which it decides every report still queued
+    /// and returns (the App fires it once the scheduler and the recorder have stopped, so
+    /// every result in flight is decided before the followers stop). A decision that
+    /// cannot be stored is logged and taken again from the next report or tick; nothing
+    /// is carried out that was not stored.
+    pub async fn run(
+        mut self,
+        reports: &mut mpsc::Receiver<Report>,
+        metrics: Arc<Metrics>,
+        drain: CancellationToken,
+    ) {
+        let inbox = self.link.inbox.clone();
+        let mut inbox = inbox.lock().await;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let result = tokio::select! {
+                _ = drain.cancelled() => {
+                    while let Ok(report) = reports.try_recv() {
+                        if let Err(e) = self.report(&report) {
+                            tracing::error!(error = %e, "incident engine: a decision could not be stored at shutdown; it is taken again after the restart");
+                        }
+                    }
+                    self.publish();
+                    return;
+                }
+                r = reports.recv() => match r {
+                    Some(report) => self.report(&report),
+                    None => return,
+                },
+                Some(c) = inbox.recv() => {
+                    self.take(c);
+                    Ok(())
+                }
+                // Statuses also move without a decision (a first failed round, a
+                // maintenance window starting): the tick publishes those.
+                _ = tick.tick() => {
+                    self.export(&metrics);
+                    let r = self.tick();
+                    self.publish();
+                    r
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "incident engine: the decision could not be stored and will be taken again");
+            }
+        }
+    }
+
+    fn take(&mut self, c: Command) {
+        match c {
+            Command::Staff {
+                service,
+                event,
+                reply,
+            } => {
+                let r = self.command(&service, event);
+                // The asker may have gone (a dropped HTTP request); the decision stands.
+                let _ = reply.send(r);
+            }
+            Command::Reconfigure(config) => self.reconfigure(&config),
+        }
+    }
+
+    /// Publishes the snapshot when it differs from the last one.
+    fn publish(&self) {
+        let next = Snapshot {
+            decisions: self.decisions,
+            statuses: self.statuses(self.clock.now()),
+            canary_down: self.canary_down,
+        };
+        self.link.snapshot.send_if_modified(|cur| {
+            if **cur == next {
+                false
+            } else {
+                *cur = Arc::new(next);
+                true
+            }
+        });
     }
 
     /// Each configured service's figures for the metrics.
@@ -199,17 +409,17 @@ impl Engine {
                     .unwrap_or(service),
                 targets: &self.webhooks,
             };
-            lock(&self.store).commit_hooked(service, &next, &actions, now, &hooks)?;
+            self.store
+                .lock()
+                .commit_hooked(service, &next, &actions, now, &hooks)?;
         }
         self.states.insert(service.to_string(), next);
         if !actions.is_empty() {
             for a in &actions {
                 tracing::info!(service, action = ?a, "incident decision");
             }
-            self.outbox_ready.notify_one();
-            self.decided.notify_one();
-            self.webhooks_ready.notify_one();
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.decisions += 1;
+            self.publish();
         }
         Ok(actions)
     }
@@ -227,8 +437,6 @@ impl Engine {
                 !self.canaries.is_empty() && self.canaries.values().all(|ok| *ok == Some(false));
             if down != self.canary_down {
                 self.canary_down = down;
-                self.canary_guard
-                    .store(down, std::sync::atomic::Ordering::Relaxed);
                 if down {
                     tracing::error!(
                         "every canary probe fails: the monitor's own network is down; no incident opens and customers are told nothing"
@@ -282,9 +490,9 @@ impl Engine {
             service_name: "",
             targets: &self.webhooks,
         };
-        lock(&self.store).enqueue_hooked(&action, now, &hooks)?;
-        self.outbox_ready.notify_one();
-        self.webhooks_ready.notify_one();
+        self.store.lock().enqueue_hooked(&action, now, &hooks)?;
+        self.decisions += 1;
+        self.publish();
         Ok(())
     }
 
@@ -324,8 +532,4 @@ impl Engine {
         }
         self.apply(service, event, now)
     }
-}
-
-pub(crate) fn lock(store: &Mutex<SqliteStore>) -> std::sync::MutexGuard<'_, SqliteStore> {
-    store.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -4,6 +4,7 @@
 //! beyond the target) ← `config` (the file, resolved into probe checks) ← `scheduler`
 //! (when to run) → `metrics` and the latest-result table ← `web` (HTTP endpoints).
 
+pub mod app;
 pub mod audience;
 pub mod campaign;
 pub mod cli;
@@ -18,4 +19,5 @@ pub mod notify;
 pub mod probe;
 pub mod scheduler;
 pub mod store;
+pub mod text;
 pub mod web;

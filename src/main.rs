@@ -2,35 +2,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use tocsin::campaign::Composer;
-use tocsin::campaign::sender::Sender;
+use tocsin::app::{App, Deps};
 use tocsin::cli::campaign::CampaignCmd;
 use tocsin::cli::incident::IncidentCmd;
 use tocsin::cli::maintenance::MaintenanceCmd;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
-use tocsin::engine::Engine;
-use tocsin::links::Signer;
-use tocsin::metrics::Metrics;
-use tocsin::notify::dispatch::Dispatcher;
-use tocsin::notify::mail::Mailer;
-use tocsin::notify::pages::{PageSource, Pages};
 use tocsin::probe;
-use tocsin::probe::Secret;
-use tocsin::scheduler::{self, Latest, LiveRunner, Scheduler};
-use tocsin::store::SqliteStore;
-use tocsin::web::api::IncidentApi;
-use tocsin::web::campaigns::CampaignApi;
-use tocsin::web::public::Public;
-use tocsin::web::{self, AppState};
 
 #[derive(Parser)]
 #[command(
@@ -352,390 +336,27 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// What `run` keeps going, and what a reload updates.
-struct Running {
-    path: PathBuf,
-    sched: Scheduler,
-    config: Arc<RwLock<Arc<Config>>>,
-    metrics: Arc<Metrics>,
-    latest: Arc<Latest>,
-    engine: Arc<Mutex<Engine>>,
-    clock: Arc<dyn Clock>,
-    /// Holds the maintenance windows added through the API, kept across reloads.
-    store: Arc<Mutex<SqliteStore>>,
-}
-
+/// `tocsin run`: the App on the production dependencies, SIGHUP to reload, SIGTERM or
+/// Ctrl-C to stop.
 async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let metrics = Arc::new(Metrics::new());
-    metrics.config_loaded(true, clock.now());
-    let latest = Arc::new(Latest::default());
-    let shutdown = CancellationToken::new();
-
-    // Everything that can refuse to start does so before any probe runs.
-    let found = tocsin::campaign::preflight(&config);
-    for w in &found.warnings {
-        tracing::warn!("{w}");
-    }
-    for e in &found.rows {
-        tracing::error!("{e}; this row is left out of campaigns");
-    }
-    if !found.templates.is_empty() {
-        let text: Vec<String> = found.templates.iter().map(|e| e.to_string()).collect();
-        anyhow::bail!(
-            "templates or audiences are not usable (run `tocsin check`):\n{}",
-            text.join("\n")
-        );
-    }
-    let templates = Arc::new(found.loaded.context("templates did not load")?);
-    let listen = config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let db = config.data_dir.join("tocsin.db");
-    let mut opened = SqliteStore::open(&db)?;
-    let signer = Arc::new(Signer::new(&opened.link_key()?));
-    // Maintenance windows added through the API join those of the file.
-    let windows = opened.windows(clock.now())?;
-    let config = config.with_api_windows(windows);
-    let store = Arc::new(Mutex::new(opened));
-    let mailer = Mailer::new(&config.mail, &config.data_dir, &|k| std::env::var(k).ok())?;
-    // Campaigns get their own transport (and connection pool), so staff mail never
-    // waits behind thousands of customer messages.
-    let campaign_mailer = Arc::new(Mailer::new(&config.mail, &config.data_dir, &|k| {
-        std::env::var(k).ok()
-    })?);
-    let sieve_credentials = match &config.autoresponder {
-        Some(a) => Some(
-            tocsin::notify::autoreply::Credentials::from_env(a, &|k| std::env::var(k).ok())
-                .map_err(|e| anyhow::anyhow!(e))?,
-        ),
-        None => None,
-    };
-    let sieve_tls = tocsin::notify::autoreply::tls_config(config.autoresponder.as_ref())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    tocsin::notify::webhook::check_secrets(&config, &|k| std::env::var(k).ok())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let engine = Engine::new(&config, store.clone(), clock.clone())?;
-    let changes = engine.changes.clone();
-    let webhooks_ready = engine.webhooks_ready.clone();
-    let outbox_ready = engine.outbox_ready.clone();
-    let decided = engine.decided.clone();
-    let canary_guard = engine.canary_guard.clone();
-    let engine = Arc::new(Mutex::new(engine));
-
-    let (tx, rx) = mpsc::channel(1024);
-    let (engine_tx, engine_rx) = mpsc::channel(1024);
-    let recorder = tokio::spawn(scheduler::record(
-        rx,
-        metrics.clone(),
-        latest.clone(),
-        Some(engine_tx),
-    ));
-    let engine_task = tokio::spawn(drive_engine(engine.clone(), engine_rx, metrics.clone()));
-    let shared = Arc::new(RwLock::new(Arc::new(config)));
-    let store_for_api = store.clone();
-    let store_for_customer_side = store.clone();
-    let store_for_reload = store.clone();
-    let campaign_ready = Arc::new(tokio::sync::Notify::new());
-    let campaign_ready_for_planner = campaign_ready.clone();
-    let composer = Arc::new(Composer {
-        templates: templates.clone(),
-        signer: signer.clone(),
-        domain: campaign_mailer.from_domain(),
-    });
-    let sender = Sender {
-        store: store.clone(),
-        mailer: campaign_mailer.clone(),
-        composer: composer.clone(),
-        config: shared.clone(),
-        metrics: metrics.clone(),
-        clock: clock.clone(),
-        ready: campaign_ready.clone(),
-        canary_down: canary_guard,
-    };
-    let page_source = PageSource {
-        engine: engine.clone(),
-        store: store.clone(),
-        templates: templates.clone(),
-        config: shared.clone(),
-        clock: clock.clone(),
-    };
-    // One client for tocsin's outgoing webhooks (page publisher and incident receivers).
-    let hooks_http = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            tocsin::probe::tls::client_config_with_roots()
-                .context("cannot set up TLS for webhooks")?,
-        )
-        .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the webhook client")?;
-    let pages = Pages {
-        source: page_source.clone(),
-        metrics: metrics.clone(),
-        ready: decided,
-        http: hooks_http.clone(),
-    };
-    let pages_ready = pages.ready.clone();
-    let dispatcher = Dispatcher {
-        store,
-        mailer,
-        config: shared.clone(),
-        metrics: metrics.clone(),
-        clock: clock.clone(),
-        ready: outbox_ready,
-        signer: signer.clone(),
-        campaign_ready,
-        pages_ready,
-    };
-    let dispatch_stop = CancellationToken::new();
-    let dispatch_task = tokio::spawn(dispatcher.run(dispatch_stop.clone()));
-    let sender_task = tokio::spawn(sender.run(dispatch_stop.clone()));
-    let pages_task = tokio::spawn(pages.run(dispatch_stop.clone()));
-    let autoresponder = tocsin::notify::autoreply::Autoresponder {
-        store: store_for_customer_side.clone(),
-        templates: templates.clone(),
-        config: shared.clone(),
-        clock: clock.clone(),
-        metrics: metrics.clone(),
-        changes: changes.subscribe(),
-        credentials: sieve_credentials,
-        tls: sieve_tls,
-        failures: Default::default(),
-    };
-    let autoresponder_task = tokio::spawn(autoresponder.run(dispatch_stop.clone()));
-    let hotline = tocsin::notify::hotline::Hotline {
-        store: store_for_customer_side.clone(),
-        templates: templates.clone(),
-        config: shared.clone(),
-        clock: clock.clone(),
-        metrics: metrics.clone(),
-        changes: changes.subscribe(),
-        retry: None,
-    };
-    let hotline_task = tokio::spawn(hotline.run(dispatch_stop.clone()));
-    let webhooks = tocsin::notify::webhook::WebhookSender {
-        store: store_for_customer_side.clone(),
-        config: shared.clone(),
-        clock: clock.clone(),
-        metrics: metrics.clone(),
-        ready: webhooks_ready,
-        http: hooks_http,
-    };
-    let webhooks_task = tokio::spawn(webhooks.run(dispatch_stop.clone()));
-    let maintenance_ready = Arc::new(tokio::sync::Notify::new());
-    let planner = tocsin::notify::maintenance::Planner {
-        store: store_for_customer_side.clone(),
-        engine: engine.clone(),
-        config: shared.clone(),
-        clock: clock.clone(),
-        ready: maintenance_ready.clone(),
-        campaign_ready: campaign_ready_for_planner,
-    };
-    let planner_task = tokio::spawn(planner.run(dispatch_stop.clone()));
-
-    let mut sched = Scheduler::new(
-        tx,
-        metrics.clone(),
-        clock.clone(),
-        Arc::new(LiveRunner),
-        shutdown.child_token(),
-    );
-    let current = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let changes = sched.apply(&current);
-    tracing::info!(probes = changes.added.len(), services = current.services.len(), %listen, config = %path.display(), db = %db.display(), "tocsin started");
-
-    let token_env = current.api_token_env.clone();
-    let token = std::env::var(&token_env)
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .map(Secret);
-    if token.is_none() {
-        tracing::warn!(variable = %token_env, "the incident API is disabled until this environment variable holds a token");
-    }
-    let incidents = IncidentApi {
-        engine: engine.clone(),
-        store: store_for_api,
-        token,
-        token_env,
-        clock: clock.clone(),
-        signer,
-    };
-    let maintenance_api = incidents.clone();
-    let public = Public {
-        pages: page_source,
-        signer: incidents.signer.clone(),
-        store: incidents.store.clone(),
-        clock: clock.clone(),
-    };
-    let campaigns = CampaignApi {
-        api: incidents.clone(),
-        composer,
-        mailer: campaign_mailer,
-        config: shared.clone(),
-    };
-    let state = AppState {
-        config: shared.clone(),
-        metrics: metrics.clone(),
-        latest: latest.clone(),
-        clock: clock.clone(),
-        incidents: Some(incidents),
-        campaigns: Some(campaigns),
-        public: Some(public),
-        maintenance: Some(tocsin::web::maintenance::MaintenanceApi {
-            api: maintenance_api,
-            config: shared.clone(),
-            ready: maintenance_ready,
-        }),
-    };
-    let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, web::app(state))
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await
-    });
-
-    let mut running = Running {
-        path: path.to_path_buf(),
-        sched,
-        config: shared,
-        metrics,
-        latest,
-        engine,
-        clock,
-        store: store_for_reload,
-    };
-    signals(&mut running).await?;
-    shutdown.cancel();
-
-    tracing::info!("shutting down: finishing probes in flight");
-    running.sched.stop().await;
-    // The recorder ends when the last probe task is gone, the engine when the recorder is;
-    // every result that came in is decided and stored before the dispatcher stops.
-    let _ = recorder.await;
-    let _ = engine_task.await;
-    dispatch_stop.cancel();
-    let _ = dispatch_task.await;
-    let _ = sender_task.await;
-    let _ = pages_task.await;
-    let _ = autoresponder_task.await;
-    let _ = hotline_task.await;
-    let _ = webhooks_task.await;
-    let _ = planner_task.await;
-    server
-        .await
-        .context("HTTP server task failed")?
-        .context("HTTP server failed")?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Feeds reports to the engine and ticks it every second, until the reports end.
-async fn drive_engine(
-    engine: Arc<Mutex<Engine>>,
-    mut reports: mpsc::Receiver<scheduler::Report>,
-    metrics: Arc<Metrics>,
-) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        let result = tokio::select! {
-            r = reports.recv() => match r {
-                Some(report) => engine.lock().unwrap_or_else(|e| e.into_inner()).report(&report),
-                None => return,
-            },
-            _ = tick.tick() => {
-                let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
-                e.export(&metrics);
-                e.tick()
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "incident engine: the decision could not be stored and will be taken again");
-        }
-    }
-}
-
-/// Waits for SIGHUP (reload) until SIGTERM or Ctrl-C (shutdown).
-async fn signals(running: &mut Running) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    let deps = Deps::production(&config)?;
+    let app = App::build(config, path, deps).await?;
+    let reload = app.reloader();
+    let cancel = CancellationToken::new();
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => reload(running),
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-    }
-}
-
-fn reload(r: &mut Running) {
-    match config::load(&r.path) {
-        Err(errors) => {
-            r.metrics.config_loaded(false, r.clock.now());
-            for e in &errors.0 {
-                tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => reload.reload(),
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
             }
         }
-        Ok(new) => {
-            let stored = r
-                .store
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .windows(r.clock.now());
-            let windows = match stored {
-                Ok(w) => w,
-                Err(e) => {
-                    r.metrics.config_loaded(false, r.clock.now());
-                    tracing::error!(error = %e, "configuration refused: cannot read the maintenance windows; the previous configuration keeps running");
-                    return;
-                }
-            };
-            let new = new.with_api_windows(windows);
-            let found = tocsin::campaign::preflight(&new);
-            if !found.templates.is_empty() {
-                r.metrics.config_loaded(false, r.clock.now());
-                for e in &found.templates {
-                    tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
-                }
-                return;
-            }
-            let old = r.config.read().unwrap_or_else(|e| e.into_inner()).clone();
-            for (what, changed) in [
-                ("listen", new.listen != old.listen),
-                ("data_dir", new.data_dir != old.data_dir),
-                // The login is read from the environment at start-up.
-                (
-                    "autoresponder",
-                    new.autoresponder
-                        .as_ref()
-                        .map(|a| (&a.user_env, &a.password_env))
-                        != old
-                            .autoresponder
-                            .as_ref()
-                            .map(|a| (&a.user_env, &a.password_env)),
-                ),
-            ] {
-                if changed {
-                    tracing::warn!(
-                        key = what,
-                        "this key's change takes effect at the next restart"
-                    );
-                }
-            }
-            let changes = r.sched.apply(&new);
-            for (service, probe) in &changes.removed {
-                r.metrics.forget(service, probe);
-                r.latest.forget(service, probe);
-            }
-            r.engine
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .reconfigure(&new);
-            r.metrics.config_loaded(true, r.clock.now());
-            tracing::info!(added = ?changes.added, changed = ?changes.changed, removed = changes.removed.len(), kept = changes.kept, "configuration reloaded");
-            *r.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
-        }
-    }
+        stop.cancel();
+    });
+    app.run(cancel).await?;
+    Ok(())
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     webhook_pending: IntGauge,
     compensation_missing: IntCounter,
+    task_restarts: IntCounterVec,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -236,6 +237,16 @@ impl Metrics {
                 ]),
             ),
         );
+        let task_restarts = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_task_restarts_total",
+                    "Tasks of the running tocsin restarted after a panic, by task.",
+                ),
+                &["task"],
+            ),
+        );
         let campaign_refused = reg(
             &r,
             IntCounter::new(
@@ -418,6 +429,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_pending,
             compensation_missing,
+            task_restarts,
         }
     }
 
@@ -465,6 +477,11 @@ impl Metrics {
 
     pub fn campaign_send(&self, d: Duration) {
         self.campaign_send.observe(d.as_secs_f64());
+    }
+
+    /// A task panicked and was started again.
+    pub fn task_restarted(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]).inc();
     }
 
     pub fn campaign_refused(&self) {

@@ -295,13 +295,11 @@ impl Latest {
     }
 }
 
-/// Feeds metrics and the latest-result table from the outcome channel until it closes.
-/// (The incident engine will be the next consumer of the same reports.)
 /// Feeds metrics and the latest-result table from the outcome channel until it closes,
 /// logs when a probe starts or stops failing (not on every run), and passes each report on
 /// to `forward` (the incident engine) when given.
 pub async fn record(
-    mut rx: mpsc::Receiver<Report>,
+    rx: &mut mpsc::Receiver<Report>,
     metrics: Arc<Metrics>,
     latest: Arc<Latest>,
     forward: Option<mpsc::Sender<Report>>,

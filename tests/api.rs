@@ -2,7 +2,7 @@
 //! ack, ETA (which can start the customer phase), resolve, and every bad input.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -17,7 +17,7 @@ use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
 use tocsin::probe::{Outcome, Reason, Secret};
 use tocsin::scheduler::{Latest, Report};
-use tocsin::store::SqliteStore;
+use tocsin::store::{SharedStore, SqliteStore};
 use tocsin::web::api::{IncidentApi, parse_eta};
 use tocsin::web::{AppState, app};
 
@@ -42,9 +42,7 @@ struct Fixture {
 fn fixture(token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(YAML, Path::new("api.yaml")).unwrap();
-    let store = Arc::new(Mutex::new(
-        SqliteStore::open(&dir.path().join("t.db")).unwrap(),
-    ));
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     let probe = cfg.probes().next().unwrap().clone();
     for _ in 0..2 {
@@ -64,8 +62,15 @@ fn fixture(token: Option<&str>) -> Fixture {
             })
             .unwrap();
     }
+    let handle = engine.handle();
+    // The engine task, as `tocsin run` has it; this one gets no probe reports.
+    tokio::spawn(async move {
+        let (_reports, mut rx) = tokio::sync::mpsc::channel(1);
+        let drain = tokio_util::sync::CancellationToken::new();
+        engine.run(&mut rx, Arc::new(Metrics::new()), drain).await
+    });
     let incidents = IncidentApi {
-        engine: Arc::new(Mutex::new(engine)),
+        engine: handle,
         store,
         token: token.map(|t| Secret(t.into())),
         token_env: "TOCSIN_API_TOKEN".into(),

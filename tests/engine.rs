@@ -2,7 +2,7 @@
 //! tells staff once that the monitor's own network is down, and holds every incident.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tocsin::clock::SystemClock;
@@ -14,7 +14,7 @@ use tocsin::notify::dispatch::Dispatcher;
 use tocsin::notify::mail::Mailer;
 use tocsin::probe::{Outcome, Reason};
 use tocsin::scheduler::Report;
-use tocsin::store::SqliteStore;
+use tocsin::store::{SharedStore, SqliteStore};
 
 const YAML: &str = "services:
   - id: shop
@@ -70,17 +70,15 @@ fn eml_subjects(dir: &Path) -> Vec<String> {
 async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
-    let store = Arc::new(Mutex::new(
-        SqliteStore::open(&dir.path().join("t.db")).unwrap(),
-    ));
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     let dispatcher = Dispatcher {
         store: store.clone(),
-        mailer: Mailer::new(&cfg.mail, dir.path(), &|_| None).unwrap(),
+        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path(), &|_| None).unwrap()),
         config: Arc::new(RwLock::new(Arc::new(cfg.clone()))),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),
-        ready: engine.outbox_ready.clone(),
+        engine: engine.handle().subscribe(),
         signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
         campaign_ready: Arc::default(),
         pages_ready: Arc::default(),

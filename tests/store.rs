@@ -1,11 +1,23 @@
-//! The SQLite store on real files: state and outbox in one transaction, reopening after a
-//! restart, outbox bookkeeping, and the files it must refuse without touching them.
+//! The store on real files, written against the `Store` trait: state and outbox in one
+//! transaction, reopening after a restart, outbox bookkeeping; and the files the SQLite
+//! backend must refuse without touching them. Every backend runs the trait's tests
+//! (`BACKENDS`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use std::path::Path;
 use tocsin::incident::{Action, Event, Flapping, Level, Policy, ServiceState, StaffMailKind, step};
-use tocsin::store::{SqliteStore, StoreError};
+
+use tocsin::store::{SqliteStore, Store, StoreError};
+
+/// Opens (or reopens, as a restarted process would) a backend's store kept in a directory.
+type Open = fn(&Path) -> Box<dyn Store>;
+
+/// The backends the trait's tests run against.
+const BACKENDS: &[(&str, Open)] = &[("sqlite", |dir| {
+    Box::new(SqliteStore::open(&dir.join("tocsin.db")).unwrap())
+})];
 
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -30,7 +42,7 @@ fn policy() -> Policy {
 }
 
 /// Runs `events` through the machine, committing after each step as the engine will.
-fn drive(store: &mut SqliteStore, state: &mut ServiceState, events: &[(u64, Event)]) {
+fn drive(store: &mut dyn Store, state: &mut ServiceState, events: &[(u64, Event)]) {
     for (secs, e) in events {
         let now = t0() + Duration::from_secs(*secs);
         let (next, actions) = step(state, &policy(), e.clone(), now);
@@ -49,196 +61,204 @@ fn fail() -> Event {
 
 #[test]
 fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("var/tocsin.db");
-    {
-        let mut store = SqliteStore::open(&path).unwrap();
-        let mut state = ServiceState::new();
-        drive(&mut store, &mut state, &[(0, fail()), (30, fail())]);
+    for (backend, open) in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join(backend);
+        {
+            let mut store = open(&home);
+            let mut state = ServiceState::new();
+            drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
+            assert_eq!(
+                store.pending_count().unwrap(),
+                1,
+                "the opening mail is decided"
+            );
+        }
+        // Restart: a new process opens the same file.
+        let mut store = open(&home);
+        let states = store.load().unwrap();
+        let state = &states["shop"];
+        let inc = state.incident.as_ref().expect("still open");
+        assert_eq!(
+            inc.started,
+            t0(),
+            "the outage keeps its age across the restart"
+        );
+        let due = store.due(t0() + Duration::from_secs(31), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(
+            matches!(&due[0].action, Action::MailStaff { kind: StaffMailKind::Opened, to, .. } if to == &vec!["oncall@example.com".to_string()])
+        );
+        store
+            .mark_done(due[0].id, t0() + Duration::from_secs(32))
+            .unwrap();
+        drop(store);
+
+        let store = open(&home);
         assert_eq!(
             store.pending_count().unwrap(),
-            1,
-            "the opening mail is decided"
+            0,
+            "what was done is not done again"
+        );
+        let incidents = store.incidents(true).unwrap();
+        assert_eq!(incidents.len(), 1);
+        assert_eq!(incidents[0].service, "shop");
+        assert_eq!(incidents[0].started, t0());
+        let kinds: Vec<&str> = incidents[0]
+            .timeline
+            .iter()
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["opened", "staff_mail"]);
+        assert_eq!(
+            incidents[0].timeline[0].detail,
+            "home: status 503, expected 200"
         );
     }
-    // Restart: a new process opens the same file.
-    let mut store = SqliteStore::open(&path).unwrap();
-    let states = store.load().unwrap();
-    let state = &states["shop"];
-    let inc = state.incident.as_ref().expect("still open");
-    assert_eq!(
-        inc.started,
-        t0(),
-        "the outage keeps its age across the restart"
-    );
-    let due = store.due(t0() + Duration::from_secs(31), 10).unwrap();
-    assert_eq!(due.len(), 1);
-    assert!(
-        matches!(&due[0].action, Action::MailStaff { kind: StaffMailKind::Opened, to, .. } if to == &vec!["oncall@example.com".to_string()])
-    );
-    store
-        .mark_done(due[0].id, t0() + Duration::from_secs(32))
-        .unwrap();
-    drop(store);
-
-    let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(
-        store.pending_count().unwrap(),
-        0,
-        "what was done is not done again"
-    );
-    let incidents = store.incidents(true).unwrap();
-    assert_eq!(incidents.len(), 1);
-    assert_eq!(incidents[0].service, "shop");
-    assert_eq!(incidents[0].started, t0());
-    let kinds: Vec<&str> = incidents[0]
-        .timeline
-        .iter()
-        .map(|e| e.kind.as_str())
-        .collect();
-    assert_eq!(kinds, ["opened", "staff_mail"]);
-    assert_eq!(
-        incidents[0].timeline[0].detail,
-        "home: status 503, expected 200"
-    );
 }
 
 #[test]
 fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-    let mut state = ServiceState::new();
-    let eta = t0() + Duration::from_secs(5 * 3600);
-    drive(
-        &mut store,
-        &mut state,
-        &[
-            (0, fail()),
-            (30, fail()),
-            (60, Event::Ack { by: "anna".into() }),
-            (
-                90,
-                Event::Eta {
-                    eta,
-                    by: "anna".into(),
-                },
-            ),
-            (
-                120,
-                Event::Probe {
-                    probe: "home".into(),
-                    ok: true,
-                    reason: None,
-                },
-            ),
-        ],
-    );
-    let inc = &store.incidents(false).unwrap()[0];
-    assert_eq!(inc.acked_by.as_deref(), Some("anna"));
-    assert_eq!(inc.eta, Some(eta));
-    assert!(inc.customer_phase);
-    assert_eq!(inc.ended, Some(t0() + Duration::from_secs(120)));
-    let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "opened",
-            "staff_mail",
-            "acknowledged",
-            "eta",
-            "customer_phase",
-            "resolved"
-        ]
-    );
-    let due = store.due(t0() + Duration::from_secs(200), 10).unwrap();
-    let actions: Vec<&str> = due
-        .iter()
-        .map(|i| match i.action {
-            Action::MailStaff { .. } => "staff",
-            Action::CustomerPhase { .. } => "customers",
-            Action::Resolve { .. } => "resolve",
-            _ => "other",
-        })
-        .collect();
-    assert_eq!(actions, ["staff", "customers", "resolve"]);
-    assert!(store.incidents(true).unwrap().is_empty());
+    for (_, open) in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut state = ServiceState::new();
+        let eta = t0() + Duration::from_secs(5 * 3600);
+        drive(
+            &mut *store,
+            &mut state,
+            &[
+                (0, fail()),
+                (30, fail()),
+                (60, Event::Ack { by: "anna".into() }),
+                (
+                    90,
+                    Event::Eta {
+                        eta,
+                        by: "anna".into(),
+                    },
+                ),
+                (
+                    120,
+                    Event::Probe {
+                        probe: "home".into(),
+                        ok: true,
+                        reason: None,
+                    },
+                ),
+            ],
+        );
+        let inc = &store.incidents(false).unwrap()[0];
+        assert_eq!(inc.acked_by.as_deref(), Some("anna"));
+        assert_eq!(inc.eta, Some(eta));
+        assert!(inc.customer_phase);
+        assert_eq!(inc.ended, Some(t0() + Duration::from_secs(120)));
+        let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "opened",
+                "staff_mail",
+                "acknowledged",
+                "eta",
+                "customer_phase",
+                "resolved"
+            ]
+        );
+        let due = store.due(t0() + Duration::from_secs(200), 10).unwrap();
+        let actions: Vec<&str> = due
+            .iter()
+            .map(|i| match i.action {
+                Action::MailStaff { .. } => "staff",
+                Action::CustomerPhase { .. } => "customers",
+                Action::Resolve { .. } => "resolve",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(actions, ["staff", "customers", "resolve"]);
+        assert!(store.incidents(true).unwrap().is_empty());
+    }
 }
 
 #[test]
 fn retries_wait_and_permanent_failures_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-    let mut state = ServiceState::new();
-    drive(&mut store, &mut state, &[(0, fail()), (30, fail())]);
-    let id = store.due(t0() + Duration::from_secs(30), 10).unwrap()[0].id;
-    store
-        .mark_retry(id, "421 try later", t0() + Duration::from_secs(90))
-        .unwrap();
-    assert!(
+    for (_, open) in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut state = ServiceState::new();
+        drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
+        let id = store.due(t0() + Duration::from_secs(30), 10).unwrap()[0].id;
         store
-            .due(t0() + Duration::from_secs(60), 10)
-            .unwrap()
-            .is_empty(),
-        "not before its retry time"
-    );
-    let again = store.due(t0() + Duration::from_secs(90), 10).unwrap();
-    assert_eq!(again[0].attempts, 1);
-    store
-        .mark_failed(id, "550 no such user", t0() + Duration::from_secs(91))
-        .unwrap();
-    assert!(
+            .mark_retry(id, "421 try later", t0() + Duration::from_secs(90))
+            .unwrap();
+        assert!(
+            store
+                .due(t0() + Duration::from_secs(60), 10)
+                .unwrap()
+                .is_empty(),
+            "not before its retry time"
+        );
+        let again = store.due(t0() + Duration::from_secs(90), 10).unwrap();
+        assert_eq!(again[0].attempts, 1);
         store
-            .due(t0() + Duration::from_secs(9999), 10)
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.pending_count().unwrap(), 0);
-    let timeline = &store.incidents(false).unwrap()[0].timeline;
-    let last = timeline.last().unwrap();
-    assert_eq!(
-        (last.kind.as_str(), last.detail.as_str()),
-        ("delivery_failed", "550 no such user"),
-        "visible in the API"
-    );
+            .mark_failed(id, "550 no such user", t0() + Duration::from_secs(91))
+            .unwrap();
+        assert!(
+            store
+                .due(t0() + Duration::from_secs(9999), 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.pending_count().unwrap(), 0);
+        let timeline = &store.incidents(false).unwrap()[0].timeline;
+        let last = timeline.last().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.detail.as_str()),
+            ("delivery_failed", "550 no such user"),
+            "visible in the API"
+        );
+    }
 }
 
 #[test]
 fn a_failing_commit_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-    let mut state = ServiceState::new();
-    drive(&mut store, &mut state, &[(0, fail()), (30, fail())]);
-    // Opening incident 1 again breaks the (service, seq) uniqueness half-way through.
-    let mut other = state.clone();
-    other.next_id = 99;
-    let dup = vec![
-        Action::MailStaff {
-            id: None,
-            kind: StaffMailKind::Flapping,
-            level: 0,
-            to: vec!["x@example.com".into()],
-        },
-        Action::Open {
-            id: 1,
-            started: t0(),
-            reasons: BTreeMap::new(),
-        },
-    ];
-    assert!(
-        store
-            .commit("shop", &other, &dup, t0() + Duration::from_secs(40))
-            .is_err()
-    );
-    assert_eq!(
-        store.load().unwrap()["shop"].next_id,
-        state.next_id,
-        "the state was not saved"
-    );
-    assert_eq!(
-        store.pending_count().unwrap(),
-        1,
-        "the first action's outbox row was rolled back"
-    );
+    for (_, open) in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut state = ServiceState::new();
+        drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
+        // Opening incident 1 again breaks the (service, seq) uniqueness half-way through.
+        let mut other = state.clone();
+        other.next_id = 99;
+        let dup = vec![
+            Action::MailStaff {
+                id: None,
+                kind: StaffMailKind::Flapping,
+                level: 0,
+                to: vec!["x@example.com".into()],
+            },
+            Action::Open {
+                id: 1,
+                started: t0(),
+                reasons: BTreeMap::new(),
+            },
+        ];
+        assert!(
+            store
+                .commit("shop", &other, &dup, t0() + Duration::from_secs(40))
+                .is_err()
+        );
+        assert_eq!(
+            store.load().unwrap()["shop"].next_id,
+            state.next_id,
+            "the state was not saved"
+        );
+        assert_eq!(
+            store.pending_count().unwrap(),
+            1,
+            "the first action's outbox row was rolled back"
+        );
+    }
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::links::Signer;
 use crate::notify::mail::Outgoing;
 use crate::notify::templates::{Templates, duration_text, local_clock, local_time, val};
 use crate::store::{
-    CampaignInfo, CampaignKind, NewRecipient, OutboxItem, RecipientJob, SqliteStore, StoreError,
+    CampaignInfo, CampaignKind, NewRecipient, OutboxItem, RecipientJob, Store, StoreError,
 };
 
 /// Why a campaign could not be planned.
@@ -54,7 +54,7 @@ pub enum Planned {
 /// Turns the customer-side part of an outbox item into a campaign. Idempotent: the same
 /// item planned twice gives the same campaign.
 pub fn plan(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     config: &Config,
     item: &OutboxItem,
     now: SystemTime,
@@ -144,7 +144,7 @@ pub fn plan(
 /// The code pool a recovery earns: the service's codes file (its codes loaded into the
 /// store) when the outage lasted at least `compensation.after`.
 fn compensation_pool(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     config: &Config,
     item: &OutboxItem,
 ) -> Result<Option<String>, PlanError> {

@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,17 +19,18 @@ use tokio_util::sync::CancellationToken;
 use super::Composer;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::lock;
+use crate::engine::Handle;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::backoff;
 use crate::notify::mail::{MailError, Mailer, Session};
-use crate::store::{CampaignInfo, CampaignKind, RecipientJob, SendResult, SqliteStore};
+use crate::store::{CampaignInfo, CampaignKind, RecipientJob, SendResult, SharedStore};
 
 const BATCH: usize = 512;
 const IDLE: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub struct Sender {
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub store: SharedStore,
     pub mailer: Arc<Mailer>,
     pub composer: Arc<Composer>,
     pub config: Arc<RwLock<Arc<Config>>>,
@@ -38,8 +38,8 @@ pub struct Sender {
     pub clock: Arc<dyn Clock>,
     /// Woken when a campaign is created.
     pub ready: Arc<Notify>,
-    /// True while every canary fails: nothing new goes out.
-    pub canary_down: Arc<AtomicBool>,
+    /// The engine: while its canary guard holds, nothing is sent.
+    pub engine: Handle,
 }
 
 impl Sender {
@@ -75,7 +75,7 @@ impl Sender {
         let mut after = 0i64;
         let mut last_pause_log = None::<Instant>;
         'outer: while !cancel.is_cancelled() {
-            if self.canary_down.load(Ordering::Relaxed) {
+            if self.engine.snapshot().canary_down {
                 if last_pause_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                     tracing::warn!(
                         "campaigns paused: every canary fails (the monitor's own network is down)"
@@ -92,7 +92,7 @@ impl Sender {
             // writer records a result and forgets its id in one critical section, so a row
             // is never seen pending after its send was recorded (no double send).
             let fetched = {
-                let store = lock(&self.store);
+                let store = self.store.lock();
                 store.due_recipients(now, after, BATCH).map(|jobs| {
                     let last = jobs.last().map(|j| j.id);
                     let flying = in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -137,12 +137,12 @@ impl Sender {
             let config = self.config();
             let mut infos: HashMap<i64, Option<CampaignInfo>> = HashMap::new();
             for job in jobs {
-                if self.canary_down.load(Ordering::Relaxed) {
+                if self.engine.snapshot().canary_down {
                     continue 'outer;
                 }
                 let info = infos
                     .entry(job.campaign)
-                    .or_insert_with(|| lock(&self.store).campaign_info(job.campaign).ok().flatten())
+                    .or_insert_with(|| self.store.lock().campaign_info(job.campaign).ok().flatten())
                     .clone();
                 tokio::select! {
                     _ = cancel.cancelled() => break 'outer,
@@ -258,7 +258,7 @@ async fn work(
 /// Commits results as they arrive: whatever has queued up goes in one transaction.
 async fn write_results(
     mut rx: mpsc::UnboundedReceiver<SendResult>,
-    store: Arc<Mutex<SqliteStore>>,
+    store: SharedStore,
     metrics: Arc<Metrics>,
     in_flight: Arc<Mutex<HashSet<i64>>>,
 ) {
@@ -278,7 +278,7 @@ async fn write_results(
             .count();
         loop {
             let recorded = {
-                let mut st = lock(&store);
+                let mut st = store.lock();
                 let r = st.record_sends(&batch);
                 if r.is_ok() {
                     let mut f = in_flight.lock().unwrap_or_else(|e| e.into_inner());
@@ -310,13 +310,13 @@ async fn write_results(
             last_warning = Instant::now();
         }
         if last_counts.elapsed() >= Duration::from_secs(1) || rx.is_empty() {
-            if let Ok(c) = lock(&store).recipient_counts() {
+            if let Ok(c) = store.lock().recipient_counts() {
                 metrics.campaign_recipients(&c);
             }
             last_counts = Instant::now();
         }
     }
-    if let Ok(c) = lock(&store).recipient_counts() {
+    if let Ok(c) = store.lock().recipient_counts() {
         metrics.campaign_recipients(&c);
     }
 }

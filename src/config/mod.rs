@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
+use crate::incident::{Flapping, Level as PolicyLevel, Policy, WebhookEvent, Window};
 use crate::probe::Check;
 use locate::{Locations, Path, Pos, Seg};
 
@@ -72,8 +73,8 @@ pub struct Config {
 pub struct IncidentWebhook {
     pub url: url::Url,
     pub secret_env: String,
-    /// Event names sent; every one of [`crate::incident::WEBHOOK_EVENTS`] by default.
-    pub events: Vec<String>,
+    /// Events sent; every one of [`WebhookEvent::ALL`] by default.
+    pub events: Vec<WebhookEvent>,
 }
 
 /// The mailbox autoresponder (Sieve vacation over ManageSieve).
@@ -244,6 +245,45 @@ impl Maintenance {
 }
 
 impl Config {
+    /// The incident policy of `service` under this config.
+    pub fn policy(&self, service: &Service) -> Policy {
+        let config = self;
+        let levels = service
+            .escalation
+            .as_ref()
+            .and_then(|name| config.escalation.get(name))
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| PolicyLevel {
+                        after: l.after,
+                        to: l.to.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let maintenance = config
+            .maintenance
+            .iter()
+            .filter(|m| m.service == service.id)
+            .map(|m| Window {
+                start: m.start,
+                end: m.start + m.duration,
+            })
+            .collect();
+        Policy {
+            service: service.id.clone(),
+            probes: service.probes.iter().map(|p| p.name.clone()).collect(),
+            failure_threshold: service.failure_threshold,
+            success_threshold: service.success_threshold,
+            customer_threshold: service.customer_threshold,
+            update_every: config.campaigns.update_every,
+            next_update: config.campaigns.next_update,
+            levels,
+            maintenance,
+            flapping: Flapping::default(),
+        }
+    }
+
     /// This config with the maintenance windows added through the API (`windows`, from
     /// the store) in place of any it had before.
     pub fn with_api_windows(mut self, windows: Vec<Maintenance>) -> Config {

@@ -16,12 +16,14 @@ use super::{
     Audience, Autoresponder, Campaigns, Company, Compensation, Config, Diag, Dkim, Hotline,
     IncidentWebhook, Level, Mail, Maintenance, Module, Probe, Service, Webhook, nearest,
 };
+use crate::incident::WebhookEvent;
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 use crate::probe::{
     Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, Secret, StatusSet, TcpCheck,
     TlsOptions,
 };
+pub use crate::text::email::valid_email;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9778";
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -465,7 +467,10 @@ pub(super) fn resolve(
 
 fn resolve_incident_webhooks(cx: &mut Ctx, raw: &[RawIncidentWebhook]) -> Vec<IncidentWebhook> {
     let wp = Path::root().key("webhooks");
-    let known = crate::incident::WEBHOOK_EVENTS;
+    let known: Vec<String> = WebhookEvent::ALL
+        .iter()
+        .map(|e| e.as_str().to_string())
+        .collect();
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, w) in raw.iter().enumerate() {
@@ -484,7 +489,7 @@ fn resolve_incident_webhooks(cx: &mut Ctx, raw: &[RawIncidentWebhook]) -> Vec<In
             cx.err(&p.key("secret_env"), format!("`secret_env` names an environment variable holding the signing key (such as WEBHOOK_SECRET), not `{}`", w.secret_env));
         }
         let events = match &w.events {
-            None => known.iter().map(|e| e.to_string()).collect(),
+            None => WebhookEvent::ALL.to_vec(),
             Some(list) => {
                 if list.is_empty() {
                     cx.err(
@@ -492,19 +497,22 @@ fn resolve_incident_webhooks(cx: &mut Ctx, raw: &[RawIncidentWebhook]) -> Vec<In
                         "`events` is empty: leave it out to send every event",
                     );
                 }
+                let mut events = Vec::new();
                 for (j, e) in list.iter().enumerate() {
-                    if !known.contains(&e.as_str()) {
-                        let names: Vec<String> = known.iter().map(|k| k.to_string()).collect();
-                        let hint = nearest(e, &names)
-                            .map(|n| format!(", did you mean `{n}`?"))
-                            .unwrap_or_else(|| format!(" (events: {})", known.join(", ")));
-                        cx.err(
-                            &p.key("events").index(j),
-                            format!("unknown event `{e}`{hint}"),
-                        );
+                    match WebhookEvent::parse(e) {
+                        Some(ev) => events.push(ev),
+                        None => {
+                            let hint = nearest(e, &known)
+                                .map(|n| format!(", did you mean `{n}`?"))
+                                .unwrap_or_else(|| format!(" (events: {})", known.join(", ")));
+                            cx.err(
+                                &p.key("events").index(j),
+                                format!("unknown event `{e}`{hint}"),
+                            );
+                        }
                     }
                 }
-                list.clone()
+                events
             }
         };
         if let Some(url) = url {
@@ -1488,24 +1496,6 @@ fn resolve_escalation(
         out.insert(name.clone(), resolved);
     }
     out
-}
-
-/// A plain `local@domain` check; the mail issue's transport validates the rest.
-pub fn valid_email(s: &str) -> bool {
-    let addr = match (s.rfind('<'), s.ends_with('>')) {
-        (Some(i), true) => &s[i + 1..s.len() - 1],
-        _ => s,
-    };
-    match addr.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !addr.contains(char::is_whitespace)
-        }
-        None => false,
-    }
 }
 
 fn resolve_audiences(

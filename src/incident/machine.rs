@@ -182,36 +182,78 @@ pub enum Action {
     },
 }
 
-/// The names of the transitions told to incident webhooks, in the order they happen.
-pub const WEBHOOK_EVENTS: [&str; 9] = [
-    "opened",
-    "escalated",
-    "acknowledged",
-    "eta",
-    "customer_phase",
-    "customer_update",
-    "resolved",
-    "flapping",
-    "monitor_down",
-];
+/// A transition told to incident webhooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WebhookEvent {
+    Opened,
+    Escalated,
+    Acknowledged,
+    Eta,
+    CustomerPhase,
+    CustomerUpdate,
+    Resolved,
+    Flapping,
+    MonitorDown,
+}
+
+impl WebhookEvent {
+    /// Every event, in the order they happen.
+    pub const ALL: [WebhookEvent; 9] = [
+        WebhookEvent::Opened,
+        WebhookEvent::Escalated,
+        WebhookEvent::Acknowledged,
+        WebhookEvent::Eta,
+        WebhookEvent::CustomerPhase,
+        WebhookEvent::CustomerUpdate,
+        WebhookEvent::Resolved,
+        WebhookEvent::Flapping,
+        WebhookEvent::MonitorDown,
+    ];
+
+    /// The event's name in `probes.yaml` and in the webhook body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::Opened => "opened",
+            WebhookEvent::Escalated => "escalated",
+            WebhookEvent::Acknowledged => "acknowledged",
+            WebhookEvent::Eta => "eta",
+            WebhookEvent::CustomerPhase => "customer_phase",
+            WebhookEvent::CustomerUpdate => "customer_update",
+            WebhookEvent::Resolved => "resolved",
+            WebhookEvent::Flapping => "flapping",
+            WebhookEvent::MonitorDown => "monitor_down",
+        }
+    }
+
+    /// The event named `name`, if there is one.
+    pub fn parse(name: &str) -> Option<WebhookEvent> {
+        WebhookEvent::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for WebhookEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl Action {
     /// The transition this action is, for webhooks; `None` for the staff mail that
     /// accompanies an opening (the opening itself is the event).
-    pub fn event(&self) -> Option<&'static str> {
+    pub fn event(&self) -> Option<WebhookEvent> {
         Some(match self {
-            Action::Open { .. } => "opened",
+            Action::Open { .. } => WebhookEvent::Opened,
             Action::MailStaff { kind, .. } => match kind {
                 StaffMailKind::Opened => return None,
-                StaffMailKind::Escalated => "escalated",
-                StaffMailKind::Flapping => "flapping",
-                StaffMailKind::MonitorDown => "monitor_down",
+                StaffMailKind::Escalated => WebhookEvent::Escalated,
+                StaffMailKind::Flapping => WebhookEvent::Flapping,
+                StaffMailKind::MonitorDown => WebhookEvent::MonitorDown,
             },
-            Action::Acknowledged { .. } => "acknowledged",
-            Action::EtaSet { .. } => "eta",
-            Action::CustomerPhase { .. } => "customer_phase",
-            Action::CustomerUpdate { .. } => "customer_update",
-            Action::Resolve { .. } => "resolved",
+            Action::Acknowledged { .. } => WebhookEvent::Acknowledged,
+            Action::EtaSet { .. } => WebhookEvent::Eta,
+            Action::CustomerPhase { .. } => WebhookEvent::CustomerPhase,
+            Action::CustomerUpdate { .. } => WebhookEvent::CustomerUpdate,
+            Action::Resolve { .. } => WebhookEvent::Resolved,
         })
     }
 }

@@ -9,6 +9,6 @@ pub mod machine;
 pub mod policy;
 
 pub use machine::{
-    Action, Event, Incident, ServiceState, StaffMailKind, Status, WEBHOOK_EVENTS, step,
+    Action, Event, Incident, ServiceState, StaffMailKind, Status, WebhookEvent, step,
 };
 pub use policy::{Flapping, Level, Policy, Window};

@@ -1,8 +1,7 @@
-//! The rules one service's incidents follow, resolved from the config.
+//! The rules one service's incidents follow. The config builds them
+//! (`Config::policy`); this room knows nothing of the config file.
 
 use std::time::{Duration, SystemTime};
-
-use crate::config::{Config, Service};
 
 /// An escalation level: who is mailed once the incident is `after` old and still not
 /// acknowledged.
@@ -66,44 +65,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy of `service` under `config`.
-    pub fn of(config: &Config, service: &Service) -> Policy {
-        let levels = service
-            .escalation
-            .as_ref()
-            .and_then(|name| config.escalation.get(name))
-            .map(|ls| {
-                ls.iter()
-                    .map(|l| Level {
-                        after: l.after,
-                        to: l.to.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let maintenance = config
-            .maintenance
-            .iter()
-            .filter(|m| m.service == service.id)
-            .map(|m| Window {
-                start: m.start,
-                end: m.start + m.duration,
-            })
-            .collect();
-        Policy {
-            service: service.id.clone(),
-            probes: service.probes.iter().map(|p| p.name.clone()).collect(),
-            failure_threshold: service.failure_threshold,
-            success_threshold: service.success_threshold,
-            customer_threshold: service.customer_threshold,
-            update_every: config.campaigns.update_every,
-            next_update: config.campaigns.next_update,
-            levels,
-            maintenance,
-            flapping: Flapping::default(),
-        }
-    }
-
     /// The window in force at `t`, if any.
     pub fn window_at(&self, t: SystemTime) -> Option<Window> {
         self.maintenance.iter().copied().find(|w| w.contains(t))

@@ -11,7 +11,7 @@
 //! autoresponder.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -22,9 +22,9 @@ use super::sieve::{Endpoint, Session, SieveError, sieve_string};
 use super::templates::{Templates, outages_context};
 use crate::clock::Clock;
 use crate::config::{self, Config};
-use crate::engine::lock;
+use crate::engine::Snapshot;
 use crate::metrics::Metrics;
-use crate::store::{IncidentRecord, SqliteStore};
+use crate::store::{IncidentRecord, SharedStore};
 
 const PERIOD: Duration = Duration::from_secs(10);
 
@@ -110,13 +110,15 @@ pub fn script(
     Ok((text, hash))
 }
 
+#[derive(Clone)]
 pub struct Autoresponder {
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub store: SharedStore,
     pub templates: Arc<Templates>,
     pub config: Arc<RwLock<Arc<Config>>>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    pub changes: watch::Receiver<u64>,
+    /// The engine's snapshot: each decision may change what is to be installed.
+    pub changes: watch::Receiver<Arc<Snapshot>>,
     pub credentials: Option<Credentials>,
     pub tls: Arc<rustls::ClientConfig>,
     pub failures: Failures,
@@ -124,7 +126,7 @@ pub struct Autoresponder {
 
 /// Per mailbox: failures in a row, when to try again, and the last error logged (so a
 /// lasting failure is logged once, not every pass).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Failures {
     retry: BTreeMap<String, (u32, Instant)>,
     last_error: BTreeMap<String, String>,
@@ -188,7 +190,7 @@ impl Autoresponder {
         let config = self.config();
         let now = self.clock.now();
         let (open, records) = {
-            let st = lock(&self.store);
+            let st = self.store.lock();
             match (st.customer_phase_open(), st.autoresponders()) {
                 (Ok(o), Ok(r)) => (o, r),
                 (Err(e), _) | (_, Err(e)) => {
@@ -244,7 +246,9 @@ impl Autoresponder {
                     self.failures.retry.remove(&mailbox);
                     self.failures.last_error.remove(&mailbox);
                     if changed {
-                        let n = lock(&self.store)
+                        let n = self
+                            .store
+                            .lock()
                             .autoresponders()
                             .map(|r| r.iter().filter(|r| r.script_hash.is_some()).count())
                             .unwrap_or(0);
@@ -272,7 +276,7 @@ impl Autoresponder {
             let what = if switching_on { "switch on" } else { "remove" };
             tracing::error!(mailbox = %shown(mailbox, c), error = %text, retry_in = ?wait, "autoresponder: cannot {what} the outage autoresponder");
             let detail = format!("autoresponder for {}: {text}", shown(mailbox, c));
-            if let Err(e) = lock(&self.store).note_customer_phase(
+            if let Err(e) = self.store.lock().note_customer_phase(
                 "autoresponder_failed",
                 &detail,
                 self.clock.now(),
@@ -315,7 +319,8 @@ impl Autoresponder {
                 let active = s.active().await?;
                 // tocsin's own script active without a record cannot be the previous one.
                 let previous = active.filter(|n| *n != a.script);
-                lock(&self.store)
+                self.store
+                    .lock()
                     .autoresponder_previous(mailbox, previous.as_deref(), now)
                     .map_err(|e| {
                         SieveError::Protocol(format!("cannot record the previous script: {e}"))
@@ -331,7 +336,8 @@ impl Autoresponder {
         s.check(&text).await?;
         s.put(&a.script, &text).await?;
         s.set_active(Some(&a.script)).await?;
-        lock(&self.store)
+        self.store
+            .lock()
             .autoresponder_installed(mailbox, &hash, now)
             .map_err(|e| {
                 SieveError::Protocol(format!("cannot record the installed script: {e}"))
@@ -362,7 +368,8 @@ impl Autoresponder {
         if scripts.iter().any(|x| x.name == a.script) {
             s.delete(&a.script).await?;
         }
-        lock(&self.store)
+        self.store
+            .lock()
             .autoresponder_removed(mailbox)
             .map_err(|e| SieveError::Protocol(format!("cannot record the removal: {e}")))?;
         s.logout().await;

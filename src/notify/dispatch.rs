@@ -2,19 +2,19 @@
 //! done, to be retried (transient failure, with backoff) or failed (permanent). A crash
 //! between sending and marking can repeat one message; nothing is lost.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::campaign::{self, PlanError, Planned};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::lock;
-use crate::incident::{Action, Policy, StaffMailKind};
+use crate::engine::Snapshot;
+use crate::incident::{Action, StaffMailKind};
 use crate::metrics::Metrics;
-use crate::store::{OutboxItem, SqliteStore};
+use crate::store::{OutboxItem, SharedStore};
 
 use super::mail::{MailError, Mailer};
 use super::staff::{ActionLinks, StaffNotice, render, render_notice};
@@ -23,13 +23,15 @@ use crate::links::{Link, LinkAction, Signer, expiry};
 const BATCH: usize = 50;
 const IDLE: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub struct Dispatcher {
-    pub store: Arc<Mutex<SqliteStore>>,
-    pub mailer: Mailer,
+    pub store: SharedStore,
+    pub mailer: Arc<Mailer>,
     pub config: Arc<RwLock<Arc<Config>>>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
-    pub ready: Arc<Notify>,
+    /// The engine's snapshot: a new decision may have queued work.
+    pub engine: watch::Receiver<Arc<Snapshot>>,
     /// Signs the ack and ETA links in staff mails.
     pub signer: Arc<Signer>,
     /// Woken when a campaign is created.
@@ -45,12 +47,12 @@ pub fn backoff(attempts: u32) -> Duration {
 
 impl Dispatcher {
     /// Runs until `cancel`; the item in hand is finished first.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(mut self, cancel: CancellationToken) {
         loop {
             if let Err(e) = self.drain().await {
                 tracing::error!(error = %e, "outbox: cannot read the store");
             }
-            if !super::pause(&cancel, &self.ready, IDLE).await {
+            if !super::pause(&cancel, &mut self.engine, None, IDLE).await {
                 return;
             }
         }
@@ -59,7 +61,7 @@ impl Dispatcher {
     /// Carries out every action due now.
     pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
         loop {
-            let due = lock(&self.store).due(self.clock.now(), BATCH)?;
+            let due = self.store.lock().due(self.clock.now(), BATCH)?;
             if due.is_empty() {
                 break;
             }
@@ -68,7 +70,7 @@ impl Dispatcher {
             }
         }
         self.metrics
-            .outbox_pending(lock(&self.store).pending_count()?);
+            .outbox_pending(self.store.lock().pending_count()?);
         Ok(())
     }
 
@@ -89,7 +91,7 @@ impl Dispatcher {
                 }
         ) {
             self.pages_ready.notify_one();
-            let planned = campaign::plan(&mut lock(&self.store), &config, &item, now);
+            let planned = campaign::plan(&mut **self.store.lock(), &config, &item, now);
             match planned {
                 Ok(Planned::Campaign(id)) => {
                     tracing::info!(service = %item.service, campaign = id, "customer campaign ready");
@@ -105,13 +107,13 @@ impl Dispatcher {
                 Err(PlanError::Transient(e)) => {
                     let retry = backoff(item.attempts);
                     tracing::error!(service = %item.service, error = %e, retry_in = ?retry, "customer campaign cannot be planned yet");
-                    return lock(&self.store).mark_retry(item.id, &e, now + retry);
+                    return self.store.lock().mark_retry(item.id, &e, now + retry);
                 }
                 Err(PlanError::Refused(e)) => {
                     self.metrics.campaign_refused();
                     tracing::error!(service = %item.service, error = %e, "customer campaign refused");
                     if !matches!(item.action, Action::Resolve { .. }) {
-                        return lock(&self.store).mark_failed(item.id, &e, now);
+                        return self.store.lock().mark_failed(item.id, &e, now);
                     }
                 }
             }
@@ -121,7 +123,7 @@ impl Dispatcher {
             None => {
                 // Nothing for staff (customer-side actions, a resolution nobody was
                 // mailed about): recorded, and done as far as this dispatcher goes.
-                lock(&self.store).mark_done(item.id, now)?;
+                self.store.lock().mark_done(item.id, now)?;
                 return Ok(());
             }
         };
@@ -130,18 +132,20 @@ impl Dispatcher {
             Ok(()) => {
                 self.metrics.mail_sent(kind);
                 tracing::info!(service = %item.service, kind, to = %outgoing.to.join(", "), "staff mail sent");
-                lock(&self.store).mark_done(item.id, self.clock.now())
+                self.store.lock().mark_done(item.id, self.clock.now())
             }
             Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
                 self.metrics.mail_failed(kind);
                 let retry = backoff(item.attempts);
                 tracing::warn!(service = %item.service, kind, error = %e, retry_in = ?retry, "staff mail failed; will retry");
-                lock(&self.store).mark_retry(item.id, &e, self.clock.now() + retry)
+                self.store
+                    .lock()
+                    .mark_retry(item.id, &e, self.clock.now() + retry)
             }
             Err(MailError::Permanent(e)) => {
                 self.metrics.mail_failed(kind);
                 tracing::error!(service = %item.service, kind, error = %e, "staff mail failed permanently");
-                lock(&self.store).mark_failed(item.id, &e, self.clock.now())
+                self.store.lock().mark_failed(item.id, &e, self.clock.now())
             }
         }
     }
@@ -165,7 +169,11 @@ impl Dispatcher {
             "{missing} recovery mail(s) of campaign {campaign} go out without a compensation code: the codes in {} ran out; add codes to the file",
             pool.display()
         );
-        if !lock(&self.store).note_once(incident, "compensation_short", &detail, now)? {
+        if !self
+            .store
+            .lock()
+            .note_once(incident, "compensation_short", &detail, now)?
+        {
             return Ok(());
         }
         self.metrics.compensation_missing(missing);
@@ -178,7 +186,7 @@ impl Dispatcher {
         };
         if to.is_empty() {
             to = service
-                .map(|s| Policy::of(config, s))
+                .map(|s| config.policy(s))
                 .and_then(|p| p.levels.first().map(|l| l.to.clone()))
                 .unwrap_or_default();
         }
@@ -191,7 +199,7 @@ impl Dispatcher {
         let mail = super::mail::Outgoing {
             to,
             subject: format!("[tocsin] {name}: compensation codes ran out"),
-            html: format!("<pre>{}</pre>", html_escape(&text)),
+            html: format!("<pre>{}</pre>", crate::text::html::escape(&text)),
             text,
             headers: vec![("Auto-Submitted", "auto-generated".into())],
             message_id: None,
@@ -233,8 +241,8 @@ impl Dispatcher {
             ));
         }
         let service = config.services.iter().find(|s| s.id == item.service)?;
-        let policy = Policy::of(config, service);
-        let incident = lock(&self.store).incident(item.incident?).ok()??;
+        let policy = config.policy(service);
+        let incident = self.store.lock().incident(item.incident?).ok()??;
         let now = self.clock.now();
         match &item.action {
             Action::MailStaff {
@@ -295,11 +303,4 @@ impl Dispatcher {
             _ => None,
         }
     }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -25,9 +25,10 @@ use super::pages::write_if_changed;
 use super::templates::{Templates, outages_context};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::lock;
+use crate::engine::Snapshot;
 use crate::metrics::Metrics;
-use crate::store::{IncidentRecord, SqliteStore};
+use crate::store::{IncidentRecord, SharedStore};
+use crate::text::time::rfc3339;
 
 const PERIOD: Duration = Duration::from_secs(10);
 const DELIVERED: &str = ".delivered";
@@ -57,18 +58,16 @@ pub struct HookIncident {
     pub next_update: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct Hotline {
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub store: SharedStore,
     pub templates: Arc<Templates>,
     pub config: Arc<RwLock<Arc<Config>>>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    pub changes: watch::Receiver<u64>,
+    /// The engine's snapshot: each decision may change what is to be installed.
+    pub changes: watch::Receiver<Arc<Snapshot>>,
     pub retry: Option<(u32, Instant)>,
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 impl Hotline {
@@ -121,7 +120,9 @@ impl Hotline {
         let config = self.config();
         let dir = &config.hotline.dir;
         let now = self.clock.now();
-        let open = lock(&self.store)
+        let open = self
+            .store
+            .lock()
             .customer_phase_open()
             .map_err(|e| e.to_string())?;
         let texts = if open.is_empty() {
@@ -213,7 +214,7 @@ impl Hotline {
                 self.retry = Some((attempts + 1, Instant::now() + wait));
                 tracing::error!(event, error = %e, retry_in = ?wait, "hotline hook failed");
                 if event != "withdrawn" {
-                    let _ = lock(&self.store).note_customer_phase(
+                    let _ = self.store.lock().note_customer_phase(
                         "hotline_failed",
                         &format!("hotline hook ({event}): {e}"),
                         now,

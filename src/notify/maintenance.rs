@@ -9,7 +9,7 @@
 //! sends one twice. Offsets that fall due together (a window added an hour before it
 //! starts, with `announce_before: [48h, 1h]`) give one notice, the latest.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -18,18 +18,19 @@ use tokio_util::sync::CancellationToken;
 use crate::audience;
 use crate::clock::Clock;
 use crate::config::{Config, Maintenance};
-use crate::engine::{Engine, lock};
+use crate::engine::Handle;
 use crate::incident::Status;
-use crate::store::{NewRecipient, Notice, SqliteStore};
+use crate::store::{NewRecipient, Notice, SharedStore};
 
 const PERIOD: Duration = Duration::from_secs(10);
 /// A window that ended longer ago than this gets no completion notice (tocsin was down
 /// at the time; "complete" would be news from yesterday).
 const STALE: Duration = Duration::from_secs(6 * 3600);
 
+#[derive(Clone)]
 pub struct Planner {
-    pub store: Arc<Mutex<SqliteStore>>,
-    pub engine: Arc<Mutex<Engine>>,
+    pub store: SharedStore,
+    pub engine: Handle,
     pub config: Arc<RwLock<Arc<Config>>>,
     pub clock: Arc<dyn Clock>,
     /// Woken by the API when a window is added or cancelled.
@@ -40,11 +41,12 @@ pub struct Planner {
 
 impl Planner {
     pub async fn run(self, cancel: CancellationToken) {
+        let mut engine = self.engine.subscribe();
         loop {
             if let Err(e) = self.pass() {
                 tracing::error!(error = %e, "maintenance: cannot plan notices");
             }
-            if !super::pause(&cancel, &self.ready, PERIOD).await {
+            if !super::pause(&cancel, &mut engine, Some(&self.ready), PERIOD).await {
                 return;
             }
         }
@@ -79,7 +81,9 @@ impl Planner {
             return Ok(());
         }
         due.sort();
-        let recorded: Vec<String> = lock(&self.store)
+        let recorded: Vec<String> = self
+            .store
+            .lock()
             .notices(&m.key())
             .map_err(|e| e.to_string())?
             .into_iter()
@@ -103,12 +107,16 @@ impl Planner {
                 tracing::error!(service = %m.service, window = %m.key(), error = %e, "maintenance notice not sent");
                 let mut all = skipped;
                 all.push(Notice::Before(chosen));
-                return lock(&self.store)
+                return self
+                    .store
+                    .lock()
                     .maintenance_not_sent(m, &all, now)
                     .map_err(|e| e.to_string());
             }
         };
-        let made = lock(&self.store)
+        let made = self
+            .store
+            .lock()
             .maintenance_campaign(
                 m,
                 &Notice::Before(chosen),
@@ -130,7 +138,9 @@ impl Planner {
         if now > m.end() + STALE {
             return Ok(());
         }
-        let notices = lock(&self.store)
+        let notices = self
+            .store
+            .lock()
             .notices(&m.key())
             .map_err(|e| e.to_string())?;
         let announced = notices
@@ -152,22 +162,19 @@ impl Planner {
         if now < m.end() + longest * (service.failure_threshold + 1) {
             return Ok(());
         }
-        let status = self
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .statuses(now)
-            .get(&m.service)
-            .copied()
-            .unwrap_or(Status::Up);
+        let status = self.engine.snapshot().status(&m.service);
         if status != Status::Up {
             tracing::warn!(service = %m.service, window = %m.key(), ?status, "maintenance ended with the service failing: no completion notice; the incident takes over");
-            return lock(&self.store)
+            return self
+                .store
+                .lock()
                 .maintenance_superseded(m, now)
                 .map_err(|e| e.to_string());
         }
         let name = service.audience.clone().unwrap_or_default();
-        let made = lock(&self.store)
+        let made = self
+            .store
+            .lock()
             .maintenance_campaign(m, &Notice::Completed, &[], &name, &[], 0, now)
             .map_err(|e| e.to_string())?;
         if let Some(id) = made {

@@ -13,16 +13,32 @@ pub mod staff;
 pub mod templates;
 pub mod webhook;
 
-/// Between two passes of a follower: waits until `ready` is notified or `period` has
-/// passed; false once `cancel` fires (the follower then stops).
+/// Between two passes of a follower: waits until the engine publishes a new snapshot
+/// (a decision, a status change), `nudge` is notified (work that another follower made,
+/// such as a campaign the dispatcher planned), or `period` has passed; false once
+/// `cancel` fires (the follower then stops).
 pub async fn pause(
     cancel: &tokio_util::sync::CancellationToken,
-    ready: &tokio::sync::Notify,
+    engine: &mut tokio::sync::watch::Receiver<std::sync::Arc<crate::engine::Snapshot>>,
+    nudge: Option<&tokio::sync::Notify>,
     period: std::time::Duration,
 ) -> bool {
+    let decided = async {
+        // An engine that has stopped publishes nothing more: only the period is left.
+        if engine.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let nudged = async {
+        match nudge {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = cancel.cancelled() => false,
-        _ = ready.notified() => true,
+        _ = decided => true,
+        _ = nudged => true,
         _ = tokio::time::sleep(period) => true,
     }
 }

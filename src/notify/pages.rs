@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::templates::{Templates, duration_text, local_time, val};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::{Engine, lock};
+use crate::engine::Handle;
 use crate::incident::Status;
 use crate::metrics::Metrics;
-use crate::store::{IncidentRecord, SqliteStore, StoreError};
+use crate::store::{IncidentRecord, SharedStore, StoreError};
 
 /// Marks a directory as holding a tocsin placeholder (so only those are ever removed).
 const MARKER: &str = ".tocsin-placeholder";
@@ -36,8 +36,8 @@ const HISTORY_DAYS: u64 = 90;
 /// What the status and placeholder pages are made from.
 #[derive(Clone)]
 pub struct PageSource {
-    pub engine: Arc<Mutex<Engine>>,
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub engine: Handle,
+    pub store: SharedStore,
     pub templates: Arc<Templates>,
     pub config: Arc<RwLock<Arc<Config>>>,
     pub clock: Arc<dyn Clock>,
@@ -55,13 +55,9 @@ impl PageSource {
     pub fn status_page(&self) -> Result<String, String> {
         let config = self.config();
         let now = self.clock.now();
-        let statuses = self
-            .engine
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .statuses(now);
-        let ctx =
-            status_context(&config, &statuses, &self.store, now).map_err(|e| e.to_string())?;
+        let snapshot = self.engine.snapshot();
+        let ctx = status_context(&config, &snapshot.statuses, &self.store, now)
+            .map_err(|e| e.to_string())?;
         self.templates.page("status", &config.page_language, &ctx)
     }
 
@@ -143,7 +139,7 @@ struct Day {
 pub fn status_context(
     config: &Config,
     statuses: &BTreeMap<String, Status>,
-    store: &Mutex<SqliteStore>,
+    store: &SharedStore,
     now: SystemTime,
 ) -> Result<minijinja::Value, StoreError> {
     let lang = config.page_language.as_str();
@@ -157,7 +153,7 @@ pub fn status_context(
     let today = now_s - now_s % day;
     let first = today - (HISTORY_DAYS - 1) * day;
     let (open, history) = {
-        let s = lock(store);
+        let s = store.lock();
         (
             s.incidents(true)?,
             s.incidents_since(SystemTime::UNIX_EPOCH + Duration::from_secs(first))?,
@@ -326,6 +322,7 @@ fn secs_of(t: SystemTime) -> u64 {
 }
 
 /// Keeps the files in `placeholder_dir` matching the store.
+#[derive(Clone)]
 pub struct Pages {
     pub source: PageSource,
     pub metrics: Arc<Metrics>,
@@ -335,11 +332,12 @@ pub struct Pages {
 
 impl Pages {
     pub async fn run(self, cancel: CancellationToken) {
+        let mut engine = self.source.engine.subscribe();
         loop {
             if let Err(e) = self.reconcile().await {
                 tracing::error!(error = %e, "pages: cannot bring the published pages up to date; retrying");
             }
-            if !super::pause(&cancel, &self.ready, PERIOD).await {
+            if !super::pause(&cancel, &mut engine, Some(&self.ready), PERIOD).await {
                 return;
             }
         }
@@ -350,7 +348,10 @@ impl Pages {
         let config = self.source.config();
         let dir = &config.placeholder_dir;
         public_dir(dir)?;
-        let open = lock(&self.source.store)
+        let open = self
+            .source
+            .store
+            .lock()
             .customer_phase_open()
             .map_err(|e| e.to_string())?;
         let mut wanted = BTreeSet::new();
@@ -411,7 +412,7 @@ impl Pages {
                 "withdrawn"
             };
             let key = format!("webhook:{}", s.id);
-            let told = lock(&self.source.store).meta(&key).ok().flatten();
+            let told = self.source.store.lock().meta(&key).ok().flatten();
             // Nothing to say about a service that never had a placeholder.
             if told.as_deref() == Some(state) || (told.is_none() && state == "withdrawn") {
                 continue;
@@ -433,7 +434,7 @@ impl Pages {
             }
             match req.send().await {
                 Ok(r) if r.status().is_success() => {
-                    let _ = lock(&self.source.store).set_meta(&key, state);
+                    let _ = self.source.store.lock().set_meta(&key, state);
                     tracing::info!(service = %s.id, state, "page webhook told");
                 }
                 Ok(r) => {

@@ -10,6 +10,8 @@ use crate::incident::{Policy, StaffMailKind};
 use crate::store::IncidentRecord;
 
 use super::mail::Outgoing;
+pub use crate::text::html::escape;
+use crate::text::time::rfc3339 as at;
 
 /// What a staff mail is about.
 pub enum StaffNotice<'a> {
@@ -21,10 +23,6 @@ pub enum StaffNotice<'a> {
         ended: SystemTime,
         by: Option<&'a str>,
     },
-}
-
-fn at(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 fn age(from: SystemTime, to: SystemTime) -> String {
@@ -201,22 +199,6 @@ pub fn render(
         html,
         ..Outgoing::default()
     }
-}
-
-/// Escapes text for HTML.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A notice that belongs to no incident: a service flapping while none is open, or the

@@ -8,18 +8,18 @@
 //! written into the incident's timeline). A receiver sees the same body and delivery id
 //! on every retry, so it can drop repeats.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::backoff;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::engine::lock;
+use crate::engine::Snapshot;
 use crate::metrics::Metrics;
-use crate::store::{Delivery, SqliteStore};
+use crate::store::{Delivery, SharedStore};
 
 const BATCH: usize = 50;
 const IDLE: Duration = Duration::from_secs(1);
@@ -46,12 +46,14 @@ pub fn check_secrets(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> R
     Ok(())
 }
 
+#[derive(Clone)]
 pub struct WebhookSender {
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub store: SharedStore,
     pub config: Arc<RwLock<Arc<Config>>>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    pub ready: Arc<Notify>,
+    /// The engine's snapshot: a new decision may have queued deliveries.
+    pub engine: watch::Receiver<Arc<Snapshot>>,
     pub http: reqwest::Client,
 }
 
@@ -62,12 +64,12 @@ enum Outcome {
 }
 
 impl WebhookSender {
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(mut self, cancel: CancellationToken) {
         loop {
             if let Err(e) = self.drain().await {
                 tracing::error!(error = %e, "webhooks: cannot read the store");
             }
-            if !super::pause(&cancel, &self.ready, IDLE).await {
+            if !super::pause(&cancel, &mut self.engine, None, IDLE).await {
                 return;
             }
         }
@@ -75,7 +77,7 @@ impl WebhookSender {
 
     pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
         loop {
-            let due = lock(&self.store).due_webhooks(self.clock.now(), BATCH)?;
+            let due = self.store.lock().due_webhooks(self.clock.now(), BATCH)?;
             if due.is_empty() {
                 break;
             }
@@ -84,7 +86,7 @@ impl WebhookSender {
             }
         }
         self.metrics
-            .webhook_pending(lock(&self.store).webhook_pending()?);
+            .webhook_pending(self.store.lock().webhook_pending()?);
         Ok(())
     }
 
@@ -105,7 +107,7 @@ impl WebhookSender {
             },
         };
         let now = self.clock.now();
-        let mut st = lock(&self.store);
+        let mut st = self.store.lock();
         match outcome {
             Outcome::Sent => {
                 self.metrics.webhook_delivery("sent");

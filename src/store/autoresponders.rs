@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, StoreError, secs};
+use super::{AutoresponderStore, SqliteStore, StoreError, secs};
 
 /// One mailbox tocsin has touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +18,8 @@ pub struct AutoresponderRecord {
     pub script_hash: Option<String>,
 }
 
-impl SqliteStore {
-    pub fn autoresponders(&self) -> Result<Vec<AutoresponderRecord>, StoreError> {
+impl AutoresponderStore for SqliteStore {
+    fn autoresponders(&self) -> Result<Vec<AutoresponderRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT mailbox, previous, script_hash FROM autoresponders ORDER BY mailbox",
         )?;
@@ -33,7 +33,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn autoresponder(&self, mailbox: &str) -> Result<Option<AutoresponderRecord>, StoreError> {
+    fn autoresponder(&self, mailbox: &str) -> Result<Option<AutoresponderRecord>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -50,9 +50,7 @@ impl SqliteStore {
             .optional()?)
     }
 
-    /// Remembers the mailbox's active script before tocsin replaces it; a record that
-    /// exists is kept (its `previous` is the one to restore).
-    pub fn autoresponder_previous(
+    fn autoresponder_previous(
         &mut self,
         mailbox: &str,
         previous: Option<&str>,
@@ -66,7 +64,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub fn autoresponder_installed(
+    fn autoresponder_installed(
         &mut self,
         mailbox: &str,
         hash: &str,
@@ -79,16 +77,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The mailbox is as it was before tocsin: forget it.
-    pub fn autoresponder_removed(&mut self, mailbox: &str) -> Result<(), StoreError> {
+    fn autoresponder_removed(&mut self, mailbox: &str) -> Result<(), StoreError> {
         self.conn
             .execute("DELETE FROM autoresponders WHERE mailbox = ?1", [mailbox])?;
         Ok(())
     }
 
-    /// Adds `kind` to the incident's timeline unless it is there already; whether it
-    /// was added.
-    pub fn note_once(
+    fn note_once(
         &mut self,
         incident: i64,
         kind: &str,
@@ -104,9 +99,7 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
-    /// Adds a line to the timeline of every open incident in its customer phase (what
-    /// the customer side could not do, for staff to see).
-    pub fn note_customer_phase(
+    fn note_customer_phase(
         &mut self,
         kind: &str,
         detail: &str,

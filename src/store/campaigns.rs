@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::{SqliteStore, StoreError, from_secs, secs};
+use super::{CampaignStore, SqliteStore, StoreError, from_secs, secs};
+pub use crate::text::email::address_key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,17 +161,9 @@ pub enum SendResult {
     },
 }
 
-/// Normalised form of an address for opt-outs and duplicates.
-pub fn address_key(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-impl SqliteStore {
-    /// Creates the campaign decided by outbox item `outbox_id`, with its recipients, in one
-    /// transaction; opted-out addresses are left out and counted. Returns the campaign's
-    /// id, the existing one when this decision was carried out before.
+impl CampaignStore for SqliteStore {
     #[allow(clippy::too_many_arguments)]
-    pub fn create_campaign(
+    fn create_campaign(
         &mut self,
         outbox_id: i64,
         incident: i64,
@@ -200,14 +193,7 @@ impl SqliteStore {
         Ok(id)
     }
 
-    /// Creates an update or recovery campaign of `incident` for everyone its outage mail
-    /// reached (and who has not opted out since). A recovery also cancels every outage and
-    /// update mail not yet sent: after recovery, "we are down" would be false.
-    ///
-    /// With `codes` (a pool's name), each recipient of the new campaign is given the
-    /// pool's next unused code in the same transaction: never the same code twice, and a
-    /// restart gives everyone the code they were given before.
-    pub fn create_followup(
+    fn create_followup(
         &mut self,
         outbox_id: i64,
         incident: i64,
@@ -306,9 +292,7 @@ impl SqliteStore {
         }))
     }
 
-    /// Adds `codes` to `pool`; codes already known (in any pool) are left as they are.
-    /// Returns how many are unused in the pool now.
-    pub fn load_codes(&mut self, pool: &str, codes: &[String]) -> Result<u64, StoreError> {
+    fn load_codes(&mut self, pool: &str, codes: &[String]) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx
@@ -326,8 +310,7 @@ impl SqliteStore {
         Ok(left)
     }
 
-    /// Pending recipients due at `now` with an id above `after`, in id order.
-    pub fn due_recipients(
+    fn due_recipients(
         &self,
         now: SystemTime,
         after: i64,
@@ -365,8 +348,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The earliest time a pending recipient is due, if any.
-    pub fn next_recipient_due(&self) -> Result<Option<SystemTime>, StoreError> {
+    fn next_recipient_due(&self) -> Result<Option<SystemTime>, StoreError> {
         let t: Option<f64> = self.conn.query_row(
             "SELECT min(next_attempt_at) FROM recipients WHERE status = 'pending'",
             [],
@@ -375,10 +357,7 @@ impl SqliteStore {
         Ok(t.map(from_secs))
     }
 
-    /// Records how sends went, in one transaction. A recipient of an outage mail accepted
-    /// after its incident's recovery campaign was made joins that campaign, so everyone
-    /// told of the outage hears of the recovery.
-    pub fn record_sends(&mut self, results: &[SendResult]) -> Result<(), StoreError> {
+    fn record_sends(&mut self, results: &[SendResult]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
             let mut sent = tx.prepare_cached(
@@ -421,8 +400,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A campaign's kind and the promise its messages carry now.
-    pub fn campaign_info(&self, id: i64) -> Result<Option<CampaignInfo>, StoreError> {
+    fn campaign_info(&self, id: i64) -> Result<Option<CampaignInfo>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -447,8 +425,7 @@ impl SqliteStore {
             .optional()?)
     }
 
-    /// Campaigns, newest first; those of one incident when given.
-    pub fn campaigns(
+    fn campaigns(
         &self,
         incident: Option<i64>,
         now: SystemTime,
@@ -492,12 +469,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Failed recipients of a campaign with the server's reply, at most `limit`.
-    pub fn failures(
-        &self,
-        campaign: i64,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    fn failures(&self, campaign: i64, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT email, coalesce(last_error, '') FROM recipients WHERE campaign_id = ?1 AND status = 'failed' ORDER BY id LIMIT ?2",
         )?;
@@ -507,8 +479,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Recipients of every campaign by state.
-    pub fn recipient_counts(&self) -> Result<Counts, StoreError> {
+    fn recipient_counts(&self) -> Result<Counts, StoreError> {
         let mut c = Counts::default();
         let mut stmt = self
             .conn
@@ -528,9 +499,7 @@ impl SqliteStore {
         Ok(c)
     }
 
-    /// Records that `email` wants no more mail; pending mail to it is cancelled. Returns
-    /// false when it had opted out already.
-    pub fn opt_out(&mut self, email: &str, now: SystemTime) -> Result<bool, StoreError> {
+    fn opt_out(&mut self, email: &str, now: SystemTime) -> Result<bool, StoreError> {
         let key = address_key(email);
         let tx = self.conn.transaction()?;
         let new = tx.execute(
@@ -546,7 +515,7 @@ impl SqliteStore {
         Ok(new)
     }
 
-    pub fn opted_out(&self, email: &str) -> Result<bool, StoreError> {
+    fn opted_out(&self, email: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -558,13 +527,11 @@ impl SqliteStore {
             .is_some())
     }
 
-    /// Open incidents whose customers were told: their placeholder pages stand.
-    pub fn customer_phase_open(&self) -> Result<Vec<super::IncidentRecord>, StoreError> {
+    fn customer_phase_open(&self) -> Result<Vec<super::IncidentRecord>, StoreError> {
         self.select("WHERE ended_at IS NULL AND customer_phase = 1", [])
     }
 
-    /// Incidents that overlap `[since, now]`, for uptime history.
-    pub fn incidents_since(
+    fn incidents_since(
         &self,
         since: SystemTime,
     ) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError> {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, params};
 
 use super::campaigns::{CampaignKind, NewRecipient, insert_recipients};
-use super::{SqliteStore, StoreError, from_secs, secs};
+use super::{MaintenanceStore, SqliteStore, StoreError, from_secs, secs};
 use crate::config::Maintenance;
 
 /// A notice about a window.
@@ -28,9 +28,8 @@ impl Notice {
     }
 }
 
-impl SqliteStore {
-    /// Adds a window; its id.
-    pub fn add_window(
+impl MaintenanceStore for SqliteStore {
+    fn add_window(
         &mut self,
         m: &Maintenance,
         by: &str,
@@ -53,16 +52,14 @@ impl SqliteStore {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Cancels an API window; whether it existed and was not cancelled already.
-    pub fn cancel_window(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
+    fn cancel_window(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
         Ok(self.conn.execute(
             "UPDATE maintenance_windows SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL",
             params![id, secs(now)],
         )? > 0)
     }
 
-    /// The API windows in force: not cancelled, not ended more than a day before `now`.
-    pub fn windows(&self, now: SystemTime) -> Result<Vec<Maintenance>, StoreError> {
+    fn windows(&self, now: SystemTime) -> Result<Vec<Maintenance>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, service, start_at, end_at, announce_before, note FROM maintenance_windows
              WHERE cancelled_at IS NULL AND end_at > ?1 ORDER BY start_at, id",
@@ -84,8 +81,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The notices recorded for the window `key`.
-    pub fn notices(&self, key: &str) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+    fn notices(&self, key: &str) -> Result<Vec<(String, Option<i64>)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT notice, campaign_id FROM maintenance_notices WHERE window_key = ?1 ORDER BY at",
         )?;
@@ -93,14 +89,8 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Records `notice` for window `m` and creates its campaign in one transaction.
-    /// `skipped` are earlier notices that fell due at the same time and are recorded as
-    /// superseded (a window added 30 minutes ahead gets one notice, not two). For the
-    /// completion notice the recipients are those who got a notice of this window;
-    /// otherwise `recipients`. Returns the campaign, or `None` when it was recorded
-    /// before or there is nobody to tell.
     #[allow(clippy::too_many_arguments)]
-    pub fn maintenance_campaign(
+    fn maintenance_campaign(
         &mut self,
         m: &Maintenance,
         notice: &Notice,
@@ -176,8 +166,7 @@ impl SqliteStore {
         Ok(campaign)
     }
 
-    /// Records `notices` of window `m` as not sent (their campaign was refused).
-    pub fn maintenance_not_sent(
+    fn maintenance_not_sent(
         &mut self,
         m: &Maintenance,
         notices: &[Notice],
@@ -194,9 +183,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Records that a window's completion notice will not be sent (the service was still
-    /// failing when it ended: the incident takes over).
-    pub fn maintenance_superseded(
+    fn maintenance_superseded(
         &mut self,
         m: &Maintenance,
         now: SystemTime,

@@ -8,9 +8,11 @@
 mod autoresponders;
 mod campaigns;
 mod maintenance;
+mod rows;
 mod sqlite;
 mod webhooks;
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -24,6 +26,7 @@ pub use maintenance::Notice;
 pub use sqlite::SqliteStore;
 pub use webhooks::{Delivery, HookTarget, Hooks};
 
+use crate::config::Maintenance;
 use crate::incident::{Action, ServiceState};
 
 /// Why the store could not do its work, in the operator's terms.
@@ -125,3 +128,314 @@ pub(crate) fn from_secs(s: f64) -> SystemTime {
 
 /// The state of every service, for the engine to resume from.
 pub type States = std::collections::BTreeMap<String, ServiceState>;
+
+/// Everything tocsin keeps. Each part is a trait of its own, one per concern, so that a
+/// reader finds what the campaigns need in one place; a backend implements all of them.
+/// The methods are synchronous: a backend does short transactions, and callers hold the
+/// store only for the call (through [`SharedStore`]), never across an `.await`.
+pub trait Store:
+    IncidentStore + CampaignStore + MaintenanceStore + WebhookStore + AutoresponderStore + Send
+{
+}
+
+impl<T> Store for T where
+    T: IncidentStore + CampaignStore + MaintenanceStore + WebhookStore + AutoresponderStore + Send
+{
+}
+
+/// The store, shared by the tasks of one process. Each call takes it for the length of
+/// one transaction; the guard must not be held across an `.await` (clippy's
+/// `await_holding_lock` says so where it is).
+#[derive(Clone)]
+pub struct SharedStore(Arc<Mutex<Box<dyn Store>>>);
+
+impl SharedStore {
+    pub fn new(store: impl Store + 'static) -> SharedStore {
+        SharedStore::from_box(Box::new(store))
+    }
+
+    pub fn from_box(store: Box<dyn Store>) -> SharedStore {
+        SharedStore(Arc::new(Mutex::new(store)))
+    }
+
+    /// The store, for one call or one short sequence of calls. A task that panicked while
+    /// holding it leaves no half-done transaction behind (SQLite rolls an open one back
+    /// when it is dropped), so a poisoned lock is taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Box<dyn Store>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore")
+    }
+}
+
+/// Services' states, incidents with their timeline, the outbox of decided actions, and settings.
+pub trait IncidentStore {
+    /// The key that signs links in mails: made on first use, kept so that links sent
+    /// before a restart still work after it.
+    fn link_key(&mut self) -> Result<Vec<u8>, StoreError>;
+
+    /// A stored setting.
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Every service's saved state.
+    fn load(&self) -> Result<States, StoreError>;
+
+    /// Saves `state` and records `actions` (incident rows, timeline, outbox) in one
+    /// transaction: all of it or none.
+    fn commit(
+        &mut self,
+        service: &str,
+        state: &ServiceState,
+        actions: &[Action],
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// [`IncidentStore::commit`], also queueing each action's webhook deliveries in the
+    /// same transaction.
+    fn commit_hooked(
+        &mut self,
+        service: &str,
+        state: &ServiceState,
+        actions: &[Action],
+        now: SystemTime,
+        hooks: &Hooks,
+    ) -> Result<(), StoreError>;
+
+    /// Queues an action that belongs to no service's state (a notice about the monitor).
+    fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError>;
+
+    fn enqueue_hooked(
+        &mut self,
+        action: &Action,
+        now: SystemTime,
+        hooks: &Hooks,
+    ) -> Result<(), StoreError>;
+
+    /// Pending actions due at `now`, oldest first.
+    fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// How many actions wait to be carried out.
+    fn pending_count(&self) -> Result<u64, StoreError>;
+
+    fn mark_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError>;
+
+    /// A transient failure: tried again at `retry_at`.
+    fn mark_retry(&mut self, id: i64, error: &str, retry_at: SystemTime) -> Result<(), StoreError>;
+
+    /// A permanent failure: recorded, never tried again.
+    /// The failure also goes into the incident's timeline, where the API shows it.
+    fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError>;
+
+    /// Incidents, newest first, with their timelines; only open ones when `open_only`.
+    fn incidents(&self, open_only: bool) -> Result<Vec<IncidentRecord>, StoreError>;
+
+    /// One incident by its id.
+    fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError>;
+
+    /// The open incident of `service`, if any.
+    fn open_incident_of(&self, service: &str) -> Result<Option<IncidentRecord>, StoreError>;
+}
+
+/// Customer campaigns: one row per recipient, sends, opt-outs and compensation codes.
+pub trait CampaignStore {
+    /// Creates the campaign decided by outbox item `outbox_id`, with its recipients, in one
+    /// transaction; opted-out addresses are left out and counted. Returns the campaign's
+    /// id, the existing one when this decision was carried out before.
+    #[allow(clippy::too_many_arguments)]
+    fn create_campaign(
+        &mut self,
+        outbox_id: i64,
+        incident: i64,
+        service: &str,
+        audience: &str,
+        recipients: &[NewRecipient],
+        invalid: u64,
+        note: &str,
+        now: SystemTime,
+    ) -> Result<i64, StoreError>;
+
+    /// Creates an update or recovery campaign of `incident` for everyone its outage mail
+    /// reached (and who has not opted out since). A recovery also cancels every outage and
+    /// update mail not yet sent: after recovery, "we are down" would be false.
+    ///
+    /// With `codes` (a pool's name), each recipient of the new campaign is given the
+    /// pool's next unused code in the same transaction: never the same code twice, and a
+    /// restart gives everyone the code they were given before.
+    fn create_followup(
+        &mut self,
+        outbox_id: i64,
+        incident: i64,
+        kind: CampaignKind,
+        codes: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Option<Followup>, StoreError>;
+
+    /// Adds `codes` to `pool`; codes already known (in any pool) are left as they are.
+    /// Returns how many are unused in the pool now.
+    fn load_codes(&mut self, pool: &str, codes: &[String]) -> Result<u64, StoreError>;
+
+    /// Pending recipients due at `now` with an id above `after`, in id order.
+    fn due_recipients(
+        &self,
+        now: SystemTime,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<RecipientJob>, StoreError>;
+
+    /// The earliest time a pending recipient is due, if any.
+    fn next_recipient_due(&self) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Records how sends went, in one transaction. A recipient of an outage mail accepted
+    /// after its incident's recovery campaign was made joins that campaign, so everyone
+    /// told of the outage hears of the recovery.
+    fn record_sends(&mut self, results: &[SendResult]) -> Result<(), StoreError>;
+
+    /// A campaign's kind and the promise its messages carry now.
+    fn campaign_info(&self, id: i64) -> Result<Option<CampaignInfo>, StoreError>;
+
+    /// Campaigns, newest first; those of one incident when given.
+    fn campaigns(
+        &self,
+        incident: Option<i64>,
+        now: SystemTime,
+    ) -> Result<Vec<CampaignRecord>, StoreError>;
+
+    /// Failed recipients of a campaign with the server's reply, at most `limit`.
+    fn failures(&self, campaign: i64, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Recipients of every campaign by state.
+    fn recipient_counts(&self) -> Result<Counts, StoreError>;
+
+    /// Records that `email` wants no more mail; pending mail to it is cancelled. Returns
+    /// false when it had opted out already.
+    fn opt_out(&mut self, email: &str, now: SystemTime) -> Result<bool, StoreError>;
+
+    fn opted_out(&self, email: &str) -> Result<bool, StoreError>;
+
+    /// Open incidents whose customers were told: their placeholder pages stand.
+    fn customer_phase_open(&self) -> Result<Vec<IncidentRecord>, StoreError>;
+
+    /// Incidents that overlap `[since, now]`, for uptime history.
+    fn incidents_since(
+        &self,
+        since: SystemTime,
+    ) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError>;
+}
+
+/// Planned maintenance windows added through the API, and the notices sent for each window.
+pub trait MaintenanceStore {
+    /// Adds a window; its id.
+    fn add_window(&mut self, m: &Maintenance, by: &str, now: SystemTime)
+    -> Result<i64, StoreError>;
+
+    /// Cancels an API window; whether it existed and was not cancelled already.
+    fn cancel_window(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError>;
+
+    /// The API windows in force: not cancelled, not ended more than a day before `now`.
+    fn windows(&self, now: SystemTime) -> Result<Vec<Maintenance>, StoreError>;
+
+    /// The notices recorded for the window `key`.
+    fn notices(&self, key: &str) -> Result<Vec<(String, Option<i64>)>, StoreError>;
+
+    /// Records `notice` for window `m` and creates its campaign in one transaction.
+    /// `skipped` are earlier notices that fell due at the same time and are recorded as
+    /// superseded (a window added 30 minutes ahead gets one notice, not two). For the
+    /// completion notice the recipients are those who got a notice of this window;
+    /// otherwise `recipients`. Returns the campaign, or `None` when it was recorded
+    /// before or there is nobody to tell.
+    #[allow(clippy::too_many_arguments)]
+    fn maintenance_campaign(
+        &mut self,
+        m: &Maintenance,
+        notice: &Notice,
+        skipped: &[Notice],
+        audience: &str,
+        recipients: &[NewRecipient],
+        invalid: u64,
+        now: SystemTime,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Records `notices` of window `m` as not sent (their campaign was refused).
+    fn maintenance_not_sent(
+        &mut self,
+        m: &Maintenance,
+        notices: &[Notice],
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// Records that a window's completion notice will not be sent (the service was still
+    /// failing when it ended: the incident takes over).
+    fn maintenance_superseded(
+        &mut self,
+        m: &Maintenance,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+}
+
+/// Incident webhook deliveries queued with each decision.
+pub trait WebhookStore {
+    /// For each receiver, its oldest pending delivery if it is due at `now`: a receiver
+    /// hears of transitions in the order they were decided, and one that is down holds
+    /// up only its own queue.
+    fn due_webhooks(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    fn webhook_pending(&self) -> Result<u64, StoreError>;
+
+    fn webhook_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError>;
+
+    fn webhook_retry(&mut self, id: i64, error: &str, at: SystemTime) -> Result<(), StoreError>;
+
+    /// The receiver refused for good: closed, and noted in the incident's timeline.
+    fn webhook_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError>;
+}
+
+/// What is installed on each mailbox, and one-time notes.
+pub trait AutoresponderStore {
+    fn autoresponders(&self) -> Result<Vec<AutoresponderRecord>, StoreError>;
+
+    fn autoresponder(&self, mailbox: &str) -> Result<Option<AutoresponderRecord>, StoreError>;
+
+    /// Remembers the mailbox's active script before tocsin replaces it; a record that
+    /// exists is kept (its `previous` is the one to restore).
+    fn autoresponder_previous(
+        &mut self,
+        mailbox: &str,
+        previous: Option<&str>,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    fn autoresponder_installed(
+        &mut self,
+        mailbox: &str,
+        hash: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// The mailbox is as it was before tocsin: forget it.
+    fn autoresponder_removed(&mut self, mailbox: &str) -> Result<(), StoreError>;
+
+    /// Adds `kind` to the incident's timeline unless it is there already; whether it
+    /// was added.
+    fn note_once(
+        &mut self,
+        incident: i64,
+        kind: &str,
+        detail: &str,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds a line to the timeline of every open incident in its customer phase (what
+    /// the customer side could not do, for staff to see).
+    fn note_customer_phase(
+        &mut self,
+        kind: &str,
+        detail: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+}

@@ -7,8 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::rows::incident_id;
 use super::webhooks::Hooks;
-use super::{IncidentRecord, OutboxItem, States, StoreError, TimelineEntry, from_secs, secs};
+use super::{
+    IncidentRecord, IncidentStore, OutboxItem, States, StoreError, TimelineEntry, from_secs, secs,
+};
 use crate::incident::{Action, ServiceState};
 
 /// Schema migrations, applied in order; `user_version` is the number applied.
@@ -274,10 +277,10 @@ impl SqliteStore {
         }
         Ok(())
     }
+}
 
-    /// The key that signs links in mails: made on first use, kept so that links sent
-    /// before a restart still work after it.
-    pub fn link_key(&mut self) -> Result<Vec<u8>, StoreError> {
+impl IncidentStore for SqliteStore {
+    fn link_key(&mut self) -> Result<Vec<u8>, StoreError> {
         let existing: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'link_key'", [], |r| {
@@ -296,8 +299,7 @@ impl SqliteStore {
         Ok(key)
     }
 
-    /// A stored setting.
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
@@ -307,7 +309,7 @@ impl SqliteStore {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![key, value.as_bytes()],
@@ -315,8 +317,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Every service's saved state.
-    pub fn load(&self) -> Result<States, StoreError> {
+    fn load(&self) -> Result<States, StoreError> {
         let mut stmt = self.conn.prepare("SELECT service, state FROM services")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = States::new();
@@ -332,9 +333,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Saves `state` and records `actions` (incident rows, timeline, outbox) in one
-    /// transaction: all of it or none.
-    pub fn commit(
+    fn commit(
         &mut self,
         service: &str,
         state: &ServiceState,
@@ -344,9 +343,7 @@ impl SqliteStore {
         self.commit_hooked(service, state, actions, now, &Hooks::default())
     }
 
-    /// [`SqliteStore::commit`], also queueing each action's webhook deliveries in the
-    /// same transaction.
-    pub fn commit_hooked(
+    fn commit_hooked(
         &mut self,
         service: &str,
         state: &ServiceState,
@@ -372,12 +369,11 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Queues an action that belongs to no service's state (a notice about the monitor).
-    pub fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError> {
+    fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError> {
         self.enqueue_hooked(action, now, &Hooks::default())
     }
 
-    pub fn enqueue_hooked(
+    fn enqueue_hooked(
         &mut self,
         action: &Action,
         now: SystemTime,
@@ -390,8 +386,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Pending actions due at `now`, oldest first.
-    pub fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+    fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT id, service, incident_id, action, attempts FROM outbox
              WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
@@ -423,8 +418,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// How many actions wait to be carried out.
-    pub fn pending_count(&self) -> Result<u64, StoreError> {
+    fn pending_count(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT count(*) FROM outbox WHERE status = 'pending'",
             [],
@@ -432,7 +426,7 @@ impl SqliteStore {
         )? as u64)
     }
 
-    pub fn mark_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError> {
+    fn mark_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE outbox SET status = 'done', done_at = ?2, attempts = attempts + 1 WHERE id = ?1 AND status = 'pending'",
             params![id, secs(now)],
@@ -440,13 +434,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A transient failure: tried again at `retry_at`.
-    pub fn mark_retry(
-        &mut self,
-        id: i64,
-        error: &str,
-        retry_at: SystemTime,
-    ) -> Result<(), StoreError> {
+    fn mark_retry(&mut self, id: i64, error: &str, retry_at: SystemTime) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'",
             params![id, error, secs(retry_at)],
@@ -454,9 +442,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A permanent failure: recorded, never tried again.
-    /// The failure also goes into the incident's timeline, where the API shows it.
-    pub fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {
+    fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let changed = tx.execute(
             "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2, done_at = ?3 WHERE id = ?1 AND status = 'pending'",
@@ -473,8 +459,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Incidents, newest first, with their timelines; only open ones when `open_only`.
-    pub fn incidents(&self, open_only: bool) -> Result<Vec<IncidentRecord>, StoreError> {
+    fn incidents(&self, open_only: bool) -> Result<Vec<IncidentRecord>, StoreError> {
         let filter = if open_only {
             "WHERE ended_at IS NULL"
         } else {
@@ -483,19 +468,19 @@ impl SqliteStore {
         self.select(filter, [])
     }
 
-    /// One incident by its id.
-    pub fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+    fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.select("WHERE id = ?1", [id])?.into_iter().next())
     }
 
-    /// The open incident of `service`, if any.
-    pub fn open_incident_of(&self, service: &str) -> Result<Option<IncidentRecord>, StoreError> {
+    fn open_incident_of(&self, service: &str) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self
             .select("WHERE service = ?1 AND ended_at IS NULL", [service])?
             .into_iter()
             .next())
     }
+}
 
+impl SqliteStore {
     pub(super) fn select<P: rusqlite::Params>(
         &self,
         filter: &str,
@@ -536,20 +521,6 @@ impl SqliteStore {
         }
         Ok(out)
     }
-}
-
-/// The store id of a service's incident `seq`.
-pub(super) fn incident_id(
-    tx: &Transaction,
-    service: &str,
-    seq: u64,
-) -> Result<Option<i64>, rusqlite::Error> {
-    tx.query_row(
-        "SELECT id FROM incidents WHERE service = ?1 AND seq = ?2",
-        params![service, seq as i64],
-        |r| r.get(0),
-    )
-    .optional()
 }
 
 fn event(
@@ -718,6 +689,7 @@ fn promise_text(eta: Option<SystemTime>, next_update: Option<SystemTime>) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CampaignStore;
 
     /// A database written by an earlier tocsin (schema 6, before the campaigns table was
     /// rebuilt for maintenance) keeps its campaigns and recipients, and its foreign keys.

@@ -7,15 +7,15 @@ use std::time::SystemTime;
 use rusqlite::{Transaction, params};
 use serde_json::json;
 
-use super::sqlite::incident_id;
-use super::{SqliteStore, StoreError, from_secs, secs};
-use crate::incident::Action;
+use super::rows::incident_id;
+use super::{SqliteStore, StoreError, WebhookStore, from_secs, secs};
+use crate::incident::{Action, WebhookEvent};
 
 /// One receiver and the events it wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookTarget {
     pub url: String,
-    pub events: Vec<String>,
+    pub events: Vec<WebhookEvent>,
 }
 
 /// What a commit needs to queue deliveries.
@@ -64,7 +64,7 @@ pub(super) fn queue(
     let targets: Vec<&HookTarget> = hooks
         .targets
         .iter()
-        .filter(|t| t.events.iter().any(|e| e == event))
+        .filter(|t| t.events.contains(&event))
         .collect();
     if targets.is_empty() {
         return Ok(());
@@ -74,7 +74,7 @@ pub(super) fn queue(
         None => None,
     };
     let body = json!({
-        "event": event,
+        "event": event.as_str(),
         "service": (!service.is_empty()).then_some(service),
         "service_name": (!service.is_empty()).then_some(hooks.service_name),
         "incident": incident,
@@ -86,17 +86,14 @@ pub(super) fn queue(
         tx.execute(
             "INSERT INTO webhook_deliveries (url, event, incident_id, body, created_at, next_attempt_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![t.url, event, incident, body, secs(now)],
+            params![t.url, event.as_str(), incident, body, secs(now)],
         )?;
     }
     Ok(())
 }
 
-impl SqliteStore {
-    /// For each receiver, its oldest pending delivery if it is due at `now`: a receiver
-    /// hears of transitions in the order they were decided, and one that is down holds
-    /// up only its own queue.
-    pub fn due_webhooks(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+impl WebhookStore for SqliteStore {
+    fn due_webhooks(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, url, event, incident_id, body, attempts, created_at FROM webhook_deliveries
              WHERE id IN (SELECT MIN(id) FROM webhook_deliveries WHERE status = 'pending' GROUP BY url)
@@ -117,7 +114,7 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn webhook_pending(&self) -> Result<u64, StoreError> {
+    fn webhook_pending(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'",
             [],
@@ -125,7 +122,7 @@ impl SqliteStore {
         )?)
     }
 
-    pub fn webhook_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError> {
+    fn webhook_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE webhook_deliveries SET status = 'done', attempts = attempts + 1, done_at = ?2 WHERE id = ?1",
             params![id, secs(now)],
@@ -133,12 +130,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub fn webhook_retry(
-        &mut self,
-        id: i64,
-        error: &str,
-        at: SystemTime,
-    ) -> Result<(), StoreError> {
+    fn webhook_retry(&mut self, id: i64, error: &str, at: SystemTime) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, error, secs(at)],
@@ -146,13 +138,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The receiver refused for good: closed, and noted in the incident's timeline.
-    pub fn webhook_failed(
-        &mut self,
-        id: i64,
-        error: &str,
-        now: SystemTime,
-    ) -> Result<(), StoreError> {
+    fn webhook_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?2, done_at = ?3 WHERE id = ?1",

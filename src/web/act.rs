@@ -118,12 +118,7 @@ async fn act(
             }
         }
     };
-    let service = match api
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .incident(link.incident)
-    {
+    let service = match api.store.lock().incident(link.incident) {
         Ok(found) => found,
         Err(_) => {
             return page(
@@ -147,11 +142,7 @@ async fn act(
             &format!("<p>Incident {} is over; nothing to do.</p>", inc.id),
         );
     }
-    let result = api
-        .engine
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .command(&inc.service, event);
+    let result = api.engine.command(&inc.service, event).await;
     match result {
         Ok(_) => match link.action {
             LinkAction::Ack => page(

@@ -3,7 +3,7 @@
 //! config names (`TOCSIN_API_TOKEN` by default). An incident is named by its id or by its
 //! service's id (the service's open incident).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
@@ -14,16 +14,17 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{EngineError, Handle};
 use crate::incident::Event;
 use crate::probe::Secret;
-use crate::store::{IncidentRecord, SqliteStore, TimelineEntry};
+use crate::store::{IncidentRecord, SharedStore, TimelineEntry};
+use crate::text::time::{serialize_rfc3339 as unix, serialize_rfc3339_opt as unix_opt};
 
 /// What the incident routes need.
 #[derive(Clone)]
 pub struct IncidentApi {
-    pub engine: Arc<Mutex<Engine>>,
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub engine: Handle,
+    pub store: SharedStore,
     /// None: the variable is unset, and every request is refused.
     pub token: Option<Secret>,
     /// The variable's name, for the refusal message.
@@ -40,8 +41,7 @@ pub fn routes(api: IncidentApi) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(ack))
         .route("/api/v1/incidents/{id}/eta", post(eta))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
-        .with_state(api.clone())
-        .merge(super::act::routes(api))
+        .with_state(api)
 }
 
 /// An error the caller can act on, as `{"error": "..."}`.
@@ -67,6 +67,7 @@ impl From<EngineError> for ApiError {
                 ApiError(StatusCode::NOT_FOUND, e.to_string())
             }
             EngineError::EtaInPast => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            EngineError::Stopped => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             EngineError::Store(s) => {
                 tracing::error!(error = %s, "API: store failure");
                 ApiError(
@@ -134,28 +135,16 @@ pub struct TimelineView {
     pub detail: String,
 }
 
-fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
-}
-
-fn unix_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => unix(t, s),
-        None => s.serialize_none(),
-    }
-}
-
 fn view(api: &IncidentApi, i: IncidentRecord) -> IncidentView {
     let state = if i.ended.is_some() {
         "resolved".to_string()
     } else {
-        let engine = api.engine.lock().unwrap_or_else(|e| e.into_inner());
-        match (engine.state(&i.service), engine.policy(&i.service)) {
-            (Some(st), Some(p)) => serde_json::to_value(st.status(p, api.clock.now()))
+        match api.engine.snapshot().statuses.get(&i.service) {
+            Some(status) => serde_json::to_value(status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
-            _ => "unknown".into(),
+            None => "unknown".into(),
         }
     };
     IncidentView {
@@ -182,14 +171,13 @@ fn view(api: &IncidentApi, i: IncidentRecord) -> IncidentView {
 fn incidents(api: &IncidentApi, open_only: bool) -> Result<Vec<IncidentRecord>, ApiError> {
     api.store
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .incidents(open_only)
         .map_err(|e| ApiError::from(EngineError::Store(e)))
 }
 
 /// The incident named by `id`: a number, or a service id (its open incident).
 fn find(api: &IncidentApi, id: &str) -> Result<IncidentRecord, ApiError> {
-    let store = api.store.lock().unwrap_or_else(|e| e.into_inner());
+    let store = api.store.lock();
     let found = match id.parse::<i64>() {
         Ok(n) => store.incident(n),
         Err(_) => store.open_incident_of(id),
@@ -256,7 +244,11 @@ fn body<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, ApiEr
 }
 
 /// Applies a command to the open incident named by `id`.
-fn command(api: &IncidentApi, id: &str, event: Event) -> Result<Json<IncidentView>, ApiError> {
+async fn command(
+    api: &IncidentApi,
+    id: &str,
+    event: Event,
+) -> Result<Json<IncidentView>, ApiError> {
     let inc = find(api, id)?;
     if inc.ended.is_some() {
         return Err(ApiError(
@@ -264,10 +256,7 @@ fn command(api: &IncidentApi, id: &str, event: Event) -> Result<Json<IncidentVie
             format!("incident {} is already resolved", inc.id),
         ));
     }
-    api.engine
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .command(&inc.service, event)?;
+    api.engine.command(&inc.service, event).await?;
     let now = find(api, &inc.id.to_string())?;
     Ok(Json(view(api, now)))
 }
@@ -282,7 +271,7 @@ async fn by_command(
 ) -> Result<Json<IncidentView>, ApiError> {
     authorize(api, headers)?;
     let b: By = body(raw)?;
-    command(api, id, make(b.by.unwrap_or_else(|| "api".into())))
+    command(api, id, make(b.by.unwrap_or_else(|| "api".into()))).await
 }
 
 async fn ack(
@@ -326,6 +315,7 @@ async fn eta(
             by: b.by.unwrap_or_else(|| "api".into()),
         },
     )
+    .await
 }
 
 /// An ETA given as a duration from `now` (`4h`) or an RFC 3339 time; never in the past.

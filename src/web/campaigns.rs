@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use super::api::{ApiError, IncidentApi, authorize};
 use crate::campaign::{Composer, preview as render_preview};
 use crate::config::Config;
-use crate::engine::lock;
 use crate::notify::mail::Mailer;
 use crate::store::{CampaignInfo, CampaignKind, CampaignRecord};
 
@@ -55,7 +54,10 @@ async fn list(
 ) -> Result<Json<Vec<CampaignRecord>>, ApiError> {
     authorize(&c.api, &headers)?;
     let now = c.api.clock.now();
-    let all = lock(&c.api.store)
+    let all = c
+        .api
+        .store
+        .lock()
         .campaigns(q.incident, now)
         .map_err(store_error)?;
     Ok(Json(all))
@@ -82,7 +84,7 @@ async fn show(
 ) -> Result<Json<Detail>, ApiError> {
     authorize(&c.api, &headers)?;
     let now = c.api.clock.now();
-    let store = lock(&c.api.store);
+    let store = c.api.store.lock();
     let campaign = store
         .campaigns(None, now)
         .map_err(store_error)?
@@ -123,7 +125,7 @@ async fn preview(
     let now = c.api.clock.now();
     let kind = req.kind.unwrap_or(CampaignKind::Outage);
     let incident = {
-        let store = lock(&c.api.store);
+        let store = c.api.store.lock();
         match (req.incident, &req.service) {
             (Some(id), _) => Some(
                 store

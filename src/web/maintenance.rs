@@ -4,7 +4,7 @@
 //! it, and its notices are planned.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::api::{ApiError, IncidentApi, authorize};
 use crate::config::{Config, Maintenance};
-use crate::engine::lock;
+use crate::text::time::rfc3339 as rfc;
 
 #[derive(Clone)]
 pub struct MaintenanceApi {
@@ -47,12 +47,11 @@ pub struct WindowView {
     pub notices: Vec<String>,
 }
 
-fn rfc(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 fn view(m: &MaintenanceApi, w: &Maintenance) -> WindowView {
-    let notices = lock(&m.api.store)
+    let notices = m
+        .api
+        .store
+        .lock()
         .notices(&w.key())
         .map(|n| n.into_iter().map(|(k, _)| k).collect())
         .unwrap_or_default();
@@ -173,10 +172,13 @@ async fn add(
         note: w.note.clone(),
     };
     let by = w.by.unwrap_or_else(|| "api".into());
-    let id = lock(&m.api.store)
+    let id = m
+        .api
+        .store
+        .lock()
         .add_window(&window, &by, now)
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    apply(&m)?;
+    apply(&m).await?;
     tracing::info!(id, service = %window.service, start = %rfc(start), duration = %humantime::format_duration(duration), by = %by, "maintenance window added");
     let stored = Maintenance {
         id: Some(id),
@@ -200,7 +202,10 @@ async fn cancel(
         ));
     };
     let now = m.api.clock.now();
-    let cancelled = lock(&m.api.store)
+    let cancelled = m
+        .api
+        .store
+        .lock()
         .cancel_window(id, now)
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if !cancelled {
@@ -209,23 +214,22 @@ async fn cancel(
             format!("no maintenance window {id} to cancel (it may be cancelled already)"),
         ));
     }
-    apply(&m)?;
+    apply(&m).await?;
     tracing::info!(id, "maintenance window cancelled");
     Ok(Json(serde_json::json!({ "cancelled": id })).into_response())
 }
 
 /// Puts the store's windows into the running config and the engine.
-fn apply(m: &MaintenanceApi) -> Result<(), ApiError> {
+async fn apply(m: &MaintenanceApi) -> Result<(), ApiError> {
     let now = m.api.clock.now();
-    let windows = lock(&m.api.store)
+    let windows = m
+        .api
+        .store
+        .lock()
         .windows(now)
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let next = Arc::new((*config(m)).clone().with_api_windows(windows));
-    m.api
-        .engine
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .reconfigure(&next);
+    m.api.engine.reconfigure(next.clone()).await;
     *m.config.write().unwrap_or_else(|e| e.into_inner()) = next;
     m.ready.notify_one();
     Ok(())

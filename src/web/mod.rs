@@ -61,7 +61,9 @@ pub fn app(state: AppState) -> Router {
         .route("/probe", get(probe_endpoint))
         .with_state(state);
     if let Some(api) = incidents {
-        router = router.merge(api::routes(api));
+        router = router
+            .merge(api::routes(api.clone()))
+            .merge(act::routes(api));
     }
     if let Some(c) = campaign_routes {
         router = router.merge(campaigns::routes(c));

@@ -2,7 +2,7 @@
 //! (`/unsubscribe`, RFC 8058: GET shows a confirmation, only POST unsubscribes, so link
 //! scanners unsubscribe nobody). No JavaScript; every page forbids scripts outright.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -15,13 +15,13 @@ use crate::clock::Clock;
 use crate::links::Signer;
 use crate::notify::pages::PageSource;
 use crate::notify::staff::escape;
-use crate::store::SqliteStore;
+use crate::store::SharedStore;
 
 #[derive(Clone)]
 pub struct Public {
     pub pages: PageSource,
     pub signer: Arc<Signer>,
-    pub store: Arc<Mutex<SqliteStore>>,
+    pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -131,11 +131,7 @@ async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Re
         Err(r) => return *r,
     };
     let now = p.clock.now();
-    let done = p
-        .store
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .opt_out(&email, now);
+    let done = p.store.lock().opt_out(&email, now);
     match done {
         Ok(_) => {
             tracing::info!(email = %email, "unsubscribed from campaigns");

@@ -1,0 +1,723 @@
+//! The running tocsin: builds every task from injected dependencies (clock, store, mail
+//! transports, environment, probe runner) and runs them under one cancellation token.
+//!
+//! The spine, in the order a probe outcome travels:
+//!
+//! ```text
+//! scheduler ─► recorder (metrics, latest results) ─► engine task (owns the states;
+//!   step() per service; decisions and outbox in one store transaction)
+//!        │ Handle in (staff commands, reloads)      │ Snapshot out (watch channel)
+//!        ▼                                           ▼
+//!   web API, signed links                 dispatcher (staff mail, campaign planning),
+//!                                         webhooks, campaign sender, pages,
+//!                                         autoresponder, hotline, maintenance planner
+//! ```
+//!
+//! `main.rs` only reads the command line and the signals; tests build the same `App`
+//! with their own clock, store and transports.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::campaign::Composer;
+use crate::campaign::sender::Sender;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::engine::{Engine, Handle, Link};
+use crate::links::Signer;
+use crate::metrics::Metrics;
+use crate::notify::autoreply::Autoresponder;
+use crate::notify::dispatch::Dispatcher;
+use crate::notify::hotline::Hotline;
+use crate::notify::mail::{MailError, Mailer};
+use crate::notify::maintenance::Planner;
+use crate::notify::pages::{PageSource, Pages};
+use crate::notify::templates::Templates;
+use crate::notify::webhook::WebhookSender;
+use crate::probe::Secret;
+use crate::scheduler::{self, Latest, LiveRunner, Report, Runner, Scheduler};
+use crate::store::{SharedStore, SqliteStore, StoreError};
+use crate::web::{self, AppState};
+
+/// How the process environment is read (secrets, the API token). Tests pass their own.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// How long a task that panicked waits before it is started again, so a task that panics
+/// at once does not spin.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Why tocsin cannot start, in the operator's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Templates that do not compile, or an audience that cannot be read.
+    #[error("templates or audiences are not usable (run `tocsin check`):\n{0}")]
+    Templates(String),
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The store cannot be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The mail transport cannot be set up (a missing secret, a bad `from`).
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// Another part cannot be set up (autoresponder login, TLS, webhook secrets).
+    #[error("{0}")]
+    Setup(String),
+    /// The HTTP server failed while serving.
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What the App is built from. `production` gives what `tocsin run` uses.
+pub struct Deps {
+    pub clock: Arc<dyn Clock>,
+    pub store: SharedStore,
+    /// Staff mail.
+    pub staff_mail: Arc<Mailer>,
+    /// Customer campaigns: a transport (and connection pool) of their own, so staff mail
+    /// never waits behind thousands of customer messages.
+    pub campaign_mail: Arc<Mailer>,
+    pub env: Env,
+    pub runner: Arc<dyn Runner>,
+}
+
+impl Deps {
+    /// The system clock, the SQLite store in `data_dir`, the transports of `mail` with
+    /// secrets from the process environment, and live probes.
+    pub fn production(config: &Config) -> Result<Deps, AppError> {
+        let env: Env = Arc::new(|k: &str| std::env::var(k).ok());
+        let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db"))?);
+        Ok(Deps {
+            clock: Arc::new(SystemClock),
+            store,
+            staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir, &*env)?),
+            campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir, &*env)?),
+            env,
+            runner: Arc::new(LiveRunner),
+        })
+    }
+}
+
+/// Asks a running App to read its config file again (SIGHUP in `main.rs`).
+#[derive(Clone, Default)]
+pub struct Reload(Arc<Notify>);
+
+impl Reload {
+    pub fn reload(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A built tocsin, ready to run.
+pub struct App {
+    path: PathBuf,
+    config: Arc<RwLock<Arc<Config>>>,
+    deps: Deps,
+    metrics: Arc<Metrics>,
+    latest: Arc<Latest>,
+    listener: tokio::net::TcpListener,
+    templates: Arc<Templates>,
+    signer: Arc<Signer>,
+    link: Link,
+    reload: Reload,
+    /// Woken by the API when a maintenance window is added or cancelled.
+    maintenance_ready: Arc<Notify>,
+    sieve: Option<crate::notify::autoreply::Credentials>,
+    sieve_tls: Arc<rustls::ClientConfig>,
+    hooks_http: reqwest::Client,
+}
+
+impl App {
+    /// Checks everything that can refuse to start before any probe runs, binds `listen`
+    /// and reads what the store holds (the link key, the maintenance windows added through
+    /// the API). `path` is the config file, read again on reload.
+    pub async fn build(config: Config, path: &Path, deps: Deps) -> Result<App, AppError> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.config_loaded(true, deps.clock.now());
+        let found = crate::campaign::preflight(&config);
+        for w in &found.warnings {
+            tracing::warn!("{w}");
+        }
+        for e in &found.rows {
+            tracing::error!("{e}; this row is left out of campaigns");
+        }
+        if !found.templates.is_empty() {
+            let text: Vec<String> = found.templates.iter().map(|e| e.to_string()).collect();
+            return Err(AppError::Templates(text.join("\n")));
+        }
+        let templates = Arc::new(
+            found
+                .loaded
+                .ok_or_else(|| AppError::Templates("templates did not load".into()))?,
+        );
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let signer = Arc::new(Signer::new(&deps.store.lock().link_key()?));
+        // Maintenance windows added through the API join those of the file.
+        let windows = deps.store.lock().windows(deps.clock.now())?;
+        let config = config.with_api_windows(windows);
+        let sieve = match &config.autoresponder {
+            Some(a) => Some(
+                crate::notify::autoreply::Credentials::from_env(a, &*deps.env)
+                    .map_err(AppError::Setup)?,
+            ),
+            None => None,
+        };
+        let sieve_tls = crate::notify::autoreply::tls_config(config.autoresponder.as_ref())
+            .map_err(AppError::Setup)?;
+        crate::notify::webhook::check_secrets(&config, &*deps.env).map_err(AppError::Setup)?;
+        // One client for tocsin's outgoing webhooks (page publisher and incident receivers).
+        let hooks_http = reqwest::Client::builder()
+            .use_preconfigured_tls(
+                crate::probe::tls::client_config_with_roots()
+                    .map_err(|e| AppError::Setup(format!("cannot set up TLS for webhooks: {e}")))?,
+            )
+            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AppError::Setup(format!("cannot build the webhook client: {e}")))?;
+        Ok(App {
+            path: path.to_path_buf(),
+            config: Arc::new(RwLock::new(Arc::new(config))),
+            deps,
+            metrics,
+            latest: Arc::new(Latest::default()),
+            listener,
+            templates,
+            signer,
+            link: Link::new(),
+            reload: Reload::default(),
+            maintenance_ready: Arc::new(Notify::new()),
+            sieve,
+            sieve_tls,
+            hooks_http,
+        })
+    }
+
+    /// The address the HTTP endpoints are served on (a test binds port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The engine's handle: what the API uses, and what a test drives.
+    pub fn engine(&self) -> Handle {
+        self.link.handle()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Asks the running App to read its config file again.
+    pub fn reloader(&self) -> Reload {
+        self.reload.clone()
+    }
+
+    /// Runs every task until `cancel` fires, then stops them in order: no new probe run
+    /// starts and runs in flight finish; every result that came in is decided and stored;
+    /// then the notifiers stop (the item in hand finished, the rest left in the outbox for
+    /// the next start) and the HTTP server drains.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), AppError> {
+        let App {
+            path,
+            config,
+            deps,
+            metrics,
+            latest,
+            listener,
+            templates,
+            signer,
+            link,
+            reload,
+            maintenance_ready,
+            sieve,
+            sieve_tls,
+            hooks_http,
+        } = self;
+        let clock = deps.clock.clone();
+        let store = deps.store.clone();
+        let handle = link.handle();
+        let current = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+
+        // Probe reports: scheduler → recorder → engine.
+        let (tx, rx) = mpsc::channel::<Report>(1024);
+        let (engine_tx, engine_rx) = mpsc::channel::<Report>(1024);
+        let mut front = Supervisor::new(metrics.clone());
+        let rx = Arc::new(Mutex::new(rx));
+        {
+            let (metrics, latest) = (metrics.clone(), latest.clone());
+            front.spawn("recorder", move || {
+                let (rx, metrics, latest, forward) = (
+                    rx.clone(),
+                    metrics.clone(),
+                    latest.clone(),
+                    engine_tx.clone(),
+                );
+                async move {
+                    let mut rx = rx.lock().await;
+                    scheduler::record(&mut rx, metrics, latest, Some(forward)).await
+                }
+            });
+        }
+        let drain = CancellationToken::new();
+        {
+            let engine_rx = Arc::new(Mutex::new(engine_rx));
+            let (config, store, clock, link, metrics, drain) = (
+                config.clone(),
+                store.clone(),
+                clock.clone(),
+                link.clone(),
+                metrics.clone(),
+                drain.clone(),
+            );
+            front.spawn("engine", move || {
+                let current = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let (engine_rx, store, clock, link, metrics, drain) = (
+                    engine_rx.clone(),
+                    store.clone(),
+                    clock.clone(),
+                    link.clone(),
+                    metrics.clone(),
+                    drain.clone(),
+                );
+                async move {
+                    // Resumes from the store, as after a restart of the process.
+                    let engine = loop {
+                        match Engine::attach(&current, store.clone(), clock.clone(), link.clone()) {
+                            Ok(e) => break e,
+                            Err(e) => {
+                                tracing::error!(error = %e, "incident engine: cannot read the store; trying again");
+                                tokio::select! {
+                                    _ = drain.cancelled() => return,
+                                    _ = tokio::time::sleep(RESTART_DELAY) => {}
+                                }
+                            }
+                        }
+                    };
+                    let mut reports = engine_rx.lock().await;
+                    engine.run(&mut reports, metrics, drain).await
+                }
+            });
+        }
+
+        // The followers of the engine, each carrying out one kind of work.
+        let stop = CancellationToken::new();
+        let mut back = Supervisor::new(metrics.clone());
+        let campaign_ready = Arc::new(Notify::new());
+        let composer = Arc::new(Composer {
+            templates: templates.clone(),
+            signer: signer.clone(),
+            domain: deps.campaign_mail.from_domain(),
+        });
+        let page_source = PageSource {
+            engine: handle.clone(),
+            store: store.clone(),
+            templates: templates.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+        };
+        let pages = Pages {
+            source: page_source.clone(),
+            metrics: metrics.clone(),
+            ready: Arc::new(Notify::new()),
+            http: hooks_http.clone(),
+        };
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            mailer: deps.staff_mail.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            engine: handle.subscribe(),
+            signer: signer.clone(),
+            campaign_ready: campaign_ready.clone(),
+            pages_ready: pages.ready.clone(),
+        };
+        let sender = Sender {
+            store: store.clone(),
+            mailer: deps.campaign_mail.clone(),
+            composer: composer.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            ready: campaign_ready.clone(),
+            engine: handle.clone(),
+        };
+        let autoresponder = Autoresponder {
+            store: store.clone(),
+            templates: templates.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            changes: handle.subscribe(),
+            credentials: sieve,
+            tls: sieve_tls,
+            failures: Default::default(),
+        };
+        let hotline = Hotline {
+            store: store.clone(),
+            templates: templates.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            changes: handle.subscribe(),
+            retry: None,
+        };
+        let webhooks = WebhookSender {
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            engine: handle.subscribe(),
+            http: hooks_http,
+        };
+        let planner = Planner {
+            store: store.clone(),
+            engine: handle.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            ready: maintenance_ready.clone(),
+            campaign_ready: campaign_ready.clone(),
+        };
+        back.spawn_each("dispatcher", &stop, dispatcher, Dispatcher::run);
+        back.spawn_each("campaigns", &stop, sender, Sender::run);
+        back.spawn_each("pages", &stop, pages, Pages::run);
+        back.spawn_each("autoresponder", &stop, autoresponder, Autoresponder::run);
+        back.spawn_each("hotline", &stop, hotline, Hotline::run);
+        back.spawn_each("webhooks", &stop, webhooks, WebhookSender::run);
+        back.spawn_each("maintenance", &stop, planner, Planner::run);
+
+        let mut sched = Scheduler::new(
+            tx,
+            metrics.clone(),
+            clock.clone(),
+            deps.runner.clone(),
+            cancel.child_token(),
+        );
+        let added = sched.apply(&current).added.len();
+        tracing::info!(
+            probes = added,
+            services = current.services.len(),
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            config = %path.display(),
+            "tocsin started"
+        );
+
+        let state = web_state(
+            &current,
+            &config,
+            &deps,
+            &metrics,
+            &latest,
+            &handle,
+            &signer,
+            page_source,
+            composer,
+            maintenance_ready,
+        );
+        let server_stop = cancel.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, web::app(state))
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await
+        });
+
+        let mut reloading = Reloading {
+            path,
+            config,
+            metrics: metrics.clone(),
+            latest,
+            engine: handle,
+            clock,
+            store,
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = reload.0.notified() => reloading.reload(&mut sched).await,
+            }
+        }
+
+        tracing::info!("shutting down: finishing probes in flight");
+        sched.stop().await;
+        // The recorder ends when the last probe task is gone; then the engine decides
+        // what is still queued. Only then do the followers stop.
+        front.wait_for("recorder").await;
+        drain.cancel();
+        front.join_all().await;
+        stop.cancel();
+        back.join_all().await;
+        let served = server
+            .await
+            .map_err(|e| AppError::Setup(format!("HTTP server task failed: {e}")))?;
+        served.map_err(AppError::Serve)?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn web_state(
+    current: &Config,
+    config: &Arc<RwLock<Arc<Config>>>,
+    deps: &Deps,
+    metrics: &Arc<Metrics>,
+    latest: &Arc<Latest>,
+    handle: &Handle,
+    signer: &Arc<Signer>,
+    pages: PageSource,
+    composer: Arc<Composer>,
+    maintenance_ready: Arc<Notify>,
+) -> AppState {
+    let token_env = current.api_token_env.clone();
+    let token = (deps.env)(&token_env)
+        .filter(|t| !t.trim().is_empty())
+        .map(Secret);
+    if token.is_none() {
+        tracing::warn!(variable = %token_env, "the incident API is disabled until this environment variable holds a token");
+    }
+    let incidents = crate::web::api::IncidentApi {
+        engine: handle.clone(),
+        store: deps.store.clone(),
+        token,
+        token_env,
+        clock: deps.clock.clone(),
+        signer: signer.clone(),
+    };
+    AppState {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        latest: latest.clone(),
+        clock: deps.clock.clone(),
+        public: Some(crate::web::public::Public {
+            pages,
+            signer: signer.clone(),
+            store: deps.store.clone(),
+            clock: deps.clock.clone(),
+        }),
+        campaigns: Some(crate::web::campaigns::CampaignApi {
+            api: incidents.clone(),
+            composer,
+            mailer: deps.campaign_mail.clone(),
+            config: config.clone(),
+        }),
+        maintenance: Some(crate::web::maintenance::MaintenanceApi {
+            api: incidents.clone(),
+            config: config.clone(),
+            ready: maintenance_ready,
+        }),
+        incidents: Some(incidents),
+    }
+}
+
+/// What a reload updates.
+struct Reloading {
+    path: PathBuf,
+    config: Arc<RwLock<Arc<Config>>>,
+    metrics: Arc<Metrics>,
+    latest: Arc<Latest>,
+    engine: Handle,
+    clock: Arc<dyn Clock>,
+    /// Holds the maintenance windows added through the API, kept across reloads.
+    store: SharedStore,
+}
+
+impl Reloading {
+    /// Reads and checks the file again. A bad file is refused with every error logged, and
+    /// the previous config keeps running.
+    async fn reload(&mut self, sched: &mut Scheduler) {
+        let new = match config::load(&self.path) {
+            Ok(new) => new,
+            Err(errors) => {
+                self.metrics.config_loaded(false, self.clock.now());
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
+                }
+                return;
+            }
+        };
+        let stored = self.store.lock().windows(self.clock.now());
+        let windows = match stored {
+            Ok(w) => w,
+            Err(e) => {
+                self.metrics.config_loaded(false, self.clock.now());
+                tracing::error!(error = %e, "configuration refused: cannot read the maintenance windows; the previous configuration keeps running");
+                return;
+            }
+        };
+        let new = new.with_api_windows(windows);
+        let found = crate::campaign::preflight(&new);
+        if !found.templates.is_empty() {
+            self.metrics.config_loaded(false, self.clock.now());
+            for e in &found.templates {
+                tracing::error!(error = %e, "configuration refused; the previous configuration keeps running");
+            }
+            return;
+        }
+        let old = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (what, changed) in [
+            ("listen", new.listen != old.listen),
+            ("data_dir", new.data_dir != old.data_dir),
+            // The login is read from the environment at start-up.
+            (
+                "autoresponder",
+                new.autoresponder
+                    .as_ref()
+                    .map(|a| (&a.user_env, &a.password_env))
+                    != old
+                        .autoresponder
+                        .as_ref()
+                        .map(|a| (&a.user_env, &a.password_env)),
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key = what,
+                    "this key's change takes effect at the next restart"
+                );
+            }
+        }
+        let changes = sched.apply(&new);
+        for (service, probe) in &changes.removed {
+            self.metrics.forget(service, probe);
+            self.latest.forget(service, probe);
+        }
+        let new = Arc::new(new);
+        self.engine.reconfigure(new.clone()).await;
+        self.metrics.config_loaded(true, self.clock.now());
+        tracing::info!(added = ?changes.added, changed = ?changes.changed, removed = changes.removed.len(), kept = changes.kept, "configuration reloaded");
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = new;
+    }
+}
+
+/// Runs tasks and starts again one that panicked: logged, counted in
+/// `tocsin_task_restarts_total{task}`, never silently lost.
+struct Supervisor {
+    set: JoinSet<&'static str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Supervisor {
+    fn new(metrics: Arc<Metrics>) -> Supervisor {
+        Supervisor {
+            set: JoinSet::new(),
+            metrics,
+        }
+    }
+
+    /// Runs `make()` until it returns; a panic starts it again after a short delay.
+    fn spawn<F, Fut>(&mut self, task: &'static str, make: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let metrics = self.metrics.clone();
+        self.set.spawn(async move {
+            loop {
+                match tokio::spawn(make()).await {
+                    Ok(()) => return task,
+                    Err(e) if e.is_panic() => {
+                        let payload = e.into_panic();
+                        let what = payload
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| payload.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "(no message)".into());
+                        metrics.task_restarted(task);
+                        tracing::error!(task, panic = %what, "task panicked; starting it again");
+                        tokio::time::sleep(RESTART_DELAY).await;
+                    }
+                    Err(_) => return task,
+                }
+            }
+        });
+    }
+
+    /// A follower: a fresh copy of `template` runs `run` until `stop`.
+    fn spawn_each<T, Fut>(
+        &mut self,
+        task: &'static str,
+        stop: &CancellationToken,
+        template: T,
+        run: fn(T, CancellationToken) -> Fut,
+    ) where
+        T: Clone + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = stop.clone();
+        self.spawn(task, move || run(template.clone(), stop.clone()));
+    }
+
+    /// Waits until the task named `task` has ended (the others keep running).
+    async fn wait_for(&mut self, task: &'static str) {
+        while let Some(done) = self.set.join_next().await {
+            match done {
+                Ok(t) if t == task => return,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "a supervisor ended abnormally"),
+            }
+        }
+    }
+
+    async fn join_all(&mut self) {
+        while let Some(done) = self.set.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a supervisor ended abnormally");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A task that panics is started again and counted; one that returns is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_task_is_restarted_and_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut sup = Supervisor::new(metrics.clone());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        sup.spawn("flaky", move || {
+            let runs = counted.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("boom");
+                }
+            }
+        });
+        sup.join_all().await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            3,
+            "two panics, then a clean end"
+        );
+        assert!(
+            metrics
+                .render()
+                .contains("tocsin_task_restarts_total{task=\"flaky\"} 2"),
+            "{}",
+            metrics.render()
+        );
+    }
+}
