@@ -8,7 +8,7 @@
 //! installs Postfix for smtp-sink and smtp-source when missing).
 
 use std::process::{Command, Stdio};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tocsin::campaign::sender::Sender;
 use tocsin::campaign::{Composer, plan};
 use tocsin::clock::{Clock, SystemClock};
-use tocsin::config;
+use tocsin::config::{self, LiveConfig};
 use tocsin::incident::{Action, ServiceState};
 use tocsin::links::Signer;
 use tocsin::metrics::Metrics;
@@ -158,7 +158,7 @@ mail:
             store: store.clone(),
             mailer,
             composer,
-            config: Arc::new(RwLock::new(Arc::new(cfg.clone()))),
+            config: LiveConfig::new(cfg.clone()),
             metrics: Arc::new(Metrics::new()),
             clock: clock.clone(),
             ready: Arc::default(),

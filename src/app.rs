@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, mpsc};
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::Composer;
 use crate::campaign::sender::Sender;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
+use crate::config::{self, Config, LiveConfig};
 use crate::engine::{Engine, Handle, Link};
 use crate::links::Signer;
 use crate::metrics::Metrics;
@@ -122,7 +122,7 @@ impl Reload {
 /// A built tocsin, ready to run.
 pub struct App {
     path: PathBuf,
-    config: Arc<RwLock<Arc<Config>>>,
+    config: LiveConfig,
     deps: Deps,
     metrics: Arc<Metrics>,
     latest: Arc<Latest>,
@@ -192,7 +192,7 @@ impl App {
             .map_err(|e| AppError::Setup(format!("cannot build the webhook client: {e}")))?;
         Ok(App {
             path: path.to_path_buf(),
-            config: Arc::new(RwLock::new(Arc::new(config))),
+            config: LiveConfig::new(config),
             deps,
             metrics,
             latest: Arc::new(Latest::default()),
@@ -251,7 +251,7 @@ impl App {
         let clock = deps.clock.clone();
         let store = deps.store.clone();
         let handle = link.handle();
-        let current = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let current = config.get();
 
         // Probe reports: scheduler → recorder → engine.
         let (tx, rx) = mpsc::channel::<Report>(1024);
@@ -285,7 +285,7 @@ impl App {
                 drain.clone(),
             );
             front.spawn("engine", move || {
-                let current = config.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let current = config.get();
                 let (engine_rx, store, clock, link, metrics, drain) = (
                     engine_rx.clone(),
                     store.clone(),
@@ -473,7 +473,7 @@ impl App {
 #[allow(clippy::too_many_arguments)]
 fn web_state(
     current: &Config,
-    config: &Arc<RwLock<Arc<Config>>>,
+    config: &LiveConfig,
     deps: &Deps,
     metrics: &Arc<Metrics>,
     latest: &Arc<Latest>,
@@ -527,7 +527,7 @@ fn web_state(
 /// What a reload updates.
 struct Reloading {
     path: PathBuf,
-    config: Arc<RwLock<Arc<Config>>>,
+    config: LiveConfig,
     metrics: Arc<Metrics>,
     latest: Arc<Latest>,
     engine: Handle,
@@ -568,11 +568,7 @@ impl Reloading {
             }
             return;
         }
-        let old = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let old = self.config.get();
         for (what, changed) in [
             ("listen", new.listen != old.listen),
             ("data_dir", new.data_dir != old.data_dir),
@@ -604,7 +600,7 @@ impl Reloading {
         self.engine.reconfigure(new.clone()).await;
         self.metrics.config_loaded(true, self.clock.now());
         tracing::info!(added = ?changes.added, changed = ?changes.changed, removed = changes.removed.len(), kept = changes.kept, "configuration reloaded");
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = new;
+        self.config.set(new);
     }
 }
 

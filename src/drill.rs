@@ -75,12 +75,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
             format!("no service `{}` (services: {})", sc.service, ids.join(", "))
         })?;
     let policy = config.policy(service);
-    let longest = service
-        .probes
-        .iter()
-        .map(|p| p.interval)
-        .max()
-        .unwrap_or(Duration::from_secs(30));
+    let longest = service.longest_interval();
     let lasts = match (sc.duration, sc.eta) {
         (Some(d), _) => d,
         // Back in time for the ETA: working again early enough for the success rounds

@@ -2,7 +2,7 @@
 //! ack, ETA (which can start the customer phase), resolve, and every bad input.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use tocsin::clock::SystemClock;
-use tocsin::config;
+use tocsin::config::{self, LiveConfig};
 use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
 use tocsin::probe::{Outcome, Reason, Secret};
@@ -80,7 +80,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         )),
     };
     let state = AppState {
-        config: Arc::new(RwLock::new(Arc::new(cfg))),
+        config: LiveConfig::new(cfg),
         metrics: Arc::new(Metrics::new()),
         latest: Arc::new(Latest::default()),
         clock: Arc::new(SystemClock),

@@ -2,11 +2,11 @@
 //! tells staff once that the monitor's own network is down, and holds every incident.
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tocsin::clock::SystemClock;
-use tocsin::config::{self, Config};
+use tocsin::config::{self, Config, LiveConfig};
 use tocsin::engine::Engine;
 use tocsin::links::Signer;
 use tocsin::metrics::Metrics;
@@ -75,7 +75,7 @@ async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
     let dispatcher = Dispatcher {
         store: store.clone(),
         mailer: Arc::new(Mailer::new(&cfg.mail, dir.path(), &|_| None).unwrap()),
-        config: Arc::new(RwLock::new(Arc::new(cfg.clone()))),
+        config: LiveConfig::new(cfg.clone()),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),
         engine: engine.handle().subscribe(),

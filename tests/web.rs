@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use tocsin::clock::SystemClock;
-use tocsin::config;
+use tocsin::config::{self, LiveConfig};
 use tocsin::metrics::Metrics;
 use tocsin::scheduler::Latest;
 use tocsin::web::{AppState, app};
@@ -21,7 +21,7 @@ use tocsin::web::{AppState, app};
 fn state(yaml: &str) -> AppState {
     let c = config::parse(yaml, Path::new("web.yaml")).unwrap_or_else(|e| panic!("{e}"));
     AppState {
-        config: Arc::new(RwLock::new(Arc::new(c))),
+        config: LiveConfig::new(c),
         metrics: Arc::new(Metrics::new()),
         latest: Arc::new(Latest::default()),
         clock: Arc::new(SystemClock),

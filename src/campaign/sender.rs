@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::{Quota, RateLimiter};
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Composer;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Handle;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::backoff;
@@ -33,7 +33,7 @@ pub struct Sender {
     pub store: SharedStore,
     pub mailer: Arc<Mailer>,
     pub composer: Arc<Composer>,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// Woken when a campaign is created.
@@ -171,10 +171,7 @@ impl Sender {
     }
 
     fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 }
 

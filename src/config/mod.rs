@@ -149,6 +149,18 @@ pub struct Service {
     pub probes: Vec<Arc<Probe>>,
 }
 
+impl Service {
+    /// The longest interval among the service's probes: one round of every probe takes
+    /// at most this long.
+    pub fn longest_interval(&self) -> Duration {
+        self.probes
+            .iter()
+            .map(|p| p.interval)
+            .max()
+            .unwrap_or(Duration::from_secs(30))
+    }
+}
+
 /// Compensation codes in the recovery mail of outages that lasted at least `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compensation {
@@ -670,5 +682,26 @@ fn friendly(msg: &str, path: &Path) -> String {
             Some((found, expected)) => format!("`{key}`: expected {expected}, found {found}"),
             None => format!("`{key}`: {msg}"),
         }
+    }
+}
+
+/// The running config, shared by every task and replaced whole on reload: a reader takes
+/// the current one and keeps it for a whole pass, so a pass never mixes two configs.
+#[derive(Clone)]
+pub struct LiveConfig(Arc<std::sync::RwLock<Arc<Config>>>);
+
+impl LiveConfig {
+    pub fn new(config: Config) -> LiveConfig {
+        LiveConfig(Arc::new(std::sync::RwLock::new(Arc::new(config))))
+    }
+
+    /// The config in force now.
+    pub fn get(&self) -> Arc<Config> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `config` in force (a reload, a maintenance window added through the API).
+    pub fn set(&self, config: Arc<Config>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 }

@@ -11,7 +11,7 @@
 //! autoresponder.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use super::dispatch::backoff;
 use super::sieve::{Endpoint, Session, SieveError, sieve_string};
 use super::templates::{Templates, outages_context};
 use crate::clock::Clock;
-use crate::config::{self, Config};
+use crate::config::{self, Config, LiveConfig};
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
 use crate::store::{IncidentRecord, SharedStore};
@@ -114,7 +114,7 @@ pub fn script(
 pub struct Autoresponder {
     pub store: SharedStore,
     pub templates: Arc<Templates>,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// The engine's snapshot: each decision may change what is to be installed.
@@ -134,10 +134,7 @@ pub struct Failures {
 
 impl Autoresponder {
     fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     /// Reconciles until `cancel`, after each decision and every 10 s.

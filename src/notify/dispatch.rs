@@ -2,7 +2,7 @@
 //! done, to be retried (transient failure, with backoff) or failed (permanent). A crash
 //! between sending and marking can repeat one message; nothing is lost.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::campaign::{self, PlanError, Planned};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Snapshot;
 use crate::incident::{Action, StaffMailKind};
 use crate::metrics::Metrics;
@@ -27,7 +27,7 @@ const IDLE: Duration = Duration::from_secs(1);
 pub struct Dispatcher {
     pub store: SharedStore,
     pub mailer: Arc<Mailer>,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// The engine's snapshot: a new decision may have queued work.
@@ -76,11 +76,7 @@ impl Dispatcher {
 
     async fn carry_out(&self, item: OutboxItem) -> Result<(), crate::store::StoreError> {
         let now = self.clock.now();
-        let config = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let config = self.config.get();
         if matches!(
             item.action,
             Action::CustomerPhase { .. }

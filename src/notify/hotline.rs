@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -24,7 +24,7 @@ use super::dispatch::backoff;
 use super::pages::write_if_changed;
 use super::templates::{Templates, outages_context};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
 use crate::store::{IncidentRecord, SharedStore};
@@ -62,7 +62,7 @@ pub struct HookIncident {
 pub struct Hotline {
     pub store: SharedStore,
     pub templates: Arc<Templates>,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// The engine's snapshot: each decision may change what is to be installed.
@@ -72,10 +72,7 @@ pub struct Hotline {
 
 impl Hotline {
     fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {

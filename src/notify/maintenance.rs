@@ -9,7 +9,7 @@
 //! sends one twice. Offsets that fall due together (a window added an hour before it
 //! starts, with `announce_before: [48h, 1h]`) give one notice, the latest.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audience;
 use crate::clock::Clock;
-use crate::config::{Config, Maintenance};
+use crate::config::{Config, LiveConfig, Maintenance};
 use crate::engine::Handle;
 use crate::incident::Status;
 use crate::store::{NewRecipient, Notice, SharedStore};
@@ -31,7 +31,7 @@ const STALE: Duration = Duration::from_secs(6 * 3600);
 pub struct Planner {
     pub store: SharedStore,
     pub engine: Handle,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub clock: Arc<dyn Clock>,
     /// Woken by the API when a window is added or cancelled.
     pub ready: Arc<Notify>,
@@ -54,11 +54,7 @@ impl Planner {
 
     /// One pass over every window.
     pub fn pass(&self) -> Result<(), String> {
-        let config = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let config = self.config.get();
         let now = self.clock.now();
         for m in &config.maintenance {
             if now < m.start {
@@ -153,13 +149,7 @@ impl Planner {
         let Some(service) = config.services.iter().find(|s| s.id == m.service) else {
             return Ok(());
         };
-        let longest = service
-            .probes
-            .iter()
-            .map(|p| p.interval)
-            .max()
-            .unwrap_or(Duration::from_secs(30));
-        if now < m.end() + longest * (service.failure_threshold + 1) {
+        if now < m.end() + service.longest_interval() * (service.failure_threshold + 1) {
             return Ok(());
         }
         let status = self.engine.snapshot().status(&m.service);
@@ -208,13 +198,7 @@ impl Planner {
             .recipients
             .into_iter()
             .filter(|r| r.follows(service))
-            .map(|r| NewRecipient {
-                email: r.email,
-                name: r.name,
-                language: r.language,
-                timezone: r.timezone,
-                vars: r.vars,
-            })
+            .map(crate::campaign::recipient_row)
             .collect();
         if recipients.len() as u64 > config.mail.max_campaign_size {
             return Err(format!(

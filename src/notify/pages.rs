@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::templates::{Templates, duration_text, local_time, val};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Handle;
 use crate::incident::Status;
 use crate::metrics::Metrics;
@@ -39,16 +39,13 @@ pub struct PageSource {
     pub engine: Handle,
     pub store: SharedStore,
     pub templates: Arc<Templates>,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub clock: Arc<dyn Clock>,
 }
 
 impl PageSource {
     fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 
     /// The status page as HTML, now.

@@ -8,7 +8,7 @@
 //! written into the incident's timeline). A receiver sees the same body and delivery id
 //! on every retry, so it can drop repeats.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch::backoff;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
 use crate::store::{Delivery, SharedStore};
@@ -49,7 +49,7 @@ pub fn check_secrets(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> R
 #[derive(Clone)]
 pub struct WebhookSender {
     pub store: SharedStore,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// The engine's snapshot: a new decision may have queued deliveries.
@@ -91,11 +91,7 @@ impl WebhookSender {
     }
 
     async fn deliver(&self, d: Delivery) -> Result<(), crate::store::StoreError> {
-        let config = self
-            .config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let config = self.config.get();
         let outcome = match config.webhooks.iter().find(|w| w.url.as_str() == d.url) {
             None => Outcome::Failed("the receiver is no longer configured".into()),
             Some(w) => match std::env::var(&w.secret_env) {

@@ -2,7 +2,7 @@
 //! progress, show one with its failures, and preview the exact message one recipient
 //! would get.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{Path, Query, State};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{ApiError, IncidentApi, authorize};
 use crate::campaign::{Composer, preview as render_preview};
-use crate::config::Config;
+use crate::config::LiveConfig;
 use crate::notify::mail::Mailer;
 use crate::store::{CampaignInfo, CampaignKind, CampaignRecord};
 
@@ -23,7 +23,7 @@ pub struct CampaignApi {
     pub api: IncidentApi,
     pub composer: Arc<Composer>,
     pub mailer: Arc<Mailer>,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
 }
 
 pub fn routes(c: CampaignApi) -> Router {
@@ -121,7 +121,7 @@ async fn preview(
             format!("expected {{\"to\": EMAIL, \"service\" or \"incident\", \"kind\"}}: {e}"),
         )
     })?;
-    let config = c.config.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let config = c.config.get();
     let now = c.api.clock.now();
     let kind = req.kind.unwrap_or(CampaignKind::Outage);
     let incident = {

@@ -3,7 +3,7 @@
 //! once: the engine keeps incidents from opening inside the window, the status page shows
 //! it, and its notices are planned.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -15,13 +15,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::api::{ApiError, IncidentApi, authorize};
-use crate::config::{Config, Maintenance};
+use crate::config::{Config, LiveConfig, Maintenance};
 use crate::text::time::rfc3339 as rfc;
 
 #[derive(Clone)]
 pub struct MaintenanceApi {
     pub api: IncidentApi,
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     /// Wakes the notice planner.
     pub ready: Arc<Notify>,
 }
@@ -80,7 +80,7 @@ fn short(d: Duration) -> String {
 }
 
 fn config(m: &MaintenanceApi) -> Arc<Config> {
-    m.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+    m.config.get()
 }
 
 async fn list(State(m): State<MaintenanceApi>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -230,7 +230,7 @@ async fn apply(m: &MaintenanceApi) -> Result<(), ApiError> {
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let next = Arc::new((*config(m)).clone().with_api_windows(windows));
     m.api.engine.reconfigure(next.clone()).await;
-    *m.config.write().unwrap_or_else(|e| e.into_inner()) = next;
+    m.config.set(next);
     m.ready.notify_one();
     Ok(())
 }

@@ -8,7 +8,7 @@ pub mod campaigns;
 pub mod maintenance;
 pub mod public;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -19,14 +19,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::metrics::{Metrics, render_single};
 use crate::probe::{self, Check};
 use crate::scheduler::Latest;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<RwLock<Arc<Config>>>,
+    pub config: LiveConfig,
     pub metrics: Arc<Metrics>,
     pub latest: Arc<Latest>,
     pub clock: Arc<dyn Clock>,
@@ -42,10 +42,7 @@ pub struct AppState {
 
 impl AppState {
     fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.get()
     }
 }
 
