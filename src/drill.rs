@@ -150,7 +150,9 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                 events.push(Event::Probe {
                     probe: p.name.clone(),
                     ok,
-                    reason: (!ok).then(|| "simulated failure (drill)".to_string()),
+                    reason: (!ok).then(|| crate::probe::Reason::Text {
+                        text: "simulated failure (drill)".into(),
+                    }),
                 });
             }
         }
@@ -167,8 +169,10 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                         started, reasons, ..
                     } => {
                         opened_at = Some(t);
-                        let why: Vec<String> =
-                            reasons.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+                        let opened = crate::incident::TimelineEvent::Opened {
+                            reasons: reasons.clone(),
+                        };
+                        let why = opened.failing();
                         record = Some(IncidentRecord {
                             id: 1,
                             service: service.id.clone(),
@@ -181,8 +185,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                             next_update: None,
                             timeline: vec![TimelineEntry {
                                 at: t,
-                                kind: "opened".into(),
-                                detail: why.join("; "),
+                                event: opened,
                             }],
                         });
                         details.push(format!(

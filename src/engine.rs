@@ -456,7 +456,7 @@ impl Engine {
             Event::Probe {
                 probe: r.probe.name.clone(),
                 ok: r.outcome.success,
-                reason: r.outcome.reason.as_ref().map(|x| x.to_string()),
+                reason: r.outcome.reason.clone(),
             },
             now,
         )?;

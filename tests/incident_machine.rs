@@ -78,7 +78,7 @@ impl Sim {
         self.send(Event::Probe {
             probe: name.into(),
             ok,
-            reason: (!ok).then(|| "connection refused".into()),
+            reason: (!ok).then_some(tocsin::probe::Reason::ConnectionRefused),
         })
     }
     /// Both probes report every 30 s from `from` until `to` (exclusive).
@@ -166,7 +166,7 @@ fn a_three_hour_outage_escalates_tells_customers_and_recovers() {
                 "the outage began at the first failure"
             );
             assert_eq!(
-                reasons.get("db").map(String::as_str),
+                reasons.get("db").map(|r| r.to_string()).as_deref(),
                 Some("connection refused")
             );
         }

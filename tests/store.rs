@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use std::path::Path;
-use tocsin::incident::{Action, Event, Flapping, Level, Policy, ServiceState, StaffMailKind, step};
+use tocsin::incident::{
+    Action, Event, Flapping, Level, Policy, ServiceState, StaffMailKind, TimelineEvent, step,
+};
+use tocsin::probe::Reason;
 
 use tocsin::store::{SqliteStore, Store, StoreError};
 
@@ -55,7 +58,10 @@ fn fail() -> Event {
     Event::Probe {
         probe: "home".into(),
         ok: false,
-        reason: Some("status 503, expected 200".into()),
+        reason: Some(Reason::Status {
+            got: 503,
+            want: "200".into(),
+        }),
     }
 }
 
@@ -104,16 +110,23 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
         assert_eq!(incidents.len(), 1);
         assert_eq!(incidents[0].service, "shop");
         assert_eq!(incidents[0].started, t0());
-        let kinds: Vec<&str> = incidents[0]
-            .timeline
-            .iter()
-            .map(|e| e.kind.as_str())
-            .collect();
+        let kinds: Vec<&str> = incidents[0].timeline.iter().map(|e| e.kind()).collect();
         assert_eq!(kinds, ["opened", "staff_mail"]);
         assert_eq!(
-            incidents[0].timeline[0].detail,
+            incidents[0].timeline[0].detail(),
             "home: status 503, expected 200"
         );
+        // Stored as data: the probe's typed reason travels into the timeline.
+        match &incidents[0].timeline[0].event {
+            TimelineEvent::Opened { reasons } => assert_eq!(
+                reasons["home"],
+                Reason::Status {
+                    got: 503,
+                    want: "200".into()
+                }
+            ),
+            other => panic!("{backend}: {other:?}"),
+        }
     }
 }
 
@@ -153,7 +166,7 @@ fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
         assert_eq!(inc.eta, Some(eta));
         assert!(inc.customer_phase);
         assert_eq!(inc.ended, Some(t0() + Duration::from_secs(120)));
-        let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
+        let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind()).collect();
         assert_eq!(
             kinds,
             [
@@ -213,7 +226,7 @@ fn retries_wait_and_permanent_failures_stop() {
         let timeline = &store.incidents(false).unwrap()[0].timeline;
         let last = timeline.last().unwrap();
         assert_eq!(
-            (last.kind.as_str(), last.detail.as_str()),
+            (last.kind(), last.detail().as_str()),
             ("delivery_failed", "550 no such user"),
             "visible in the API"
         );

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
+use crate::probe::Reason;
 
 /// What the service looks like from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +41,8 @@ pub struct Streak {
     /// When the current run of failures began.
     pub failing_since: Option<SystemTime>,
     /// The last failure's reason while failing.
-    pub reason: Option<String>,
+    #[serde(default, deserialize_with = "super::stored::reason_opt")]
+    pub reason: Option<Reason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +60,8 @@ pub struct Incident {
     /// Every staff address mailed about this incident, in order; all get "resolved".
     pub mailed: Vec<String>,
     /// Failing probes and their last reason.
-    pub reasons: BTreeMap<String, String>,
+    #[serde(deserialize_with = "super::stored::reason_map")]
+    pub reasons: BTreeMap<String, Reason>,
     /// The next-update time customers were promised while no future ETA stands.
     #[serde(default)]
     pub next_update: Option<SystemTime>,
@@ -93,7 +96,7 @@ pub enum Event {
     Probe {
         probe: String,
         ok: bool,
-        reason: Option<String>,
+        reason: Option<Reason>,
     },
     /// Time passed (escalation and the customer threshold are due by time alone).
     Tick,
@@ -135,7 +138,8 @@ pub enum Action {
     Open {
         id: u64,
         started: SystemTime,
-        reasons: BTreeMap<String, String>,
+        #[serde(deserialize_with = "super::stored::reason_map")]
+        reasons: BTreeMap<String, Reason>,
     },
     MailStaff {
         id: Option<u64>,
@@ -352,7 +356,7 @@ fn observe(
     policy: &Policy,
     probe: String,
     ok: bool,
-    reason: Option<String>,
+    reason: Option<Reason>,
     now: SystemTime,
     out: &mut Vec<Action>,
 ) {
@@ -436,14 +440,16 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
                     Some(end) if end > since && end <= now => end,
                     _ => since,
                 };
-                let reasons: BTreeMap<String, String> = s
+                let reasons: BTreeMap<String, Reason> = s
                     .streaks
                     .iter()
                     .filter(|(_, x)| x.fails > 0)
                     .map(|(p, x)| {
                         (
                             p.clone(),
-                            x.reason.clone().unwrap_or_else(|| "failing".into()),
+                            x.reason.clone().unwrap_or_else(|| Reason::Text {
+                                text: "failing".into(),
+                            }),
                         )
                     })
                     .collect();

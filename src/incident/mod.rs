@@ -7,8 +7,11 @@
 
 pub mod machine;
 pub mod policy;
+mod stored;
+pub mod timeline;
 
 pub use machine::{
     Action, Event, Incident, ServiceState, StaffMailKind, Status, WebhookEvent, step,
 };
 pub use policy::{Flapping, Level, Policy, Window};
+pub use timeline::TimelineEvent;

@@ -272,12 +272,15 @@ impl Autoresponder {
         if self.failures.last_error.get(mailbox) != Some(&text) {
             let what = if switching_on { "switch on" } else { "remove" };
             tracing::error!(mailbox = %shown(mailbox, c), error = %text, retry_in = ?wait, "autoresponder: cannot {what} the outage autoresponder");
-            let detail = format!("autoresponder for {}: {text}", shown(mailbox, c));
-            if let Err(e) = self.store.lock().note_customer_phase(
-                "autoresponder_failed",
-                &detail,
-                self.clock.now(),
-            ) {
+            let event = crate::incident::TimelineEvent::AutoresponderFailed {
+                mailbox: shown(mailbox, c).to_string(),
+                error: text.clone(),
+            };
+            if let Err(e) = self
+                .store
+                .lock()
+                .note_customer_phase(&event, self.clock.now())
+            {
                 tracing::error!(error = %e, "autoresponder: cannot record the failure");
             }
             self.failures.last_error.insert(mailbox.to_string(), text);

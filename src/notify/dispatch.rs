@@ -12,7 +12,7 @@ use crate::campaign::{self, PlanError, Planned};
 use crate::clock::Clock;
 use crate::config::{Config, LiveConfig};
 use crate::engine::Snapshot;
-use crate::incident::{Action, StaffMailKind};
+use crate::incident::{Action, StaffMailKind, TimelineEvent};
 use crate::metrics::Metrics;
 use crate::store::{OutboxItem, SharedStore};
 
@@ -161,15 +161,13 @@ impl Dispatcher {
             return Ok(());
         };
         let now = self.clock.now();
-        let detail = format!(
-            "{missing} recovery mail(s) of campaign {campaign} go out without a compensation code: the codes in {} ran out; add codes to the file",
-            pool.display()
-        );
-        if !self
-            .store
-            .lock()
-            .note_once(incident, "compensation_short", &detail, now)?
-        {
+        let event = TimelineEvent::CompensationShort {
+            campaign,
+            missing,
+            pool: pool.display().to_string(),
+        };
+        let detail = event.detail();
+        if !self.store.lock().note_once(incident, &event, now)? {
             return Ok(());
         }
         self.metrics.compensation_missing(missing);

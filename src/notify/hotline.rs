@@ -212,8 +212,10 @@ impl Hotline {
                 tracing::error!(event, error = %e, retry_in = ?wait, "hotline hook failed");
                 if event != "withdrawn" {
                     let _ = self.store.lock().note_customer_phase(
-                        "hotline_failed",
-                        &format!("hotline hook ({event}): {e}"),
+                        &crate::incident::TimelineEvent::HotlineFailed {
+                            event: event.to_string(),
+                            error: e.to_string(),
+                        },
                         now,
                     );
                 }

@@ -79,12 +79,13 @@ pub fn placeholder(
         let lang = config.page_language.as_str();
         let tz = config.page_timezone.as_str();
         let service = config.services.iter().find(|s| s.id == incident.service);
-        let reasons: Vec<&str> = incident
+        // What customers may be told: the kind of trouble, never the probe's own text.
+        let problem = incident
             .timeline
             .iter()
-            .filter(|e| e.kind == "opened")
-            .map(|e| e.detail.as_str())
-            .collect();
+            .filter_map(|e| e.event.problem())
+            .max()
+            .unwrap_or(crate::probe::Problem::Unreachable);
         let ctx = minijinja::context! {
             language => lang,
             service => minijinja::context! {
@@ -92,7 +93,7 @@ pub fn placeholder(
                 name => service.map(|s| s.name.as_str()).unwrap_or(&incident.service),
             },
             company => val(&config.company),
-            problem => problem(&reasons.join(" ")),
+            problem => problem.as_str(),
             started => local_time(incident.started, tz, lang),
             eta => incident.promised_eta.map(|t| local_time(t, tz, lang)),
             next_update => incident.next_update.map(|t| local_time(t, tz, lang)),
@@ -101,27 +102,6 @@ pub fn placeholder(
             timezone => tz,
         };
         templates.page("placeholder", lang, &ctx)
-    }
-}
-
-/// Probe failure text in plain words for customers: never the raw error.
-fn problem(reasons: &str) -> &'static str {
-    if reasons.contains("max_latency") {
-        "slow"
-    } else if [
-        "status ",
-        "body ",
-        "answer lacks",
-        "reply does not match",
-        "redirects",
-        "rcode",
-    ]
-    .iter()
-    .any(|k| reasons.contains(k))
-    {
-        "errors"
-    } else {
-        "unreachable"
     }
 }
 
@@ -229,19 +209,14 @@ pub fn status_context(
                 .timeline
                 .iter()
                 .filter_map(|e| {
-                    let kind = match e.kind.as_str() {
+                    let kind = match e.kind() {
                         "opened" => "opened",
                         "acknowledged" => "acknowledged",
                         "eta" => "eta",
                         "customer_phase" | "customer_update" => "customers",
                         _ => return None,
                     };
-                    // The ETA is the entry's first word (RFC 3339), or after "ETA ".
-                    let eta = e
-                        .detail
-                        .split_whitespace()
-                        .find_map(|w| humantime::parse_rfc3339(w.trim_end_matches(';')).ok())
-                        .filter(|_| kind == "eta" || e.detail.contains("ETA "));
+                    let eta = e.event.eta();
                     Some(minijinja::context! {
                         at => at(e.at),
                         kind => kind,

@@ -115,8 +115,8 @@ pub fn render(
             );
             let _ = writeln!(t);
             let _ = writeln!(t, "What fails:");
-            if let Some(first) = incident.timeline.iter().find(|e| e.kind == "opened") {
-                for reason in first.detail.split("; ") {
+            if let Some(first) = incident.timeline.iter().find(|e| e.kind() == "opened") {
+                for reason in first.event.failing() {
                     let _ = writeln!(t, "  {reason}");
                 }
             }
@@ -168,8 +168,8 @@ pub fn render(
             t,
             "  {}  {}: {}",
             at(e.at),
-            e.kind.replace('_', " "),
-            e.detail
+            e.kind().replace('_', " "),
+            e.detail()
         );
     }
     let buttons = match links.filter(|_| open) {

@@ -105,6 +105,19 @@ impl Serialize for Rcode {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Rcode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rcode, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Some(r) = Rcode::parse(&s) {
+            return Ok(r);
+        }
+        s.strip_prefix("RCODE")
+            .and_then(|n| n.parse().ok())
+            .map(Rcode::Other)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown DNS response code `{s}`")))
+    }
+}
+
 pub(crate) async fn probe(c: &DnsCheck, rec: &Recorder) -> Result<(), Reason> {
     rec.enter(Phase::Resolve);
     let protocol = match c.protocol {

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 pub use dns::{DnsCheck, DnsProtocol, Rcode};
@@ -66,7 +66,7 @@ impl Check {
 /// - `transfer`: reading the response body, up to `max_body`.
 ///
 /// With redirects, each phase is the sum over all hops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Resolve,
@@ -104,7 +104,7 @@ impl fmt::Display for Phase {
 
 /// Why a probe failed, in the terms an on-call engineer reads. Never raw internal text
 /// alone: each variant names what was expected.
-#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
     /// The probe did not finish within its timeout; `phase` is where it was stuck.
@@ -170,6 +170,83 @@ pub enum Reason {
     /// An I/O error not covered above.
     #[error("{detail}")]
     Io { detail: String },
+    /// A reason known only as text: written by an earlier tocsin (kept from its
+    /// database), or a failure reported without a reason.
+    #[error("{text}")]
+    Text { text: String },
+}
+
+/// What customers may be told of a failure: a kind of trouble in plain words, never the
+/// probe's own text (which can name internal hosts, ports and patterns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Problem {
+    /// The service cannot be reached at all.
+    Unreachable,
+    /// It answers, but wrongly (errors, missing content).
+    Errors,
+    /// It works, but slowly.
+    Slow,
+}
+
+impl Problem {
+    /// The name templates use (`problem` in the placeholder and status pages).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::Unreachable => "unreachable",
+            Problem::Errors => "errors",
+            Problem::Slow => "slow",
+        }
+    }
+
+    /// What customers hear of several failures at once: slowness when any probe is slow,
+    /// else errors when any probe gets wrong answers, else unreachable.
+    pub fn of<'a>(reasons: impl IntoIterator<Item = &'a Reason>) -> Problem {
+        reasons
+            .into_iter()
+            .map(Reason::problem)
+            .max()
+            .unwrap_or(Problem::Unreachable)
+    }
+}
+
+impl Reason {
+    /// What customers may be told of this failure.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Reason::TooSlow { .. } => Problem::Slow,
+            Reason::Status { .. }
+            | Reason::BodyLacks { .. }
+            | Reason::BodyContains { .. }
+            | Reason::BodyRegex { .. }
+            | Reason::TooManyRedirects { .. }
+            | Reason::DnsAnswerLacks { .. }
+            | Reason::ReplyMismatch { .. } => Problem::Errors,
+            Reason::Text { text } => legacy_problem(text),
+            _ => Problem::Unreachable,
+        }
+    }
+}
+
+/// Classifies a reason that is known only as text, by the words earlier tocsins wrote
+/// for each kind of failure. Used for reasons kept from an earlier database, nothing else.
+fn legacy_problem(text: &str) -> Problem {
+    if text.contains("max_latency") {
+        Problem::Slow
+    } else if [
+        "status ",
+        "body ",
+        "answer lacks",
+        "reply does not match",
+        "redirects",
+    ]
+    .iter()
+    .any(|k| text.contains(k))
+    {
+        Problem::Errors
+    } else {
+        Problem::Unreachable
+    }
 }
 
 fn rcode_message(got: Rcode, want: Rcode) -> String {
@@ -402,5 +479,47 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Customers hear the kind of trouble; slowness wins over errors, errors over
+    /// unreachable, as the placeholder's wording says.
+    #[test]
+    fn what_customers_may_be_told_of_each_reason() {
+        let slow = Reason::TooSlow {
+            took_ms: 3000,
+            max_ms: 2000,
+        };
+        let wrong = Reason::Status {
+            got: 500,
+            want: "200".into(),
+        };
+        assert_eq!(slow.problem(), Problem::Slow);
+        assert_eq!(wrong.problem(), Problem::Errors);
+        assert_eq!(Reason::ConnectionRefused.problem(), Problem::Unreachable);
+        assert_eq!(
+            Problem::of([&Reason::ConnectionRefused, &wrong]),
+            Problem::Errors
+        );
+        assert_eq!(Problem::of([&wrong, &slow]), Problem::Slow);
+        assert_eq!(Problem::of([]), Problem::Unreachable);
+        let old = Reason::Text {
+            text: "took 2500 ms, more than max_latency 2000 ms".into(),
+        };
+        assert_eq!(old.problem(), Problem::Slow);
+    }
+
+    #[test]
+    fn reasons_round_trip_through_their_stored_form() {
+        let r = Reason::DnsRcode {
+            got: Rcode::Other(23),
+            want: Rcode::NoError,
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), r);
     }
 }

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::rows::timeline;
 use super::{AutoresponderStore, SqliteStore, StoreError, secs};
+use crate::incident::TimelineEvent;
 
 /// One mailbox tocsin has touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,30 +88,37 @@ impl AutoresponderStore for SqliteStore {
     fn note_once(
         &mut self,
         incident: i64,
-        kind: &str,
-        detail: &str,
+        event: &TimelineEvent,
         now: SystemTime,
     ) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "INSERT INTO incident_events (incident_id, at, kind, detail)
-             SELECT ?1, ?2, ?3, ?4
-             WHERE NOT EXISTS (SELECT 1 FROM incident_events WHERE incident_id = ?1 AND kind = ?3)",
-            params![incident, secs(now), kind, detail],
+        let tx = self.conn.transaction()?;
+        let there: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM incident_events WHERE incident_id = ?1 AND kind = ?2)",
+            params![incident, event.kind()],
+            |r| r.get(0),
         )?;
-        Ok(n > 0)
+        if there {
+            return Ok(false);
+        }
+        timeline(&tx, incident, now, event)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     fn note_customer_phase(
         &mut self,
-        kind: &str,
-        detail: &str,
+        event: &TimelineEvent,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO incident_events (incident_id, at, kind, detail)
-             SELECT id, ?1, ?2, ?3 FROM incidents WHERE ended_at IS NULL AND customer_phase = 1",
-            params![secs(now), kind, detail],
-        )?;
+        let tx = self.conn.transaction()?;
+        let open: Vec<i64> = tx
+            .prepare("SELECT id FROM incidents WHERE ended_at IS NULL AND customer_phase = 1")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for incident in open {
+            timeline(&tx, incident, now, event)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 }

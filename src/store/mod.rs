@@ -27,7 +27,7 @@ pub use sqlite::SqliteStore;
 pub use webhooks::{Delivery, HookTarget, Hooks};
 
 use crate::config::Maintenance;
-use crate::incident::{Action, ServiceState};
+use crate::incident::{Action, ServiceState, TimelineEvent};
 
 /// Why the store could not do its work, in the operator's terms.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +94,35 @@ pub struct IncidentRecord {
     pub timeline: Vec<TimelineEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One entry of an incident's timeline: when, and what (typed).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
-    #[serde(serialize_with = "unix")]
     pub at: SystemTime,
-    pub kind: String,
-    pub detail: String,
+    pub event: TimelineEvent,
+}
+
+impl TimelineEntry {
+    /// The entry's name (`opened`, `staff_mail`, ...).
+    pub fn kind(&self) -> &str {
+        self.event.kind()
+    }
+
+    /// The line staff read.
+    pub fn detail(&self) -> String {
+        self.event.detail()
+    }
+}
+
+impl Serialize for TimelineEntry {
+    /// `{at, kind, detail}`, the shape the timeline always had in JSON.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("TimelineEntry", 3)?;
+        st.serialize_field("at", &secs(self.at))?;
+        st.serialize_field("kind", self.kind())?;
+        st.serialize_field("detail", &self.detail())?;
+        st.end()
+    }
 }
 
 pub(crate) fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -425,8 +448,7 @@ pub trait AutoresponderStore {
     fn note_once(
         &mut self,
         incident: i64,
-        kind: &str,
-        detail: &str,
+        event: &TimelineEvent,
         now: SystemTime,
     ) -> Result<bool, StoreError>;
 
@@ -434,8 +456,7 @@ pub trait AutoresponderStore {
     /// the customer side could not do, for staff to see).
     fn note_customer_phase(
         &mut self,
-        kind: &str,
-        detail: &str,
+        event: &TimelineEvent,
         now: SystemTime,
     ) -> Result<(), StoreError>;
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
-use super::rows::incident_id;
+use super::rows::{incident_id, timeline};
 use super::webhooks::Hooks;
 use super::{
     IncidentRecord, IncidentStore, OutboxItem, States, StoreError, TimelineEntry, from_secs, secs,
 };
-use crate::incident::{Action, ServiceState};
+use crate::incident::{Action, ServiceState, TimelineEvent};
 
 /// Schema migrations, applied in order; `user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -168,6 +168,9 @@ const MIGRATIONS: &[&str] = &[
         at          REAL NOT NULL,
         PRIMARY KEY (window_key, notice)
     );",
+    // 8: the timeline is typed: each entry's data as JSON beside the text staff read.
+    // Entries written before have none and are read as they were written.
+    "ALTER TABLE incident_events ADD COLUMN data TEXT;",
 ];
 
 pub struct SqliteStore {
@@ -449,11 +452,16 @@ impl IncidentStore for SqliteStore {
             params![id, error, secs(now)],
         )?;
         if changed > 0 {
-            tx.execute(
-                "INSERT INTO incident_events (incident_id, at, kind, detail)
-                 SELECT incident_id, ?2, 'delivery_failed', ?3 FROM outbox WHERE id = ?1 AND incident_id IS NOT NULL",
-                params![id, secs(now), error],
-            )?;
+            let incident: Option<i64> =
+                tx.query_row("SELECT incident_id FROM outbox WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+            if let Some(incident) = incident {
+                let event = TimelineEvent::DeliveryFailed {
+                    error: error.to_string(),
+                };
+                timeline(&tx, incident, now, &event)?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -506,15 +514,14 @@ impl SqliteStore {
         })?;
         let mut out: Vec<IncidentRecord> = rows.collect::<Result<_, _>>()?;
         let mut events = self.conn.prepare(
-            "SELECT at, kind, detail FROM incident_events WHERE incident_id = ?1 ORDER BY id",
+            "SELECT at, kind, detail, data FROM incident_events WHERE incident_id = ?1 ORDER BY id",
         )?;
         for inc in &mut out {
             inc.timeline = events
                 .query_map([inc.id], |r| {
                     Ok(TimelineEntry {
                         at: from_secs(r.get(0)?),
-                        kind: r.get(1)?,
-                        detail: r.get(2)?,
+                        event: timeline_event(r.get(1)?, r.get(2)?, r.get(3)?),
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -523,20 +530,16 @@ impl SqliteStore {
     }
 }
 
-fn event(
-    tx: &Transaction,
-    incident: Option<i64>,
-    now: SystemTime,
-    kind: &str,
-    detail: String,
-) -> Result<(), rusqlite::Error> {
-    if let Some(id) = incident {
-        tx.execute(
-            "INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![id, secs(now), kind, detail],
-        )?;
+/// A stored timeline entry: typed from its data, or as an earlier tocsin wrote it.
+fn timeline_event(kind: String, detail: String, data: Option<String>) -> TimelineEvent {
+    match data.map(|d| serde_json::from_str::<TimelineEvent>(&d)) {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => {
+            tracing::warn!(kind, error = %e, "a timeline entry's data is unreadable; shown as written");
+            TimelineEvent::Recorded { name: kind, detail }
+        }
+        None => TimelineEvent::Recorded { name: kind, detail },
     }
-    Ok(())
 }
 
 fn outbox(
@@ -561,85 +564,46 @@ fn record(
     action: &Action,
     now: SystemTime,
 ) -> Result<(), rusqlite::Error> {
-    match action {
-        Action::Open {
-            id,
-            started,
-            reasons,
-        } => {
+    let store_id = match action {
+        Action::Open { id, started, .. } => {
             tx.execute(
                 "INSERT INTO incidents (service, seq, started_at) VALUES (?1, ?2, ?3)",
                 params![service, *id as i64, secs(*started)],
             )?;
-            let store_id = incident_id(tx, service, *id)?;
-            let why: Vec<String> = reasons.iter().map(|(p, r)| format!("{p}: {r}")).collect();
-            event(tx, store_id, now, "opened", why.join("; "))?;
+            incident_id(tx, service, *id)?
         }
-        Action::MailStaff {
-            id,
-            kind,
-            level,
-            to,
-        } => {
-            let store_id = match id {
-                Some(seq) => incident_id(tx, service, *seq)?,
-                None => None,
-            };
-            event(
-                tx,
-                store_id,
-                now,
-                "staff_mail",
-                format!("{kind:?} level {level} to {}", to.join(", ")).to_lowercase(),
-            )?;
-            outbox(tx, service, store_id, action, now)?;
-        }
+        Action::MailStaff { id, .. } => match id {
+            Some(seq) => incident_id(tx, service, *seq)?,
+            None => None,
+        },
         Action::Acknowledged { id, by } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(
                 "UPDATE incidents SET acked_by = ?2, acked_at = ?3 WHERE id = ?1",
                 params![store_id, by, secs(now)],
             )?;
-            event(tx, store_id, now, "acknowledged", format!("by {by}"))?;
+            store_id
         }
-        Action::EtaSet { id, eta, by } => {
+        Action::EtaSet { id, eta, .. } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(
                 "UPDATE incidents SET eta = ?2 WHERE id = ?1",
                 params![store_id, secs(*eta)],
             )?;
-            event(
-                tx,
-                store_id,
-                now,
-                "eta",
-                format!("{} by {by}", humantime::format_rfc3339_seconds(*eta)),
-            )?;
+            store_id
         }
         Action::CustomerPhase {
             id,
             eta,
             next_update,
-            because_of_eta,
+            ..
         } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(
                 "UPDATE incidents SET customer_phase = 1, promised_eta = ?2, next_update = ?3 WHERE id = ?1",
                 params![store_id, eta.map(secs), next_update.map(secs)],
             )?;
-            let why = if *because_of_eta {
-                "the ETA is past the customer threshold"
-            } else {
-                "the outage reached the customer threshold"
-            };
-            event(
-                tx,
-                store_id,
-                now,
-                "customer_phase",
-                format!("{why}; {}", promise_text(*eta, *next_update)),
-            )?;
-            outbox(tx, service, store_id, action, now)?;
+            store_id
         }
         Action::CustomerUpdate {
             id,
@@ -651,39 +615,28 @@ fn record(
                 "UPDATE incidents SET promised_eta = ?2, next_update = ?3 WHERE id = ?1",
                 params![store_id, eta.map(secs), next_update.map(secs)],
             )?;
-            event(
-                tx,
-                store_id,
-                now,
-                "customer_update",
-                promise_text(*eta, *next_update),
-            )?;
-            outbox(tx, service, store_id, action, now)?;
+            store_id
         }
-        Action::Resolve { id, ended, by, .. } => {
+        Action::Resolve { id, ended, .. } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(
                 "UPDATE incidents SET ended_at = ?2 WHERE id = ?1",
                 params![store_id, secs(*ended)],
             )?;
-            let who = by
-                .as_ref()
-                .map(|b| format!("by {b}"))
-                .unwrap_or_else(|| "recovered".into());
-            event(tx, store_id, now, "resolved", who)?;
-            outbox(tx, service, store_id, action, now)?;
+            store_id
         }
+    };
+    if let (Some(incident), Some(event)) = (store_id, TimelineEvent::of(action)) {
+        timeline(tx, incident, now, &event)?;
+    }
+    // Only what is to be carried out goes to the outbox; ack and ETA are recorded above.
+    if !matches!(
+        action,
+        Action::Open { .. } | Action::Acknowledged { .. } | Action::EtaSet { .. }
+    ) {
+        outbox(tx, service, store_id, action, now)?;
     }
     Ok(())
-}
-
-/// The promise made to customers, for the timeline.
-fn promise_text(eta: Option<SystemTime>, next_update: Option<SystemTime>) -> String {
-    match (eta, next_update) {
-        (Some(e), _) => format!("ETA {}", humantime::format_rfc3339_seconds(e)),
-        (None, Some(n)) => format!("next update {}", humantime::format_rfc3339_seconds(n)),
-        (None, None) => "no promise".into(),
-    }
 }
 
 #[cfg(test)]
@@ -737,5 +690,55 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    /// A database of schema 7 (the timeline and the reasons in the state as text) is
+    /// read after the migration as it was written: an open incident keeps its reasons,
+    /// its timeline shows the same lines, and the ETA on the status page is still found.
+    #[test]
+    fn a_database_with_a_text_timeline_and_text_reasons_reads_as_it_was_written() {
+        use crate::probe::{Problem, Reason};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            let state = r#"{"streaks":{"home":{"fails":3,"oks":0,"failing_since":{"secs_since_epoch":1000,"nanos_since_epoch":0},"reason":"status 503, expected 200"}},"incident":{"id":1,"started":{"secs_since_epoch":1000,"nanos_since_epoch":0},"levels_sent":1,"acked":null,"eta":null,"customer_phase":false,"mailed":["oncall@example.com"],"reasons":{"home":"status 503, expected 200"}},"next_id":2,"history":[],"flapping":false,"canary_down":false,"last_window_end":null}"#;
+            conn.execute(
+                "INSERT INTO services (service, state, updated_at) VALUES ('shop', ?1, 1000.0)",
+                [state],
+            )
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO incidents (id, service, seq, started_at) VALUES (1, 'shop', 1, 1000.0);
+                 INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (1, 1000.0, 'opened', 'home: status 503, expected 200');
+                 INSERT INTO incident_events (incident_id, at, kind, detail) VALUES (1, 1100.0, 'eta', '2026-12-01T10:00:00Z by anna');
+                 PRAGMA user_version = 7;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let states = store.load().unwrap();
+        let inc = states["shop"].incident.as_ref().unwrap();
+        let reason = &inc.reasons["home"];
+        assert_eq!(reason.to_string(), "status 503, expected 200");
+        assert_eq!(reason.problem(), Problem::Errors);
+        assert!(matches!(reason, Reason::Text { .. }));
+        let timeline = &store.incident(1).unwrap().unwrap().timeline;
+        let lines: Vec<(&str, String)> = timeline.iter().map(|e| (e.kind(), e.detail())).collect();
+        assert_eq!(
+            lines,
+            [
+                ("opened", "home: status 503, expected 200".to_string()),
+                ("eta", "2026-12-01T10:00:00Z by anna".to_string()),
+            ]
+        );
+        assert_eq!(
+            timeline[1].event.eta(),
+            Some(humantime::parse_rfc3339("2026-12-01T10:00:00Z").unwrap())
+        );
+        assert_eq!(timeline[0].event.problem(), Some(Problem::Errors));
     }
 }

@@ -4,12 +4,12 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
 
-use super::rows::incident_id;
+use super::rows::{incident_id, timeline};
 use super::{SqliteStore, StoreError, WebhookStore, from_secs, secs};
-use crate::incident::{Action, WebhookEvent};
+use crate::incident::{Action, TimelineEvent, WebhookEvent};
 
 /// One receiver and the events it wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,12 +144,20 @@ impl WebhookStore for SqliteStore {
             "UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?2, done_at = ?3 WHERE id = ?1",
             params![id, error, secs(now)],
         )?;
-        tx.execute(
-            "INSERT INTO incident_events (incident_id, at, kind, detail)
-             SELECT incident_id, ?2, 'webhook_failed', url || ': ' || ?3 FROM webhook_deliveries
-             WHERE id = ?1 AND incident_id IS NOT NULL",
-            params![id, secs(now), error],
-        )?;
+        let row: Option<(Option<i64>, String)> = tx
+            .query_row(
+                "SELECT incident_id, url FROM webhook_deliveries WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((Some(incident), url)) = row {
+            let event = TimelineEvent::WebhookFailed {
+                url,
+                error: error.to_string(),
+            };
+            timeline(&tx, incident, now, &event)?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::engine::{EngineError, Handle};
 use crate::incident::Event;
 use crate::probe::Secret;
-use crate::store::{IncidentRecord, SharedStore, TimelineEntry};
+use crate::store::{IncidentRecord, SharedStore};
 use crate::text::time::{serialize_rfc3339 as unix, serialize_rfc3339_opt as unix_opt};
 
 /// What the incident routes need.
@@ -163,7 +163,11 @@ fn view(api: &IncidentApi, i: IncidentRecord) -> IncidentView {
         timeline: i
             .timeline
             .into_iter()
-            .map(|TimelineEntry { at, kind, detail }| TimelineView { at, kind, detail })
+            .map(|e| TimelineView {
+                at: e.at,
+                kind: e.kind().to_string(),
+                detail: e.detail(),
+            })
             .collect(),
     }
 }
