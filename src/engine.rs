@@ -370,10 +370,6 @@ impl Engine {
         self.states.get(service)
     }
 
-    pub fn policy(&self, service: &str) -> Option<&Policy> {
-        self.policies.get(service)
-    }
-
     /// Steps one service and saves the result; the in-memory state changes only once the
     /// transaction has committed.
     fn apply(

@@ -45,7 +45,7 @@ pub struct Sender {
 impl Sender {
     /// Sends until `cancel`; messages in flight are finished and recorded first.
     pub async fn run(self, cancel: CancellationToken) {
-        let config = self.config();
+        let config = self.config.get();
         // One worker per connection: the workers bound the messages in flight, each
         // keeps its own SMTP session open between messages.
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(config.mail.connections);
@@ -134,7 +134,7 @@ impl Sender {
                 }
                 continue;
             }
-            let config = self.config();
+            let config = self.config.get();
             let mut infos: HashMap<i64, Option<CampaignInfo>> = HashMap::new();
             for job in jobs {
                 if self.engine.snapshot().canary_down {
@@ -168,10 +168,6 @@ impl Sender {
         }
         drop(tx);
         let _ = writer.await;
-    }
-
-    fn config(&self) -> Arc<Config> {
-        self.config.get()
     }
 }
 

@@ -133,10 +133,6 @@ pub struct Failures {
 }
 
 impl Autoresponder {
-    fn config(&self) -> Arc<Config> {
-        self.config.get()
-    }
-
     /// Reconciles until `cancel`, after each decision and every 10 s.
     pub async fn run(mut self, cancel: CancellationToken) {
         self.preflight().await;
@@ -163,7 +159,7 @@ impl Autoresponder {
     /// Logs in to every mailbox once at start-up, so that wrong credentials or a server
     /// without vacation are known before the outage that needs them.
     pub async fn preflight(&mut self) {
-        let config = self.config();
+        let config = self.config.get();
         let (Some(a), Some(c)) = (&config.autoresponder, &self.credentials) else {
             return;
         };
@@ -184,7 +180,7 @@ impl Autoresponder {
 
     /// One pass over every mailbox.
     pub async fn reconcile(&mut self) {
-        let config = self.config();
+        let config = self.config.get();
         let now = self.clock.now();
         let (open, records) = {
             let st = self.store.lock();

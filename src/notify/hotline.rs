@@ -71,10 +71,6 @@ pub struct Hotline {
 }
 
 impl Hotline {
-    fn config(&self) -> Arc<Config> {
-        self.config.get()
-    }
-
     pub async fn run(mut self, cancel: CancellationToken) {
         loop {
             if let Err(e) = self.reconcile().await {
@@ -114,7 +110,7 @@ impl Hotline {
 
     /// One pass: files, then the hook if the announcement changed since it last ran.
     pub async fn reconcile(&mut self) -> Result<(), String> {
-        let config = self.config();
+        let config = self.config.get();
         let dir = &config.hotline.dir;
         let now = self.clock.now();
         let open = self

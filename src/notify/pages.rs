@@ -44,13 +44,9 @@ pub struct PageSource {
 }
 
 impl PageSource {
-    fn config(&self) -> Arc<Config> {
-        self.config.get()
-    }
-
     /// The status page as HTML, now.
     pub fn status_page(&self) -> Result<String, String> {
-        let config = self.config();
+        let config = self.config.get();
         let now = self.clock.now();
         let snapshot = self.engine.snapshot();
         let ctx = status_context(&config, &snapshot.statuses, &self.store, now)
@@ -317,7 +313,7 @@ impl Pages {
 
     /// One pass: placeholders, the status file, the webhook.
     pub async fn reconcile(&self) -> Result<(), String> {
-        let config = self.source.config();
+        let config = self.source.config.get();
         let dir = &config.placeholder_dir;
         public_dir(dir)?;
         let open = self

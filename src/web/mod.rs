@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::config::{Config, LiveConfig};
+use crate::config::LiveConfig;
 use crate::metrics::{Metrics, render_single};
 use crate::probe::{self, Check};
 use crate::scheduler::Latest;
@@ -38,12 +38,6 @@ pub struct AppState {
     pub public: Option<public::Public>,
     /// Planned maintenance windows.
     pub maintenance: Option<maintenance::MaintenanceApi>,
-}
-
-impl AppState {
-    fn config(&self) -> Arc<Config> {
-        self.config.get()
-    }
 }
 
 pub fn app(state: AppState) -> Router {
@@ -85,7 +79,7 @@ async fn healthz() -> Response {
 }
 
 async fn probes(State(s): State<AppState>) -> Response {
-    let config = s.config();
+    let config = s.config.get();
     Json(s.latest.rows(&config)).into_response()
 }
 
@@ -108,7 +102,7 @@ async fn probe_endpoint(
     Query(q): Query<ProbeQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let config = s.config();
+    let config = s.config.get();
     let module_name = q.module.as_deref().unwrap_or("http");
     let Some(module) = config.modules.get(module_name) else {
         let known: Vec<&str> = config.modules.keys().map(String::as_str).collect();
