@@ -414,6 +414,7 @@ impl App {
             services = current.services.len(),
             listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             config = %path.display(),
+            db = %current.data_dir.join("tocsin.db").display(),
             "tocsin started"
         );
 
