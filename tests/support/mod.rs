@@ -613,6 +613,18 @@ pub fn free_port() -> u16 {
 
 // ---------------------------------------------------------------- Dovecot (ManageSieve)
 
+/// Whether the port greets as ManageSieve does (`"IMPLEMENTATION" "Dovecot ..."`).
+fn answers_as_dovecot(port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    buf[..n].starts_with(b"\"IMPLEMENTATION\"")
+}
+
 /// A real Dovecot with Pigeonhole's managesieved on loopback (Debian's packages, which
 /// scripts/test.sh installs): users `support@example.com` and `sales@example.com`, and a
 /// master user `tocsin` (password `master-pw`) who may act for either through SASL
@@ -644,72 +656,85 @@ impl Dovecot {
         )
         .unwrap();
         std::fs::write(d.join("masters"), "tocsin:{PLAIN}master-pw\n").unwrap();
-        let port = free_port();
-        let p = d.display();
-        std::fs::write(
-            d.join("dovecot.conf"),
-            format!(
-                "base_dir = {p}/run
-state_dir = {p}/state
-log_path = {p}/dovecot.log
-protocols = sieve
-listen = 127.0.0.1
-ssl = yes
-ssl_cert = <{p}/cert.pem
-ssl_key = <{p}/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain
-first_valid_uid = 1
-mail_location = maildir:~/Maildir
-passdb {{
-  driver = passwd-file
-  master = yes
-  args = scheme=PLAIN {p}/masters
-  pass = yes
-}}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {p}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home={p}/home/%u
-}}
-service anvil {{
-  chroot =
-}}
-service managesieve-login {{
-  chroot =
-  inet_listener sieve {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-}}
-plugin {{
-  sieve = file:~/sieve;active=~/.dovecot.sieve
-}}
-{extra}
-"
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("dovecot")
-            .args(["-F", "-c"])
-            .arg(d.join("dovecot.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dovecot (scripts/test.sh installs dovecot-managesieved)");
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "dovecot did not start: {}",
-                std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..5 {
+            let port = free_port();
+            let p = d.display();
+            std::fs::write(
+                d.join("dovecot.conf"),
+                format!(
+                    "base_dir = {p}/run
+    state_dir = {p}/state
+    log_path = {p}/dovecot.log
+    protocols = sieve
+    listen = 127.0.0.1
+    ssl = yes
+    ssl_cert = <{p}/cert.pem
+    ssl_key = <{p}/key.pem
+    disable_plaintext_auth = no
+    auth_mechanisms = plain
+    first_valid_uid = 1
+    mail_location = maildir:~/Maildir
+    passdb {{
+      driver = passwd-file
+      master = yes
+      args = scheme=PLAIN {p}/masters
+      pass = yes
+    }}
+    passdb {{
+      driver = passwd-file
+      args = scheme=PLAIN {p}/passwd
+    }}
+    userdb {{
+      driver = static
+      args = uid=65534 gid=65534 home={p}/home/%u
+    }}
+    service anvil {{
+      chroot =
+    }}
+    service managesieve-login {{
+      chroot =
+      inet_listener sieve {{
+        address = 127.0.0.1
+        port = {port}
+      }}
+    }}
+    plugin {{
+      sieve = file:~/sieve;active=~/.dovecot.sieve
+    }}
+    {extra}
+    "
+                ),
+            )
+            .unwrap();
+            let mut child = std::process::Command::new("dovecot")
+                .args(["-F", "-c"])
+                .arg(d.join("dovecot.conf"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dovecot (scripts/test.sh installs dovecot-managesieved)");
+            let t = std::time::Instant::now();
+            loop {
+                if answers_as_dovecot(port) {
+                    return Dovecot { port, dir, child };
+                }
+                // The port, free a moment ago, was taken by a parallel test before Dovecot
+                // bound it: Dovecot gave up, or the port answers as something else. Try
+                // another port.
+                if child.try_wait().ok().flatten().is_some()
+                    || t.elapsed() > Duration::from_secs(20)
+                {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        Dovecot { port, dir, child }
+        panic!(
+            "dovecot did not start: {}",
+            std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default()
+        );
     }
 
     pub fn log(&self) -> String {
