@@ -134,10 +134,11 @@ mail:
                         because_of_eta: false,
                     },
                 ],
+                &cfg.context(cfg.services.first()),
                 now,
             )
             .unwrap();
-        let item = store.due(now, 10).unwrap().pop().unwrap();
+        let item = store.due(10).unwrap().pop().unwrap();
         let t = Instant::now();
         plan(&mut *store, &cfg, &item, now).unwrap();
         let planned = t.elapsed();

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::campaign::Composer;
+use crate::campaign::planner::Campaigns;
 use crate::campaign::sender::Sender;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, LiveConfig};
@@ -39,8 +40,9 @@ use crate::notify::hotline::Hotline;
 use crate::notify::mail::{MailError, Mailer};
 use crate::notify::maintenance::Planner;
 use crate::notify::pages::{PageSource, Pages};
+use crate::notify::staff::StaffMail;
 use crate::notify::templates::Templates;
-use crate::notify::webhook::WebhookSender;
+use crate::notify::webhook::Webhooks;
 use crate::probe::Secret;
 use crate::scheduler::{self, Latest, LiveRunner, Report, Runner, Scheduler};
 use crate::store::{SharedStore, SqliteStore, StoreError};
@@ -336,16 +338,39 @@ impl App {
             ready: Arc::new(Notify::new()),
             http: hooks_http.clone(),
         };
-        let dispatcher = Dispatcher {
+        // The notifiers the dispatcher hands each decision to.
+        let staff_mail = StaffMail {
             store: store.clone(),
             mailer: deps.staff_mail.clone(),
             config: config.clone(),
-            metrics: metrics.clone(),
             clock: clock.clone(),
-            engine: handle.subscribe(),
+            metrics: metrics.clone(),
             signer: signer.clone(),
+        };
+        let campaigns = Campaigns {
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            staff_mail: deps.staff_mail.clone(),
             campaign_ready: campaign_ready.clone(),
             pages_ready: pages.ready.clone(),
+        };
+        let webhooks = Webhooks {
+            config: config.clone(),
+            metrics: metrics.clone(),
+            http: hooks_http,
+        };
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            engine: handle.subscribe(),
+            notifiers: vec![
+                Arc::new(campaigns),
+                Arc::new(staff_mail),
+                Arc::new(webhooks),
+            ],
         };
         let sender = Sender {
             store: store.clone(),
@@ -377,14 +402,6 @@ impl App {
             changes: handle.subscribe(),
             retry: None,
         };
-        let webhooks = WebhookSender {
-            store: store.clone(),
-            config: config.clone(),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-            engine: handle.subscribe(),
-            http: hooks_http,
-        };
         let planner = Planner {
             store: store.clone(),
             engine: handle.clone(),
@@ -398,7 +415,6 @@ impl App {
         back.spawn_each("pages", &stop, pages, Pages::run);
         back.spawn_each("autoresponder", &stop, autoresponder, Autoresponder::run);
         back.spawn_each("hotline", &stop, hotline, Hotline::run);
-        back.spawn_each("webhooks", &stop, webhooks, WebhookSender::run);
         back.spawn_each("maintenance", &stop, planner, Planner::run);
 
         let mut sched = Scheduler::new(

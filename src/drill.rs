@@ -75,6 +75,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
             format!("no service `{}` (services: {})", sc.service, ids.join(", "))
         })?;
     let policy = config.policy(service);
+    let context = config.context(Some(service));
     let longest = service.longest_interval();
     let lasts = match (sc.duration, sc.eta) {
         (Some(d), _) => d,
@@ -232,8 +233,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                                     ),
                                 };
                                 let m = render(
-                                    &service.name,
-                                    &policy,
+                                    &context,
                                     r,
                                     &StaffNotice::Level {
                                         kind: *kind,
@@ -361,8 +361,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                             r.ended = Some(*at);
                             if !staff.is_empty() && sampled.insert("resolved".into()) {
                                 let m = render(
-                                    &service.name,
-                                    &policy,
+                                    &context,
                                     r,
                                     &StaffNotice::Resolved {
                                         ended: *at,

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::incident::{Action, Event, Policy, ServiceState, Status, step};
 use crate::metrics::Metrics;
 use crate::scheduler::Report;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{Context, SharedStore, StoreError};
 
 /// A staff command that did not apply.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +162,10 @@ pub struct Engine {
     canary_down: bool,
     store: SharedStore,
     clock: Arc<dyn Clock>,
-    /// Incident webhooks, queued with each decision.
-    webhooks: Vec<crate::store::HookTarget>,
-    names: BTreeMap<String, String>,
+    /// What each service's decisions are written with for their notifiers.
+    contexts: BTreeMap<String, Context>,
+    /// The context of a decision about the monitor itself (no service).
+    monitor: Context,
     decisions: u64,
     link: Link,
 }
@@ -200,8 +201,8 @@ impl Engine {
             canary_down: false,
             store,
             clock,
-            webhooks: Vec::new(),
-            names: BTreeMap::new(),
+            contexts: BTreeMap::new(),
+            monitor: Context::default(),
             decisions: 0,
             link,
         };
@@ -222,19 +223,12 @@ impl Engine {
         for id in self.policies.keys() {
             self.states.entry(id.clone()).or_default();
         }
-        self.webhooks = config
-            .webhooks
-            .iter()
-            .map(|w| crate::store::HookTarget {
-                url: w.url.to_string(),
-                events: w.events.clone(),
-            })
-            .collect();
-        self.names = config
+        self.contexts = config
             .services
             .iter()
-            .map(|s| (s.id.clone(), s.name.clone()))
+            .map(|s| (s.id.clone(), config.context(Some(s))))
             .collect();
+        self.monitor = config.context(None);
         let configured: Vec<(String, String)> = config
             .probes()
             .filter(|p| p.canary)
@@ -397,17 +391,10 @@ impl Engine {
             || next.canary_down != state.canary_down
             || next.last_window_end != state.last_window_end;
         if durable {
-            let hooks = crate::store::Hooks {
-                service_name: self
-                    .names
-                    .get(service)
-                    .map(String::as_str)
-                    .unwrap_or(service),
-                targets: &self.webhooks,
-            };
+            let context = self.contexts.get(service).unwrap_or(&self.monitor);
             self.store
                 .lock()
-                .commit_hooked(service, &next, &actions, now, &hooks)?;
+                .commit(service, &next, &actions, context, now)?;
         }
         self.states.insert(service.to_string(), next);
         if !actions.is_empty() {
@@ -482,11 +469,7 @@ impl Engine {
             level: 0,
             to,
         };
-        let hooks = crate::store::Hooks {
-            service_name: "",
-            targets: &self.webhooks,
-        };
-        self.store.lock().enqueue_hooked(&action, now, &hooks)?;
+        self.store.lock().enqueue(&action, &self.monitor, now)?;
         self.decisions += 1;
         self.publish();
         Ok(())

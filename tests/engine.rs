@@ -12,6 +12,7 @@ use tocsin::links::Signer;
 use tocsin::metrics::Metrics;
 use tocsin::notify::dispatch::Dispatcher;
 use tocsin::notify::mail::Mailer;
+use tocsin::notify::staff::StaffMail;
 use tocsin::probe::{Outcome, Reason};
 use tocsin::scheduler::Report;
 use tocsin::store::{SharedStore, SqliteStore};
@@ -72,16 +73,21 @@ async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
     let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
     let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
-    let dispatcher = Dispatcher {
+    let metrics = Arc::new(Metrics::new());
+    let staff_mail = StaffMail {
         store: store.clone(),
         mailer: Arc::new(Mailer::new(&cfg.mail, dir.path(), &|_| None).unwrap()),
         config: LiveConfig::new(cfg.clone()),
-        metrics: Arc::new(Metrics::new()),
         clock: Arc::new(SystemClock),
-        engine: engine.handle().subscribe(),
+        metrics: metrics.clone(),
         signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
-        campaign_ready: Arc::default(),
-        pages_ready: Arc::default(),
+    };
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        metrics,
+        engine: engine.handle().subscribe(),
+        notifiers: vec![Arc::new(staff_mail)],
     };
 
     // One canary failing is not enough; both failing is the monitor's own outage.

@@ -12,7 +12,8 @@ use tocsin::incident::{
 };
 use tocsin::probe::Reason;
 
-use tocsin::store::{SqliteStore, Store, StoreError};
+use tocsin::incident::Context;
+use tocsin::store::{Channel, NewDelivery, SqliteStore, Store, StoreError};
 
 /// Opens (or reopens, as a restarted process would) a backend's store kept in a directory.
 type Open = fn(&Path) -> Box<dyn Store>;
@@ -44,12 +45,39 @@ fn policy() -> Policy {
     }
 }
 
+/// What the engine writes with each decision about the shop.
+fn context() -> Context {
+    let p = policy();
+    Context {
+        service_name: "Web shop".into(),
+        levels: p.levels,
+        customer_threshold: p.customer_threshold,
+        canaries: vec![],
+    }
+}
+
+fn staff() -> NewDelivery {
+    NewDelivery {
+        channel: Channel::StaffMail,
+        target: String::new(),
+    }
+}
+
+fn hook(url: &str) -> NewDelivery {
+    NewDelivery {
+        channel: Channel::Webhook,
+        target: url.into(),
+    }
+}
+
 /// Runs `events` through the machine, committing after each step as the engine will.
 fn drive(store: &mut dyn Store, state: &mut ServiceState, events: &[(u64, Event)]) {
     for (secs, e) in events {
         let now = t0() + Duration::from_secs(*secs);
         let (next, actions) = step(state, &policy(), e.clone(), now);
-        store.commit("shop", &next, &actions, now).unwrap();
+        store
+            .commit("shop", &next, &actions, &context(), now)
+            .unwrap();
         *state = next;
     }
 }
@@ -75,9 +103,9 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
             let mut state = ServiceState::new();
             drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
             assert_eq!(
-                store.pending_count().unwrap(),
-                1,
-                "the opening mail is decided"
+                store.pending().unwrap().decisions,
+                2,
+                "the opening and its mail are decided"
             );
         }
         // Restart: a new process opens the same file.
@@ -90,19 +118,35 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
             t0(),
             "the outage keeps its age across the restart"
         );
-        let due = store.due(t0() + Duration::from_secs(31), 10).unwrap();
-        assert_eq!(due.len(), 1);
+        let due = store.due(10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(matches!(due[0].action, Action::Open { .. }));
         assert!(
-            matches!(&due[0].action, Action::MailStaff { kind: StaffMailKind::Opened, to, .. } if to == &vec!["oncall@example.com".to_string()])
+            matches!(&due[1].action, Action::MailStaff { kind: StaffMailKind::Opened, to, .. } if to == &vec!["oncall@example.com".to_string()])
         );
+        assert_eq!(
+            due[1].context.as_ref(),
+            Some(&context()),
+            "decided with its context"
+        );
+        assert_eq!(due[1].decided, t0() + Duration::from_secs(30));
+        let now = t0() + Duration::from_secs(31);
+        store.fan_out(due[0].id, &[], now).unwrap();
+        store.fan_out(due[1].id, &[staff()], now).unwrap();
+        store.fan_out(due[1].id, &[staff(), staff()], now).unwrap();
+        assert!(store.due(10).unwrap().is_empty(), "fanned out once");
+        let deliveries = store.due_deliveries(now, 10).unwrap();
+        assert_eq!(deliveries.len(), 1, "fanning out again adds nothing");
+        assert_eq!(deliveries[0].decision.as_ref(), Some(&due[1]));
+        assert_eq!(deliveries[0].incident, due[1].incident);
         store
-            .mark_done(due[0].id, t0() + Duration::from_secs(32))
+            .delivered(deliveries[0].id, t0() + Duration::from_secs(32))
             .unwrap();
         drop(store);
 
         let store = open(&home);
         assert_eq!(
-            store.pending_count().unwrap(),
+            store.pending().unwrap().total(),
             0,
             "what was done is not done again"
         );
@@ -178,17 +222,25 @@ fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
                 "resolved"
             ]
         );
-        let due = store.due(t0() + Duration::from_secs(200), 10).unwrap();
+        let due = store.due(10).unwrap();
         let actions: Vec<&str> = due
             .iter()
             .map(|i| match i.action {
+                Action::Open { .. } => "open",
                 Action::MailStaff { .. } => "staff",
+                Action::Acknowledged { .. } => "ack",
+                Action::EtaSet { .. } => "eta",
                 Action::CustomerPhase { .. } => "customers",
+                Action::CustomerUpdate { .. } => "update",
                 Action::Resolve { .. } => "resolve",
-                _ => "other",
             })
             .collect();
-        assert_eq!(actions, ["staff", "customers", "resolve"]);
+        assert_eq!(
+            actions,
+            ["open", "staff", "ack", "eta", "customers", "resolve"]
+        );
+        let incident = due[0].incident.expect("the incident's id");
+        assert!(due.iter().all(|d| d.incident == Some(incident)));
         assert!(store.incidents(true).unwrap().is_empty());
     }
 }
@@ -200,35 +252,104 @@ fn retries_wait_and_permanent_failures_stop() {
         let mut store = open(dir.path());
         let mut state = ServiceState::new();
         drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
-        let id = store.due(t0() + Duration::from_secs(30), 10).unwrap()[0].id;
+        let mail = store.due(10).unwrap()[1].id;
+        let now = t0() + Duration::from_secs(30);
+        store.fan_out(mail, &[staff()], now).unwrap();
+        let id = store.due_deliveries(now, 10).unwrap()[0].id;
         store
-            .mark_retry(id, "421 try later", t0() + Duration::from_secs(90))
+            .retry_delivery(id, "421 try later", t0() + Duration::from_secs(90))
             .unwrap();
         assert!(
             store
-                .due(t0() + Duration::from_secs(60), 10)
+                .due_deliveries(t0() + Duration::from_secs(60), 10)
                 .unwrap()
                 .is_empty(),
             "not before its retry time"
         );
-        let again = store.due(t0() + Duration::from_secs(90), 10).unwrap();
+        let again = store
+            .due_deliveries(t0() + Duration::from_secs(90), 10)
+            .unwrap();
         assert_eq!(again[0].attempts, 1);
         store
-            .mark_failed(id, "550 no such user", t0() + Duration::from_secs(91))
+            .delivery_failed(id, "550 no such user", t0() + Duration::from_secs(91))
             .unwrap();
         assert!(
             store
-                .due(t0() + Duration::from_secs(9999), 10)
+                .due_deliveries(t0() + Duration::from_secs(9999), 10)
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(store.pending_count().unwrap(), 0);
         let timeline = &store.incidents(false).unwrap()[0].timeline;
         let last = timeline.last().unwrap();
         assert_eq!(
             (last.kind(), last.detail().as_str()),
             ("delivery_failed", "550 no such user"),
             "visible in the API"
+        );
+    }
+}
+
+#[test]
+fn each_webhook_receiver_hears_of_transitions_in_order() {
+    for (_, open) in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut state = ServiceState::new();
+        drive(
+            &mut *store,
+            &mut state,
+            &[
+                (0, fail()),
+                (30, fail()),
+                (60, Event::Ack { by: "anna".into() }),
+            ],
+        );
+        let now = t0() + Duration::from_secs(61);
+        for d in store.due(10).unwrap() {
+            store
+                .fan_out(
+                    d.id,
+                    &[hook("https://a.test/"), hook("https://b.test/")],
+                    now,
+                )
+                .unwrap();
+        }
+        let pending = store.pending().unwrap();
+        assert_eq!(pending.decisions, 0);
+        assert_eq!(pending.of(Channel::Webhook), 6);
+        let due = store.due_deliveries(now, 10).unwrap();
+        let targets: Vec<&str> = due.iter().map(|d| d.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            ["https://a.test/", "https://b.test/"],
+            "only each receiver's oldest"
+        );
+        // a.test is down: it holds up its own queue, not b.test's.
+        store
+            .retry_delivery(due[0].id, "503", t0() + Duration::from_secs(600))
+            .unwrap();
+        store.delivered(due[1].id, now).unwrap();
+        let next = store.due_deliveries(now, 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].target, "https://b.test/");
+        assert!(matches!(
+            next[0].decision.as_ref().unwrap().action,
+            Action::MailStaff { .. }
+        ));
+        store
+            .delivery_failed(due[0].id, "answered 410: gone", now)
+            .unwrap();
+        let last = store.incidents(false).unwrap()[0]
+            .timeline
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (last.kind(), last.detail()),
+            (
+                "webhook_failed",
+                "https://a.test/: answered 410: gone".to_string()
+            )
         );
     }
 }
@@ -258,7 +379,13 @@ fn a_failing_commit_writes_nothing() {
         ];
         assert!(
             store
-                .commit("shop", &other, &dup, t0() + Duration::from_secs(40))
+                .commit(
+                    "shop",
+                    &other,
+                    &dup,
+                    &context(),
+                    t0() + Duration::from_secs(40)
+                )
                 .is_err()
         );
         assert_eq!(
@@ -267,8 +394,8 @@ fn a_failing_commit_writes_nothing() {
             "the state was not saved"
         );
         assert_eq!(
-            store.pending_count().unwrap(),
-            1,
+            store.pending().unwrap().decisions,
+            2,
             "the first action's outbox row was rolled back"
         );
     }

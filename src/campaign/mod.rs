@@ -7,6 +7,7 @@
 //! service, minus opt-outs); updates and the recovery mail go to exactly those the outage
 //! mail reached. A campaign larger than `mail.max_campaign_size` is refused whole.
 
+pub mod planner;
 pub mod sender;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::{Config, LiveConfig};
 use crate::engine::Handle;
 use crate::metrics::Metrics;
-use crate::notify::dispatch::backoff;
+use crate::notify::dispatch::Backoff;
 use crate::notify::mail::{MailError, Mailer, Session};
 use crate::store::{CampaignInfo, CampaignKind, RecipientJob, SendResult, SharedStore};
 
@@ -233,7 +233,7 @@ async fn work(
                         SendResult::Retry {
                             id: job.id,
                             error: e,
-                            at: at + backoff(job.attempts),
+                            at: at + Backoff::MAIL.after(job.attempts),
                         }
                     }
                 }

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::incident::{Flapping, Level as PolicyLevel, Policy, WebhookEvent, Window};
+use crate::incident::{Context, Flapping, Level as PolicyLevel, Policy, WebhookEvent, Window};
 use crate::probe::Check;
 use locate::{Locations, Path, Pos, Seg};
 
@@ -293,6 +293,31 @@ impl Config {
             levels,
             maintenance,
             flapping: Flapping::default(),
+        }
+    }
+
+    /// What a decision about `service` (None: about the monitor itself) is written with
+    /// for its notifiers.
+    pub fn context(&self, service: Option<&Service>) -> Context {
+        let canaries = self
+            .probes()
+            .filter(|p| p.canary)
+            .map(|p| format!("{}/{}", p.service, p.name))
+            .collect();
+        match service {
+            None => Context {
+                canaries,
+                ..Context::default()
+            },
+            Some(s) => {
+                let policy = self.policy(s);
+                Context {
+                    service_name: s.name.clone(),
+                    levels: policy.levels,
+                    customer_threshold: policy.customer_threshold,
+                    canaries,
+                }
+            }
         }
     }
 

@@ -13,5 +13,5 @@ pub mod timeline;
 pub use machine::{
     Action, Event, Incident, ServiceState, StaffMailKind, Status, WebhookEvent, step,
 };
-pub use policy::{Flapping, Level, Policy, Window};
+pub use policy::{Context, Flapping, Level, Policy, Window};
 pub use timeline::TimelineEvent;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 /// An escalation level: who is mailed once the incident is `after` old and still not
 /// acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Level {
     pub after: Duration,
     pub to: Vec<String>,
@@ -69,4 +69,17 @@ impl Policy {
     pub fn window_at(&self, t: SystemTime) -> Option<Window> {
         self.maintenance.iter().copied().find(|w| w.contains(t))
     }
+}
+
+/// The context a decision's notifiers need, written with the decision: the service's
+/// name, its escalation levels and customer threshold (what a staff mail says is ahead),
+/// and the canary probes (what a monitor-down notice names). A notifier carries the
+/// decision out as it was decided, even after a reload changed the config.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Context {
+    pub service_name: String,
+    pub levels: Vec<Level>,
+    pub customer_threshold: Duration,
+    /// `service/probe` of each canary probe.
+    pub canaries: Vec<String>,
 }

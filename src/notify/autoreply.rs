@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::backoff;
+use super::dispatch::Backoff;
 use super::sieve::{Endpoint, Session, SieveError, sieve_string};
 use super::templates::{Templates, outages_context};
 use crate::clock::Clock;
@@ -257,9 +257,9 @@ impl Autoresponder {
         self.metrics.autoresponder_failed();
         let attempts = self.failures.retry.get(mailbox).map(|r| r.0).unwrap_or(0);
         let wait = if e.is_transient() {
-            backoff(attempts).min(Duration::from_secs(300))
+            Backoff::MAILBOX.after(attempts)
         } else {
-            backoff(attempts)
+            Backoff::MAIL.after(attempts)
         };
         self.failures
             .retry

@@ -1,52 +1,106 @@
-//! The dispatcher: takes due actions from the outbox, carries them out, and marks each
-//! done, to be retried (transient failure, with backoff) or failed (permanent). A crash
-//! between sending and marking can repeat one message; nothing is lost.
+//! The dispatcher: the one loop between the outbox and the notifiers.
+//!
+//! 1. Each decision the engine wrote is fanned out: every [`Notifier`] names the
+//!    deliveries it needs for it (staff mail, a campaign to plan, one per webhook
+//!    receiver), and they are written in the transaction that closes the decision.
+//! 2. Each due delivery is handed to its notifier, which answers done, retry (a
+//!    transient failure: tried again after [`Backoff`]) or failed (permanent: closed and
+//!    noted in the incident's timeline).
+//!
+//! Deliveries run in lanes, one per channel and target, side by side: a slow webhook
+//! receiver does not hold up staff mail. A crash between sending and marking can repeat
+//! one message; nothing is lost.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::campaign::{self, PlanError, Planned};
 use crate::clock::Clock;
-use crate::config::{Config, LiveConfig};
 use crate::engine::Snapshot;
-use crate::incident::{Action, StaffMailKind, TimelineEvent};
 use crate::metrics::Metrics;
-use crate::store::{OutboxItem, SharedStore};
-
-use super::mail::{MailError, Mailer};
-use super::staff::{ActionLinks, StaffNotice, render, render_notice};
-use crate::links::{Link, LinkAction, Signer, expiry};
+use crate::store::{Channel, Delivery, NewDelivery, OutboxItem, SharedStore, StoreError};
 
 const BATCH: usize = 50;
 const IDLE: Duration = Duration::from_secs(1);
 
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// A transient failure: tried again later.
+    Retry(String),
+    /// A permanent failure: never tried again.
+    Failed(String),
+}
+
+/// The one retry policy: the wait doubles from `first` after each transient failure, up
+/// to `cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// Mail servers: 30 s, 1 min, 2 min, ... up to 15 min.
+    pub const MAIL: Backoff = Backoff {
+        first: Duration::from_secs(30),
+        cap: Duration::from_secs(900),
+    };
+
+    /// Webhook receivers (chat and paging tools) and the hotline's local program
+    /// recover quickly: 5 s, doubling to 150 s.
+    pub const QUICK: Backoff = Backoff {
+        first: Duration::from_secs(5),
+        cap: Duration::from_secs(150),
+    };
+
+    /// The autoresponder's mail server after a transient failure: as mail, but never
+    /// more than 5 min apart (a login that failed once usually works again soon).
+    pub const MAILBOX: Backoff = Backoff {
+        first: Duration::from_secs(30),
+        cap: Duration::from_secs(300),
+    };
+
+    /// The wait after `attempts` failed attempts (the first retry waits `first`).
+    pub fn after(&self, attempts: u32) -> Duration {
+        self.first
+            .saturating_mul(1u32 << attempts.min(16))
+            .min(self.cap)
+    }
+}
+
+/// One kind of work that carries decisions out.
+#[async_trait::async_trait]
+pub trait Notifier: Send + Sync {
+    /// The deliveries this notifier owns.
+    fn channel(&self) -> Channel;
+
+    /// The targets `decision` needs a delivery to: `""` for a notifier without targets,
+    /// nothing when the decision is none of its business.
+    fn targets(&self, decision: &OutboxItem) -> Vec<String>;
+
+    fn backoff(&self) -> Backoff;
+
+    /// Carries out one delivery.
+    async fn deliver(&self, delivery: &Delivery) -> Outcome;
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     pub store: SharedStore,
-    pub mailer: Arc<Mailer>,
-    pub config: LiveConfig,
-    pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
-    /// The engine's snapshot: a new decision may have queued work.
+    pub metrics: Arc<Metrics>,
+    /// The engine's snapshot: a new decision wakes the dispatcher.
     pub engine: watch::Receiver<Arc<Snapshot>>,
-    /// Signs the ack and ETA links in staff mails.
-    pub signer: Arc<Signer>,
-    /// Woken when a campaign is created.
-    pub campaign_ready: Arc<Notify>,
-    /// Woken when a placeholder may have to change.
-    pub pages_ready: Arc<Notify>,
-}
-
-/// Backoff after `attempts` transient failures: 30 s, 1 min, 2 min, ... up to 15 min.
-pub fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(30u64.saturating_mul(1u64 << attempts.min(5))).min(Duration::from_secs(900))
+    pub notifiers: Vec<Arc<dyn Notifier>>,
 }
 
 impl Dispatcher {
-    /// Runs until `cancel`; the item in hand is finished first.
+    /// Runs until `cancel`; the deliveries in hand are finished first.
     pub async fn run(mut self, cancel: CancellationToken) {
         loop {
             if let Err(e) = self.drain().await {
@@ -58,243 +112,191 @@ impl Dispatcher {
         }
     }
 
-    /// Carries out every action due now.
-    pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
+    /// Fans out every decision and carries out every delivery due now.
+    pub async fn drain(&self) -> Result<(), StoreError> {
         loop {
-            let due = self.store.lock().due(self.clock.now(), BATCH)?;
+            let decisions = self.store.lock().due(BATCH)?;
+            if decisions.is_empty() {
+                break;
+            }
+            for d in decisions {
+                self.fan_out(&d)?;
+            }
+        }
+        loop {
+            let due = self.store.lock().due_deliveries(self.clock.now(), BATCH)?;
             if due.is_empty() {
                 break;
             }
-            for item in due {
-                self.carry_out(item).await?;
+            let mut lanes: BTreeMap<(Channel, String), Vec<Delivery>> = BTreeMap::new();
+            for d in due {
+                lanes
+                    .entry((d.channel, d.target.clone()))
+                    .or_default()
+                    .push(d);
+            }
+            let runs = lanes.into_values().map(|lane| async move {
+                for d in lane {
+                    self.carry_out(d).await?;
+                }
+                Ok::<(), StoreError>(())
+            });
+            for r in futures::future::join_all(runs).await {
+                r?;
             }
         }
+        let pending = self.store.lock().pending()?;
         self.metrics
-            .outbox_pending(self.store.lock().pending_count()?);
+            .outbox_pending(pending.total() - pending.of(Channel::Webhook));
+        self.metrics.webhook_pending(pending.of(Channel::Webhook));
         Ok(())
     }
 
-    async fn carry_out(&self, item: OutboxItem) -> Result<(), crate::store::StoreError> {
-        let now = self.clock.now();
-        let config = self.config.get();
-        if matches!(
-            item.action,
-            Action::CustomerPhase { .. }
-                | Action::CustomerUpdate { .. }
-                | Action::Resolve {
-                    customers: true,
-                    ..
-                }
-        ) {
-            self.pages_ready.notify_one();
-            let planned = campaign::plan(&mut **self.store.lock(), &config, &item, now);
-            match planned {
-                Ok(Planned::Campaign(id)) => {
-                    tracing::info!(service = %item.service, campaign = id, "customer campaign ready");
-                    self.campaign_ready.notify_one();
-                }
-                Ok(Planned::ShortOfCodes { id, missing, pool }) => {
-                    self.campaign_ready.notify_one();
-                    self.codes_ran_out(&config, &item, id, missing, &pool)
-                        .await?;
-                }
-                Ok(Planned::Nothing) => {}
-                Err(PlanError::Store(e)) => return Err(e),
-                Err(PlanError::Transient(e)) => {
-                    let retry = backoff(item.attempts);
-                    tracing::error!(service = %item.service, error = %e, retry_in = ?retry, "customer campaign cannot be planned yet");
-                    return self.store.lock().mark_retry(item.id, &e, now + retry);
-                }
-                Err(PlanError::Refused(e)) => {
-                    self.metrics.campaign_refused();
-                    tracing::error!(service = %item.service, error = %e, "customer campaign refused");
-                    if !matches!(item.action, Action::Resolve { .. }) {
-                        return self.store.lock().mark_failed(item.id, &e, now);
-                    }
-                }
-            }
-        }
-        let mail = match self.staff_mail(&config, &item) {
-            Some(m) => m,
-            None => {
-                // Nothing for staff (customer-side actions, a resolution nobody was
-                // mailed about): recorded, and done as far as this dispatcher goes.
-                self.store.lock().mark_done(item.id, now)?;
-                return Ok(());
-            }
-        };
-        let (kind, outgoing) = mail;
-        match self.mailer.send(&outgoing).await {
-            Ok(()) => {
-                self.metrics.mail_sent(kind);
-                tracing::info!(service = %item.service, kind, to = %outgoing.to.join(", "), "staff mail sent");
-                self.store.lock().mark_done(item.id, self.clock.now())
-            }
-            Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
-                self.metrics.mail_failed(kind);
-                let retry = backoff(item.attempts);
-                tracing::warn!(service = %item.service, kind, error = %e, retry_in = ?retry, "staff mail failed; will retry");
-                self.store
-                    .lock()
-                    .mark_retry(item.id, &e, self.clock.now() + retry)
-            }
-            Err(MailError::Permanent(e)) => {
-                self.metrics.mail_failed(kind);
-                tracing::error!(service = %item.service, kind, error = %e, "staff mail failed permanently");
-                self.store.lock().mark_failed(item.id, &e, self.clock.now())
-            }
-        }
+    fn fan_out(&self, decision: &OutboxItem) -> Result<(), StoreError> {
+        let deliveries: Vec<NewDelivery> = self
+            .notifiers
+            .iter()
+            .flat_map(|n| {
+                n.targets(decision).into_iter().map(|target| NewDelivery {
+                    channel: n.channel(),
+                    target,
+                })
+            })
+            .collect();
+        self.store
+            .lock()
+            .fan_out(decision.id, &deliveries, self.clock.now())
     }
 
-    /// The recovery campaign could not give every recipient a compensation code: counted,
-    /// written into the timeline, and told to staff once per incident. The mails go out
-    /// without a code (the templates show the code only when there is one).
-    async fn codes_ran_out(
-        &self,
-        config: &Config,
-        item: &OutboxItem,
-        campaign: i64,
-        missing: u64,
-        pool: &std::path::Path,
-    ) -> Result<(), crate::store::StoreError> {
-        let Some(incident) = item.incident else {
-            return Ok(());
+    async fn carry_out(&self, d: Delivery) -> Result<(), StoreError> {
+        let Some(notifier) = self.notifiers.iter().find(|n| n.channel() == d.channel) else {
+            let e = format!("no {} notifier runs here", d.channel.as_str());
+            return self
+                .store
+                .lock()
+                .delivery_failed(d.id, &e, self.clock.now());
         };
+        // Each notifier logs its outcome in its own terms; this records it.
+        let outcome = notifier.deliver(&d).await;
         let now = self.clock.now();
-        let event = TimelineEvent::CompensationShort {
-            campaign,
-            missing,
-            pool: pool.display().to_string(),
-        };
-        let detail = event.detail();
-        if !self.store.lock().note_once(incident, &event, now)? {
-            return Ok(());
-        }
-        self.metrics.compensation_missing(missing);
-        tracing::error!(service = %item.service, campaign, missing, pool = %pool.display(), "compensation codes ran out");
-        let service = config.services.iter().find(|s| s.id == item.service);
-        let name = service.map(|s| s.name.as_str()).unwrap_or(&item.service);
-        let mut to = match &item.action {
-            Action::Resolve { staff, .. } => staff.clone(),
-            _ => Vec::new(),
-        };
-        if to.is_empty() {
-            to = service
-                .map(|s| config.policy(s))
-                .and_then(|p| p.levels.first().map(|l| l.to.clone()))
-                .unwrap_or_default();
-        }
-        if to.is_empty() {
-            return Ok(());
-        }
-        let text = format!(
-            "The recovery mail for {name} is going out now.\n\n{detail}.\n\nThe outage lasted long enough to earn compensation, so every customer told of it should get a code. Those without one can be sent a code by hand: `tocsin campaign status {campaign}` lists the campaign.\n"
-        );
-        let mail = super::mail::Outgoing {
-            to,
-            subject: format!("[tocsin] {name}: compensation codes ran out"),
-            html: format!("<pre>{}</pre>", crate::text::html::escape(&text)),
-            text,
-            headers: vec![("Auto-Submitted", "auto-generated".into())],
-            message_id: None,
-        };
-        match self.mailer.send(&mail).await {
-            Ok(()) => self.metrics.mail_sent("staff_compensation"),
-            Err(e) => {
-                self.metrics.mail_failed("staff_compensation");
-                tracing::error!(error = %e, "cannot tell staff that compensation codes ran out");
+        tracing::debug!(channel = d.channel.as_str(), target = %d.target, delivery = d.id, ?outcome, "delivery carried out");
+        match outcome {
+            Outcome::Done => self.store.lock().delivered(d.id, now),
+            Outcome::Retry(e) => {
+                let wait = notifier.backoff().after(d.attempts);
+                self.store.lock().retry_delivery(d.id, &e, now + wait)
             }
+            Outcome::Failed(e) => self.store.lock().delivery_failed(d.id, &e, now),
         }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::engine::Engine;
+    use crate::incident::{Action, Context, StaffMailKind};
+    use crate::store::SqliteStore;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    /// Answers from a script, one outcome per call, and records what it was handed.
+    struct Scripted {
+        channel: Channel,
+        targets: Vec<String>,
+        answers: Mutex<Vec<Outcome>>,
+        seen: Mutex<Vec<(i64, String, u32)>>,
     }
 
-    fn staff_mail(
-        &self,
-        config: &Config,
-        item: &OutboxItem,
-    ) -> Option<(&'static str, super::mail::Outgoing)> {
-        if let (None, Action::MailStaff { kind, to, .. }) = (item.incident, &item.action) {
-            let name = config
-                .services
-                .iter()
-                .find(|s| s.id == item.service)
-                .map(|s| s.name.as_str());
-            let canaries: Vec<String> = config
-                .probes()
-                .filter(|p| p.canary)
-                .map(|p| format!("{}/{}", p.service, p.name))
-                .collect();
-            let k = if *kind == StaffMailKind::MonitorDown {
-                "staff_monitor_down"
-            } else {
-                "staff_flapping"
-            };
-            return Some((
-                k,
-                render_notice(*kind, name, &canaries, to.clone(), self.clock.now()),
+    #[async_trait::async_trait]
+    impl Notifier for Scripted {
+        fn channel(&self) -> Channel {
+            self.channel
+        }
+        fn targets(&self, decision: &OutboxItem) -> Vec<String> {
+            match decision.action {
+                Action::MailStaff { .. } => self.targets.clone(),
+                _ => Vec::new(),
+            }
+        }
+        fn backoff(&self) -> Backoff {
+            Backoff::QUICK
+        }
+        async fn deliver(&self, d: &Delivery) -> Outcome {
+            self.seen.lock().unwrap().push((
+                d.decision.as_ref().unwrap().id,
+                d.target.clone(),
+                d.attempts,
             ));
+            self.answers.lock().unwrap().remove(0)
         }
-        let service = config.services.iter().find(|s| s.id == item.service)?;
-        let policy = config.policy(service);
-        let incident = self.store.lock().incident(item.incident?).ok()??;
-        let now = self.clock.now();
-        match &item.action {
-            Action::MailStaff {
-                kind, level, to, ..
-            } => {
-                let link = |action| {
-                    let l = Link {
-                        incident: incident.id,
-                        action,
-                        expires: expiry(now),
-                        recipient: to.join(", "),
-                    };
-                    self.signer.url(&config.public_url, &l)
-                };
-                let links = ActionLinks {
-                    ack: link(LinkAction::Ack),
-                    eta: link(LinkAction::Eta),
-                };
-                let k = match kind {
-                    StaffMailKind::Opened => "staff_opened",
-                    StaffMailKind::Escalated => "staff_escalated",
-                    StaffMailKind::Flapping => "staff_flapping",
-                    StaffMailKind::MonitorDown => "staff_monitor_down",
-                };
-                Some((
-                    k,
-                    render(
-                        &service.name,
-                        &policy,
-                        &incident,
-                        &StaffNotice::Level {
-                            kind: *kind,
-                            level: *level,
-                        },
-                        to.clone(),
-                        Some(&links),
-                        now,
-                    ),
-                ))
-            }
-            Action::Resolve {
-                staff, ended, by, ..
-            } if !staff.is_empty() => Some((
-                "staff_resolved",
-                render(
-                    &service.name,
-                    &policy,
-                    &incident,
-                    &StaffNotice::Resolved {
-                        ended: *ended,
-                        by: by.as_deref(),
-                    },
-                    staff.clone(),
-                    None,
-                    now,
-                ),
-            )),
-            _ => None,
-        }
+    }
+
+    #[tokio::test]
+    async fn each_delivery_is_retried_after_the_backoff_and_closed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = Arc::new(ManualClock::new(t0));
+        let mail = Action::MailStaff {
+            id: None,
+            kind: StaffMailKind::MonitorDown,
+            level: 0,
+            to: vec!["oncall@example.com".into()],
+        };
+        store
+            .lock()
+            .enqueue(&mail, &Context::default(), t0)
+            .unwrap();
+        let hooks = Arc::new(Scripted {
+            channel: Channel::Webhook,
+            targets: vec!["https://a.test/".into(), "https://b.test/".into()],
+            answers: Mutex::new(vec![
+                Outcome::Retry("503".into()),
+                Outcome::Failed("410".into()),
+                Outcome::Done,
+            ]),
+            seen: Mutex::default(),
+        });
+        let config =
+            crate::config::parse(
+            "services:\n  - id: shop\n    probes:\n      - { name: home, tcp: { address: \"127.0.0.1:9\" } }\n",
+            &dir.path().join("probes.yaml"),
+        ).unwrap();
+        let engine = Engine::new(&config, store.clone(), clock.clone()).unwrap();
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics: Arc::new(Metrics::new()),
+            engine: engine.handle().subscribe(),
+            notifiers: vec![hooks.clone()],
+        };
+        dispatcher.drain().await.unwrap();
+        // a.test asked to be retried, b.test refused for good.
+        assert_eq!(hooks.seen.lock().unwrap().len(), 2);
+        assert_eq!(store.lock().pending().unwrap().of(Channel::Webhook), 1);
+        clock.advance(Duration::from_secs(4));
+        dispatcher.drain().await.unwrap();
+        assert_eq!(hooks.seen.lock().unwrap().len(), 2, "not before 5 s");
+        clock.advance(Duration::from_secs(1));
+        dispatcher.drain().await.unwrap();
+        let seen = hooks.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[2].1, "https://a.test/");
+        assert_eq!(seen[2].2, 1, "the second attempt");
+        assert_eq!(store.lock().pending().unwrap().total(), 0);
+        clock.advance(Duration::from_secs(3600));
+        dispatcher.drain().await.unwrap();
+        assert_eq!(hooks.seen.lock().unwrap().len(), 3, "nothing twice");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mail: Vec<u64> = (0..7).map(|n| Backoff::MAIL.after(n).as_secs()).collect();
+        assert_eq!(mail, [30, 60, 120, 240, 480, 900, 900]);
+        let hooks: Vec<u64> = (0..7).map(|n| Backoff::QUICK.after(n).as_secs()).collect();
+        assert_eq!(hooks, [5, 10, 20, 40, 80, 150, 150]);
+        assert_eq!(Backoff::MAIL.after(u32::MAX), Duration::from_secs(900));
     }
 }

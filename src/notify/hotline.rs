@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::backoff;
+use super::dispatch::Backoff;
 use super::pages::write_if_changed;
 use super::templates::{Templates, outages_context};
 use crate::clock::Clock;
@@ -203,7 +203,7 @@ impl Hotline {
                 self.metrics.hotline_hook_failed();
                 let attempts = self.retry.map(|r| r.0).unwrap_or(0);
                 // A local program: retried sooner than a remote server would be.
-                let wait = (backoff(attempts) / 6).max(Duration::from_secs(5));
+                let wait = Backoff::QUICK.after(attempts);
                 self.retry = Some((attempts + 1, Instant::now() + wait));
                 tracing::error!(event, error = %e, retry_in = ?wait, "hotline hook failed");
                 if event != "withdrawn" {

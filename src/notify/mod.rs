@@ -1,6 +1,14 @@
-//! Carrying decisions out: mail transport now; staff escalation, campaigns, pages,
-//! autoresponder, hotline and webhooks build on it. Notifiers act only on what the store's
-//! outbox hands them and report back whether it worked; they decide nothing.
+//! Carrying decisions out; nothing here decides.
+//!
+//! - [`dispatch`]: the one loop from the outbox to the notifiers. Each decision is fanned
+//!   out into deliveries, one per [`dispatch::Notifier`] and target; each notifier
+//!   carries one delivery out and answers done, retry (after [`dispatch::Backoff`]) or
+//!   failed. The notifiers: [`staff::StaffMail`], [`webhook::Webhooks`] and
+//!   `campaign::planner::Campaigns`.
+//! - Level-triggered reconcilers, woken by the engine's snapshot: [`pages`] (placeholder,
+//!   status file), [`autoreply`] (Sieve over [`sieve`]), [`hotline`] and [`maintenance`]
+//!   (advance and completion notices).
+//! - Shared parts: [`mail`] (the SMTP or `.eml` transport) and [`templates`].
 
 pub mod autoreply;
 pub mod dispatch;

@@ -6,10 +6,18 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::config::fmt_dur;
-use crate::incident::{Policy, StaffMailKind};
+use crate::incident::{Action, Context, StaffMailKind};
 use crate::store::IncidentRecord;
 
-use super::mail::Outgoing;
+use std::sync::Arc;
+
+use super::dispatch::{Backoff, Notifier, Outcome};
+use super::mail::{MailError, Mailer, Outgoing};
+use crate::clock::Clock;
+use crate::config::LiveConfig;
+use crate::links::{Link, LinkAction, Signer, expiry};
+use crate::metrics::Metrics;
+use crate::store::{Channel, Delivery, OutboxItem, SharedStore, StoreError};
 pub use crate::text::html::escape;
 use crate::text::time::rfc3339 as at;
 
@@ -36,16 +44,16 @@ pub struct ActionLinks {
     pub eta: String,
 }
 
-/// Renders the mail for `incident` of the service called `name`.
+/// Renders the mail for `incident`, with what its decision's `context` says is ahead.
 pub fn render(
-    name: &str,
-    policy: &Policy,
+    context: &Context,
     incident: &IncidentRecord,
     notice: &StaffNotice,
     to: Vec<String>,
     links: Option<&ActionLinks>,
     now: SystemTime,
 ) -> Outgoing {
+    let name = context.service_name.as_str();
     let mut t = String::new();
     let subject = match notice {
         StaffNotice::Level {
@@ -98,7 +106,7 @@ pub fn render(
             let _ = writeln!(
                 t,
                 "{name} ({}) changes state too often; tocsin holds it in its current state and",
-                policy.service
+                incident.service
             );
             let _ = writeln!(
                 t,
@@ -123,11 +131,11 @@ pub fn render(
             let _ = writeln!(t);
             if let Some(by) = &incident.acked_by {
                 let _ = writeln!(t, "Acknowledged by {by}.");
-            } else if let Some(next) = policy.levels.get(level + 1) {
+            } else if let Some(next) = context.levels.get(level + 1) {
                 let _ = writeln!(
                     t,
                     "Escalation: level {level} of {}. Unless acknowledged, level {} ({}) is mailed at {}.",
-                    policy.levels.len() - 1,
+                    context.levels.len() - 1,
                     level + 1,
                     next.to.join(", "),
                     at(incident.started + next.after)
@@ -144,8 +152,8 @@ pub fn render(
                 let _ = writeln!(
                     t,
                     "Customers will be told at {} ({} after the start) unless it recovers first; an ETA set beyond that tells them at once.",
-                    at(incident.started + policy.customer_threshold),
-                    fmt_dur(policy.customer_threshold)
+                    at(incident.started + context.customer_threshold),
+                    fmt_dur(context.customer_threshold)
                 );
             }
             if let Some(eta) = incident.eta {
@@ -247,5 +255,139 @@ pub fn render_notice(
         text,
         html,
         ..Outgoing::default()
+    }
+}
+
+/// Mails staff: incident mails (opened, escalated, resolved) with their ack and ETA
+/// links, and the notices that belong to no incident (flapping, monitor down).
+pub struct StaffMail {
+    pub store: SharedStore,
+    pub mailer: Arc<Mailer>,
+    pub config: LiveConfig,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Signs the ack and ETA links.
+    pub signer: Arc<Signer>,
+}
+
+#[async_trait::async_trait]
+impl Notifier for StaffMail {
+    fn channel(&self) -> Channel {
+        Channel::StaffMail
+    }
+
+    fn targets(&self, decision: &OutboxItem) -> Vec<String> {
+        match &decision.action {
+            Action::MailStaff { .. } => vec![String::new()],
+            Action::Resolve { staff, .. } if !staff.is_empty() => vec![String::new()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::MAIL
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Outcome {
+        let Some(decision) = &d.decision else {
+            return Outcome::Failed("the delivery has no decision".into());
+        };
+        let mail = match self.compose(decision) {
+            Ok(Some(m)) => m,
+            // The incident is gone from the store: nothing left to tell.
+            Ok(None) => return Outcome::Done,
+            Err(e) => return Outcome::Retry(format!("cannot read the incident: {e}")),
+        };
+        let (kind, outgoing) = mail;
+        match self.mailer.send(&outgoing).await {
+            Ok(()) => {
+                self.metrics.mail_sent(kind);
+                tracing::info!(service = %decision.service, kind, to = %outgoing.to.join(", "), "staff mail sent");
+                Outcome::Done
+            }
+            Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
+                self.metrics.mail_failed(kind);
+                let retry_in = self.backoff().after(d.attempts);
+                tracing::warn!(service = %decision.service, kind, error = %e, ?retry_in, "staff mail failed; will retry");
+                Outcome::Retry(e)
+            }
+            Err(MailError::Permanent(e)) => {
+                self.metrics.mail_failed(kind);
+                tracing::error!(service = %decision.service, kind, error = %e, "staff mail failed permanently");
+                Outcome::Failed(e)
+            }
+        }
+    }
+}
+
+impl StaffMail {
+    /// The mail `decision` asks for, with its kind (the metrics label).
+    fn compose(
+        &self,
+        decision: &OutboxItem,
+    ) -> Result<Option<(&'static str, Outgoing)>, StoreError> {
+        let config = self.config.get();
+        // Decided before contexts were stored: the running config says the same.
+        let context = decision.context.clone().unwrap_or_else(|| {
+            config.context(config.services.iter().find(|s| s.id == decision.service))
+        });
+        let Some(incident) = decision.incident else {
+            let Action::MailStaff { kind, to, .. } = &decision.action else {
+                return Ok(None);
+            };
+            let k = match kind {
+                StaffMailKind::MonitorDown => "staff_monitor_down",
+                _ => "staff_flapping",
+            };
+            let name = (!context.service_name.is_empty()).then_some(context.service_name.as_str());
+            let mail = render_notice(*kind, name, &context.canaries, to.clone(), decision.decided);
+            return Ok(Some((k, mail)));
+        };
+        let Some(incident) = self.store.lock().incident(incident)? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        Ok(match &decision.action {
+            Action::MailStaff {
+                kind, level, to, ..
+            } => {
+                let link = |action| {
+                    let l = Link {
+                        incident: incident.id,
+                        action,
+                        expires: expiry(now),
+                        recipient: to.join(", "),
+                    };
+                    self.signer.url(&config.public_url, &l)
+                };
+                let links = ActionLinks {
+                    ack: link(LinkAction::Ack),
+                    eta: link(LinkAction::Eta),
+                };
+                let k = match kind {
+                    StaffMailKind::Opened => "staff_opened",
+                    StaffMailKind::Escalated => "staff_escalated",
+                    StaffMailKind::Flapping => "staff_flapping",
+                    StaffMailKind::MonitorDown => "staff_monitor_down",
+                };
+                let notice = StaffNotice::Level {
+                    kind: *kind,
+                    level: *level,
+                };
+                let mail = render(&context, &incident, &notice, to.clone(), Some(&links), now);
+                Some((k, mail))
+            }
+            Action::Resolve {
+                staff, ended, by, ..
+            } if !staff.is_empty() => {
+                let notice = StaffNotice::Resolved {
+                    ended: *ended,
+                    by: by.as_deref(),
+                };
+                let mail = render(&context, &incident, &notice, staff.clone(), None, now);
+                Some(("staff_resolved", mail))
+            }
+            _ => None,
+        })
     }
 }

@@ -2,27 +2,23 @@
 //! phase, update, resolved, flapping, monitor down) POSTed as JSON to each receiver that
 //! wants it, signed with HMAC-SHA256 so the receiver can tell it came from tocsin.
 //!
-//! Deliveries are queued in the store by the transaction that decided the transition;
-//! this sender only carries them out: 2xx closes a delivery, 408, 429, 5xx and network
-//! errors are retried with backoff (5 s doubling to 150 s), any other answer is final (logged, counted, and
-//! written into the incident's timeline). A receiver sees the same body and delivery id
-//! on every retry, so it can drop repeats.
+//! The dispatcher fans each decision out into one delivery per receiver that wants its
+//! event; this notifier carries one out: 2xx closes it, 408, 429, 5xx and network errors
+//! are retried ([`Backoff::QUICK`]), any other answer is final (logged, counted, and
+//! written into the incident's timeline). The body is built from the decision as it was
+//! decided, so a receiver sees the same body and delivery id on every retry and can drop
+//! repeats.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use serde_json::json;
 
-use super::dispatch::backoff;
-use crate::clock::Clock;
+use super::dispatch::{Backoff, Notifier, Outcome};
 use crate::config::{Config, LiveConfig};
-use crate::engine::Snapshot;
 use crate::metrics::Metrics;
-use crate::store::{Delivery, SharedStore};
+use crate::store::{Channel, Delivery, OutboxItem};
 
-const BATCH: usize = 50;
-const IDLE: Duration = Duration::from_secs(1);
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// `sha256=<hex>` of the body under `key`: what `X-Tocsin-Signature` carries.
@@ -46,102 +42,117 @@ pub fn check_secrets(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> R
     Ok(())
 }
 
-#[derive(Clone)]
-pub struct WebhookSender {
-    pub store: SharedStore,
+/// The JSON a receiver gets for `decision`: `None` when its action is no webhook event.
+pub fn body(decision: &OutboxItem) -> Option<(&'static str, String)> {
+    let event = decision.action.event()?.as_str();
+    let service = decision.service.as_str();
+    let name = decision
+        .context
+        .as_ref()
+        .map(|c| c.service_name.as_str())
+        .unwrap_or(service);
+    let body = json!({
+        "event": event,
+        "service": (!service.is_empty()).then_some(service),
+        "service_name": (!service.is_empty()).then_some(name),
+        "incident": decision.incident,
+        "at": crate::text::time::rfc3339(decision.decided),
+        "action": &decision.action,
+    });
+    Some((event, body.to_string()))
+}
+
+/// POSTs incident webhooks.
+pub struct Webhooks {
     pub config: LiveConfig,
-    pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    /// The engine's snapshot: a new decision may have queued deliveries.
-    pub engine: watch::Receiver<Arc<Snapshot>>,
     pub http: reqwest::Client,
 }
 
-enum Outcome {
-    Sent,
-    Retry(String),
-    Failed(String),
-}
-
-impl WebhookSender {
-    pub async fn run(mut self, cancel: CancellationToken) {
-        loop {
-            if let Err(e) = self.drain().await {
-                tracing::error!(error = %e, "webhooks: cannot read the store");
-            }
-            if !super::pause(&cancel, &mut self.engine, None, IDLE).await {
-                return;
-            }
-        }
+#[async_trait::async_trait]
+impl Notifier for Webhooks {
+    fn channel(&self) -> Channel {
+        Channel::Webhook
     }
 
-    pub async fn drain(&self) -> Result<(), crate::store::StoreError> {
-        loop {
-            let due = self.store.lock().due_webhooks(self.clock.now(), BATCH)?;
-            if due.is_empty() {
-                break;
-            }
-            for d in due {
-                self.deliver(d).await?;
-            }
+    fn targets(&self, decision: &OutboxItem) -> Vec<String> {
+        // A decision written before deliveries were fanned out had its webhook deliveries
+        // queued with it (the schema 9 migration kept them).
+        if decision.context.is_none() {
+            return Vec::new();
         }
-        self.metrics
-            .webhook_pending(self.store.lock().webhook_pending()?);
-        Ok(())
+        let Some(event) = decision.action.event() else {
+            return Vec::new();
+        };
+        self.config
+            .get()
+            .webhooks
+            .iter()
+            .filter(|w| w.events.contains(&event))
+            .map(|w| w.url.to_string())
+            .collect()
     }
 
-    async fn deliver(&self, d: Delivery) -> Result<(), crate::store::StoreError> {
+    fn backoff(&self) -> Backoff {
+        Backoff::QUICK
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Outcome {
+        let (event, body) = match (&d.queued, &d.decision) {
+            (Some(q), _) => (q.event.clone(), q.body.clone()),
+            (None, Some(decision)) => match body(decision) {
+                Some((e, b)) => (e.to_string(), b),
+                None => return Outcome::Done,
+            },
+            (None, None) => return Outcome::Failed("the delivery has no decision".into()),
+        };
         let config = self.config.get();
-        let outcome = match config.webhooks.iter().find(|w| w.url.as_str() == d.url) {
+        let outcome = match config.webhooks.iter().find(|w| w.url.as_str() == d.target) {
             None => Outcome::Failed("the receiver is no longer configured".into()),
             Some(w) => match std::env::var(&w.secret_env) {
                 Err(_) => Outcome::Retry(format!(
                     "the signing key {} is not in the environment",
                     w.secret_env
                 )),
-                Ok(key) => self.post(&d, key.as_bytes()).await,
+                Ok(key) => self.post(d, &event, body, key.as_bytes()).await,
             },
         };
-        let now = self.clock.now();
-        let mut st = self.store.lock();
-        match outcome {
-            Outcome::Sent => {
+        match &outcome {
+            Outcome::Done => {
                 self.metrics.webhook_delivery("sent");
-                tracing::info!(url = %d.url, event = %d.event, delivery = d.id, "webhook delivered");
-                st.webhook_done(d.id, now)
+                tracing::info!(url = %d.target, event, delivery = d.id, "webhook delivered");
             }
             Outcome::Retry(e) => {
                 self.metrics.webhook_delivery("retried");
-                // Receivers are usually chat or paging tools that recover quickly: retried
-                // sooner than mail (5 s, doubling to 150 s).
-                let wait = (backoff(d.attempts) / 6).max(Duration::from_secs(5));
-                tracing::warn!(url = %d.url, event = %d.event, delivery = d.id, error = %e, retry_in = ?wait, "webhook not delivered; will retry");
-                st.webhook_retry(d.id, &e, now + wait)
+                let wait = self.backoff().after(d.attempts);
+                tracing::warn!(url = %d.target, event, delivery = d.id, error = %e, retry_in = ?wait, "webhook not delivered; will retry");
             }
             Outcome::Failed(e) => {
                 self.metrics.webhook_delivery("failed");
-                tracing::error!(url = %d.url, event = %d.event, delivery = d.id, error = %e, "webhook refused; not retried");
-                st.webhook_failed(d.id, &e, now)
+                tracing::error!(url = %d.target, event, delivery = d.id, error = %e, "webhook refused; not retried");
             }
         }
+        outcome
     }
+}
 
-    async fn post(&self, d: &Delivery, key: &[u8]) -> Outcome {
+impl Webhooks {
+    async fn post(&self, d: &Delivery, event: &str, body: String, key: &[u8]) -> Outcome {
         let req = self
             .http
-            .post(&d.url)
+            .post(&d.target)
             .timeout(DEADLINE)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Tocsin-Event", &d.event)
+            .header("X-Tocsin-Event", event)
             .header("X-Tocsin-Delivery", d.id.to_string())
-            .header("X-Tocsin-Signature", signature(key, d.body.as_bytes()))
-            .body(d.body.clone());
+            .header("X-Tocsin-Signature", signature(key, body.as_bytes()))
+            .body(body);
         match req.send().await {
             Err(e) => Outcome::Retry(format!("no answer: {}", root(&e))),
             Ok(r) => {
                 let status = r.status();
                 if status.is_success() {
-                    return Outcome::Sent;
+                    return Outcome::Done;
                 }
                 let said: String = r
                     .text()

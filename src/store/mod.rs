@@ -8,9 +8,9 @@
 mod autoresponders;
 mod campaigns;
 mod maintenance;
+mod outbox;
 mod rows;
 mod sqlite;
-mod webhooks;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -24,9 +24,9 @@ pub use campaigns::{
 };
 pub use maintenance::Notice;
 pub use sqlite::SqliteStore;
-pub use webhooks::{Delivery, HookTarget, Hooks};
 
 use crate::config::Maintenance;
+pub use crate::incident::Context;
 use crate::incident::{Action, ServiceState, TimelineEvent};
 
 /// Why the store could not do its work, in the operator's terms.
@@ -62,7 +62,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// One decided action waiting to be carried out.
+/// One decided action, waiting to be fanned out into deliveries (and, once fanned out,
+/// the decision each delivery carries out).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxItem {
     pub id: i64,
@@ -70,7 +71,86 @@ pub struct OutboxItem {
     /// The incident's store id, when the action belongs to one.
     pub incident: Option<i64>,
     pub action: Action,
+    /// What the notifiers need, fixed when the action was decided; None for an action
+    /// decided by a tocsin older than schema 9.
+    pub context: Option<Context>,
     pub attempts: u32,
+    /// When it was decided.
+    pub decided: SystemTime,
+}
+
+/// Who carries out a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Channel {
+    StaffMail,
+    Campaign,
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::StaffMail => "staff_mail",
+            Channel::Campaign => "campaign",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        [Channel::StaffMail, Channel::Campaign, Channel::Webhook]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// One delivery a decision needs: a channel and its target (a webhook receiver's URL;
+/// empty for the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub channel: Channel,
+    pub target: String,
+}
+
+/// A delivery due to be carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Stable across retries: webhook receivers see it as `X-Tocsin-Delivery`.
+    pub id: i64,
+    pub channel: Channel,
+    pub target: String,
+    pub incident: Option<i64>,
+    pub attempts: u32,
+    /// The decision it carries out; None only for a webhook delivery queued by a tocsin
+    /// older than schema 9, which carries its body instead.
+    pub decision: Option<OutboxItem>,
+    pub queued: Option<QueuedWebhook>,
+}
+
+/// A webhook delivery written, body and all, before deliveries were fanned out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedWebhook {
+    pub event: String,
+    pub body: String,
+}
+
+/// What waits to be carried out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Decisions not yet fanned out.
+    pub decisions: u64,
+    pub deliveries: std::collections::BTreeMap<Channel, u64>,
+}
+
+impl Pending {
+    /// Pending deliveries of `channel`.
+    pub fn of(&self, channel: Channel) -> u64 {
+        self.deliveries.get(&channel).copied().unwrap_or(0)
+    }
+
+    /// Everything pending: decisions and deliveries.
+    pub fn total(&self) -> u64 {
+        self.decisions + self.deliveries.values().sum::<u64>()
+    }
 }
 
 /// An incident as stored, with its timeline.
@@ -157,12 +237,12 @@ pub type States = std::collections::BTreeMap<String, ServiceState>;
 /// The methods are synchronous: a backend does short transactions, and callers hold the
 /// store only for the call (through [`SharedStore`]), never across an `.await`.
 pub trait Store:
-    IncidentStore + CampaignStore + MaintenanceStore + WebhookStore + AutoresponderStore + Send
+    IncidentStore + CampaignStore + MaintenanceStore + OutboxStore + AutoresponderStore + Send
 {
 }
 
 impl<T> Store for T where
-    T: IncidentStore + CampaignStore + MaintenanceStore + WebhookStore + AutoresponderStore + Send
+    T: IncidentStore + CampaignStore + MaintenanceStore + OutboxStore + AutoresponderStore + Send
 {
 }
 
@@ -209,51 +289,24 @@ pub trait IncidentStore {
     /// Every service's saved state.
     fn load(&self) -> Result<States, StoreError>;
 
-    /// Saves `state` and records `actions` (incident rows, timeline, outbox) in one
-    /// transaction: all of it or none.
+    /// Saves `state` and records `actions` (incident rows, timeline, one outbox decision
+    /// each, with `context`) in one transaction: all of it or none.
     fn commit(
         &mut self,
         service: &str,
         state: &ServiceState,
         actions: &[Action],
+        context: &Context,
         now: SystemTime,
     ) -> Result<(), StoreError>;
 
-    /// [`IncidentStore::commit`], also queueing each action's webhook deliveries in the
-    /// same transaction.
-    fn commit_hooked(
-        &mut self,
-        service: &str,
-        state: &ServiceState,
-        actions: &[Action],
-        now: SystemTime,
-        hooks: &Hooks,
-    ) -> Result<(), StoreError>;
-
-    /// Queues an action that belongs to no service's state (a notice about the monitor).
-    fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError>;
-
-    fn enqueue_hooked(
+    /// Decides an action that belongs to no service's state (a notice about the monitor).
+    fn enqueue(
         &mut self,
         action: &Action,
+        context: &Context,
         now: SystemTime,
-        hooks: &Hooks,
     ) -> Result<(), StoreError>;
-
-    /// Pending actions due at `now`, oldest first.
-    fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
-
-    /// How many actions wait to be carried out.
-    fn pending_count(&self) -> Result<u64, StoreError>;
-
-    fn mark_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError>;
-
-    /// A transient failure: tried again at `retry_at`.
-    fn mark_retry(&mut self, id: i64, error: &str, retry_at: SystemTime) -> Result<(), StoreError>;
-
-    /// A permanent failure: recorded, never tried again.
-    /// The failure also goes into the incident's timeline, where the API shows it.
-    fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError>;
 
     /// Incidents, newest first, with their timelines; only open ones when `open_only`.
     fn incidents(&self, open_only: bool) -> Result<Vec<IncidentRecord>, StoreError>;
@@ -401,21 +454,35 @@ pub trait MaintenanceStore {
     ) -> Result<(), StoreError>;
 }
 
-/// Incident webhook deliveries queued with each decision.
-pub trait WebhookStore {
-    /// For each receiver, its oldest pending delivery if it is due at `now`: a receiver
-    /// hears of transitions in the order they were decided, and one that is down holds
-    /// up only its own queue.
-    fn due_webhooks(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+/// The outbox: decisions fanned out into deliveries, each carried out on its own.
+pub trait OutboxStore {
+    /// Decisions not yet fanned out, oldest first.
+    fn due(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
 
-    fn webhook_pending(&self) -> Result<u64, StoreError>;
+    /// Adds `decision`'s deliveries and closes it, in one transaction; a decision fanned
+    /// out before gets nothing more.
+    fn fan_out(
+        &mut self,
+        decision: i64,
+        deliveries: &[NewDelivery],
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
 
-    fn webhook_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError>;
+    /// Deliveries due at `now`, oldest first. For each webhook receiver only its oldest
+    /// pending delivery: a receiver hears of transitions in the order they were decided,
+    /// and one that is down holds up only its own queue.
+    fn due_deliveries(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
-    fn webhook_retry(&mut self, id: i64, error: &str, at: SystemTime) -> Result<(), StoreError>;
+    fn pending(&self) -> Result<Pending, StoreError>;
 
-    /// The receiver refused for good: closed, and noted in the incident's timeline.
-    fn webhook_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError>;
+    fn delivered(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError>;
+
+    /// A transient failure: tried again at `at`.
+    fn retry_delivery(&mut self, id: i64, error: &str, at: SystemTime) -> Result<(), StoreError>;
+
+    /// A permanent failure: closed, never tried again, and noted in the incident's
+    /// timeline, where the API shows it.
+    fn delivery_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError>;
 }
 
 /// What is installed on each mailbox, and one-time notes.

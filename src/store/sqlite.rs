@@ -8,9 +8,8 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::rows::{incident_id, timeline};
-use super::webhooks::Hooks;
 use super::{
-    IncidentRecord, IncidentStore, OutboxItem, States, StoreError, TimelineEntry, from_secs, secs,
+    Context, IncidentRecord, IncidentStore, States, StoreError, TimelineEntry, from_secs, secs,
 };
 use crate::incident::{Action, ServiceState, TimelineEvent};
 
@@ -171,6 +170,34 @@ const MIGRATIONS: &[&str] = &[
     // 8: the timeline is typed: each entry's data as JSON beside the text staff read.
     // Entries written before have none and are read as they were written.
     "ALTER TABLE incident_events ADD COLUMN data TEXT;",
+    // 9: the outbox in two steps. A decision is written with the context its notifiers
+    // need (older ones have none and are carried out with the running config); the
+    // dispatcher fans it out into deliveries, one per channel and target. Webhook
+    // deliveries queued before keep their ids, bodies and state.
+    "ALTER TABLE outbox ADD COLUMN context TEXT;
+    CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox_id       INTEGER REFERENCES outbox (id),
+        channel         TEXT NOT NULL CHECK (channel IN ('staff_mail', 'campaign', 'webhook')),
+        target          TEXT NOT NULL DEFAULT '',
+        incident_id     INTEGER REFERENCES incidents (id),
+        queued_event    TEXT,
+        queued_body     TEXT,
+        created_at      REAL NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        done_at         REAL,
+        UNIQUE (outbox_id, channel, target)
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    INSERT INTO deliveries (id, channel, target, incident_id, queued_event, queued_body, created_at,
+                            status, attempts, next_attempt_at, last_error, done_at)
+        SELECT id, 'webhook', url, incident_id, event, body, created_at,
+               status, attempts, next_attempt_at, last_error, done_at
+        FROM webhook_deliveries ORDER BY id;
+    DROP TABLE webhook_deliveries;",
 ];
 
 pub struct SqliteStore {
@@ -341,18 +368,8 @@ impl IncidentStore for SqliteStore {
         service: &str,
         state: &ServiceState,
         actions: &[Action],
+        context: &Context,
         now: SystemTime,
-    ) -> Result<(), StoreError> {
-        self.commit_hooked(service, state, actions, now, &Hooks::default())
-    }
-
-    fn commit_hooked(
-        &mut self,
-        service: &str,
-        state: &ServiceState,
-        actions: &[Action],
-        now: SystemTime,
-        hooks: &Hooks,
     ) -> Result<(), StoreError> {
         let json = serde_json::to_string(state).map_err(|e| StoreError::Corrupt {
             what: "state".into(),
@@ -365,104 +382,21 @@ impl IncidentStore for SqliteStore {
             params![service, json, secs(now)],
         )?;
         for action in actions {
-            record(&tx, service, action, now)?;
-            super::webhooks::queue(&tx, service, action, now, hooks)?;
+            let incident = record(&tx, service, action, now)?;
+            super::outbox::decide(&tx, service, incident, action, context, now)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    fn enqueue(&mut self, action: &Action, now: SystemTime) -> Result<(), StoreError> {
-        self.enqueue_hooked(action, now, &Hooks::default())
-    }
-
-    fn enqueue_hooked(
+    fn enqueue(
         &mut self,
         action: &Action,
+        context: &Context,
         now: SystemTime,
-        hooks: &Hooks,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        outbox(&tx, "", None, action, now)?;
-        super::webhooks::queue(&tx, "", action, now, hooks)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, service, incident_id, action, attempts FROM outbox
-             WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![secs(now), limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, u32>(4)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, service, incident, json, attempts) = row?;
-            let action: Action = serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-                what: format!("outbox item {id}"),
-                detail: e.to_string(),
-            })?;
-            out.push(OutboxItem {
-                id,
-                service,
-                incident,
-                action,
-                attempts,
-            });
-        }
-        Ok(out)
-    }
-
-    fn pending_count(&self) -> Result<u64, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM outbox WHERE status = 'pending'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
-    }
-
-    fn mark_done(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE outbox SET status = 'done', done_at = ?2, attempts = attempts + 1 WHERE id = ?1 AND status = 'pending'",
-            params![id, secs(now)],
-        )?;
-        Ok(())
-    }
-
-    fn mark_retry(&mut self, id: i64, error: &str, retry_at: SystemTime) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1 AND status = 'pending'",
-            params![id, error, secs(retry_at)],
-        )?;
-        Ok(())
-    }
-
-    fn mark_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        let changed = tx.execute(
-            "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2, done_at = ?3 WHERE id = ?1 AND status = 'pending'",
-            params![id, error, secs(now)],
-        )?;
-        if changed > 0 {
-            let incident: Option<i64> =
-                tx.query_row("SELECT incident_id FROM outbox WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
-            if let Some(incident) = incident {
-                let event = TimelineEvent::DeliveryFailed {
-                    error: error.to_string(),
-                };
-                timeline(&tx, incident, now, &event)?;
-            }
-        }
+        super::outbox::decide(&tx, "", None, action, context, now)?;
         tx.commit()?;
         Ok(())
     }
@@ -542,28 +476,14 @@ fn timeline_event(kind: String, detail: String, data: Option<String>) -> Timelin
     }
 }
 
-fn outbox(
-    tx: &Transaction,
-    service: &str,
-    incident: Option<i64>,
-    action: &Action,
-    now: SystemTime,
-) -> Result<(), rusqlite::Error> {
-    let json = serde_json::to_string(action)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.execute(
-        "INSERT INTO outbox (service, incident_id, action, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![service, incident, json, secs(now)],
-    )?;
-    Ok(())
-}
-
+/// Writes what `action` changes about its incident, and its timeline entry; the
+/// incident's store id.
 fn record(
     tx: &Transaction,
     service: &str,
     action: &Action,
     now: SystemTime,
-) -> Result<(), rusqlite::Error> {
+) -> Result<Option<i64>, rusqlite::Error> {
     let store_id = match action {
         Action::Open { id, started, .. } => {
             tx.execute(
@@ -629,14 +549,7 @@ fn record(
     if let (Some(incident), Some(event)) = (store_id, TimelineEvent::of(action)) {
         timeline(tx, incident, now, &event)?;
     }
-    // Only what is to be carried out goes to the outbox; ack and ETA are recorded above.
-    if !matches!(
-        action,
-        Action::Open { .. } | Action::Acknowledged { .. } | Action::EtaSet { .. }
-    ) {
-        outbox(tx, service, store_id, action, now)?;
-    }
-    Ok(())
+    Ok(store_id)
 }
 
 #[cfg(test)]
@@ -740,5 +653,63 @@ mod tests {
             Some(humantime::parse_rfc3339("2026-12-01T10:00:00Z").unwrap())
         );
         assert_eq!(timeline[0].event.problem(), Some(Problem::Errors));
+    }
+
+    /// A database of schema 8: a staff mail decided but not yet sent, and two webhook
+    /// deliveries queued with their bodies (one pending, one done). After the migration
+    /// the decision is fanned out like a new one, but gets no second webhook delivery;
+    /// the pending delivery keeps its id, body and attempts; the done one stays done.
+    #[test]
+    fn decisions_and_webhook_deliveries_of_schema_8_are_carried_out_once() {
+        use crate::store::{Channel, OutboxStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..8] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                r#"INSERT INTO incidents (id, service, seq, started_at) VALUES (1, 'shop', 1, 1000.0);
+                 INSERT INTO outbox (id, service, incident_id, action, created_at, next_attempt_at)
+                     VALUES (4, 'shop', 1, '{"action":"mail_staff","id":1,"kind":"opened","level":0,"to":["oncall@example.com"]}', 1000.0, 1000.0);
+                 INSERT INTO webhook_deliveries (id, url, event, incident_id, body, created_at, status, attempts, next_attempt_at)
+                     VALUES (6, 'https://a.test/', 'opened', 1, '{"event":"opened"}', 1000.0, 'done', 1, 1000.0);
+                 INSERT INTO webhook_deliveries (id, url, event, incident_id, body, created_at, attempts, next_attempt_at)
+                     VALUES (7, 'https://a.test/', 'escalated', 1, '{"event":"escalated"}', 1000.0, 2, 1010.0);
+                 PRAGMA user_version = 8;"#,
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path).unwrap();
+        let due = store.due(10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].context, None, "decided before contexts were stored");
+        let now = from_secs(2000.0);
+        let pending = store.due_deliveries(now, 10).unwrap();
+        assert_eq!(pending.len(), 1);
+        let d = &pending[0];
+        assert_eq!((d.id, d.channel, d.attempts), (7, Channel::Webhook, 2));
+        assert_eq!(d.target, "https://a.test/");
+        assert_eq!(d.incident, Some(1));
+        assert_eq!(d.decision, None);
+        let q = d.queued.as_ref().unwrap();
+        assert_eq!(
+            (q.event.as_str(), q.body.as_str()),
+            ("escalated", r#"{"event":"escalated"}"#)
+        );
+        // New deliveries continue after the migrated ids.
+        let fanned = [crate::store::NewDelivery {
+            channel: Channel::StaffMail,
+            target: String::new(),
+        }];
+        store.fan_out(4, &fanned, now).unwrap();
+        let ids: Vec<i64> = store
+            .due_deliveries(now, 10)
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids, [7, 8]);
     }
 }
