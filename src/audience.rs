@@ -31,6 +31,17 @@ impl Recipient {
     pub fn follows(&self, service: &str) -> bool {
         self.services.is_empty() || self.services.iter().any(|s| s == service)
     }
+
+    /// This row as a campaign's recipient.
+    pub fn into_row(self) -> crate::store::NewRecipient {
+        crate::store::NewRecipient {
+            email: self.email,
+            name: self.name,
+            language: self.language,
+            timezone: self.timezone,
+            vars: self.vars,
+        }
+    }
 }
 
 /// A problem with one row (or the header), at a place in the file.

@@ -113,7 +113,7 @@ pub fn plan(
         .recipients
         .into_iter()
         .filter(|r| r.follows(&service.id))
-        .map(recipient_row)
+        .map(audience::Recipient::into_row)
         .collect();
     let max = config.mail.max_campaign_size;
     if recipients.len() as u64 > max {
@@ -456,15 +456,4 @@ pub fn preview(
         }
     };
     composer.compose(config, info, &job)
-}
-
-/// An audience row as a campaign's recipient.
-pub fn recipient_row(r: crate::audience::Recipient) -> NewRecipient {
-    NewRecipient {
-        email: r.email,
-        name: r.name,
-        language: r.language,
-        timezone: r.timezone,
-        vars: r.vars,
-    }
 }

@@ -198,7 +198,7 @@ impl Planner {
             .recipients
             .into_iter()
             .filter(|r| r.follows(service))
-            .map(crate::campaign::recipient_row)
+            .map(crate::audience::Recipient::into_row)
             .collect();
         if recipients.len() as u64 > config.mail.max_campaign_size {
             return Err(format!(
