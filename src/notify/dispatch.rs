@@ -195,7 +195,6 @@ impl Dispatcher {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::engine::Engine;
     use crate::incident::{Action, Context, StaffMailKind};
     use crate::store::SqliteStore;
     use std::sync::Mutex;
@@ -259,17 +258,12 @@ mod tests {
             ]),
             seen: Mutex::default(),
         });
-        let config =
-            crate::config::parse(
-            "services:\n  - id: shop\n    probes:\n      - { name: home, tcp: { address: \"127.0.0.1:9\" } }\n",
-            &dir.path().join("probes.yaml"),
-        ).unwrap();
-        let engine = Engine::new(&config, store.clone(), clock.clone()).unwrap();
+        let (_engine, snapshots) = watch::channel(Arc::new(Snapshot::default()));
         let dispatcher = Dispatcher {
             store: store.clone(),
             clock: clock.clone(),
             metrics: Arc::new(Metrics::new()),
-            engine: engine.handle().subscribe(),
+            engine: snapshots,
             notifiers: vec![hooks.clone()],
         };
         dispatcher.drain().await.unwrap();
