@@ -142,7 +142,7 @@ mail:
         let t = Instant::now();
         plan(&mut *store, &cfg, &item, now).unwrap();
         let planned = t.elapsed();
-        let mailer = Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir, &|_| None).unwrap());
+        let mailer = Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir).unwrap());
         let composer = Arc::new(Composer {
             templates: Arc::new(Templates::load(None).unwrap()),
             signer,

@@ -43,13 +43,9 @@ use crate::notify::pages::{PageSource, Pages};
 use crate::notify::staff::StaffMail;
 use crate::notify::templates::Templates;
 use crate::notify::webhook::Webhooks;
-use crate::probe::Secret;
 use crate::scheduler::{self, Latest, LiveRunner, Report, Runner, Scheduler};
 use crate::store::{SharedStore, SqliteStore, StoreError};
 use crate::web::{self, AppState};
-
-/// How the process environment is read (secrets, the API token). Tests pass their own.
-pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// How long a task that panicked waits before it is started again, so a task that panics
 /// at once does not spin.
@@ -90,22 +86,19 @@ pub struct Deps {
     /// Customer campaigns: a transport (and connection pool) of their own, so staff mail
     /// never waits behind thousands of customer messages.
     pub campaign_mail: Arc<Mailer>,
-    pub env: Env,
     pub runner: Arc<dyn Runner>,
 }
 
 impl Deps {
     /// The system clock, the SQLite store in `data_dir`, the transports of `mail` with
-    /// secrets from the process environment, and live probes.
+    /// the secrets the config read, and live probes.
     pub fn production(config: &Config) -> Result<Deps, AppError> {
-        let env: Env = Arc::new(|k: &str| std::env::var(k).ok());
         let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db"))?);
         Ok(Deps {
             clock: Arc::new(SystemClock),
             store,
-            staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir, &*env)?),
-            campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir, &*env)?),
-            env,
+            staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
+            campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             runner: Arc::new(LiveRunner),
         })
     }
@@ -174,15 +167,12 @@ impl App {
         let windows = deps.store.lock().windows(deps.clock.now())?;
         let config = config.with_api_windows(windows);
         let sieve = match &config.autoresponder {
-            Some(a) => Some(
-                crate::notify::autoreply::Credentials::from_env(a, &*deps.env)
-                    .map_err(AppError::Setup)?,
-            ),
+            Some(a) => Some(crate::notify::autoreply::Credentials::of(a).map_err(AppError::Setup)?),
             None => None,
         };
         let sieve_tls = crate::notify::autoreply::tls_config(config.autoresponder.as_ref())
             .map_err(AppError::Setup)?;
-        crate::notify::webhook::check_secrets(&config, &*deps.env).map_err(AppError::Setup)?;
+        crate::notify::webhook::check_secrets(&config).map_err(AppError::Setup)?;
         // One client for tocsin's outgoing webhooks (page publisher and incident receivers).
         let hooks_http = reqwest::Client::builder()
             .use_preconfigured_tls(
@@ -501,9 +491,10 @@ fn web_state(
     maintenance_ready: Arc<Notify>,
 ) -> AppState {
     let token_env = current.api_token_env.clone();
-    let token = (deps.env)(&token_env)
-        .filter(|t| !t.trim().is_empty())
-        .map(Secret);
+    let token = current
+        .api_token
+        .clone()
+        .filter(|t| !t.expose().trim().is_empty());
     if token.is_none() {
         tracing::warn!(variable = %token_env, "the incident API is disabled until this environment variable holds a token");
     }
@@ -589,16 +580,16 @@ impl Reloading {
         for (what, changed) in [
             ("listen", new.listen != old.listen),
             ("data_dir", new.data_dir != old.data_dir),
-            // The login is read from the environment at start-up.
+            // The login is taken at start-up.
             (
                 "autoresponder",
                 new.autoresponder
                     .as_ref()
-                    .map(|a| (&a.user_env, &a.password_env))
+                    .map(|a| (&a.user_env, &a.password_env, &a.user, &a.password))
                     != old
                         .autoresponder
                         .as_ref()
-                        .map(|a| (&a.user_env, &a.password_env)),
+                        .map(|a| (&a.user_env, &a.password_env, &a.user, &a.password)),
             ),
         ] {
             if changed {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod scheduler;
+pub mod secret;
 pub mod store;
 pub mod text;
 pub mod web;

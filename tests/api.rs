@@ -72,7 +72,7 @@ fn fixture(token: Option<&str>) -> Fixture {
     let incidents = IncidentApi {
         engine: handle,
         store,
-        token: token.map(|t| Secret(t.into())),
+        token: token.map(Secret::new),
         token_env: "TOCSIN_API_TOKEN".into(),
         clock: Arc::new(SystemClock),
         signer: Arc::new(tocsin::links::Signer::new(

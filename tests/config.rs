@@ -377,3 +377,69 @@ fn allow_plain_is_accepted_for_loopback_smtp() {
         assert!(c.mail.allow_plain);
     }
 }
+
+/// Every secret is read once, when the config is loaded, and shown nowhere: not in the
+/// config's debug form, which logs and panics may print.
+#[test]
+fn secrets_are_read_at_load_and_never_shown() {
+    let yaml = "services:
+  - id: shop
+    probes:
+      - name: home
+        http: { url: \"http://127.0.0.1:9/\", headers_env: { Authorization: AUTH_HEADER } }
+mail:
+  from: status@example.com
+  smtp: \"smtp://127.0.0.1:25\"
+  allow_plain: true
+  username_env: SMTP_USER
+  password_env: SMTP_PASSWORD
+pages: { webhook: { url: \"http://127.0.0.1:9/hook\", token_env: PAGE_TOKEN } }
+autoresponder: { managesieve: \"sieve://127.0.0.1:4190\", allow_plain: true, user_env: SIEVE_USER, password_env: SIEVE_PASSWORD }
+webhooks:
+  - { url: \"http://127.0.0.1:9/in\", secret_env: HOOK_SECRET }
+";
+    let env = |k: &str| -> Option<String> {
+        Some(match k {
+            "AUTH_HEADER" => "Bearer header-s3cret".into(),
+            "SMTP_USER" => "smtp-user-s3cret".into(),
+            "SMTP_PASSWORD" => "smtp-password-s3cret".into(),
+            "PAGE_TOKEN" => "page-token-s3cret".into(),
+            "SIEVE_USER" => "sieve-user-s3cret".into(),
+            "SIEVE_PASSWORD" => "sieve-password-s3cret".into(),
+            "HOOK_SECRET" => "hook-s3cret".into(),
+            "TOCSIN_API_TOKEN" => "api-s3cret".into(),
+            _ => return None,
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tocsin::config::parse_with(yaml, &dir.path().join("probes.yaml"), &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("Secret(***)"));
+    let expose = |s: &Option<tocsin::secret::Secret>| s.as_ref().unwrap().expose().to_string();
+    assert_eq!(expose(&cfg.api_token), "api-s3cret");
+    assert_eq!(expose(&cfg.mail.username), "smtp-user-s3cret");
+    assert_eq!(expose(&cfg.mail.password), "smtp-password-s3cret");
+    assert_eq!(
+        expose(&cfg.webhook.as_ref().unwrap().token),
+        "page-token-s3cret"
+    );
+    let a = cfg.autoresponder.as_ref().unwrap();
+    assert_eq!(expose(&a.user), "sieve-user-s3cret");
+    assert_eq!(expose(&a.password), "sieve-password-s3cret");
+    assert_eq!(expose(&cfg.webhooks[0].secret), "hook-s3cret");
+
+    // Unset or empty: no secret, and the part that needs it says so when tocsin starts
+    // (`tocsin check` needs none).
+    let empty = |k: &str| (k == "HOOK_SECRET").then(String::new);
+    let yaml = yaml.replace(", headers_env: { Authorization: AUTH_HEADER }", "");
+    let cfg = tocsin::config::parse_with(&yaml, &dir.path().join("probes.yaml"), &empty)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.webhooks[0].secret, None);
+    assert_eq!(cfg.api_token, None);
+    assert_eq!(
+        tocsin::notify::webhook::check_secrets(&cfg).unwrap_err(),
+        "webhook http://127.0.0.1:9/in: set the environment variable HOOK_SECRET (its signing key, named by secret_env)"
+    );
+}

@@ -76,7 +76,7 @@ async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
     let metrics = Arc::new(Metrics::new());
     let staff_mail = StaffMail {
         store: store.clone(),
-        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path(), &|_| None).unwrap()),
+        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path()).unwrap()),
         config: LiveConfig::new(cfg.clone()),
         clock: Arc::new(SystemClock),
         metrics: metrics.clone(),

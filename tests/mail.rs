@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tocsin::config::Mail;
 use tocsin::notify::mail::{MailError, Mailer, Outgoing};
+use tocsin::secret::Secret;
 
 fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
     Mail {
@@ -16,6 +17,8 @@ fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
         smtp: smtp.map(|s| s.parse().unwrap()),
         username_env: None,
         password_env: None,
+        username: None,
+        password: None,
         max_per_second: 100,
         timeout: Duration::from_secs(5),
         allow_plain,
@@ -42,7 +45,7 @@ async fn send(
     env: &dyn Fn(&str) -> Option<String>,
     to: &[&str],
 ) -> Result<(), MailError> {
-    Mailer::new(m, Path::new("/nonexistent"), env)
+    Mailer::new(&with_env(m, env), Path::new("/nonexistent"))
         .expect("the mailer builds")
         .send(&msg(to))
         .await
@@ -52,10 +55,20 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// `m` with its credentials read from `env`, as loading the config reads them.
+fn with_env(m: &Mail, env: &dyn Fn(&str) -> Option<String>) -> Mail {
+    let read = |name: &Option<String>| name.as_deref().and_then(|n| Secret::from_env(env, n));
+    Mail {
+        username: read(&m.username_env),
+        password: read(&m.password_env),
+        ..m.clone()
+    }
+}
+
 #[tokio::test]
 async fn without_smtp_each_message_is_an_eml_file_in_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let mailer = Mailer::new(&mail(None, false), dir.path(), &no_env).unwrap();
+    let mailer = Mailer::new(&with_env(&mail(None, false), &no_env), dir.path()).unwrap();
     mailer
         .send(&msg(&["oncall@example.com", "Lead <lead@example.com>"]))
         .await
@@ -104,9 +117,11 @@ async fn smtp_delivers_to_a_real_server() {
 async fn replies_are_sorted_into_permanent_and_transient() {
     let server = support::Smtp::start(None);
     let mailer = Mailer::new(
-        &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
+        &with_env(
+            &mail(Some(format!("smtp://127.0.0.1:{}", server.port)), true),
+            &no_env,
+        ),
         Path::new("/nonexistent"),
-        &no_env,
     )
     .unwrap();
     match mailer.send(&msg(&["reject@example.com"])).await {
@@ -145,7 +160,7 @@ async fn credentials_come_from_the_environment() {
         "bad credentials are not worth retrying: {err}"
     );
 
-    let err = Mailer::new(&m, Path::new("/nonexistent"), &no_env)
+    let err = Mailer::new(&with_env(&m, &no_env), Path::new("/nonexistent"))
         .err()
         .unwrap();
     assert_eq!(
@@ -188,7 +203,7 @@ async fn a_silent_server_hits_the_deadline_and_a_closed_port_is_transient() {
 #[tokio::test]
 async fn a_message_without_a_valid_recipient_is_refused_before_sending() {
     let dir = tempfile::tempdir().unwrap();
-    let mailer = Mailer::new(&mail(None, false), dir.path(), &no_env).unwrap();
+    let mailer = Mailer::new(&with_env(&mail(None, false), &no_env), dir.path()).unwrap();
     assert!(matches!(
         mailer.send(&msg(&[])).await,
         Err(MailError::Permanent(_))
@@ -261,7 +276,7 @@ async fn campaign_sessions_use_starttls_auth_and_stay_open_between_messages() {
         "SMTP_PASSWORD" => Some("s3cret".to_string()),
         _ => None,
     };
-    let mailer = Mailer::new(&m, Path::new("/nonexistent"), &env).unwrap();
+    let mailer = Mailer::new(&with_env(&m, &env), Path::new("/nonexistent")).unwrap();
     let mut session = None;
     for to in ["a@example.com", "b@example.com", "c@example.com"] {
         mailer.send_on(&mut session, &msg(&[to])).await.unwrap();
@@ -294,7 +309,7 @@ async fn campaign_sessions_use_starttls_auth_and_stay_open_between_messages() {
         "SMTP_PASSWORD" => Some("wrong".to_string()),
         _ => None,
     };
-    let mailer = Mailer::new(&m, Path::new("/nonexistent"), &bad).unwrap();
+    let mailer = Mailer::new(&with_env(&m, &bad), Path::new("/nonexistent")).unwrap();
     let mut session = None;
     assert!(
         mailer
@@ -317,7 +332,7 @@ async fn with_dkim_every_message_is_signed_with_the_configured_key() {
     )).unwrap();
     let cfg =
         tocsin::config::load(&dir.path().join("probes.yaml")).unwrap_or_else(|e| panic!("{e}"));
-    let mailer = Mailer::new(&cfg.mail, dir.path(), &no_env).unwrap();
+    let mailer = Mailer::new(&with_env(&cfg.mail, &no_env), dir.path()).unwrap();
     mailer.send(&msg(&["a@example.com"])).await.unwrap();
     let eml = std::fs::read_dir(dir.path().join("mail"))
         .unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use tocsin::app::{App, Deps, Env};
+use tocsin::app::{App, Deps};
 use tocsin::clock::ManualClock;
 use tocsin::config;
 use tocsin::notify::mail::Mailer;
@@ -65,13 +65,11 @@ mail:
 
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let clock = Arc::new(ManualClock::new(start));
-    let env: Env = Arc::new(|_: &str| None);
     let deps = Deps {
         clock: clock.clone(),
         store: SharedStore::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap()),
-        staff_mail: Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir, &*env).unwrap()),
-        campaign_mail: Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir, &*env).unwrap()),
-        env,
+        staff_mail: Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir).unwrap()),
+        campaign_mail: Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir).unwrap()),
         runner: Arc::new(LiveRunner),
     };
     let app = App::build(cfg, &path, deps).await.unwrap();

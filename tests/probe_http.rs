@@ -349,7 +349,7 @@ async fn method_headers_and_body_are_sent() {
     c.headers = vec![("X-Probe".into(), "tocsin".into())];
     c.secret_headers = vec![(
         "Authorization".into(),
-        tocsin::probe::Secret("Bearer s3cr3t".into()),
+        tocsin::probe::Secret::new("Bearer s3cr3t"),
     )];
     assert!(
         !format!("{c:?}").contains("s3cr3t"),

@@ -21,8 +21,10 @@ pub struct Api {
 
 impl Api {
     pub fn new(config: &Config) -> Result<Api, String> {
-        let token = std::env::var(&config.api_token_env)
-            .ok()
+        let token = config
+            .api_token
+            .as_ref()
+            .map(|t| t.expose().to_string())
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| {
                 format!(

@@ -18,6 +18,7 @@ pub use resolve::{
     valid_host_port, valid_language,
 };
 
+use crate::secret::{Env, Secret, process_env};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ pub struct Config {
     pub max_concurrency: usize,
     /// The environment variable holding the API's bearer token.
     pub api_token_env: String,
+    /// Its value at load; the API is off without one.
+    pub api_token: Option<Secret>,
     pub services: Vec<Service>,
     /// Blackbox-style modules for `/probe`, by name (`http`, `tcp`, `dns` built in).
     pub modules: BTreeMap<String, Module>,
@@ -73,6 +76,8 @@ pub struct Config {
 pub struct IncidentWebhook {
     pub url: url::Url,
     pub secret_env: String,
+    /// Its value at load.
+    pub secret: Option<Secret>,
     /// Events sent; every one of [`WebhookEvent::ALL`] by default.
     pub events: Vec<WebhookEvent>,
 }
@@ -84,6 +89,9 @@ pub struct Autoresponder {
     pub port: u16,
     pub user_env: String,
     pub password_env: String,
+    /// Their values at load.
+    pub user: Option<Secret>,
+    pub password: Option<Secret>,
     /// Mailboxes acted for; one empty entry means the login's own mailbox.
     pub mailboxes: Vec<String>,
     pub allow_plain: bool,
@@ -110,6 +118,8 @@ pub struct Hotline {
 pub struct Webhook {
     pub url: url::Url,
     pub token_env: Option<String>,
+    /// Its value at load.
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +213,9 @@ pub struct Mail {
     pub smtp: Option<url::Url>,
     pub username_env: Option<String>,
     pub password_env: Option<String>,
+    /// Their values at load.
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
     pub max_per_second: u32,
     /// Deadline of one SMTP exchange (connect to the server's final reply).
     pub timeout: Duration,
@@ -430,9 +443,14 @@ impl<'a> Diag<'a> {
     }
 }
 
-/// Reads and resolves the config at `path`. Relative paths inside it are relative to the
-/// file's directory.
+/// Reads and resolves the config at `path`, its secrets from the process environment.
+/// Relative paths inside it are relative to the file's directory.
 pub fn load(path: &FsPath) -> Result<Config, ConfigErrors> {
+    load_with(path, &process_env)
+}
+
+/// [`load`] with the secrets read from `env`.
+pub fn load_with(path: &FsPath, env: Env) -> Result<Config, ConfigErrors> {
     let src = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: path.display().to_string(),
@@ -440,11 +458,16 @@ pub fn load(path: &FsPath) -> Result<Config, ConfigErrors> {
             message: format!("cannot read the config file: {e}"),
         }])
     })?;
-    parse(&src, path)
+    parse_with(&src, path, env)
 }
 
-/// Resolves config text as if read from `path`.
+/// Resolves config text as if read from `path`, its secrets from the process environment.
 pub fn parse(src: &str, path: &FsPath) -> Result<Config, ConfigErrors> {
+    parse_with(src, path, &process_env)
+}
+
+/// [`parse`] with the secrets read from `env`.
+pub fn parse_with(src: &str, path: &FsPath, env: Env) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let locs = Locations::parse(src);
     if !locs.duplicates().is_empty() {
@@ -485,7 +508,7 @@ pub fn parse(src: &str, path: &FsPath) -> Result<Config, ConfigErrors> {
     let mut diag = Diag::new(file, &locs);
     let raw: Option<raw::RawConfig> = deserialize_all(value, &mut diag);
     let base = path.parent().map(FsPath::to_path_buf).unwrap_or_default();
-    let config = raw.and_then(|raw| resolve::resolve(raw, path, &base, &mut diag));
+    let config = raw.and_then(|raw| resolve::resolve(raw, path, &base, env, &mut diag));
     match config {
         Some(c) if diag.is_empty() => Ok(c),
         _ => Err(diag.finish()),

@@ -20,9 +20,9 @@ use crate::incident::WebhookEvent;
 use crate::probe::dns::RECORD_TYPES;
 use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 use crate::probe::{
-    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, Secret, StatusSet, TcpCheck,
-    TlsOptions,
+    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StatusSet, TcpCheck, TlsOptions,
 };
+use crate::secret::{Env, Secret};
 pub use crate::text::email::valid_email;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9778";
@@ -38,12 +38,20 @@ const DEFAULT_CONNECTIONS: usize = 4;
 const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_NEXT_UPDATE: Duration = Duration::from_secs(60 * 60);
 
-struct Ctx<'d, 'l> {
+struct Ctx<'d, 'l, 'e> {
     diag: &'d mut Diag<'l>,
     base: PathBuf,
+    /// Where secrets are read from: each once, here.
+    env: Env<'e>,
 }
 
-impl Ctx<'_, '_> {
+impl Ctx<'_, '_, '_> {
+    /// The secret in the variable `name`; None when unset or empty (whoever needs it says
+    /// so when it starts, as they always have: `tocsin check` does not need secrets).
+    fn secret(&self, name: &str) -> Option<Secret> {
+        Secret::from_env(self.env, name)
+    }
+
     fn err(&mut self, path: &Path, msg: impl Into<String>) {
         self.diag.at(path, msg);
     }
@@ -147,11 +155,13 @@ pub(super) fn resolve(
     raw: RawConfig,
     file: &FsPath,
     base: &FsPath,
+    env: Env,
     diag: &mut Diag,
 ) -> Option<Config> {
     let mut cx = Ctx {
         diag,
         base: base.to_path_buf(),
+        env,
     };
     let root = Path::root();
 
@@ -436,6 +446,7 @@ pub(super) fn resolve(
     if !valid_env_name(&api_token_env) {
         cx.err(&root.key("api").key("token_env"), format!("`token_env` names an environment variable (such as TOCSIN_API_TOKEN), not `{api_token_env}`"));
     }
+    let api_token = cx.secret(&api_token_env);
     if !cx.diag.is_empty() {
         return None;
     }
@@ -447,6 +458,7 @@ pub(super) fn resolve(
         data_dir,
         max_concurrency,
         api_token_env,
+        api_token,
         services,
         modules,
         escalation,
@@ -519,6 +531,7 @@ fn resolve_incident_webhooks(cx: &mut Ctx, raw: &[RawIncidentWebhook]) -> Vec<In
             out.push(IncidentWebhook {
                 url,
                 secret_env: w.secret_env.clone(),
+                secret: cx.secret(&w.secret_env),
                 events,
             });
         }
@@ -662,6 +675,8 @@ fn resolve_autoresponder(
         port: url.port().unwrap_or(4190),
         user_env: a.user_env.clone(),
         password_env: a.password_env.clone(),
+        user: cx.secret(&a.user_env),
+        password: cx.secret(&a.password_env),
         mailboxes: if a.mailboxes.is_empty() {
             vec![String::new()]
         } else {
@@ -773,6 +788,7 @@ fn resolve_webhook(cx: &mut Ctx, p: &Path, w: &RawWebhook) -> Option<Webhook> {
     Some(Webhook {
         url: url?,
         token_env: w.token_env.clone(),
+        token: w.token_env.as_deref().and_then(|v| cx.secret(v)),
     })
 }
 
@@ -1045,10 +1061,10 @@ fn http_check(cx: &mut Ctx, p: &Path, h: &RawHttp, need_target: bool) -> Option<
                 format!("`{var}` is not an environment variable name (such as API_TOKEN)"),
             );
         } else {
-            match std::env::var(var) {
-                Ok(v) if HeaderValue::from_str(&v).is_ok() && !v.is_empty() => secret_headers.push((k.clone(), Secret(v))),
-                Ok(_) => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is empty or not a valid header value")),
-                Err(_) => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is not set")),
+            match (cx.env)(var) {
+                Some(v) if HeaderValue::from_str(&v).is_ok() && !v.is_empty() => secret_headers.push((k.clone(), Secret::new(v))),
+                Some(_) => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is empty or not a valid header value")),
+                None => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is not set")),
             }
         }
     }
@@ -1544,6 +1560,8 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             smtp: None,
             username_env: None,
             password_env: None,
+            username: None,
+            password: None,
             max_per_second: 100,
             timeout: DEFAULT_MAIL_TIMEOUT,
             allow_plain: false,
@@ -1650,6 +1668,8 @@ fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
         smtp,
         username_env: m.username_env.clone(),
         password_env: m.password_env.clone(),
+        username: m.username_env.as_deref().and_then(|v| cx.secret(v)),
+        password: m.password_env.as_deref().and_then(|v| cx.secret(v)),
         max_per_second: m.max_per_second.unwrap_or(100).max(1),
         timeout,
         allow_plain: m.allow_plain,

@@ -10,6 +10,7 @@
 //! at any step is finished by the next pass, and a restart after recovery removes the
 //! autoresponder.
 
+use crate::secret::Secret;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,26 +37,21 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Reads the variables `a` names; a missing one is an error now, not at the outage.
-    pub fn from_env(
-        a: &config::Autoresponder,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Credentials, String> {
-        let get = |k: &str| {
-            env(k).filter(|v| !v.is_empty()).ok_or_else(|| {
-                format!(
-                    "autoresponder: set the environment variable {k} (named by autoresponder.{})",
-                    if k == a.user_env {
-                        "user_env"
-                    } else {
-                        "password_env"
-                    }
-                )
-            })
+    /// The login the config read; a missing one is an error now, not at the outage.
+    pub fn of(a: &config::Autoresponder) -> Result<Credentials, String> {
+        let get = |value: &Option<Secret>, k: &str, key: &str| {
+            value
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .ok_or_else(|| {
+                    format!(
+                        "autoresponder: set the environment variable {k} (named by autoresponder.{key})"
+                    )
+                })
         };
         Ok(Credentials {
-            user: get(&a.user_env)?,
-            password: get(&a.password_env)?,
+            user: get(&a.user, &a.user_env, "user_env")?,
+            password: get(&a.password, &a.password_env, "password_env")?,
         })
     }
 }

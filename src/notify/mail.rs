@@ -75,14 +75,9 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// Builds the transport named by `mail`. Credentials are read through `env` (the
-    /// process environment in production) at start-up, so a missing secret fails loudly
-    /// then rather than at the first outage.
-    pub fn new(
-        mail: &Mail,
-        data_dir: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Mailer, MailError> {
+    /// Builds the transport named by `mail`, with the credentials the config read at load:
+    /// a missing secret fails loudly at start-up rather than at the first outage.
+    pub fn new(mail: &Mail, data_dir: &Path) -> Result<Mailer, MailError> {
         let from_text = mail.from.as_deref().unwrap_or("tocsin <tocsin@localhost>");
         let from: Mailbox = from_text
             .parse()
@@ -137,17 +132,17 @@ impl Mailer {
         let mut credentials = None;
         match (&mail.username_env, &mail.password_env) {
             (Some(u), Some(p)) => {
-                let user = env(u).ok_or_else(|| {
+                let user = mail.username.as_ref().ok_or_else(|| {
                     MailError::Config(format!(
                         "environment variable `{u}` (mail.username_env) is not set"
                     ))
                 })?;
-                let pass = env(p).ok_or_else(|| {
+                let pass = mail.password.as_ref().ok_or_else(|| {
                     MailError::Config(format!(
                         "environment variable `{p}` (mail.password_env) is not set"
                     ))
                 })?;
-                let c = Credentials::new(user, pass);
+                let c = Credentials::new(user.expose().to_string(), pass.expose().to_string());
                 builder = builder.credentials(c.clone());
                 credentials = Some(c);
             }

@@ -372,7 +372,7 @@ impl Pages {
         hook: &crate::config::Webhook,
         published: &BTreeSet<String>,
     ) {
-        let token = hook.token_env.as_ref().and_then(|v| std::env::var(v).ok());
+        let token = hook.token.as_ref().map(|t| t.expose().to_string());
         for s in &config.services {
             let state = if published.contains(&s.id) {
                 "published"

@@ -30,9 +30,9 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 }
 
 /// Every configured receiver's key must be in the environment: checked at start-up.
-pub fn check_secrets(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+pub fn check_secrets(config: &Config) -> Result<(), String> {
     for w in &config.webhooks {
-        if env(&w.secret_env).is_none_or(|v| v.is_empty()) {
+        if w.secret.is_none() {
             return Err(format!(
                 "webhook {}: set the environment variable {} (its signing key, named by secret_env)",
                 w.url, w.secret_env
@@ -109,12 +109,12 @@ impl Notifier for Webhooks {
         let config = self.config.get();
         let outcome = match config.webhooks.iter().find(|w| w.url.as_str() == d.target) {
             None => Outcome::Failed("the receiver is no longer configured".into()),
-            Some(w) => match std::env::var(&w.secret_env) {
-                Err(_) => Outcome::Retry(format!(
+            Some(w) => match &w.secret {
+                None => Outcome::Retry(format!(
                     "the signing key {} is not in the environment",
                     w.secret_env
                 )),
-                Ok(key) => self.post(d, &event, body, key.as_bytes()).await,
+                Some(key) => self.post(d, &event, body, key.expose().as_bytes()).await,
             },
         };
         match &outcome {
