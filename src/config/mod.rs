@@ -3,19 +3,29 @@
 //! 1. [`raw`]: serde_yaml into structs that refuse unknown keys. serde stops at the first
 //!    error, so [`deserialize_all`] removes each offending node and tries again, to report
 //!    every shape error at once.
-//! 2. [`resolve`]: defaults applied, cross-field rules checked, durations, URLs, addresses
-//!    and regexes parsed into the probe room's types.
+//! 2. `resolve`: one pass per section (services and probes, http, dns, tcp, mail,
+//!    audiences and templates, autoresponder, pages, webhooks), each next to the types it
+//!    makes: defaults applied, cross-field rules checked, durations, URLs, addresses and
+//!    regexes parsed into the probe room's types, secrets read from the environment once.
 //!
 //! Every error carries `FILE:LINE:COL`, found through [`locate`]. This room reads files
-//! and the environment's variable *names*; it never connects anywhere.
+//! and the environment; it never connects anywhere.
 
 pub mod locate;
 pub mod raw;
 mod resolve;
 
+pub use resolve::audiences::{Audience, Campaigns};
+pub use resolve::autoresponder::Autoresponder;
+pub use resolve::dns::parse_server;
+pub use resolve::mail::dkim_key;
+pub use resolve::mail::{Company, Dkim, Mail};
+pub use resolve::pages::{Hotline, Webhook};
+pub use resolve::services::{Compensation, Level, Maintenance, Module, Probe, Service};
+pub use resolve::tcp::valid_host_port;
+pub use resolve::webhooks::IncidentWebhook;
 pub use resolve::{
-    DEFAULT_LISTEN, dkim_key, fmt_dur, parse_duration, parse_server, parse_size, valid_email,
-    valid_host_port, valid_language,
+    DEFAULT_LISTEN, fmt_dur, parse_duration, parse_size, valid_email, valid_language,
 };
 
 use crate::secret::{Env, Secret, process_env};
@@ -24,13 +34,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::incident::{Context, Flapping, Level as PolicyLevel, Policy, WebhookEvent, Window};
-use crate::probe::Check;
+use crate::incident::{Context, Flapping, Level as PolicyLevel, Policy, Window};
 use locate::{Locations, Path, Pos, Seg};
 
 /// The resolved configuration.
@@ -69,204 +77,6 @@ pub struct Config {
     pub hotline: Hotline,
     /// Receivers of incident transitions.
     pub webhooks: Vec<IncidentWebhook>,
-}
-
-/// Where incident transitions are POSTed, signed with the key in `secret_env`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncidentWebhook {
-    pub url: url::Url,
-    pub secret_env: String,
-    /// Its value at load.
-    pub secret: Option<Secret>,
-    /// Events sent; every one of [`WebhookEvent::ALL`] by default.
-    pub events: Vec<WebhookEvent>,
-}
-
-/// The mailbox autoresponder (Sieve vacation over ManageSieve).
-#[derive(Debug, Clone)]
-pub struct Autoresponder {
-    pub host: String,
-    pub port: u16,
-    pub user_env: String,
-    pub password_env: String,
-    /// Their values at load.
-    pub user: Option<Secret>,
-    pub password: Option<Secret>,
-    /// Mailboxes acted for; one empty entry means the login's own mailbox.
-    pub mailboxes: Vec<String>,
-    pub allow_plain: bool,
-    pub ca_pem: Option<Vec<u8>>,
-    pub timeout: Duration,
-    pub script: String,
-    pub language: String,
-    pub timezone: String,
-    pub days: u32,
-}
-
-/// The hotline announcement.
-#[derive(Debug, Clone)]
-pub struct Hotline {
-    pub dir: PathBuf,
-    /// Languages written; empty means every language with templates.
-    pub languages: Vec<String>,
-    pub timezone: String,
-    pub hook: Option<Vec<String>>,
-    pub hook_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    pub url: url::Url,
-    pub token_env: Option<String>,
-    /// Its value at load.
-    pub token: Option<Secret>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Campaigns {
-    /// Replaces or adds to the shipped templates.
-    pub templates: Option<PathBuf>,
-    pub update_every: Duration,
-    pub next_update: Duration,
-}
-
-/// Who is speaking, and the other ways to reach them (in pages and mails).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Company {
-    pub name: String,
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    pub website: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Dkim {
-    pub domain: String,
-    pub selector: String,
-    pub key_pem: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Service {
-    pub id: String,
-    pub name: String,
-    pub customer_threshold: Duration,
-    pub escalation: Option<String>,
-    pub audience: Option<String>,
-    pub failure_threshold: u32,
-    pub success_threshold: u32,
-    pub compensation: Option<Compensation>,
-    pub probes: Vec<Arc<Probe>>,
-}
-
-impl Service {
-    /// The longest interval among the service's probes: one round of every probe takes
-    /// at most this long.
-    pub fn longest_interval(&self) -> Duration {
-        self.probes
-            .iter()
-            .map(|p| p.interval)
-            .max()
-            .unwrap_or(Duration::from_secs(30))
-    }
-}
-
-/// Compensation codes in the recovery mail of outages that lasted at least `after`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compensation {
-    pub after: Duration,
-    /// The pool: a CSV with a `code` column. Services naming the same file share it.
-    pub codes_csv: PathBuf,
-}
-
-/// One scheduled probe. Equal probes keep their schedule across a reload.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Probe {
-    pub service: String,
-    pub name: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    /// Checks the monitor's own connectivity (used by the incident engine's canary guard).
-    pub canary: bool,
-    pub check: Check,
-}
-
-/// A `/probe` module: a check whose target is filled in from the request.
-#[derive(Debug, Clone)]
-pub struct Module {
-    pub timeout: Duration,
-    pub check: Check,
-    /// The built-in `dns` module has no name of its own: the request must give `name=`.
-    pub requires_name: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Level {
-    pub after: Duration,
-    pub to: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Mail {
-    pub from: Option<String>,
-    /// `None`: messages are written as `.eml` files under `data_dir/mail/`.
-    pub smtp: Option<url::Url>,
-    pub username_env: Option<String>,
-    pub password_env: Option<String>,
-    /// Their values at load.
-    pub username: Option<Secret>,
-    pub password: Option<Secret>,
-    pub max_per_second: u32,
-    /// Deadline of one SMTP exchange (connect to the server's final reply).
-    pub timeout: Duration,
-    /// `smtp://` then uses STARTTLS when offered and plain text otherwise; only allowed
-    /// for a loopback server. Without it, `smtp://` requires STARTTLS.
-    pub allow_plain: bool,
-    /// PEM of the CA that signed the SMTP server's certificate, read at load time.
-    pub ca_pem: Option<Vec<u8>>,
-    pub max_campaign_size: u64,
-    /// SMTP connections, and so messages in flight, of campaigns.
-    pub connections: usize,
-    pub dkim: Option<Dkim>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Audience {
-    Csv(PathBuf),
-    Yaml(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct Maintenance {
-    /// `None` for a window from probes.yaml; the store's id for one added through the API.
-    pub id: Option<i64>,
-    pub service: String,
-    pub start: SystemTime,
-    pub duration: Duration,
-    pub announce_before: Vec<Duration>,
-    /// What is done, for the notices (`note` in templates).
-    pub note: String,
-}
-
-impl Maintenance {
-    pub fn end(&self) -> SystemTime {
-        self.start + self.duration
-    }
-
-    /// Names the window in the store's notices: stable across restarts and reloads.
-    pub fn key(&self) -> String {
-        match self.id {
-            Some(id) => format!("api:{id}"),
-            None => format!(
-                "cfg:{}:{}",
-                self.service,
-                self.start
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-            ),
-        }
-    }
 }
 
 impl Config {

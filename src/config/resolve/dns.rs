@@ -1,0 +1,132 @@
+//! DNS probes: the query, the server, expected answers and rcode.
+
+use super::*;
+
+pub(super) fn dns_check(cx: &mut Ctx, p: &Path, d: &RawDns, need_target: bool) -> Option<DnsCheck> {
+    let name = match &d.name {
+        Some(n) => {
+            let fq = if n.ends_with('.') {
+                n.clone()
+            } else {
+                format!("{n}.")
+            };
+            match hickory_resolver::Name::from_ascii(&fq) {
+                Ok(name) if !n.trim().is_empty() => Some(name),
+                _ => {
+                    cx.err(&p.key("name"), format!("invalid DNS name `{n}`"));
+                    None
+                }
+            }
+        }
+        None => {
+            cx.err(p, "missing key `name` (the DNS name to look up)");
+            None
+        }
+    };
+    let type_s = d.record_type.as_deref().unwrap_or("A").to_ascii_uppercase();
+    let known: Vec<String> = RECORD_TYPES.iter().map(|s| s.to_string()).collect();
+    let record_type = if known.contains(&type_s) {
+        type_s
+            .parse::<hickory_resolver::proto::rr::RecordType>()
+            .ok()
+    } else {
+        cx.err(
+            &p.key("type"),
+            match nearest(&type_s, &known) {
+                Some(best) => format!("unknown record type `{type_s}`, did you mean `{best}`?"),
+                None => format!(
+                    "unknown record type `{type_s}`: use one of {}",
+                    known.join(", ")
+                ),
+            },
+        );
+        None
+    };
+    let server = match (&d.server, need_target) {
+        (Some(s), true) => match parse_server(s) {
+            Some(a) => Some(Some(a)),
+            None => {
+                cx.err(&p.key("server"), format!("`server` must be an IP address with an optional port, such as 192.0.2.53:53, not `{s}`"));
+                None
+            }
+        },
+        (Some(_), false) => {
+            cx.err(
+                &p.key("server"),
+                "a module's DNS server comes from the `/probe?target=` request: remove `server`",
+            );
+            None
+        }
+        (None, _) => Some(None),
+    };
+    let protocol = match d.protocol.as_deref() {
+        None | Some("udp") => Some(DnsProtocol::Udp),
+        Some("tcp") => Some(DnsProtocol::Tcp),
+        Some(other) => {
+            cx.err(
+                &p.key("protocol"),
+                format!("`protocol` must be `udp` or `tcp`, not `{other}`"),
+            );
+            None
+        }
+    };
+    let expect_rcode = match d.expect_rcode.as_deref() {
+        None => Some(Rcode::NoError),
+        Some(s) => match Rcode::parse(s) {
+            Some(r) => Some(r),
+            None => {
+                let names: Vec<String> = Rcode::NAMES.iter().map(|s| s.to_string()).collect();
+                cx.err(
+                    &p.key("expect_rcode"),
+                    match nearest(&s.to_ascii_uppercase(), &names) {
+                        Some(best) => {
+                            format!("unknown response code `{s}`, did you mean `{best}`?")
+                        }
+                        None => format!(
+                            "unknown response code `{s}`: use one of {}",
+                            names.join(", ")
+                        ),
+                    },
+                );
+                None
+            }
+        },
+    };
+    for (i, v) in d.expect.iter().enumerate() {
+        let bad = match type_s.as_str() {
+            "A" => v
+                .parse::<std::net::Ipv4Addr>()
+                .is_err()
+                .then_some("an IPv4 address"),
+            "AAAA" => v
+                .parse::<std::net::Ipv6Addr>()
+                .is_err()
+                .then_some("an IPv6 address"),
+            _ => None,
+        };
+        if let Some(what) = bad {
+            cx.err(
+                &p.key("expect").index(i),
+                format!("`{v}` is not {what}, so the {type_s} answer can never hold it"),
+            );
+        }
+    }
+    Some(DnsCheck {
+        name: name?,
+        record_type: record_type?,
+        server: server?,
+        protocol: protocol?,
+        expect: d.expect.clone(),
+        expect_rcode: expect_rcode?,
+    })
+}
+
+/// `ip:port`, `[v6]:port`, or a bare IP (port 53).
+pub fn parse_server(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}

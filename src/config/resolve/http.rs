@@ -1,0 +1,235 @@
+//! HTTP probes: URL, method, headers (secrets from the environment), expected
+//! statuses and body patterns, redirects, TLS.
+
+use super::*;
+
+pub(super) fn http_check(
+    cx: &mut Ctx,
+    p: &Path,
+    h: &RawHttp,
+    need_target: bool,
+) -> Option<HttpCheck> {
+    let url = match (&h.url, need_target) {
+        (Some(u), true) => match url::Url::parse(u) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+                cx.err(
+                    &p.key("url"),
+                    format!(
+                        "URL scheme `{}` is not supported: use http or https",
+                        url.scheme()
+                    ),
+                );
+                None
+            }
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                cx.err(&p.key("url"), format!("URL `{u}` has no host"));
+                None
+            }
+            Ok(url) => Some(url),
+            Err(e) => {
+                cx.err(&p.key("url"), format!("invalid URL `{u}`: {e}"));
+                None
+            }
+        },
+        (None, true) => {
+            cx.err(p, "missing key `url`");
+            None
+        }
+        (Some(_), false) => {
+            cx.err(
+                &p.key("url"),
+                "a module's target comes from the `/probe?target=` request: remove `url`",
+            );
+            None
+        }
+        (None, false) => url::Url::parse("http://module.invalid/").ok(),
+    };
+    let method = match &h.method {
+        None => Some(Method::GET),
+        Some(m) => {
+            let known: Vec<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if known.contains(m) {
+                Method::from_bytes(m.as_bytes()).ok()
+            } else {
+                cx.err(
+                    &p.key("method"),
+                    match nearest(&m.to_ascii_uppercase(), &known) {
+                        Some(best) => format!("unknown HTTP method `{m}`, did you mean `{best}`?"),
+                        None => {
+                            format!("unknown HTTP method `{m}`: use one of {}", known.join(", "))
+                        }
+                    },
+                );
+                None
+            }
+        }
+    };
+    let mut headers = Vec::new();
+    for (k, v) in &h.headers {
+        let hp = p.key("headers").key(k);
+        if HeaderName::from_bytes(k.as_bytes()).is_err() {
+            cx.diag
+                .at_key(&hp, format!("invalid HTTP header name `{k}`"));
+        } else if HeaderValue::from_str(v).is_err() {
+            cx.err(
+                &hp,
+                format!(
+                    "invalid value for HTTP header `{k}`: it must be visible ASCII on one line"
+                ),
+            );
+        } else {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    let mut secret_headers = Vec::new();
+    for (k, var) in &h.headers_env {
+        let hp = p.key("headers_env").key(k);
+        if HeaderName::from_bytes(k.as_bytes()).is_err() {
+            cx.diag
+                .at_key(&hp, format!("invalid HTTP header name `{k}`"));
+        } else if !valid_env_name(var) {
+            cx.err(
+                &hp,
+                format!("`{var}` is not an environment variable name (such as API_TOKEN)"),
+            );
+        } else {
+            match (cx.env)(var) {
+                Some(v) if HeaderValue::from_str(&v).is_ok() && !v.is_empty() => secret_headers.push((k.clone(), Secret::new(v))),
+                Some(_) => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is empty or not a valid header value")),
+                None => cx.err(&hp, format!("environment variable `{var}` (for header `{k}`) is not set")),
+            }
+        }
+    }
+    let expect_status = match &h.expect_status {
+        None => Some(StatusSet::default()),
+        Some(RawStatusList::One(s)) => {
+            status_range(cx, &p.key("expect_status"), s).map(|r| StatusSet(vec![r]))
+        }
+        Some(RawStatusList::Many(list)) => {
+            if list.is_empty() {
+                cx.err(
+                    &p.key("expect_status"),
+                    "`expect_status` is empty: list at least one status or range",
+                );
+            }
+            let ranges: Vec<_> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| status_range(cx, &p.key("expect_status").index(i), s))
+                .collect();
+            (ranges.len() == list.len() && !list.is_empty()).then_some(StatusSet(ranges))
+        }
+    };
+    let body_regex = match &h.body_regex {
+        Some(r) => cx.regex(&p.key("body_regex"), r).map(Some),
+        None => Some(None),
+    };
+    let max_latency = match &h.max_latency {
+        Some(s) => Some(cx.positive_duration(&p.key("max_latency"), s)),
+        None => Some(None),
+    };
+    let max_redirects = match h.follow_redirects {
+        None | Some(RawRedirects::Flag(true)) => DEFAULT_MAX_REDIRECTS,
+        Some(RawRedirects::Flag(false)) => 0,
+        Some(RawRedirects::Count(n)) if n > MAX_REDIRECTS_LIMIT => {
+            cx.err(
+                &p.key("follow_redirects"),
+                format!("`follow_redirects` allows at most {MAX_REDIRECTS_LIMIT} redirects"),
+            );
+            0
+        }
+        Some(RawRedirects::Count(n)) => n,
+    };
+    let max_body = match &h.max_body {
+        None => Some(DEFAULT_MAX_BODY),
+        Some(RawSize::Bytes(n)) => Some(*n),
+        Some(RawSize::Text(s)) => match parse_size(s) {
+            Ok(n) => Some(n),
+            Err(m) => {
+                cx.err(&p.key("max_body"), m);
+                None
+            }
+        },
+    };
+    if max_body == Some(0) {
+        cx.err(&p.key("max_body"), "`max_body` must be at least 1 byte");
+    }
+    let is_http_url = url.as_ref().is_some_and(|u| u.scheme() == "http") && need_target;
+    if is_http_url && h.cert_min_days.is_some() {
+        cx.err(
+            &p.key("cert_min_days"),
+            "`cert_min_days` needs an https URL",
+        );
+    }
+    if is_http_url && h.tls.is_some() {
+        cx.err(&p.key("tls"), "`tls` applies only to https URLs");
+    }
+    let tls = tls_options(cx, &p.key("tls"), h.tls.as_ref());
+    Some(HttpCheck {
+        url: url?,
+        method: method?,
+        headers,
+        secret_headers,
+        body: h.body.clone(),
+        expect_status: expect_status?,
+        body_contains: h.body_contains.clone(),
+        body_not_contains: h.body_not_contains.clone(),
+        body_regex: body_regex?,
+        max_latency: max_latency?,
+        cert_min_days: h.cert_min_days,
+        max_redirects,
+        max_body: max_body?,
+        tls: tls?,
+    })
+}
+
+pub(super) fn status_range(cx: &mut Ctx, p: &Path, s: &RawStatus) -> Option<(u16, u16)> {
+    let bad = |cx: &mut Ctx, what: String| {
+        cx.err(
+            p,
+            format!(
+                "invalid status `{what}`: use a code from 100 to 599 or a range such as \"200-299\""
+            ),
+        );
+        None
+    };
+    let code = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+    };
+    match s {
+        RawStatus::Code(c) => match u16::try_from(*c).ok().filter(|c| (100..=599).contains(c)) {
+            Some(c) => Some((c, c)),
+            None => bad(cx, c.to_string()),
+        },
+        RawStatus::Range(r) => {
+            let parsed = match r.split_once('-') {
+                Some((a, b)) => code(a).zip(code(b)).filter(|(a, b)| a <= b),
+                None => code(r).map(|c| (c, c)),
+            };
+            match parsed {
+                Some(range) => Some(range),
+                None => bad(cx, r.clone()),
+            }
+        }
+    }
+}
+
+pub(super) fn tls_options(cx: &mut Ctx, p: &Path, t: Option<&RawTls>) -> Option<TlsOptions> {
+    let Some(t) = t else {
+        return Some(TlsOptions::system());
+    };
+    let ca = t.ca_file.as_deref().map(|f| cx.file(f));
+    match TlsOptions::new(ca, t.insecure_skip_verify, t.server_name.clone()) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            cx.err(&p.key("ca_file"), e.to_string());
+            None
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! Services and their probes: thresholds, intervals and timeouts, the escalation
+//! policies and maintenance windows they refer to, and the `/probe` modules.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub customer_threshold: Duration,
+    pub escalation: Option<String>,
+    pub audience: Option<String>,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub compensation: Option<Compensation>,
+    pub probes: Vec<Arc<Probe>>,
+}
+
+impl Service {
+    /// The longest interval among the service's probes: one round of every probe takes
+    /// at most this long.
+    pub fn longest_interval(&self) -> Duration {
+        self.probes
+            .iter()
+            .map(|p| p.interval)
+            .max()
+            .unwrap_or(Duration::from_secs(30))
+    }
+}
+
+/// Compensation codes in the recovery mail of outages that lasted at least `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compensation {
+    pub after: Duration,
+    /// The pool: a CSV with a `code` column. Services naming the same file share it.
+    pub codes_csv: PathBuf,
+}
+
+/// One scheduled probe. Equal probes keep their schedule across a reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub service: String,
+    pub name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Checks the monitor's own connectivity (used by the incident engine's canary guard).
+    pub canary: bool,
+    pub check: Check,
+}
+
+/// A `/probe` module: a check whose target is filled in from the request.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub timeout: Duration,
+    pub check: Check,
+    /// The built-in `dns` module has no name of its own: the request must give `name=`.
+    pub requires_name: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Level {
+    pub after: Duration,
+    pub to: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// `None` for a window from probes.yaml; the store's id for one added through the API.
+    pub id: Option<i64>,
+    pub service: String,
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub announce_before: Vec<Duration>,
+    /// What is done, for the notices (`note` in templates).
+    pub note: String,
+}
+
+impl Maintenance {
+    pub fn end(&self) -> SystemTime {
+        self.start + self.duration
+    }
+
+    /// Names the window in the store's notices: stable across restarts and reloads.
+    pub fn key(&self) -> String {
+        match self.id {
+            Some(id) => format!("api:{id}"),
+            None => format!(
+                "cfg:{}:{}",
+                self.service,
+                self.start
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ),
+        }
+    }
+}
+
+/// `defaults:`, what every service and probe starts from.
+pub(super) struct Defaults<'r> {
+    raw: Option<&'r RawDefaults>,
+    path: Path,
+    pub(super) interval: Duration,
+    pub(super) timeout: Duration,
+    failure: u32,
+    success: u32,
+}
+
+pub(super) fn resolve_defaults<'r>(cx: &mut Ctx, raw: Option<&'r RawDefaults>) -> Defaults<'r> {
+    let dp = Path::root().key("defaults");
+    let d = raw;
+    let interval = d
+        .and_then(|d| d.interval.as_deref())
+        .and_then(|s| cx.positive_duration(&dp.key("interval"), s))
+        .unwrap_or(DEFAULT_INTERVAL);
+    let timeout = d
+        .and_then(|d| d.timeout.as_deref())
+        .and_then(|s| cx.positive_duration(&dp.key("timeout"), s))
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let failure = threshold(
+        cx,
+        &dp.key("failure_threshold"),
+        d.and_then(|d| d.failure_threshold),
+        3,
+    );
+    let success = threshold(
+        cx,
+        &dp.key("success_threshold"),
+        d.and_then(|d| d.success_threshold),
+        2,
+    );
+    Defaults {
+        raw,
+        path: dp,
+        interval,
+        timeout,
+        failure,
+        success,
+    }
+}
+
+/// Every service with its probes; the escalation policies and audiences they name must
+/// exist in `raw`.
+pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) -> Vec<Service> {
+    let escalation_names: Vec<String> = raw.escalation.keys().cloned().collect();
+    let audience_names: Vec<String> = raw.audiences.keys().cloned().collect();
+    let mut services = Vec::new();
+    let mut seen_ids: HashMap<String, usize> = HashMap::new();
+    let mut seen_probes: HashMap<String, String> = HashMap::new();
+    for (i, rs) in raw.services.iter().enumerate() {
+        let sp = Path::root().key("services").index(i);
+        if !valid_id(&rs.id) {
+            cx.err(&sp.key("id"), format!("service id `{}` may hold only lowercase letters, digits, `-` and `_` (it names files and URLs)", rs.id));
+        }
+        if let Some(first) = seen_ids.insert(rs.id.clone(), i) {
+            cx.err(
+                &sp.key("id"),
+                format!("duplicate service id `{}` (also services[{first}])", rs.id),
+            );
+        }
+        let customer_threshold = rs
+            .customer_threshold
+            .as_deref()
+            .and_then(|s| cx.positive_duration(&sp.key("customer_threshold"), s))
+            .unwrap_or(DEFAULT_CUSTOMER_THRESHOLD);
+        if let Some(e) = &rs.escalation {
+            if !raw.escalation.contains_key(e) {
+                cx.err(
+                    &sp.key("escalation"),
+                    undefined("escalation policy", e, "escalation", &escalation_names),
+                );
+            }
+        }
+        if let Some(a) = &rs.audience {
+            if !raw.audiences.contains_key(a) {
+                cx.err(
+                    &sp.key("audience"),
+                    undefined("audience", a, "audiences", &audience_names),
+                );
+            }
+        }
+        let failure_threshold = threshold(
+            cx,
+            &sp.key("failure_threshold"),
+            rs.failure_threshold,
+            def.failure,
+        );
+        let success_threshold = threshold(
+            cx,
+            &sp.key("success_threshold"),
+            rs.success_threshold,
+            def.success,
+        );
+        if rs.probes.is_empty() {
+            cx.err(
+                &sp.key("id"),
+                format!(
+                    "service `{}` has no probes: add at least one under `probes`",
+                    rs.id
+                ),
+            );
+        }
+        let mut probes = Vec::new();
+        for (j, rp) in rs.probes.iter().enumerate() {
+            let pp = sp.key("probes").index(j);
+            if rp.name.trim().is_empty() || rp.name.contains('/') {
+                cx.err(
+                    &pp.key("name"),
+                    "probe name must not be empty nor contain `/`",
+                );
+            }
+            if let Some(other) = seen_probes.insert(rp.name.clone(), rs.id.clone()) {
+                cx.err(&pp.key("name"), format!("duplicate probe name `{}` (also in service `{other}`); probe names are unique across services", rp.name));
+            }
+            let interval_path = if rp.interval.is_some() {
+                pp.key("interval")
+            } else {
+                def.path.key("interval")
+            };
+            let interval = rp
+                .interval
+                .as_deref()
+                .and_then(|s| cx.positive_duration(&pp.key("interval"), s))
+                .unwrap_or(def.interval);
+            let timeout = rp
+                .timeout
+                .as_deref()
+                .and_then(|s| cx.positive_duration(&pp.key("timeout"), s))
+                .unwrap_or(def.timeout);
+            if interval < MIN_INTERVAL {
+                cx.err(
+                    &interval_path,
+                    format!(
+                        "interval {} is too short: the minimum is 100ms",
+                        fmt_dur(interval)
+                    ),
+                );
+            }
+            if timeout >= interval {
+                let tp = if rp.timeout.is_some() {
+                    pp.key("timeout")
+                } else if rp.interval.is_some() {
+                    pp.key("interval")
+                } else if def.raw.and_then(|d| d.timeout.as_ref()).is_some() {
+                    def.path.key("timeout")
+                } else {
+                    def.path.key("interval")
+                };
+                cx.err(
+                    &tp,
+                    format!(
+                        "probe `{}`: timeout {} must be shorter than its interval {}",
+                        rp.name,
+                        fmt_dur(timeout),
+                        fmt_dur(interval)
+                    ),
+                );
+            }
+            let check = check_of(
+                cx,
+                &pp,
+                rp.http.as_ref(),
+                rp.dns.as_ref(),
+                rp.tcp.as_ref(),
+                true,
+            );
+            if let Some(check) = check {
+                probes.push(Arc::new(Probe {
+                    service: rs.id.clone(),
+                    name: rp.name.clone(),
+                    interval,
+                    timeout,
+                    canary: rp.canary,
+                    check,
+                }));
+            }
+        }
+        let compensation = rs.compensation.as_ref().and_then(|c| {
+            let cp = sp.key("compensation");
+            let after = cx.positive_duration(&cp.key("after"), &c.after);
+            let path = cx.file(&c.codes_csv);
+            // Its rows are checked with the audiences (`tocsin check`), by line.
+            if !path.is_file() {
+                cx.err(
+                    &cp.key("codes_csv"),
+                    format!("codes file `{}` does not exist", path.display()),
+                );
+            }
+            Some(Compensation {
+                after: after?,
+                codes_csv: path,
+            })
+        });
+        services.push(Service {
+            id: rs.id.clone(),
+            name: rs.name.clone().unwrap_or_else(|| rs.id.clone()),
+            customer_threshold,
+            escalation: rs.escalation.clone(),
+            audience: rs.audience.clone(),
+            failure_threshold,
+            success_threshold,
+            compensation,
+            probes,
+        });
+    }
+
+    services
+}
+
+/// Builds the check of a probe (`need_target`) or a module (target from the request).
+pub(super) fn check_of(
+    cx: &mut Ctx,
+    p: &Path,
+    http: Option<&RawHttp>,
+    dns: Option<&RawDns>,
+    tcp: Option<&RawTcp>,
+    need_target: bool,
+) -> Option<Check> {
+    let given: Vec<&str> = [
+        ("http", http.is_some()),
+        ("dns", dns.is_some()),
+        ("tcp", tcp.is_some()),
+    ]
+    .iter()
+    .filter(|(_, s)| *s)
+    .map(|(n, _)| *n)
+    .collect();
+    match given.as_slice() {
+        [] => {
+            cx.err(
+                p,
+                "needs one of `http`, `dns` or `tcp` to say what to check",
+            );
+            None
+        }
+        [_] => {
+            if let Some(h) = http {
+                http_check(cx, &p.key("http"), h, need_target).map(Check::Http)
+            } else if let Some(d) = dns {
+                dns_check(cx, &p.key("dns"), d, need_target).map(Check::Dns)
+            } else {
+                tcp.and_then(|t| tcp_check(cx, &p.key("tcp"), t, need_target))
+                    .map(Check::Tcp)
+            }
+        }
+        many => {
+            cx.err(
+                &p.key(many[1]),
+                format!(
+                    "has both `{}` and `{}`: one probe checks one thing; split it into two probes",
+                    many[0], many[1]
+                ),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn resolve_modules(
+    cx: &mut Ctx,
+    raw: &BTreeMap<String, RawModule>,
+    def_timeout: Duration,
+) -> BTreeMap<String, Module> {
+    let mut out = BTreeMap::new();
+    // Built-in modules with every default; config entries of the same name replace them.
+    let builtin_http =
+        HttpCheck::get(url::Url::parse("http://module.invalid/").expect("static URL"));
+    out.insert(
+        "http".to_string(),
+        Module {
+            timeout: def_timeout,
+            check: Check::Http(builtin_http),
+            requires_name: false,
+        },
+    );
+    out.insert(
+        "tcp".to_string(),
+        Module {
+            timeout: def_timeout,
+            check: Check::Tcp(TcpCheck {
+                address: String::new(),
+                tls: None,
+                send: None,
+                expect: None,
+                cert_min_days: None,
+            }),
+            requires_name: false,
+        },
+    );
+    out.insert(
+        "dns".to_string(),
+        Module {
+            timeout: def_timeout,
+            check: Check::Dns(DnsCheck {
+                name: hickory_resolver::Name::root(),
+                record_type: hickory_resolver::proto::rr::RecordType::A,
+                server: None,
+                protocol: DnsProtocol::Udp,
+                expect: Vec::new(),
+                expect_rcode: Rcode::NoError,
+            }),
+            requires_name: true,
+        },
+    );
+    for (name, m) in raw {
+        let mp = Path::root().key("modules").key(name);
+        let timeout = m
+            .timeout
+            .as_deref()
+            .and_then(|s| cx.positive_duration(&mp.key("timeout"), s))
+            .unwrap_or(def_timeout);
+        if let Some(check) = check_of(
+            cx,
+            &mp,
+            m.http.as_ref(),
+            m.dns.as_ref(),
+            m.tcp.as_ref(),
+            false,
+        ) {
+            out.insert(
+                name.clone(),
+                Module {
+                    timeout,
+                    check,
+                    requires_name: false,
+                },
+            );
+        }
+    }
+    out
+}
+
+pub(super) fn resolve_escalation(
+    cx: &mut Ctx,
+    raw: &BTreeMap<String, Vec<RawLevel>>,
+) -> BTreeMap<String, Vec<Level>> {
+    let mut out = BTreeMap::new();
+    for (name, levels) in raw {
+        let ep = Path::root().key("escalation").key(name);
+        if levels.is_empty() {
+            cx.err(&ep, format!("escalation policy `{name}` has no levels"));
+        }
+        let mut resolved = Vec::new();
+        let mut prev = Duration::ZERO;
+        for (i, l) in levels.iter().enumerate() {
+            let lp = ep.index(i);
+            let after = cx.duration(&lp.key("after"), &l.after).unwrap_or_default();
+            if after < prev {
+                cx.err(
+                    &lp.key("after"),
+                    format!(
+                        "levels must be in order: `after: {}` comes before the previous level's {}",
+                        l.after,
+                        fmt_dur(prev)
+                    ),
+                );
+            }
+            prev = prev.max(after);
+            if l.to.is_empty() {
+                cx.err(&lp.key("to"), "`to` is empty: list at least one address");
+            }
+            for (j, addr) in l.to.iter().enumerate() {
+                if !valid_email(addr) {
+                    cx.err(
+                        &lp.key("to").index(j),
+                        format!("`{addr}` is not an email address"),
+                    );
+                }
+            }
+            resolved.push(Level {
+                after,
+                to: l.to.clone(),
+            });
+        }
+        out.insert(name.clone(), resolved);
+    }
+    out
+}
+
+pub(super) fn resolve_maintenance(
+    cx: &mut Ctx,
+    raw: &[RawMaintenance],
+    services: &[String],
+) -> Vec<Maintenance> {
+    let mut out = Vec::new();
+    for (i, m) in raw.iter().enumerate() {
+        let mp = Path::root().key("maintenance").index(i);
+        if !services.contains(&m.service) {
+            cx.err(
+                &mp.key("service"),
+                undefined("service", &m.service, "services", services),
+            );
+        }
+        let start = match humantime::parse_rfc3339_weak(&m.start) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                cx.err(
+                    &mp.key("start"),
+                    format!(
+                        "`start` must be an RFC 3339 time such as 2026-12-01T22:00:00Z, not `{}`",
+                        m.start
+                    ),
+                );
+                None
+            }
+        };
+        let duration = cx.positive_duration(&mp.key("duration"), &m.duration);
+        let announce_before: Vec<Duration> = m
+            .announce_before
+            .iter()
+            .enumerate()
+            .filter_map(|(j, s)| cx.duration(&mp.key("announce_before").index(j), s))
+            .collect();
+        if let (Some(start), Some(duration)) = (start, duration) {
+            out.push(Maintenance {
+                id: None,
+                service: m.service.clone(),
+                start,
+                duration,
+                announce_before,
+                note: m.note.clone().unwrap_or_default(),
+            });
+        }
+    }
+    out
+}

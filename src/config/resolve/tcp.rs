@@ -1,0 +1,68 @@
+//! TCP probes: the address, TLS, and the send/expect dialogue.
+
+use super::*;
+
+pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -> Option<TcpCheck> {
+    let address = match (&t.address, need_target) {
+        (Some(a), true) => {
+            if valid_host_port(a) {
+                Some(a.clone())
+            } else {
+                cx.err(
+                    &p.key("address"),
+                    format!("`address` must be host:port, such as db.internal:5432, not `{a}`"),
+                );
+                None
+            }
+        }
+        (None, true) => {
+            cx.err(p, "missing key `address` (host:port to connect to)");
+            None
+        }
+        (Some(_), false) => {
+            cx.err(
+                &p.key("address"),
+                "a module's target comes from the `/probe?target=` request: remove `address`",
+            );
+            None
+        }
+        (None, false) => Some(String::new()),
+    };
+    let tls = match &t.tls {
+        None | Some(RawTcpTls::Flag(false)) => Some(None),
+        Some(RawTcpTls::Flag(true)) => Some(Some(TlsOptions::system())),
+        Some(RawTcpTls::Options(o)) => tls_options(cx, &p.key("tls"), Some(o)).map(Some),
+    };
+    if t.cert_min_days.is_some() && matches!(t.tls, None | Some(RawTcpTls::Flag(false))) {
+        cx.err(&p.key("cert_min_days"), "`cert_min_days` needs `tls: true`");
+    }
+    let expect = match &t.expect {
+        Some(r) => cx.regex(&p.key("expect"), r).map(Some),
+        None => Some(None),
+    };
+    if t.send.as_deref() == Some("") {
+        cx.err(
+            &p.key("send"),
+            "`send` is empty: remove it or give the bytes to send",
+        );
+    }
+    Some(TcpCheck {
+        address: address?,
+        tls: tls?,
+        send: t.send.clone(),
+        expect: expect?,
+        cert_min_days: t.cert_min_days,
+    })
+}
+
+/// host:port with a port from 1 to 65535 and a non-empty host.
+pub fn valid_host_port(a: &str) -> bool {
+    match crate::probe::tcp::split_host_port(a) {
+        (host, Some(port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        _ => false,
+    }
+}
