@@ -634,6 +634,8 @@ impl Supervisor {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let metrics = self.metrics.clone();
+        // Every supervised task has its series from the start, at zero.
+        metrics.task_started(task);
         self.set.spawn(async move {
             loop {
                 match tokio::spawn(make()).await {

@@ -480,6 +480,10 @@ impl Metrics {
     }
 
     /// A task panicked and was started again.
+    pub fn task_started(&self, task: &str) {
+        self.task_restarts.with_label_values(&[task]).inc_by(0);
+    }
+
     pub fn task_restarted(&self, task: &str) {
         self.task_restarts.with_label_values(&[task]).inc();
     }

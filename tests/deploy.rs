@@ -398,7 +398,7 @@ fn the_prometheus_files_pass_promtool() {
         .args(["check", "config"])
         .arg(repo("deploy/prometheus/prometheus.yml")));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 17 rules found"), "{out}");
     let (code, out, err) = run(Command::new("promtool")
         .current_dir(repo("deploy/prometheus"))
         .args(["test", "rules", "tocsin-rules.test.yml"]));
