@@ -44,3 +44,43 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// A wall clock that follows tokio's clock from `start`: on a runtime with paused time
+/// (a drill) hours pass in an instant, and everything timed by tokio (probe schedules,
+/// the engine's tick, the followers' waits) agrees with what this clock says.
+#[derive(Debug)]
+pub struct TokioClock {
+    start: SystemTime,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Reads `start` now; must be made inside a runtime.
+    pub fn new(start: SystemTime) -> TokioClock {
+        TokioClock {
+            start,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> SystemTime {
+        self.start + self.base.elapsed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_follows_paused_time() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = TokioClock::new(start);
+        assert_eq!(clock.now(), start);
+        tokio::time::sleep(Duration::from_secs(5 * 3600)).await;
+        assert_eq!(clock.now(), start + Duration::from_secs(5 * 3600));
+    }
+}

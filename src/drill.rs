@@ -1,9 +1,14 @@
-//! `tocsin drill`: rehearses the outage plan of one service. An outage is replayed on
-//! simulated time through the real incident state machine and the real renderers, and
-//! every action the plan would take is listed in order with its time and how many
-//! people it reaches, with one rendered sample of each message and page. Nothing is
-//! sent, no file is published and the store is not opened: this is how a company checks
-//! that everyone knows the plan before the real outage.
+//! `tocsin drill`: rehearses the outage plan of one service. The real App (engine,
+//! dispatcher and notifiers, campaign sender, pages, hotline) runs on paused time from
+//! the scenario's start, its probes failing until the outage ends and on-call acting as
+//! the scenario says; its store, pages and announcements live in a scratch directory and
+//! its mail transports keep messages instead of sending them. Every decision is then
+//! listed in order with its time and how many people it reached, with one sample of each
+//! message and page as the App made it. The parts that reach other systems (webhooks, the
+//! autoresponder's mail server, the hotline hook, the page webhook) are described from
+//! the config. Nothing is sent, no file is published and tocsin's own store is not
+//! opened: this is how a company checks that everyone knows the plan before the real
+//! outage.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -11,14 +16,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Deps};
 use crate::audience;
-use crate::campaign::Composer;
-use crate::config::Config;
-use crate::incident::{Action, Event, ServiceState, StaffMailKind, step};
-use crate::links::{Link, LinkAction, Signer, expiry};
-use crate::notify::staff::{ActionLinks, StaffNotice, render};
-use crate::notify::templates::{Templates, duration_text, outages_context};
-use crate::store::{CampaignInfo, CampaignKind, IncidentRecord, RecipientJob, TimelineEntry};
+use crate::clock::{Clock, TokioClock};
+use crate::config::{Config, Probe};
+use crate::incident::{Action, Event, StaffMailKind};
+use crate::notify::mail::{Mailer, Outgoing};
+use crate::notify::templates::{Templates, duration_text};
+use crate::probe::{Outcome, Reason};
+use crate::scheduler::Runner;
+use crate::store::{CampaignKind, IncidentRecord, OutboxItem, SharedStore, SqliteStore};
 use crate::text::time::rfc3339 as rfc;
 
 /// What to rehearse.
@@ -64,6 +74,196 @@ fn clock(d: Duration) -> String {
     format!("+{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// Fails the rehearsed service's probes until `recover_at`; every other probe passes.
+/// Runs land on exact multiples of their interval, as the plan is read.
+struct Simulated {
+    service: String,
+    recover_at: SystemTime,
+}
+
+impl Runner for Simulated {
+    fn run(&self, probe: &Probe, now: SystemTime) -> BoxFuture<'static, Outcome> {
+        let ok = probe.service != self.service || now >= self.recover_at;
+        let outcome = Outcome {
+            at: now,
+            duration: Duration::ZERO,
+            success: ok,
+            reason: (!ok).then(|| Reason::Text {
+                text: "simulated failure (drill)".into(),
+            }),
+            phases: Vec::new(),
+            details: Default::default(),
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+
+    fn aligned(&self) -> bool {
+        true
+    }
+}
+
+/// What the App did in the rehearsal: its decisions, every message it would have sent,
+/// and the first page and announcement it published.
+struct Rehearsal {
+    decisions: Vec<OutboxItem>,
+    staff: Vec<Outgoing>,
+    customers: Vec<Outgoing>,
+    /// The incident as it stood when customers were first told.
+    told: Option<IncidentRecord>,
+    placeholder: Option<String>,
+    hotline: Option<String>,
+}
+
+/// Runs the real App (engine, dispatcher and notifiers, campaign sender, pages, hotline)
+/// on paused time from `sc.start` until the plan is carried out or `give_up`. Mail is
+/// built and kept, not sent; the store, pages and announcements live in `scratch`; the
+/// parts that reach other systems (webhooks, the autoresponder's mail server, the hotline
+/// hook, the page webhook) are left out and described from the config instead.
+fn rehearse(
+    config: &Config,
+    sc: &Scenario,
+    recover_at: SystemTime,
+    give_up: SystemTime,
+    scratch: &Path,
+) -> Result<Rehearsal, String> {
+    let mut cfg = config.clone();
+    cfg.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.data_dir = scratch.join("var");
+    cfg.placeholder_dir = scratch.join("www");
+    cfg.hotline.dir = scratch.join("hotline");
+    cfg.hotline.hook = None;
+    cfg.webhook = None;
+    cfg.webhooks.clear();
+    cfg.autoresponder = None;
+    cfg.api_token = None;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("cannot start the rehearsal: {e}"))?;
+    // The App's own log would only repeat the report.
+    let quiet = tracing::Dispatch::none();
+    tracing::dispatcher::with_default(&quiet, || {
+        runtime.block_on(rehearse_on(&cfg, config, sc, recover_at, give_up))
+    })
+}
+
+async fn rehearse_on(
+    cfg: &Config,
+    config: &Config,
+    sc: &Scenario,
+    recover_at: SystemTime,
+    give_up: SystemTime,
+) -> Result<Rehearsal, String> {
+    let clock = Arc::new(TokioClock::new(sc.start));
+    let base = tokio::time::Instant::now();
+    let store = SharedStore::new(
+        SqliteStore::open(&cfg.data_dir.join("tocsin.db")).map_err(|e| e.to_string())?,
+    );
+    let staff = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
+    let customers = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
+    let deps = Deps {
+        clock: clock.clone(),
+        store: store.clone(),
+        staff_mail: staff.clone(),
+        campaign_mail: customers.clone(),
+        runner: Arc::new(Simulated {
+            service: sc.service.clone(),
+            recover_at,
+        }),
+    };
+    let app = App::build(cfg.clone(), &config.source, deps)
+        .await
+        .map_err(|e| e.to_string())?;
+    let engine = app.engine();
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+
+    let page = cfg.placeholder_dir.join(&sc.service).join("index.html");
+    let announcement = cfg.hotline.dir.join(format!("{}.txt", cfg.page_language));
+    let mut told = None;
+    let mut placeholder = None;
+    let mut hotline = None;
+    let (mut acked, mut estimated) = (false, false);
+    let mut counted = u64::MAX;
+    let mut decisions = Vec::new();
+    for second in 1u64.. {
+        tokio::time::sleep_until(base + Duration::from_secs(second)).await;
+        let now = clock.now();
+        // The store is read again only after a new decision.
+        let seen = engine.snapshot().decisions;
+        if seen != counted {
+            counted = seen;
+            decisions = store.lock().decisions().map_err(|e| e.to_string())?;
+        }
+        let opened = decisions.iter().find_map(|d| match d.action {
+            Action::Open { .. } if d.service == sc.service => Some(d.decided),
+            _ => None,
+        });
+        if let Some(o) = opened {
+            let since = now.duration_since(o).unwrap_or_default();
+            if !acked && sc.ack_after.is_some_and(|a| since >= a) {
+                acked = true;
+                let ack = Event::Ack {
+                    by: "on-call".into(),
+                };
+                engine
+                    .command(&sc.service, ack)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(e) = sc.eta.filter(|_| !estimated && since >= sc.eta_after) {
+                estimated = true;
+                let eta = Event::Eta {
+                    eta: sc.start + e,
+                    by: "on-call".into(),
+                };
+                engine
+                    .command(&sc.service, eta)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if told.is_none() && opened.is_some() {
+            told = store
+                .lock()
+                .open_incident_of(&sc.service)
+                .map_err(|e| e.to_string())?
+                .filter(|i| i.customer_phase);
+        }
+        if placeholder.is_none() {
+            placeholder = std::fs::read_to_string(&page).ok();
+        }
+        if hotline.is_none() {
+            hotline = std::fs::read_to_string(&announcement).ok();
+        }
+        let resolved = decisions
+            .iter()
+            .any(|d| d.service == sc.service && matches!(d.action, Action::Resolve { .. }));
+        // Done once everything decided is carried out and taken down again.
+        let settled = || -> Result<bool, String> {
+            let st = store.lock();
+            let pending = st.pending().map_err(|e| e.to_string())?.total();
+            let sending = st.recipient_counts().map_err(|e| e.to_string())?.pending;
+            Ok(pending == 0 && sending == 0 && !page.exists() && !announcement.exists())
+        };
+        if (resolved && settled()?) || now > give_up {
+            break;
+        }
+    }
+    cancel.cancel();
+    let _ = running.await;
+    let decisions = store.lock().decisions().map_err(|e| e.to_string())?;
+    Ok(Rehearsal {
+        decisions,
+        staff: staff.recorded(),
+        customers: customers.recorded(),
+        told,
+        placeholder,
+        hotline,
+    })
+}
+
 /// Runs the rehearsal of `scenario` under `config`.
 pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<Drill, String> {
     let service = config
@@ -75,7 +275,6 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
             format!("no service `{}` (services: {})", sc.service, ids.join(", "))
         })?;
     let policy = config.policy(service);
-    let context = config.context(Some(service));
     let longest = service.longest_interval();
     let lasts = match (sc.duration, sc.eta) {
         (Some(d), _) => d,
@@ -87,8 +286,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
     let recover_at = sc.start + lasts;
     let give_up = recover_at + longest * (policy.success_threshold + 2) + Duration::from_secs(3600);
 
-    // The audience as the campaign would take it (opt-outs live in the store, which a
-    // drill does not open).
+    // The audience as the campaign takes it, for the report's counts.
     let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
     let audience = service
         .audience
@@ -108,367 +306,240 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
         None => None,
     };
 
-    let signer = Signer::new(b"tocsin drill: links in samples are not valid");
-    let composer = Composer {
-        templates: templates.clone(),
-        signer: Arc::new(Signer::new(b"tocsin drill")),
-        domain: "drill.invalid".into(),
+    let scratch = tempfile::tempdir()
+        .map_err(|e| format!("cannot make a scratch directory for the rehearsal: {e}"))?;
+    let r = rehearse(config, sc, recover_at, give_up, scratch.path())?;
+    let customer_mails = |kind: CampaignKind| -> Vec<&Outgoing> {
+        r.customers
+            .iter()
+            .filter(|m| {
+                m.headers.iter().any(|(k, v)| {
+                    *k == "X-Tocsin-Campaign" && v.ends_with(&format!(" {}", kind.as_str()))
+                })
+            })
+            .collect()
+    };
+    let sample_of = |kind: CampaignKind| -> Option<String> {
+        let m = customer_mails(kind).into_iter().next()?;
+        let to = m.to.first()?;
+        let who = followers
+            .as_ref()
+            .and_then(|(_, _, f)| f.iter().find(|c| &c.email == to));
+        let (lang, tz) = who
+            .map(|c| (c.language.as_str(), c.timezone.as_str()))
+            .unwrap_or(("?", "?"));
+        Some(format!(
+            "To: {to} ({lang}, {tz})\nSubject: {}\n\n{}",
+            m.subject, m.text
+        ))
+    };
+    let mut staff_mails = r.staff.iter().collect::<Vec<_>>();
+    let mut take_staff = |to: &[String], resolved: bool| -> Option<&Outgoing> {
+        let i = staff_mails.iter().position(|m| {
+            m.to == to
+                && !m.subject.contains("compensation codes ran out")
+                && m.subject.contains("is UP again") == resolved
+        })?;
+        Some(staff_mails.remove(i))
+    };
+    let staff_sample = |m: &Outgoing| {
+        format!(
+            "To: {}\nSubject: {}\n\n{}",
+            m.to.join(", "),
+            m.subject,
+            m.text
+        )
     };
 
-    let mut state = ServiceState::default();
     let mut steps = Vec::new();
     let mut samples: Vec<(String, String)> = Vec::new();
     let mut sampled = BTreeSet::new();
-    let mut record: Option<IncidentRecord> = None;
-    let mut opened_at: Option<SystemTime> = None;
     let mut told_customers = 0usize;
-    let mut t = sc.start;
     let mut ended = None;
     let hooks = &config.webhooks;
-
-    while t <= give_up && ended.is_none() {
-        let offset = t.duration_since(sc.start).unwrap_or_default();
-        let mut events = Vec::new();
-        if let Some(o) = opened_at {
-            let since = t.duration_since(o).unwrap_or_default();
-            if sc.ack_after == Some(since) {
-                events.push(Event::Ack {
-                    by: "on-call".into(),
-                });
-            }
-            if let Some(e) = sc.eta {
-                if since == sc.eta_after {
-                    events.push(Event::Eta {
-                        eta: sc.start + e,
-                        by: "on-call".into(),
-                    });
-                }
-            }
-        }
-        for p in &service.probes {
-            if offset.as_millis() % p.interval.as_millis().max(1) == 0 {
-                let ok = t >= recover_at;
-                events.push(Event::Probe {
-                    probe: p.name.clone(),
-                    ok,
-                    reason: (!ok).then(|| crate::probe::Reason::Text {
-                        text: "simulated failure (drill)".into(),
-                    }),
-                });
-            }
-        }
-        if offset.as_secs() % 30 == 0 {
-            events.push(Event::Tick);
-        }
-        for ev in events {
-            let (next, actions) = step(&state, &policy, ev, t);
-            state = next;
-            for a in actions {
-                let mut details = Vec::new();
-                let what = match &a {
-                    Action::Open {
-                        started, reasons, ..
-                    } => {
-                        opened_at = Some(t);
-                        let opened = crate::incident::TimelineEvent::Opened {
-                            reasons: reasons.clone(),
-                        };
-                        let why = opened.failing();
-                        record = Some(IncidentRecord {
-                            id: 1,
-                            service: service.id.clone(),
-                            started: *started,
-                            ended: None,
-                            acked_by: None,
-                            eta: None,
-                            customer_phase: false,
-                            promised_eta: None,
-                            next_update: None,
-                            timeline: vec![TimelineEntry {
-                                at: t,
-                                event: opened,
-                            }],
-                        });
-                        details.push(format!(
-                            "status page: {} is down, since {}",
-                            service.name,
-                            rfc(*started)
-                        ));
-                        format!(
-                            "incident opened after {} failed rounds ({})",
-                            policy.failure_threshold,
-                            why.join("; ")
-                        )
-                    }
-                    Action::MailStaff {
-                        kind, level, to, ..
-                    } => {
-                        let label = match kind {
-                            StaffMailKind::Opened => "incident opened",
-                            StaffMailKind::Escalated => "escalated: not acknowledged",
-                            StaffMailKind::Flapping => "flapping",
-                            StaffMailKind::MonitorDown => "monitor's network down",
-                        };
-                        if let Some(r) = &record {
-                            let key = format!("staff-{label}");
-                            if sampled.insert(key) {
-                                let links = ActionLinks {
-                                    ack: signer.url(
-                                        &config.public_url,
-                                        &Link {
-                                            incident: 1,
-                                            action: LinkAction::Ack,
-                                            expires: expiry(t),
-                                            recipient: to.join(", "),
-                                        },
-                                    ),
-                                    eta: signer.url(
-                                        &config.public_url,
-                                        &Link {
-                                            incident: 1,
-                                            action: LinkAction::Eta,
-                                            expires: expiry(t),
-                                            recipient: to.join(", "),
-                                        },
-                                    ),
-                                };
-                                let m = render(
-                                    &context,
-                                    r,
-                                    &StaffNotice::Level {
-                                        kind: *kind,
-                                        level: *level,
-                                    },
-                                    to.clone(),
-                                    Some(&links),
-                                    t,
-                                );
-                                samples.push((
-                                    format!("staff mail, level {level} ({label})"),
-                                    format!(
-                                        "To: {}\nSubject: {}\n\n{}",
-                                        m.to.join(", "),
-                                        m.subject,
-                                        m.text
-                                    ),
-                                ));
-                            }
-                        }
-                        format!(
-                            "staff mail, level {level} ({label}) to {} ({} recipient{})",
-                            to.join(", "),
-                            to.len(),
-                            if to.len() == 1 { "" } else { "s" }
-                        )
-                    }
-                    Action::Acknowledged { by, .. } => {
-                        if let Some(r) = &mut record {
-                            r.acked_by = Some(by.clone());
-                        }
-                        format!("acknowledged by {by}: escalation stops")
-                    }
-                    Action::EtaSet { eta, by, .. } => {
-                        if let Some(r) = &mut record {
-                            r.eta = Some(*eta);
-                        }
-                        format!("ETA set by {by}: recovery expected at {}", rfc(*eta))
-                    }
-                    Action::CustomerPhase {
-                        eta,
-                        next_update,
-                        because_of_eta,
-                        ..
-                    } => {
-                        let r = record
-                            .as_mut()
-                            .ok_or("customer phase before the incident")?;
-                        r.customer_phase = true;
-                        r.promised_eta = *eta;
-                        r.next_update = *next_update;
-                        let r = r.clone();
-                        let (n, mail) = customer_mails(
-                            config,
-                            &composer,
-                            &followers,
-                            audience.as_ref().map(|a| a.0.as_str()),
-                            CampaignKind::Outage,
-                            &r,
-                            None,
-                        );
-                        told_customers = n;
-                        details.push(mail.0);
-                        if let Some(sample) = mail.1 {
-                            samples.push(("customer mail: outage".into(), sample));
-                        }
-                        customer_side(config, &templates, &r, t, true, &mut details, &mut samples)?;
-                        format!(
-                            "customer phase: {}; customers are promised {}",
-                            if *because_of_eta {
-                                "the ETA is past the customer threshold"
-                            } else {
-                                "the outage reached the customer threshold"
-                            },
-                            promise(*eta, *next_update)
-                        )
-                    }
-                    Action::CustomerUpdate {
-                        eta, next_update, ..
-                    } => {
-                        let r = record.as_mut().ok_or("update before the incident")?;
-                        r.promised_eta = *eta;
-                        r.next_update = *next_update;
-                        let r = r.clone();
-                        let first = sampled.insert("update".to_string());
-                        let (_, mail) = customer_mails(
-                            config,
-                            &composer,
-                            &followers,
-                            audience.as_ref().map(|a| a.0.as_str()),
-                            CampaignKind::Update,
-                            &r,
-                            None,
-                        );
-                        details.push(mail.0.replace("outage mail", "update mail"));
-                        if first {
-                            if let Some(sample) = mail.1 {
-                                samples.push(("customer mail: update".into(), sample));
-                            }
-                        }
-                        customer_side(
-                            config,
-                            &templates,
-                            &r,
-                            t,
-                            false,
-                            &mut details,
-                            &mut samples,
-                        )?;
-                        format!(
-                            "update to customers: now promised {}",
-                            promise(*eta, *next_update)
-                        )
-                    }
-                    Action::Resolve {
-                        started,
-                        ended: at,
-                        staff,
-                        customers,
-                        ..
-                    } => {
-                        ended = Some(at.duration_since(sc.start).unwrap_or_default());
-                        let lasted = at.duration_since(*started).unwrap_or_default();
-                        if let Some(r) = &mut record {
-                            r.ended = Some(*at);
-                            if !staff.is_empty() && sampled.insert("resolved".into()) {
-                                let m = render(
-                                    &context,
-                                    r,
-                                    &StaffNotice::Resolved {
-                                        ended: *at,
-                                        by: None,
-                                    },
-                                    staff.clone(),
-                                    None,
-                                    t,
-                                );
-                                samples.push((
-                                    "staff mail: resolved".into(),
-                                    format!(
-                                        "To: {}\nSubject: {}\n\n{}",
-                                        m.to.join(", "),
-                                        m.subject,
-                                        m.text
-                                    ),
-                                ));
-                            }
-                        }
-                        if !staff.is_empty() {
-                            details.push(format!(
-                                "staff mail \"resolved\" to {} ({} recipient{})",
-                                staff.join(", "),
-                                staff.len(),
-                                if staff.len() == 1 { "" } else { "s" }
-                            ));
-                        }
-                        if *customers {
-                            let code = service.compensation.as_ref().filter(|c| lasted >= c.after);
-                            let r = record.clone().ok_or("recovery before the incident")?;
-                            let (_, mail) = customer_mails(
-                                config,
-                                &composer,
-                                &followers,
-                                audience.as_ref().map(|a| a.0.as_str()),
-                                CampaignKind::Recovery,
-                                &r,
-                                code.map(|_| "SAMPLE-CODE"),
-                            );
-                            details.push(format!(
-                                "recovery mail to the {told_customers} customer(s) told of the outage"
-                            ));
-                            if let Some(c) = code {
-                                let pool = audience::codes(&c.codes_csv)
-                                    .map(|l| l.codes.len())
-                                    .unwrap_or(0);
-                                details.push(format!(
-                                    "each with a compensation code (outage {} >= {}): {pool} code(s) in {}{}",
-                                    duration_text(lasted),
-                                    duration_text(c.after),
-                                    c.codes_csv.display(),
-                                    if pool < told_customers {
-                                        format!(", {} short: staff would be told", told_customers - pool)
-                                    } else {
-                                        String::new()
-                                    }
-                                ));
-                            }
-                            if let Some(sample) = mail.1 {
-                                samples.push(("customer mail: recovery".into(), sample));
-                            }
-                            details.push(format!(
-                                "placeholder withdrawn: {}",
-                                config
-                                    .placeholder_dir
-                                    .join(&service.id)
-                                    .join("index.html")
-                                    .display()
-                            ));
-                            if let Some(a) = &config.autoresponder {
-                                details.push(format!(
-                                    "autoresponder off: the previously active script restored in {} mailbox(es)",
-                                    a.mailboxes.len()
-                                ));
-                            }
-                            details.push(format!(
-                                "hotline announcement withdrawn from {}{}",
-                                config.hotline.dir.display(),
-                                if config.hotline.hook.is_some() {
-                                    " (hook told)"
-                                } else {
-                                    ""
-                                }
-                            ));
-                        }
-                        format!(
-                            "recovered: {} good rounds; the outage lasted {}",
-                            policy.success_threshold,
-                            duration_text(lasted)
-                        )
-                    }
+    let audience_name = audience.as_ref().map(|a| a.0.as_str());
+    for d in r.decisions.iter().filter(|d| d.service == sc.service) {
+        let t = d.decided;
+        let mut details = Vec::new();
+        let what = match &d.action {
+            Action::Open {
+                started, reasons, ..
+            } => {
+                let opened = crate::incident::TimelineEvent::Opened {
+                    reasons: reasons.clone(),
                 };
-                if let Some(ev) = a.event() {
-                    let n = hooks.iter().filter(|h| h.events.contains(&ev)).count();
-                    if n > 0 {
-                        details.push(format!("webhook `{ev}` to {n} receiver(s)"));
+                details.push(format!(
+                    "status page: {} is down, since {}",
+                    service.name,
+                    rfc(*started)
+                ));
+                format!(
+                    "incident opened after {} failed rounds ({})",
+                    policy.failure_threshold,
+                    opened.failing().join("; ")
+                )
+            }
+            Action::MailStaff {
+                kind, level, to, ..
+            } => {
+                let label = match kind {
+                    StaffMailKind::Opened => "incident opened",
+                    StaffMailKind::Escalated => "escalated: not acknowledged",
+                    StaffMailKind::Flapping => "flapping",
+                    StaffMailKind::MonitorDown => "monitor's network down",
+                };
+                if let Some(m) = take_staff(to, false) {
+                    if sampled.insert(format!("staff-{label}")) {
+                        samples.push((
+                            format!("staff mail, level {level} ({label})"),
+                            staff_sample(m),
+                        ));
                     }
                 }
-                steps.push(Step {
-                    offset: t.duration_since(sc.start).unwrap_or_default(),
-                    what,
-                    details,
-                });
+                format!(
+                    "staff mail, level {level} ({label}) to {} ({} recipient{})",
+                    to.join(", "),
+                    to.len(),
+                    if to.len() == 1 { "" } else { "s" }
+                )
+            }
+            Action::Acknowledged { by, .. } => format!("acknowledged by {by}: escalation stops"),
+            Action::EtaSet { eta, by, .. } => {
+                format!("ETA set by {by}: recovery expected at {}", rfc(*eta))
+            }
+            Action::CustomerPhase {
+                eta,
+                next_update,
+                because_of_eta,
+                ..
+            } => {
+                let sent = customer_mails(CampaignKind::Outage).len();
+                told_customers = sent;
+                details.push(outage_line(
+                    config,
+                    &followers,
+                    audience_name,
+                    sent,
+                    &sc.service,
+                ));
+                if let Some(sample) = sample_of(CampaignKind::Outage) {
+                    samples.push(("customer mail: outage".into(), sample));
+                }
+                customer_side(config, &templates, &r, t, true, &mut details, &mut samples)?;
+                format!(
+                    "customer phase: {}; customers are promised {}",
+                    if *because_of_eta {
+                        "the ETA is past the customer threshold"
+                    } else {
+                        "the outage reached the customer threshold"
+                    },
+                    promise(*eta, *next_update)
+                )
+            }
+            Action::CustomerUpdate {
+                eta, next_update, ..
+            } => {
+                let sent = customer_mails(CampaignKind::Update).len();
+                details.push(
+                    outage_line(config, &followers, audience_name, sent, &sc.service)
+                        .replace("outage mail", "update mail"),
+                );
+                if sampled.insert("update".to_string()) {
+                    if let Some(sample) = sample_of(CampaignKind::Update) {
+                        samples.push(("customer mail: update".into(), sample));
+                    }
+                }
+                customer_side(config, &templates, &r, t, false, &mut details, &mut samples)?;
+                format!(
+                    "update to customers: now promised {}",
+                    promise(*eta, *next_update)
+                )
+            }
+            Action::Resolve {
+                started,
+                ended: at,
+                staff,
+                customers,
+                ..
+            } => {
+                ended = Some(at.duration_since(sc.start).unwrap_or_default());
+                let lasted = at.duration_since(*started).unwrap_or_default();
+                if !staff.is_empty() {
+                    if let Some(m) = take_staff(staff, true) {
+                        samples.push(("staff mail: resolved".into(), staff_sample(m)));
+                    }
+                    details.push(format!(
+                        "staff mail \"resolved\" to {} ({} recipient{})",
+                        staff.join(", "),
+                        staff.len(),
+                        if staff.len() == 1 { "" } else { "s" }
+                    ));
+                }
+                if *customers {
+                    details.push(format!(
+                        "recovery mail to the {told_customers} customer(s) told of the outage"
+                    ));
+                    if let Some(c) = service.compensation.as_ref().filter(|c| lasted >= c.after) {
+                        let pool = audience::codes(&c.codes_csv)
+                            .map(|l| l.codes.len())
+                            .unwrap_or(0);
+                        details.push(format!(
+                            "each with a compensation code (outage {} >= {}): {pool} code(s) in {}{}",
+                            duration_text(lasted),
+                            duration_text(c.after),
+                            c.codes_csv.display(),
+                            if pool < told_customers {
+                                format!(", {} short: staff would be told", told_customers - pool)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                    }
+                    if let Some(sample) = sample_of(CampaignKind::Recovery) {
+                        samples.push(("customer mail: recovery".into(), sample));
+                    }
+                    details.push(format!(
+                        "placeholder withdrawn: {}",
+                        config
+                            .placeholder_dir
+                            .join(&service.id)
+                            .join("index.html")
+                            .display()
+                    ));
+                    if let Some(a) = &config.autoresponder {
+                        details.push(format!(
+                            "autoresponder off: the previously active script restored in {} mailbox(es)",
+                            a.mailboxes.len()
+                        ));
+                    }
+                    details.push(format!(
+                        "hotline announcement withdrawn from {}{}",
+                        config.hotline.dir.display(),
+                        if config.hotline.hook.is_some() {
+                            " (hook told)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                format!(
+                    "recovered: {} good rounds; the outage lasted {}",
+                    policy.success_threshold,
+                    duration_text(lasted)
+                )
+            }
+        };
+        if let Some(ev) = d.action.event() {
+            let n = hooks.iter().filter(|h| h.events.contains(&ev)).count();
+            if n > 0 {
+                details.push(format!("webhook `{ev}` to {n} receiver(s)"));
             }
         }
-        t += Duration::from_secs(1);
+        steps.push(Step {
+            offset: t.duration_since(sc.start).unwrap_or_default(),
+            what,
+            details,
+        });
     }
     if let Some(dir) = &sc.out {
         std::fs::create_dir_all(dir)
@@ -511,106 +582,64 @@ fn promise(eta: Option<SystemTime>, next: Option<SystemTime>) -> String {
 
 type Followers = Option<(usize, usize, Vec<audience::Recipient>)>;
 
-/// The campaign line and a sample message for the first follower.
-fn customer_mails(
+/// The campaign line: how many customers the mail reached, out of what in the audience.
+fn outage_line(
     config: &Config,
-    composer: &Composer,
     followers: &Followers,
     audience: Option<&str>,
-    kind: CampaignKind,
-    r: &IncidentRecord,
-    code: Option<&str>,
-) -> (usize, (String, Option<String>)) {
+    sent: usize,
+    service: &str,
+) -> String {
     let Some((rows, invalid, f)) = followers else {
-        return (
-            0,
-            (
-                "outage mail: the service has no audience, so no customer is mailed".into(),
-                None,
-            ),
-        );
+        return "outage mail: the service has no audience, so no customer is mailed".into();
     };
     let n = f.len();
     let max = config.mail.max_campaign_size;
     let name = audience.unwrap_or("?");
-    if n as u64 > max && kind == CampaignKind::Outage {
-        return (
-            0,
-            (
-                format!(
-                    "outage mail REFUSED: {n} recipients in audience `{name}`, more than mail.max_campaign_size ({max}); no customer would be told"
-                ),
-                None,
-            ),
+    if n as u64 > max {
+        return format!(
+            "outage mail REFUSED: {n} recipients in audience `{name}`, more than mail.max_campaign_size ({max}); no customer would be told"
         );
     }
-    let line = format!(
-        "outage mail to {n} customer(s) of audience `{name}` ({rows} valid row(s), {} not following {}{}; opt-outs are left out too)",
+    format!(
+        "outage mail to {sent} customer(s) of audience `{name}` ({rows} valid row(s), {} not following {service}{}; opt-outs are left out too)",
         rows - n,
-        r.service,
         if *invalid > 0 {
             format!(", {invalid} invalid row(s) left out")
         } else {
             String::new()
         }
-    );
-    let sample = f.first().map(|c| {
-        let info = CampaignInfo {
-            id: 0,
-            kind,
-            service: r.service.clone(),
-            incident: 1,
-            started: r.started,
-            ended: r.ended,
-            eta: r.promised_eta,
-            next_update: r.next_update,
-        };
-        let job = RecipientJob {
-            id: 0,
-            campaign: 0,
-            email: c.email.clone(),
-            name: c.name.clone(),
-            language: c.language.clone(),
-            timezone: c.timezone.clone(),
-            vars: c.vars.clone(),
-            attempts: 0,
-            compensation: code.map(String::from),
-        };
-        match composer.compose(config, &info, &job) {
-            Ok(m) => format!(
-                "To: {} ({}, {})\nSubject: {}\n\n{}",
-                c.email, c.language, c.timezone, m.subject, m.text
-            ),
-            Err(e) => format!("cannot render: {e}"),
-        }
-    });
-    (n, (line, sample))
+    )
 }
 
-/// The placeholder, autoresponder and hotline as the customer phase would set them.
+/// The placeholder, autoresponder and hotline as the customer phase set them: the page and
+/// announcement the App published in the rehearsal, the Sieve script it would install.
 fn customer_side(
     config: &Config,
     templates: &Templates,
-    r: &IncidentRecord,
+    r: &Rehearsal,
     now: SystemTime,
     first: bool,
     details: &mut Vec<String>,
     samples: &mut Vec<(String, String)>,
 ) -> Result<(), String> {
     let verb = if first { "published" } else { "replaced" };
-    let page = crate::notify::pages::placeholder(templates, config, r, now)?;
+    let Some(told) = &r.told else {
+        return Ok(());
+    };
     details.push(format!(
         "placeholder page {verb}: {}",
         config
             .placeholder_dir
-            .join(&r.service)
+            .join(&told.service)
             .join("index.html")
             .display()
     ));
     if first {
-        samples.push(("placeholder page".into(), page));
+        if let Some(page) = &r.placeholder {
+            samples.push(("placeholder page".into(), page.clone()));
+        }
     }
-    let open = std::slice::from_ref(r);
     match &config.autoresponder {
         Some(a) => {
             let shown: Vec<&str> = a
@@ -633,6 +662,7 @@ fn customer_side(
                 shown.join(", ")
             ));
             if first {
+                let open = std::slice::from_ref(told);
                 let (script, _) =
                     crate::notify::autoreply::script(templates, config, a, open, None, now)?;
                 samples.push(("autoresponder (Sieve script)".into(), script));
@@ -664,12 +694,12 @@ fn customer_side(
             .unwrap_or_default()
     ));
     if first {
-        let lang = &config.page_language;
-        let ctx = outages_context(config, open, lang, &h.timezone, now);
-        samples.push((
-            format!("hotline announcement ({lang})"),
-            templates.notice("hotline.txt", lang, &ctx)?,
-        ));
+        if let Some(text) = &r.hotline {
+            samples.push((
+                format!("hotline announcement ({})", config.page_language),
+                text.clone(),
+            ));
+        }
     }
     Ok(())
 }
@@ -685,7 +715,7 @@ pub fn report(config: &Config, sc: &Scenario, d: &Drill) -> String {
         .unwrap_or(&sc.service);
     let _ = writeln!(
         out,
-        "Drill: {service} ({}) fails at {}. Nothing is sent, no file is published, the store is not opened.",
+        "Drill: {service} ({}) fails at {}. Nothing is sent, no file is published, tocsin's store is not opened.",
         sc.service,
         rfc(sc.start)
     );

@@ -28,6 +28,13 @@ use crate::probe::{self, Outcome};
 /// schedule on simulated time.
 pub trait Runner: Send + Sync + 'static {
     fn run(&self, probe: &Probe, now: SystemTime) -> BoxFuture<'static, Outcome>;
+
+    /// Whether runs land on exact multiples of the interval from the start, without the
+    /// random spread and jitter that keep live probes from hitting a target together (a
+    /// rehearsal on simulated time wants the times an operator would read off the plan).
+    fn aligned(&self) -> bool {
+        false
+    }
 }
 
 /// Runs the probe for real.
@@ -182,8 +189,17 @@ struct Shared {
 
 async fn probe_loop(probe: Arc<Probe>, sh: Shared, cancel: CancellationToken) {
     let interval = probe.interval;
-    let max_jitter = (interval / JITTER_SHARE).min(JITTER_MAX);
-    let mut slot = Instant::now() + random_up_to(interval);
+    let max_jitter = if sh.runner.aligned() {
+        Duration::ZERO
+    } else {
+        (interval / JITTER_SHARE).min(JITTER_MAX)
+    };
+    let spread = if sh.runner.aligned() {
+        Duration::ZERO
+    } else {
+        interval
+    };
+    let mut slot = Instant::now() + random_up_to(spread);
     loop {
         let due = slot + random_up_to(max_jitter);
         tokio::select! {

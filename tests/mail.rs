@@ -357,3 +357,25 @@ async fn with_dkim_every_message_is_signed_with_the_configured_key() {
         .to_string();
     assert!(err.contains("holds no RSA or Ed25519 private key"), "{err}");
 }
+
+/// The drill's transport: each message is built as it would be sent, and kept; one the
+/// server would refuse is refused here too.
+#[tokio::test]
+async fn a_recording_mailer_keeps_what_it_would_send() {
+    let mailer = Mailer::recording(&mail(Some("smtp://127.0.0.1:9".into()), true)).unwrap();
+    mailer.send(&msg(&["oncall@example.com"])).await.unwrap();
+    mailer
+        .send_on(&mut None, &msg(&["lead@example.com"]))
+        .await
+        .unwrap();
+    let err = mailer.send(&msg(&["not an address"])).await.unwrap_err();
+    assert!(matches!(err, MailError::Permanent(_)), "{err}");
+    let kept: Vec<Vec<String>> = mailer.recorded().into_iter().map(|m| m.to).collect();
+    assert_eq!(
+        kept,
+        [
+            vec!["oncall@example.com".to_string()],
+            vec!["lead@example.com".to_string()]
+        ]
+    );
+}

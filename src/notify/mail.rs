@@ -50,6 +50,8 @@ pub enum MailError {
 enum Transport {
     Files(AsyncFileTransport<Tokio1Executor>),
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Nothing leaves: each message is built as it would be sent and kept (a drill).
+    Record(std::sync::Mutex<Vec<Outgoing>>),
 }
 
 /// Where campaign sessions connect, and how (see [`Mailer::send_on`]).
@@ -169,6 +171,32 @@ impl Mailer {
         })
     }
 
+    /// A mailer that sends nothing: each message is built exactly as `mail` would send it
+    /// (so a message the server would refuse is refused here too) and kept for
+    /// [`Mailer::recorded`].
+    pub fn recording(mail: &Mail) -> Result<Mailer, MailError> {
+        let from_text = mail.from.as_deref().unwrap_or("tocsin <tocsin@localhost>");
+        let from: Mailbox = from_text
+            .parse()
+            .map_err(|e| MailError::Config(format!("`from` {from_text:?}: {e}")))?;
+        Ok(Mailer {
+            transport: Transport::Record(Default::default()),
+            endpoint: None,
+            from,
+            deadline: mail.timeout,
+            spool: None,
+            dkim: dkim_config(mail)?,
+        })
+    }
+
+    /// What a recording mailer was given, in order.
+    pub fn recorded(&self) -> Vec<Outgoing> {
+        match &self.transport {
+            Transport::Record(kept) => kept.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Where `.eml` files go, when mail is written to files.
     pub fn spool(&self) -> Option<&Path> {
         self.spool.as_deref()
@@ -227,6 +255,12 @@ impl Mailer {
             Transport::Smtp(t) => tokio::time::timeout(self.deadline, t.send(message))
                 .await
                 .map(|r| r.map(|_| ()).map_err(classify)),
+            Transport::Record(kept) => {
+                kept.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(msg.clone());
+                Ok(Ok(()))
+            }
         };
         sent.unwrap_or_else(|_| {
             Err(MailError::Transient(format!(

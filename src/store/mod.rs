@@ -459,6 +459,9 @@ pub trait OutboxStore {
     /// Decisions not yet fanned out, oldest first.
     fn due(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
 
+    /// Every decision, carried out or not, oldest first (what a drill reports).
+    fn decisions(&self) -> Result<Vec<OutboxItem>, StoreError>;
+
     /// Adds `decision`'s deliveries and closes it, in one transaction; a decision fanned
     /// out before gets nothing more.
     fn fan_out(

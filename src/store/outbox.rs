@@ -107,6 +107,18 @@ impl OutboxStore for SqliteStore {
         Ok(out)
     }
 
+    fn decisions(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, service, incident_id, action, context, attempts, created_at FROM outbox ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| decision(r, 0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?.parse()?);
+        }
+        Ok(out)
+    }
+
     fn fan_out(
         &mut self,
         decision: i64,
