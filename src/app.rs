@@ -34,6 +34,7 @@ use crate::config::{self, Config, LiveConfig};
 use crate::engine::{Engine, Handle, Link};
 use crate::links::Signer;
 use crate::metrics::Metrics;
+use crate::notify::Follow;
 use crate::notify::autoreply::Autoresponder;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::hotline::Hotline;
@@ -372,24 +373,22 @@ impl App {
             ready: campaign_ready.clone(),
             engine: handle.clone(),
         };
-        let autoresponder = Autoresponder {
+        let follow = Follow {
             store: store.clone(),
             templates: templates.clone(),
             config: config.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
             changes: handle.subscribe(),
+        };
+        let autoresponder = Autoresponder {
+            follow: follow.clone(),
             credentials: sieve,
             tls: sieve_tls,
             failures: Default::default(),
         };
         let hotline = Hotline {
-            store: store.clone(),
-            templates: templates.clone(),
-            config: config.clone(),
-            clock: clock.clone(),
-            metrics: metrics.clone(),
-            changes: handle.subscribe(),
+            follow,
             retry: None,
         };
         let planner = Planner {

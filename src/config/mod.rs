@@ -46,9 +46,11 @@ use locate::{Locations, Path, Pos, Seg};
 pub struct Config {
     /// The file it was read from.
     pub source: PathBuf,
+    /// Where the HTTP endpoints (metrics, API, status page) are served.
     pub listen: SocketAddr,
     /// Base of the links in mails and pages, without a trailing slash.
     pub public_url: String,
+    /// The store, and `.eml` files when no SMTP server is configured.
     pub data_dir: PathBuf,
     /// Probes running at the same moment, across all services.
     pub max_concurrency: usize,
@@ -56,6 +58,7 @@ pub struct Config {
     pub api_token_env: String,
     /// Its value at load; the API is off without one.
     pub api_token: Option<Secret>,
+    /// What is probed, in file order.
     pub services: Vec<Service>,
     /// Blackbox-style modules for `/probe`, by name (`http`, `tcp`, `dns` built in).
     pub modules: BTreeMap<String, Module>,

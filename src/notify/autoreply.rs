@@ -15,17 +15,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Backoff;
 use super::sieve::{Endpoint, Session, SieveError, sieve_string};
 use super::templates::{Templates, outages_context};
-use crate::clock::Clock;
-use crate::config::{self, Config, LiveConfig};
-use crate::engine::Snapshot;
-use crate::metrics::Metrics;
-use crate::store::{IncidentRecord, SharedStore};
+use crate::config::{self, Config};
+use crate::store::IncidentRecord;
 
 const PERIOD: Duration = Duration::from_secs(10);
 
@@ -108,13 +104,7 @@ pub fn script(
 
 #[derive(Clone)]
 pub struct Autoresponder {
-    pub store: SharedStore,
-    pub templates: Arc<Templates>,
-    pub config: LiveConfig,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    /// The engine's snapshot: each decision may change what is to be installed.
-    pub changes: watch::Receiver<Arc<Snapshot>>,
+    pub follow: super::Follow,
     pub credentials: Option<Credentials>,
     pub tls: Arc<rustls::ClientConfig>,
     pub failures: Failures,
@@ -136,7 +126,7 @@ impl Autoresponder {
             self.reconcile().await;
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = self.changes.changed() => {}
+                _ = self.follow.changes.changed() => {}
                 _ = tokio::time::sleep(PERIOD) => {}
             }
         }
@@ -155,7 +145,7 @@ impl Autoresponder {
     /// Logs in to every mailbox once at start-up, so that wrong credentials or a server
     /// without vacation are known before the outage that needs them.
     pub async fn preflight(&mut self) {
-        let config = self.config.get();
+        let config = self.follow.config.get();
         let (Some(a), Some(c)) = (&config.autoresponder, &self.credentials) else {
             return;
         };
@@ -167,7 +157,7 @@ impl Autoresponder {
                     s.logout().await;
                 }
                 Err(e) => {
-                    self.metrics.autoresponder_failed();
+                    self.follow.metrics.autoresponder_failed();
                     tracing::error!(mailbox = %shown(mailbox, c), error = %e, "autoresponder: ManageSieve login failed; the autoresponder cannot be switched on until this is fixed");
                 }
             }
@@ -176,10 +166,10 @@ impl Autoresponder {
 
     /// One pass over every mailbox.
     pub async fn reconcile(&mut self) {
-        let config = self.config.get();
-        let now = self.clock.now();
+        let config = self.follow.config.get();
+        let now = self.follow.clock.now();
         let (open, records) = {
-            let st = self.store.lock();
+            let st = self.follow.store.lock();
             match (st.customer_phase_open(), st.autoresponders()) {
                 (Ok(o), Ok(r)) => (o, r),
                 (Err(e), _) | (_, Err(e)) => {
@@ -189,7 +179,7 @@ impl Autoresponder {
             }
         };
         let installed = records.iter().filter(|r| r.script_hash.is_some()).count();
-        self.metrics.autoresponder_active(installed);
+        self.follow.metrics.autoresponder_active(installed);
         let Some(a) = config.autoresponder.clone() else {
             if !records.is_empty() {
                 tracing::error!(
@@ -236,12 +226,13 @@ impl Autoresponder {
                     self.failures.last_error.remove(&mailbox);
                     if changed {
                         let n = self
+                            .follow
                             .store
                             .lock()
                             .autoresponders()
                             .map(|r| r.iter().filter(|r| r.script_hash.is_some()).count())
                             .unwrap_or(0);
-                        self.metrics.autoresponder_active(n);
+                        self.follow.metrics.autoresponder_active(n);
                     }
                 }
                 Err(e) => self.failed(&mailbox, &c, e, want_on),
@@ -250,7 +241,7 @@ impl Autoresponder {
     }
 
     fn failed(&mut self, mailbox: &str, c: &Credentials, e: SieveError, switching_on: bool) {
-        self.metrics.autoresponder_failed();
+        self.follow.metrics.autoresponder_failed();
         let attempts = self.failures.retry.get(mailbox).map(|r| r.0).unwrap_or(0);
         let wait = if e.is_transient() {
             Backoff::MAILBOX.after(attempts)
@@ -269,9 +260,10 @@ impl Autoresponder {
                 error: text.clone(),
             };
             if let Err(e) = self
+                .follow
                 .store
                 .lock()
-                .note_customer_phase(&event, self.clock.now())
+                .note_customer_phase(&event, self.follow.clock.now())
             {
                 tracing::error!(error = %e, "autoresponder: cannot record the failure");
             }
@@ -297,7 +289,7 @@ impl Autoresponder {
             // Installed with the previous script included, or without (a server lacking
             // `include`): either is current.
             for include in [previous.as_deref(), None] {
-                let (_, hash) = script(&self.templates, config, a, open, include, now)
+                let (_, hash) = script(&self.follow.templates, config, a, open, include, now)
                     .map_err(SieveError::Rejected)?;
                 if r.script_hash.as_deref() == Some(hash.as_str()) {
                     return Ok(false);
@@ -311,7 +303,8 @@ impl Autoresponder {
                 let active = s.active().await?;
                 // tocsin's own script active without a record cannot be the previous one.
                 let previous = active.filter(|n| *n != a.script);
-                self.store
+                self.follow
+                    .store
                     .lock()
                     .autoresponder_previous(mailbox, previous.as_deref(), now)
                     .map_err(|e| {
@@ -323,12 +316,13 @@ impl Autoresponder {
         let include = previous
             .as_deref()
             .filter(|_| s.capabilities.sieve.iter().any(|e| e == "include"));
-        let (text, hash) =
-            script(&self.templates, config, a, open, include, now).map_err(SieveError::Rejected)?;
+        let (text, hash) = script(&self.follow.templates, config, a, open, include, now)
+            .map_err(SieveError::Rejected)?;
         s.check(&text).await?;
         s.put(&a.script, &text).await?;
         s.set_active(Some(&a.script)).await?;
-        self.store
+        self.follow
+            .store
             .lock()
             .autoresponder_installed(mailbox, &hash, now)
             .map_err(|e| {
@@ -360,7 +354,8 @@ impl Autoresponder {
         if scripts.iter().any(|x| x.name == a.script) {
             s.delete(&a.script).await?;
         }
-        self.store
+        self.follow
+            .store
             .lock()
             .autoresponder_removed(mailbox)
             .map_err(|e| SieveError::Protocol(format!("cannot record the removal: {e}")))?;

@@ -12,22 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Backoff;
 use super::pages::write_if_changed;
-use super::templates::{Templates, outages_context};
-use crate::clock::Clock;
-use crate::config::{Config, LiveConfig};
-use crate::engine::Snapshot;
-use crate::metrics::Metrics;
-use crate::store::{IncidentRecord, SharedStore};
+use super::templates::outages_context;
+use crate::config::Config;
+use crate::store::IncidentRecord;
 use crate::text::time::rfc3339;
 
 const PERIOD: Duration = Duration::from_secs(10);
@@ -60,13 +55,7 @@ pub struct HookIncident {
 
 #[derive(Clone)]
 pub struct Hotline {
-    pub store: SharedStore,
-    pub templates: Arc<Templates>,
-    pub config: LiveConfig,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    /// The engine's snapshot: each decision may change what is to be installed.
-    pub changes: watch::Receiver<Arc<Snapshot>>,
+    pub follow: super::Follow,
     pub retry: Option<(u32, Instant)>,
 }
 
@@ -78,7 +67,7 @@ impl Hotline {
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = self.changes.changed() => {}
+                _ = self.follow.changes.changed() => {}
                 _ = tokio::time::sleep(PERIOD) => {}
             }
         }
@@ -93,7 +82,7 @@ impl Hotline {
     ) -> Result<BTreeMap<String, String>, String> {
         let h = &config.hotline;
         let langs: Vec<String> = if h.languages.is_empty() {
-            self.templates.languages().iter().cloned().collect()
+            self.follow.templates.languages().iter().cloned().collect()
         } else {
             h.languages.clone()
         };
@@ -102,7 +91,7 @@ impl Hotline {
             let ctx = outages_context(config, open, &lang, &h.timezone, now);
             out.insert(
                 lang.clone(),
-                self.templates.notice("hotline.txt", &lang, &ctx)?,
+                self.follow.templates.notice("hotline.txt", &lang, &ctx)?,
             );
         }
         Ok(out)
@@ -110,10 +99,11 @@ impl Hotline {
 
     /// One pass: files, then the hook if the announcement changed since it last ran.
     pub async fn reconcile(&mut self) -> Result<(), String> {
-        let config = self.config.get();
+        let config = self.follow.config.get();
         let dir = &config.hotline.dir;
-        let now = self.clock.now();
+        let now = self.follow.clock.now();
         let open = self
+            .follow
             .store
             .lock()
             .customer_phase_open()
@@ -148,7 +138,7 @@ impl Hotline {
                 tracing::info!(path = %e.path().display(), "hotline announcement withdrawn");
             }
         }
-        self.metrics.hotline_active(!texts.is_empty());
+        self.follow.metrics.hotline_active(!texts.is_empty());
 
         let state = if texts.is_empty() {
             "none".to_string()
@@ -200,14 +190,14 @@ impl Hotline {
                 write_if_changed(&delivered_path, state.as_bytes()).map(|_| ())
             }
             Err(e) => {
-                self.metrics.hotline_hook_failed();
+                self.follow.metrics.hotline_hook_failed();
                 let attempts = self.retry.map(|r| r.0).unwrap_or(0);
                 // A local program: retried sooner than a remote server would be.
                 let wait = Backoff::QUICK.after(attempts);
                 self.retry = Some((attempts + 1, Instant::now() + wait));
                 tracing::error!(event, error = %e, retry_in = ?wait, "hotline hook failed");
                 if event != "withdrawn" {
-                    let _ = self.store.lock().note_customer_phase(
+                    let _ = self.follow.store.lock().note_customer_phase(
                         &crate::incident::TimelineEvent::HotlineFailed {
                             event: event.to_string(),
                             error: e.to_string(),

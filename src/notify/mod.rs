@@ -21,6 +21,19 @@ pub mod staff;
 pub mod templates;
 pub mod webhook;
 
+/// What every level-triggered follower of the engine reads: the store, the running
+/// config, the templates, the clock, the metrics, and the engine's snapshot, whose every
+/// change may change what the follower is to put in place.
+#[derive(Clone)]
+pub struct Follow {
+    pub store: crate::store::SharedStore,
+    pub templates: std::sync::Arc<templates::Templates>,
+    pub config: crate::config::LiveConfig,
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub changes: tokio::sync::watch::Receiver<std::sync::Arc<crate::engine::Snapshot>>,
+}
+
 /// Between two passes of a follower: waits until the engine publishes a new snapshot
 /// (a decision, a status change), `nudge` is notified (work that another follower made,
 /// such as a campaign the dispatcher planned), or `period` has passed; false once

@@ -5,8 +5,10 @@ use super::*;
 /// The mailbox autoresponder (Sieve vacation over ManageSieve).
 #[derive(Debug, Clone)]
 pub struct Autoresponder {
+    /// The ManageSieve server (4190 unless the URL says otherwise).
     pub host: String,
     pub port: u16,
+    /// The environment variables holding the login.
     pub user_env: String,
     pub password_env: String,
     /// Their values at load.

@@ -51,10 +51,7 @@ pub(super) fn dns_check(cx: &mut Ctx, p: &Path, d: &RawDns, need_target: bool) -
             }
         },
         (Some(_), false) => {
-            cx.err(
-                &p.key("server"),
-                "a module's DNS server comes from the `/probe?target=` request: remove `server`",
-            );
+            target_in_module(cx, p, "server", "DNS server");
             None
         }
         (None, _) => Some(None),

@@ -36,10 +36,7 @@ pub(super) fn http_check(
             None
         }
         (Some(_), false) => {
-            cx.err(
-                &p.key("url"),
-                "a module's target comes from the `/probe?target=` request: remove `url`",
-            );
+            target_in_module(cx, p, "url", "target");
             None
         }
         (None, false) => url::Url::parse("http://module.invalid/").ok(),

@@ -128,6 +128,15 @@ impl Ctx<'_, '_, '_> {
     }
 }
 
+/// A `/probe` module that names its own target (`key`): the target comes with each
+/// request.
+fn target_in_module(cx: &mut Ctx, p: &Path, key: &str, what: &str) {
+    cx.err(
+        &p.key(key),
+        format!("a module's {what} comes from the `/probe?target=` request: remove `{key}`"),
+    );
+}
+
 fn last_key(path: &Path) -> String {
     match path.0.last() {
         Some(super::locate::Seg::Key(k)) => k.clone(),

@@ -20,10 +20,7 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
             None
         }
         (Some(_), false) => {
-            cx.err(
-                &p.key("address"),
-                "a module's target comes from the `/probe?target=` request: remove `address`",
-            );
+            target_in_module(cx, p, "address", "target");
             None
         }
         (None, false) => Some(String::new()),
