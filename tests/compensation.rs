@@ -1,5 +1,5 @@
-//! Compensation codes in recovery mails, end to end with `tocsin run` (mail written as
-//! .eml files): an outage that lasted long enough gives each customer told of it one code
+//! Compensation codes in recovery mails, end to end through the App in-process on a
+//! manual clock (mail written as .eml files): an outage that lasted long enough gives each customer told of it one code
 //! from the pool, never the same code twice; when the pool runs out the mail goes without
 //! a code (never a blank one) and staff are told; a short outage earns none. A bad codes
 //! file is refused by `tocsin check` with its lines.
@@ -9,8 +9,18 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use tocsin::app::{App, Deps};
+use tocsin::clock::ManualClock;
+use tocsin::config;
+use tocsin::notify::mail::Mailer;
+use tocsin::scheduler::LiveRunner;
+use tocsin::store::{SharedStore, SqliteStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "compensation-test-token";
@@ -45,17 +55,16 @@ async fn long_outages_earn_one_code_each_and_an_empty_pool_is_told_to_staff() {
     )
     .unwrap();
     let (target, up) = support::switchable_target().await;
-    let port = support::free_port();
     let cfg = d.join("probes.yaml");
     std::fs::write(
         &cfg,
         support::shop_config(
-            port,
+            0,
             target,
             "customer_threshold: 1h
              escalation: default
              audience: customers
-             compensation: { after: 8s, codes_csv: ./codes.csv }",
+             compensation: { after: 2h, codes_csv: ./codes.csv }",
             "escalation:
   default:
     - { after: 0m, to: [oncall@example.com] }
@@ -67,18 +76,34 @@ mail:
         ),
     )
     .unwrap();
-    let log = d.join("tocsin.log");
-    let explain = || std::fs::read_to_string(&log).unwrap_or_default();
-    let _tocsin = support::run_tocsin(&cfg, &log, &[("TOCSIN_API_TOKEN", TOKEN)]);
+    // The App in-process on a manual clock: the outage's hours pass in an instant.
+    let env = |k: &str| (k == "TOCSIN_API_TOKEN").then(|| TOKEN.to_string());
+    let config = config::load_with(&cfg, &env).unwrap_or_else(|e| panic!("{e}"));
+    let clock = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    ));
+    let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db")).unwrap());
+    let deps = Deps {
+        clock: clock.clone(),
+        store: store.clone(),
+        staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
+        campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
+        runner: Arc::new(LiveRunner),
+    };
+    let app = App::build(config, &cfg, deps).await.unwrap();
+    let port = app.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+    let explain = || format!("{:#?}", mails(&d));
 
-    // A long outage: customers told at once (ETA beyond the threshold), back after 10 s.
+    // A long outage: customers told at once (ETA beyond the threshold), back 3 hours on.
     up.store(false, Ordering::SeqCst);
     let t = Instant::now();
     while !eta(port).await {
         assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    clock.advance(Duration::from_secs(3 * 3600));
     up.store(true, Ordering::SeqCst);
     let recovery = |m: &(String, String, String)| {
         m.2.contains("working again")
@@ -156,7 +181,13 @@ mail:
         || mails(&d).iter().filter(|m| recovery(m)).count() == 6,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    support::until(
+        "everything decided carried out",
+        Duration::from_secs(10),
+        &explain,
+        || store.lock().pending().unwrap().total() == 0,
+    )
+    .await;
     let all = mails(&d);
     assert!(all.len() > before);
     for c in ["SORRY-AAAA-1111", "SORRY-BBBB-2222"] {
@@ -169,6 +200,9 @@ mail:
         1,
         "a short outage earns no code, so nothing ran out"
     );
+
+    cancel.cancel();
+    running.await.unwrap().unwrap();
 }
 
 #[test]
