@@ -6,7 +6,7 @@
 //! rules of `deploy/prometheus/tocsin-rules.yml` must evaluate without error, and the
 //! blackbox-style job must get its results from tocsin's `/probe`.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! `run` with a SIGHUP reload (bad file refused, good file applied), SIGTERM shutdown,
 //! JSON logs, and a scrape that passes `promtool check metrics`.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! scripts/test.sh) and as `.eml` files: delivery, 4xx/5xx sorting, AUTH with credentials
 //! from the environment, TLS required unless allowed, and the deadline.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! DNS probes against an in-process hickory-server (UDP and TCP) and hostile raw peers;
 //! TCP probes against banner, request/reply, silent and closing servers.
 
-mod support;
+use crate::support;
 
 use support::reason;
 

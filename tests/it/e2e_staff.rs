@@ -3,7 +3,7 @@
 //! to the lead, survives a SIGKILL and restart without repeating a mail, and ends with one
 //! "resolved" mail to everyone who was told.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

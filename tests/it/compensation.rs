@@ -4,7 +4,7 @@
 //! a code (never a blank one) and staff are told; a short outage earns none. A bad codes
 //! file is refused by `tocsin check` with its lines.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

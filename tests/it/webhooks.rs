@@ -3,7 +3,7 @@
 //! that fails first (503) gets the same delivery again, one that refuses (400) is not
 //! retried and the refusal is in the incident's timeline; a crash loses nothing queued.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! server (aiosmtpd). Hours of an outage (escalation at 15 minutes, the customer phase at
 //! 3 hours) pass in an instant; probes, mail and the store stay real.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

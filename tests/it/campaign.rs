@@ -7,7 +7,7 @@
 //! while customers are told, and recovery mails go to exactly those told, minus the one
 //! who unsubscribed in between.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -1,7 +1,7 @@
 //! The HTTP endpoints through `web::app` (tower's `oneshot`), with probes against real
 //! servers: the blackbox-compatible `/probe`, `/metrics`, `/healthz`, `/api/v1/probes`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

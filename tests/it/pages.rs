@@ -5,7 +5,7 @@
 //! Before the threshold nginx proxies to the site; past it the placeholder stands; after
 //! recovery the site is back and the placeholder is gone.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! changed, and a failing or hanging hook is reported and retried without holding up
 //! anything else.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

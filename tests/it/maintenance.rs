@@ -5,7 +5,7 @@
 //! service still failing sends no "completed" notice and the incident is timed from its
 //! end; windows are listed and cancelled, and bad requests are refused.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

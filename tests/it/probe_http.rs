@@ -1,6 +1,6 @@
 //! The HTTP probe against real HTTP and HTTPS servers on loopback, well-behaved and not.
 
-mod support;
+use crate::support;
 
 use support::reason;
 

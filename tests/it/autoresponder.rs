@@ -5,7 +5,7 @@
 //! Wrong credentials, an unreachable server, a server without STARTTLS or without the
 //! vacation extension, and a script the server refuses are clear errors.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -5,7 +5,7 @@
 //! The one deliberate difference (a certificate that fails verification) is asserted
 //! as such; the README lists it.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::Write;

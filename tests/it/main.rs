@@ -1,0 +1,32 @@
+//! tocsin's integration tests, one module per concern, in one test binary: the support
+//! module (real servers on loopback, the binary as a process) and the library are
+//! compiled once rather than once per file. scripts/test.sh runs each test in its own
+//! process (cargo-nextest), so tests still cannot touch each other's state.
+
+mod support;
+
+mod api;
+mod autoresponder;
+mod blackbox;
+mod campaign;
+mod cli;
+mod compensation;
+mod config;
+mod deploy;
+mod drill;
+mod e2e_staff;
+mod engine;
+mod hotline;
+mod incident_machine;
+mod mail;
+mod maintenance;
+mod outage;
+mod pages;
+mod probe_dns_tcp;
+mod probe_http;
+mod prometheus;
+mod scheduler;
+mod store;
+mod templates;
+mod web;
+mod webhooks;
