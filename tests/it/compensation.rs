@@ -9,18 +9,8 @@ use crate::support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
-
-use tokio_util::sync::CancellationToken;
-
-use tocsin::app::{App, Deps};
-use tocsin::clock::ManualClock;
-use tocsin::config;
-use tocsin::notify::mail::Mailer;
-use tocsin::scheduler::LiveRunner;
-use tocsin::store::{SharedStore, SqliteStore};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "compensation-test-token";
@@ -77,23 +67,8 @@ mail:
     )
     .unwrap();
     // The App in-process on a manual clock: the outage's hours pass in an instant.
-    let env = |k: &str| (k == "TOCSIN_API_TOKEN").then(|| TOKEN.to_string());
-    let config = config::load_with(&cfg, &env).unwrap_or_else(|e| panic!("{e}"));
-    let clock = Arc::new(ManualClock::new(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-    ));
-    let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db")).unwrap());
-    let deps = Deps {
-        clock: clock.clone(),
-        store: store.clone(),
-        staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
-        campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
-        runner: Arc::new(LiveRunner),
-    };
-    let app = App::build(config, &cfg, deps).await.unwrap();
-    let port = app.local_addr().unwrap().port();
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
+    let tocsin = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", TOKEN)]).await;
+    let (port, clock) = (tocsin.port, tocsin.clock.clone());
     let explain = || format!("{:#?}", mails(&d));
 
     // A long outage: customers told at once (ETA beyond the threshold), back 3 hours on.
@@ -181,13 +156,7 @@ mail:
         || mails(&d).iter().filter(|m| recovery(m)).count() == 6,
     )
     .await;
-    support::until(
-        "everything decided carried out",
-        Duration::from_secs(10),
-        &explain,
-        || store.lock().pending().unwrap().total() == 0,
-    )
-    .await;
+    tocsin.settled(&explain).await;
     let all = mails(&d);
     assert!(all.len() > before);
     for c in ["SORRY-AAAA-1111", "SORRY-BBBB-2222"] {
@@ -201,8 +170,7 @@ mail:
         "a short outage earns no code, so nothing ran out"
     );
 
-    cancel.cancel();
-    running.await.unwrap().unwrap();
+    tocsin.stop().await;
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Planned maintenance end to end with `tocsin run` (mail as .eml files) and the CLI: a
-//! window added through `tocsin maintenance add` is announced once (offsets due together
+//! Planned maintenance end to end: the App in-process on a manual clock (mail as .eml
+//! files), driven through the CLI as an operator would. A window added through `tocsin maintenance add` is announced once (offsets due together
 //! give one notice), keeps incidents from opening while it lasts, shows on the status
 //! page, and ends with a "completed" notice to those told; a window that ends with the
 //! service still failing sends no "completed" notice and the incident is timed from its
@@ -11,6 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
+
+use tocsin::clock::Clock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN: &str = "maintenance-test-token";
@@ -81,21 +83,17 @@ maintenance:
         )),
     )
     .unwrap();
-    let log = d.join("tocsin.log");
-    let explain = || std::fs::read_to_string(&log).unwrap_or_default();
-    let _tocsin = support::run_tocsin(&cfg, &log, &[("TOCSIN_API_TOKEN", TOKEN)]);
-    support::until("tocsin up", Duration::from_secs(20), &explain, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
+    let tocsin = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", TOKEN)]).await;
+    let clock = tocsin.clock.clone();
+    let explain = || format!("{:#?}", support::spooled(&d));
 
-    // A window starting in 4 s for 6 s, announced 48 h and 1 h ahead: both are due now,
-    // so one notice goes out.
-    let start = SystemTime::now() + Duration::from_secs(4);
+    // A window starting in 30 minutes for 2 hours, announced 48 h and 1 h ahead: both
+    // are due now, so one notice goes out.
+    let start = clock.now() + Duration::from_secs(30 * 60);
     let (code, out) = add(
         &cfg,
         start,
-        "6s",
+        "2h",
         &["--announce", "48h,1h", "--note", "Database upgrade"],
     );
     assert_eq!(code, 0, "{out}");
@@ -132,17 +130,20 @@ maintenance:
         "{out}"
     );
 
-    // Inside the window the service fails, and no incident opens.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Inside the window the service fails, and no incident opens: more failed runs than
+    // the threshold are decided, and still none.
+    clock.advance(Duration::from_secs(31 * 60));
     up.store(false, Ordering::SeqCst);
+    runs(port, "failure", 3, &explain).await;
     let status = get(port, "/status").await;
     assert!(
         status.contains("(in progress)") && status.contains("Database upgrade"),
         "{status}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(get(port, "/api/v1/incidents?open=true").await, "[]");
     up.store(true, Ordering::SeqCst);
+    runs(port, "success", 3, &explain).await;
+    clock.advance(Duration::from_secs(2 * 3600));
 
     // It ends with the service working: those told hear it is complete.
     let complete =
@@ -162,21 +163,24 @@ maintenance:
 
     // A window that ends with the service still down: no "completed", and the incident
     // is timed from the window's end.
-    let start = SystemTime::now() + Duration::from_secs(2);
-    let (code, out) = add(&cfg, start, "3s", &["--announce", "1h"]);
+    let start = clock.now() + Duration::from_secs(10 * 60);
+    let (code, out) = add(&cfg, start, "30m", &["--announce", "1h"]);
     assert_eq!(code, 0, "{out}");
-    let end = start + Duration::from_secs(3);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = start + Duration::from_secs(30 * 60);
+    clock.advance(Duration::from_secs(10 * 60));
     up.store(false, Ordering::SeqCst);
-    support::until(
-        "the incident after the window",
-        Duration::from_secs(20),
-        &explain,
-        || explain().contains("maintenance ended with the service failing"),
-    )
-    .await;
-    let open: serde_json::Value =
-        serde_json::from_str(&get(port, "/api/v1/incidents?open=true").await).unwrap();
+    runs(port, "failure", 3, &explain).await;
+    clock.advance(Duration::from_secs(30 * 60));
+    let mut open = serde_json::Value::Null;
+    let t = std::time::Instant::now();
+    while open[0]["started"].is_null() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no incident after the window"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        open = serde_json::from_str(&get(port, "/api/v1/incidents?open=true").await).unwrap();
+    }
     let started = humantime::parse_rfc3339(open[0]["started"].as_str().unwrap()).unwrap();
     assert!(
         started + Duration::from_secs(1) >= end,
@@ -190,7 +194,7 @@ maintenance:
     up.store(true, Ordering::SeqCst);
 
     // Cancel: an API window by id; a window from the file, or an unknown one, refused.
-    let start = SystemTime::now() + Duration::from_secs(3600);
+    let start = clock.now() + Duration::from_secs(3600);
     let (code, out) = add(&cfg, start, "1h", &[]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(&cfg, &["maintenance", "cancel", "3"]);
@@ -273,5 +277,29 @@ maintenance:
         let (code, out) = cli(&cfg, &a);
         assert_eq!(code, 1, "{out}");
         assert!(out.contains(want), "{want} in {out}");
+    }
+    tocsin.stop().await;
+}
+
+/// Waits until `more` further runs of the shop's probe have ended with `result`. Runs
+/// are a second apart and the engine decides each as it is counted, so when the last is
+/// counted the ones before it, past the threshold of 2, have been decided on: enough to
+/// have opened (or closed) an incident where one may.
+async fn runs(port: u16, result: &str, more: u64, explain: &dyn Fn() -> String) {
+    let count = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| {
+                l.starts_with("tocsin_probe_runs_total{")
+                    && l.contains("service=\"shop\"")
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = count(&support::metrics(port).await);
+    let t = std::time::Instant::now();
+    while count(&support::metrics(port).await) < before + more {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -5,18 +5,8 @@
 
 use crate::support;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
-
-use tokio_util::sync::CancellationToken;
-
-use tocsin::app::{App, Deps};
-use tocsin::clock::ManualClock;
-use tocsin::config;
-use tocsin::notify::mail::Mailer;
-use tocsin::scheduler::LiveRunner;
-use tocsin::store::{SharedStore, SqliteStore};
+use std::time::Duration;
 
 const WITHIN: Duration = Duration::from_secs(15);
 
@@ -61,21 +51,8 @@ mail:
     );
     let path = d.join("probes.yaml");
     std::fs::write(&path, &yaml).unwrap();
-    let cfg = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let clock = Arc::new(ManualClock::new(start));
-    let deps = Deps {
-        clock: clock.clone(),
-        store: SharedStore::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap()),
-        staff_mail: Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir).unwrap()),
-        campaign_mail: Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir).unwrap()),
-        runner: Arc::new(LiveRunner),
-    };
-    let app = App::build(cfg, &path, deps).await.unwrap();
-    let engine = app.engine();
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
+    let tocsin = support::InProcess::start(&path, &[]).await;
+    let (clock, engine) = (tocsin.clock.clone(), tocsin.engine.clone());
 
     // Down: two failed rounds open the incident; on-call hears at once.
     up.store(false, Ordering::SeqCst);
@@ -116,6 +93,5 @@ mail:
         "the outage's length is the clock's: {subjects:#?}"
     );
 
-    cancel.cancel();
-    running.await.unwrap().unwrap();
+    tocsin.stop().await;
 }

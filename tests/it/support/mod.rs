@@ -874,3 +874,77 @@ pub async fn metrics(port: u16) -> String {
         .await
         .unwrap()
 }
+
+// ---------------------------------------------------------------- the App in-process
+
+/// Where an in-process App's manual clock starts (2027-01-15).
+pub fn epoch() -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// tocsin's App in this process, on a manual clock: the tasks `tocsin run` starts, mail
+/// as the config says (`.eml` files or SMTP), live probes. Hours pass with
+/// `clock.advance`, while probes, mail and the store stay real.
+pub struct InProcess {
+    pub clock: Arc<tocsin::clock::ManualClock>,
+    pub store: tocsin::store::SharedStore,
+    pub engine: tocsin::engine::Handle,
+    /// Where it serves HTTP (the config's `listen`, or the port given for port 0).
+    pub port: u16,
+    cancel: tokio_util::sync::CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), tocsin::app::AppError>>,
+}
+
+impl InProcess {
+    /// Loads `cfg` with `env` as the environment and starts the App at [`epoch`].
+    pub async fn start(cfg: &std::path::Path, env: &[(&str, &str)]) -> InProcess {
+        use tocsin::notify::mail::Mailer;
+        let vars: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let config = tocsin::config::load_with(cfg, &lookup).unwrap_or_else(|e| panic!("{e}"));
+        let clock = Arc::new(tocsin::clock::ManualClock::new(epoch()));
+        let store = tocsin::store::SharedStore::new(
+            tocsin::store::SqliteStore::open(&config.data_dir.join("tocsin.db")).unwrap(),
+        );
+        let deps = tocsin::app::Deps {
+            clock: clock.clone(),
+            store: store.clone(),
+            staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
+            campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
+            runner: Arc::new(tocsin::scheduler::LiveRunner),
+        };
+        let app = tocsin::app::App::build(config, cfg, deps).await.unwrap();
+        let port = app.local_addr().unwrap().port();
+        let engine = app.engine();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn(app.run(cancel.clone()));
+        InProcess {
+            clock,
+            store,
+            engine,
+            port,
+            cancel,
+            running,
+        }
+    }
+
+    /// Stops it as SIGTERM would, and checks that it stopped cleanly.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.running.await.unwrap().unwrap();
+    }
+
+    /// Waits until everything decided has been carried out.
+    pub async fn settled(&self, explain: &dyn Fn() -> String) {
+        until(
+            "everything decided carried out",
+            Duration::from_secs(15),
+            explain,
+            || self.store.lock().pending().unwrap().total() == 0,
+        )
+        .await;
+    }
+}
