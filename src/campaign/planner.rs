@@ -34,15 +34,16 @@ impl Notifier for Campaigns {
         Channel::Campaign
     }
 
-    fn targets(&self, decision: &OutboxItem) -> Vec<String> {
-        match decision.action {
+    fn wants(&self, decision: &OutboxItem) -> bool {
+        matches!(
+            decision.action,
             Action::CustomerPhase { .. }
-            | Action::CustomerUpdate { .. }
-            | Action::Resolve {
-                customers: true, ..
-            } => vec![String::new()],
-            _ => Vec::new(),
-        }
+                | Action::CustomerUpdate { .. }
+                | Action::Resolve {
+                    customers: true,
+                    ..
+                }
+        )
     }
 
     fn backoff(&self) -> Backoff {

@@ -79,9 +79,22 @@ pub trait Notifier: Send + Sync {
     /// The deliveries this notifier owns.
     fn channel(&self) -> Channel;
 
-    /// The targets `decision` needs a delivery to: `""` for a notifier without targets,
-    /// nothing when the decision is none of its business.
-    fn targets(&self, decision: &OutboxItem) -> Vec<String>;
+    /// Whether `decision` is this notifier's business (one delivery, without a target).
+    fn wants(&self, decision: &OutboxItem) -> bool {
+        let _ = decision;
+        false
+    }
+
+    /// The targets `decision` needs a delivery to (`""` for a notifier without targets;
+    /// nothing when the decision is none of its business). By default one delivery when
+    /// the notifier [`wants`](Notifier::wants) it.
+    fn targets(&self, decision: &OutboxItem) -> Vec<String> {
+        if self.wants(decision) {
+            vec![String::new()]
+        } else {
+            Vec::new()
+        }
+    }
 
     fn backoff(&self) -> Backoff;
 

@@ -102,12 +102,7 @@ impl Hotline {
         let config = self.follow.config.get();
         let dir = &config.hotline.dir;
         let now = self.follow.clock.now();
-        let open = self
-            .follow
-            .store
-            .lock()
-            .customer_phase_open()
-            .map_err(|e| e.to_string())?;
+        let open = super::told(&self.follow.store)?;
         let texts = if open.is_empty() {
             BTreeMap::new()
         } else {

@@ -34,6 +34,17 @@ pub struct Follow {
     pub changes: tokio::sync::watch::Receiver<std::sync::Arc<crate::engine::Snapshot>>,
 }
 
+/// Open incidents whose customers were told: what the placeholder pages, the hotline
+/// and the autoresponder stand for.
+pub fn told(
+    store: &crate::store::SharedStore,
+) -> Result<Vec<crate::store::IncidentRecord>, String> {
+    store
+        .lock()
+        .customer_phase_open()
+        .map_err(|e| e.to_string())
+}
+
 /// Between two passes of a follower: waits until the engine publishes a new snapshot
 /// (a decision, a status change), `nudge` is notified (work that another follower made,
 /// such as a campaign the dispatcher planned), or `period` has passed; false once

@@ -316,12 +316,7 @@ impl Pages {
         let config = self.source.config.get();
         let dir = &config.placeholder_dir;
         public_dir(dir)?;
-        let open = self
-            .source
-            .store
-            .lock()
-            .customer_phase_open()
-            .map_err(|e| e.to_string())?;
+        let open = super::told(&self.source.store)?;
         let mut wanted = BTreeSet::new();
         for inc in &open {
             if !safe_id(&inc.service) {

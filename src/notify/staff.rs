@@ -276,11 +276,11 @@ impl Notifier for StaffMail {
         Channel::StaffMail
     }
 
-    fn targets(&self, decision: &OutboxItem) -> Vec<String> {
+    fn wants(&self, decision: &OutboxItem) -> bool {
         match &decision.action {
-            Action::MailStaff { .. } => vec![String::new()],
-            Action::Resolve { staff, .. } if !staff.is_empty() => vec![String::new()],
-            _ => Vec::new(),
+            Action::MailStaff { .. } => true,
+            Action::Resolve { staff, .. } => !staff.is_empty(),
+            _ => false,
         }
     }
 

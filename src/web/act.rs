@@ -57,34 +57,27 @@ async fn confirm(State(api): State<IncidentApi>, Query(q): Query<LinkQuery>) -> 
         Ok(l) => l,
         Err(refused) => return *refused,
     };
-    let form = |inner: &str| {
-        format!(
-            "<form method=\"post\" action=\"{}\">{inner}</form>",
-            escape(&action_url(&q))
-        )
+    let (title, what, fields) = match link.action {
+        LinkAction::Ack => (
+            format!("Acknowledge incident {}?", link.incident),
+            "Escalation to further levels stops.",
+            "<button type=\"submit\">Acknowledge</button>",
+        ),
+        LinkAction::Eta => (
+            format!("Expected recovery for incident {}", link.incident),
+            "A duration from now (4h, 90m) or a time (2026-12-01T18:00:00Z). An ETA beyond the customer threshold tells customers at once.",
+            "<label>ETA <input name=\"eta\" required placeholder=\"4h\"></label> <button type=\"submit\">Set ETA</button>",
+        ),
     };
-    match link.action {
-        LinkAction::Ack => page(
-            StatusCode::OK,
-            &format!("Acknowledge incident {}?", link.incident),
-            &format!(
-                "<p>As {}. Escalation to further levels stops.</p>{}",
-                escape(&link.recipient),
-                form("<button type=\"submit\">Acknowledge</button>")
-            ),
+    page(
+        StatusCode::OK,
+        &title,
+        &format!(
+            "<p>As {}. {what}</p><form method=\"post\" action=\"{}\">{fields}</form>",
+            escape(&link.recipient),
+            escape(&action_url(&q))
         ),
-        LinkAction::Eta => page(
-            StatusCode::OK,
-            &format!("Expected recovery for incident {}", link.incident),
-            &format!(
-                "<p>As {}. A duration from now (4h, 90m) or a time (2026-12-01T18:00:00Z). An ETA beyond the customer threshold tells customers at once.</p>{}",
-                escape(&link.recipient),
-                form(
-                    "<label>ETA <input name=\"eta\" required placeholder=\"4h\"></label> <button type=\"submit\">Set ETA</button>"
-                )
-            ),
-        ),
-    }
+    )
 }
 
 async fn act(

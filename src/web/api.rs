@@ -243,8 +243,17 @@ fn body<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, ApiEr
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    json(raw, "invalid JSON body")
+}
+
+/// A JSON request body; a 400 saying `expected` (what the body should look like) and
+/// what is wrong with it otherwise.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    raw: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
     serde_json::from_slice(raw)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{expected}: {e}")))
 }
 
 /// Applies a command to the open incident named by `id`.
@@ -303,12 +312,7 @@ async fn eta(
     raw: axum::body::Bytes,
 ) -> Result<Json<IncidentView>, ApiError> {
     authorize(&api, &headers)?;
-    let b: EtaBody = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON body (expected {{\"eta\": \"4h\"}}): {e}"),
-        )
-    })?;
+    let b: EtaBody = json(&raw, "invalid JSON body (expected {\"eta\": \"4h\"})")?;
     let now = api.clock.now();
     let eta = parse_eta(&b.eta, now).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
     command(

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::api::{ApiError, IncidentApi, authorize};
+use super::api::{ApiError, IncidentApi, authorize, json};
 use crate::campaign::{Composer, preview as render_preview};
 use crate::config::LiveConfig;
 use crate::notify::mail::Mailer;
@@ -115,12 +115,10 @@ async fn preview(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&c.api, &headers)?;
-    let req: PreviewRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("expected {{\"to\": EMAIL, \"service\" or \"incident\", \"kind\"}}: {e}"),
-        )
-    })?;
+    let req: PreviewRequest = json(
+        &body,
+        "expected {\"to\": EMAIL, \"service\" or \"incident\", \"kind\"}",
+    )?;
     let config = c.config.get();
     let now = c.api.clock.now();
     let kind = req.kind.unwrap_or(CampaignKind::Outage);

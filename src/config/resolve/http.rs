@@ -64,13 +64,22 @@ pub(super) fn http_check(
             }
         }
     };
+    // A header name is reported at its key, where the typo is.
+    let bad_name = |cx: &mut Ctx, hp: &Path, k: &str| {
+        let bad = HeaderName::from_bytes(k.as_bytes()).is_err();
+        if bad {
+            cx.diag
+                .at_key(hp, format!("invalid HTTP header name `{k}`"));
+        }
+        bad
+    };
     let mut headers = Vec::new();
     for (k, v) in &h.headers {
         let hp = p.key("headers").key(k);
-        if HeaderName::from_bytes(k.as_bytes()).is_err() {
-            cx.diag
-                .at_key(&hp, format!("invalid HTTP header name `{k}`"));
-        } else if HeaderValue::from_str(v).is_err() {
+        if bad_name(cx, &hp, k) {
+            continue;
+        }
+        if HeaderValue::from_str(v).is_err() {
             cx.err(
                 &hp,
                 format!(
@@ -84,10 +93,10 @@ pub(super) fn http_check(
     let mut secret_headers = Vec::new();
     for (k, var) in &h.headers_env {
         let hp = p.key("headers_env").key(k);
-        if HeaderName::from_bytes(k.as_bytes()).is_err() {
-            cx.diag
-                .at_key(&hp, format!("invalid HTTP header name `{k}`"));
-        } else if !valid_env_name(var) {
+        if bad_name(cx, &hp, k) {
+            continue;
+        }
+        if !valid_env_name(var) {
             cx.err(
                 &hp,
                 format!("`{var}` is not an environment variable name (such as API_TOKEN)"),

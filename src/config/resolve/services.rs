@@ -256,14 +256,7 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                     ),
                 );
             }
-            let check = check_of(
-                cx,
-                &pp,
-                rp.http.as_ref(),
-                rp.dns.as_ref(),
-                rp.tcp.as_ref(),
-                true,
-            );
+            let check = check_of(cx, &pp, (&rp.http, &rp.dns, &rp.tcp), true);
             if let Some(check) = check {
                 probes.push(Arc::new(Probe {
                     service: rs.id.clone(),
@@ -308,14 +301,14 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
 }
 
 /// Builds the check of a probe (`need_target`) or a module (target from the request).
+/// The one check of a probe or module (`checks`: its `http`, `dns` and `tcp` keys).
 pub(super) fn check_of(
     cx: &mut Ctx,
     p: &Path,
-    http: Option<&RawHttp>,
-    dns: Option<&RawDns>,
-    tcp: Option<&RawTcp>,
+    checks: (&Option<RawHttp>, &Option<RawDns>, &Option<RawTcp>),
     need_target: bool,
 ) -> Option<Check> {
+    let (http, dns, tcp) = (checks.0.as_ref(), checks.1.as_ref(), checks.2.as_ref());
     let given: Vec<&str> = [
         ("http", http.is_some()),
         ("dns", dns.is_some()),
@@ -409,14 +402,7 @@ pub(super) fn resolve_modules(
             .as_deref()
             .and_then(|s| cx.positive_duration(&mp.key("timeout"), s))
             .unwrap_or(def_timeout);
-        if let Some(check) = check_of(
-            cx,
-            &mp,
-            m.http.as_ref(),
-            m.dns.as_ref(),
-            m.tcp.as_ref(),
-            false,
-        ) {
+        if let Some(check) = check_of(cx, &mp, (&m.http, &m.dns, &m.tcp), false) {
             out.insert(
                 name.clone(),
                 Module {
