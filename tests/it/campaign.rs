@@ -467,7 +467,24 @@ async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage
         now - before,
         expected.len() - 1
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Everything decided carried out and no recipient left: nothing more will be sent.
+    let quiet = || String::new();
+    support::until_metric(
+        port,
+        "tocsin_outbox_pending ",
+        Duration::from_secs(30),
+        &quiet,
+        |v| v == 0.0,
+    )
+    .await;
+    support::until_metric(
+        port,
+        "tocsin_campaign_recipients{state=\"pending\"}",
+        Duration::from_secs(30),
+        &quiet,
+        |v| v == 0.0,
+    )
+    .await;
     let mails = received(&smtp);
     let recovery = count_by_address(&mails, |s| {
         s.contains("working again") || s.contains("znów działa") || s.contains("fungerar igen")
@@ -525,7 +542,15 @@ async fn a_campaign_larger_than_max_campaign_size_is_refused_whole() {
         refused.contains("more than mail.max_campaign_size (10): no customer was mailed"),
         "{refused:?}"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Everything decided carried out: nobody was mailed, and nobody will be.
+    support::until_metric(
+        port,
+        "tocsin_outbox_pending ",
+        Duration::from_secs(30),
+        &String::new,
+        |v| v == 0.0,
+    )
+    .await;
     assert_eq!(smtp.count(), 0, "nobody was mailed");
     assert!(tocsin.stop());
 }

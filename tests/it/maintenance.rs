@@ -134,7 +134,7 @@ maintenance:
     // the threshold are decided, and still none.
     clock.advance(Duration::from_secs(31 * 60));
     up.store(false, Ordering::SeqCst);
-    runs(port, "failure", 3, &explain).await;
+    support::runs(port, "shop", "failure", 3, &explain).await;
     let status = get(port, "/status").await;
     assert!(
         status.contains("(in progress)") && status.contains("Database upgrade"),
@@ -142,7 +142,7 @@ maintenance:
     );
     assert_eq!(get(port, "/api/v1/incidents?open=true").await, "[]");
     up.store(true, Ordering::SeqCst);
-    runs(port, "success", 3, &explain).await;
+    support::runs(port, "shop", "success", 3, &explain).await;
     clock.advance(Duration::from_secs(2 * 3600));
 
     // It ends with the service working: those told hear it is complete.
@@ -169,7 +169,7 @@ maintenance:
     let end = start + Duration::from_secs(30 * 60);
     clock.advance(Duration::from_secs(10 * 60));
     up.store(false, Ordering::SeqCst);
-    runs(port, "failure", 3, &explain).await;
+    support::runs(port, "shop", "failure", 3, &explain).await;
     clock.advance(Duration::from_secs(30 * 60));
     let mut open = serde_json::Value::Null;
     let t = std::time::Instant::now();
@@ -279,27 +279,4 @@ maintenance:
         assert!(out.contains(want), "{want} in {out}");
     }
     tocsin.stop().await;
-}
-
-/// Waits until `more` further runs of the shop's probe have ended with `result`. Runs
-/// are a second apart and the engine decides each as it is counted, so when the last is
-/// counted the ones before it, past the threshold of 2, have been decided on: enough to
-/// have opened (or closed) an incident where one may.
-async fn runs(port: u16, result: &str, more: u64, explain: &dyn Fn() -> String) {
-    let count = |m: &str| -> u64 {
-        m.lines()
-            .find(|l| {
-                l.starts_with("tocsin_probe_runs_total{")
-                    && l.contains("service=\"shop\"")
-                    && l.contains(&format!("result=\"{result}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    let before = count(&support::metrics(port).await);
-    let t = std::time::Instant::now();
-    while count(&support::metrics(port).await) < before + more {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

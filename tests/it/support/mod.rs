@@ -948,3 +948,75 @@ impl InProcess {
         .await;
     }
 }
+
+/// The value of the first sample on tocsin's `/metrics` (at `port`) whose line starts
+/// with `series` (a name, or a name with the start of its labels); None while tocsin does
+/// not answer or has no such sample.
+pub async fn metric(port: u16, series: &str) -> Option<f64> {
+    let text = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits until `series` on tocsin's `/metrics` satisfies `ok`: the positive signal that
+/// proves a negative (after "everything decided is carried out", nothing more is sent).
+pub async fn until_metric(
+    port: u16,
+    series: &str,
+    within: Duration,
+    explain: &dyn Fn() -> String,
+    ok: impl Fn(f64) -> bool,
+) {
+    let t = std::time::Instant::now();
+    loop {
+        if metric(port, series).await.is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "timed out waiting for {series}\n{}",
+            explain()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `more` further runs of `service`'s probes have ended with `result`
+/// (`success`, `failure`). Runs are decided as they are counted, so once the last is
+/// counted the ones before it have been decided on.
+pub async fn runs(port: u16, service: &str, result: &str, more: u64, explain: &dyn Fn() -> String) {
+    let series = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("tocsin_probe_runs_total{")
+                    && l.contains(&format!("service=\"{service}\""))
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let read = || async {
+        match client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            Ok(r) => series(&r.text().await.unwrap_or_default()),
+            Err(_) => 0,
+        }
+    };
+    let before = read().await;
+    let t = std::time::Instant::now();
+    while read().await < before + more {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
