@@ -159,7 +159,15 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
         "{}",
         got[2]
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Everything decided carried out: what was sent is all there will be.
+    support::until_metric(
+        port,
+        "tocsin_outbox_pending ",
+        Duration::from_secs(10),
+        &String::new,
+        |v| v == 0.0,
+    )
+    .await;
     assert_eq!(
         smtp.subjects().len(),
         3,
@@ -176,9 +184,9 @@ async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once
     let smtp = support::Smtp::start(None);
     let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, _) = write_config(dir.path(), target, smtp.port, "5s");
+    let (cfg, port) = write_config(dir.path(), target, smtp.port, "5s");
     let mut tocsin = start(&cfg);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::runs(port, "shop", "success", 2, &String::new).await;
 
     up.store(false, Ordering::SeqCst);
     let got = smtp.wait_for(1, Duration::from_secs(10)).await;
@@ -211,8 +219,9 @@ async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once
         (1, "tocsin: tocsin refused (401): wrong token")
     );
 
-    // The lead's level falls due 5 s after the start; acknowledged, it never goes out.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The lead's level falls due 5 s after the start; acknowledged, it never goes out:
+    // six more failed runs (a second apart) are decided, each tick past the level's time.
+    support::runs(port, "shop", "failure", 6, &String::new).await;
     assert_eq!(smtp.subjects().len(), 1, "{:#?}", smtp.subjects());
 
     up.store(true, Ordering::SeqCst);

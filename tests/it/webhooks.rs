@@ -217,8 +217,16 @@ webhooks:
     assert_eq!(eta["action"]["action"], "eta_set");
     assert_eq!(eta["action"]["by"], "anna");
 
-    // The pager wanted only `opened`, refused it, and was not asked again.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The pager wanted only `opened`, refused it, and was not asked again: the
+    // unreachable receiver, on the same backoff, has been retried meanwhile.
+    support::until_metric(
+        port,
+        "tocsin_webhook_deliveries_total{result=\"retried\"}",
+        Duration::from_secs(20),
+        &explain,
+        |v| v >= 2.0,
+    )
+    .await;
     assert_eq!(events(&pager_got), ["opened"]);
     let incident = support::client()
         .get(format!("http://127.0.0.1:{port}/api/v1/incidents/1"))
