@@ -133,8 +133,8 @@ async fn an_outage_mails_escalates_survives_a_kill_and_resolves_once() {
         assert!(metrics.contains(line), "missing {line}");
     }
 
-    // SIGKILL mid-incident, after the opening mail was sent and marked; restart.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGKILL mid-incident, after the opening mail was sent and marked (the outbox is
+    // empty, above); restart.
     tocsin.crash();
     let mut tocsin = start(&cfg);
 
@@ -277,9 +277,9 @@ async fn killed_at_many_points_nothing_is_lost_and_duplicates_are_bounded() {
     let smtp = support::Smtp::start(None);
     let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, _) = write_config(dir.path(), target, smtp.port, "3s");
+    let (cfg, port) = write_config(dir.path(), target, smtp.port, "3s");
     let mut tocsin = start(&cfg);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::runs(port, "shop", "success", 2, &String::new).await;
 
     // Incident 1: down (opened, escalated), then up (resolved), with a kill every 1.7 to
     // 3.1 s throughout. (Each life must see two results in a row: streaks are recounted
