@@ -11,10 +11,16 @@
 //! Every error carries `FILE:LINE:COL`, found through [`locate`]. This room reads files
 //! and the environment; it never connects anywhere.
 
+mod diag;
 pub mod locate;
 pub mod raw;
 mod resolve;
 
+use diag::original_path;
+pub use diag::{ConfigError, ConfigErrors};
+pub(crate) use diag::{Diag, nearest};
+
+pub use resolve::Config;
 pub use resolve::audiences::{Audience, Campaigns};
 pub use resolve::autoresponder::Autoresponder;
 pub use resolve::dns::parse_server;
@@ -28,11 +34,8 @@ pub use resolve::{
     DEFAULT_LISTEN, fmt_dur, parse_duration, parse_size, valid_email, valid_language,
 };
 
-use crate::secret::{Env, Secret, process_env};
-use std::collections::BTreeMap;
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use crate::secret::{Env, process_env};
+use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -40,47 +43,6 @@ use serde_yaml::Value;
 
 use crate::incident::{Context, Flapping, Level as PolicyLevel, Policy, Window};
 use locate::{Locations, Path, Pos, Seg};
-
-/// The resolved configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The file it was read from.
-    pub source: PathBuf,
-    /// Where the HTTP endpoints (metrics, API, status page) are served.
-    pub listen: SocketAddr,
-    /// Base of the links in mails and pages, without a trailing slash.
-    pub public_url: String,
-    /// The store, and `.eml` files when no SMTP server is configured.
-    pub data_dir: PathBuf,
-    /// Probes running at the same moment, across all services.
-    pub max_concurrency: usize,
-    /// The environment variable holding the API's bearer token.
-    pub api_token_env: String,
-    /// Its value at load; the API is off without one.
-    pub api_token: Option<Secret>,
-    /// What is probed, in file order.
-    pub services: Vec<Service>,
-    /// Blackbox-style modules for `/probe`, by name (`http`, `tcp`, `dns` built in).
-    pub modules: BTreeMap<String, Module>,
-    pub escalation: BTreeMap<String, Vec<Level>>,
-    pub mail: Mail,
-    pub audiences: BTreeMap<String, Audience>,
-    pub placeholder_dir: PathBuf,
-    /// Language of the placeholder and status pages.
-    pub page_language: String,
-    /// IANA time zone of the times on the pages.
-    pub page_timezone: String,
-    /// Told when a placeholder is published or withdrawn.
-    pub webhook: Option<Webhook>,
-    pub campaigns: Campaigns,
-    pub company: Company,
-    pub maintenance: Vec<Maintenance>,
-    /// Off unless configured.
-    pub autoresponder: Option<Autoresponder>,
-    pub hotline: Hotline,
-    /// Receivers of incident transitions.
-    pub webhooks: Vec<IncidentWebhook>,
-}
 
 impl Config {
     /// The incident policy of `service` under this config.
@@ -164,95 +126,6 @@ impl Config {
     pub fn find_probe(&self, name: &str) -> Option<&Arc<Probe>> {
         self.probes()
             .find(|p| p.name == name || format!("{}/{}", p.service, p.name) == name)
-    }
-}
-
-/// One configuration error at a place in a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub pos: Pos,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.pos.line, self.pos.col, self.message
-        )
-    }
-}
-
-/// Every error found in a file, in file order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// Collects errors with positions while a file is checked.
-pub(crate) struct Diag<'a> {
-    file: String,
-    locs: &'a Locations,
-    errors: Vec<ConfigError>,
-    /// Sequence elements pruned by [`deserialize_all`], as (original parent, original
-    /// index): paths built on the pruned tree are mapped back through them.
-    removed: Vec<(Path, usize)>,
-}
-
-impl<'a> Diag<'a> {
-    fn new(file: String, locs: &'a Locations) -> Self {
-        Diag {
-            file,
-            locs,
-            errors: Vec::new(),
-            removed: Vec::new(),
-        }
-    }
-
-    /// An error about the value at `path` (a path into the pruned tree).
-    pub(crate) fn at(&mut self, path: &Path, message: impl Into<String>) {
-        let pos = self.locs.value(&original_path(path, &self.removed));
-        self.push(pos, message.into());
-    }
-
-    /// An error about the key that names `path` (a path into the pruned tree).
-    pub(crate) fn at_key(&mut self, path: &Path, message: impl Into<String>) {
-        let pos = self.locs.key(&original_path(path, &self.removed));
-        self.push(pos, message.into());
-    }
-
-    fn push(&mut self, pos: Pos, message: String) {
-        let e = ConfigError {
-            file: self.file.clone(),
-            pos,
-            message,
-        };
-        if !self.errors.contains(&e) {
-            self.errors.push(e);
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
-
-    fn finish(mut self) -> ConfigErrors {
-        self.errors.sort_by_key(|e| e.pos);
-        ConfigErrors(self.errors)
     }
 }
 
@@ -421,32 +294,6 @@ fn convert_path(p: &serde_path_to_error::Path) -> Path {
     )
 }
 
-/// Maps a path in the pruned value back to the file's original indices.
-fn original_path(cur: &Path, removed: &[(Path, usize)]) -> Path {
-    let mut out = Path::root();
-    for seg in &cur.0 {
-        match seg {
-            Seg::Key(k) => out = out.key(k),
-            Seg::Index(i) => {
-                let mut gone: Vec<usize> = removed
-                    .iter()
-                    .filter(|(p, _)| *p == out)
-                    .map(|(_, i)| *i)
-                    .collect();
-                gone.sort_unstable();
-                let mut idx = *i;
-                for g in gone {
-                    if g <= idx {
-                        idx += 1;
-                    }
-                }
-                out = out.index(idx);
-            }
-        }
-    }
-    out
-}
-
 /// Removes the node at `path` from `value`; false when there is nothing to remove.
 fn remove(value: &mut Value, path: &Path) -> bool {
     let Some((last, parents)) = path.0.split_last() else {
@@ -499,16 +346,6 @@ fn unknown_message(what: &str, name: &str, expected: &[String]) -> String {
             expected.join(", ")
         ),
     }
-}
-
-/// The closest candidate, if it is close enough to be what was meant.
-pub(crate) fn nearest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 3) && *d < name.len().max(c.len()))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.as_str())
 }
 
 /// Rewrites serde's type errors in the config's own terms.

@@ -1,6 +1,6 @@
 //! Audiences (who a campaign may reach) and campaign templates and pacing.
 
-use super::*;
+use super::cx::*;
 
 #[derive(Debug, Clone)]
 pub struct Campaigns {

@@ -1,6 +1,6 @@
 //! The mailbox autoresponder: ManageSieve server, login, mailboxes, script.
 
-use super::*;
+use super::cx::*;
 
 /// The mailbox autoresponder (Sieve vacation over ManageSieve).
 #[derive(Debug, Clone)]

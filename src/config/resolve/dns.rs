@@ -1,6 +1,6 @@
 //! DNS probes: the query, the server, expected answers and rcode.
 
-use super::*;
+use super::cx::*;
 
 pub(super) fn dns_check(cx: &mut Ctx, p: &Path, d: &RawDns, need_target: bool) -> Option<DnsCheck> {
     let name = match &d.name {

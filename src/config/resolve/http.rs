@@ -1,7 +1,7 @@
 //! HTTP probes: URL, method, headers (secrets from the environment), expected
 //! statuses and body patterns, redirects, TLS.
 
-use super::*;
+use super::cx::*;
 
 pub(super) fn http_check(
     cx: &mut Ctx,

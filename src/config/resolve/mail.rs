@@ -1,7 +1,7 @@
 //! Mail: the SMTP transport, its login and TLS, DKIM, and the company that speaks
 //! in mails and pages.
 
-use super::*;
+use super::cx::*;
 
 /// Who is speaking, and the other ways to reach them (in pages and mails).
 #[derive(Debug, Clone, Default, serde::Serialize)]

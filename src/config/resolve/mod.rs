@@ -4,19 +4,14 @@
 //! checks), [`mail`] (SMTP, DKIM, the company), [`audiences`] (audiences, campaign
 //! templates), [`autoresponder`], [`pages`] (placeholder, page webhook, hotline) and
 //! [`webhooks`]. Defaults are applied there; every error is collected with its position
-//! rather than returned early, and secrets are read once, through [`Ctx`].
-
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use reqwest::Method;
-use reqwest::header::{HeaderName, HeaderValue};
+//! rather than returned early, and secrets are read once, through `cx::Ctx`, which every
+//! pass shares. Dependencies point one way: this file calls the passes, the passes use
+//! `cx` (and the probe checks each other's TLS options), `cx` uses `diag`, `raw` and
+//! `locate`.
 
 pub(super) mod audiences;
 pub(super) mod autoresponder;
+mod cx;
 pub(super) mod dns;
 mod http;
 pub(super) mod mail;
@@ -25,161 +20,58 @@ pub(super) mod services;
 pub(super) mod tcp;
 pub(super) mod webhooks;
 
-use audiences::*;
-use autoresponder::*;
-use dns::*;
-use http::*;
-use mail::*;
-use pages::*;
-use services::*;
-use tcp::*;
-use webhooks::*;
+pub use cx::{DEFAULT_LISTEN, fmt_dur, parse_duration, parse_size, valid_email, valid_language};
 
-use super::locate::Path;
-use super::raw::*;
-use super::{Config, Diag, nearest};
-use crate::incident::WebhookEvent;
-use crate::probe::dns::RECORD_TYPES;
-use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
-use crate::probe::{
-    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StatusSet, TcpCheck, TlsOptions,
+use audiences::{Audience, Campaigns, resolve_audiences, resolve_campaigns};
+use autoresponder::{Autoresponder, resolve_autoresponder};
+use cx::*;
+use mail::{Company, Mail, resolve_company, resolve_mail};
+use pages::{Hotline, Pages, Webhook, resolve_hotline, resolve_pages};
+use services::{
+    Level, Maintenance, Module, Service, resolve_defaults, resolve_escalation, resolve_maintenance,
+    resolve_modules, resolve_services,
 };
-use crate::secret::{Env, Secret};
-pub use crate::text::email::valid_email;
+use webhooks::{IncidentWebhook, resolve_incident_webhooks};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9778";
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-const DEFAULT_CUSTOMER_THRESHOLD: Duration = Duration::from_secs(3 * 3600);
-const DEFAULT_MAX_CONCURRENCY: usize = 256;
-const MIN_INTERVAL: Duration = Duration::from_millis(100);
-const MAX_REDIRECTS_LIMIT: u32 = 100;
-const DEFAULT_MAIL_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_MAX_CAMPAIGN: u64 = 50_000;
-const DEFAULT_CONNECTIONS: usize = 4;
-const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(30 * 60);
-const DEFAULT_NEXT_UPDATE: Duration = Duration::from_secs(60 * 60);
-
-struct Ctx<'d, 'l, 'e> {
-    diag: &'d mut Diag<'l>,
-    base: PathBuf,
-    /// Where secrets are read from: each once, here.
-    env: Env<'e>,
-}
-
-impl Ctx<'_, '_, '_> {
-    /// The secret in the variable `name`; None when unset or empty (whoever needs it says
-    /// so when it starts, as they always have: `tocsin check` does not need secrets).
-    fn secret(&self, name: &str) -> Option<Secret> {
-        Secret::from_env(self.env, name)
-    }
-
-    fn err(&mut self, path: &Path, msg: impl Into<String>) {
-        self.diag.at(path, msg);
-    }
-
-    fn duration(&mut self, path: &Path, s: &str) -> Option<Duration> {
-        match parse_duration(s) {
-            Ok(d) => Some(d),
-            Err(m) => {
-                self.err(path, m);
-                None
-            }
-        }
-    }
-
-    fn positive_duration(&mut self, path: &Path, s: &str) -> Option<Duration> {
-        let d = self.duration(path, s)?;
-        if d.is_zero() {
-            self.err(
-                path,
-                format!("`{}` must be longer than zero", last_key(path)),
-            );
-            return None;
-        }
-        Some(d)
-    }
-
-    fn file(&self, s: &str) -> PathBuf {
-        let p = PathBuf::from(s);
-        if p.is_absolute() {
-            p
-        } else {
-            self.base.join(p.strip_prefix("./").unwrap_or(&p))
-        }
-    }
-
-    fn regex(&mut self, path: &Path, s: &str) -> Option<Pattern> {
-        match regex::Regex::new(s) {
-            Ok(r) => Some(Pattern(r)),
-            Err(e) => {
-                // regex's message spans several lines with a caret diagram; its last
-                // line says what is wrong.
-                let text = e.to_string();
-                let last = text.lines().last().unwrap_or_default().trim();
-                let first = last.strip_prefix("error: ").unwrap_or(last);
-                self.err(
-                    path,
-                    format!("invalid regex in `{}`: {first}", last_key(path)),
-                );
-                None
-            }
-        }
-    }
-}
-
-/// A `/probe` module that names its own target (`key`): the target comes with each
-/// request.
-fn target_in_module(cx: &mut Ctx, p: &Path, key: &str, what: &str) {
-    cx.err(
-        &p.key(key),
-        format!("a module's {what} comes from the `/probe?target=` request: remove `{key}`"),
-    );
-}
-
-fn last_key(path: &Path) -> String {
-    match path.0.last() {
-        Some(super::locate::Seg::Key(k)) => k.clone(),
-        _ => path.to_string(),
-    }
-}
-
-/// Durations such as `500ms`, `30s`, `15m`, `3h`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.is_empty() || t.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "invalid duration `{s}`: add a unit, e.g. `30s`, `15m`, `3h`, `500ms`"
-        ));
-    }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("invalid duration `{s}`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`"))
-}
-
-/// Sizes: a number of bytes, or `512KiB`, `1MiB`, `10MB`, `100kB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid size `{s}`: use e.g. `1MiB`, `512KiB` or a number of bytes")
-    })?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1_000,
-        "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "invalid size `{s}`: unknown unit `{other}`; use B, kB, KiB, MB, MiB, GB or GiB"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size `{s}` is too large"))
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Where the HTTP endpoints (metrics, API, status page) are served.
+    pub listen: SocketAddr,
+    /// Base of the links in mails and pages, without a trailing slash.
+    pub public_url: String,
+    /// The store, and `.eml` files when no SMTP server is configured.
+    pub data_dir: PathBuf,
+    /// Probes running at the same moment, across all services.
+    pub max_concurrency: usize,
+    /// The environment variable holding the API's bearer token.
+    pub api_token_env: String,
+    /// Its value at load; the API is off without one.
+    pub api_token: Option<Secret>,
+    /// What is probed, in file order.
+    pub services: Vec<Service>,
+    /// Blackbox-style modules for `/probe`, by name (`http`, `tcp`, `dns` built in).
+    pub modules: BTreeMap<String, Module>,
+    pub escalation: BTreeMap<String, Vec<Level>>,
+    pub mail: Mail,
+    pub audiences: BTreeMap<String, Audience>,
+    pub placeholder_dir: PathBuf,
+    /// Language of the placeholder and status pages.
+    pub page_language: String,
+    /// IANA time zone of the times on the pages.
+    pub page_timezone: String,
+    /// Told when a placeholder is published or withdrawn.
+    pub webhook: Option<Webhook>,
+    pub campaigns: Campaigns,
+    pub company: Company,
+    pub maintenance: Vec<Maintenance>,
+    /// Off unless configured.
+    pub autoresponder: Option<Autoresponder>,
+    pub hotline: Hotline,
+    /// Receivers of incident transitions.
+    pub webhooks: Vec<IncidentWebhook>,
 }
 
 pub(super) fn resolve(
@@ -299,87 +191,4 @@ pub(super) fn resolve(
         hotline,
         webhooks,
     })
-}
-
-/// Whether a URL host (as the `url` crate keeps it for any scheme) is loopback.
-fn loopback_host(h: url::Host<&str>) -> bool {
-    match h {
-        // Hosts of non-special schemes such as smtp:// stay opaque strings.
-        url::Host::Domain(d) => {
-            d == "localhost"
-                || d.trim_matches(|c| c == '[' || c == ']')
-                    .parse::<IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    }
-}
-
-fn ca_pem(cx: &mut Ctx, p: &Path, file: &str) -> Option<Vec<u8>> {
-    let path = cx.file(file);
-    match std::fs::read(&path) {
-        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
-        Ok(_) => {
-            cx.err(
-                p,
-                format!("ca_file {} holds no PEM certificate", path.display()),
-            );
-            None
-        }
-        Err(e) => {
-            cx.err(p, format!("cannot read ca_file {}: {e}", path.display()));
-            None
-        }
-    }
-}
-
-/// A language code as templates are filed under: `en`, `pl`, `pt-BR`.
-pub fn valid_language(s: &str) -> bool {
-    let mut parts = s.split('-');
-    parts
-        .next()
-        .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
-}
-
-fn threshold(cx: &mut Ctx, path: &Path, v: Option<u32>, default: u32) -> u32 {
-    match v {
-        Some(0) => {
-            cx.err(path, format!("`{}` must be at least 1", last_key(path)));
-            default
-        }
-        Some(n) => n,
-        None => default,
-    }
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-fn undefined(what: &str, name: &str, section: &str, known: &[String]) -> String {
-    match nearest(name, known) {
-        Some(best) => format!("unknown {what} `{name}`, did you mean `{best}`?"),
-        None if known.is_empty() => format!("unknown {what} `{name}`: define it under `{section}`"),
-        None => format!(
-            "unknown {what} `{name}`: define it under `{section}` (defined: {})",
-            known.join(", ")
-        ),
-    }
-}
-
-pub fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
-}
-
-pub fn valid_env_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -1,7 +1,7 @@
 //! Pages and the hotline: where the placeholder and the announcements are written,
 //! their language and time zone, and who is told.
 
-use super::*;
+use super::cx::*;
 
 /// The hotline announcement.
 #[derive(Debug, Clone)]

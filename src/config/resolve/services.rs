@@ -1,7 +1,10 @@
 //! Services and their probes: thresholds, intervals and timeouts, the escalation
 //! policies and maintenance windows they refer to, and the `/probe` modules.
 
-use super::*;
+use super::cx::*;
+use super::dns::dns_check;
+use super::http::http_check;
+use super::tcp::tcp_check;
 
 #[derive(Debug, Clone)]
 pub struct Service {

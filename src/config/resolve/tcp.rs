@@ -1,6 +1,7 @@
 //! TCP probes: the address, TLS, and the send/expect dialogue.
 
-use super::*;
+use super::cx::*;
+use super::http::tls_options;
 
 pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -> Option<TcpCheck> {
     let address = match (&t.address, need_target) {

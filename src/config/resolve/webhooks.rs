@@ -1,6 +1,6 @@
 //! Incident webhooks: receivers, their signing keys and the events they want.
 
-use super::*;
+use super::cx::*;
 
 /// Where incident transitions are POSTed, signed with the key in `secret_env`.
 #[derive(Debug, Clone, PartialEq, Eq)]
