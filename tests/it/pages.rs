@@ -1,4 +1,5 @@
-//! Placeholder and status pages with real parts: `tocsin run`, a real nginx on loopback
+//! Placeholder and status pages with real parts: the App in-process (on a manual clock,
+//! so the customer threshold is an hour passed in an instant), a real nginx on loopback
 //! with the shipped snippet (deploy/nginx/tocsin-placeholder.conf) in front of a site, and
 //! headless Chromium loading the pages (a screenshot each, no console messages).
 //!
@@ -15,8 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 
 /// The site: `/` always answers; `/health` follows the switch.
 async fn site() -> (std::net::SocketAddr, Arc<AtomicBool>) {
@@ -204,7 +203,7 @@ fn the_console_check_catches_a_page_that_logs() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_serves_the_site_then_the_placeholder_then_the_site_again() {
     let (upstream, healthy) = site().await;
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +228,7 @@ services:
     name: Web shop <&> \"quoted\"
     failure_threshold: 1
     success_threshold: 1
-    customer_threshold: 2s
+    customer_threshold: 1h
     probes:
       - {{ name: health, interval: 500ms, timeout: 400ms, http: {{ url: \"http://{upstream}/health\" }} }}
 "
@@ -238,16 +237,7 @@ services:
         )
         .unwrap();
     let www = dir.path().join("var/www");
-    let mut tocsin = support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .env("HOOK_TOKEN", "hook-secret")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let tocsin = support::InProcess::start(&cfg, &[("HOOK_TOKEN", "hook-secret")]).await;
     let ngx_port = support::free_port();
     let ngx_dir = dir.path().join("nginx");
     std::fs::create_dir_all(&ngx_dir).unwrap();
@@ -283,6 +273,8 @@ services:
         !status.contains("500") || !status.contains("status 500"),
         "no raw probe errors on the status page"
     );
+    // An hour down: past the customer threshold.
+    tocsin.clock.advance(Duration::from_secs(3600));
     let (code, placeholder, retry) = wait_for(
         &site_url,
         "temporarily unavailable",
@@ -373,10 +365,10 @@ services:
     );
     let (_, status, _) = wait_for(&status_url, "Recent incidents", Duration::from_secs(10)).await;
     assert!(status.contains("All services are working"), "{status}");
-    assert!(tocsin.stop());
+    tocsin.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placeholder_left_from_before_a_crash_is_withdrawn_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("var/www/shop");
@@ -402,15 +394,7 @@ services:
         ),
     )
     .unwrap();
-    let mut tocsin = support::Proc(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let tocsin = support::InProcess::start(&cfg, &[]).await;
     let t = Instant::now();
     while www.exists() {
         assert!(
@@ -423,5 +407,5 @@ services:
         std::fs::read_to_string(other.join("index.html")).unwrap(),
         "not ours"
     );
-    assert!(tocsin.stop());
+    tocsin.stop().await;
 }
