@@ -87,6 +87,8 @@ pub struct Deps {
     /// Customer campaigns: a transport (and connection pool) of their own, so staff mail
     /// never waits behind thousands of customer messages.
     pub campaign_mail: Arc<Mailer>,
+    /// A dry run: incident webhooks are kept here instead of being POSTed (a drill).
+    pub webhooks_kept: Option<Arc<crate::notify::webhook::Posted>>,
     pub runner: Arc<dyn Runner>,
 }
 
@@ -100,6 +102,7 @@ impl Deps {
             store,
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
+            webhooks_kept: None,
             runner: Arc::new(LiveRunner),
         })
     }
@@ -351,6 +354,7 @@ impl App {
             config: config.clone(),
             metrics: metrics.clone(),
             http: hooks_http,
+            record: deps.webhooks_kept.clone(),
         };
         let dispatcher = Dispatcher {
             store: store.clone(),

@@ -4,9 +4,10 @@
 //! the scenario says; its store, pages and announcements live in a scratch directory and
 //! its mail transports keep messages instead of sending them. Every decision is then
 //! listed in order with its time and how many people it reached, with one sample of each
-//! message and page as the App made it. The parts that reach other systems (webhooks, the
-//! autoresponder's mail server, the hotline hook, the page webhook) are described from
-//! the config. Nothing is sent, no file is published and tocsin's own store is not
+//! message and page as the App made it. Incident webhooks go through their real
+//! notifier, which keeps each delivery instead of POSTing it; the parts that reach other
+//! systems by other means (the autoresponder's mail server, the hotline hook, the page
+//! webhook) are described from the config. Nothing is sent, no file is published and tocsin's own store is not
 //! opened: this is how a company checks that everyone knows the plan before the real
 //! outage.
 
@@ -26,6 +27,7 @@ use crate::config::{Config, Probe};
 use crate::incident::{Action, Event, StaffMailKind};
 use crate::notify::mail::{Mailer, Outgoing};
 use crate::notify::templates::{Templates, duration_text};
+use crate::notify::webhook::{Kept, Posted};
 use crate::probe::{Outcome, Reason};
 use crate::scheduler::Runner;
 use crate::store::{CampaignKind, IncidentRecord, OutboxItem, SharedStore, SqliteStore};
@@ -108,6 +110,8 @@ struct Rehearsal {
     decisions: Vec<OutboxItem>,
     staff: Vec<Outgoing>,
     customers: Vec<Outgoing>,
+    /// Incident webhook deliveries, built and signed, not POSTed.
+    hooks: Vec<Kept>,
     /// The incident as it stood when customers were first told.
     told: Option<IncidentRecord>,
     placeholder: Option<String>,
@@ -118,7 +122,8 @@ struct Rehearsal {
 /// on paused time from `sc.start` until the plan is carried out or `give_up`. Mail is
 /// built and kept, not sent; the store, pages and announcements live in `scratch`; the
 /// parts that reach other systems (webhooks, the autoresponder's mail server, the hotline
-/// hook, the page webhook) are left out and described from the config instead.
+/// hook, the page webhook) are left out and described from the config instead; incident
+/// webhooks go through their real notifier and are kept, not POSTed.
 fn rehearse(
     config: &Config,
     sc: &Scenario,
@@ -133,7 +138,12 @@ fn rehearse(
     cfg.hotline.dir = scratch.join("hotline");
     cfg.hotline.hook = None;
     cfg.webhook = None;
-    cfg.webhooks.clear();
+    // Incident webhooks go through the real notifier, kept instead of POSTed; a dry run
+    // needs no signing key.
+    for w in &mut cfg.webhooks {
+        w.secret
+            .get_or_insert_with(|| crate::secret::Secret::new("drill"));
+    }
     cfg.autoresponder = None;
     cfg.api_token = None;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -162,11 +172,13 @@ async fn rehearse_on(
     );
     let staff = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
     let customers = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
+    let hooks = Arc::new(Posted::default());
     let deps = Deps {
         clock: clock.clone(),
         store: store.clone(),
         staff_mail: staff.clone(),
         campaign_mail: customers.clone(),
+        webhooks_kept: Some(hooks.clone()),
         runner: Arc::new(Simulated {
             service: sc.service.clone(),
             recover_at,
@@ -258,6 +270,7 @@ async fn rehearse_on(
         decisions,
         staff: staff.recorded(),
         customers: customers.recorded(),
+        hooks: hooks.all(),
         told,
         placeholder,
         hotline,
@@ -356,7 +369,6 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
     let mut sampled = BTreeSet::new();
     let mut told_customers = 0usize;
     let mut ended = None;
-    let hooks = &config.webhooks;
     let audience_name = audience.as_ref().map(|a| a.0.as_str());
     for d in r.decisions.iter().filter(|d| d.service == sc.service) {
         let t = d.decided;
@@ -529,10 +541,18 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                 )
             }
         };
-        if let Some(ev) = d.action.event() {
-            let n = hooks.iter().filter(|h| h.events.contains(&ev)).count();
-            if n > 0 {
-                details.push(format!("webhook `{ev}` to {n} receiver(s)"));
+        let posted: Vec<&Kept> = r
+            .hooks
+            .iter()
+            .filter(|h| h.decision == Some(d.id))
+            .collect();
+        if let (Some(ev), Some(first)) = (d.action.event(), posted.first()) {
+            details.push(format!("webhook `{ev}` to {} receiver(s)", posted.len()));
+            if sampled.insert("webhook".into()) {
+                samples.push((
+                    format!("webhook `{ev}` (JSON body, signed in X-Tocsin-Signature)"),
+                    first.body.clone(),
+                ));
             }
         }
         steps.push(Step {

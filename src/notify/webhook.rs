@@ -17,6 +17,7 @@ use serde_json::json;
 use super::dispatch::{Backoff, Notifier, Outcome};
 use crate::config::{Config, LiveConfig};
 use crate::metrics::Metrics;
+use crate::secret::Secret;
 use crate::store::{Channel, Delivery, OutboxItem};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -67,6 +68,29 @@ pub struct Webhooks {
     pub config: LiveConfig,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
+    /// A dry run (a drill): each delivery is built and signed as it would be sent, and
+    /// kept here instead of being POSTed.
+    pub record: Option<Arc<Posted>>,
+}
+
+/// One webhook delivery a dry run kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The decision it carried out.
+    pub decision: Option<i64>,
+    pub url: String,
+    pub event: String,
+    pub body: String,
+}
+
+/// Webhook deliveries a dry run kept, in order.
+#[derive(Debug, Default)]
+pub struct Posted(std::sync::Mutex<Vec<Kept>>);
+
+impl Posted {
+    pub fn all(&self) -> Vec<Kept> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 #[async_trait::async_trait]
@@ -114,7 +138,7 @@ impl Notifier for Webhooks {
                     "the signing key {} is not in the environment",
                     w.secret_env
                 )),
-                Some(key) => self.post(d, &event, body, key.expose().as_bytes()).await,
+                Some(key) => self.post(d, &event, body, key).await,
             },
         };
         match &outcome {
@@ -137,7 +161,16 @@ impl Notifier for Webhooks {
 }
 
 impl Webhooks {
-    async fn post(&self, d: &Delivery, event: &str, body: String, key: &[u8]) -> Outcome {
+    async fn post(&self, d: &Delivery, event: &str, body: String, key: &Secret) -> Outcome {
+        if let Some(kept) = &self.record {
+            kept.0.lock().unwrap_or_else(|e| e.into_inner()).push(Kept {
+                decision: d.decision.as_ref().map(|x| x.id),
+                url: d.target.clone(),
+                event: event.to_string(),
+                body,
+            });
+            return Outcome::Done;
+        }
         let req = self
             .http
             .post(&d.target)
@@ -145,7 +178,10 @@ impl Webhooks {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Tocsin-Event", event)
             .header("X-Tocsin-Delivery", d.id.to_string())
-            .header("X-Tocsin-Signature", signature(key, body.as_bytes()))
+            .header(
+                "X-Tocsin-Signature",
+                signature(key.expose().as_bytes(), body.as_bytes()),
+            )
             .body(body);
         match req.send().await {
             Err(e) => Outcome::Retry(format!("no answer: {}", root(&e))),

@@ -194,6 +194,9 @@ webhooks:
         "- webhook `opened` to 2 receiver(s)",
         "- webhook `customer_phase` to 1 receiver(s)",
         "- webhook `resolved` to 2 receiver(s)",
+        // What a receiver gets, built by the real notifier and kept, not POSTed.
+        "---- sample: webhook `opened` (JSON body, signed in X-Tocsin-Signature)",
+        "\"event\":\"opened\"",
         "- recovery mail to the 2 customer(s) told of the outage",
         "- each with a compensation code (outage 2 h 59 min >= 2 h): 1 code(s) in",
         ", 1 short: staff would be told",

@@ -914,6 +914,7 @@ impl InProcess {
             store: store.clone(),
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
+            webhooks_kept: None,
             runner: Arc::new(tocsin::scheduler::LiveRunner),
         };
         let app = tocsin::app::App::build(config, cfg, deps).await.unwrap();
