@@ -112,6 +112,8 @@ struct Rehearsal {
     customers: Vec<Outgoing>,
     /// Incident webhook deliveries, built and signed, not POSTed.
     hooks: Vec<Kept>,
+    /// Staff commands the engine refused, with when.
+    refused: Vec<(SystemTime, String)>,
     /// The incident as it stood when customers were first told.
     told: Option<IncidentRecord>,
     placeholder: Option<String>,
@@ -197,6 +199,7 @@ async fn rehearse_on(
     let mut placeholder = None;
     let mut hotline = None;
     let (mut acked, mut estimated) = (false, false);
+    let mut refused = Vec::new();
     let mut counted = u64::MAX;
     let mut decisions = Vec::new();
     for second in 1u64.. {
@@ -212,28 +215,34 @@ async fn rehearse_on(
             Action::Open { .. } if d.service == sc.service => Some(d.decided),
             _ => None,
         });
-        if let Some(o) = opened {
+        let resolved = decisions
+            .iter()
+            .any(|d| d.service == sc.service && matches!(d.action, Action::Resolve { .. }));
+        // On-call acts only while the incident is open; what the engine refuses (an ETA
+        // already past) goes into the report as the engine said it.
+        if let Some(o) = opened.filter(|_| !resolved) {
             let since = now.duration_since(o).unwrap_or_default();
+            let mut acts = Vec::new();
             if !acked && sc.ack_after.is_some_and(|a| since >= a) {
                 acked = true;
-                let ack = Event::Ack {
-                    by: "on-call".into(),
-                };
-                engine
-                    .command(&sc.service, ack)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let by = "on-call".to_string();
+                acts.push(("acknowledgement", Event::Ack { by }));
             }
             if let Some(e) = sc.eta.filter(|_| !estimated && since >= sc.eta_after) {
                 estimated = true;
-                let eta = Event::Eta {
-                    eta: sc.start + e,
-                    by: "on-call".into(),
-                };
-                engine
-                    .command(&sc.service, eta)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let by = "on-call".to_string();
+                acts.push((
+                    "ETA",
+                    Event::Eta {
+                        eta: sc.start + e,
+                        by,
+                    },
+                ));
+            }
+            for (what, event) in acts {
+                if let Err(e) = engine.command(&sc.service, event).await {
+                    refused.push((now, format!("on-call's {what} refused: {e}")));
+                }
             }
         }
         if told.is_none() && opened.is_some() {
@@ -249,9 +258,6 @@ async fn rehearse_on(
         if hotline.is_none() {
             hotline = std::fs::read_to_string(&announcement).ok();
         }
-        let resolved = decisions
-            .iter()
-            .any(|d| d.service == sc.service && matches!(d.action, Action::Resolve { .. }));
         // Done once everything decided is carried out and taken down again.
         let settled = || -> Result<bool, String> {
             let st = store.lock();
@@ -271,6 +277,7 @@ async fn rehearse_on(
         staff: staff.recorded(),
         customers: customers.recorded(),
         hooks: hooks.all(),
+        refused,
         told,
         placeholder,
         hotline,
@@ -561,6 +568,14 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
             details,
         });
     }
+    for (at, what) in &r.refused {
+        steps.push(Step {
+            offset: at.duration_since(sc.start).unwrap_or_default(),
+            what: what.clone(),
+            details: Vec::new(),
+        });
+    }
+    steps.sort_by_key(|s| s.offset);
     if let Some(dir) = &sc.out {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

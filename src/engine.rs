@@ -391,7 +391,12 @@ impl Engine {
             || next.canary_down != state.canary_down
             || next.last_window_end != state.last_window_end;
         if durable {
-            let context = self.contexts.get(service).unwrap_or(&self.monitor);
+            // A service the running config no longer has is named by its id.
+            let gone = Context {
+                service_name: service.to_string(),
+                ..self.monitor.clone()
+            };
+            let context = self.contexts.get(service).unwrap_or(&gone);
             self.store
                 .lock()
                 .commit(service, &next, &actions, context, now)?;

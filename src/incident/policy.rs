@@ -76,6 +76,7 @@ impl Policy {
 /// and the canary probes (what a monitor-down notice names). A notifier carries the
 /// decision out as it was decided, even after a reload changed the config.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Context {
     pub service_name: String,
     pub levels: Vec<Level>,

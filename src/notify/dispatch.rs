@@ -7,15 +7,16 @@
 //!    transient failure: tried again after [`Backoff`]) or failed (permanent: closed and
 //!    noted in the incident's timeline).
 //!
-//! Deliveries run in lanes, one per channel and target, side by side: a slow webhook
-//! receiver does not hold up staff mail. A crash between sending and marking can repeat
-//! one message; nothing is lost.
+//! Each channel has a worker of its own, and within a channel each target is a lane of
+//! its own: a hanging mail server holds up staff mail only, a slow webhook receiver only
+//! its own deliveries, and new decisions are fanned out meanwhile. A crash between
+//! sending and marking can repeat one message; nothing is lost.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -113,33 +114,95 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Runs until `cancel`; the deliveries in hand are finished first.
-    pub async fn run(mut self, cancel: CancellationToken) {
-        loop {
-            if let Err(e) = self.drain().await {
-                tracing::error!(error = %e, "outbox: cannot read the store");
+    /// Runs until `cancel`. One loop fans out new decisions (and keeps the gauges); each
+    /// notifier's channel has a worker of its own, so a mail server that hangs holds up
+    /// staff mail only, never a webhook receiver or the fan-out of the next decision.
+    /// Deliveries in hand are finished first. A worker that panics takes the dispatcher
+    /// down with it, and the App's supervisor starts it again.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut channels: Vec<Channel> = self.notifiers.iter().map(|n| n.channel()).collect();
+        channels.sort();
+        channels.dedup();
+        let nudges: Vec<(Channel, Arc<Notify>)> = channels
+            .into_iter()
+            .map(|c| (c, Arc::new(Notify::new())))
+            .collect();
+        let mut workers = tokio::task::JoinSet::new();
+        for (channel, nudge) in &nudges {
+            let worker = self.clone();
+            let (channel, nudge, cancel) = (*channel, nudge.clone(), cancel.clone());
+            workers.spawn(async move { worker.delivering(channel, &nudge, cancel).await });
+        }
+        let fanning = self.clone();
+        let nudges: Vec<Arc<Notify>> = nudges.into_iter().map(|(_, n)| n).collect();
+        workers.spawn(async move { fanning.fanning(&nudges, cancel).await });
+        while let Some(done) = workers.join_next().await {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
             }
+        }
+    }
+
+    /// Fans out each new decision, then wakes the channel workers.
+    async fn fanning(mut self, nudges: &[Arc<Notify>], cancel: CancellationToken) {
+        loop {
+            if let Err(e) = self.fan_out_all() {
+                tracing::error!(error = %e, "outbox: cannot fan out decisions");
+            }
+            for n in nudges {
+                n.notify_one();
+            }
+            self.export();
             if !super::pause(&cancel, &mut self.engine, None, IDLE).await {
                 return;
             }
         }
     }
 
-    /// Fans out every decision and carries out every delivery due now.
+    /// Carries out `channel`'s deliveries as they fall due.
+    async fn delivering(mut self, channel: Channel, nudge: &Notify, cancel: CancellationToken) {
+        loop {
+            if let Err(e) = self.deliver_due(Some(channel)).await {
+                tracing::error!(channel = channel.as_str(), error = %e, "outbox: cannot read the store");
+            }
+            if !super::pause(&cancel, &mut self.engine, Some(nudge), IDLE).await {
+                return;
+            }
+        }
+    }
+
+    /// Fans out every decision and carries out every delivery due now, once.
     pub async fn drain(&self) -> Result<(), StoreError> {
+        let fanned = self.fan_out_all();
+        let delivered = self.deliver_due(None).await;
+        self.export();
+        fanned.and(delivered)
+    }
+
+    fn fan_out_all(&self) -> Result<(), StoreError> {
         loop {
             let decisions = self.store.lock().due(BATCH)?;
             if decisions.is_empty() {
-                break;
+                return Ok(());
             }
             for d in decisions {
                 self.fan_out(&d)?;
             }
         }
+    }
+
+    /// Carries out the due deliveries of `channel` (every channel when None), each
+    /// target's in order and the targets side by side.
+    async fn deliver_due(&self, channel: Option<Channel>) -> Result<(), StoreError> {
         loop {
-            let due = self.store.lock().due_deliveries(self.clock.now(), BATCH)?;
+            let due = self
+                .store
+                .lock()
+                .due_deliveries(self.clock.now(), channel, BATCH)?;
             if due.is_empty() {
-                break;
+                return Ok(());
             }
             let mut lanes: BTreeMap<(Channel, String), Vec<Delivery>> = BTreeMap::new();
             for d in due {
@@ -158,11 +221,18 @@ impl Dispatcher {
                 r?;
             }
         }
-        let pending = self.store.lock().pending()?;
-        self.metrics
-            .outbox_pending(pending.total() - pending.of(Channel::Webhook));
-        self.metrics.webhook_pending(pending.of(Channel::Webhook));
-        Ok(())
+    }
+
+    /// The gauges of what waits.
+    fn export(&self) {
+        match self.store.lock().pending() {
+            Ok(pending) => {
+                self.metrics
+                    .outbox_pending(pending.total() - pending.of(Channel::Webhook));
+                self.metrics.webhook_pending(pending.of(Channel::Webhook));
+            }
+            Err(e) => tracing::error!(error = %e, "outbox: cannot count what waits"),
+        }
     }
 
     fn fan_out(&self, decision: &OutboxItem) -> Result<(), StoreError> {
@@ -305,5 +375,73 @@ mod tests {
         let hooks: Vec<u64> = (0..7).map(|n| Backoff::QUICK.after(n).as_secs()).collect();
         assert_eq!(hooks, [5, 10, 20, 40, 80, 150, 150]);
         assert_eq!(Backoff::MAIL.after(u32::MAX), Duration::from_secs(900));
+    }
+
+    /// Stands for a mail server that never answers.
+    struct Hanging;
+
+    #[async_trait::async_trait]
+    impl Notifier for Hanging {
+        fn channel(&self) -> Channel {
+            Channel::StaffMail
+        }
+        fn wants(&self, _: &OutboxItem) -> bool {
+            true
+        }
+        fn backoff(&self) -> Backoff {
+            Backoff::MAIL
+        }
+        async fn deliver(&self, _: &Delivery) -> Outcome {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_channel_that_hangs_holds_up_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = Arc::new(ManualClock::new(t0));
+        let mail = Action::MailStaff {
+            id: None,
+            kind: StaffMailKind::MonitorDown,
+            level: 0,
+            to: vec!["oncall@example.com".into()],
+        };
+        let hooks = Arc::new(Scripted {
+            channel: Channel::Webhook,
+            targets: vec!["https://a.test/".into()],
+            answers: Mutex::new(vec![Outcome::Done, Outcome::Done]),
+            seen: Mutex::default(),
+        });
+        let (engine, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            clock,
+            metrics: Arc::new(Metrics::new()),
+            engine: snapshots,
+            notifiers: vec![Arc::new(Hanging), hooks.clone()],
+        };
+        let running = tokio::spawn(dispatcher.run(CancellationToken::new()));
+        // Two decisions, the second made while the first's staff mail hangs: both reach
+        // the webhook receiver.
+        for n in 0..2u64 {
+            store
+                .lock()
+                .enqueue(&mail, &Context::default(), t0 + Duration::from_secs(n))
+                .unwrap();
+            engine.send_modify(|s| Arc::make_mut(s).decisions += 1);
+            for _ in 0..50 {
+                if hooks.seen.lock().unwrap().len() > n as usize {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(hooks.seen.lock().unwrap().len(), n as usize + 1);
+        }
+        let pending = store.lock().pending().unwrap();
+        assert_eq!(pending.of(Channel::StaffMail), 2, "the hanging mails wait");
+        assert_eq!(pending.of(Channel::Webhook), 0);
+        running.abort();
     }
 }

@@ -51,6 +51,7 @@ pub fn body(decision: &OutboxItem) -> Option<(&'static str, String)> {
         .context
         .as_ref()
         .map(|c| c.service_name.as_str())
+        .filter(|n| !n.is_empty())
         .unwrap_or(service);
     let body = json!({
         "event": event,

@@ -456,8 +456,10 @@ pub trait MaintenanceStore {
 
 /// The outbox: decisions fanned out into deliveries, each carried out on its own.
 pub trait OutboxStore {
-    /// Decisions not yet fanned out, oldest first.
-    fn due(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Decisions not yet fanned out, oldest first. A decision that cannot be read back
+    /// (written by a newer tocsin, or damaged) is closed as failed, with the reason, and
+    /// left out, so one bad row never stops the others.
+    fn due(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
 
     /// Every decision, carried out or not, oldest first (what a drill reports).
     fn decisions(&self) -> Result<Vec<OutboxItem>, StoreError>;
@@ -471,10 +473,16 @@ pub trait OutboxStore {
         now: SystemTime,
     ) -> Result<(), StoreError>;
 
-    /// Deliveries due at `now`, oldest first. For each webhook receiver only its oldest
-    /// pending delivery: a receiver hears of transitions in the order they were decided,
-    /// and one that is down holds up only its own queue.
-    fn due_deliveries(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// Deliveries of `channel` (every channel when None) due at `now`, oldest first. For
+    /// each webhook receiver only its oldest pending delivery: a receiver hears of
+    /// transitions in the order they were decided, and one that is down holds up only
+    /// its own queue. A delivery whose decision cannot be read back is closed as failed.
+    fn due_deliveries(
+        &mut self,
+        now: SystemTime,
+        channel: Option<Channel>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
 
     fn pending(&self) -> Result<Pending, StoreError>;
 

@@ -94,15 +94,28 @@ impl RawDecision {
 }
 
 impl OutboxStore for SqliteStore {
-    fn due(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, service, incident_id, action, context, attempts, created_at FROM outbox
-             WHERE status = 'pending' ORDER BY id LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |r| decision(r, 0))?;
+    fn due(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let raw: Vec<RawDecision> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, service, incident_id, action, context, attempts, created_at FROM outbox
+                 WHERE status = 'pending' ORDER BY id LIMIT ?1",
+            )?;
+            stmt.query_map(params![limit as i64], |r| decision(r, 0))?
+                .collect::<Result<_, _>>()?
+        };
         let mut out = Vec::new();
-        for row in rows {
-            out.push(row?.parse()?);
+        for r in raw {
+            let id = r.id;
+            match r.parse() {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    tracing::error!(decision = id, error = %e, "outbox: a decision cannot be read back; it is closed as failed");
+                    self.conn.execute(
+                        "UPDATE outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
+                        params![id, e.to_string()],
+                    )?;
+                }
+            }
         }
         Ok(out)
     }
@@ -152,7 +165,12 @@ impl OutboxStore for SqliteStore {
         Ok(())
     }
 
-    fn due_deliveries(&self, now: SystemTime, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+    fn due_deliveries(
+        &mut self,
+        now: SystemTime,
+        channel: Option<Channel>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
         // A webhook receiver hears of transitions in the order they were decided: only its
         // oldest pending delivery is ever due, so one that is down holds up its own queue
         // and nothing else. Mail and campaign deliveries are independent of each other.
@@ -161,11 +179,13 @@ impl OutboxStore for SqliteStore {
                     o.id, o.service, o.incident_id, o.action, o.context, o.attempts, o.created_at
              FROM deliveries d LEFT JOIN outbox o ON o.id = d.outbox_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+               AND (?3 IS NULL OR d.channel = ?3)
                AND (d.channel != 'webhook' OR d.id IN (
                     SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel = 'webhook' GROUP BY target))
              ORDER BY d.id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![secs(now), limit as i64], |r| {
+        let wanted = channel.map(Channel::as_str);
+        let rows = stmt.query_map(params![secs(now), limit as i64, wanted], |r| {
             let outbox: Option<i64> = r.get(7)?;
             Ok((
                 r.get::<_, i64>(0)?,
@@ -181,20 +201,31 @@ impl OutboxStore for SqliteStore {
                 },
             ))
         })?;
+        let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+        drop(stmt);
         let mut out = Vec::new();
-        for row in rows {
-            let (id, channel, target, incident, attempts, event, body, decision) = row?;
-            let channel = Channel::parse(&channel).ok_or_else(|| StoreError::Corrupt {
-                what: format!("delivery {id}"),
-                detail: format!("unknown channel `{channel}`"),
-            })?;
+        for (id, channel, target, incident, attempts, event, body, decision) in rows {
+            let read = Channel::parse(&channel)
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: format!("delivery {id}"),
+                    detail: format!("unknown channel `{channel}`"),
+                })
+                .and_then(|c| Ok((c, decision.map(RawDecision::parse).transpose()?)));
+            let (channel, decision) = match read {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(delivery = id, error = %e, "outbox: a delivery cannot be read back; it is closed as failed");
+                    self.delivery_failed(id, &e.to_string(), now)?;
+                    continue;
+                }
+            };
             out.push(Delivery {
                 id,
                 channel,
                 target,
                 incident,
                 attempts,
-                decision: decision.map(RawDecision::parse).transpose()?,
+                decision,
                 queued: match (event, body) {
                     (Some(event), Some(body)) => Some(QueuedWebhook { event, body }),
                     _ => None,

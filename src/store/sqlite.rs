@@ -686,7 +686,7 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].context, None, "decided before contexts were stored");
         let now = from_secs(2000.0);
-        let pending = store.due_deliveries(now, 10).unwrap();
+        let pending = store.due_deliveries(now, None, 10).unwrap();
         assert_eq!(pending.len(), 1);
         let d = &pending[0];
         assert_eq!((d.id, d.channel, d.attempts), (7, Channel::Webhook, 2));
@@ -705,11 +705,42 @@ mod tests {
         }];
         store.fan_out(4, &fanned, now).unwrap();
         let ids: Vec<i64> = store
-            .due_deliveries(now, 10)
+            .due_deliveries(now, None, 10)
             .unwrap()
             .iter()
             .map(|d| d.id)
             .collect();
         assert_eq!(ids, [7, 8]);
+    }
+
+    /// A decision written by a newer tocsin (or damaged) is closed as failed, with the
+    /// reason, and the others are carried out: one bad row stops nothing.
+    #[test]
+    fn an_unreadable_decision_is_closed_and_the_others_go_on() {
+        use crate::store::OutboxStore;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                r#"INSERT INTO outbox (id, service, action, context, created_at, next_attempt_at)
+                     VALUES (1, 'shop', '{"action":"page_the_moon"}', '{}', 1000.0, 1000.0);
+                   INSERT INTO outbox (id, service, action, context, created_at, next_attempt_at)
+                     VALUES (2, '', '{"action":"mail_staff","id":null,"kind":"monitordown","level":0,"to":["a@example.com"]}', '{}', 1001.0, 1001.0);"#,
+            )
+            .unwrap();
+        let due = store.due(10).unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [2]);
+        let (status, error): (String, String) = store
+            .conn
+            .query_row(
+                "SELECT status, last_error FROM outbox WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "failed");
+        assert!(error.contains("outbox item 1"), "{error}");
+        assert_eq!(due[0].context, Some(crate::incident::Context::default()));
     }
 }

@@ -231,3 +231,36 @@ webhooks:
     );
     assert!(!d.join("var").exists());
 }
+
+/// On-call's ETA set after it has passed is refused by the engine, as it would be in a
+/// real outage: the drill says so in the plan and carries on.
+#[test]
+fn an_eta_already_past_is_reported_as_refused() {
+    let cfg = Path::new("testdata/design/probes.yaml");
+    let (code, out, err) = drill(
+        cfg,
+        &[
+            "--service",
+            "shop",
+            "--eta",
+            "5m",
+            "--eta-after",
+            "10m",
+            "--duration",
+            "40m",
+            "--start",
+            "2026-11-27T21:00:00Z",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let refused: Vec<String> = plan(&out)
+        .into_iter()
+        .filter(|l| l.contains("refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{out}");
+    assert!(
+        refused[0].starts_with("+0:11:00  on-call's ETA refused: "),
+        "{out}"
+    );
+    assert!(out.contains("recovered: 2 good rounds"), "{out}");
+}

@@ -135,7 +135,7 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
         store.fan_out(due[1].id, &[staff()], now).unwrap();
         store.fan_out(due[1].id, &[staff(), staff()], now).unwrap();
         assert!(store.due(10).unwrap().is_empty(), "fanned out once");
-        let deliveries = store.due_deliveries(now, 10).unwrap();
+        let deliveries = store.due_deliveries(now, None, 10).unwrap();
         assert_eq!(deliveries.len(), 1, "fanning out again adds nothing");
         assert_eq!(deliveries[0].decision.as_ref(), Some(&due[1]));
         assert_eq!(deliveries[0].incident, due[1].incident);
@@ -255,19 +255,19 @@ fn retries_wait_and_permanent_failures_stop() {
         let mail = store.due(10).unwrap()[1].id;
         let now = t0() + Duration::from_secs(30);
         store.fan_out(mail, &[staff()], now).unwrap();
-        let id = store.due_deliveries(now, 10).unwrap()[0].id;
+        let id = store.due_deliveries(now, None, 10).unwrap()[0].id;
         store
             .retry_delivery(id, "421 try later", t0() + Duration::from_secs(90))
             .unwrap();
         assert!(
             store
-                .due_deliveries(t0() + Duration::from_secs(60), 10)
+                .due_deliveries(t0() + Duration::from_secs(60), None, 10)
                 .unwrap()
                 .is_empty(),
             "not before its retry time"
         );
         let again = store
-            .due_deliveries(t0() + Duration::from_secs(90), 10)
+            .due_deliveries(t0() + Duration::from_secs(90), None, 10)
             .unwrap();
         assert_eq!(again[0].attempts, 1);
         store
@@ -275,7 +275,7 @@ fn retries_wait_and_permanent_failures_stop() {
             .unwrap();
         assert!(
             store
-                .due_deliveries(t0() + Duration::from_secs(9999), 10)
+                .due_deliveries(t0() + Duration::from_secs(9999), None, 10)
                 .unwrap()
                 .is_empty()
         );
@@ -317,7 +317,7 @@ fn each_webhook_receiver_hears_of_transitions_in_order() {
         let pending = store.pending().unwrap();
         assert_eq!(pending.decisions, 0);
         assert_eq!(pending.of(Channel::Webhook), 6);
-        let due = store.due_deliveries(now, 10).unwrap();
+        let due = store.due_deliveries(now, None, 10).unwrap();
         let targets: Vec<&str> = due.iter().map(|d| d.target.as_str()).collect();
         assert_eq!(
             targets,
@@ -329,7 +329,7 @@ fn each_webhook_receiver_hears_of_transitions_in_order() {
             .retry_delivery(due[0].id, "503", t0() + Duration::from_secs(600))
             .unwrap();
         store.delivered(due[1].id, now).unwrap();
-        let next = store.due_deliveries(now, 10).unwrap();
+        let next = store.due_deliveries(now, None, 10).unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].target, "https://b.test/");
         assert!(matches!(
