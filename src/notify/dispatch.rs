@@ -315,18 +315,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn each_delivery_is_retried_after_the_backoff_and_closed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    /// A store in `dir`, the start of time, a manual clock there, and a staff mail that
+    /// belongs to no incident.
+    fn bench(dir: &std::path::Path) -> (SharedStore, SystemTime, Arc<ManualClock>, Action) {
+        let store = SharedStore::new(SqliteStore::open(&dir.join("t.db")).unwrap());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let clock = Arc::new(ManualClock::new(t0));
         let mail = Action::MailStaff {
             id: None,
             kind: StaffMailKind::MonitorDown,
             level: 0,
             to: vec!["oncall@example.com".into()],
         };
+        (store, t0, Arc::new(ManualClock::new(t0)), mail)
+    }
+
+    #[tokio::test]
+    async fn each_delivery_is_retried_after_the_backoff_and_closed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, t0, clock, mail) = bench(dir.path());
         store
             .lock()
             .enqueue(&mail, &Context::default(), t0)
@@ -399,15 +405,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_channel_that_hangs_holds_up_only_itself() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let clock = Arc::new(ManualClock::new(t0));
-        let mail = Action::MailStaff {
-            id: None,
-            kind: StaffMailKind::MonitorDown,
-            level: 0,
-            to: vec!["oncall@example.com".into()],
-        };
+        let (store, t0, clock, mail) = bench(dir.path());
         let hooks = Arc::new(Scripted {
             channel: Channel::Webhook,
             targets: vec!["https://a.test/".into()],
