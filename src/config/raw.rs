@@ -110,11 +110,26 @@ pub struct RawHttp {
     pub body_contains: Option<String>,
     pub body_not_contains: Option<String>,
     pub body_regex: Option<String>,
+    #[serde(default)]
+    pub body_json: Vec<RawJsonRule>,
     pub max_latency: Option<String>,
     pub cert_min_days: Option<u32>,
     pub follow_redirects: Option<RawRedirects>,
     pub max_body: Option<RawSize>,
     pub tls: Option<RawTls>,
+}
+
+/// One `body_json` rule: a JSONPath and one comparison.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJsonRule {
+    pub path: String,
+    pub equals: Option<serde_json::Value>,
+    pub not_equals: Option<serde_json::Value>,
+    pub matches: Option<String>,
+    pub at_least: Option<f64>,
+    pub at_most: Option<f64>,
+    pub exists: Option<bool>,
 }
 
 /// `expect_status: 200`, `"200-299"`, or a list of either.

@@ -36,6 +36,8 @@ pub struct HttpCheck {
     pub body_contains: Option<String>,
     pub body_not_contains: Option<String>,
     pub body_regex: Option<Pattern>,
+    /// JSONPath rules the body must meet.
+    pub body_json: Vec<super::json::JsonRule>,
     pub max_latency: Option<Duration>,
     pub cert_min_days: Option<u32>,
     /// 0: redirects are not followed (a 3xx is then judged by `expect_status`).
@@ -57,6 +59,7 @@ impl HttpCheck {
             body_contains: None,
             body_not_contains: None,
             body_regex: None,
+            body_json: Vec::new(),
             max_latency: None,
             cert_min_days: None,
             max_redirects: DEFAULT_MAX_REDIRECTS,
@@ -198,6 +201,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
             });
         }
     }
+    super::json::check(&body, &c.body_json)?;
     if let Some(min_days) = c.cert_min_days {
         if c.url.scheme() == "https" {
             check_cert_days(rec, min_days, now)?;

@@ -8,6 +8,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod json;
 pub mod tcp;
 pub mod tls;
 
@@ -143,6 +144,16 @@ pub enum Reason {
     /// `body_regex` did not match the body.
     #[error("body does not match /{pattern}/")]
     BodyRegex { pattern: String },
+    /// The body is not JSON, though `body_json` needs it to be.
+    #[error("body is not JSON: {detail}")]
+    BodyNotJson { detail: String },
+    /// A `body_json` rule does not hold.
+    #[error("body JSON at {path}: found {found}, wanted {want}")]
+    BodyJson {
+        path: String,
+        found: String,
+        want: String,
+    },
     /// The response was correct but slower than `max_latency`.
     #[error("took {took_ms} ms, more than max_latency {max_ms} ms")]
     TooSlow { took_ms: u64, max_ms: u64 },
@@ -219,6 +230,8 @@ impl Reason {
             | Reason::BodyLacks { .. }
             | Reason::BodyContains { .. }
             | Reason::BodyRegex { .. }
+            | Reason::BodyNotJson { .. }
+            | Reason::BodyJson { .. }
             | Reason::TooManyRedirects { .. }
             | Reason::DnsAnswerLacks { .. }
             | Reason::ReplyMismatch { .. } => Problem::Errors,

@@ -41,6 +41,17 @@ const CASES: &[(&str, &[&str])] = &[
         &["5:55: invalid regex in `body_regex`: unclosed group"],
     ),
     (
+        "body-json-rules.yaml",
+        &[
+            "8:23: `status` is not a JSONPath such as $.status or $.items[0].name: a JSONPath starts with `$`",
+            "9:23: rule for `$.items` has at_least and at_most: give one comparison per rule (add another rule for the same path)",
+            "10:23: rule for `$.db` says nothing to check: add one of equals, not_equals, matches, at_least, at_most or exists",
+            "11:45: invalid regex in `matches`: unclosed group",
+            "12:23: rule for `$.ok` says nothing to check: add one of equals, not_equals, matches, at_least, at_most or exists",
+            "12:31: unknown key `exist`, did you mean `exists`?",
+        ],
+    ),
+    (
         "bad-service-id.yaml",
         &[
             "2:9: service id `Web Shop` may hold only lowercase letters, digits, `-` and `_` (it names files and URLs)",

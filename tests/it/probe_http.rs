@@ -81,6 +81,41 @@ async fn body_checks_say_what_was_missing_or_present() {
     assert_eq!(reason(&run(c, T).await), "body does not match /cart$/");
 }
 
+/// `body_json` against a real server: the rules that hold pass; the first that does not
+/// names its path, what was found and what was wanted; HTML and JSON nested 100,000 deep
+/// are named as not JSON, without a crash.
+#[tokio::test]
+async fn json_bodies_are_checked_by_jsonpath() {
+    use tocsin::probe::json::{JsonExpect, JsonRule};
+    let s = HttpServer::start(None).await;
+    let rule = |p: &str, e: JsonExpect| JsonRule::new(p, e).unwrap();
+    let mut c = HttpCheck::get(s.url("/health.json"));
+    c.body_json = vec![
+        rule("$.status", JsonExpect::Equals("UP".into())),
+        rule("$.items.length()", JsonExpect::AtLeast(1.0)),
+        rule(
+            "$.checks[?@.name == 'db'].ok",
+            JsonExpect::Equals(serde_json::Value::Bool(true)),
+        ),
+    ];
+    let o = run(c.clone(), T).await;
+    assert!(o.success, "{}", reason(&o));
+    c.body_json.push(rule(
+        "$.checks[*].ok",
+        JsonExpect::Equals(serde_json::Value::Bool(true)),
+    ));
+    assert_eq!(
+        reason(&run(c, T).await),
+        "body JSON at $.checks[*].ok: found [true, false], wanted true"
+    );
+    for path in ["/", "/deep.json"] {
+        let mut c = HttpCheck::get(s.url(path));
+        c.body_json = vec![rule("$.status", JsonExpect::Exists(true))];
+        let r = reason(&run(c, T).await);
+        assert!(r.starts_with("body is not JSON: "), "{path}: {r}");
+    }
+}
+
 #[tokio::test]
 async fn redirects_are_followed_counted_and_bounded() {
     let s = HttpServer::start(None).await;

@@ -133,6 +133,7 @@ pub(super) fn http_check(
         Some(r) => cx.regex(&p.key("body_regex"), r).map(Some),
         None => Some(None),
     };
+    let body_json = json_rules(cx, &p.key("body_json"), &h.body_json);
     let max_latency = match &h.max_latency {
         Some(s) => Some(cx.positive_duration(&p.key("max_latency"), s)),
         None => Some(None),
@@ -184,12 +185,82 @@ pub(super) fn http_check(
         body_contains: h.body_contains.clone(),
         body_not_contains: h.body_not_contains.clone(),
         body_regex: body_regex?,
+        body_json: body_json?,
         max_latency: max_latency?,
         cert_min_days: h.cert_min_days,
         max_redirects,
         max_body: max_body?,
         tls: tls?,
     })
+}
+
+/// `body_json`: each rule a JSONPath and exactly one comparison.
+fn json_rules(cx: &mut Ctx, p: &Path, raw: &[RawJsonRule]) -> Option<Vec<JsonRule>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, r) in raw.iter().enumerate() {
+        let rp = p.index(i);
+        let mut given = Vec::new();
+        if let Some(v) = &r.equals {
+            given.push(("equals", Some(JsonExpect::Equals(v.clone()))));
+        }
+        if let Some(v) = &r.not_equals {
+            given.push(("not_equals", Some(JsonExpect::NotEquals(v.clone()))));
+        }
+        if let Some(m) = &r.matches {
+            let re = cx.regex(&rp.key("matches"), m).map(JsonExpect::Matches);
+            given.push(("matches", re));
+        }
+        if let Some(n) = r.at_least {
+            given.push(("at_least", Some(JsonExpect::AtLeast(n))));
+        }
+        if let Some(n) = r.at_most {
+            given.push(("at_most", Some(JsonExpect::AtMost(n))));
+        }
+        if let Some(b) = r.exists {
+            given.push(("exists", Some(JsonExpect::Exists(b))));
+        }
+        let expect = match given.as_slice() {
+            [(_, e)] => e.clone(),
+            [] => {
+                cx.err(&rp.key("path"), format!("rule for `{}` says nothing to check: add one of equals, not_equals, matches, at_least, at_most or exists", r.path));
+                None
+            }
+            many => {
+                let keys: Vec<&str> = many.iter().map(|(k, _)| *k).collect();
+                cx.err(&rp.key("path"), format!("rule for `{}` has {}: give one comparison per rule (add another rule for the same path)", r.path, keys.join(" and ")));
+                None
+            }
+        };
+        // The path is checked whatever the comparison, so both errors are reported.
+        let rule = match JsonRule::new(&r.path, JsonExpect::Exists(true)) {
+            Ok(mut rule) => expect.map(|expect| {
+                rule.expect = expect;
+                rule
+            }),
+            Err(e) => {
+                // The parser's own words say little about the commonest slip.
+                let why = if r.path.starts_with('$') {
+                    e
+                } else {
+                    "a JSONPath starts with `$`".to_string()
+                };
+                cx.err(
+                    &rp.key("path"),
+                    format!(
+                        "`{}` is not a JSONPath such as $.status or $.items[0].name: {why}",
+                        r.path
+                    ),
+                );
+                None
+            }
+        };
+        match rule {
+            Some(rule) => out.push(rule),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 pub(super) fn status_range(cx: &mut Ctx, p: &Path, s: &RawStatus) -> Option<(u16, u16)> {

@@ -164,6 +164,11 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, addr: SocketAddr) 
         "/503" => simple("503 Service Unavailable", "down"),
         "/404" => simple("404 Not Found", "nothing here"),
         "/500" => simple("500 Internal Server Error", "oops"),
+        "/health.json" => simple(
+            "200 OK",
+            r#"{"status":"UP","items":[1,2,3],"version":"2.4.1","checks":[{"name":"db","ok":true},{"name":"cache","ok":false}]}"#,
+        ),
+        "/deep.json" => simple("200 OK", &("[".repeat(100_000) + &"]".repeat(100_000))),
         "/redirect" => format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
         "/loop" => "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
         "/slow" => {
