@@ -112,6 +112,12 @@ pub struct RawHttp {
     pub body_regex: Option<String>,
     #[serde(default)]
     pub body_json: Vec<RawJsonRule>,
+    /// Response header → regex its values must match.
+    #[serde(default)]
+    pub header_matches: BTreeMap<String, String>,
+    /// Response header → regex none of its values may match.
+    #[serde(default)]
+    pub header_not_matches: BTreeMap<String, String>,
     pub max_latency: Option<String>,
     pub cert_min_days: Option<u32>,
     pub follow_redirects: Option<RawRedirects>,

@@ -38,6 +38,12 @@ pub struct HttpCheck {
     pub body_regex: Option<Pattern>,
     /// JSONPath rules the body must meet.
     pub body_json: Vec<super::json::JsonRule>,
+    /// Response headers that must be present and match (as blackbox's
+    /// `fail_if_header_not_matches`).
+    pub header_matches: Vec<(String, Pattern)>,
+    /// Response headers none of whose values may match (as blackbox's
+    /// `fail_if_header_matches`); an absent header passes.
+    pub header_not_matches: Vec<(String, Pattern)>,
     pub max_latency: Option<Duration>,
     pub cert_min_days: Option<u32>,
     /// 0: redirects are not followed (a 3xx is then judged by `expect_status`).
@@ -60,6 +66,8 @@ impl HttpCheck {
             body_not_contains: None,
             body_regex: None,
             body_json: Vec::new(),
+            header_matches: Vec::new(),
+            header_not_matches: Vec::new(),
             max_latency: None,
             cert_min_days: None,
             max_redirects: DEFAULT_MAX_REDIRECTS,
@@ -67,6 +75,42 @@ impl HttpCheck {
             tls: TlsOptions::system(),
         }
     }
+}
+
+/// The `header_matches` and `header_not_matches` rules, in order.
+fn check_headers(headers: &reqwest::header::HeaderMap, c: &HttpCheck) -> Result<(), Reason> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    for (name, re) in &c.header_matches {
+        let got = values(name);
+        if got.is_empty() {
+            return Err(Reason::HeaderMissing {
+                header: name.clone(),
+            });
+        }
+        if let Some(v) = got.iter().find(|v| !re.0.is_match(v)) {
+            return Err(Reason::HeaderMismatch {
+                header: name.clone(),
+                pattern: re.0.as_str().to_string(),
+                got: v.clone(),
+            });
+        }
+    }
+    for (name, re) in &c.header_not_matches {
+        if let Some(v) = values(name).into_iter().find(|v| re.0.is_match(v)) {
+            return Err(Reason::HeaderForbidden {
+                header: name.clone(),
+                pattern: re.0.as_str().to_string(),
+                got: v,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Accepted status codes as inclusive ranges; the default is 200-399.
@@ -157,6 +201,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
         d.http_content_length = Some(resp.content_length());
     });
 
+    let headers = resp.headers().clone();
     let mut body: Vec<u8> = Vec::new();
     while (body.len() as u64) < c.max_body {
         match resp.chunk().await {
@@ -201,6 +246,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
             });
         }
     }
+    check_headers(&headers, c)?;
     super::json::check(&body, &c.body_json)?;
     if let Some(min_days) = c.cert_min_days {
         if c.url.scheme() == "https" {

@@ -144,6 +144,23 @@ pub enum Reason {
     /// `body_regex` did not match the body.
     #[error("body does not match /{pattern}/")]
     BodyRegex { pattern: String },
+    /// A `header_matches` header is absent.
+    #[error("response lacks header {header}")]
+    HeaderMissing { header: String },
+    /// A `header_matches` header does not match.
+    #[error("header {header}: {got:?} does not match /{pattern}/")]
+    HeaderMismatch {
+        header: String,
+        pattern: String,
+        got: String,
+    },
+    /// A `header_not_matches` header matches.
+    #[error("header {header}: {got:?} matches /{pattern}/")]
+    HeaderForbidden {
+        header: String,
+        pattern: String,
+        got: String,
+    },
     /// The body is not JSON, though `body_json` needs it to be.
     #[error("body is not JSON: {detail}")]
     BodyNotJson { detail: String },
@@ -231,6 +248,9 @@ impl Reason {
             | Reason::BodyContains { .. }
             | Reason::BodyRegex { .. }
             | Reason::BodyNotJson { .. }
+            | Reason::HeaderMissing { .. }
+            | Reason::HeaderMismatch { .. }
+            | Reason::HeaderForbidden { .. }
             | Reason::BodyJson { .. }
             | Reason::TooManyRedirects { .. }
             | Reason::DnsAnswerLacks { .. }

@@ -41,6 +41,13 @@ const CASES: &[(&str, &[&str])] = &[
         &["5:55: invalid regex in `body_regex`: unclosed group"],
     ),
     (
+        "header-rules.yaml",
+        &[
+            "7:29: invalid HTTP header name `Content Type`",
+            "7:70: invalid regex in `X-Version`: unclosed group",
+        ],
+    ),
+    (
         "body-json-rules.yaml",
         &[
             "8:23: `status` is not a JSONPath such as $.status or $.items[0].name: a JSONPath starts with `$`",

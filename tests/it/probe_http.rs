@@ -116,6 +116,33 @@ async fn json_bodies_are_checked_by_jsonpath() {
     }
 }
 
+/// Response headers that must match, or must not: an absent one, a mismatch and a
+/// forbidden value each name the header, the value and the pattern.
+#[tokio::test]
+async fn response_headers_are_checked() {
+    let s = HttpServer::start(None).await;
+    let re = |p: &str| Pattern(regex::Regex::new(p).unwrap());
+    let mut c = HttpCheck::get(s.url("/"));
+    c.header_matches = vec![("content-type".into(), re("^text/html"))];
+    c.header_not_matches = vec![("server".into(), re("nginx/1\\.1"))];
+    let o = run(c.clone(), T).await;
+    assert!(o.success, "{}", reason(&o));
+    c.header_matches.push(("x-version".into(), re(".")));
+    assert_eq!(reason(&run(c, T).await), "response lacks header x-version");
+    let mut c = HttpCheck::get(s.url("/"));
+    c.header_matches = vec![("content-type".into(), re("json"))];
+    assert_eq!(
+        reason(&run(c, T).await),
+        "header content-type: \"text/html\" does not match /json/"
+    );
+    let mut c = HttpCheck::get(s.url("/"));
+    c.header_not_matches = vec![("content-type".into(), re("html"))];
+    assert_eq!(
+        reason(&run(c, T).await),
+        "header content-type: \"text/html\" matches /html/"
+    );
+}
+
 #[tokio::test]
 async fn redirects_are_followed_counted_and_bounded() {
     let s = HttpServer::start(None).await;

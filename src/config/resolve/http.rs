@@ -134,6 +134,21 @@ pub(super) fn http_check(
         None => Some(None),
     };
     let body_json = json_rules(cx, &p.key("body_json"), &h.body_json);
+    let mut header_rules = |key: &str, raw: &BTreeMap<String, String>| {
+        let mut out = Vec::new();
+        for (name, re) in raw {
+            let hp = p.key(key).key(name);
+            if bad_name(cx, &hp, name) {
+                continue;
+            }
+            if let Some(re) = cx.regex(&hp, re) {
+                out.push((name.to_ascii_lowercase(), re));
+            }
+        }
+        out
+    };
+    let header_matches = header_rules("header_matches", &h.header_matches);
+    let header_not_matches = header_rules("header_not_matches", &h.header_not_matches);
     let max_latency = match &h.max_latency {
         Some(s) => Some(cx.positive_duration(&p.key("max_latency"), s)),
         None => Some(None),
@@ -186,6 +201,8 @@ pub(super) fn http_check(
         body_not_contains: h.body_not_contains.clone(),
         body_regex: body_regex?,
         body_json: body_json?,
+        header_matches,
+        header_not_matches,
         max_latency: max_latency?,
         cert_min_days: h.cert_min_days,
         max_redirects,
