@@ -105,6 +105,10 @@ pub struct RawHttp {
     /// Header name → environment variable holding its value (for secrets).
     #[serde(default)]
     pub headers_env: BTreeMap<String, String>,
+    /// HTTP basic authentication, the login from the environment.
+    pub basic_auth: Option<RawBasicAuth>,
+    /// The environment variable holding a bearer token.
+    pub bearer_token_env: Option<String>,
     pub body: Option<String>,
     pub expect_status: Option<RawStatusList>,
     pub body_contains: Option<String>,
@@ -123,6 +127,13 @@ pub struct RawHttp {
     pub follow_redirects: Option<RawRedirects>,
     pub max_body: Option<RawSize>,
     pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    pub username_env: String,
+    pub password_env: String,
 }
 
 /// One `body_json` rule: a JSONPath and one comparison.

@@ -41,6 +41,15 @@ const CASES: &[(&str, &[&str])] = &[
         &["5:55: invalid regex in `body_regex`: unclosed group"],
     ),
     (
+        "http-auth.yaml",
+        &[
+            "5:71: environment variable `UNSET_USER_VAR` (for `username_env`) is not set",
+            "5:101: `not a name` is not an environment variable name (such as API_TOKEN)",
+            "7:46: give one Authorization: `basic_auth`, `bearer_token_env` or an `Authorization` header, not several",
+            "7:64: environment variable `UNSET_TOKEN_VAR` (for `bearer_token_env`) is not set",
+        ],
+    ),
+    (
         "header-rules.yaml",
         &[
             "7:29: invalid HTTP header name `Content Type`",

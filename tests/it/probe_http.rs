@@ -143,6 +143,44 @@ async fn response_headers_are_checked() {
     );
 }
 
+/// Basic auth and a bearer token, from the environment at load, reach the server as an
+/// Authorization header; without them the server's 401 is the reason.
+#[tokio::test]
+async fn basic_auth_and_bearer_tokens_come_from_the_environment() {
+    let s = HttpServer::start(None).await;
+    let env = |k: &str| -> Option<String> {
+        Some(match k {
+            "SHOP_USER" => "tocsin".into(),
+            "SHOP_PASSWORD" => "s3cret".into(),
+            "SHOP_TOKEN" => "t0ken-42".into(),
+            _ => return None,
+        })
+    };
+    let url = s.url("/auth");
+    for auth in [
+        "basic_auth: { username_env: SHOP_USER, password_env: SHOP_PASSWORD }",
+        "bearer_token_env: SHOP_TOKEN",
+        "expect_status: 200",
+    ] {
+        let yaml = format!(
+            "services:\n  - id: shop\n    probes:\n      - name: home\n        http: {{ url: \"{url}\", {auth} }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tocsin::config::parse_with(&yaml, &dir.path().join("probes.yaml"), &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tocsin::probe::Check::Http(c) = &cfg.services[0].probes[0].check else {
+            panic!("an HTTP check");
+        };
+        let o = run(c.clone(), T).await;
+        if auth.starts_with("expect_status") {
+            assert_eq!(reason(&o), "status 401, expected 200");
+        } else {
+            assert!(o.success, "{auth}: {}", reason(&o));
+            assert!(!format!("{c:?}").contains("t0ken"), "never shown");
+        }
+    }
+}
+
 #[tokio::test]
 async fn redirects_are_followed_counted_and_bounded() {
     let s = HttpServer::start(None).await;

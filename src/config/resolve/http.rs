@@ -109,6 +109,73 @@ pub(super) fn http_check(
             }
         }
     }
+    // Basic auth and bearer tokens become an Authorization header whose value is
+    // secret, like headers_env.
+    let mut env_value = |key: &Path, var: &str| -> Option<String> {
+        if !valid_env_name(var) {
+            cx.err(
+                key,
+                format!("`{var}` is not an environment variable name (such as API_TOKEN)"),
+            );
+            return None;
+        }
+        let value = (cx.env)(var).filter(|v| !v.is_empty());
+        if value.is_none() {
+            cx.err(
+                key,
+                format!(
+                    "environment variable `{var}` (for `{}`) is not set",
+                    last_key(key)
+                ),
+            );
+        }
+        value
+    };
+    let mut authorization = Vec::new();
+    if let Some(b) = &h.basic_auth {
+        let bp = p.key("basic_auth");
+        let user = env_value(&bp.key("username_env"), &b.username_env);
+        let pass = env_value(&bp.key("password_env"), &b.password_env);
+        if let (Some(user), Some(pass)) = (user, pass) {
+            use base64::Engine as _;
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            authorization.push(format!("Basic {pair}"));
+        }
+    }
+    if let Some(var) = &h.bearer_token_env {
+        if let Some(token) = env_value(&p.key("bearer_token_env"), var) {
+            authorization.push(format!("Bearer {token}"));
+        }
+    }
+    let by_header = h
+        .headers
+        .keys()
+        .chain(h.headers_env.keys())
+        .any(|k| k.eq_ignore_ascii_case("authorization"));
+    if (h.basic_auth.is_some() && h.bearer_token_env.is_some())
+        || (by_header && (h.basic_auth.is_some() || h.bearer_token_env.is_some()))
+    {
+        let key = if h.basic_auth.is_some() {
+            "basic_auth"
+        } else {
+            "bearer_token_env"
+        };
+        cx.diag.at_key(&p.key(key), "give one Authorization: `basic_auth`, `bearer_token_env` or an `Authorization` header, not several");
+    } else if let Some(value) = authorization.pop() {
+        if HeaderValue::from_str(&value).is_ok() {
+            secret_headers.push(("Authorization".to_string(), Secret::new(value)));
+        } else {
+            let key = if h.basic_auth.is_some() {
+                "basic_auth"
+            } else {
+                "bearer_token_env"
+            };
+            cx.err(
+                &p.key(key),
+                "the login from the environment is not a valid header value (a line break?)",
+            );
+        }
+    }
     let expect_status = match &h.expect_status {
         None => Some(StatusSet::default()),
         Some(RawStatusList::One(s)) => {

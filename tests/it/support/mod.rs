@@ -168,6 +168,16 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, addr: SocketAddr) 
             "200 OK",
             r#"{"status":"UP","items":[1,2,3],"version":"2.4.1","checks":[{"name":"db","ok":true},{"name":"cache","ok":false}]}"#,
         ),
+        "/auth" => {
+            let lower = text.to_ascii_lowercase();
+            let basic = lower.contains("\r\nauthorization: basic dg9jc2luonmzy3jlda==\r\n");
+            let bearer = text.contains("\r\nauthorization: Bearer t0ken-42\r\n");
+            if basic || bearer {
+                simple("200 OK", "welcome")
+            } else {
+                simple("401 Unauthorized", "who are you?")
+            }
+        }
         "/deep.json" => simple("200 OK", &("[".repeat(100_000) + &"]".repeat(100_000))),
         "/redirect" => format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
         "/loop" => "HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
