@@ -116,6 +116,8 @@ pub struct RawHttp {
     pub body_regex: Option<String>,
     #[serde(default)]
     pub body_json: Vec<RawJsonRule>,
+    /// `"1.1"` or `"2"`: the version the response must come in.
+    pub http_version: Option<String>,
     /// Response header → regex its values must match.
     #[serde(default)]
     pub header_matches: BTreeMap<String, String>,

@@ -38,6 +38,8 @@ pub struct HttpCheck {
     pub body_regex: Option<Pattern>,
     /// JSONPath rules the body must meet.
     pub body_json: Vec<super::json::JsonRule>,
+    /// The HTTP version the response must come in (`reqwest::Version`), when required.
+    pub http_version: Option<reqwest::Version>,
     /// Response headers that must be present and match (as blackbox's
     /// `fail_if_header_not_matches`).
     pub header_matches: Vec<(String, Pattern)>,
@@ -68,12 +70,25 @@ impl HttpCheck {
             body_json: Vec::new(),
             header_matches: Vec::new(),
             header_not_matches: Vec::new(),
+            http_version: None,
             max_latency: None,
             cert_min_days: None,
             max_redirects: DEFAULT_MAX_REDIRECTS,
             max_body: DEFAULT_MAX_BODY,
             tls: TlsOptions::system(),
         }
+    }
+}
+
+/// How an HTTP version is written in configs and reasons.
+pub fn version_name(v: reqwest::Version) -> &'static str {
+    match v {
+        reqwest::Version::HTTP_09 => "0.9",
+        reqwest::Version::HTTP_10 => "1.0",
+        reqwest::Version::HTTP_11 => "1.1",
+        reqwest::Version::HTTP_2 => "2",
+        reqwest::Version::HTTP_3 => "3",
+        _ => "unknown",
     }
 }
 
@@ -202,6 +217,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     });
 
     let headers = resp.headers().clone();
+    let version = resp.version();
     let mut body: Vec<u8> = Vec::new();
     while (body.len() as u64) < c.max_body {
         match resp.chunk().await {
@@ -245,6 +261,12 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
                 pattern: re.0.as_str().to_string(),
             });
         }
+    }
+    if let Some(want) = c.http_version.filter(|w| *w != version) {
+        return Err(Reason::HttpVersion {
+            got: version_name(version).to_string(),
+            want: version_name(want).to_string(),
+        });
     }
     check_headers(&headers, c)?;
     super::json::check(&body, &c.body_json)?;

@@ -144,6 +144,9 @@ pub enum Reason {
     /// `body_regex` did not match the body.
     #[error("body does not match /{pattern}/")]
     BodyRegex { pattern: String },
+    /// The response came in another HTTP version than `http_version` requires.
+    #[error("response over HTTP/{got}, expected HTTP/{want}")]
+    HttpVersion { got: String, want: String },
     /// A `header_matches` header is absent.
     #[error("response lacks header {header}")]
     HeaderMissing { header: String },
@@ -248,6 +251,7 @@ impl Reason {
             | Reason::BodyContains { .. }
             | Reason::BodyRegex { .. }
             | Reason::BodyNotJson { .. }
+            | Reason::HttpVersion { .. }
             | Reason::HeaderMissing { .. }
             | Reason::HeaderMismatch { .. }
             | Reason::HeaderForbidden { .. }

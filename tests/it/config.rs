@@ -54,6 +54,7 @@ const CASES: &[(&str, &[&str])] = &[
         &[
             "7:29: invalid HTTP header name `Content Type`",
             "7:70: invalid regex in `X-Version`: unclosed group",
+            "9:25: `http_version` is \"1.1\" or \"2\", not `3`",
         ],
     ),
     (

@@ -117,7 +117,8 @@ async fn json_bodies_are_checked_by_jsonpath() {
 }
 
 /// Response headers that must match, or must not: an absent one, a mismatch and a
-/// forbidden value each name the header, the value and the pattern.
+/// forbidden value each name the header, the value and the pattern; a response in
+/// another HTTP version than required names both.
 #[tokio::test]
 async fn response_headers_are_checked() {
     let s = HttpServer::start(None).await;
@@ -135,6 +136,14 @@ async fn response_headers_are_checked() {
         reason(&run(c, T).await),
         "header content-type: \"text/html\" does not match /json/"
     );
+    let mut c = HttpCheck::get(s.url("/"));
+    c.http_version = Some(reqwest::Version::HTTP_2);
+    assert_eq!(
+        reason(&run(c.clone(), T).await),
+        "response over HTTP/1.1, expected HTTP/2"
+    );
+    c.http_version = Some(reqwest::Version::HTTP_11);
+    assert!(run(c, T).await.success);
     let mut c = HttpCheck::get(s.url("/"));
     c.header_not_matches = vec![("content-type".into(), re("html"))];
     assert_eq!(

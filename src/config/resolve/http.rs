@@ -201,6 +201,18 @@ pub(super) fn http_check(
         None => Some(None),
     };
     let body_json = json_rules(cx, &p.key("body_json"), &h.body_json);
+    let http_version = match h.http_version.as_deref() {
+        None => Some(None),
+        Some("1.1") => Some(Some(reqwest::Version::HTTP_11)),
+        Some("2") | Some("2.0") => Some(Some(reqwest::Version::HTTP_2)),
+        Some(v) => {
+            cx.err(
+                &p.key("http_version"),
+                format!("`http_version` is \"1.1\" or \"2\", not `{v}`"),
+            );
+            None
+        }
+    };
     let mut header_rules = |key: &str, raw: &BTreeMap<String, String>| {
         let mut out = Vec::new();
         for (name, re) in raw {
@@ -270,6 +282,7 @@ pub(super) fn http_check(
         body_json: body_json?,
         header_matches,
         header_not_matches,
+        http_version: http_version?,
         max_latency: max_latency?,
         cert_min_days: h.cert_min_days,
         max_redirects,
