@@ -587,7 +587,7 @@ impl Metrics {
                     .with_label_values(&l)
                     .set(o.phase(Phase::Resolve).as_secs_f64());
             }
-            Check::Tcp(_) => {}
+            Check::Tcp(_) | Check::Udp(_) => {}
         }
         match o.details.cert_not_after {
             Some(t) => self.ssl_expiry.with_label_values(&l).set(t as f64),
@@ -742,9 +742,9 @@ pub fn render_single(check: &Check, o: &Outcome) -> String {
             )
             .set(o.phase(Phase::Resolve).as_secs_f64());
         }
-        Check::Tcp(_) => {}
+        Check::Tcp(_) | Check::Udp(_) => {}
     }
-    if matches!(check, Check::Http(_) | Check::Tcp(_)) {
+    if matches!(check, Check::Http(_) | Check::Tcp(_) | Check::Udp(_)) {
         g(
             "probe_dns_lookup_time_seconds",
             "Time taken to resolve the target's name, in seconds (0 for an address).",

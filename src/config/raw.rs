@@ -83,6 +83,7 @@ pub struct RawProbe {
     pub http: Option<RawHttp>,
     pub dns: Option<RawDns>,
     pub tcp: Option<RawTcp>,
+    pub udp: Option<RawUdp>,
 }
 
 /// A blackbox-style module for `/probe`: a probe without its target.
@@ -93,6 +94,7 @@ pub struct RawModule {
     pub http: Option<RawHttp>,
     pub dns: Option<RawDns>,
     pub tcp: Option<RawTcp>,
+    pub udp: Option<RawUdp>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +214,14 @@ pub struct RawTcp {
     pub send: Option<String>,
     pub expect: Option<String>,
     pub cert_min_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUdp {
+    pub address: Option<String>,
+    pub send: Option<String>,
+    pub expect: Option<String>,
 }
 
 /// `tls: true` or `tls: { ca_file, insecure_skip_verify, server_name }`.

@@ -11,6 +11,7 @@ pub mod http;
 pub mod json;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ pub enum Check {
     Http(HttpCheck),
     Dns(DnsCheck),
     Tcp(TcpCheck),
+    Udp(udp::UdpCheck),
 }
 
 impl Check {
@@ -43,6 +45,7 @@ impl Check {
             Check::Http(_) => "http",
             Check::Dns(_) => "dns",
             Check::Tcp(_) => "tcp",
+            Check::Udp(_) => "udp",
         }
     }
 
@@ -52,6 +55,7 @@ impl Check {
             Check::Http(c) => c.url.to_string(),
             Check::Dns(c) => format!("{} {}", c.name, c.record_type),
             Check::Tcp(c) => c.address.clone(),
+            Check::Udp(c) => c.address.clone(),
         }
     }
 }
@@ -382,6 +386,7 @@ pub async fn run(check: &Check, timeout: Duration, now: SystemTime) -> Outcome {
             Check::Http(c) => http::probe(c, &rec, now).await,
             Check::Dns(c) => dns::probe(c, &rec).await,
             Check::Tcp(c) => tcp::probe(c, &rec, now).await,
+            Check::Udp(c) => udp::probe(c, &rec).await,
         }
     };
     let result = match tokio::time::timeout(timeout, work).await {

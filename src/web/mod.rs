@@ -189,6 +189,14 @@ fn with_target(
             t.address = target.to_string();
             Ok(Check::Tcp(t))
         }
+        Check::Udp(u) => {
+            if !crate::config::valid_host_port(target) {
+                return Err(format!("target `{target}` is not host:port"));
+            }
+            let mut u = u.clone();
+            u.address = target.to_string();
+            Ok(Check::Udp(u))
+        }
         Check::Dns(d) => {
             let server = crate::config::parse_server(target).ok_or_else(|| {
                 format!("target `{target}` is not a DNS server address (ip or ip:port)")

@@ -41,6 +41,14 @@ const CASES: &[(&str, &[&str])] = &[
         &["5:55: invalid regex in `body_regex`: unclosed group"],
     ),
     (
+        "udp-probe.yaml",
+        &[
+            "5:14: missing key `expect` (a regex the reply must match: without a reply a UDP probe proves nothing)",
+            "5:25: `address` must be host:port, such as game.internal:27015, not `game.internal`",
+            "5:48: `send` is empty: give the datagram to send",
+        ],
+    ),
+    (
         "http-auth.yaml",
         &[
             "5:71: environment variable `UNSET_USER_VAR` (for `username_env`) is not set",
@@ -189,7 +197,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "probe-without-kind.yaml",
-        &["4:9: needs one of `http`, `dns` or `tcp` to say what to check"],
+        &["4:9: needs one of `http`, `dns`, `tcp` or `udp` to say what to check"],
     ),
     (
         "secret-in-smtp-url.yaml",

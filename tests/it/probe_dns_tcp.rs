@@ -275,3 +275,60 @@ async fn tcp_tls_checks_the_certificate_and_talks_through_it() {
         reason(&o)
     );
 }
+
+/// A UDP peer on loopback: answers each datagram with `replies` (all of them, in order),
+/// or with nothing when `replies` is empty.
+async fn udp_peer(replies: Vec<Vec<u8>>) -> SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = s.recv_from(&mut buf).await {
+            for r in &replies {
+                let _ = s.send_to(r, from).await;
+            }
+        }
+    });
+    addr
+}
+
+fn udp(addr: SocketAddr, expect: &str) -> Check {
+    Check::Udp(tocsin::probe::udp::UdpCheck {
+        address: addr.to_string(),
+        send: "\u{ff}\u{ff}status".into(),
+        expect: Pattern(regex::Regex::new(expect).unwrap()),
+    })
+}
+
+#[tokio::test]
+async fn udp_send_then_expect_passes_on_the_matching_reply() {
+    let peer = udp_peer(vec![b"noise".to_vec(), b"status: 12 players".to_vec()]).await;
+    let o = run(udp(peer, r"^status: \d+ players"), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.phases.last().map(|p| p.0), Some(Phase::Processing));
+}
+
+#[tokio::test]
+async fn udp_closed_port_silence_and_floods_are_named() {
+    // Nothing listens: the kernel's ICMP port unreachable.
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    assert_eq!(
+        reason(&run(udp(closed, "^ok"), T).await),
+        "connection refused"
+    );
+    // A peer that never answers: the deadline, during processing.
+    let silent = udp_peer(vec![]).await;
+    assert_eq!(
+        reason(&run(udp(silent, "^ok"), Duration::from_millis(300)).await),
+        "timed out during processing"
+    );
+    // A flood of wrong datagrams ends as a mismatch with the last one shown.
+    let flood = udp_peer(vec![b"garbage".to_vec(); 150]).await;
+    assert_eq!(
+        reason(&run(udp(flood, "^ok"), T).await),
+        "reply does not match /^ok/, got \"garbage\""
+    );
+}

@@ -17,6 +17,7 @@ pub(super) use crate::incident::WebhookEvent;
 pub(super) use crate::probe::dns::RECORD_TYPES;
 pub(super) use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 pub(super) use crate::probe::json::{JsonExpect, JsonRule};
+pub(super) use crate::probe::udp::UdpCheck;
 pub(super) use crate::probe::{
     Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StatusSet, TcpCheck, TlsOptions,
 };

@@ -18,6 +18,7 @@ pub(super) mod mail;
 pub(super) mod pages;
 pub(super) mod services;
 pub(super) mod tcp;
+mod udp;
 pub(super) mod webhooks;
 
 pub use cx::{DEFAULT_LISTEN, fmt_dur, parse_duration, parse_size, valid_email, valid_language};

@@ -5,6 +5,7 @@ use super::cx::*;
 use super::dns::dns_check;
 use super::http::http_check;
 use super::tcp::tcp_check;
+use super::udp::udp_check;
 
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -259,7 +260,7 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                     ),
                 );
             }
-            let check = check_of(cx, &pp, (&rp.http, &rp.dns, &rp.tcp), true);
+            let check = check_of(cx, &pp, (&rp.http, &rp.dns, &rp.tcp, &rp.udp), true);
             if let Some(check) = check {
                 probes.push(Arc::new(Probe {
                     service: rs.id.clone(),
@@ -308,14 +309,21 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
 pub(super) fn check_of(
     cx: &mut Ctx,
     p: &Path,
-    checks: (&Option<RawHttp>, &Option<RawDns>, &Option<RawTcp>),
+    checks: (
+        &Option<RawHttp>,
+        &Option<RawDns>,
+        &Option<RawTcp>,
+        &Option<RawUdp>,
+    ),
     need_target: bool,
 ) -> Option<Check> {
     let (http, dns, tcp) = (checks.0.as_ref(), checks.1.as_ref(), checks.2.as_ref());
+    let udp = checks.3.as_ref();
     let given: Vec<&str> = [
         ("http", http.is_some()),
         ("dns", dns.is_some()),
         ("tcp", tcp.is_some()),
+        ("udp", udp.is_some()),
     ]
     .iter()
     .filter(|(_, s)| *s)
@@ -325,7 +333,7 @@ pub(super) fn check_of(
         [] => {
             cx.err(
                 p,
-                "needs one of `http`, `dns` or `tcp` to say what to check",
+                "needs one of `http`, `dns`, `tcp` or `udp` to say what to check",
             );
             None
         }
@@ -334,9 +342,11 @@ pub(super) fn check_of(
                 http_check(cx, &p.key("http"), h, need_target).map(Check::Http)
             } else if let Some(d) = dns {
                 dns_check(cx, &p.key("dns"), d, need_target).map(Check::Dns)
+            } else if let Some(t) = tcp {
+                tcp_check(cx, &p.key("tcp"), t, need_target).map(Check::Tcp)
             } else {
-                tcp.and_then(|t| tcp_check(cx, &p.key("tcp"), t, need_target))
-                    .map(Check::Tcp)
+                udp.and_then(|u| udp_check(cx, &p.key("udp"), u, need_target))
+                    .map(Check::Udp)
             }
         }
         many => {
@@ -405,7 +415,7 @@ pub(super) fn resolve_modules(
             .as_deref()
             .and_then(|s| cx.positive_duration(&mp.key("timeout"), s))
             .unwrap_or(def_timeout);
-        if let Some(check) = check_of(cx, &mp, (&m.http, &m.dns, &m.tcp), false) {
+        if let Some(check) = check_of(cx, &mp, (&m.http, &m.dns, &m.tcp, &m.udp), false) {
             out.insert(
                 name.clone(),
                 Module {
