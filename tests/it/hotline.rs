@@ -19,7 +19,9 @@ mkdir -p "$here/calls"
 n=$(ls "$here/calls" | wc -l)
 if [ -f "$here/hang" ]; then sleep 30; fi
 if [ -f "$here/fail" ]; then echo "telephony API answered 503" >&2; exit 3; fi
-cat > "$here/calls/$n.json"
+# Written aside and renamed, so the test never reads a call half-written.
+cat > "$here/call.$$"
+mv "$here/call.$$" "$here/calls/$n.json"
 "#;
 
 fn calls(dir: &Path) -> Vec<serde_json::Value> {
