@@ -4,28 +4,13 @@ use super::cx::*;
 use super::http::tls_options;
 
 pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -> Option<TcpCheck> {
-    let address = match (&t.address, need_target) {
-        (Some(a), true) => {
-            if valid_host_port(a) {
-                Some(a.clone())
-            } else {
-                cx.err(
-                    &p.key("address"),
-                    format!("`address` must be host:port, such as db.internal:5432, not `{a}`"),
-                );
-                None
-            }
-        }
-        (None, true) => {
-            cx.err(p, "missing key `address` (host:port to connect to)");
-            None
-        }
-        (Some(_), false) => {
-            target_in_module(cx, p, "address", "target");
-            None
-        }
-        (None, false) => Some(String::new()),
-    };
+    let address = address(
+        cx,
+        p,
+        t.address.as_deref(),
+        need_target,
+        ("db.internal:5432", "connect to"),
+    );
     let tls = match &t.tls {
         None | Some(RawTcpTls::Flag(false)) => Some(None),
         Some(RawTcpTls::Flag(true)) => Some(Some(TlsOptions::system())),
@@ -51,6 +36,34 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
         expect: expect?,
         cert_min_days: t.cert_min_days,
     })
+}
+
+/// The `address` of a TCP or UDP probe: `host:port` (`example`, what is done with it),
+/// given in a probe and absent in a `/probe` module, which takes it from the request.
+pub(super) fn address(
+    cx: &mut Ctx,
+    p: &Path,
+    given: Option<&str>,
+    need_target: bool,
+    (example, verb): (&str, &str),
+) -> Option<String> {
+    match (given, need_target) {
+        (Some(a), true) if valid_host_port(a) => Some(a.to_string()),
+        (Some(a), true) => {
+            let msg = format!("`address` must be host:port, such as {example}, not `{a}`");
+            cx.err(&p.key("address"), msg);
+            None
+        }
+        (None, true) => {
+            cx.err(p, format!("missing key `address` (host:port to {verb})"));
+            None
+        }
+        (Some(_), false) => {
+            target_in_module(cx, p, "address", "target");
+            None
+        }
+        (None, false) => Some(String::new()),
+    }
 }
 
 /// host:port with a port from 1 to 65535 and a non-empty host.

@@ -1,28 +1,16 @@
 //! UDP probes: the address, the datagram sent and the reply expected.
 
 use super::cx::*;
-use super::tcp::valid_host_port;
+use super::tcp::address;
 
 pub(super) fn udp_check(cx: &mut Ctx, p: &Path, u: &RawUdp, need_target: bool) -> Option<UdpCheck> {
-    let address = match (&u.address, need_target) {
-        (Some(a), true) if valid_host_port(a) => Some(a.clone()),
-        (Some(a), true) => {
-            cx.err(
-                &p.key("address"),
-                format!("`address` must be host:port, such as game.internal:27015, not `{a}`"),
-            );
-            None
-        }
-        (None, true) => {
-            cx.err(p, "missing key `address` (host:port to send to)");
-            None
-        }
-        (Some(_), false) => {
-            target_in_module(cx, p, "address", "target");
-            None
-        }
-        (None, false) => Some(String::new()),
-    };
+    let address = address(
+        cx,
+        p,
+        u.address.as_deref(),
+        need_target,
+        ("game.internal:27015", "send to"),
+    );
     let send = match u.send.as_deref() {
         Some(s) if !s.is_empty() => Some(s.to_string()),
         Some(_) => {
