@@ -181,21 +181,17 @@ fn with_target(
             h.url = url;
             Ok(Check::Http(h))
         }
-        Check::Tcp(t) => {
+        Check::Tcp(_) | Check::Udp(_) => {
             if !crate::config::valid_host_port(target) {
                 return Err(format!("target `{target}` is not host:port"));
             }
-            let mut t = t.clone();
-            t.address = target.to_string();
-            Ok(Check::Tcp(t))
-        }
-        Check::Udp(u) => {
-            if !crate::config::valid_host_port(target) {
-                return Err(format!("target `{target}` is not host:port"));
+            let mut c = check.clone();
+            match &mut c {
+                Check::Tcp(t) => t.address = target.to_string(),
+                Check::Udp(u) => u.address = target.to_string(),
+                _ => {}
             }
-            let mut u = u.clone();
-            u.address = target.to_string();
-            Ok(Check::Udp(u))
+            Ok(c)
         }
         Check::Dns(d) => {
             let server = crate::config::parse_server(target).ok_or_else(|| {

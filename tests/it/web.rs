@@ -86,11 +86,22 @@ async fn probe_endpoint_tcp_and_configured_modules() {
     let banner = support::line_server(0, b"220 ready\r\n").await;
     let dns = support::dns_server().await;
     let yaml = format!(
-        "{BASE}modules:\n  smtp_banner: {{ timeout: 2s, tcp: {{ expect: \"^220\" }} }}\n  shop_a: {{ dns: {{ name: shop.test, type: A, expect: [\"203.0.113.10\"] }} }}\n  shop_mx: {{ dns: {{ name: shop.test, type: MX }} }}\n"
+        "{BASE}modules:\n  game: {{ udp: {{ send: \"status\", expect: \"^ok\" }} }}\n  smtp_banner: {{ timeout: 2s, tcp: {{ expect: \"^220\" }} }}\n  shop_a: {{ dns: {{ name: shop.test, type: A, expect: [\"203.0.113.10\"] }} }}\n  shop_mx: {{ dns: {{ name: shop.test, type: MX }} }}\n"
     );
     let s = state(&yaml);
     let (_, body) = get(&s, &format!("/probe?module=tcp&target={banner}"), &[]).await;
     assert_eq!(value(&body, "probe_success"), Some(1.0));
+    // A UDP module: the target's reply is matched as configured.
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let game = udp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = udp.recv_from(&mut buf).await {
+            let _ = udp.send_to(b"ok 12 players", from).await;
+        }
+    });
+    let (_, body) = get(&s, &format!("/probe?module=game&target={game}"), &[]).await;
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
     let (_, body) = get(
         &s,
         &format!("/probe?module=smtp_banner&target={banner}"),

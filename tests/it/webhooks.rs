@@ -228,15 +228,7 @@ webhooks:
     )
     .await;
     assert_eq!(events(&pager_got), ["opened"]);
-    let incident = support::client()
-        .get(format!("http://127.0.0.1:{port}/api/v1/incidents/1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let incident = support::api_get(port, "/api/v1/incidents/1", TOKEN).await;
     assert!(incident.contains("webhook_failed"), "{incident}");
     assert!(
         incident.contains(&format!("{pager}: answered 400: no")),

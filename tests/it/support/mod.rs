@@ -965,19 +965,23 @@ impl InProcess {
     }
 }
 
+/// tocsin's `/metrics` as text; None while it does not answer.
+async fn metrics_text(port: u16) -> Option<String> {
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    r.text().await.ok()
+}
+
 /// The value of the first sample on tocsin's `/metrics` (at `port`) whose line starts
 /// with `series` (a name, or a name with the start of its labels); None while tocsin does
 /// not answer or has no such sample.
 pub async fn metric(port: u16, series: &str) -> Option<f64> {
-    let text = client()
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
+    metrics_text(port)
+        .await?
+        .lines()
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
@@ -1019,16 +1023,7 @@ pub async fn runs(port: u16, service: &str, result: &str, more: u64, explain: &d
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    let read = || async {
-        match client()
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-        {
-            Ok(r) => series(&r.text().await.unwrap_or_default()),
-            Err(_) => 0,
-        }
-    };
+    let read = || async { series(&metrics_text(port).await.unwrap_or_default()) };
     let before = read().await;
     let t = std::time::Instant::now();
     while read().await < before + more {
