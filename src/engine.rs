@@ -223,12 +223,21 @@ impl Engine {
         for id in self.policies.keys() {
             self.states.entry(id.clone()).or_default();
         }
+        // Once per reload, from the policies just built: the canary list is read once,
+        // not once per service.
+        let canaries = config.canaries();
         self.contexts = config
             .services
             .iter()
-            .map(|s| (s.id.clone(), config.context(Some(s))))
+            .map(|s| {
+                let context = Context::of(&s.name, &self.policies[&s.id], canaries.clone());
+                (s.id.clone(), context)
+            })
             .collect();
-        self.monitor = config.context(None);
+        self.monitor = Context {
+            canaries,
+            ..Context::default()
+        };
         let configured: Vec<(String, String)> = config
             .probes()
             .filter(|p| p.canary)

@@ -87,26 +87,22 @@ impl Config {
     /// What a decision about `service` (None: about the monitor itself) is written with
     /// for its notifiers.
     pub fn context(&self, service: Option<&Service>) -> Context {
-        let canaries = self
-            .probes()
-            .filter(|p| p.canary)
-            .map(|p| format!("{}/{}", p.service, p.name))
-            .collect();
+        let canaries = self.canaries();
         match service {
             None => Context {
                 canaries,
                 ..Context::default()
             },
-            Some(s) => {
-                let policy = self.policy(s);
-                Context {
-                    service_name: s.name.clone(),
-                    levels: policy.levels,
-                    customer_threshold: policy.customer_threshold,
-                    canaries,
-                }
-            }
+            Some(s) => Context::of(&s.name, &self.policy(s), canaries),
         }
+    }
+
+    /// `service/probe` of every canary probe.
+    pub fn canaries(&self) -> Vec<String> {
+        self.probes()
+            .filter(|p| p.canary)
+            .map(|p| format!("{}/{}", p.service, p.name))
+            .collect()
     }
 
     /// This config with the maintenance windows added through the API (`windows`, from

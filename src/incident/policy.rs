@@ -84,3 +84,15 @@ pub struct Context {
     /// `service/probe` of each canary probe.
     pub canaries: Vec<String>,
 }
+
+impl Context {
+    /// The context of the service called `name`, under `policy`.
+    pub fn of(name: &str, policy: &Policy, canaries: Vec<String>) -> Context {
+        Context {
+            service_name: name.to_string(),
+            levels: policy.levels.clone(),
+            customer_threshold: policy.customer_threshold,
+            canaries,
+        }
+    }
+}

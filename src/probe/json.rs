@@ -202,6 +202,10 @@ mod tests {
     #[test]
     fn a_bad_path_is_refused_with_the_parser_s_words() {
         let e = JsonRule::new("status", JsonExpect::Exists(true)).unwrap_err();
-        assert!(!e.is_empty());
+        assert!(e.contains("position 0"), "{e}");
+        let e = JsonRule::new("$.items[", JsonExpect::Exists(true)).unwrap_err();
+        assert!(e.contains("position"), "{e}");
+        // A trailing .length() is ours, not the parser's: it is not refused.
+        assert!(JsonRule::new("$.items.length()", JsonExpect::AtLeast(1.0)).is_ok());
     }
 }
