@@ -80,10 +80,7 @@ impl Mailer {
     /// Builds the transport named by `mail`, with the credentials the config read at load:
     /// a missing secret fails loudly at start-up rather than at the first outage.
     pub fn new(mail: &Mail, data_dir: &Path) -> Result<Mailer, MailError> {
-        let from_text = mail.from.as_deref().unwrap_or("tocsin <tocsin@localhost>");
-        let from: Mailbox = from_text
-            .parse()
-            .map_err(|e| MailError::Config(format!("`from` {from_text:?}: {e}")))?;
+        let from = sender(mail)?;
         let Some(url) = &mail.smtp else {
             let dir = data_dir.join("mail");
             std::fs::create_dir_all(&dir)
@@ -175,10 +172,7 @@ impl Mailer {
     /// (so a message the server would refuse is refused here too) and kept for
     /// [`Mailer::recorded`].
     pub fn recording(mail: &Mail) -> Result<Mailer, MailError> {
-        let from_text = mail.from.as_deref().unwrap_or("tocsin <tocsin@localhost>");
-        let from: Mailbox = from_text
-            .parse()
-            .map_err(|e| MailError::Config(format!("`from` {from_text:?}: {e}")))?;
+        let from = sender(mail)?;
         Ok(Mailer {
             transport: Transport::Record(Default::default()),
             endpoint: None,
@@ -317,6 +311,13 @@ impl Mailer {
     pub fn from_domain(&self) -> String {
         self.from.email.domain().to_string()
     }
+}
+
+/// The `From` of every message: `mail.from`, or tocsin at localhost.
+fn sender(mail: &Mail) -> Result<Mailbox, MailError> {
+    let text = mail.from.as_deref().unwrap_or("tocsin <tocsin@localhost>");
+    text.parse()
+        .map_err(|e| MailError::Config(format!("`from` {text:?}: {e}")))
 }
 
 /// Opens a session: TCP with TCP_NODELAY, EHLO, STARTTLS as the config requires, AUTH.
