@@ -3,7 +3,9 @@
 # missing (Prometheus and promtool from Debian's prometheus package; blackbox_exporter
 # for the conformance test; aiosmtpd, a real SMTP server, from python3-aiosmtpd; nginx
 # for the placeholder snippet; headless Chromium for the pages; systemd-analyze for the
-# unit file; Dovecot with Pigeonhole's managesieved for the autoresponder), and through pip kubernetes-validate (the Kubernetes API schemas, offline),
+# unit file; Dovecot with Pigeonhole's managesieved for the autoresponder; iproute2,
+# procps and util-linux for the network namespaces and the unprivileged ICMP tests), and
+# through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v kill >/dev/null 2>&1 || need+=(procps)
+command -v sysctl >/dev/null 2>&1 || need+=(procps)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

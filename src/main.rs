@@ -273,6 +273,22 @@ async fn probe_once(config: &Config, name: &str) -> ExitCode {
     if let Some(r) = d.dns_rcode {
         println!("  rcode      {r}, {} answers", d.dns_answers.unwrap_or(0));
     }
+    if let Some(sent) = d.icmp_sent {
+        let mut line = format!(
+            "  echo       {} of {sent} answered",
+            d.icmp_received.unwrap_or(0)
+        );
+        if let Some(rtt) = d.icmp_rtt {
+            line += &format!(", mean rtt {:.3} ms", rtt.as_secs_f64() * 1e3);
+        }
+        if let Some(h) = d.icmp_hop_limit {
+            line += &format!(", hop limit {h}");
+        }
+        println!("{line}");
+    }
+    if let Some(ip) = d.ip_protocol {
+        println!("  address    IPv{ip}");
+    }
     if o.success {
         ExitCode::SUCCESS
     } else {

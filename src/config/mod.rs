@@ -24,6 +24,7 @@ pub use resolve::Config;
 pub use resolve::audiences::{Audience, Campaigns};
 pub use resolve::autoresponder::Autoresponder;
 pub use resolve::dns::parse_server;
+pub use resolve::icmp::valid_host;
 pub use resolve::mail::dkim_key;
 pub use resolve::mail::{Company, Dkim, Mail};
 pub use resolve::pages::{Hotline, Webhook};

@@ -84,6 +84,7 @@ pub struct RawProbe {
     pub dns: Option<RawDns>,
     pub tcp: Option<RawTcp>,
     pub udp: Option<RawUdp>,
+    pub icmp: Option<RawIcmp>,
 }
 
 /// A blackbox-style module for `/probe`: a probe without its target.
@@ -95,12 +96,65 @@ pub struct RawModule {
     pub dns: Option<RawDns>,
     pub tcp: Option<RawTcp>,
     pub udp: Option<RawUdp>,
+    pub icmp: Option<RawIcmp>,
+}
+
+/// The kinds of check a probe or module may give, each by its key; exactly one is set.
+pub struct RawKinds<'a> {
+    pub http: Option<&'a RawHttp>,
+    pub dns: Option<&'a RawDns>,
+    pub tcp: Option<&'a RawTcp>,
+    pub udp: Option<&'a RawUdp>,
+    pub icmp: Option<&'a RawIcmp>,
+}
+
+impl RawKinds<'_> {
+    /// The keys given, in the order the error messages name them.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("http", self.http.is_some()),
+            ("dns", self.dns.is_some()),
+            ("tcp", self.tcp.is_some()),
+            ("udp", self.udp.is_some()),
+            ("icmp", self.icmp.is_some()),
+        ]
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(n, _)| *n)
+        .collect()
+    }
+}
+
+impl RawProbe {
+    pub fn kinds(&self) -> RawKinds<'_> {
+        RawKinds {
+            http: self.http.as_ref(),
+            dns: self.dns.as_ref(),
+            tcp: self.tcp.as_ref(),
+            udp: self.udp.as_ref(),
+            icmp: self.icmp.as_ref(),
+        }
+    }
+}
+
+impl RawModule {
+    pub fn kinds(&self) -> RawKinds<'_> {
+        RawKinds {
+            http: self.http.as_ref(),
+            dns: self.dns.as_ref(),
+            tcp: self.tcp.as_ref(),
+            udp: self.udp.as_ref(),
+            icmp: self.icmp.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub url: Option<String>,
+    pub ip_protocol: Option<String>,
+    pub ip_protocol_fallback: Option<bool>,
     pub method: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -210,6 +264,8 @@ pub struct RawDns {
 #[serde(deny_unknown_fields)]
 pub struct RawTcp {
     pub address: Option<String>,
+    pub ip_protocol: Option<String>,
+    pub ip_protocol_fallback: Option<bool>,
     pub tls: Option<RawTcpTls>,
     pub send: Option<String>,
     pub expect: Option<String>,
@@ -220,8 +276,19 @@ pub struct RawTcp {
 #[serde(deny_unknown_fields)]
 pub struct RawUdp {
     pub address: Option<String>,
+    pub ip_protocol: Option<String>,
+    pub ip_protocol_fallback: Option<bool>,
     pub send: Option<String>,
     pub expect: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIcmp {
+    pub host: Option<String>,
+    pub count: Option<u16>,
+    pub ip_protocol: Option<String>,
+    pub ip_protocol_fallback: Option<bool>,
 }
 
 /// `tls: true` or `tls: { ca_file, insecure_skip_verify, server_name }`.

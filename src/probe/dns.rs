@@ -128,6 +128,9 @@ pub(crate) async fn probe(c: &DnsCheck, rec: &Recorder) -> Result<(), Reason> {
         Some(s) => vec![s],
         None => system_servers()?,
     };
+    if let Some(first) = servers.first() {
+        super::ip::note(rec, &first.ip());
+    }
     let mut config = ResolverConfig::new();
     for s in servers {
         config.add_name_server(NameServerConfig::new(s, protocol));

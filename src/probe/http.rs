@@ -52,6 +52,7 @@ pub struct HttpCheck {
     pub max_redirects: u32,
     pub max_body: u64,
     pub tls: TlsOptions,
+    pub ip: super::ip::IpProtocol,
 }
 
 impl HttpCheck {
@@ -76,6 +77,7 @@ impl HttpCheck {
             max_redirects: DEFAULT_MAX_REDIRECTS,
             max_body: DEFAULT_MAX_BODY,
             tls: TlsOptions::system(),
+            ip: super::ip::IpProtocol::default(),
         }
     }
 }
@@ -181,7 +183,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     };
     let client = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .dns_resolver(Arc::new(TimedResolver(rec.clone())))
+        .dns_resolver(Arc::new(TimedResolver(rec.clone(), c.ip)))
         .connector_layer(PhaseLayer(rec.clone()))
         .pool_max_idle_per_host(0)
         .redirect(policy)
@@ -191,6 +193,12 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
         .map_err(|e| Reason::Io {
             detail: format!("cannot build HTTP client: {e}"),
         })?;
+    // An address in the URL is connected to without the resolver.
+    match c.url.host() {
+        Some(url::Host::Ipv4(a)) => super::ip::note(rec, &a.into()),
+        Some(url::Host::Ipv6(a)) => super::ip::note(rec, &a.into()),
+        _ => {}
+    }
     let mut req = client.request(c.method.clone(), c.url.clone());
     for (k, v) in &c.headers {
         req = req.header(k, v);
@@ -395,12 +403,15 @@ fn error_chain<'a>(
     out
 }
 
-/// Resolves through the system (getaddrinfo, /etc/hosts included) and times it.
-struct TimedResolver(Recorder);
+/// Resolves through the system (getaddrinfo, /etc/hosts included), times it, and orders
+/// the addresses by `ip_protocol`. The first address is the one reported: it is the one
+/// the connector tries first.
+struct TimedResolver(Recorder, super::ip::IpProtocol);
 
 impl Resolve for TimedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let rec = self.0.clone();
+        let ip = self.1;
         let host = name.as_str().to_string();
         Box::pin(async move {
             rec.enter(Phase::Resolve);
@@ -417,12 +428,19 @@ impl Resolve for TimedResolver {
                     }) as _);
                 }
             };
-            if addrs.is_empty() {
-                return Err(Box::new(ResolveFailed {
-                    host,
-                    detail: "no addresses".into(),
-                }) as _);
-            }
+            let addrs = match ip.order(&host, addrs) {
+                Ok(a) => a,
+                Err(Reason::Resolve { host, detail }) => {
+                    return Err(Box::new(ResolveFailed { host, detail }) as _);
+                }
+                Err(other) => {
+                    return Err(Box::new(ResolveFailed {
+                        host,
+                        detail: other.to_string(),
+                    }) as _);
+                }
+            };
+            super::ip::note(&rec, &addrs[0].ip());
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }

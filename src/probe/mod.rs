@@ -8,6 +8,8 @@
 
 pub mod dns;
 pub mod http;
+pub mod icmp;
+pub mod ip;
 pub mod json;
 pub mod tcp;
 pub mod tls;
@@ -36,6 +38,7 @@ pub enum Check {
     Dns(DnsCheck),
     Tcp(TcpCheck),
     Udp(udp::UdpCheck),
+    Icmp(icmp::IcmpCheck),
 }
 
 impl Check {
@@ -46,6 +49,7 @@ impl Check {
             Check::Dns(_) => "dns",
             Check::Tcp(_) => "tcp",
             Check::Udp(_) => "udp",
+            Check::Icmp(_) => "icmp",
         }
     }
 
@@ -56,6 +60,7 @@ impl Check {
             Check::Dns(c) => format!("{} {}", c.name, c.record_type),
             Check::Tcp(c) => c.address.clone(),
             Check::Udp(c) => c.address.clone(),
+            Check::Icmp(c) => c.host.clone(),
         }
     }
 }
@@ -69,6 +74,8 @@ impl Check {
 /// - `processing`: from sending the request (or the TCP probe's `send`) until the first
 ///   byte of the response head (HTTP) or the expected reply (TCP): "time to first byte".
 /// - `transfer`: reading the response body, up to `max_body`.
+/// - `setup` (ICMP): opening the ICMP socket.
+/// - `rtt` (ICMP): from the first echo request to the last reply.
 ///
 /// With redirects, each phase is the sum over all hops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -79,10 +86,13 @@ pub enum Phase {
     Tls,
     Processing,
     Transfer,
+    Setup,
+    Rtt,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
+    /// The phases of an HTTP probe (`probe_http_duration_seconds`).
+    pub const HTTP: [Phase; 5] = [
         Phase::Resolve,
         Phase::Connect,
         Phase::Tls,
@@ -97,6 +107,8 @@ impl Phase {
             Phase::Tls => "tls",
             Phase::Processing => "processing",
             Phase::Transfer => "transfer",
+            Phase::Setup => "setup",
+            Phase::Rtt => "rtt",
         }
     }
 }
@@ -202,6 +214,15 @@ pub enum Reason {
     /// The peer closed the connection before a reply matched `expect`.
     #[error("connection closed before a reply matched /{pattern}/, got {got:?}")]
     ClosedBeforeReply { pattern: String, got: String },
+    /// The kernel refused the ICMP socket: neither an unprivileged datagram socket nor a
+    /// raw socket is allowed to tocsin.
+    #[error(
+        "no permission to send ICMP: {detail}; allow unprivileged ping with `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` or grant tocsin CAP_NET_RAW"
+    )]
+    IcmpPermission { detail: String },
+    /// No route to the network or host.
+    #[error("unreachable: {detail}")]
+    Unreachable { detail: String },
     /// An I/O error not covered above.
     #[error("{detail}")]
     Io { detail: String },
@@ -324,6 +345,25 @@ pub struct Details {
     pub dns_rcode: Option<Rcode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_answers: Option<usize>,
+    /// The family of the address the probe talked to: 4 or 6.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_protocol: Option<u8>,
+    /// FNV-1a of that address, as blackbox_exporter's `probe_ip_addr_hash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_addr_hash: Option<u32>,
+    /// The TTL (IPv4) or hop limit (IPv6) of the last echo reply, when the socket shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_hop_limit: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_sent: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_received: Option<u32>,
+    /// The mean round trip of the echo replies received.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_secs"
+    )]
+    pub icmp_rtt: Option<Duration>,
 }
 
 /// The result of one probe run.
@@ -364,6 +404,13 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
     s.serialize_f64(d.as_secs_f64())
 }
 
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 fn ser_phases<S: serde::Serializer>(p: &[(Phase, Duration)], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(p.len()))?;
@@ -387,6 +434,7 @@ pub async fn run(check: &Check, timeout: Duration, now: SystemTime) -> Outcome {
             Check::Dns(c) => dns::probe(c, &rec).await,
             Check::Tcp(c) => tcp::probe(c, &rec, now).await,
             Check::Udp(c) => udp::probe(c, &rec).await,
+            Check::Icmp(c) => icmp::probe(c, &rec, timeout).await,
         }
     };
     let result = match tokio::time::timeout(timeout, work).await {

@@ -24,26 +24,15 @@ pub struct TcpCheck {
     pub send: Option<String>,
     pub expect: Option<Pattern>,
     pub cert_min_days: Option<u32>,
+    pub ip: super::ip::IpProtocol,
 }
 
 pub(crate) async fn probe(c: &TcpCheck, rec: &Recorder, now: SystemTime) -> Result<(), Reason> {
     rec.enter(Phase::Resolve);
     let (host, _) = split_host_port(&c.address);
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(c.address.as_str())
-        .await
-        .map_err(|e| Reason::Resolve {
-            host: host.to_string(),
-            detail: e.to_string(),
-        })?
-        .collect();
-    let Some(addr) = addrs.first() else {
-        return Err(Reason::Resolve {
-            host: host.to_string(),
-            detail: "no addresses".into(),
-        });
-    };
+    let addr = super::ip::resolve_address(&c.address, c.ip, rec).await?;
     rec.enter(Phase::Connect);
-    let stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(&addr)
         .await
         .map_err(|e| match io_reason(&e) {
             Reason::Io { detail } => Reason::Connect { detail },

@@ -4,7 +4,6 @@
 
 use tokio::net::UdpSocket;
 
-use super::tcp::split_host_port;
 use super::{Pattern, Phase, Reason, Recorder, excerpt, io_reason};
 
 /// Datagrams read while looking for a match: a peer that floods the probe is reported
@@ -17,22 +16,12 @@ pub struct UdpCheck {
     pub address: String,
     pub send: String,
     pub expect: Pattern,
+    pub ip: super::ip::IpProtocol,
 }
 
 pub(crate) async fn probe(c: &UdpCheck, rec: &Recorder) -> Result<(), Reason> {
     rec.enter(Phase::Resolve);
-    let (host, _) = split_host_port(&c.address);
-    let addr = tokio::net::lookup_host(c.address.as_str())
-        .await
-        .map_err(|e| Reason::Resolve {
-            host: host.to_string(),
-            detail: e.to_string(),
-        })?
-        .next()
-        .ok_or_else(|| Reason::Resolve {
-            host: host.to_string(),
-            detail: "no addresses".into(),
-        })?;
+    let addr = super::ip::resolve_address(&c.address, c.ip, rec).await?;
     rec.enter(Phase::Connect);
     let local = if addr.is_ipv4() {
         "0.0.0.0:0"

@@ -193,6 +193,16 @@ fn with_target(
             }
             Ok(c)
         }
+        Check::Icmp(i) => {
+            if !crate::config::valid_host(target) {
+                return Err(format!(
+                    "target `{target}` is not a host name or an IP address"
+                ));
+            }
+            let mut i = i.clone();
+            i.host = target.to_string();
+            Ok(Check::Icmp(i))
+        }
         Check::Dns(d) => {
             let server = crate::config::parse_server(target).ok_or_else(|| {
                 format!("target `{target}` is not a DNS server address (ip or ip:port)")

@@ -1,7 +1,9 @@
 //! Conformance with blackbox_exporter (Debian's package): the same targets on loopback
 //! are probed through tocsin's `/probe` and through a real blackbox_exporter, with
 //! modules that mean the same thing, and the results must agree: `probe_success`, the
-//! HTTP status code, the redirect count, the DNS answer count and the certificate expiry.
+//! HTTP status code, the redirect count, the DNS answer count, the certificate expiry,
+//! the ICMP reply's hop limit, and the family and hash of the address probed (ICMP to
+//! 127.0.0.1 and to a host in a network namespace that ignores echo requests).
 //! The one deliberate difference (a certificate that fails verification) is asserted
 //! as such; the README lists it.
 
@@ -75,6 +77,10 @@ fn configs(dir: &Path, ca: &Path, tocsin_port: u16) -> (std::path::PathBuf, std:
     prober: dns
     timeout: 2s
     dns: {{ query_name: gone.test, query_type: A, preferred_ip_protocol: ip4 }}
+  icmp:
+    prober: icmp
+    timeout: 1s
+    icmp: {{ preferred_ip_protocol: ip4 }}
   dns_broken:
     prober: dns
     timeout: 2s
@@ -102,6 +108,7 @@ modules:
   dns_txt:     {{ timeout: 2s, dns: {{ name: shop.test, type: TXT }} }}
   dns_gone:    {{ timeout: 2s, dns: {{ name: gone.test, type: A }} }}
   dns_broken:  {{ timeout: 2s, dns: {{ name: broken.test, type: A }} }}
+  icmp:        {{ timeout: 1s, icmp: {{ ip_protocol: ip4 }} }}
 "#
         ),
     );
@@ -154,6 +161,9 @@ const SHARED: &[&str] = &[
     "probe_failed_due_to_regex",
     "probe_dns_answer_rrs",
     "probe_ssl_earliest_cert_expiry",
+    "probe_ip_protocol",
+    "probe_ip_addr_hash",
+    "probe_icmp_reply_hop_limit",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,6 +177,10 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
     let wrong_banner = support::line_server(0, b"554 go away\r\n").await;
     let closed = support::closed_port().await;
     let dns = support::dns_server().await;
+    // A host that ignores echo requests, behind a veth in a namespace.
+    let silent = support::netns::Netns::linked();
+    silent.sysctl("net.ipv4.icmp_echo_ignore_all", "1");
+    let silent_host = silent.link.clone().unwrap().1;
 
     let tocsin_port = support::free_port();
     let bb_port = support::free_port();
@@ -288,6 +302,18 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
             what: "DNS SERVFAIL",
             module: "dns_broken",
             target: dns.to_string(),
+            success: false,
+        },
+        Case {
+            what: "ICMP echo",
+            module: "icmp",
+            target: "127.0.0.1".into(),
+            success: true,
+        },
+        Case {
+            what: "ICMP ignored",
+            module: "icmp",
+            target: silent_host.clone(),
             success: false,
         },
     ];

@@ -41,6 +41,17 @@ const CASES: &[(&str, &[&str])] = &[
         &["5:55: invalid regex in `body_regex`: unclosed group"],
     ),
     (
+        "icmp-probe.yaml",
+        &[
+            "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",
+            "5:48: `count` must be from 1 to 100 echo requests, not 0",
+            "7:46: `ip_protocol` must be `ip4` or `ip6`, not `ipv4`",
+            "9:60: `ip_protocol_fallback` needs `ip_protocol` (the family to prefer)",
+            "11:15: missing key `host` (the host name or IP address to ping)",
+            "14:19: a module's target comes from the `/probe?target=` request: remove `host`",
+        ],
+    ),
+    (
         "udp-probe.yaml",
         &[
             "5:14: missing key `expect` (a regex the reply must match: without a reply a UDP probe proves nothing)",

@@ -95,6 +95,9 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert!(one("ExecStartPre").ends_with("tocsin check"));
     assert_eq!(one("Environment"), "TOCSIN_CONFIG=/etc/tocsin/probes.yaml");
+    // ICMP probes may need a raw socket: that capability and no other.
+    assert_eq!(one("AmbientCapabilities"), "CAP_NET_RAW");
+    assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_RAW");
 
     // The sysusers line creates the user the unit runs as.
     let sysusers = read("deploy/systemd/tocsin.sysusers");
@@ -311,6 +314,9 @@ fn the_kubernetes_manifests_agree_with_each_other_and_with_probes_yaml() {
     assert_eq!(sc["runAsUser"], 65532);
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    // ICMP probes: an unprivileged ICMP socket, admitted by the pod's sysctl.
+    assert_eq!(sc["sysctls"][0]["name"], "net.ipv4.ping_group_range");
+    assert_eq!(sc["sysctls"][0]["value"], "0 2147483647");
 
     // The config: mounted where --config points, listening on the container port,
     // keeping state on the claimed volume, reading secrets the pod is given.

@@ -24,6 +24,7 @@ mod outage;
 mod pages;
 mod probe_dns_tcp;
 mod probe_http;
+mod probe_icmp;
 mod prometheus;
 mod scheduler;
 mod store;

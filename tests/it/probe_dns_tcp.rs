@@ -162,6 +162,7 @@ fn tcp(address: SocketAddr) -> TcpCheck {
         send: None,
         expect: None,
         cert_min_days: None,
+        ip: Default::default(),
     }
 }
 
@@ -249,6 +250,7 @@ async fn tcp_tls_checks_the_certificate_and_talks_through_it() {
         send: Some("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".into()),
         expect: re("^HTTP/1.1 200"),
         cert_min_days: None,
+        ip: Default::default(),
     };
     let o = run(Check::Tcp(c.clone()), T).await;
     assert!(o.success, "{}", reason(&o));
@@ -267,6 +269,7 @@ async fn tcp_tls_checks_the_certificate_and_talks_through_it() {
         send: None,
         expect: None,
         cert_min_days: None,
+        ip: Default::default(),
     };
     let o = run(Check::Tcp(c), T).await;
     assert!(
@@ -297,6 +300,7 @@ fn udp(addr: SocketAddr, expect: &str) -> Check {
         address: addr.to_string(),
         send: "\u{ff}\u{ff}status".into(),
         expect: Pattern(regex::Regex::new(expect).unwrap()),
+        ip: Default::default(),
     })
 }
 

@@ -102,6 +102,19 @@ async fn probe_endpoint_tcp_and_configured_modules() {
     });
     let (_, body) = get(&s, &format!("/probe?module=game&target={game}"), &[]).await;
     assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    // The built-in ICMP module, blackbox's figures.
+    let (_, body) = get(&s, "/probe?module=icmp&target=127.0.0.1", &[]).await;
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    assert_eq!(
+        value(&body, "probe_icmp_reply_hop_limit"),
+        Some(64.0),
+        "{body}"
+    );
+    assert_eq!(value(&body, "probe_ip_protocol"), Some(4.0), "{body}");
+    assert!(
+        body.contains("probe_icmp_duration_seconds{phase=\"rtt\"}"),
+        "{body}"
+    );
     let (_, body) = get(
         &s,
         &format!("/probe?module=smtp_banner&target={banner}"),
@@ -127,9 +140,17 @@ async fn probe_endpoint_tcp_and_configured_modules() {
 #[tokio::test]
 async fn probe_endpoint_refuses_bad_requests_with_a_reason() {
     let s = state(BASE);
-    let (code, body) = get(&s, "/probe?module=icmp&target=127.0.0.1", &[]).await;
+    let (code, body) = get(&s, "/probe?module=ping&target=127.0.0.1", &[]).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body, "unknown module `icmp` (known: dns, http, tcp)");
+    assert_eq!(body, "unknown module `ping` (known: dns, http, icmp, tcp)");
+    let (code, body) = get(&s, "/probe?module=icmp&target=127.0.0.1:80", &[]).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "target `127.0.0.1:80` is not a host name or an IP address"
+        )
+    );
     let (code, body) = get(&s, "/probe?module=dns&target=127.0.0.1:53", &[]).await;
     assert_eq!(
         (code, body.as_str()),

@@ -16,6 +16,8 @@ pub(super) use crate::config::raw::*;
 pub(super) use crate::incident::WebhookEvent;
 pub(super) use crate::probe::dns::RECORD_TYPES;
 pub(super) use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
+pub(super) use crate::probe::icmp::IcmpCheck;
+pub(super) use crate::probe::ip::{Family, IpProtocol};
 pub(super) use crate::probe::json::{JsonExpect, JsonRule};
 pub(super) use crate::probe::udp::UdpCheck;
 pub(super) use crate::probe::{
@@ -107,6 +109,38 @@ impl Ctx<'_, '_, '_> {
 
 /// A `/probe` module that names its own target (`key`): the target comes with each
 /// request.
+/// `ip_protocol: ip4 | ip6` and `ip_protocol_fallback` of a check, at `p`.
+pub(super) fn ip_protocol(
+    cx: &mut Ctx,
+    p: &Path,
+    prefer: Option<&str>,
+    fallback: Option<bool>,
+) -> Option<IpProtocol> {
+    let prefer = match prefer {
+        None => None,
+        Some("ip4") => Some(Family::Ip4),
+        Some("ip6") => Some(Family::Ip6),
+        Some(other) => {
+            cx.err(
+                &p.key("ip_protocol"),
+                format!("`ip_protocol` must be `ip4` or `ip6`, not `{other}`"),
+            );
+            return None;
+        }
+    };
+    if prefer.is_none() && fallback.is_some() {
+        cx.err(
+            &p.key("ip_protocol_fallback"),
+            "`ip_protocol_fallback` needs `ip_protocol` (the family to prefer)",
+        );
+        return None;
+    }
+    Some(IpProtocol {
+        prefer,
+        fallback: fallback.unwrap_or(true),
+    })
+}
+
 pub(super) fn target_in_module(cx: &mut Ctx, p: &Path, key: &str, what: &str) {
     cx.err(
         &p.key(key),

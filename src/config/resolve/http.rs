@@ -269,7 +269,9 @@ pub(super) fn http_check(
         cx.err(&p.key("tls"), "`tls` applies only to https URLs");
     }
     let tls = tls_options(cx, &p.key("tls"), h.tls.as_ref());
+    let ip = ip_protocol(cx, p, h.ip_protocol.as_deref(), h.ip_protocol_fallback);
     Some(HttpCheck {
+        ip: ip?,
         url: url?,
         method: method?,
         headers,

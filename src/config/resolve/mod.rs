@@ -14,6 +14,7 @@ pub(super) mod autoresponder;
 mod cx;
 pub(super) mod dns;
 mod http;
+pub(super) mod icmp;
 pub(super) mod mail;
 pub(super) mod pages;
 pub(super) mod services;

@@ -4,6 +4,7 @@
 use super::cx::*;
 use super::dns::dns_check;
 use super::http::http_check;
+use super::icmp::icmp_check;
 use super::tcp::tcp_check;
 use super::udp::udp_check;
 
@@ -260,7 +261,7 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                     ),
                 );
             }
-            let check = check_of(cx, &pp, (&rp.http, &rp.dns, &rp.tcp, &rp.udp), true);
+            let check = check_of(cx, &pp, rp.kinds(), true);
             if let Some(check) = check {
                 probes.push(Arc::new(Probe {
                     service: rs.id.clone(),
@@ -304,49 +305,31 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
     services
 }
 
-/// Builds the check of a probe (`need_target`) or a module (target from the request).
-/// The one check of a probe or module (`checks`: its `http`, `dns` and `tcp` keys).
-pub(super) fn check_of(
-    cx: &mut Ctx,
-    p: &Path,
-    checks: (
-        &Option<RawHttp>,
-        &Option<RawDns>,
-        &Option<RawTcp>,
-        &Option<RawUdp>,
-    ),
-    need_target: bool,
-) -> Option<Check> {
-    let (http, dns, tcp) = (checks.0.as_ref(), checks.1.as_ref(), checks.2.as_ref());
-    let udp = checks.3.as_ref();
-    let given: Vec<&str> = [
-        ("http", http.is_some()),
-        ("dns", dns.is_some()),
-        ("tcp", tcp.is_some()),
-        ("udp", udp.is_some()),
-    ]
-    .iter()
-    .filter(|(_, s)| *s)
-    .map(|(n, _)| *n)
-    .collect();
+/// The one check of a probe (`need_target`) or of a module (target from the request).
+pub(super) fn check_of(cx: &mut Ctx, p: &Path, k: RawKinds, need_target: bool) -> Option<Check> {
+    let given = k.given();
     match given.as_slice() {
         [] => {
             cx.err(
                 p,
-                "needs one of `http`, `dns`, `tcp` or `udp` to say what to check",
+                "needs one of `http`, `dns`, `tcp`, `udp` or `icmp` to say what to check",
             );
             None
         }
-        [_] => {
-            if let Some(h) = http {
-                http_check(cx, &p.key("http"), h, need_target).map(Check::Http)
-            } else if let Some(d) = dns {
-                dns_check(cx, &p.key("dns"), d, need_target).map(Check::Dns)
-            } else if let Some(t) = tcp {
-                tcp_check(cx, &p.key("tcp"), t, need_target).map(Check::Tcp)
+        [kind] => {
+            let p = p.key(kind);
+            if let Some(h) = k.http {
+                http_check(cx, &p, h, need_target).map(Check::Http)
+            } else if let Some(d) = k.dns {
+                dns_check(cx, &p, d, need_target).map(Check::Dns)
+            } else if let Some(t) = k.tcp {
+                tcp_check(cx, &p, t, need_target).map(Check::Tcp)
+            } else if let Some(u) = k.udp {
+                udp_check(cx, &p, u, need_target).map(Check::Udp)
             } else {
-                udp.and_then(|u| udp_check(cx, &p.key("udp"), u, need_target))
-                    .map(Check::Udp)
+                k.icmp
+                    .and_then(|i| icmp_check(cx, &p, i, need_target))
+                    .map(Check::Icmp)
             }
         }
         many => {
@@ -389,6 +372,19 @@ pub(super) fn resolve_modules(
                 send: None,
                 expect: None,
                 cert_min_days: None,
+                ip: IpProtocol::default(),
+            }),
+            requires_name: false,
+        },
+    );
+    out.insert(
+        "icmp".to_string(),
+        Module {
+            timeout: def_timeout,
+            check: Check::Icmp(IcmpCheck {
+                host: String::new(),
+                count: 1,
+                ip: IpProtocol::default(),
             }),
             requires_name: false,
         },
@@ -415,7 +411,7 @@ pub(super) fn resolve_modules(
             .as_deref()
             .and_then(|s| cx.positive_duration(&mp.key("timeout"), s))
             .unwrap_or(def_timeout);
-        if let Some(check) = check_of(cx, &mp, (&m.http, &m.dns, &m.tcp, &m.udp), false) {
+        if let Some(check) = check_of(cx, &mp, m.kinds(), false) {
             out.insert(
                 name.clone(),
                 Module {

@@ -29,7 +29,9 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
             "`send` is empty: remove it or give the bytes to send",
         );
     }
+    let ip = ip_protocol(cx, p, t.ip_protocol.as_deref(), t.ip_protocol_fallback);
     Some(TcpCheck {
+        ip: ip?,
         address: address?,
         tls: tls?,
         send: t.send.clone(),

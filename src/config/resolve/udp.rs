@@ -32,7 +32,9 @@ pub(super) fn udp_check(cx: &mut Ctx, p: &Path, u: &RawUdp, need_target: bool) -
             None
         }
     };
+    let ip = ip_protocol(cx, p, u.ip_protocol.as_deref(), u.ip_protocol_fallback);
     Some(UdpCheck {
+        ip: ip?,
         address: address?,
         send: send?,
         expect: expect?,

@@ -3,6 +3,8 @@
 //! certificate authority made fresh for each test run.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;

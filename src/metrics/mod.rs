@@ -10,17 +10,16 @@ use prometheus::{
 };
 
 use crate::config::Probe;
-use crate::probe::{Check, Outcome, Phase, Reason};
+mod probes;
+
+use probes::ProbeSeries;
+pub use probes::render_single;
+
+use crate::probe::{Outcome, Reason};
 
 pub struct Metrics {
     registry: Registry,
-    probe_success: GaugeVec,
-    probe_duration: GaugeVec,
-    http_status: GaugeVec,
-    http_phase: GaugeVec,
-    ssl_expiry: GaugeVec,
-    dns_answers: GaugeVec,
-    dns_lookup: GaugeVec,
+    probes: ProbeSeries,
     runs: IntCounterVec,
     skipped: IntCounterVec,
     lag: Histogram,
@@ -83,64 +82,6 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let g =
-            |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels);
-        let probe_success = reg(
-            &r,
-            g(
-                "probe_success",
-                "Whether the last probe succeeded (1) or failed (0).",
-                SP,
-            ),
-        );
-        let probe_duration = reg(
-            &r,
-            g(
-                "probe_duration_seconds",
-                "How long the last probe took to complete, in seconds.",
-                SP,
-            ),
-        );
-        let http_status = reg(
-            &r,
-            g(
-                "probe_http_status_code",
-                "HTTP status code of the last response (0 when none was received).",
-                SP,
-            ),
-        );
-        let http_phase = reg(
-            &r,
-            g(
-                "probe_http_duration_seconds",
-                "Duration of the last HTTP probe by phase, summed over redirects.",
-                &["service", "probe", "phase"],
-            ),
-        );
-        let ssl_expiry = reg(
-            &r,
-            g(
-                "probe_ssl_earliest_cert_expiry",
-                "Earliest expiry of the peer's certificate chain, as a Unix timestamp.",
-                SP,
-            ),
-        );
-        let dns_answers = reg(
-            &r,
-            g(
-                "probe_dns_answer_rrs",
-                "Number of records in the answer section of the last DNS response.",
-                SP,
-            ),
-        );
-        let dns_lookup = reg(
-            &r,
-            g(
-                "probe_dns_lookup_time_seconds",
-                "Time taken by the last DNS lookup, in seconds.",
-                SP,
-            ),
-        );
         let runs = reg(
             &r,
             IntCounterVec::new(
@@ -396,14 +337,8 @@ impl Metrics {
             campaign_recipients.with_label_values(&[state]).set(0);
         }
         Metrics {
+            probes: ProbeSeries::new(r.clone()),
             registry: r,
-            probe_success,
-            probe_duration,
-            http_status,
-            http_phase,
-            ssl_expiry,
-            dns_answers,
-            dns_lookup,
             runs,
             skipped,
             lag,
@@ -555,70 +490,23 @@ impl Metrics {
 
     /// Records one outcome of a configured probe.
     pub fn observe(&self, probe: &Probe, o: &Outcome) {
-        let l = [probe.service.as_str(), probe.name.as_str()];
-        self.probe_success
-            .with_label_values(&l)
-            .set(if o.success { 1.0 } else { 0.0 });
-        self.probe_duration
-            .with_label_values(&l)
-            .set(o.duration.as_secs_f64());
+        let (service, name) = (probe.service.as_str(), probe.name.as_str());
+        self.probes.observe(service, name, &probe.check, o);
         let result = match &o.reason {
             None => "success",
             Some(Reason::Timeout { .. }) => "timeout",
             Some(_) => "failure",
         };
-        self.runs.with_label_values(&[l[0], l[1], result]).inc();
-        match &probe.check {
-            Check::Http(_) => {
-                self.http_status
-                    .with_label_values(&l)
-                    .set(f64::from(o.details.http_status.unwrap_or(0)));
-                for phase in Phase::ALL {
-                    self.http_phase
-                        .with_label_values(&[l[0], l[1], phase.as_str()])
-                        .set(o.phase(phase).as_secs_f64());
-                }
-            }
-            Check::Dns(_) => {
-                self.dns_answers
-                    .with_label_values(&l)
-                    .set(o.details.dns_answers.unwrap_or(0) as f64);
-                self.dns_lookup
-                    .with_label_values(&l)
-                    .set(o.phase(Phase::Resolve).as_secs_f64());
-            }
-            Check::Tcp(_) | Check::Udp(_) => {}
-        }
-        match o.details.cert_not_after {
-            Some(t) => self.ssl_expiry.with_label_values(&l).set(t as f64),
-            None => {
-                let _ = self.ssl_expiry.remove_label_values(&l);
-            }
-        }
+        self.runs.with_label_values(&[service, name, result]).inc();
     }
 
     /// Drops every series of a probe that no longer exists (after a reload).
     pub fn forget(&self, service: &str, probe: &str) {
-        let l = [service, probe];
-        for g in [
-            &self.probe_success,
-            &self.probe_duration,
-            &self.http_status,
-            &self.ssl_expiry,
-            &self.dns_answers,
-            &self.dns_lookup,
-        ] {
-            let _ = g.remove_label_values(&l);
-        }
-        for phase in Phase::ALL {
-            let _ = self
-                .http_phase
-                .remove_label_values(&[service, probe, phase.as_str()]);
-        }
+        self.probes.forget(service, probe);
         for result in ["success", "failure", "timeout"] {
             let _ = self.runs.remove_label_values(&[service, probe, result]);
         }
-        let _ = self.skipped.remove_label_values(&l);
+        let _ = self.skipped.remove_label_values(&[service, probe]);
     }
 
     pub fn scheduler_lag(&self, lag: Duration) {
@@ -660,127 +548,6 @@ fn encode(r: &Registry) -> String {
     // Encoding into a Vec cannot fail for well-formed metric families.
     let _ = TextEncoder::new().encode(&r.gather(), &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// Renders one ad-hoc probe as blackbox_exporter's `/probe` does: the same names, without
-/// `service` and `probe` labels (Prometheus adds the target's own labels).
-pub fn render_single(check: &Check, o: &Outcome) -> String {
-    let r = Registry::new();
-    let g = |name: &str, help: &str| reg(&r, Gauge::new(name, help));
-    g(
-        "probe_success",
-        "Whether the probe succeeded (1) or failed (0).",
-    )
-    .set(if o.success { 1.0 } else { 0.0 });
-    g(
-        "probe_duration_seconds",
-        "How long the probe took to complete, in seconds.",
-    )
-    .set(o.duration.as_secs_f64());
-    match check {
-        Check::Http(_) => {
-            g(
-                "probe_http_status_code",
-                "HTTP status code of the response (0 when none was received).",
-            )
-            .set(f64::from(o.details.http_status.unwrap_or(0)));
-            let phases = reg(
-                &r,
-                GaugeVec::new(
-                    Opts::new(
-                        "probe_http_duration_seconds",
-                        "Duration of the HTTP probe by phase, summed over redirects.",
-                    ),
-                    &["phase"],
-                ),
-            );
-            for phase in Phase::ALL {
-                phases
-                    .with_label_values(&[phase.as_str()])
-                    .set(o.phase(phase).as_secs_f64());
-            }
-            g("probe_http_redirects", "The number of redirects followed.")
-                .set(f64::from(o.details.redirects.unwrap_or(0)));
-            g(
-                "probe_http_ssl",
-                "Whether the final response came over TLS (1) or not (0).",
-            )
-            .set(if o.details.http_tls == Some(true) {
-                1.0
-            } else {
-                0.0
-            });
-            g(
-                "probe_http_version",
-                "HTTP version of the final response (0 when none was received).",
-            )
-            .set(http_version_number(o.details.http_version.as_deref()));
-            g(
-                "probe_http_content_length",
-                "Content-Length of the final response (-1 when absent, 0 when no response).",
-            )
-            .set(match o.details.http_content_length {
-                Some(Some(n)) => n as f64,
-                Some(None) => -1.0,
-                None => 0.0,
-            });
-            g(
-                "probe_http_uncompressed_body_length",
-                "Bytes of the response body read (at most max_body).",
-            )
-            .set(o.details.body_bytes.unwrap_or(0) as f64);
-        }
-        Check::Dns(_) => {
-            g(
-                "probe_dns_answer_rrs",
-                "Number of records in the answer section.",
-            )
-            .set(o.details.dns_answers.unwrap_or(0) as f64);
-            g(
-                "probe_dns_lookup_time_seconds",
-                "Time taken by the DNS lookup, in seconds.",
-            )
-            .set(o.phase(Phase::Resolve).as_secs_f64());
-        }
-        Check::Tcp(_) | Check::Udp(_) => {}
-    }
-    if matches!(check, Check::Http(_) | Check::Tcp(_) | Check::Udp(_)) {
-        g(
-            "probe_dns_lookup_time_seconds",
-            "Time taken to resolve the target's name, in seconds (0 for an address).",
-        )
-        .set(o.phase(Phase::Resolve).as_secs_f64());
-        let by_regex = matches!(
-            o.reason,
-            Some(
-                Reason::BodyLacks { .. }
-                    | Reason::BodyContains { .. }
-                    | Reason::BodyRegex { .. }
-                    | Reason::ReplyMismatch { .. }
-                    | Reason::ClosedBeforeReply { .. }
-            )
-        );
-        g(
-            "probe_failed_due_to_regex",
-            "Whether the probe failed because the body or reply did not match (1) or not (0).",
-        )
-        .set(if by_regex { 1.0 } else { 0.0 });
-    }
-    if let Some(t) = o.details.cert_not_after {
-        g(
-            "probe_ssl_earliest_cert_expiry",
-            "Earliest expiry of the peer's certificate chain, as a Unix timestamp.",
-        )
-        .set(t as f64);
-    }
-    encode(&r)
-}
-
-/// `HTTP/1.1` → 1.1, as blackbox_exporter reports the version.
-fn http_version_number(v: Option<&str>) -> f64 {
-    v.and_then(|v| v.strip_prefix("HTTP/"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
