@@ -271,7 +271,12 @@ async fn probe_once(config: &Config, name: &str) -> ExitCode {
         );
     }
     if let Some(r) = d.dns_rcode {
-        println!("  rcode      {r}, {} answers", d.dns_answers.unwrap_or(0));
+        println!(
+            "  rcode      {r}, {} answer, {} authority, {} additional records",
+            d.dns_answers.unwrap_or(0),
+            d.dns_authority.unwrap_or(0),
+            d.dns_additional.unwrap_or(0)
+        );
     }
     if let Some(sent) = d.icmp_sent {
         let mut line = format!(

@@ -258,6 +258,25 @@ pub struct RawDns {
     #[serde(default)]
     pub expect: Vec<String>,
     pub expect_rcode: Option<String>,
+    pub validate_answer: Option<RawRrRules>,
+    pub validate_authority: Option<RawRrRules>,
+    pub validate_additional: Option<RawRrRules>,
+    #[serde(default)]
+    pub dnssec: bool,
+}
+
+/// Regexes over a DNS section's records (blackbox's `validate_*_rrs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRrRules {
+    #[serde(default)]
+    pub fail_if_matches: Vec<String>,
+    #[serde(default)]
+    pub fail_if_all_match: Vec<String>,
+    #[serde(default)]
+    pub fail_if_not_matches: Vec<String>,
+    #[serde(default)]
+    pub fail_if_none_matches: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

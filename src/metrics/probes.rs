@@ -128,6 +128,24 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
                 d.dns_answers.unwrap_or(0) as f64,
                 Both,
             ));
+            v.push(s(
+                "probe_dns_authority_rrs",
+                "Number of records in the authority section.",
+                d.dns_authority.unwrap_or(0) as f64,
+                Single,
+            ));
+            v.push(s(
+                "probe_dns_additional_rrs",
+                "Number of records in the additional section (EDNS OPT included).",
+                d.dns_additional.unwrap_or(0) as f64,
+                Single,
+            ));
+            v.push(s(
+                "probe_dns_query_succeeded",
+                "Whether an answer to the query came (1) or not (0), whatever it said.",
+                flag(d.dns_rcode.is_some()),
+                Single,
+            ));
         }
         Check::Icmp(_) => {
             // blackbox's `rtt` is the round trip of the reply, not the time spent waiting.

@@ -1,23 +1,23 @@
-//! DNS probe on hickory-resolver, with the cache off so that every run really asks.
+//! DNS probe: one query to one server (the configured one, or the system's first), once,
+//! without retries, cache or search domains, so the outcome is the server's own answer,
+//! not a recovery from it.
 //!
-//! A resolver is built per run (new sockets, no state carried between runs); it queries
-//! one server (or the system's), once, without retries or search domains, so the outcome
-//! is the server's own answer, not a recovery from it.
+//! hickory-proto encodes the query and decodes the answer; the exchange is written here
+//! (a datagram, or a length-prefixed TCP message) because a resolver hides what a probe
+//! must see: the authority and additional sections and the header's AD flag.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::ProtoErrorKind;
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::rr::{RData, RecordType};
-use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::{Name, ResolveErrorKind};
+use std::fmt;
+
+use hickory_resolver::Name;
+use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
-use super::{Phase, Reason, Recorder};
+use super::{Pattern, Phase, Reason, Recorder, io_reason};
 
 /// Record types a probe may ask for.
 pub const RECORD_TYPES: &[&str] = &[
@@ -35,6 +35,11 @@ pub struct DnsCheck {
     /// Values that must all be in the answer (`203.0.113.10`, `10 mail.example.com`, ...).
     pub expect: Vec<String>,
     pub expect_rcode: Rcode,
+    pub validate_answer: RrRules,
+    pub validate_authority: RrRules,
+    pub validate_additional: RrRules,
+    /// Require the AD flag: the resolver validated the answer with DNSSEC.
+    pub dnssec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,73 +123,48 @@ impl<'de> serde::Deserialize<'de> for Rcode {
     }
 }
 
+/// Datagrams read while waiting for the answer to this query: stray or forged replies
+/// (another id, garbage) are skipped, a flood of them ends the wait.
+const MAX_DATAGRAMS: usize = 100;
+/// The EDNS buffer size announced with `dnssec: true` (the DNS flag day 2020 value).
+const EDNS_PAYLOAD: u16 = 1232;
+
 pub(crate) async fn probe(c: &DnsCheck, rec: &Recorder) -> Result<(), Reason> {
     rec.enter(Phase::Resolve);
-    let protocol = match c.protocol {
-        DnsProtocol::Udp => Protocol::Udp,
-        DnsProtocol::Tcp => Protocol::Tcp,
+    let server = match c.server {
+        Some(s) => s,
+        None => system_servers()?[0],
     };
-    let servers: Vec<SocketAddr> = match c.server {
-        Some(s) => vec![s],
-        None => system_servers()?,
+    super::ip::note(rec, &server.ip());
+    let query = query(c);
+    let bytes = query.to_vec().map_err(|e| Reason::Dns {
+        detail: format!("cannot encode the query: {e}"),
+    })?;
+    let answer = match c.protocol {
+        DnsProtocol::Udp => exchange_udp(server, &bytes, query.id()).await?,
+        DnsProtocol::Tcp => exchange_tcp(server, &bytes, query.id()).await?,
     };
-    if let Some(first) = servers.first() {
-        super::ip::note(rec, &first.ip());
+    if answer.truncated() {
+        return Err(Reason::Dns {
+            detail:
+                "the server truncated its UDP answer (TC bit); use `protocol: tcp` for this record"
+                    .into(),
+        });
     }
-    let mut config = ResolverConfig::new();
-    for s in servers {
-        config.add_name_server(NameServerConfig::new(s, protocol));
-    }
-    let mut opts = ResolverOpts::default();
-    opts.cache_size = 0;
-    opts.attempts = 0;
-    opts.ndots = 0;
-    opts.num_concurrent_reqs = 1;
-    opts.use_hosts_file = ResolveHosts::Never;
-    opts.preserve_intermediates = true;
-    // The caller's deadline governs; the resolver's own must not cut in first.
-    opts.timeout = Duration::from_secs(3600);
-    let resolver = Resolver::builder_with_config(config, TokioConnectionProvider::default())
-        .with_options(opts)
-        .build();
-
-    let (rcode, values) = match resolver.lookup(c.name.clone(), c.record_type).await {
-        Ok(lookup) => {
-            let values: Vec<String> = lookup.records().iter().map(|r| render(r.data())).collect();
-            (Rcode::NoError, values)
-        }
-        Err(e) => match e.kind() {
-            ResolveErrorKind::Proto(p) => match p.kind() {
-                ProtoErrorKind::NoRecordsFound { response_code, .. } => {
-                    (Rcode::from_hickory(*response_code), Vec::new())
-                }
-                ProtoErrorKind::Timeout => {
-                    return Err(Reason::Timeout {
-                        phase: Phase::Resolve,
-                    });
-                }
-                // The TC bit on a UDP answer: hickory does not fall back to TCP on its own.
-                _ if p.to_string().contains("truncated") => {
-                    return Err(Reason::Dns {
-                        detail: "the server truncated its UDP answer (TC bit); use `protocol: tcp` for this record".into(),
-                    });
-                }
-                _ => {
-                    return Err(Reason::Dns {
-                        detail: p.to_string(),
-                    });
-                }
-            },
-            _ => {
-                return Err(Reason::Dns {
-                    detail: e.to_string(),
-                });
-            }
-        },
-    };
+    let rcode = Rcode::from_hickory(answer.response_code());
+    let values: Vec<String> = answer
+        .answers()
+        .iter()
+        .filter(|r| r.record_type() == c.record_type || r.record_type() == RecordType::CNAME)
+        .map(|r| render(r.data()))
+        .collect();
     rec.details(|d| {
         d.dns_rcode = Some(rcode);
-        d.dns_answers = Some(values.len());
+        d.dns_answers = Some(answer.answers().len());
+        d.dns_authority = Some(answer.name_servers().len());
+        // blackbox counts the EDNS OPT pseudo-record among the additional records.
+        d.dns_additional =
+            Some(answer.additionals().len() + usize::from(answer.extensions().is_some()));
     });
     if rcode != c.expect_rcode {
         return Err(Reason::DnsRcode {
@@ -205,7 +185,181 @@ pub(crate) async fn probe(c: &DnsCheck, rec: &Recorder) -> Result<(), Reason> {
             });
         }
     }
+    for (section, records, rules) in [
+        (Section::Answer, answer.answers(), &c.validate_answer),
+        (
+            Section::Authority,
+            answer.name_servers(),
+            &c.validate_authority,
+        ),
+        (
+            Section::Additional,
+            answer.additionals(),
+            &c.validate_additional,
+        ),
+    ] {
+        let lines: Vec<String> = records.iter().map(zone_line).collect();
+        rules.check(section, &lines)?;
+    }
+    if c.dnssec && !answer.authentic_data() {
+        return Err(Reason::DnsNotAuthenticated);
+    }
     Ok(())
+}
+
+/// The question: recursion desired, and with `dnssec` the DO bit (EDNS) and the AD bit,
+/// which asks a validating resolver to say whether it validated the answer (RFC 6840).
+fn query(c: &DnsCheck) -> Message {
+    let mut m = Message::new();
+    m.set_id(rand::random())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(c.name.clone(), c.record_type));
+    if c.dnssec {
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true).set_max_payload(EDNS_PAYLOAD);
+        m.set_edns(edns).set_authentic_data(true);
+    }
+    m
+}
+
+/// Sends the query over UDP and waits for the datagram that answers it. A closed port
+/// (ICMP port unreachable) is a refused connection.
+async fn exchange_udp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, Reason> {
+    let local = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = UdpSocket::bind(local).await.map_err(|e| io_reason(&e))?;
+    socket.connect(server).await.map_err(|e| io_reason(&e))?;
+    socket.send(query).await.map_err(|e| io_reason(&e))?;
+    let mut buf = vec![0u8; 65_535];
+    for _ in 0..MAX_DATAGRAMS {
+        let n = socket.recv(&mut buf).await.map_err(|e| io_reason(&e))?;
+        // Anything that is not the answer to this query is dropped, as a stub resolver
+        // does: a stray packet must not end a lookup.
+        if let Ok(m) = Message::from_vec(&buf[..n]) {
+            if m.id() == id && m.message_type() == MessageType::Response {
+                return Ok(m);
+            }
+        }
+    }
+    Err(Reason::Dns {
+        detail: format!("{MAX_DATAGRAMS} datagrams came, none of them the answer"),
+    })
+}
+
+/// Sends the query over TCP, each message behind its two-byte length (RFC 1035 4.2.2).
+async fn exchange_tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, Reason> {
+    let mut s = TcpStream::connect(server)
+        .await
+        .map_err(|e| io_reason(&e))?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    s.write_all(&framed).await.map_err(|e| io_reason(&e))?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.map_err(|e| io_reason(&e))?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.map_err(|e| io_reason(&e))?;
+    let m = Message::from_vec(&buf).map_err(|e| Reason::Dns {
+        detail: format!("malformed answer: {e}"),
+    })?;
+    if m.id() != id {
+        return Err(Reason::Dns {
+            detail: format!("the answer's id {} is not the query's {id}", m.id()),
+        });
+    }
+    Ok(m)
+}
+
+/// A record as a zone-file line with tabs, as blackbox_exporter matches its
+/// `validate_*_rrs` regexes against: `shop.test.\t300\tIN\tA\t203.0.113.10`.
+fn zone_line(r: &Record) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}",
+        r.name(),
+        r.ttl(),
+        r.dns_class(),
+        r.record_type(),
+        r.data()
+    )
+}
+
+/// A section of a DNS message, as the rules and reasons name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Section::Answer => "answer",
+            Section::Authority => "authority",
+            Section::Additional => "additional",
+        })
+    }
+}
+
+/// blackbox_exporter's `validate_*_rrs`: regexes over a section's records, each record
+/// written as a zone-file line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RrRules {
+    /// Fails when any record matches one of these.
+    pub fail_if_matches: Vec<Pattern>,
+    /// Fails when there are records and every one matches (per regex).
+    pub fail_if_all_match: Vec<Pattern>,
+    /// Fails when any record does not match one of these, or when there is none.
+    pub fail_if_not_matches: Vec<Pattern>,
+    /// Fails when no record matches (per regex), or when there is none.
+    pub fail_if_none_matches: Vec<Pattern>,
+}
+
+impl RrRules {
+    pub fn is_empty(&self) -> bool {
+        self.fail_if_matches.is_empty()
+            && self.fail_if_all_match.is_empty()
+            && self.fail_if_not_matches.is_empty()
+            && self.fail_if_none_matches.is_empty()
+    }
+
+    fn check(&self, section: Section, lines: &[String]) -> Result<(), Reason> {
+        let fail = |rule: &str, p: &Pattern, record: Option<&String>| Reason::DnsRecords {
+            section,
+            rule: rule.to_string(),
+            pattern: p.0.as_str().to_string(),
+            record: record.cloned(),
+        };
+        for p in &self.fail_if_matches {
+            if let Some(l) = lines.iter().find(|l| p.0.is_match(l)) {
+                return Err(fail("fail_if_matches", p, Some(l)));
+            }
+        }
+        for p in &self.fail_if_all_match {
+            if !lines.is_empty() && lines.iter().all(|l| p.0.is_match(l)) {
+                return Err(fail("fail_if_all_match", p, lines.first()));
+            }
+        }
+        for p in &self.fail_if_not_matches {
+            if lines.is_empty() {
+                return Err(fail("fail_if_not_matches", p, None));
+            }
+            if let Some(l) = lines.iter().find(|l| !p.0.is_match(l)) {
+                return Err(fail("fail_if_not_matches", p, Some(l)));
+            }
+        }
+        for p in &self.fail_if_none_matches {
+            if !lines.iter().any(|l| p.0.is_match(l)) {
+                return Err(fail("fail_if_none_matches", p, None));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn system_servers() -> Result<Vec<SocketAddr>, Reason> {

@@ -205,6 +205,20 @@ pub enum Reason {
     /// An `expect` value is missing from the DNS answer.
     #[error("answer lacks {value:?} (got: {got})")]
     DnsAnswerLacks { value: String, got: String },
+    /// A `validate_answer`, `validate_authority` or `validate_additional` rule failed.
+    #[error("{}", dns_rule_message(*section, rule, pattern, record.as_deref()))]
+    DnsRecords {
+        section: dns::Section,
+        rule: String,
+        pattern: String,
+        /// The record (as a zone-file line) that broke the rule, when one did.
+        record: Option<String>,
+    },
+    /// `dnssec: true`, and the answer came without the AD flag.
+    #[error(
+        "answer not DNSSEC-validated: the AD flag is not set (is the server a validating resolver?)"
+    )]
+    DnsNotAuthenticated,
     /// The DNS exchange failed below the response code (malformed or truncated reply, ...).
     #[error("DNS query failed: {detail}")]
     Dns { detail: String },
@@ -283,6 +297,7 @@ impl Reason {
             | Reason::BodyJson { .. }
             | Reason::TooManyRedirects { .. }
             | Reason::DnsAnswerLacks { .. }
+            | Reason::DnsRecords { .. }
             | Reason::ReplyMismatch { .. } => Problem::Errors,
             Reason::Text { text } => legacy_problem(text),
             _ => Problem::Unreachable,
@@ -308,6 +323,28 @@ fn legacy_problem(text: &str) -> Problem {
         Problem::Errors
     } else {
         Problem::Unreachable
+    }
+}
+
+fn dns_rule_message(
+    section: dns::Section,
+    rule: &str,
+    pattern: &str,
+    record: Option<&str>,
+) -> String {
+    let record = record.map(|r| r.replace('\t', " "));
+    match (rule, record) {
+        ("fail_if_matches", Some(r)) => {
+            format!("{section} record `{r}` matches /{pattern}/ ({rule})")
+        }
+        ("fail_if_all_match", _) => format!("every {section} record matches /{pattern}/ ({rule})"),
+        ("fail_if_not_matches", Some(r)) => {
+            format!("{section} record `{r}` does not match /{pattern}/ ({rule})")
+        }
+        ("fail_if_not_matches", None) => {
+            format!("no {section} records to match /{pattern}/ ({rule})")
+        }
+        _ => format!("no {section} record matches /{pattern}/ ({rule})"),
     }
 }
 
@@ -345,6 +382,11 @@ pub struct Details {
     pub dns_rcode: Option<Rcode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_answers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_authority: Option<usize>,
+    /// Additional records, the EDNS OPT pseudo-record included (as blackbox counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_additional: Option<usize>,
     /// The family of the address the probe talked to: 4 or 6.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_protocol: Option<u8>,

@@ -77,6 +77,24 @@ fn configs(dir: &Path, ca: &Path, tocsin_port: u16) -> (std::path::PathBuf, std:
     prober: dns
     timeout: 2s
     dns: {{ query_name: gone.test, query_type: A, preferred_ip_protocol: ip4 }}
+  dns_mx_rules:
+    prober: dns
+    timeout: 2s
+    dns:
+      query_name: shop.test
+      query_type: MX
+      preferred_ip_protocol: ip4
+      validate_answer_rrs: {{ fail_if_not_matches_regexp: ["\\tMX\\t10 mail"] }}
+      validate_authority_rrs: {{ fail_if_none_matches_regexp: ["ns1\\.shop\\.test"] }}
+      validate_additional_rrs: {{ fail_if_matches_regexp: ["\\tAAAA\\t"] }}
+  dns_mx_glue:
+    prober: dns
+    timeout: 2s
+    dns:
+      query_name: shop.test
+      query_type: MX
+      preferred_ip_protocol: ip4
+      validate_additional_rrs: {{ fail_if_matches_regexp: ["203\\.0\\.113\\.25$"] }}
   icmp:
     prober: icmp
     timeout: 1s
@@ -109,6 +127,17 @@ modules:
   dns_gone:    {{ timeout: 2s, dns: {{ name: gone.test, type: A }} }}
   dns_broken:  {{ timeout: 2s, dns: {{ name: broken.test, type: A }} }}
   icmp:        {{ timeout: 1s, icmp: {{ ip_protocol: ip4 }} }}
+  dns_mx_rules:
+    timeout: 2s
+    dns:
+      name: shop.test
+      type: MX
+      validate_answer: {{ fail_if_not_matches: ["\\tMX\\t10 mail"] }}
+      validate_authority: {{ fail_if_none_matches: ["ns1\\.shop\\.test"] }}
+      validate_additional: {{ fail_if_matches: ["\\tAAAA\\t"] }}
+  dns_mx_glue:
+    timeout: 2s
+    dns: {{ name: shop.test, type: MX, validate_additional: {{ fail_if_matches: ["203\\.0\\.113\\.25$"] }} }}
 "#
         ),
     );
@@ -160,6 +189,9 @@ const SHARED: &[&str] = &[
     "probe_http_uncompressed_body_length",
     "probe_failed_due_to_regex",
     "probe_dns_answer_rrs",
+    "probe_dns_authority_rrs",
+    "probe_dns_additional_rrs",
+    "probe_dns_query_succeeded",
     "probe_ssl_earliest_cert_expiry",
     "probe_ip_protocol",
     "probe_ip_addr_hash",
@@ -301,6 +333,18 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
         Case {
             what: "DNS SERVFAIL",
             module: "dns_broken",
+            target: dns.to_string(),
+            success: false,
+        },
+        Case {
+            what: "DNS section rules hold",
+            module: "dns_mx_rules",
+            target: dns.to_string(),
+            success: true,
+        },
+        Case {
+            what: "DNS glue forbidden",
+            module: "dns_mx_glue",
             target: dns.to_string(),
             success: false,
         },

@@ -41,6 +41,16 @@ const CASES: &[(&str, &[&str])] = &[
         &["5:55: invalid regex in `body_regex`: unclosed group"],
     ),
     (
+        "dns-rules.yaml",
+        &[
+            "8:52: invalid regex in `fail_if_not_matches`: unclosed group",
+            "9:31: `validate_authority` has no rule: give fail_if_matches, fail_if_all_match, fail_if_not_matches or fail_if_none_matches (each a list of regexes)",
+            "13:32: `validate_additional` has no rule: give fail_if_matches, fail_if_all_match, fail_if_not_matches or fail_if_none_matches (each a list of regexes)",
+            "13:34: unknown key `fail_if_match`, did you mean `fail_if_matches`?",
+            "15:43: `dnssec`: expected true or false, found string \"yes\"",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",
@@ -208,7 +218,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "probe-without-kind.yaml",
-        &["4:9: needs one of `http`, `dns`, `tcp` or `udp` to say what to check"],
+        &["4:9: needs one of `http`, `dns`, `tcp`, `udp` or `icmp` to say what to check"],
     ),
     (
         "secret-in-smtp-url.yaml",

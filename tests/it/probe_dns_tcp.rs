@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use tocsin::probe::dns::RrRules;
 use tocsin::probe::{
     self, Check, DnsCheck, DnsProtocol, Outcome, Pattern, Phase, Rcode, Reason, TcpCheck,
     TlsOptions,
@@ -24,7 +25,17 @@ fn dns(server: SocketAddr, name: &str, t: &str) -> DnsCheck {
         protocol: DnsProtocol::Udp,
         expect: vec![],
         expect_rcode: Rcode::NoError,
+        validate_answer: RrRules::default(),
+        validate_authority: RrRules::default(),
+        validate_additional: RrRules::default(),
+        dnssec: false,
     }
+}
+
+fn rules(list: &[&str]) -> Vec<Pattern> {
+    list.iter()
+        .map(|r| Pattern(regex::Regex::new(r).unwrap()))
+        .collect()
 }
 
 async fn run(c: Check, timeout: Duration) -> Outcome {
@@ -51,6 +62,126 @@ async fn dns_answers_over_udp_and_tcp_with_counts_and_expectations() {
             assert!(o.phase(Phase::Resolve) > Duration::ZERO);
         }
     }
+}
+
+/// Each section is counted and each of blackbox's four rule kinds holds or fails with
+/// the record and the rule named, over UDP and TCP.
+#[tokio::test]
+async fn authority_and_additional_sections_are_counted_and_validated() {
+    let server = support::dns_server().await;
+    for protocol in [DnsProtocol::Udp, DnsProtocol::Tcp] {
+        let mut c = dns(server, "shop.test.", "MX");
+        c.protocol = protocol;
+        c.validate_answer.fail_if_not_matches = rules(&["^shop\\.test\\.\t300\tIN\tMX\t10 mail"]);
+        c.validate_authority.fail_if_none_matches = rules(&["\tNS\tns1\\.shop\\.test\\.$"]);
+        c.validate_additional.fail_if_matches = rules(&["\tAAAA\t"]);
+        let o = run(Check::Dns(c.clone()), T).await;
+        assert!(o.success, "{protocol:?}: {}", reason(&o));
+        assert_eq!(
+            (
+                o.details.dns_answers,
+                o.details.dns_authority,
+                o.details.dns_additional
+            ),
+            (Some(1), Some(1), Some(1))
+        );
+
+        let mut bad = c.clone();
+        bad.validate_additional.fail_if_matches = rules(&["203\\.0\\.113\\.25$"]);
+        assert_eq!(
+            reason(&run(Check::Dns(bad), T).await),
+            "additional record `mail.shop.test. 300 IN A 203.0.113.25` matches /203\\.0\\.113\\.25$/ (fail_if_matches)"
+        );
+        let mut bad = c.clone();
+        bad.validate_answer.fail_if_all_match = rules(&["\tMX\t"]);
+        assert_eq!(
+            reason(&run(Check::Dns(bad), T).await),
+            "every answer record matches /\tMX\t/ (fail_if_all_match)"
+        );
+        let mut bad = c.clone();
+        bad.validate_answer.fail_if_not_matches = rules(&["\t20 "]);
+        assert_eq!(
+            reason(&run(Check::Dns(bad), T).await),
+            "answer record `shop.test. 300 IN MX 10 mail.shop.test.` does not match /\t20 / (fail_if_not_matches)"
+        );
+        let mut bad = c.clone();
+        bad.validate_authority.fail_if_none_matches = rules(&["ns2"]);
+        assert_eq!(
+            reason(&run(Check::Dns(bad), T).await),
+            "no authority record matches /ns2/ (fail_if_none_matches)"
+        );
+    }
+    // An A answer has no authority records: a rule that needs some fails on that.
+    let mut c = dns(server, "shop.test.", "A");
+    c.validate_authority.fail_if_not_matches = rules(&["NS"]);
+    let o = run(Check::Dns(c), T).await;
+    assert_eq!(
+        reason(&o),
+        "no authority records to match /NS/ (fail_if_not_matches)"
+    );
+    assert_eq!(o.details.dns_authority, Some(0));
+}
+
+/// `dnssec: true` asks with the DO and AD bits and requires the AD flag back.
+#[tokio::test]
+async fn dnssec_requires_the_authenticated_data_flag() {
+    let server = support::dns_server().await;
+    let mut c = dns(server, "signed.test.", "A");
+    c.dnssec = true;
+    let o = run(Check::Dns(c.clone()), T).await;
+    assert!(o.success, "{}", reason(&o));
+
+    c.name = hickory_resolver::Name::from_str("shop.test.").unwrap();
+    let o = run(Check::Dns(c), T).await;
+    assert_eq!(
+        reason(&o),
+        "answer not DNSSEC-validated: the AD flag is not set (is the server a validating resolver?)"
+    );
+    // Without `dnssec` the flag is not looked at.
+    let o = run(Check::Dns(dns(server, "shop.test.", "A")), T).await;
+    assert!(o.success, "{}", reason(&o));
+}
+
+/// Replies that are not the answer (another id, then garbage) are skipped until the
+/// real one comes; a flood of them ends the wait with a reason.
+#[tokio::test]
+async fn forged_and_flooded_replies_are_skipped_or_reported() {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let forged = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            let answer = |id_xor: u8| {
+                let mut r = q.to_vec();
+                r[1] ^= id_xor;
+                r[2] |= 0x80;
+                r
+            };
+            let _ = sock.send_to(&answer(0xff), from).await; // another id
+            let _ = sock.send_to(b"garbage", from).await;
+            let _ = sock.send_to(&answer(0), from).await; // the answer (no records)
+        }
+    });
+    let o = run(Check::Dns(dns(forged, "shop.test.", "A")), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.details.dns_answers, Some(0));
+
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let flood = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, from)) = sock.recv_from(&mut buf).await {
+            for _ in 0..150 {
+                let _ = sock.send_to(b"noise", from).await;
+            }
+        }
+    });
+    let o = run(Check::Dns(dns(flood, "shop.test.", "A")), T).await;
+    assert_eq!(
+        reason(&o),
+        "DNS query failed: 100 datagrams came, none of them the answer"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ pub(super) use crate::config::diag::{Diag, nearest};
 pub(super) use crate::config::locate::Path;
 pub(super) use crate::config::raw::*;
 pub(super) use crate::incident::WebhookEvent;
-pub(super) use crate::probe::dns::RECORD_TYPES;
+pub(super) use crate::probe::dns::{RECORD_TYPES, RrRules};
 pub(super) use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 pub(super) use crate::probe::icmp::IcmpCheck;
 pub(super) use crate::probe::ip::{Family, IpProtocol};
@@ -148,11 +148,16 @@ pub(super) fn target_in_module(cx: &mut Ctx, p: &Path, key: &str, what: &str) {
     );
 }
 
+/// The last key of a path (`fail_if_matches` for `...validate_answer.fail_if_matches[0]`).
 pub(super) fn last_key(path: &Path) -> String {
-    match path.0.last() {
-        Some(crate::config::locate::Seg::Key(k)) => k.clone(),
-        _ => path.to_string(),
-    }
+    path.0
+        .iter()
+        .rev()
+        .find_map(|s| match s {
+            crate::config::locate::Seg::Key(k) => Some(k.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| path.to_string())
 }
 
 /// Durations such as `500ms`, `30s`, `15m`, `3h`, `1h30m`.

@@ -108,7 +108,21 @@ pub(super) fn dns_check(cx: &mut Ctx, p: &Path, d: &RawDns, need_target: bool) -
             );
         }
     }
+    let mut rules = [
+        ("validate_answer", &d.validate_answer),
+        ("validate_authority", &d.validate_authority),
+        ("validate_additional", &d.validate_additional),
+    ]
+    .map(|(key, raw)| rr_rules(cx, &p.key(key), raw.as_ref()));
+    if rules.iter().any(Option::is_none) {
+        return None;
+    }
+    let [answer, authority, additional] = rules.each_mut().map(|r| r.take().unwrap_or_default());
     Some(DnsCheck {
+        validate_answer: answer,
+        validate_authority: authority,
+        validate_additional: additional,
+        dnssec: d.dnssec,
         name: name?,
         record_type: record_type?,
         server: server?,
@@ -116,6 +130,41 @@ pub(super) fn dns_check(cx: &mut Ctx, p: &Path, d: &RawDns, need_target: bool) -
         expect: d.expect.clone(),
         expect_rcode: expect_rcode?,
     })
+}
+
+/// One `validate_*` block: every regex compiled, and at least one given.
+fn rr_rules(cx: &mut Ctx, p: &Path, raw: Option<&RawRrRules>) -> Option<RrRules> {
+    let Some(raw) = raw else {
+        return Some(RrRules::default());
+    };
+    let mut ok = true;
+    let mut list = |cx: &mut Ctx, key: &str, v: &[String]| -> Vec<Pattern> {
+        v.iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let got = cx.regex(&p.key(key).index(i), r);
+                ok &= got.is_some();
+                got
+            })
+            .collect()
+    };
+    let rules = RrRules {
+        fail_if_matches: list(cx, "fail_if_matches", &raw.fail_if_matches),
+        fail_if_all_match: list(cx, "fail_if_all_match", &raw.fail_if_all_match),
+        fail_if_not_matches: list(cx, "fail_if_not_matches", &raw.fail_if_not_matches),
+        fail_if_none_matches: list(cx, "fail_if_none_matches", &raw.fail_if_none_matches),
+    };
+    if ok && rules.is_empty() {
+        cx.err(
+            p,
+            format!(
+                "`{}` has no rule: give fail_if_matches, fail_if_all_match, fail_if_not_matches or fail_if_none_matches (each a list of regexes)",
+                last_key(p)
+            ),
+        );
+        return None;
+    }
+    ok.then_some(rules)
 }
 
 /// `ip:port`, `[v6]:port`, or a bare IP (port 53).

@@ -268,12 +268,21 @@ pub async fn closed_port() -> SocketAddr {
 
 // ---------------------------------------------------------------- DNS
 
-/// Serves a small zone: `shop.test.` A/AAAA/MX/TXT, `gone.test.` NXDOMAIN,
+/// Serves a small zone: `shop.test.` A/AAAA/MX/TXT (MX with the zone's NS in the
+/// authority section and the mail host's address as additional glue), `signed.test.` A
+/// with the AD flag (as a validating resolver sets it when asked), `gone.test.` NXDOMAIN,
 /// `broken.test.` SERVFAIL, `slow.test.` never answered.
 struct Zone(Arc<AtomicUsize>);
 
 fn zone_records(name: &Name, t: RecordType) -> Option<Vec<Record>> {
     let shop = Name::from_str("shop.test.").unwrap();
+    if name.to_ascii() == "signed.test." && t == RecordType::A {
+        return Some(vec![Record::from_rdata(
+            name.clone(),
+            300,
+            RData::A(A::new(203, 0, 113, 20)),
+        )]);
+    }
     if *name != shop {
         return None;
     }
@@ -322,8 +331,33 @@ impl RequestHandler for Zone {
         } else {
             match zone_records(&name, q.query_type()) {
                 Some(records) => {
+                    let (mut authority, mut glue) = (Vec::new(), Vec::new());
+                    if q.query_type() == RecordType::MX {
+                        let ns = Name::from_str("ns1.shop.test.").unwrap();
+                        authority.push(Record::from_rdata(
+                            name.clone(),
+                            300,
+                            RData::NS(hickory_server::proto::rr::rdata::NS(ns)),
+                        ));
+                        glue.push(Record::from_rdata(
+                            Name::from_str("mail.shop.test.").unwrap(),
+                            300,
+                            RData::A(A::new(203, 0, 113, 25)),
+                        ));
+                    }
+                    let validated = request.header().authentic_data()
+                        || request.edns().is_some_and(|e| e.flags().dnssec_ok);
+                    if label == "signed.test." && validated {
+                        header.set_authentic_data(true);
+                    }
                     response
-                        .send_response(builder.build(header, records.iter(), [], [], []))
+                        .send_response(builder.build(
+                            header,
+                            records.iter(),
+                            authority.iter(),
+                            [],
+                            glue.iter(),
+                        ))
                         .await
                 }
                 None => {
