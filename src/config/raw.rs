@@ -165,6 +165,10 @@ pub struct RawHttp {
     pub basic_auth: Option<RawBasicAuth>,
     /// The environment variable holding a bearer token.
     pub bearer_token_env: Option<String>,
+    /// An HTTP(S) proxy every request goes through (`http://proxy.internal:3128`).
+    pub proxy_url: Option<String>,
+    /// The proxy's login, from the environment.
+    pub proxy_auth: Option<RawBasicAuth>,
     pub body: Option<String>,
     pub expect_status: Option<RawStatusList>,
     pub body_contains: Option<String>,
@@ -185,6 +189,8 @@ pub struct RawHttp {
     pub follow_redirects: Option<RawRedirects>,
     pub max_body: Option<RawSize>,
     pub tls: Option<RawTls>,
+    /// `"1.2"` or `"1.3"`: the oldest TLS version accepted.
+    pub tls_min_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,6 +251,9 @@ pub struct RawTls {
     #[serde(default)]
     pub insecure_skip_verify: bool,
     pub server_name: Option<String>,
+    /// The client certificate (PEM, leaf first) for mutual TLS, with `key_file`.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -286,6 +295,7 @@ pub struct RawTcp {
     pub ip_protocol: Option<String>,
     pub ip_protocol_fallback: Option<bool>,
     pub tls: Option<RawTcpTls>,
+    pub tls_min_version: Option<String>,
     pub send: Option<String>,
     pub expect: Option<String>,
     pub cert_min_days: Option<u32>,

@@ -218,6 +218,23 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
             Single,
         ));
     }
+    if let Some(version) = &d.tls_version {
+        v.push(Sample {
+            name: "probe_tls_version_info",
+            help: "The TLS version negotiated (the label; the value is always 1).",
+            label: Some(("version", version.clone())),
+            value: 1.0,
+            scope: Single,
+        });
+    }
+    if let Some(t) = d.verified_chain_not_after {
+        v.push(s(
+            "probe_ssl_last_chain_expiry_timestamp_seconds",
+            "Earliest expiry in the verified certificate chain, as a Unix timestamp.",
+            t as f64,
+            Single,
+        ));
+    }
     if let Some(t) = d.cert_not_after {
         v.push(s(
             "probe_ssl_earliest_cert_expiry",

@@ -53,6 +53,15 @@ pub struct HttpCheck {
     pub max_body: u64,
     pub tls: TlsOptions,
     pub ip: super::ip::IpProtocol,
+    /// Every request goes through this proxy (HTTPS by CONNECT).
+    pub proxy: Option<HttpProxy>,
+}
+
+/// An HTTP(S) proxy and its login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProxy {
+    pub url: Url,
+    pub login: Option<(String, Secret)>,
 }
 
 impl HttpCheck {
@@ -78,6 +87,7 @@ impl HttpCheck {
             max_body: DEFAULT_MAX_BODY,
             tls: TlsOptions::system(),
             ip: super::ip::IpProtocol::default(),
+            proxy: None,
         }
     }
 }
@@ -181,13 +191,24 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
             }
         })
     };
-    let client = reqwest::Client::builder()
+    let builder = match &c.proxy {
+        None => reqwest::Client::builder().no_proxy(),
+        Some(p) => {
+            let mut proxy = reqwest::Proxy::all(p.url.clone()).map_err(|e| Reason::Io {
+                detail: format!("cannot use proxy {}: {e}", p.url),
+            })?;
+            if let Some((user, pass)) = &p.login {
+                proxy = proxy.basic_auth(user, pass.expose());
+            }
+            reqwest::Client::builder().proxy(proxy)
+        }
+    };
+    let client = builder
         .use_preconfigured_tls(tls)
         .dns_resolver(Arc::new(TimedResolver(rec.clone(), c.ip)))
         .connector_layer(PhaseLayer(rec.clone()))
         .pool_max_idle_per_host(0)
         .redirect(policy)
-        .no_proxy()
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Reason::Io {

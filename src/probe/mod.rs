@@ -376,6 +376,11 @@ pub struct Details {
     /// The earliest `notAfter` of the peer's certificate chain, as Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_not_after: Option<i64>,
+    /// The earliest `notAfter` of a chain that was verified (none when verification was
+    /// off or failed): blackbox's `probe_ssl_last_chain_expiry_timestamp_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_chain_not_after: Option<i64>,
+    /// The negotiated version, `TLS 1.3` or `TLS 1.2`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -65,7 +65,11 @@ pub(crate) async fn probe(c: &TcpCheck, rec: &Recorder, now: SystemTime) -> Resu
                         },
                     },
                 )?;
-            let version = tls.get_ref().1.protocol_version().map(|v| format!("{v:?}"));
+            let version = tls
+                .get_ref()
+                .1
+                .protocol_version()
+                .map(super::tls::version_label);
             rec.details(|d| d.tls_version = version);
             if let Some(min_days) = c.cert_min_days {
                 super::http::check_cert_days(rec, min_days, now)?;

@@ -11,7 +11,7 @@ use rustls::client::{
     WebPkiServerVerifier,
 };
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
 
 use super::{Phase, Reason, Recorder};
@@ -24,7 +24,91 @@ pub struct TlsOptions {
     pub insecure_skip_verify: bool,
     /// Name to verify the certificate against instead of the target's host.
     pub server_name: Option<String>,
+    /// The oldest TLS version accepted (`tls_min_version`); rustls's own floor is 1.2.
+    pub min_version: MinVersion,
+    /// The client certificate shown to servers that ask for one (mutual TLS).
+    pub client_cert: Option<Arc<ClientCert>>,
     verifier: Arc<WebPkiServerVerifier>,
+}
+
+/// `tls_min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MinVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+/// A client certificate chain and its key, read from PEM files at load.
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCert")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+impl ClientCert {
+    /// Reads the chain (leaf first) and the private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub fn load(cert_file: PathBuf, key_file: PathBuf) -> Result<Self, TlsConfigError> {
+        let read = |key, path: &Path| {
+            std::fs::read(path).map_err(|source| TlsConfigError::Read {
+                key,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let invalid = |key, path: &Path, detail: String| TlsConfigError::Invalid {
+            key,
+            path: path.display().to_string(),
+            detail,
+        };
+        let pem = read("cert_file", &cert_file)?;
+        let chain = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("cert_file", &cert_file, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(TlsConfigError::Empty {
+                key: "cert_file",
+                path: cert_file.display().to_string(),
+            });
+        }
+        let pem = read("key_file", &key_file)?;
+        let key = rustls_pemfile::private_key(&mut pem.as_slice())
+            .map_err(|e| invalid("key_file", &key_file, e.to_string()))?
+            .ok_or_else(|| invalid("key_file", &key_file, "holds no PEM private key".into()))?;
+        // The key must be one the provider can sign with, and belong to the certificate.
+        let signing = provider()
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| invalid("key_file", &key_file, e.to_string()))?;
+        rustls::sign::CertifiedKey::new(chain.clone(), signing)
+            .keys_match()
+            .map_err(|_| {
+                invalid(
+                    "key_file",
+                    &key_file,
+                    format!(
+                        "is not the key of the certificate in {}",
+                        cert_file.display()
+                    ),
+                )
+            })?;
+        Ok(ClientCert {
+            cert_file,
+            key_file,
+            chain,
+            key,
+        })
+    }
 }
 
 impl std::fmt::Debug for TlsOptions {
@@ -33,6 +117,8 @@ impl std::fmt::Debug for TlsOptions {
             .field("ca_file", &self.ca_file)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .field("server_name", &self.server_name)
+            .field("min_version", &self.min_version)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -42,24 +128,46 @@ impl PartialEq for TlsOptions {
         self.ca_file == o.ca_file
             && self.insecure_skip_verify == o.insecure_skip_verify
             && self.server_name == o.server_name
+            && self.min_version == o.min_version
+            && self
+                .client_cert
+                .as_ref()
+                .map(|c| (&c.cert_file, &c.key_file))
+                == o.client_cert.as_ref().map(|c| (&c.cert_file, &c.key_file))
     }
 }
 
 /// Why TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
-    /// The CA file could not be read.
-    #[error("cannot read ca_file {path}: {source}")]
+    /// A file could not be read; `key` is the setting that names it (`ca_file`, ...).
+    #[error("cannot read {key} {path}: {source}")]
     Read {
+        key: &'static str,
         path: String,
         source: std::io::Error,
     },
-    /// The CA file holds no PEM certificate.
-    #[error("ca_file {path} holds no PEM certificate")]
-    Empty { path: String },
-    /// A certificate in the CA file is not usable as a trust anchor.
-    #[error("ca_file {path}: {detail}")]
-    Invalid { path: String, detail: String },
+    /// The file holds no PEM certificate.
+    #[error("{key} {path} holds no PEM certificate")]
+    Empty { key: &'static str, path: String },
+    /// What the file holds is not usable (a bad certificate, a key that does not fit).
+    #[error("{key} {path}: {detail}")]
+    Invalid {
+        key: &'static str,
+        path: String,
+        detail: String,
+    },
+}
+
+impl TlsConfigError {
+    /// The setting whose file is at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            TlsConfigError::Read { key, .. }
+            | TlsConfigError::Empty { key, .. }
+            | TlsConfigError::Invalid { key, .. } => key,
+        }
+    }
 }
 
 impl TlsOptions {
@@ -73,6 +181,7 @@ impl TlsOptions {
         let verifier = match &ca_file {
             Some(path) => {
                 verifier_for(roots_from_file(path)?).map_err(|detail| TlsConfigError::Invalid {
+                    key: "ca_file",
                     path: path.display().to_string(),
                     detail,
                 })?
@@ -83,6 +192,8 @@ impl TlsOptions {
             ca_file,
             insecure_skip_verify,
             server_name,
+            min_version: MinVersion::default(),
+            client_cert: None,
             verifier,
         })
     }
@@ -93,6 +204,8 @@ impl TlsOptions {
             ca_file: None,
             insecure_skip_verify: false,
             server_name: None,
+            min_version: MinVersion::default(),
+            client_cert: None,
             verifier: default_verifier(),
         }
     }
@@ -114,14 +227,25 @@ impl TlsOptions {
             rec: rec.clone(),
             provider: provider.clone(),
         };
-        let mut cfg = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
+            MinVersion::Tls12 => rustls::DEFAULT_VERSIONS,
+            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
             .map_err(|e| Reason::Tls {
                 detail: e.to_string(),
             })?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut cfg = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some(c) => builder
+                .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+                .map_err(|e| Reason::Tls {
+                    detail: format!("client certificate: {e}"),
+                })?,
+        };
         cfg.resumption = Resumption::store(Arc::new(HelloMark(rec.clone())));
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(cfg)
@@ -168,22 +292,28 @@ fn default_verifier() -> Arc<WebPkiServerVerifier> {
 fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsConfigError> {
     let name = path.display().to_string();
     let pem = std::fs::read(path).map_err(|source| TlsConfigError::Read {
+        key: "ca_file",
         path: name.clone(),
         source,
     })?;
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| TlsConfigError::Invalid {
+            key: "ca_file",
             path: name.clone(),
             detail: e.to_string(),
         })?;
         roots.add(cert).map_err(|e| TlsConfigError::Invalid {
+            key: "ca_file",
             path: name.clone(),
             detail: e.to_string(),
         })?;
     }
     if roots.is_empty() {
-        return Err(TlsConfigError::Empty { path: name });
+        return Err(TlsConfigError::Empty {
+            key: "ca_file",
+            path: name,
+        });
     }
     Ok(roots)
 }
@@ -229,16 +359,21 @@ impl ServerCertVerifier for Recording {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let earliest = earliest_not_after(std::iter::once(end_entity).chain(intermediates));
         self.rec.details(|d| d.cert_not_after = earliest);
-        match &self.inner {
+        let verified = match &self.inner {
             Some(v) => v.verify_server_cert(
                 end_entity,
                 intermediates,
                 self.server_name.as_ref().unwrap_or(server_name),
                 ocsp,
                 now,
-            ),
-            None => Ok(ServerCertVerified::assertion()),
+            )?,
+            None => ServerCertVerified::assertion(),
+        };
+        // blackbox reports the chain's expiry apart only for a chain it verified.
+        if self.inner.is_some() {
+            self.rec.details(|d| d.verified_chain_not_after = earliest);
         }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -247,6 +382,10 @@ impl ServerCertVerifier for Recording {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only a TLS 1.2 handshake asks for this signature: the one place the HTTP stack
+        // shows which version was negotiated.
+        self.rec
+            .details(|d| d.tls_version = Some(version_label(rustls::ProtocolVersion::TLSv1_2)));
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
@@ -261,6 +400,8 @@ impl ServerCertVerifier for Recording {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.rec
+            .details(|d| d.tls_version = Some(version_label(rustls::ProtocolVersion::TLSv1_3)));
         rustls::crypto::verify_tls13_signature(
             message,
             cert,
@@ -312,6 +453,17 @@ impl ClientSessionStore for HelloMark {
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Recorder")
+    }
+}
+
+/// A TLS version as blackbox_exporter labels it: `TLS 1.3`.
+pub fn version_label(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".into(),
+        rustls::ProtocolVersion::TLSv1_1 => "TLS 1.1".into(),
+        rustls::ProtocolVersion::TLSv1_0 => "TLS 1.0".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -194,6 +194,8 @@ const SHARED: &[&str] = &[
     "probe_dns_query_succeeded",
     "probe_ssl_earliest_cert_expiry",
     "probe_ip_protocol",
+    "probe_tls_version_info{version=\"TLS 1.3\"}",
+    "probe_ssl_last_chain_expiry_timestamp_seconds",
     "probe_ip_addr_hash",
     "probe_icmp_reply_hop_limit",
 ];
@@ -409,9 +411,27 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
     // Every case compared probe_success; the HTTP and DNS cases their own figures too.
     assert!(compared >= 35, "only {compared} figures compared");
     let (bb, ts) = &results[5];
+    for name in [
+        "probe_ssl_earliest_cert_expiry",
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "probe_tls_version_info{version=\"TLS 1.3\"}",
+    ] {
+        assert!(bb.contains_key(name) && ts.contains_key(name), "{name}");
+    }
+    // The new kinds were compared, not skipped: ICMP's hop limit, DNS's sections.
+    let by_what = |w: &str| &results[cases.iter().position(|c| c.what == w).unwrap()];
     assert!(
-        bb.contains_key("probe_ssl_earliest_cert_expiry")
-            && ts.contains_key("probe_ssl_earliest_cert_expiry")
+        by_what("ICMP echo")
+            .0
+            .contains_key("probe_icmp_reply_hop_limit")
+    );
+    assert_eq!(
+        by_what("DNS MX").1.get("probe_dns_authority_rrs"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        by_what("DNS MX").1.get("probe_dns_additional_rrs"),
+        Some(&1.0)
     );
     let (bb, ts) = &results[4];
     assert_eq!(

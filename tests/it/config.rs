@@ -51,6 +51,20 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "http-tls-proxy.yaml",
+        &[
+            "7:28: `tls_min_version` is \"1.2\" or \"1.3\" (older versions are never accepted), not `1.1`",
+            "8:29: `cert_file` needs `key_file` (the certificate's private key, PEM)",
+            "9:22: put the proxy's login in `proxy_auth: { username_env, password_env }`, not in the URL (where it would be logged)",
+            "13:29: cannot read cert_file testdata/bad/missing-client.pem: No such file or directory (os error 2)",
+            "14:22: `proxy_url` must be an http:// or https:// proxy, not `socks5://`",
+            "18:23: `proxy_auth` needs `proxy_url`",
+            "18:39: environment variable `PROXY_USER` (for `username_env`) is not set",
+            "18:65: environment variable `PROXY_PASS` (for `password_env`) is not set",
+            "20:62: `tls_min_version` needs `tls: true`",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",

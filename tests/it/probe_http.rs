@@ -352,6 +352,77 @@ async fn https_reports_tls_phase_and_certificate_expiry() {
     );
 }
 
+/// The negotiated version is reported; `tls_min_version: "1.3"` refuses a 1.2-only
+/// server; the verified chain's expiry is reported apart from the one shown.
+#[tokio::test]
+async fn tls_version_is_reported_and_a_minimum_enforced() {
+    let ca = Ca::new();
+    let modern = HttpServer::start(Some(ca.server(-1, 30))).await;
+    let old = HttpServer::start(Some(ca.server_tls12())).await;
+    let o = run(
+        HttpCheck {
+            tls: tls_for(&ca),
+            ..HttpCheck::get(modern.https_url("/"))
+        },
+        T,
+    )
+    .await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.details.tls_version.as_deref(), Some("TLS 1.3"));
+    assert_eq!(o.details.verified_chain_not_after, o.details.cert_not_after);
+
+    let mut c = HttpCheck::get(old.https_url("/"));
+    c.tls = tls_for(&ca);
+    let o = run(c.clone(), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.details.tls_version.as_deref(), Some("TLS 1.2"));
+    c.tls.min_version = tocsin::probe::tls::MinVersion::Tls13;
+    let o = run(c, T).await;
+    assert_eq!(
+        reason(&o),
+        "TLS handshake failed: received fatal alert: ProtocolVersion"
+    );
+
+    // Verification off: the chain shown is reported, no chain was verified.
+    let mut c = HttpCheck::get(modern.https_url("/"));
+    c.tls = TlsOptions::new(None, true, None).unwrap();
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert!(o.details.cert_not_after.is_some());
+    assert_eq!(o.details.verified_chain_not_after, None);
+}
+
+/// Mutual TLS: a server that requires a client certificate refuses the probe without
+/// one and accepts it with the certificate from `cert_file` and `key_file`.
+#[tokio::test]
+async fn a_client_certificate_is_shown_when_configured() {
+    let ca = Ca::new();
+    let s = HttpServer::start(Some(ca.server_mutual())).await;
+    let mut c = HttpCheck::get(s.https_url("/"));
+    c.tls = tls_for(&ca);
+    let o = run(c.clone(), T).await;
+    assert_eq!(
+        reason(&o),
+        "TLS handshake failed: received fatal alert: CertificateRequired"
+    );
+    let (cert, key) = ca.leaf_pem_files();
+    c.tls.client_cert = Some(std::sync::Arc::new(
+        tocsin::probe::tls::ClientCert::load(cert.path().into(), key.path().into()).unwrap(),
+    ));
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+
+    // A key that is not the certificate's is refused at load, naming both files.
+    let (_, other_key) = ca.leaf_pem_files();
+    let err = tocsin::probe::tls::ClientCert::load(cert.path().into(), other_key.path().into())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is not the key of the certificate in"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_certificate_expiring_in_three_days_fails_cert_min_days() {
     let ca = Ca::new();
@@ -472,4 +543,57 @@ async fn method_headers_and_body_are_sent() {
     assert!(req.contains("x-probe: tocsin"), "{req}");
     assert!(req.contains("user-agent: tocsin/"), "{req}");
     assert!(req.contains("authorization: bearer s3cr3t"), "{req}");
+}
+
+/// Requests go through `proxy_url`: plain HTTP in absolute form (the target's name is
+/// never resolved here: `.invalid` would not resolve), HTTPS through a CONNECT tunnel,
+/// the login from `proxy_auth` when the proxy wants one.
+#[tokio::test]
+async fn requests_go_through_the_configured_proxy() {
+    use tocsin::probe::http::HttpProxy;
+    let ca = Ca::new();
+    let tls_server = HttpServer::start(Some(ca.server(-1, 30))).await;
+    let proxy = support::Proxy::start(Some(tls_server.addr), None).await;
+    let via = |url: &str| HttpProxy {
+        url: url.parse().unwrap(),
+        login: None,
+    };
+    let mut c = HttpCheck::get("http://shop.invalid/health".parse().unwrap());
+    c.proxy = Some(via(&format!("http://{}", proxy.addr)));
+    c.body_contains = Some("via proxy".into());
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert!(
+        proxy.heads()[0].starts_with("GET http://shop.invalid/health HTTP/1.1\r\n"),
+        "{:?}",
+        proxy.heads()
+    );
+
+    let mut c = HttpCheck::get(tls_server.https_url("/"));
+    c.tls = tls_for(&ca);
+    c.proxy = Some(via(&format!("http://{}", proxy.addr)));
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+    let connect = format!("CONNECT localhost:{} HTTP/1.1\r\n", tls_server.addr.port());
+    assert!(
+        proxy.heads()[1].starts_with(&connect),
+        "{:?}",
+        proxy.heads()
+    );
+
+    // A proxy that wants a login: 407 without it, through with it.
+    let guarded = support::Proxy::start(None, Some("probe:s3cret")).await;
+    let mut c = HttpCheck::get("http://shop.invalid/".parse().unwrap());
+    c.proxy = Some(via(&format!("http://{}", guarded.addr)));
+    let o = run(c.clone(), T).await;
+    assert_eq!(reason(&o), "status 407, expected 200-399");
+    c.proxy.as_mut().unwrap().login = Some(("probe".into(), tocsin::probe::Secret::new("s3cret")));
+    let o = run(c, T).await;
+    assert!(o.success, "{}", reason(&o));
+
+    // A proxy that is down is a refused connection, not a hang.
+    let closed = support::closed_port().await;
+    let mut c = HttpCheck::get("http://shop.invalid/".parse().unwrap());
+    c.proxy = Some(via(&format!("http://{closed}")));
+    assert_eq!(reason(&run(c, T).await), "connection refused");
 }

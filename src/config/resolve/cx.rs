@@ -15,10 +15,12 @@ pub(super) use crate::config::locate::Path;
 pub(super) use crate::config::raw::*;
 pub(super) use crate::incident::WebhookEvent;
 pub(super) use crate::probe::dns::{RECORD_TYPES, RrRules};
+pub(super) use crate::probe::http::HttpProxy;
 pub(super) use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 pub(super) use crate::probe::icmp::IcmpCheck;
 pub(super) use crate::probe::ip::{Family, IpProtocol};
 pub(super) use crate::probe::json::{JsonExpect, JsonRule};
+pub(super) use crate::probe::tls::{ClientCert, MinVersion};
 pub(super) use crate::probe::udp::UdpCheck;
 pub(super) use crate::probe::{
     Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StatusSet, TcpCheck, TlsOptions,

@@ -147,6 +147,12 @@ pub(super) fn http_check(
             authorization.push(format!("Bearer {token}"));
         }
     }
+    let proxy_login = h.proxy_auth.as_ref().and_then(|b| {
+        let bp = p.key("proxy_auth");
+        let user = env_value(&bp.key("username_env"), &b.username_env);
+        let pass = env_value(&bp.key("password_env"), &b.password_env);
+        Some((user?, Secret::new(pass?)))
+    });
     let by_header = h
         .headers
         .keys()
@@ -268,9 +274,11 @@ pub(super) fn http_check(
     if is_http_url && h.tls.is_some() {
         cx.err(&p.key("tls"), "`tls` applies only to https URLs");
     }
-    let tls = tls_options(cx, &p.key("tls"), h.tls.as_ref());
+    let tls = tls_options(cx, p, h.tls.as_ref(), h.tls_min_version.as_deref());
     let ip = ip_protocol(cx, p, h.ip_protocol.as_deref(), h.ip_protocol_fallback);
+    let proxy = proxy(cx, p, h, proxy_login);
     Some(HttpCheck {
+        proxy: proxy?,
         ip: ip?,
         url: url?,
         method: method?,
@@ -396,16 +404,115 @@ pub(super) fn status_range(cx: &mut Ctx, p: &Path, s: &RawStatus) -> Option<(u16
     }
 }
 
-pub(super) fn tls_options(cx: &mut Ctx, p: &Path, t: Option<&RawTls>) -> Option<TlsOptions> {
-    let Some(t) = t else {
-        return Some(TlsOptions::system());
+/// `proxy_url` and its login (`proxy_auth`, already read from the environment).
+fn proxy(
+    cx: &mut Ctx,
+    p: &Path,
+    h: &RawHttp,
+    login: Option<(String, Secret)>,
+) -> Option<Option<HttpProxy>> {
+    let Some(raw) = &h.proxy_url else {
+        if h.proxy_auth.is_some() {
+            cx.err(&p.key("proxy_auth"), "`proxy_auth` needs `proxy_url`");
+            return None;
+        }
+        return Some(None);
     };
-    let ca = t.ca_file.as_deref().map(|f| cx.file(f));
-    match TlsOptions::new(ca, t.insecure_skip_verify, t.server_name.clone()) {
-        Ok(o) => Some(o),
-        Err(e) => {
-            cx.err(&p.key("ca_file"), e.to_string());
+    let pp = p.key("proxy_url");
+    let url = match url::Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            cx.err(
+                &pp,
+                format!(
+                    "`proxy_url` must be an http:// or https:// proxy, not `{}://`",
+                    u.scheme()
+                ),
+            );
+            return None;
+        }
+        _ => {
+            cx.err(
+                &pp,
+                format!("`proxy_url` is not a URL such as http://proxy.internal:3128: `{raw}`"),
+            );
+            return None;
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        cx.err(
+            &pp,
+            "put the proxy's login in `proxy_auth: { username_env, password_env }`, not in the URL (where it would be logged)",
+        );
+        return None;
+    }
+    if h.proxy_auth.is_some() && login.is_none() {
+        return None;
+    }
+    Some(Some(HttpProxy { url, login }))
+}
+
+/// The `tls` block of a probe at `p`, with its `tls_min_version`.
+pub(super) fn tls_options(
+    cx: &mut Ctx,
+    p: &Path,
+    t: Option<&RawTls>,
+    min_version: Option<&str>,
+) -> Option<TlsOptions> {
+    let min = match min_version {
+        None | Some("1.2") => Some(MinVersion::Tls12),
+        Some("1.3") => Some(MinVersion::Tls13),
+        Some(other) => {
+            cx.err(
+                &p.key("tls_min_version"),
+                format!("`tls_min_version` is \"1.2\" or \"1.3\" (older versions are never accepted), not `{other}`"),
+            );
             None
         }
-    }
+    };
+    let tp = p.key("tls");
+    let opts = match t {
+        None => Some(TlsOptions::system()),
+        Some(t) => {
+            let ca = t.ca_file.as_deref().map(|f| cx.file(f));
+            let base = match TlsOptions::new(ca, t.insecure_skip_verify, t.server_name.clone()) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    cx.err(&tp.key("ca_file"), e.to_string());
+                    None
+                }
+            };
+            let client = match (&t.cert_file, &t.key_file) {
+                (None, None) => Some(None),
+                (Some(c), Some(k)) => match ClientCert::load(cx.file(c), cx.file(k)) {
+                    Ok(cc) => Some(Some(Arc::new(cc))),
+                    Err(e) => {
+                        cx.err(&tp.key(e.key()), e.to_string());
+                        None
+                    }
+                },
+                (Some(_), None) => {
+                    cx.err(
+                        &tp.key("cert_file"),
+                        "`cert_file` needs `key_file` (the certificate's private key, PEM)",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    cx.err(
+                        &tp.key("key_file"),
+                        "`key_file` needs `cert_file` (the client certificate, PEM)",
+                    );
+                    None
+                }
+            };
+            base.zip(client).map(|(mut o, c)| {
+                o.client_cert = c;
+                o
+            })
+        }
+    };
+    let mut opts = opts?;
+    opts.min_version = min?;
+    Some(opts)
 }

@@ -11,10 +11,19 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
         need_target,
         ("db.internal:5432", "connect to"),
     );
+    let min = t.tls_min_version.as_deref();
     let tls = match &t.tls {
-        None | Some(RawTcpTls::Flag(false)) => Some(None),
-        Some(RawTcpTls::Flag(true)) => Some(Some(TlsOptions::system())),
-        Some(RawTcpTls::Options(o)) => tls_options(cx, &p.key("tls"), Some(o)).map(Some),
+        None | Some(RawTcpTls::Flag(false)) => {
+            if min.is_some() {
+                cx.err(
+                    &p.key("tls_min_version"),
+                    "`tls_min_version` needs `tls: true`",
+                );
+            }
+            Some(None)
+        }
+        Some(RawTcpTls::Flag(true)) => tls_options(cx, p, None, min).map(Some),
+        Some(RawTcpTls::Options(o)) => tls_options(cx, p, Some(o), min).map(Some),
     };
     if t.cert_min_days.is_some() && matches!(t.tls, None | Some(RawTcpTls::Flag(false))) {
         cx.err(&p.key("cert_min_days"), "`cert_min_days` needs `tls: true`");

@@ -52,6 +52,26 @@ impl Ca {
     /// A server config for `localhost`/127.0.0.1 whose certificate is valid from
     /// `from_days` to `to_days` relative to now.
     pub fn server(&self, from_days: i64, to_days: i64) -> Arc<ServerConfig> {
+        self.server_with(from_days, to_days, false, false)
+    }
+
+    /// A valid server that speaks TLS 1.2 only.
+    pub fn server_tls12(&self) -> Arc<ServerConfig> {
+        self.server_with(-1, 40, true, false)
+    }
+
+    /// A valid server that requires a client certificate signed by this CA.
+    pub fn server_mutual(&self) -> Arc<ServerConfig> {
+        self.server_with(-1, 40, false, true)
+    }
+
+    fn server_with(
+        &self,
+        from_days: i64,
+        to_days: i64,
+        tls12_only: bool,
+        require_client: bool,
+    ) -> Arc<ServerConfig> {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.subject_alt_names
@@ -63,13 +83,29 @@ impl Ca {
         let leaf = p.signed_by(&key, &self.cert, &self.key).unwrap();
         let chain = vec![leaf.der().clone(), self.cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut cfg =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            rustls::DEFAULT_VERSIONS
+        };
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap();
+        let builder = if require_client {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.cert.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut cfg = builder.with_single_cert(chain, key).unwrap();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Arc::new(cfg)
     }
@@ -1065,5 +1101,76 @@ pub async fn runs(port: u16, service: &str, result: &str, more: u64, explain: &d
     while read().await < before + more {
         assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ---------------------------------------------------------------- HTTP proxy
+
+/// A forward proxy: answers plain requests (absolute-form) itself with `200 via proxy`,
+/// tunnels `CONNECT` to `tunnel_to`, and, with `login`, refuses requests without that
+/// `Proxy-Authorization` with 407. Keeps each request head it saw.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub async fn start(tunnel_to: Option<SocketAddr>, login: Option<&'static str>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
+                        if s.read(&mut b).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    seen.lock().unwrap().push(head.clone());
+                    if let Some(l) = login {
+                        use base64::Engine as _;
+                        let want = format!(
+                            "proxy-authorization: basic {}",
+                            base64::engine::general_purpose::STANDARD.encode(l)
+                        );
+                        if !head
+                            .to_ascii_lowercase()
+                            .contains(&want.to_ascii_lowercase())
+                        {
+                            let _ = s
+                                .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                    if head.starts_with("CONNECT ") {
+                        let Some(to) = tunnel_to else { return };
+                        let Ok(mut up) = tokio::net::TcpStream::connect(to).await else {
+                            return;
+                        };
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await;
+                        let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                    } else {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nvia proxy")
+                            .await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, heads }
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
     }
 }
