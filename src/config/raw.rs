@@ -296,6 +296,8 @@ pub struct RawTcp {
     pub ip_protocol_fallback: Option<bool>,
     pub tls: Option<RawTcpTls>,
     pub tls_min_version: Option<String>,
+    /// `smtp`, `imap` or `pop3`: upgrade to TLS with that protocol's command.
+    pub starttls: Option<String>,
     pub send: Option<String>,
     pub expect: Option<String>,
     pub cert_min_days: Option<u32>,

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 pub use dns::{DnsCheck, DnsProtocol, Rcode};
 pub use http::{HttpCheck, StatusSet};
-pub use tcp::TcpCheck;
+pub use tcp::{StartTls, TcpCheck};
 pub use tls::TlsOptions;
 
 /// What to check. Equality means "the same check", which is how a reload decides that a
@@ -142,6 +142,10 @@ pub enum Reason {
     /// The TLS handshake failed for a reason other than the certificate.
     #[error("TLS handshake failed: {detail}")]
     Tls { detail: String },
+    /// The STARTTLS dialogue before the handshake failed: the server refused the
+    /// upgrade, does not offer it, or answered something else.
+    #[error("STARTTLS failed: {detail}")]
+    StartTls { detail: String },
     /// The server's certificate was rejected (expired, unknown issuer, wrong name).
     #[error("certificate rejected: {detail}")]
     CertificateInvalid { detail: String },

@@ -95,6 +95,21 @@ fn configs(dir: &Path, ca: &Path, tocsin_port: u16) -> (std::path::PathBuf, std:
       query_type: MX
       preferred_ip_protocol: ip4
       validate_additional_rrs: {{ fail_if_matches_regexp: ["203\\.0\\.113\\.25$"] }}
+  smtp_starttls:
+    prober: tcp
+    timeout: 2s
+    tcp:
+      preferred_ip_protocol: ip4
+      tls_config: {{ ca_file: "{ca}" }}
+      query_response:
+        - expect: "^220 "
+        - send: "EHLO prober\r"
+        - expect: "^250 "
+        - send: "STARTTLS\r"
+        - expect: "^220"
+        - starttls: true
+        - send: "EHLO prober\r"
+        - expect: "^250 "
   icmp:
     prober: icmp
     timeout: 1s
@@ -127,6 +142,9 @@ modules:
   dns_gone:    {{ timeout: 2s, dns: {{ name: gone.test, type: A }} }}
   dns_broken:  {{ timeout: 2s, dns: {{ name: broken.test, type: A }} }}
   icmp:        {{ timeout: 1s, icmp: {{ ip_protocol: ip4 }} }}
+  smtp_starttls:
+    timeout: 2s
+    tcp: {{ starttls: smtp, tls: {{ ca_file: "{ca}" }}, send: "EHLO prober\r\n", expect: "(?m)^250 " }}
   dns_mx_rules:
     timeout: 2s
     dns:
@@ -211,6 +229,12 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
     let wrong_banner = support::line_server(0, b"554 go away\r\n").await;
     let closed = support::closed_port().await;
     let dns = support::dns_server().await;
+    let (smtp_cert, smtp_key) = ca.leaf_pem_files();
+    let smtp = support::Smtp::start_with(&[
+        "--starttls",
+        smtp_cert.path().to_str().unwrap(),
+        smtp_key.path().to_str().unwrap(),
+    ]);
     // A host that ignores echo requests, behind a veth in a namespace.
     let silent = support::netns::Netns::linked();
     silent.sysctl("net.ipv4.icmp_echo_ignore_all", "1");
@@ -351,6 +375,12 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
             success: false,
         },
         Case {
+            what: "SMTP STARTTLS",
+            module: "smtp_starttls",
+            target: format!("127.0.0.1:{}", smtp.port),
+            success: true,
+        },
+        Case {
             what: "ICMP echo",
             module: "icmp",
             target: "127.0.0.1".into(),
@@ -418,8 +448,14 @@ async fn tocsin_and_blackbox_exporter_agree_on_the_same_targets() {
     ] {
         assert!(bb.contains_key(name) && ts.contains_key(name), "{name}");
     }
-    // The new kinds were compared, not skipped: ICMP's hop limit, DNS's sections.
     let by_what = |w: &str| &results[cases.iter().position(|c| c.what == w).unwrap()];
+    // The new kinds were compared, not skipped: ICMP's hop limit, DNS's sections, the
+    // certificate behind STARTTLS.
+    assert!(
+        by_what("SMTP STARTTLS")
+            .0
+            .contains_key("probe_ssl_earliest_cert_expiry")
+    );
     assert!(
         by_what("ICMP echo")
             .0

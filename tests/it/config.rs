@@ -65,6 +65,14 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "tcp-starttls.yaml",
+        &[
+            "5:56: unknown STARTTLS protocol `smpt`, did you mean `smtp`?",
+            "7:67: `starttls` upgrades the connection to TLS: remove `tls: false`",
+            "9:56: `starttls` is one of smtp, imap or pop3, not `pop2000`",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",

@@ -25,6 +25,7 @@ mod pages;
 mod probe_dns_tcp;
 mod probe_http;
 mod probe_icmp;
+mod probe_starttls;
 mod prometheus;
 mod scheduler;
 mod store;

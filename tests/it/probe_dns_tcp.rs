@@ -294,6 +294,7 @@ fn tcp(address: SocketAddr) -> TcpCheck {
         expect: None,
         cert_min_days: None,
         ip: Default::default(),
+        starttls: None,
     }
 }
 
@@ -382,6 +383,7 @@ async fn tcp_tls_checks_the_certificate_and_talks_through_it() {
         expect: re("^HTTP/1.1 200"),
         cert_min_days: None,
         ip: Default::default(),
+        starttls: None,
     };
     let o = run(Check::Tcp(c.clone()), T).await;
     assert!(o.success, "{}", reason(&o));
@@ -401,6 +403,7 @@ async fn tcp_tls_checks_the_certificate_and_talks_through_it() {
         expect: None,
         cert_min_days: None,
         ip: Default::default(),
+        starttls: None,
     };
     let o = run(Check::Tcp(c), T).await;
     assert!(

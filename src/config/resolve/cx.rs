@@ -23,7 +23,8 @@ pub(super) use crate::probe::json::{JsonExpect, JsonRule};
 pub(super) use crate::probe::tls::{ClientCert, MinVersion};
 pub(super) use crate::probe::udp::UdpCheck;
 pub(super) use crate::probe::{
-    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StatusSet, TcpCheck, TlsOptions,
+    Check, DnsCheck, DnsProtocol, HttpCheck, Pattern, Rcode, StartTls, StatusSet, TcpCheck,
+    TlsOptions,
 };
 pub(super) use crate::secret::{Env, Secret};
 pub use crate::text::email::valid_email;

@@ -373,6 +373,7 @@ pub(super) fn resolve_modules(
                 expect: None,
                 cert_min_days: None,
                 ip: IpProtocol::default(),
+                starttls: None,
             }),
             requires_name: false,
         },

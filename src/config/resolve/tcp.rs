@@ -12,7 +12,32 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
         ("db.internal:5432", "connect to"),
     );
     let min = t.tls_min_version.as_deref();
+    let starttls = match t.starttls.as_deref() {
+        None => Some(None),
+        Some(s) => match StartTls::parse(s) {
+            Some(st) => Some(Some(st)),
+            None => {
+                let names: Vec<String> = StartTls::NAMES.iter().map(|s| s.to_string()).collect();
+                let msg = match nearest(s, &names) {
+                    Some(best) => {
+                        format!("unknown STARTTLS protocol `{s}`, did you mean `{best}`?")
+                    }
+                    None => format!("`starttls` is one of smtp, imap or pop3, not `{s}`"),
+                };
+                cx.err(&p.key("starttls"), msg);
+                None
+            }
+        },
+    };
+    if t.starttls.is_some() && matches!(t.tls, Some(RawTcpTls::Flag(false))) {
+        cx.err(
+            &p.key("tls"),
+            "`starttls` upgrades the connection to TLS: remove `tls: false`",
+        );
+    }
     let tls = match &t.tls {
+        // STARTTLS needs TLS options; without a `tls` block, the defaults.
+        None if t.starttls.is_some() => tls_options(cx, p, None, min).map(Some),
         None | Some(RawTcpTls::Flag(false)) => {
             if min.is_some() {
                 cx.err(
@@ -25,7 +50,10 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
         Some(RawTcpTls::Flag(true)) => tls_options(cx, p, None, min).map(Some),
         Some(RawTcpTls::Options(o)) => tls_options(cx, p, Some(o), min).map(Some),
     };
-    if t.cert_min_days.is_some() && matches!(t.tls, None | Some(RawTcpTls::Flag(false))) {
+    if t.cert_min_days.is_some()
+        && t.starttls.is_none()
+        && matches!(t.tls, None | Some(RawTcpTls::Flag(false)))
+    {
         cx.err(&p.key("cert_min_days"), "`cert_min_days` needs `tls: true`");
     }
     let expect = match &t.expect {
@@ -40,6 +68,7 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
     }
     let ip = ip_protocol(cx, p, t.ip_protocol.as_deref(), t.ip_protocol_fallback);
     Some(TcpCheck {
+        starttls: starttls?,
         ip: ip?,
         address: address?,
         tls: tls?,

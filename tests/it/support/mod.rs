@@ -701,7 +701,8 @@ pub fn free_port() -> u16 {
 // ---------------------------------------------------------------- Dovecot (ManageSieve)
 
 /// Whether the port greets as ManageSieve does (`"IMPLEMENTATION" "Dovecot ..."`).
-fn answers_as_dovecot(port: u16) -> bool {
+/// Whether `port` greets as Dovecot's `protocol` does.
+fn answers_as_dovecot(port: u16, greeting: &[u8]) -> bool {
     use std::io::Read;
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -709,7 +710,7 @@ fn answers_as_dovecot(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap_or(0);
-    buf[..n].starts_with(b"\"IMPLEMENTATION\"")
+    buf[..n].starts_with(greeting)
 }
 
 /// A real Dovecot with Pigeonhole's managesieved on loopback (Debian's packages, which
@@ -717,14 +718,27 @@ fn answers_as_dovecot(port: u16) -> bool {
 /// master user `tocsin` (password `master-pw`) who may act for either through SASL
 /// PLAIN's authorization identity. STARTTLS with a certificate from `ca`.
 pub struct Dovecot {
+    /// ManageSieve (with `start`), IMAP (with `start_mail`).
     pub port: u16,
+    /// POP3 (with `start_mail`).
+    pub pop3_port: u16,
     pub dir: tempfile::TempDir,
     child: std::process::Child,
 }
 
 impl Dovecot {
-    /// `extra` is appended to the configuration (e.g. to drop the vacation extension).
+    /// ManageSieve. `extra` is appended to the configuration (e.g. to drop the vacation
+    /// extension).
     pub fn start(ca: &Ca, extra: &str) -> Dovecot {
+        Dovecot::launch(ca, false, extra)
+    }
+
+    /// IMAP (`port`) and POP3 (`pop3_port`), both offering STARTTLS.
+    pub fn start_mail(ca: &Ca) -> Dovecot {
+        Dovecot::launch(ca, true, "")
+    }
+
+    fn launch(ca: &Ca, mail: bool, extra: &str) -> Dovecot {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -744,15 +758,50 @@ impl Dovecot {
         .unwrap();
         std::fs::write(d.join("masters"), "tocsin:{PLAIN}master-pw\n").unwrap();
         for _ in 0..5 {
-            let port = free_port();
+            let (port, pop3_port) = (free_port(), free_port());
             let p = d.display();
+            let services = if mail {
+                format!(
+                    "protocols = imap pop3
+    service imap-login {{
+      chroot =
+      inet_listener imap {{
+        address = 127.0.0.1
+        port = {port}
+      }}
+      inet_listener imaps {{
+        port = 0
+      }}
+    }}
+    service pop3-login {{
+      chroot =
+      inet_listener pop3 {{
+        address = 127.0.0.1
+        port = {pop3_port}
+      }}
+      inet_listener pop3s {{
+        port = 0
+      }}
+    }}"
+                )
+            } else {
+                format!(
+                    "protocols = sieve
+    service managesieve-login {{
+      chroot =
+      inet_listener sieve {{
+        address = 127.0.0.1
+        port = {port}
+      }}
+    }}"
+                )
+            };
             std::fs::write(
                 d.join("dovecot.conf"),
                 format!(
                     "base_dir = {p}/run
     state_dir = {p}/state
     log_path = {p}/dovecot.log
-    protocols = sieve
     listen = 127.0.0.1
     ssl = yes
     ssl_cert = <{p}/cert.pem
@@ -778,13 +827,7 @@ impl Dovecot {
     service anvil {{
       chroot =
     }}
-    service managesieve-login {{
-      chroot =
-      inet_listener sieve {{
-        address = 127.0.0.1
-        port = {port}
-      }}
-    }}
+    {services}
     plugin {{
       sieve = file:~/sieve;active=~/.dovecot.sieve
     }}
@@ -802,8 +845,18 @@ impl Dovecot {
                 .expect("dovecot (scripts/test.sh installs dovecot-managesieved)");
             let t = std::time::Instant::now();
             loop {
-                if answers_as_dovecot(port) {
-                    return Dovecot { port, dir, child };
+                let up = if mail {
+                    answers_as_dovecot(port, b"* OK") && answers_as_dovecot(pop3_port, b"+OK")
+                } else {
+                    answers_as_dovecot(port, b"\"IMPLEMENTATION\"")
+                };
+                if up {
+                    return Dovecot {
+                        port,
+                        pop3_port,
+                        dir,
+                        child,
+                    };
                 }
                 // The port, free a moment ago, was taken by a parallel test before Dovecot
                 // bound it: Dovecot gave up, or the port answers as something else. Try
@@ -1173,4 +1226,35 @@ impl Proxy {
     pub fn heads(&self) -> Vec<String> {
         self.heads.lock().unwrap().clone()
     }
+}
+
+/// A TCP server that sends `greeting`, then answers each line it receives (CRLF
+/// stripped) with `reply(line)`; an empty reply closes the connection.
+pub async fn dialogue(greeting: &'static [u8], reply: fn(&str) -> Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(greeting).await.is_err() {
+                    return;
+                }
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while s.read(&mut b).await.unwrap_or(0) == 1 {
+                    if b[0] != b'\n' {
+                        line.push(b[0]);
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                    line.clear();
+                    let out = reply(&text);
+                    if out.is_empty() || s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
