@@ -85,6 +85,7 @@ pub struct RawProbe {
     pub tcp: Option<RawTcp>,
     pub udp: Option<RawUdp>,
     pub icmp: Option<RawIcmp>,
+    pub grpc: Option<RawGrpc>,
 }
 
 /// A blackbox-style module for `/probe`: a probe without its target.
@@ -97,6 +98,7 @@ pub struct RawModule {
     pub tcp: Option<RawTcp>,
     pub udp: Option<RawUdp>,
     pub icmp: Option<RawIcmp>,
+    pub grpc: Option<RawGrpc>,
 }
 
 /// The kinds of check a probe or module may give, each by its key; exactly one is set.
@@ -106,6 +108,7 @@ pub struct RawKinds<'a> {
     pub tcp: Option<&'a RawTcp>,
     pub udp: Option<&'a RawUdp>,
     pub icmp: Option<&'a RawIcmp>,
+    pub grpc: Option<&'a RawGrpc>,
 }
 
 impl RawKinds<'_> {
@@ -117,6 +120,7 @@ impl RawKinds<'_> {
             ("tcp", self.tcp.is_some()),
             ("udp", self.udp.is_some()),
             ("icmp", self.icmp.is_some()),
+            ("grpc", self.grpc.is_some()),
         ]
         .iter()
         .filter(|(_, s)| *s)
@@ -133,6 +137,7 @@ impl RawProbe {
             tcp: self.tcp.as_ref(),
             udp: self.udp.as_ref(),
             icmp: self.icmp.as_ref(),
+            grpc: self.grpc.as_ref(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl RawModule {
             tcp: self.tcp.as_ref(),
             udp: self.udp.as_ref(),
             icmp: self.icmp.as_ref(),
+            grpc: self.grpc.as_ref(),
         }
     }
 }
@@ -311,6 +317,19 @@ pub struct RawUdp {
     pub ip_protocol_fallback: Option<bool>,
     pub send: Option<String>,
     pub expect: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpc {
+    pub address: Option<String>,
+    /// The service asked about (`grpc.health.v1` names it); the whole server when absent.
+    pub service: Option<String>,
+    pub tls: Option<RawTcpTls>,
+    pub tls_min_version: Option<String>,
+    pub cert_min_days: Option<u32>,
+    pub ip_protocol: Option<String>,
+    pub ip_protocol_fallback: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -172,6 +172,30 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
                 ));
             }
         }
+        Check::Grpc(_) => {
+            // As blackbox: -1 when no call was made.
+            v.push(s(
+                "probe_grpc_status_code",
+                "gRPC status code of the health call (0 OK, -1 when none was made).",
+                f64::from(d.grpc_status_code.unwrap_or(-1)),
+                Both,
+            ));
+            for status in ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"] {
+                v.push(Sample {
+                    name: "probe_grpc_healthcheck_response",
+                    help: "The serving status the health service answered (1 for the one it said).",
+                    label: Some(("serving_status", status.to_string())),
+                    value: flag(d.grpc_serving_status.as_deref() == Some(status)),
+                    scope: Single,
+                });
+            }
+            v.push(s(
+                "probe_grpc_ssl",
+                "Whether the call went over TLS (1) or not (0).",
+                flag(d.grpc_tls == Some(true)),
+                Single,
+            ));
+        }
         Check::Tcp(_) | Check::Udp(_) => {}
     }
     v.push(s(

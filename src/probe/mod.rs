@@ -7,6 +7,7 @@
 //! Every run makes fresh connections; no pooled connection may hide a dead server.
 
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod icmp;
 pub mod ip;
@@ -39,6 +40,7 @@ pub enum Check {
     Tcp(TcpCheck),
     Udp(udp::UdpCheck),
     Icmp(icmp::IcmpCheck),
+    Grpc(grpc::GrpcCheck),
 }
 
 impl Check {
@@ -50,6 +52,7 @@ impl Check {
             Check::Tcp(_) => "tcp",
             Check::Udp(_) => "udp",
             Check::Icmp(_) => "icmp",
+            Check::Grpc(_) => "grpc",
         }
     }
 
@@ -61,6 +64,8 @@ impl Check {
             Check::Tcp(c) => c.address.clone(),
             Check::Udp(c) => c.address.clone(),
             Check::Icmp(c) => c.host.clone(),
+            Check::Grpc(c) if c.service.is_empty() => c.address.clone(),
+            Check::Grpc(c) => format!("{} {}", c.address, c.service),
         }
     }
 }
@@ -232,6 +237,12 @@ pub enum Reason {
     /// The peer closed the connection before a reply matched `expect`.
     #[error("connection closed before a reply matched /{pattern}/, got {got:?}")]
     ClosedBeforeReply { pattern: String, got: String },
+    /// The gRPC health call failed with a status other than OK.
+    #[error("gRPC health check answered {code}: {message}")]
+    Grpc { code: String, message: String },
+    /// The health service answered, and not `SERVING`.
+    #[error("health status {status}, expected SERVING")]
+    GrpcNotServing { status: String },
     /// The kernel refused the ICMP socket: neither an unprivileged datagram socket nor a
     /// raw socket is allowed to tocsin.
     #[error(
@@ -302,6 +313,7 @@ impl Reason {
             | Reason::TooManyRedirects { .. }
             | Reason::DnsAnswerLacks { .. }
             | Reason::DnsRecords { .. }
+            | Reason::GrpcNotServing { .. }
             | Reason::ReplyMismatch { .. } => Problem::Errors,
             Reason::Text { text } => legacy_problem(text),
             _ => Problem::Unreachable,
@@ -402,6 +414,14 @@ pub struct Details {
     /// FNV-1a of that address, as blackbox_exporter's `probe_ip_addr_hash`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_addr_hash: Option<u32>,
+    /// The gRPC status code of the health call (0 for OK).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status_code: Option<i32>,
+    /// `SERVING`, `NOT_SERVING`, `UNKNOWN` or `SERVICE_UNKNOWN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_serving_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_tls: Option<bool>,
     /// The TTL (IPv4) or hop limit (IPv6) of the last echo reply, when the socket shows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp_hop_limit: Option<u8>,
@@ -486,6 +506,7 @@ pub async fn run(check: &Check, timeout: Duration, now: SystemTime) -> Outcome {
             Check::Tcp(c) => tcp::probe(c, &rec, now).await,
             Check::Udp(c) => udp::probe(c, &rec).await,
             Check::Icmp(c) => icmp::probe(c, &rec, timeout).await,
+            Check::Grpc(c) => grpc::probe(c, &rec, now).await,
         }
     };
     let result = match tokio::time::timeout(timeout, work).await {

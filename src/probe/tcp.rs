@@ -1,15 +1,12 @@
 //! TCP probe: connect, optionally wrap in TLS, optionally send a line and match the reply
 //! against a regex (an SMTP `220` banner, Redis `PING` / `+PONG`).
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-use super::{Pattern, Phase, Reason, Recorder, TlsOptions, excerpt, io_reason, tls::tls_reason};
+use super::{Pattern, Phase, Reason, Recorder, TlsOptions, excerpt, io_reason};
 
 /// How much of the reply is read while looking for `expect`.
 const MAX_REPLY: usize = 64 * 1024;
@@ -52,9 +49,32 @@ impl StartTls {
 }
 
 pub(crate) async fn probe(c: &TcpCheck, rec: &Recorder, now: SystemTime) -> Result<(), Reason> {
+    let mut stream = connect(&c.address, c.ip, rec).await?;
+    match &c.tls {
+        None => exchange(stream, c, rec).await,
+        Some(opts) => {
+            rec.enter(Phase::Tls);
+            if let Some(protocol) = c.starttls {
+                upgrade(&mut stream, protocol).await?;
+            }
+            let (host, _) = split_host_port(&c.address);
+            let tls = super::tls::handshake(stream, host, opts, rec, &[]).await?;
+            if let Some(min_days) = c.cert_min_days {
+                super::http::check_cert_days(rec, min_days, now)?;
+            }
+            exchange(tls, c, rec).await
+        }
+    }
+}
+
+/// Resolves `host:port` and connects, timing `resolve` and `connect`.
+pub(crate) async fn connect(
+    address: &str,
+    ip: super::ip::IpProtocol,
+    rec: &Recorder,
+) -> Result<TcpStream, Reason> {
     rec.enter(Phase::Resolve);
-    let (host, _) = split_host_port(&c.address);
-    let addr = super::ip::resolve_address(&c.address, c.ip, rec).await?;
+    let addr = super::ip::resolve_address(address, ip, rec).await?;
     rec.enter(Phase::Connect);
     let stream = TcpStream::connect(&addr)
         .await
@@ -63,48 +83,7 @@ pub(crate) async fn probe(c: &TcpCheck, rec: &Recorder, now: SystemTime) -> Resu
             r => r,
         })?;
     let _ = stream.set_nodelay(true);
-
-    match &c.tls {
-        None => exchange(stream, c, rec).await,
-        Some(opts) => {
-            rec.enter(Phase::Tls);
-            let mut stream = stream;
-            if let Some(protocol) = c.starttls {
-                upgrade(&mut stream, protocol).await?;
-            }
-            let cfg = opts.client_config(rec, &[])?;
-            let name = ServerName::try_from(
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            )
-            .map_err(|e| Reason::Tls {
-                detail: e.to_string(),
-            })?;
-            let tls = TlsConnector::from(Arc::new(cfg))
-                .connect(name, stream)
-                .await
-                .map_err(
-                    |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                        Some(t) => tls_reason(t),
-                        None => match io_reason(&e) {
-                            Reason::Io { detail } => Reason::Tls { detail },
-                            r => r,
-                        },
-                    },
-                )?;
-            let version = tls
-                .get_ref()
-                .1
-                .protocol_version()
-                .map(super::tls::version_label);
-            rec.details(|d| d.tls_version = version);
-            if let Some(min_days) = c.cert_min_days {
-                super::http::check_cert_days(rec, min_days, now)?;
-            }
-            exchange(tls, c, rec).await
-        }
-    }
+    Ok(stream)
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(

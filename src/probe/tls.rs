@@ -14,6 +14,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use super::{Phase, Reason, Recorder};
 
 /// TLS settings of an HTTP or TCP probe. Equality compares what the config said, not the
@@ -454,6 +456,38 @@ impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Recorder")
     }
+}
+
+/// The TLS handshake over `stream` with `host` (SNI, and the name checked unless
+/// `server_name` says another), offering `alpn`; the caller has entered the `tls` phase.
+/// Notes the negotiated version.
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    host: &str,
+    opts: &TlsOptions,
+    rec: &Recorder,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<S>, Reason> {
+    let cfg = opts.client_config(rec, alpn)?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_string()).map_err(|e| Reason::Tls {
+        detail: e.to_string(),
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, stream)
+        .await
+        .map_err(
+            |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(t) => tls_reason(t),
+                None => match super::io_reason(&e) {
+                    Reason::Io { detail } => Reason::Tls { detail },
+                    r => r,
+                },
+            },
+        )?;
+    let version = tls.get_ref().1.protocol_version().map(version_label);
+    rec.details(|d| d.tls_version = version);
+    Ok(tls)
 }
 
 /// A TLS version as blackbox_exporter labels it: `TLS 1.3`.

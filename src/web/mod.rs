@@ -181,7 +181,7 @@ fn with_target(
             h.url = url;
             Ok(Check::Http(h))
         }
-        Check::Tcp(_) | Check::Udp(_) => {
+        Check::Tcp(_) | Check::Udp(_) | Check::Grpc(_) => {
             if !crate::config::valid_host_port(target) {
                 return Err(format!("target `{target}` is not host:port"));
             }
@@ -189,6 +189,7 @@ fn with_target(
             match &mut c {
                 Check::Tcp(t) => t.address = target.to_string(),
                 Check::Udp(u) => u.address = target.to_string(),
+                Check::Grpc(g) => g.address = target.to_string(),
                 _ => {}
             }
             Ok(c)

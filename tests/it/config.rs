@@ -73,6 +73,17 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "grpc-probe.yaml",
+        &[
+            "5:26: `address` must be host:port, such as api.internal:50051, not `api.internal`",
+            "5:51: `service` is a gRPC service name such as grpc.health.v1.Health or shop.Cart, without spaces, not `shop Cart`",
+            "7:63: `tls_min_version` needs `tls: true`",
+            "7:85: `cert_min_days` needs `tls: true`",
+            "9:15: missing key `address` (host:port to call)",
+            "12:22: a module's target comes from the `/probe?target=` request: remove `address`",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",
@@ -240,7 +251,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "probe-without-kind.yaml",
-        &["4:9: needs one of `http`, `dns`, `tcp`, `udp` or `icmp` to say what to check"],
+        &["4:9: needs one of `http`, `dns`, `tcp`, `udp`, `icmp` or `grpc` to say what to check"],
     ),
     (
         "secret-in-smtp-url.yaml",

@@ -23,6 +23,7 @@ mod maintenance;
 mod outage;
 mod pages;
 mod probe_dns_tcp;
+mod probe_grpc;
 mod probe_http;
 mod probe_icmp;
 mod probe_starttls;

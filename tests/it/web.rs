@@ -102,6 +102,15 @@ async fn probe_endpoint_tcp_and_configured_modules() {
     });
     let (_, body) = get(&s, &format!("/probe?module=game&target={game}"), &[]).await;
     assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    // The built-in gRPC module: the health service of the target.
+    let (grpc, _reporter) = support::grpc_health(None).await;
+    let (_, body) = get(&s, &format!("/probe?module=grpc&target={grpc}"), &[]).await;
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    assert_eq!(value(&body, "probe_grpc_status_code"), Some(0.0), "{body}");
+    assert!(
+        body.contains("probe_grpc_healthcheck_response{serving_status=\"SERVING\"} 1"),
+        "{body}"
+    );
     // The built-in ICMP module, blackbox's figures.
     let (_, body) = get(&s, "/probe?module=icmp&target=127.0.0.1", &[]).await;
     assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
@@ -142,7 +151,10 @@ async fn probe_endpoint_refuses_bad_requests_with_a_reason() {
     let s = state(BASE);
     let (code, body) = get(&s, "/probe?module=ping&target=127.0.0.1", &[]).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert_eq!(body, "unknown module `ping` (known: dns, http, icmp, tcp)");
+    assert_eq!(
+        body,
+        "unknown module `ping` (known: dns, grpc, http, icmp, tcp)"
+    );
     let (code, body) = get(&s, "/probe?module=icmp&target=127.0.0.1:80", &[]).await;
     assert_eq!(
         (code, body.as_str()),

@@ -15,6 +15,7 @@ pub(super) use crate::config::locate::Path;
 pub(super) use crate::config::raw::*;
 pub(super) use crate::incident::WebhookEvent;
 pub(super) use crate::probe::dns::{RECORD_TYPES, RrRules};
+pub(super) use crate::probe::grpc::GrpcCheck;
 pub(super) use crate::probe::http::HttpProxy;
 pub(super) use crate::probe::http::{DEFAULT_MAX_BODY, DEFAULT_MAX_REDIRECTS};
 pub(super) use crate::probe::icmp::IcmpCheck;

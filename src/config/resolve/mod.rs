@@ -13,6 +13,7 @@ pub(super) mod audiences;
 pub(super) mod autoresponder;
 mod cx;
 pub(super) mod dns;
+pub(super) mod grpc;
 mod http;
 pub(super) mod icmp;
 pub(super) mod mail;

@@ -3,6 +3,7 @@
 
 use super::cx::*;
 use super::dns::dns_check;
+use super::grpc::grpc_check;
 use super::http::http_check;
 use super::icmp::icmp_check;
 use super::tcp::tcp_check;
@@ -312,7 +313,7 @@ pub(super) fn check_of(cx: &mut Ctx, p: &Path, k: RawKinds, need_target: bool) -
         [] => {
             cx.err(
                 p,
-                "needs one of `http`, `dns`, `tcp`, `udp` or `icmp` to say what to check",
+                "needs one of `http`, `dns`, `tcp`, `udp`, `icmp` or `grpc` to say what to check",
             );
             None
         }
@@ -326,6 +327,8 @@ pub(super) fn check_of(cx: &mut Ctx, p: &Path, k: RawKinds, need_target: bool) -
                 tcp_check(cx, &p, t, need_target).map(Check::Tcp)
             } else if let Some(u) = k.udp {
                 udp_check(cx, &p, u, need_target).map(Check::Udp)
+            } else if let Some(g) = k.grpc {
+                grpc_check(cx, &p, g, need_target).map(Check::Grpc)
             } else {
                 k.icmp
                     .and_then(|i| icmp_check(cx, &p, i, need_target))
@@ -385,6 +388,20 @@ pub(super) fn resolve_modules(
             check: Check::Icmp(IcmpCheck {
                 host: String::new(),
                 count: 1,
+                ip: IpProtocol::default(),
+            }),
+            requires_name: false,
+        },
+    );
+    out.insert(
+        "grpc".to_string(),
+        Module {
+            timeout: def_timeout,
+            check: Check::Grpc(GrpcCheck {
+                address: String::new(),
+                service: String::new(),
+                tls: None,
+                cert_min_days: None,
                 ip: IpProtocol::default(),
             }),
             requires_name: false,

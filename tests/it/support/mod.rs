@@ -1258,3 +1258,37 @@ pub async fn dialogue(greeting: &'static [u8], reply: fn(&str) -> Vec<u8>) -> So
     });
     addr
 }
+
+// ---------------------------------------------------------------- gRPC
+
+/// A gRPC health server (tonic-health's service, HTTP/2 by hyper) on loopback, over TLS
+/// with `tls` or plaintext. Its reporter sets each service's status.
+pub async fn grpc_health(
+    tls: Option<Arc<ServerConfig>>,
+) -> (SocketAddr, tonic_health::server::HealthReporter) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = TowerToHyperService::new(service.clone());
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let http2 =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http2_only();
+                let _ = match tls {
+                    None => http2.serve_connection(TokioIo::new(tcp), service).await,
+                    Some(cfg) => {
+                        let Ok(s) = TlsAcceptor::from(cfg).accept(tcp).await else {
+                            return;
+                        };
+                        http2.serve_connection(TokioIo::new(s), service).await
+                    }
+                };
+            });
+        }
+    });
+    (addr, reporter)
+}
