@@ -86,6 +86,7 @@ pub struct RawProbe {
     pub udp: Option<RawUdp>,
     pub icmp: Option<RawIcmp>,
     pub grpc: Option<RawGrpc>,
+    pub heartbeat: Option<RawHeartbeat>,
 }
 
 /// A blackbox-style module for `/probe`: a probe without its target.
@@ -99,6 +100,7 @@ pub struct RawModule {
     pub udp: Option<RawUdp>,
     pub icmp: Option<RawIcmp>,
     pub grpc: Option<RawGrpc>,
+    pub heartbeat: Option<RawHeartbeat>,
 }
 
 /// The kinds of check a probe or module may give, each by its key; exactly one is set.
@@ -109,6 +111,7 @@ pub struct RawKinds<'a> {
     pub udp: Option<&'a RawUdp>,
     pub icmp: Option<&'a RawIcmp>,
     pub grpc: Option<&'a RawGrpc>,
+    pub heartbeat: Option<&'a RawHeartbeat>,
 }
 
 impl RawKinds<'_> {
@@ -121,6 +124,7 @@ impl RawKinds<'_> {
             ("udp", self.udp.is_some()),
             ("icmp", self.icmp.is_some()),
             ("grpc", self.grpc.is_some()),
+            ("heartbeat", self.heartbeat.is_some()),
         ]
         .iter()
         .filter(|(_, s)| *s)
@@ -138,6 +142,7 @@ impl RawProbe {
             udp: self.udp.as_ref(),
             icmp: self.icmp.as_ref(),
             grpc: self.grpc.as_ref(),
+            heartbeat: self.heartbeat.as_ref(),
         }
     }
 }
@@ -151,6 +156,7 @@ impl RawModule {
             udp: self.udp.as_ref(),
             icmp: self.icmp.as_ref(),
             grpc: self.grpc.as_ref(),
+            heartbeat: self.heartbeat.as_ref(),
         }
     }
 }
@@ -317,6 +323,16 @@ pub struct RawUdp {
     pub ip_protocol_fallback: Option<bool>,
     pub send: Option<String>,
     pub expect: Option<String>,
+}
+
+/// A push monitor: `period` or `schedule` (with `timezone`), and `grace`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeartbeat {
+    pub period: Option<String>,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -196,7 +196,7 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
                 Single,
             ));
         }
-        Check::Tcp(_) | Check::Udp(_) => {}
+        Check::Tcp(_) | Check::Udp(_) | Check::Heartbeat(_) => {}
     }
     v.push(s(
         "probe_dns_lookup_time_seconds",

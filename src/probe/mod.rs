@@ -8,6 +8,7 @@
 
 pub mod dns;
 pub mod grpc;
+pub mod heartbeat;
 pub mod http;
 pub mod icmp;
 pub mod ip;
@@ -41,6 +42,8 @@ pub enum Check {
     Udp(udp::UdpCheck),
     Icmp(icmp::IcmpCheck),
     Grpc(grpc::GrpcCheck),
+    /// Decided from the pings the job sends, not by contacting anything.
+    Heartbeat(heartbeat::HeartbeatCheck),
 }
 
 impl Check {
@@ -53,6 +56,7 @@ impl Check {
             Check::Udp(_) => "udp",
             Check::Icmp(_) => "icmp",
             Check::Grpc(_) => "grpc",
+            Check::Heartbeat(_) => "heartbeat",
         }
     }
 
@@ -66,6 +70,14 @@ impl Check {
             Check::Icmp(c) => c.host.clone(),
             Check::Grpc(c) if c.service.is_empty() => c.address.clone(),
             Check::Grpc(c) => format!("{} {}", c.address, c.service),
+            Check::Heartbeat(c) => match &c.expect {
+                heartbeat::Expect::Every(p) => {
+                    format!("a ping every {}", humantime::format_duration(*p))
+                }
+                heartbeat::Expect::Cron { source, tz, .. } => {
+                    format!("a ping after each \"{source}\" ({tz})")
+                }
+            },
         }
     }
 }
@@ -243,6 +255,28 @@ pub enum Reason {
     /// The health service answered, and not `SERVING`.
     #[error("health status {status}, expected SERVING")]
     GrpcNotServing { status: String },
+    /// A heartbeat's ping is overdue.
+    #[error("{}", late_message(*last, *due))]
+    HeartbeatLate {
+        /// The last success, Unix seconds.
+        last: Option<i64>,
+        /// When the ping was due, grace included.
+        due: i64,
+    },
+    /// The job said it failed.
+    #[error("{}", failed_message(*exit, output.as_deref()))]
+    HeartbeatFailed {
+        exit: Option<u8>,
+        /// The start of the body of the failure ping.
+        output: Option<String>,
+    },
+    /// The job said it started, and has not said it finished within its grace.
+    #[error(
+        "job started at {} and has not finished within its grace of {}",
+        unix_text(*started),
+        humantime::format_duration(std::time::Duration::from_secs(*grace_secs))
+    )]
+    HeartbeatRunning { started: i64, grace_secs: u64 },
     /// The kernel refused the ICMP socket: neither an unprivileged datagram socket nor a
     /// raw socket is allowed to tocsin.
     #[error(
@@ -314,6 +348,7 @@ impl Reason {
             | Reason::DnsAnswerLacks { .. }
             | Reason::DnsRecords { .. }
             | Reason::GrpcNotServing { .. }
+            | Reason::HeartbeatFailed { .. }
             | Reason::ReplyMismatch { .. } => Problem::Errors,
             Reason::Text { text } => legacy_problem(text),
             _ => Problem::Unreachable,
@@ -340,6 +375,28 @@ fn legacy_problem(text: &str) -> Problem {
     } else {
         Problem::Unreachable
     }
+}
+
+fn unix_text(t: i64) -> String {
+    crate::text::time::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+}
+
+fn late_message(last: Option<i64>, due: i64) -> String {
+    match last {
+        Some(t) => format!("no ping since {} (due by {})", unix_text(t), unix_text(due)),
+        None => format!("no ping yet (due by {})", unix_text(due)),
+    }
+}
+
+fn failed_message(exit: Option<u8>, output: Option<&str>) -> String {
+    let mut s = "job reported failure".to_string();
+    if let Some(n) = exit {
+        s += &format!(": exit {n}");
+    }
+    if let Some(o) = output.filter(|o| !o.is_empty()) {
+        s += &format!(" (output: {o:?})");
+    }
+    s
 }
 
 fn dns_rule_message(
@@ -507,6 +564,11 @@ pub async fn run(check: &Check, timeout: Duration, now: SystemTime) -> Outcome {
             Check::Udp(c) => udp::probe(c, &rec).await,
             Check::Icmp(c) => icmp::probe(c, &rec, timeout).await,
             Check::Grpc(c) => grpc::probe(c, &rec, now).await,
+            // Decided by the running tocsin from the pings it received (the scheduler's
+            // runner does that); an ad-hoc run has no pings to look at.
+            Check::Heartbeat(_) => Err(Reason::Text {
+                text: "a heartbeat is decided by the pings the running tocsin receives: see `tocsin heartbeat list`".into(),
+            }),
         }
     };
     let result = match tokio::time::timeout(timeout, work).await {

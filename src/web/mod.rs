@@ -194,6 +194,7 @@ fn with_target(
             }
             Ok(c)
         }
+        Check::Heartbeat(_) => Err("a heartbeat is decided by the pings it receives, not probed on demand".into()),
         Check::Icmp(i) => {
             if !crate::config::valid_host(target) {
                 return Err(format!(

@@ -84,6 +84,18 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "heartbeat.yaml",
+        &[
+            "5:44: give `period` or `schedule`, not both: a ping every period, or after each scheduled run",
+            "7:32: `schedule` is not a cron expression such as \"0 3 * * *\" (minute hour day month weekday): Component error: Number out of bounds.",
+            "7:56: unknown time zone `Europe/Berln`, did you mean `Europe/Berlin`?",
+            "7:77: `grace` must be longer than zero",
+            "9:20: needs `period` (a ping at least this often, such as 1h) or `schedule` (a cron expression such as \"0 3 * * *\")",
+            "11:45: `timezone` applies to a `schedule`; a `period` needs none",
+            "14:16: a heartbeat is decided by the pings a job sends, so it cannot be a `/probe` module: move it under a service's probes",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",
@@ -251,7 +263,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "probe-without-kind.yaml",
-        &["4:9: needs one of `http`, `dns`, `tcp`, `udp`, `icmp` or `grpc` to say what to check"],
+        &["4:9: needs one of `http`, `dns`, `tcp`, `udp`, `icmp`, `grpc` or `heartbeat` to say what to check"],
     ),
     (
         "secret-in-smtp-url.yaml",

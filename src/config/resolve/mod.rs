@@ -14,6 +14,7 @@ pub(super) mod autoresponder;
 mod cx;
 pub(super) mod dns;
 pub(super) mod grpc;
+mod heartbeat;
 mod http;
 pub(super) mod icmp;
 pub(super) mod mail;

@@ -4,6 +4,7 @@
 use super::cx::*;
 use super::dns::dns_check;
 use super::grpc::grpc_check;
+use super::heartbeat::heartbeat_check;
 use super::http::http_check;
 use super::icmp::icmp_check;
 use super::tcp::tcp_check;
@@ -313,7 +314,7 @@ pub(super) fn check_of(cx: &mut Ctx, p: &Path, k: RawKinds, need_target: bool) -
         [] => {
             cx.err(
                 p,
-                "needs one of `http`, `dns`, `tcp`, `udp`, `icmp` or `grpc` to say what to check",
+                "needs one of `http`, `dns`, `tcp`, `udp`, `icmp`, `grpc` or `heartbeat` to say what to check",
             );
             None
         }
@@ -329,6 +330,8 @@ pub(super) fn check_of(cx: &mut Ctx, p: &Path, k: RawKinds, need_target: bool) -
                 udp_check(cx, &p, u, need_target).map(Check::Udp)
             } else if let Some(g) = k.grpc {
                 grpc_check(cx, &p, g, need_target).map(Check::Grpc)
+            } else if let Some(h) = k.heartbeat {
+                heartbeat_check(cx, &p, h, need_target).map(Check::Heartbeat)
             } else {
                 k.icmp
                     .and_then(|i| icmp_check(cx, &p, i, need_target))
