@@ -32,6 +32,7 @@ use crate::campaign::sender::Sender;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, LiveConfig};
 use crate::engine::{Engine, Handle, Link};
+use crate::heartbeat::Heartbeats;
 use crate::links::Signer;
 use crate::metrics::Metrics;
 use crate::notify::Follow;
@@ -89,6 +90,8 @@ pub struct Deps {
     pub campaign_mail: Arc<Mailer>,
     /// A dry run: incident webhooks are kept here instead of being POSTed (a drill).
     pub webhooks_kept: Option<Arc<crate::notify::webhook::Posted>>,
+    /// Heartbeat tokens and pings (the runner decides heartbeat probes from them).
+    pub heartbeats: Arc<Heartbeats>,
     pub runner: Arc<dyn Runner>,
 }
 
@@ -97,13 +100,16 @@ impl Deps {
     /// the secrets the config read, and live probes.
     pub fn production(config: &Config) -> Result<Deps, AppError> {
         let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db"))?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let heartbeats = Heartbeats::new(store.clone(), clock.clone());
         Ok(Deps {
-            clock: Arc::new(SystemClock),
+            clock,
             store,
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             webhooks_kept: None,
-            runner: Arc::new(LiveRunner),
+            runner: Arc::new(heartbeats.runner(LiveRunner)),
+            heartbeats,
         })
     }
 }
@@ -410,6 +416,12 @@ impl App {
         back.spawn_each("hotline", &stop, hotline, Hotline::run);
         back.spawn_each("maintenance", &stop, planner, Planner::run);
 
+        // Tokens before the first run: a heartbeat probe reads its record.
+        if let Err(e) = deps.heartbeats.sync(&current) {
+            return Err(AppError::Setup(format!(
+                "cannot keep the heartbeat tokens: {e}"
+            )));
+        }
         let mut sched = Scheduler::new(
             tx,
             metrics.clone(),
@@ -454,6 +466,7 @@ impl App {
             engine: handle,
             clock,
             store,
+            heartbeats: deps.heartbeats.clone(),
         };
         loop {
             tokio::select! {
@@ -532,6 +545,7 @@ fn web_state(
             ready: maintenance_ready,
         }),
         incidents: Some(incidents),
+        heartbeats: Some(deps.heartbeats.clone()),
     }
 }
 
@@ -545,6 +559,7 @@ struct Reloading {
     clock: Arc<dyn Clock>,
     /// Holds the maintenance windows added through the API, kept across reloads.
     store: SharedStore,
+    heartbeats: Arc<Heartbeats>,
 }
 
 impl Reloading {
@@ -601,6 +616,11 @@ impl Reloading {
                     "this key's change takes effect at the next restart"
                 );
             }
+        }
+        if let Err(e) = self.heartbeats.sync(&new) {
+            self.metrics.config_loaded(false, self.clock.now());
+            tracing::error!(error = %e, "configuration refused: cannot keep the heartbeat tokens; the previous configuration keeps running");
+            return;
         }
         let changes = sched.apply(&new);
         for (service, probe) in &changes.removed {

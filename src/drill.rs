@@ -181,6 +181,8 @@ async fn rehearse_on(
         staff_mail: staff.clone(),
         campaign_mail: customers.clone(),
         webhooks_kept: Some(hooks.clone()),
+        // A rehearsal simulates heartbeats like any probe: the runner below decides them.
+        heartbeats: crate::heartbeat::Heartbeats::new(store.clone(), clock.clone()),
         runner: Arc::new(Simulated {
             service: sc.service.clone(),
             recover_at,

@@ -3,6 +3,8 @@
 //! Rooms, with dependencies pointing one way: `probe` (protocols, no config or I/O
 //! beyond the target) ← `config` (the file, resolved into probe checks) ← `scheduler`
 //! (when to run) → `metrics` and the latest-result table ← `web` (HTTP endpoints).
+//! `heartbeat` keeps the push monitors' tokens and pings (in `store`) and decides their
+//! outcomes for the scheduler; `web` receives the pings.
 
 pub mod app;
 pub mod audience;
@@ -12,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod drill;
 pub mod engine;
+pub mod heartbeat;
 pub mod incident;
 pub mod links;
 pub mod metrics;

@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use tocsin::app::{App, Deps};
 use tocsin::cli::campaign::CampaignCmd;
+use tocsin::cli::heartbeat::HeartbeatCmd;
 use tocsin::cli::incident::IncidentCmd;
 use tocsin::cli::maintenance::MaintenanceCmd;
 use tocsin::clock::{Clock, SystemClock};
@@ -70,6 +71,11 @@ enum Command {
     Maintenance {
         #[command(subcommand)]
         cmd: MaintenanceCmd,
+    },
+    /// Heartbeats (push monitors) of the running tocsin: list, with each one's ping URL.
+    Heartbeat {
+        #[command(subcommand)]
+        cmd: HeartbeatCmd,
     },
     /// Rehearse a service's outage plan on simulated time: every action in order, when,
     /// to how many, with a sample of each message and page. Sends nothing.
@@ -171,6 +177,9 @@ fn main() -> ExitCode {
         }
         Command::Maintenance { cmd } => {
             outcome(runtime.block_on(tocsin::cli::maintenance::run(&config, cmd)))
+        }
+        Command::Heartbeat { cmd } => {
+            outcome(runtime.block_on(tocsin::cli::heartbeat::run(&config, cmd)))
         }
         Command::Drill {
             service,

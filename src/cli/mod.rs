@@ -2,6 +2,7 @@
 
 pub mod campaign;
 pub mod health;
+pub mod heartbeat;
 pub mod incident;
 pub mod maintenance;
 

@@ -73,6 +73,13 @@ pub enum TimelineEvent {
         mailbox: String,
         error: String,
     },
+    /// A heartbeat of the service was pinged during the incident (with the body the job
+    /// sent: its output, often the reason it failed).
+    HeartbeatPing {
+        probe: String,
+        signal: String,
+        body: Option<String>,
+    },
     /// An entry written by an earlier tocsin, before the timeline was typed, as it was.
     Recorded {
         name: String,
@@ -134,6 +141,7 @@ impl TimelineEvent {
             TimelineEvent::CompensationShort { .. } => "compensation_short",
             TimelineEvent::HotlineFailed { .. } => "hotline_failed",
             TimelineEvent::AutoresponderFailed { .. } => "autoresponder_failed",
+            TimelineEvent::HeartbeatPing { .. } => "heartbeat_ping",
             TimelineEvent::Recorded { name, .. } => name,
         }
     }
@@ -183,6 +191,14 @@ impl TimelineEvent {
             TimelineEvent::AutoresponderFailed { mailbox, error } => {
                 format!("autoresponder for {mailbox}: {error}")
             }
+            TimelineEvent::HeartbeatPing {
+                probe,
+                signal,
+                body,
+            } => match body {
+                Some(b) => format!("heartbeat {probe}: {signal}: {b}"),
+                None => format!("heartbeat {probe}: {signal}"),
+            },
             TimelineEvent::Recorded { detail, .. } => detail.clone(),
         }
     }

@@ -46,6 +46,7 @@ pub struct Metrics {
     webhook_pending: IntGauge,
     compensation_missing: IntCounter,
     task_restarts: IntCounterVec,
+    heartbeat_pings: IntCounterVec,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -329,6 +330,26 @@ impl Metrics {
                 "Hotline hook runs that failed or missed their deadline (each is retried).",
             ),
         );
+        let heartbeat_pings = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_heartbeat_pings_total",
+                    "Heartbeat pings by result: accepted, unknown_token, rate_limited, too_large, bad_request, failed.",
+                ),
+                &["result"],
+            ),
+        );
+        for result in [
+            "accepted",
+            "unknown_token",
+            "rate_limited",
+            "too_large",
+            "bad_request",
+            "failed",
+        ] {
+            heartbeat_pings.with_label_values(&[result]).inc_by(0);
+        }
         for kind in Self::MAIL_KINDS {
             mail_sent.with_label_values(&[kind]).inc_by(0);
             mail_failed.with_label_values(&[kind]).inc_by(0);
@@ -365,7 +386,13 @@ impl Metrics {
             webhook_pending,
             compensation_missing,
             task_restarts,
+            heartbeat_pings,
         }
+    }
+
+    /// One ping at `/ping/...`, by result.
+    pub fn heartbeat_ping(&self, result: &str) {
+        self.heartbeat_pings.with_label_values(&[result]).inc();
     }
 
     pub fn compensation_missing(&self, n: u64) {

@@ -226,6 +226,14 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
             Single,
         ));
     }
+    if let Some(t) = d.heartbeat_last_ping {
+        v.push(s(
+            "tocsin_heartbeat_last_ping_timestamp_seconds",
+            "Unix time of the heartbeat's latest ping (0 before the first).",
+            t as f64,
+            Both,
+        ));
+    }
     if let Some(ip) = d.ip_protocol {
         v.push(s(
             "probe_ip_protocol",

@@ -39,9 +39,14 @@ impl PartialEq for Expect {
     fn eq(&self, o: &Self) -> bool {
         match (self, o) {
             (Expect::Every(a), Expect::Every(b)) => a == b,
-            (Expect::Cron { source: a, tz: x, .. }, Expect::Cron { source: b, tz: y, .. }) => {
-                a == b && x == y
-            }
+            (
+                Expect::Cron {
+                    source: a, tz: x, ..
+                },
+                Expect::Cron {
+                    source: b, tz: y, ..
+                },
+            ) => a == b && x == y,
             _ => false,
         }
     }
@@ -215,7 +220,10 @@ mod tests {
     }
 
     fn why(c: &HeartbeatCheck, s: &PingState, now: SystemTime) -> String {
-        evaluate(c, s, now).err().map(|r| r.to_string()).unwrap_or_else(|| "ok".into())
+        evaluate(c, s, now)
+            .err()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "ok".into())
     }
 
     #[test]
@@ -241,7 +249,11 @@ mod tests {
     fn a_reported_failure_fails_until_the_next_success() {
         let t0 = midnight();
         let mut s = state(t0);
-        s.last = Some((t0, Signal::Fail { exit: Some(3) }, Some("disk full\n".into())));
+        s.last = Some((
+            t0,
+            Signal::Fail { exit: Some(3) },
+            Some("disk full\n".into()),
+        ));
         assert_eq!(
             why(&hourly(), &s, t0 + MIN),
             "job reported failure: exit 3 (output: \"disk full\")"

@@ -479,6 +479,9 @@ pub struct Details {
     pub grpc_serving_status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_tls: Option<bool>,
+    /// A heartbeat's latest ping, Unix seconds (0 before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_last_ping: Option<i64>,
     /// The TTL (IPv4) or hop limit (IPv6) of the last echo reply, when the socket shows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp_hop_limit: Option<u8>,

@@ -7,6 +7,7 @@
 
 mod autoresponders;
 mod campaigns;
+mod heartbeats;
 mod maintenance;
 mod outbox;
 mod rows;
@@ -22,12 +23,14 @@ pub use campaigns::{
     CampaignInfo, CampaignKind, CampaignRecord, Counts, Followup, NewRecipient, RecipientJob,
     SendResult, address_key,
 };
+pub use heartbeats::HeartbeatRecord;
 pub use maintenance::Notice;
 pub use sqlite::SqliteStore;
 
 use crate::config::Maintenance;
 pub use crate::incident::Context;
 use crate::incident::{Action, ServiceState, TimelineEvent};
+use crate::probe::heartbeat::Signal;
 
 /// Why the store could not do its work, in the operator's terms.
 #[derive(Debug, thiserror::Error)]
@@ -237,13 +240,52 @@ pub type States = std::collections::BTreeMap<String, ServiceState>;
 /// The methods are synchronous: a backend does short transactions, and callers hold the
 /// store only for the call (through [`SharedStore`]), never across an `.await`.
 pub trait Store:
-    IncidentStore + CampaignStore + MaintenanceStore + OutboxStore + AutoresponderStore + Send
+    IncidentStore
+    + CampaignStore
+    + MaintenanceStore
+    + OutboxStore
+    + AutoresponderStore
+    + HeartbeatStore
+    + Send
 {
 }
 
 impl<T> Store for T where
-    T: IncidentStore + CampaignStore + MaintenanceStore + OutboxStore + AutoresponderStore + Send
+    T: IncidentStore
+        + CampaignStore
+        + MaintenanceStore
+        + OutboxStore
+        + AutoresponderStore
+        + HeartbeatStore
+        + Send
 {
+}
+
+/// Heartbeats: the token each is pinged at, and the pings it received.
+pub trait HeartbeatStore {
+    /// Keeps one record for each `(service, probe)` in `wanted`, making a token (and
+    /// starting the wait for pings) for a new one, and forgets the others: a heartbeat
+    /// removed from the config stops answering to its token. Returns every record kept.
+    fn heartbeat_sync(
+        &mut self,
+        wanted: &[(String, String)],
+        new_token: &mut dyn FnMut() -> String,
+        now: SystemTime,
+    ) -> Result<Vec<HeartbeatRecord>, StoreError>;
+
+    fn heartbeats(&self) -> Result<Vec<HeartbeatRecord>, StoreError>;
+
+    fn heartbeat(&self, service: &str, probe: &str) -> Result<Option<HeartbeatRecord>, StoreError>;
+
+    /// Records a ping at `token` (`None` when no heartbeat has it), and adds it to the
+    /// timeline of the service's open incident, if there is one, in the same transaction.
+    fn heartbeat_ping(
+        &mut self,
+        token: &str,
+        signal: Signal,
+        body: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Option<HeartbeatRecord>, StoreError>;
 }
 
 /// The store, shared by the tasks of one process. Each call takes it for the length of

@@ -198,6 +198,19 @@ const MIGRATIONS: &[&str] = &[
                status, attempts, next_attempt_at, last_error, done_at
         FROM webhook_deliveries ORDER BY id;
     DROP TABLE webhook_deliveries;",
+    // 10: heartbeats (push monitors): the secret token each is pinged at, and its pings.
+    "CREATE TABLE heartbeats (
+        service     TEXT NOT NULL,
+        probe       TEXT NOT NULL,
+        token       TEXT NOT NULL UNIQUE,
+        created_at  REAL NOT NULL,
+        last_ok_at  REAL,
+        last_at     REAL,
+        last_signal TEXT,
+        last_body   TEXT,
+        started_at  REAL,
+        PRIMARY KEY (service, probe)
+    );",
 ];
 
 pub struct SqliteStore {

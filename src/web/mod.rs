@@ -6,6 +6,7 @@ pub mod act;
 pub mod api;
 pub mod campaigns;
 pub mod maintenance;
+pub mod ping;
 pub mod public;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub public: Option<public::Public>,
     /// Planned maintenance windows.
     pub maintenance: Option<maintenance::MaintenanceApi>,
+    /// Heartbeat pings and the heartbeat list.
+    pub heartbeats: Option<Arc<crate::heartbeat::Heartbeats>>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -45,6 +48,12 @@ pub fn app(state: AppState) -> Router {
     let campaign_routes = state.campaigns.clone();
     let public_routes = state.public.clone();
     let maintenance_routes = state.maintenance.clone();
+    let pings = state.heartbeats.clone().map(|heartbeats| ping::PingApi {
+        heartbeats,
+        metrics: state.metrics.clone(),
+        config: state.config.clone(),
+        api: state.incidents.clone(),
+    });
     let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -64,6 +73,9 @@ pub fn app(state: AppState) -> Router {
     }
     if let Some(m) = maintenance_routes {
         router = router.merge(maintenance::routes(m));
+    }
+    if let Some(p) = pings {
+        router = router.merge(ping::routes(p));
     }
     router
 }
@@ -194,7 +206,9 @@ fn with_target(
             }
             Ok(c)
         }
-        Check::Heartbeat(_) => Err("a heartbeat is decided by the pings it receives, not probed on demand".into()),
+        Check::Heartbeat(_) => {
+            Err("a heartbeat is decided by the pings it receives, not probed on demand".into())
+        }
         Check::Icmp(i) => {
             if !crate::config::valid_host(target) {
                 return Err(format!(

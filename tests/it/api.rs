@@ -88,6 +88,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         campaigns: None,
         public: None,
         maintenance: None,
+        heartbeats: None,
     };
     Fixture { state, _dir: dir }
 }

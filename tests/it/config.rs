@@ -263,7 +263,9 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "probe-without-kind.yaml",
-        &["4:9: needs one of `http`, `dns`, `tcp`, `udp`, `icmp`, `grpc` or `heartbeat` to say what to check"],
+        &[
+            "4:9: needs one of `http`, `dns`, `tcp`, `udp`, `icmp`, `grpc` or `heartbeat` to say what to check",
+        ],
     ),
     (
         "secret-in-smtp-url.yaml",

@@ -16,6 +16,7 @@ mod deploy;
 mod drill;
 mod e2e_staff;
 mod engine;
+mod heartbeat;
 mod hotline;
 mod incident_machine;
 mod mail;

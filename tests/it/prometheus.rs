@@ -93,6 +93,11 @@ services:
       - {{ name: home, interval: 1s, timeout: 800ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
       - {{ name: home-tls, interval: 1s, timeout: 800ms, http: {{ url: \"https://localhost:{tls}/\", tls: {{ ca_file: \"{ca}\" }} }} }}
       - {{ name: shop-dns, interval: 1s, timeout: 800ms, dns: {{ name: shop.test, type: A, server: \"{dns}\" }} }}
+      - {{ name: shop-ping, interval: 1s, timeout: 800ms, icmp: {{ host: 127.0.0.1 }} }}
+  - id: nightly
+    name: Nightly export
+    probes:
+      - {{ name: export, interval: 1s, heartbeat: {{ period: 24h, grace: 1h }} }}
 escalation:
   default:
     - {{ after: 0m, to: [oncall@example.com] }}
@@ -233,6 +238,23 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         instant(prom_port, "up == 1").await.len() == 2
     })
     .await;
+    // The nightly export pings its heartbeat, at the URL the API lists.
+    let listed = support::api_get(port, "/api/v1/heartbeats", TOKEN).await;
+    let url: Value = serde_json::from_str(&listed).unwrap();
+    let token = url[0]["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let pinged = support::client()
+        .post(format!("http://127.0.0.1:{port}/ping/{token}"))
+        .body("exported 120 rows")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pinged.status().as_u16(), 200);
 
     // The outage: two failed rounds open the incident; an ETA beyond the 1 h threshold
     // starts the customer phase at once (placeholder, campaign to the two shop

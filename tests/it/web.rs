@@ -29,6 +29,7 @@ fn state(yaml: &str) -> AppState {
         campaigns: None,
         public: None,
         maintenance: None,
+        heartbeats: None,
     }
 }
 

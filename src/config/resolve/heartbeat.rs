@@ -38,15 +38,24 @@ pub(super) fn heartbeat_check(
                 .map(Expect::Every)
         }
         (None, Some(schedule)) => {
-            let tz = match h.timezone.as_deref().unwrap_or("UTC").parse::<chrono_tz::Tz>() {
+            let tz = match h
+                .timezone
+                .as_deref()
+                .unwrap_or("UTC")
+                .parse::<chrono_tz::Tz>()
+            {
                 Ok(tz) => Some(tz),
                 Err(_) => {
                     let tz = h.timezone.as_deref().unwrap_or_default();
-                    let names: Vec<String> =
-                        chrono_tz::TZ_VARIANTS.iter().map(|z| z.name().to_string()).collect();
+                    let names: Vec<String> = chrono_tz::TZ_VARIANTS
+                        .iter()
+                        .map(|z| z.name().to_string())
+                        .collect();
                     let msg = match nearest(tz, &names) {
                         Some(best) => format!("unknown time zone `{tz}`, did you mean `{best}`?"),
-                        None => format!("`timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `{tz}`"),
+                        None => format!(
+                            "`timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `{tz}`"
+                        ),
                     };
                     cx.err(&p.key("timezone"), msg);
                     None

@@ -243,7 +243,8 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                     ),
                 );
             }
-            if timeout >= interval {
+            // A heartbeat is decided in an instant from its pings: no timeout to fit.
+            if timeout >= interval && rp.heartbeat.is_none() {
                 let tp = if rp.timeout.is_some() {
                     pp.key("timeout")
                 } else if rp.interval.is_some() {

@@ -1049,13 +1049,15 @@ impl InProcess {
         let store = tocsin::store::SharedStore::new(
             tocsin::store::SqliteStore::open(&config.data_dir.join("tocsin.db")).unwrap(),
         );
+        let heartbeats = tocsin::heartbeat::Heartbeats::new(store.clone(), clock.clone());
         let deps = tocsin::app::Deps {
             clock: clock.clone(),
             store: store.clone(),
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             webhooks_kept: None,
-            runner: Arc::new(tocsin::scheduler::LiveRunner),
+            runner: Arc::new(heartbeats.runner(tocsin::scheduler::LiveRunner)),
+            heartbeats,
         };
         let app = tocsin::app::App::build(config, cfg, deps).await.unwrap();
         let port = app.local_addr().unwrap().port();
