@@ -3,7 +3,8 @@
 # missing (Prometheus and promtool from Debian's prometheus package; blackbox_exporter
 # for the conformance test; aiosmtpd, a real SMTP server, from python3-aiosmtpd; nginx
 # for the placeholder snippet; headless Chromium for the pages; systemd-analyze for the
-# unit file; Dovecot with Pigeonhole's managesieved for the autoresponder; iproute2,
+# unit file; Dovecot with Pigeonhole's managesieved for the autoresponder, and its IMAP
+# and POP3 servers for the STARTTLS probes; iproute2,
 # procps and util-linux for the network namespaces and the unprivileged ICMP tests), and
 # through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
@@ -22,6 +23,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 { command -v dovecot && [ -x /usr/lib/dovecot/managesieve ]; } >/dev/null 2>&1 || need+=(dovecot-core dovecot-managesieved dovecot-sieve)
+{ [ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/pop3 ]; } || need+=(dovecot-imapd dovecot-pop3d)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""
