@@ -300,6 +300,17 @@ async fn probe_once(config: &Config, name: &str) -> ExitCode {
         }
         println!("{line}");
     }
+    if let Some(code) = d.grpc_status_code {
+        println!(
+            "  grpc       status {code}, {}",
+            d.grpc_serving_status
+                .as_deref()
+                .unwrap_or("no serving status")
+        );
+    }
+    if let Some(v) = &d.tls_version {
+        println!("  tls        {v}");
+    }
     if let Some(ip) = d.ip_protocol {
         println!("  address    IPv{ip}");
     }

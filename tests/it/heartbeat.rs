@@ -23,8 +23,14 @@ services:
   - id: batch
     failure_threshold: 1
     success_threshold: 1
+    escalation: oncall
     probes:
       - {{ name: backup, interval: 1s, heartbeat: {{ period: 1h, grace: 10m }} }}
+escalation:
+  oncall:
+    - {{ after: 0m, to: [oncall@example.com] }}
+mail:
+  from: \"tocsin <tocsin@example.com>\"
 ",
             var = dir.join("var").display()
         ),
@@ -113,6 +119,22 @@ async fn pings_keep_a_heartbeat_up_and_its_absence_or_a_failure_opens_an_inciden
         Duration::from_secs(10),
         &|| String::new(),
         |v| v == 1.0,
+    )
+    .await;
+
+    // On-call staff read why, in the mail that opens the incident.
+    support::until(
+        "the staff mail naming the late heartbeat",
+        Duration::from_secs(10),
+        &|| format!("{:?}", support::spooled(dir.path())),
+        || {
+            support::spooled(dir.path()).iter().any(|(to, _, text)| {
+                to == "oncall@example.com"
+                    && text.contains(
+                        "no ping since 2027-01-15T08:00:00Z (due by 2027-01-15T09:10:00Z)",
+                    )
+            })
+        },
     )
     .await;
 
