@@ -15,7 +15,7 @@ use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, Res
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 
 use super::{Pattern, Phase, Reason, Recorder, io_reason};
 
@@ -227,13 +227,7 @@ fn query(c: &DnsCheck) -> Message {
 /// Sends the query over UDP and waits for the datagram that answers it. A closed port
 /// (ICMP port unreachable) is a refused connection.
 async fn exchange_udp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, Reason> {
-    let local = if server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = UdpSocket::bind(local).await.map_err(|e| io_reason(&e))?;
-    socket.connect(server).await.map_err(|e| io_reason(&e))?;
+    let socket = super::udp::connected(server).await?;
     socket.send(query).await.map_err(|e| io_reason(&e))?;
     let mut buf = vec![0u8; 65_535];
     for _ in 0..MAX_DATAGRAMS {

@@ -164,24 +164,27 @@ fn overdue(c: &HeartbeatCheck, s: &PingState, now: SystemTime) -> Option<SystemT
     }
 }
 
+/// The last scheduled run at or before `now`.
 fn previous_run(c: &HeartbeatCheck, now: SystemTime) -> Option<SystemTime> {
-    let Expect::Cron { cron, tz, .. } = &c.expect else {
-        return None;
-    };
-    let local = DateTime::<Utc>::from(now).with_timezone(tz);
-    cron.find_previous_occurrence(&local, true)
-        .ok()
-        .map(|t| SystemTime::from(t.with_timezone(&Utc)))
+    scheduled(c, now, false)
 }
 
+/// The first scheduled run after `now`.
 fn next_run(c: &HeartbeatCheck, now: SystemTime) -> Option<SystemTime> {
+    scheduled(c, now, true)
+}
+
+fn scheduled(c: &HeartbeatCheck, now: SystemTime, forward: bool) -> Option<SystemTime> {
     let Expect::Cron { cron, tz, .. } = &c.expect else {
         return None;
     };
     let local = DateTime::<Utc>::from(now).with_timezone(tz);
-    cron.find_next_occurrence(&local, false)
-        .ok()
-        .map(|t| SystemTime::from(t.with_timezone(&Utc)))
+    let found = if forward {
+        cron.find_next_occurrence(&local, false)
+    } else {
+        cron.find_previous_occurrence(&local, true)
+    };
+    found.ok().map(|t| SystemTime::from(t.with_timezone(&Utc)))
 }
 
 fn unix(t: SystemTime) -> i64 {

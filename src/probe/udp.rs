@@ -19,17 +19,24 @@ pub struct UdpCheck {
     pub ip: super::ip::IpProtocol,
 }
 
-pub(crate) async fn probe(c: &UdpCheck, rec: &Recorder) -> Result<(), Reason> {
-    rec.enter(Phase::Resolve);
-    let addr = super::ip::resolve_address(&c.address, c.ip, rec).await?;
-    rec.enter(Phase::Connect);
-    let local = if addr.is_ipv4() {
+/// A UDP socket bound to any local address of `peer`'s family and connected to it, so
+/// that only its datagrams are read and ICMP port unreachable shows as refused.
+pub(crate) async fn connected(peer: std::net::SocketAddr) -> Result<UdpSocket, Reason> {
+    let local = if peer.is_ipv4() {
         "0.0.0.0:0"
     } else {
         "[::]:0"
     };
     let socket = UdpSocket::bind(local).await.map_err(|e| io_reason(&e))?;
-    socket.connect(addr).await.map_err(|e| io_reason(&e))?;
+    socket.connect(peer).await.map_err(|e| io_reason(&e))?;
+    Ok(socket)
+}
+
+pub(crate) async fn probe(c: &UdpCheck, rec: &Recorder) -> Result<(), Reason> {
+    rec.enter(Phase::Resolve);
+    let addr = super::ip::resolve_address(&c.address, c.ip, rec).await?;
+    rec.enter(Phase::Connect);
+    let socket = connected(addr).await?;
     rec.enter(Phase::Processing);
     socket
         .send(c.send.as_bytes())

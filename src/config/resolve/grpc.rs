@@ -1,8 +1,7 @@
 //! gRPC health probes: the address, the service asked about, TLS.
 
 use super::cx::*;
-use super::http::tls_options;
-use super::tcp::address;
+use super::tcp::{address, tls_switch};
 
 pub(super) fn grpc_check(
     cx: &mut Ctx,
@@ -18,22 +17,7 @@ pub(super) fn grpc_check(
         ("api.internal:50051", "call"),
     );
     let min = g.tls_min_version.as_deref();
-    let tls = match &g.tls {
-        None | Some(RawTcpTls::Flag(false)) => {
-            if min.is_some() {
-                cx.err(
-                    &p.key("tls_min_version"),
-                    "`tls_min_version` needs `tls: true`",
-                );
-            }
-            if g.cert_min_days.is_some() {
-                cx.err(&p.key("cert_min_days"), "`cert_min_days` needs `tls: true`");
-            }
-            Some(None)
-        }
-        Some(RawTcpTls::Flag(true)) => tls_options(cx, p, None, min).map(Some),
-        Some(RawTcpTls::Options(o)) => tls_options(cx, p, Some(o), min).map(Some),
-    };
+    let tls = tls_switch(cx, p, &g.tls, min, g.cert_min_days.is_some(), false);
     let service = match g.service.as_deref() {
         Some(s) if s.trim() != s || s.contains(char::is_whitespace) => {
             cx.err(

@@ -35,27 +35,14 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
             "`starttls` upgrades the connection to TLS: remove `tls: false`",
         );
     }
-    let tls = match &t.tls {
-        // STARTTLS needs TLS options; without a `tls` block, the defaults.
-        None if t.starttls.is_some() => tls_options(cx, p, None, min).map(Some),
-        None | Some(RawTcpTls::Flag(false)) => {
-            if min.is_some() {
-                cx.err(
-                    &p.key("tls_min_version"),
-                    "`tls_min_version` needs `tls: true`",
-                );
-            }
-            Some(None)
-        }
-        Some(RawTcpTls::Flag(true)) => tls_options(cx, p, None, min).map(Some),
-        Some(RawTcpTls::Options(o)) => tls_options(cx, p, Some(o), min).map(Some),
-    };
-    if t.cert_min_days.is_some()
-        && t.starttls.is_none()
-        && matches!(t.tls, None | Some(RawTcpTls::Flag(false)))
-    {
-        cx.err(&p.key("cert_min_days"), "`cert_min_days` needs `tls: true`");
-    }
+    let tls = tls_switch(
+        cx,
+        p,
+        &t.tls,
+        min,
+        t.cert_min_days.is_some(),
+        t.starttls.is_some(),
+    );
     let expect = match &t.expect {
         Some(r) => cx.regex(&p.key("expect"), r).map(Some),
         None => Some(None),
@@ -76,6 +63,36 @@ pub(super) fn tcp_check(cx: &mut Ctx, p: &Path, t: &RawTcp, need_target: bool) -
         expect: expect?,
         cert_min_days: t.cert_min_days,
     })
+}
+
+/// The `tls` of a TCP or gRPC probe (`true`, `false` or options) with its
+/// `tls_min_version`, checking that `cert_min_days` and the minimum have TLS to apply to.
+/// `implied`: TLS is on without `tls` (STARTTLS).
+pub(super) fn tls_switch(
+    cx: &mut Ctx,
+    p: &Path,
+    tls: &Option<RawTcpTls>,
+    min: Option<&str>,
+    cert_min_days: bool,
+    implied: bool,
+) -> Option<Option<TlsOptions>> {
+    match tls {
+        None if implied => tls_options(cx, p, None, min).map(Some),
+        None | Some(RawTcpTls::Flag(false)) => {
+            if min.is_some() {
+                cx.err(
+                    &p.key("tls_min_version"),
+                    "`tls_min_version` needs `tls: true`",
+                );
+            }
+            if cert_min_days {
+                cx.err(&p.key("cert_min_days"), "`cert_min_days` needs `tls: true`");
+            }
+            Some(None)
+        }
+        Some(RawTcpTls::Flag(true)) => tls_options(cx, p, None, min).map(Some),
+        Some(RawTcpTls::Options(o)) => tls_options(cx, p, Some(o), min).map(Some),
+    }
 }
 
 /// The `address` of a TCP or UDP probe: `host:port` (`example`, what is done with it),
