@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use super::ip::IpProtocol;
-use super::tcp::split_host_port;
+use super::ip::split_host_port;
 use super::{Phase, Reason, Recorder, TlsOptions};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +41,7 @@ pub(crate) async fn probe(c: &GrpcCheck, rec: &Recorder, now: SystemTime) -> Res
             let (host, _) = split_host_port(&c.address);
             let tls = super::tls::handshake(tcp, host, opts, rec, &[b"h2"]).await?;
             if let Some(min_days) = c.cert_min_days {
-                super::http::check_cert_days(rec, min_days, now)?;
+                super::tls::check_cert_days(rec, min_days, now)?;
             }
             Box::new(tls)
         }

@@ -301,7 +301,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     super::json::check(&body, &c.body_json)?;
     if let Some(min_days) = c.cert_min_days {
         if c.url.scheme() == "https" {
-            check_cert_days(rec, min_days, now)?;
+            super::tls::check_cert_days(rec, min_days, now)?;
         }
     }
     if let Some(max) = c.max_latency {
@@ -312,31 +312,6 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
                 max_ms: max.as_millis() as u64,
             });
         }
-    }
-    Ok(())
-}
-
-/// Fails when the recorded certificate chain expires within `min_days` of `now`.
-pub(crate) fn check_cert_days(
-    rec: &Recorder,
-    min_days: u32,
-    now: SystemTime,
-) -> Result<(), Reason> {
-    let Some(not_after) = rec.details(|d| d.cert_not_after) else {
-        return Ok(());
-    };
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let left = not_after - now;
-    if left < i64::from(min_days) * 86_400 {
-        return Err(Reason::CertificateExpiresSoon {
-            // Rounded, so a certificate made to expire in three days reads "3 days"
-            // a few seconds later, not "2 days".
-            days: (left as f64 / 86_400.0).round() as i64,
-            min_days,
-        });
     }
     Ok(())
 }

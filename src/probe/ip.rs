@@ -125,7 +125,7 @@ pub(crate) async fn resolve_address(
     ip: IpProtocol,
     rec: &Recorder,
 ) -> Result<SocketAddr, Reason> {
-    let (host, port) = super::tcp::split_host_port(address);
+    let (host, port) = split_host_port(address);
     let port = port
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or_else(|| Reason::Resolve {
@@ -133,6 +133,14 @@ pub(crate) async fn resolve_address(
             detail: format!("`{address}` has no valid port"),
         })?;
     resolve(host, port, ip, rec).await
+}
+
+/// Splits `host:port`, keeping `[v6]` brackets on the host.
+pub fn split_host_port(address: &str) -> (&str, Option<&str>) {
+    match address.rfind(':') {
+        Some(i) if !address[i..].contains(']') => (&address[..i], Some(&address[i + 1..])),
+        _ => (address, None),
+    }
 }
 
 /// Records the family and the hash of the address a probe talks to.

@@ -57,10 +57,10 @@ pub(crate) async fn probe(c: &TcpCheck, rec: &Recorder, now: SystemTime) -> Resu
             if let Some(protocol) = c.starttls {
                 upgrade(&mut stream, protocol).await?;
             }
-            let (host, _) = split_host_port(&c.address);
+            let (host, _) = super::ip::split_host_port(&c.address);
             let tls = super::tls::handshake(stream, host, opts, rec, &[]).await?;
             if let Some(min_days) = c.cert_min_days {
-                super::http::check_cert_days(rec, min_days, now)?;
+                super::tls::check_cert_days(rec, min_days, now)?;
             }
             exchange(tls, c, rec).await
         }
@@ -289,13 +289,5 @@ fn refused_unless(answer: &str, want: &str) -> Result<(), Reason> {
             "the server refused the upgrade: {:?}",
             one_line(answer)
         )))
-    }
-}
-
-/// Splits `host:port`, keeping `[v6]` brackets on the host.
-pub fn split_host_port(address: &str) -> (&str, Option<&str>) {
-    match address.rfind(':') {
-        Some(i) if !address[i..].contains(']') => (&address[..i], Some(&address[i + 1..])),
-        _ => (address, None),
     }
 }

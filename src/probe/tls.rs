@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{
@@ -488,6 +489,31 @@ pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let version = tls.get_ref().1.protocol_version().map(version_label);
     rec.details(|d| d.tls_version = version);
     Ok(tls)
+}
+
+/// Fails when the recorded certificate chain expires within `min_days` of `now`.
+pub(crate) fn check_cert_days(
+    rec: &Recorder,
+    min_days: u32,
+    now: SystemTime,
+) -> Result<(), Reason> {
+    let Some(not_after) = rec.details(|d| d.cert_not_after) else {
+        return Ok(());
+    };
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let left = not_after - now;
+    if left < i64::from(min_days) * 86_400 {
+        return Err(Reason::CertificateExpiresSoon {
+            // Rounded, so a certificate made to expire in three days reads "3 days"
+            // a few seconds later, not "2 days".
+            days: (left as f64 / 86_400.0).round() as i64,
+            min_days,
+        });
+    }
+    Ok(())
 }
 
 /// A TLS version as blackbox_exporter labels it: `TLS 1.3`.

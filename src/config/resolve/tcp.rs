@@ -125,7 +125,7 @@ pub(super) fn address(
 
 /// host:port with a port from 1 to 65535 and a non-empty host.
 pub fn valid_host_port(a: &str) -> bool {
-    match crate::probe::tcp::split_host_port(a) {
+    match crate::probe::ip::split_host_port(a) {
         (host, Some(port)) => {
             !host.is_empty()
                 && !host.contains(char::is_whitespace)
