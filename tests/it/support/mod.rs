@@ -418,9 +418,21 @@ pub async fn dns_server() -> SocketAddr {
 
 /// The zone server and the number of queries it has received.
 pub async fn dns_server_counted() -> (SocketAddr, Arc<AtomicUsize>) {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // The UDP port's number may be taken for TCP by a test running beside this one:
+    // then another pair is tried.
+    let mut tries = 0;
+    let (udp, tcp, addr) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, tcp, addr),
+            Err(e) if tries < 50 => {
+                tries += 1;
+                let _ = e;
+            }
+            Err(e) => panic!("no loopback port free for both UDP and TCP: {e}"),
+        }
+    };
     let queries = Arc::new(AtomicUsize::new(0));
     let mut server = ServerFuture::new(Zone(queries.clone()));
     server.register_socket(udp);
