@@ -426,10 +426,7 @@ pub async fn dns_server_counted() -> (SocketAddr, Arc<AtomicUsize>) {
         let addr = udp.local_addr().unwrap();
         match TcpListener::bind(addr).await {
             Ok(tcp) => break (udp, tcp, addr),
-            Err(e) if tries < 50 => {
-                tries += 1;
-                let _ = e;
-            }
+            Err(_) if tries < 50 => tries += 1,
             Err(e) => panic!("no loopback port free for both UDP and TCP: {e}"),
         }
     };
