@@ -501,6 +501,9 @@ pub struct RawHotline {
     /// Command and arguments run with the announcement as JSON on standard input.
     pub hook: Option<Vec<String>>,
     pub hook_timeout: Option<String>,
+    /// Variables of tocsin's environment the hook may see.
+    #[serde(default)]
+    pub hook_env: Vec<String>,
 }
 
 /// A receiver of incident transitions (chat, paging tools).

@@ -178,7 +178,14 @@ impl Hotline {
             texts,
             files,
         };
-        match run_hook(&hook, &input, config.hotline.hook_timeout).await {
+        match run_hook(
+            &hook,
+            &config.hotline.hook_env,
+            &input,
+            config.hotline.hook_timeout,
+        )
+        .await
+        {
             Ok(()) => {
                 self.retry = None;
                 tracing::info!(event, "hotline hook done");
@@ -206,10 +213,48 @@ impl Hotline {
     }
 }
 
-/// Runs `cmd` with `input` as JSON on standard input, within `deadline`.
-pub async fn run_hook(cmd: &[String], input: &HookInput, deadline: Duration) -> Result<(), String> {
+/// Cuts `s` to at most `max` bytes, at a character boundary (a hook's output may be
+/// Polish or Swedish).
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
+/// The variables a hook gets from tocsin's environment without asking: never tocsin's
+/// own secrets (the API token, the SMTP password, webhook keys), only what a program
+/// needs to run and speak the right language.
+const HOOK_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ", "HOME"];
+/// PATH for a hook when tocsin has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Runs `cmd` with `input` as JSON on standard input, within `deadline`, in a clean
+/// environment: [`HOOK_ENV`] and the variables the config passes on (`hook_env`).
+pub async fn run_hook(
+    cmd: &[String],
+    pass_env: &[String],
+    input: &HookInput,
+    deadline: Duration,
+) -> Result<(), String> {
     let json = serde_json::to_vec(input).map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(&cmd[0])
+    let mut command = tokio::process::Command::new(&cmd[0]);
+    command.env_clear();
+    command.env("PATH", DEFAULT_PATH);
+    for name in HOOK_ENV
+        .iter()
+        .copied()
+        .chain(pass_env.iter().map(String::as_str))
+    {
+        if let Some(v) = std::env::var_os(name) {
+            command.env(name, v);
+        }
+    }
+    let mut child = command
         .args(&cmd[1..])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -239,8 +284,75 @@ pub async fn run_hook(cmd: &[String], input: &HookInput, deadline: Duration) -> 
             if said.is_empty() {
                 said = String::from_utf8_lossy(&out.stdout).trim().to_string();
             }
-            said.truncate(OUTPUT_KEPT);
+            cut(&mut said, OUTPUT_KEPT);
             Err(format!("{} exited with {}: {said}", cmd[0], out.status))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &std::path::Path, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("hook.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    fn input() -> HookInput {
+        HookInput {
+            event: "published",
+            incidents: Vec::new(),
+            texts: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// A text-to-speech tool that fails in Polish: 2,000 bytes end inside a character.
+    /// The failure is reported, cut at a character, and nothing panics.
+    #[tokio::test]
+    async fn a_hook_failing_in_polish_is_reported_cut_at_a_character() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = script(
+            dir.path(),
+            "printf xxx >&2; i=0; while [ $i -lt 500 ]; do printf 'ząb ' >&2; i=$((i+1)); done; exit 3",
+        );
+        let err = run_hook(&[hook], &[], &input(), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("exited with exit status: 3: xxxząb ząb"),
+            "{}",
+            &err[..120]
+        );
+        assert!(err.ends_with('…'), "{}", &err[err.len() - 20..]);
+    }
+
+    /// The hook sees PATH and what the config passes on, never tocsin's secrets.
+    #[tokio::test]
+    async fn a_hook_runs_in_a_clean_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env.txt");
+        let hook = script(dir.path(), &format!("env > {}", out.display()));
+        // SAFETY: this test's process sets variables no other test reads.
+        unsafe {
+            std::env::set_var("TOCSIN_API_TOKEN", "secret-api-token");
+            std::env::set_var("ANNOUNCE_LINE", "main");
+        }
+        run_hook(
+            &[hook],
+            &["ANNOUNCE_LINE".to_string()],
+            &input(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        let env = std::fs::read_to_string(&out).unwrap();
+        assert!(env.contains("ANNOUNCE_LINE=main"), "{env}");
+        assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+        assert!(!env.contains("secret-api-token"), "{env}");
     }
 }

@@ -96,6 +96,10 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "hotline-hook-env.yaml",
+        &["7:29: `not a name` is not an environment variable name (such as ANNOUNCE_LINE)"],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",

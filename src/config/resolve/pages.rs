@@ -12,6 +12,9 @@ pub struct Hotline {
     pub timezone: String,
     pub hook: Option<Vec<String>>,
     pub hook_timeout: Duration,
+    /// Variables of tocsin's environment passed on to the hook (it gets no others but
+    /// PATH, LANG, LC_ALL, TZ and HOME).
+    pub hook_env: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +103,7 @@ pub(super) fn resolve_hotline(
         timezone: timezone.to_string(),
         hook: None,
         hook_timeout: Duration::from_secs(30),
+        hook_env: Vec::new(),
     };
     let Some(raw) = raw else {
         return h;
@@ -145,6 +149,15 @@ pub(super) fn resolve_hotline(
             }
         }
     }
+    for (i, name) in raw.hook_env.iter().enumerate() {
+        if !valid_env_name(name) {
+            cx.err(
+                &hp.key("hook_env").index(i),
+                format!("`{name}` is not an environment variable name (such as ANNOUNCE_LINE)"),
+            );
+        }
+    }
+    h.hook_env = raw.hook_env.clone();
     if let Some(t) = &raw.hook_timeout {
         if let Some(d) = cx.positive_duration(&hp.key("hook_timeout"), t) {
             h.hook_timeout = d;
