@@ -176,21 +176,6 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     // No phase yet: building the client is tocsin's own work, counted only in the total.
     // The connector hook below opens `connect`.
     let tls = c.tls.client_config(rec, &[b"h2", b"http/1.1"])?;
-    let limit = c.max_redirects;
-    let policy = if limit == 0 {
-        Policy::none()
-    } else {
-        let r = rec.clone();
-        Policy::custom(move |attempt| {
-            let hops = attempt.previous().len();
-            r.details(|d| d.redirects = Some(hops as u32));
-            if hops > limit as usize {
-                attempt.error(TooManyRedirects)
-            } else {
-                attempt.follow()
-            }
-        })
-    };
     let builder = match &c.proxy {
         None => reqwest::Client::builder().no_proxy(),
         Some(p) => {
@@ -208,7 +193,10 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
         .dns_resolver(Arc::new(TimedResolver(rec.clone(), c.ip)))
         .connector_layer(PhaseLayer(rec.clone()))
         .pool_max_idle_per_host(0)
-        .redirect(policy)
+        // Redirects are followed below, by hand: a secret header must not reach another
+        // origin, and reqwest's policy can stop a redirect but not change its headers.
+        .redirect(Policy::none())
+        .referer(false)
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Reason::Io {
@@ -220,22 +208,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
         Some(url::Host::Ipv6(a)) => super::ip::note(rec, &a.into()),
         _ => {}
     }
-    let mut req = client.request(c.method.clone(), c.url.clone());
-    for (k, v) in &c.headers {
-        req = req.header(k, v);
-    }
-    for (k, v) in &c.secret_headers {
-        let mut value =
-            reqwest::header::HeaderValue::from_str(v.expose()).map_err(|_| Reason::Io {
-                detail: format!("the value of header `{k}` is not a valid header value"),
-            })?;
-        value.set_sensitive(true);
-        req = req.header(k, value);
-    }
-    if let Some(body) = &c.body {
-        req = req.body(body.clone());
-    }
-    let mut resp = req.send().await.map_err(|e| classify(&e, c))?;
+    let mut resp = send_following(&client, c, rec).await?;
     rec.enter(Phase::Transfer);
     let status = resp.status().as_u16();
     rec.details(|d| {
@@ -255,7 +228,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
                 body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
             Ok(None) => break,
-            Err(e) => return Err(classify(&e, c)),
+            Err(e) => return Err(classify(&e)),
         }
     }
     // Dropping the response closes the connection; the rest of an oversized body is
@@ -316,16 +289,71 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     Ok(())
 }
 
-#[derive(Debug)]
-struct TooManyRedirects;
-
-impl std::fmt::Display for TooManyRedirects {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("too many redirects")
+/// Sends the request and follows redirects (up to `max_redirects`) the way browsers do:
+/// 301 and 302 turn a POST into a GET, 303 turns anything but HEAD into a GET, 307 and
+/// 308 keep the method and body. The secret headers (`headers_env`, `basic_auth`,
+/// `bearer_token_env`) go only to the origin of the configured URL, and no Referer is
+/// ever sent. Each hop opens its own connection; the phases add up over the hops.
+async fn send_following(
+    client: &reqwest::Client,
+    c: &HttpCheck,
+    rec: &Recorder,
+) -> Result<reqwest::Response, Reason> {
+    let origin = c.url.origin();
+    let (mut url, mut method, mut body) = (c.url.clone(), c.method.clone(), c.body.clone());
+    let mut hops = 0u32;
+    loop {
+        let mut req = client.request(method.clone(), url.clone());
+        for (k, v) in &c.headers {
+            req = req.header(k, v);
+        }
+        if url.origin() == origin {
+            for (k, v) in &c.secret_headers {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(v.expose()).map_err(|_| Reason::Io {
+                        detail: format!("the value of header `{k}` is not a valid header value"),
+                    })?;
+                value.set_sensitive(true);
+                req = req.header(k, value);
+            }
+        }
+        if let Some(b) = &body {
+            req = req.body(b.clone());
+        }
+        let resp = req.send().await.map_err(|e| classify(&e))?;
+        let status = resp.status().as_u16();
+        let next = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| url.join(l).ok())
+            .filter(|n| matches!(n.scheme(), "http" | "https"));
+        let Some(next) =
+            next.filter(|_| matches!(status, 301 | 302 | 303 | 307 | 308) && c.max_redirects > 0)
+        else {
+            return Ok(resp);
+        };
+        hops += 1;
+        rec.details(|d| d.redirects = Some(hops));
+        if hops > c.max_redirects {
+            return Err(Reason::TooManyRedirects {
+                limit: c.max_redirects,
+            });
+        }
+        let to_get = match status {
+            303 => method != Method::HEAD,
+            301 | 302 => method == Method::POST,
+            _ => false,
+        };
+        if to_get {
+            method = Method::GET;
+            body = None;
+        }
+        // Dropping the response closes its connection; the next hop opens a fresh one.
+        drop(resp);
+        url = next;
     }
 }
-
-impl std::error::Error for TooManyRedirects {}
 
 /// A resolution failure of our own resolver, found again in reqwest's error chain.
 #[derive(Debug)]
@@ -345,12 +373,7 @@ impl std::error::Error for ResolveFailed {}
 /// Sorts a reqwest error into a reason by searching its whole chain (io::Error hides its
 /// inner error from `source()`, so that is looked into too): our own resolver error, a
 /// rustls error, an io::Error kind, or else hyper's message for protocol violations.
-fn classify(e: &reqwest::Error, c: &HttpCheck) -> Reason {
-    if e.is_redirect() {
-        return Reason::TooManyRedirects {
-            limit: c.max_redirects,
-        };
-    }
+fn classify(e: &reqwest::Error) -> Reason {
     let chain = error_chain(e);
     for err in &chain {
         if let Some(r) = err.downcast_ref::<ResolveFailed>() {

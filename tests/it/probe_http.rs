@@ -597,3 +597,61 @@ async fn requests_go_through_the_configured_proxy() {
     c.proxy = Some(via(&format!("http://{closed}")));
     assert_eq!(reason(&run(c, T).await), "connection refused");
 }
+
+/// Secret headers go only to the configured URL's origin: a redirect to another host
+/// (here another port) gets neither them nor a Referer; a redirect within the origin keeps
+/// them.
+#[tokio::test]
+async fn secret_headers_never_follow_a_redirect_to_another_origin() {
+    let ok =
+        |_: &str| "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string();
+    let (elsewhere, seen_elsewhere) = support::recording_http(ok).await;
+    let (home, seen_home) = support::recording_http(move |head: &str| {
+        if head.starts_with("GET /away ") {
+            format!("HTTP/1.1 302 Found\r\nLocation: http://{elsewhere}/landed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        } else if head.starts_with("GET /inside ") {
+            "HTTP/1.1 302 Found\r\nLocation: /landed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        } else {
+            ok(head)
+        }
+    })
+    .await;
+    let check = |path: &str| {
+        let mut c = HttpCheck::get(format!("http://{home}{path}").parse().unwrap());
+        c.headers = vec![("X-Trace".into(), "plain".into())];
+        c.secret_headers = vec![
+            ("X-Api-Key".into(), tocsin::probe::Secret::new("k3y")),
+            (
+                "Authorization".into(),
+                tocsin::probe::Secret::new("Bearer t0ken"),
+            ),
+        ];
+        c
+    };
+    let o = run(check("/away"), T).await;
+    assert!(o.success, "{}", reason(&o));
+    assert_eq!(o.details.redirects, Some(1));
+    let there = seen_elsewhere.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(there.starts_with("get /landed "), "{there}");
+    assert!(
+        there.contains("x-trace: plain"),
+        "plain headers follow: {there}"
+    );
+    for secret in ["x-api-key", "authorization", "k3y", "t0ken", "referer"] {
+        assert!(
+            !there.contains(secret),
+            "{secret} reached the other origin: {there}"
+        );
+    }
+
+    let o = run(check("/inside"), T).await;
+    assert!(o.success, "{}", reason(&o));
+    let heads = seen_home.lock().unwrap().clone();
+    let landed = heads
+        .iter()
+        .find(|h| h.starts_with("GET /landed "))
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(landed.contains("x-api-key: k3y"), "{landed}");
+    assert!(!landed.contains("referer"), "{landed}");
+}

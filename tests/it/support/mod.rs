@@ -1303,3 +1303,34 @@ pub async fn grpc_health(
     });
     (addr, reporter)
 }
+
+/// An HTTP/1.1 server that keeps each request head it receives and answers every request
+/// with `reply(head)` (a whole response).
+pub async fn recording_http(
+    reply: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let reply = Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (seen, reply) = (seen.clone(), reply.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                seen.lock().unwrap().push(head.clone());
+                let _ = s.write_all(reply(&head).as_bytes()).await;
+            });
+        }
+    });
+    (addr, heads)
+}
