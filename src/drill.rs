@@ -853,14 +853,34 @@ fn visible_text(html: &str) -> String {
 
 /// Whether `path` lies inside a directory tocsin publishes to (a drill must not write there).
 pub fn inside_published(config: &Config, path: &Path) -> bool {
-    // Existing paths resolved through links; others made absolute as written.
-    let abs = |p: &Path| {
-        std::fs::canonicalize(p)
-            .or_else(|_| std::path::absolute(p))
-            .unwrap_or_else(|_| p.to_path_buf())
-    };
-    let p = abs(path);
+    let p = where_it_lands(path);
     [&config.placeholder_dir, &config.hotline.dir]
         .iter()
-        .any(|d| p.starts_with(abs(d)))
+        .any(|d| p.starts_with(where_it_lands(d)))
+}
+
+/// The directory `path` names once created: each existing part resolved through its
+/// links, `..` applied where it stands, the parts that do not exist yet kept as written
+/// (creating them makes plain directories). So `new/../www` is `www`, and a link to a
+/// published directory is that directory.
+fn where_it_lands(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut at = PathBuf::new();
+    for part in abs.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir => at.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop();
+            }
+            Component::Normal(name) => {
+                at.push(name);
+                if let Ok(real) = std::fs::canonicalize(&at) {
+                    at = real;
+                }
+            }
+        }
+    }
+    at
 }

@@ -230,6 +230,24 @@ webhooks:
         "{err}"
     );
     assert!(!d.join("var").exists());
+    // The same directory reached through a path that does not exist yet, and through a
+    // link to it.
+    std::fs::create_dir_all(d.join("var/www")).unwrap();
+    let around = d.join("not-yet/../var/www/drill");
+    std::os::unix::fs::symlink(d.join("var/www"), d.join("shortcut")).unwrap();
+    let linked = d.join("shortcut/drill");
+    for sneaky in [&around, &linked] {
+        let (code, _, err) = drill(
+            &cfg,
+            &["--service", "shop", "--out", sneaky.to_str().unwrap()],
+        );
+        assert_eq!(code, 2, "{}: {err}", sneaky.display());
+        assert!(
+            err.contains("is inside a directory tocsin publishes"),
+            "{err}"
+        );
+    }
+    assert!(!d.join("var/www/drill").exists());
 }
 
 /// On-call's ETA set after it has passed is refused by the engine, as it would be in a
