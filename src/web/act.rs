@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::{Query, RawForm, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
@@ -27,7 +27,20 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          button,input{{font-size:1.1em;padding:.4em .8em}}</style></head><body><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     );
-    (status, Html(html)).into_response()
+    (
+        status,
+        [
+            // The signed link is in this page's URL: no Referer may carry it away, and no
+            // other site may frame the confirmation button.
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, super::public::CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 /// The link's query, re-encoded for the form's action.

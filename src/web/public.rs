@@ -33,7 +33,7 @@ pub fn routes(p: Public) -> Router {
         .with_state(p)
 }
 
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+pub(super) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 fn html(code: StatusCode, body: String) -> Response {
     (
@@ -43,6 +43,8 @@ fn html(code: StatusCode, body: String) -> Response {
             (header::CACHE_CONTROL, "no-cache"),
             (header::CONTENT_SECURITY_POLICY, CSP),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         body,
     )
@@ -134,7 +136,9 @@ async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Re
     let done = p.store.lock().opt_out(&email, now);
     match done {
         Ok(_) => {
-            tracing::info!(email = %email, "unsubscribed from campaigns");
+            // The address is the customer's: logged only at debug level.
+            tracing::info!("a customer unsubscribed from campaigns");
+            tracing::debug!(email = %email, "unsubscribed from campaigns");
             html(
                 StatusCode::OK,
                 page(

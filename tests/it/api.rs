@@ -358,6 +358,20 @@ mod links {
             page.contains("Acknowledge incident 1?") && page.contains("<form method=\"post\""),
             "{page}"
         );
+        // The page's URL holds the signed link: no Referer, no framing, no scripts.
+        let resp = app(f.state.clone())
+            .oneshot(Request::builder().uri(&url).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let h = resp.headers();
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
         let (_, inc) = call(&f, "GET", "/api/v1/incidents/1", T, "").await;
         assert_eq!(
             inc["acknowledged_by"],
