@@ -162,6 +162,10 @@ impl Templates {
             .filter_map(|n| n.split_once('/').map(|(l, _)| l.to_string()))
             .collect();
         let mut env = Environment::new();
+        // A render may take this many instructions: far more than any message or page
+        // needs, far less than a template looping without end would use (tocsin check
+        // would hang on it, and a campaign with it).
+        env.set_fuel(Some(FUEL));
         let files: BTreeMap<String, String> = sources
             .iter()
             .map(|(n, (_, f))| (n.clone(), f.clone()))
@@ -393,6 +397,9 @@ impl Templates {
         issues
     }
 }
+
+/// Instructions one render may run (minijinja's fuel).
+const FUEL: u64 = 20_000_000;
 
 fn issue(files: &BTreeMap<String, String>, name: &str, e: &minijinja::Error) -> TemplateIssue {
     // Errors inside a parent template (`{% extends %}`) name that one.

@@ -105,6 +105,32 @@ fn template_mistakes_are_refused_with_file_and_line() {
     );
 }
 
+/// A template that loops without end (here 10^10 times) is stopped and named with its
+/// place, rather than hanging `tocsin check`.
+#[test]
+fn a_template_that_would_run_forever_is_stopped_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("customers.csv"), "email\nana@example.com\n").unwrap();
+    let t = dir.path().join("tpl/en");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join("outage.txt"),
+        "{{ eta }}{{ next_update }}\n{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out) = check(dir.path(), "campaigns: { templates: ./tpl }\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}/outage.txt:2:1: engine ran out of fuel",
+            t.display()
+        )),
+        "{out}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
 #[test]
 fn bad_audience_rows_fail_the_check_with_their_lines() {
     let dir = tempfile::tempdir().unwrap();
