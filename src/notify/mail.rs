@@ -15,6 +15,8 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::Mail;
@@ -83,7 +85,14 @@ impl Mailer {
         let from = sender(mail)?;
         let Some(url) = &mail.smtp else {
             let dir = data_dir.join("mail");
-            std::fs::create_dir_all(&dir)
+            // The spool holds customers' addresses and staff's signed links: tocsin's alone.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .and_then(|_| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                })
                 .map_err(|e| MailError::Config(format!("cannot create {}: {e}", dir.display())))?;
             return Ok(Mailer {
                 transport: Transport::Files(AsyncFileTransport::new(&dir)),
@@ -242,9 +251,21 @@ impl Mailer {
             Transport::Files(t) => tokio::time::timeout(self.deadline, t.send(message))
                 .await
                 .map(|r| {
-                    r.map(|_| ()).map_err(|e| {
+                    let id = r.map_err(|e| {
                         MailError::Transient(format!("cannot write the message file: {e}"))
-                    })
+                    })?;
+                    // Written under the umask; made the owner's alone.
+                    if let Some(dir) = &self.spool {
+                        let file = dir.join(format!("{id}.eml"));
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                            .map_err(|e| {
+                                MailError::Transient(format!(
+                                    "cannot make {} private: {e}",
+                                    file.display()
+                                ))
+                            })?;
+                    }
+                    Ok(())
                 }),
             Transport::Smtp(t) => tokio::time::timeout(self.deadline, t.send(message))
                 .await

@@ -213,6 +213,35 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// `data_dir`: tocsin's alone, except that others may pass through it to what it
+/// publishes (nginx reads `www/` by path; nobody else may list the directory or read
+/// the database). Any group or other read or write bit is taken away.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    let wanted = (mode & 0o711) | 0o700;
+    if mode != wanted {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(wanted))?;
+    }
+    Ok(())
+}
+
+/// `create`: makes `path` empty with mode 0600 (it did not exist); else makes the
+/// existing file 0600.
+fn private_file(path: &Path, create: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if create {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(|_| ())
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+}
+
 pub struct SqliteStore {
     pub(super) conn: Connection,
     path: PathBuf,
@@ -229,6 +258,22 @@ impl SqliteStore {
                 path: dir.display().to_string(),
                 detail: e.to_string(),
             })?;
+            private_dir(dir).map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        }
+        // The database holds the key that signs ack and unsubscribe links: readable by
+        // tocsin alone, whatever the umask. SQLite gives its WAL and shared-memory files
+        // the database's mode.
+        let private = |created: bool| {
+            private_file(path, created).map_err(|e| StoreError::Open {
+                path: name.clone(),
+                detail: e.to_string(),
+            })
+        };
+        if !path.exists() {
+            private(true)?;
         }
         let conn = Connection::open_with_flags(
             path,
@@ -264,6 +309,8 @@ impl SqliteStore {
                 known,
             });
         }
+        // Known to be tocsin's now: a database left readable is made private.
+        private(false)?;
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(classify)?;
         let _: String = conn

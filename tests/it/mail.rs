@@ -93,6 +93,11 @@ async fn without_smtp_each_message_is_an_eml_file_in_data_dir() {
         assert!(eml.contains(header), "missing {header:?} in\n{eml}");
     }
     assert!(eml.contains("Content-Type: text/plain") && eml.contains("Content-Type: text/html"));
+    // Customers' addresses and signed links: the owner's alone, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spool), 0o700);
+    assert_eq!(mode(&files[0]), 0o600);
 }
 
 #[tokio::test]

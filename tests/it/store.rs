@@ -13,7 +13,7 @@ use tocsin::incident::{
 use tocsin::probe::Reason;
 
 use tocsin::incident::Context;
-use tocsin::store::{Channel, NewDelivery, SqliteStore, Store, StoreError};
+use tocsin::store::{Channel, IncidentStore, NewDelivery, SqliteStore, Store, StoreError};
 
 /// Opens (or reopens, as a restarted process would) a backend's store kept in a directory.
 type Open = fn(&Path) -> Box<dyn Store>;
@@ -91,6 +91,32 @@ fn fail() -> Event {
             want: "200".into(),
         }),
     }
+}
+
+/// The database holds the key that signs ack and unsubscribe links: it and its WAL are
+/// the owner's alone, and `data_dir` may be passed through (to the pages nginx serves)
+/// but not listed, even when it was made world-readable before.
+#[test]
+fn the_database_and_data_dir_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = data.join("tocsin.db");
+    let mut store = SqliteStore::open(&db).unwrap();
+    store.set_meta("written", "yes").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o711);
+    assert_eq!(mode(&db), 0o600);
+    let wal = data.join("tocsin.db-wal");
+    assert!(wal.exists());
+    assert_eq!(mode(&wal), 0o600);
+    drop(store);
+    // A database made readable by hand is made private again at the next start.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = SqliteStore::open(&db).unwrap();
+    assert_eq!(mode(&db), 0o600);
 }
 
 #[test]
@@ -408,6 +434,8 @@ fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
     let junk =
         b"these are not the bytes of an SQLite database, and must stay exactly so".repeat(100);
     std::fs::write(&path, &junk).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = SqliteStore::open(&path).err().expect("refused");
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
     assert!(
@@ -416,6 +444,8 @@ fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), junk);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "not even its mode");
 }
 
 #[test]
