@@ -63,7 +63,7 @@ impl Check {
     /// The target in human terms (URL, address, name).
     pub fn target(&self) -> String {
         match self {
-            Check::Http(c) => c.url.to_string(),
+            Check::Http(c) => shown_url(&c.url),
             Check::Dns(c) => format!("{} {}", c.name, c.record_type),
             Check::Tcp(c) => c.address.clone(),
             Check::Udp(c) => c.address.clone(),
@@ -80,6 +80,20 @@ impl Check {
             },
         }
     }
+}
+
+/// A URL as tocsin shows it (API, CLI, mails, logs): the query string, which often
+/// carries a key, is replaced by `?…`.
+pub fn shown_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let had_query = u.query().is_some();
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut s = u.to_string();
+    if had_query {
+        s.push_str("?…");
+    }
+    s
 }
 
 /// The phases of a probe, named as blackbox_exporter names them.

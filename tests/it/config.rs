@@ -100,6 +100,12 @@ const CASES: &[(&str, &[&str])] = &[
         &["7:29: `not a name` is not an environment variable name (such as ANNOUNCE_LINE)"],
     ),
     (
+        "url-with-login.yaml",
+        &[
+            "4:37: the URL holds a login, which would be shown and logged with it: use `basic_auth: { username_env, password_env }`",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",

@@ -236,4 +236,12 @@ async fn health_metrics_and_api_answer() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v[0]["probe"], "p");
     assert_eq!(v[0]["last"], serde_json::Value::Null, "no run yet");
+
+    // A key in a probe URL's query string is not shown.
+    let s = state(&format!(
+        "{BASE}      - {{ name: q, http: {{ url: \"https://api.example.com/health?api_key=s3cret&x=1\" }} }}\n"
+    ));
+    let (_, body) = get(&s, "/api/v1/probes", &[]).await;
+    assert!(!body.contains("s3cret"), "{body}");
+    assert!(body.contains("https://api.example.com/health?…"), "{body}");
 }

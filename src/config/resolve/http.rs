@@ -25,6 +25,13 @@ pub(super) fn http_check(
                 cx.err(&p.key("url"), format!("URL `{u}` has no host"));
                 None
             }
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                cx.err(
+                    &p.key("url"),
+                    "the URL holds a login, which would be shown and logged with it: use `basic_auth: { username_env, password_env }`",
+                );
+                None
+            }
             Ok(url) => Some(url),
             Err(e) => {
                 cx.err(&p.key("url"), format!("invalid URL `{u}`: {e}"));
