@@ -268,7 +268,13 @@ fn finish(rows: Vec<Row>, services: &[String], mut out: Loaded) -> Loaded {
                 col: 1,
                 message,
             }),
-            Ok(r) => {
+            Ok((r, mended)) => {
+                out.warnings
+                    .extend(mended.into_iter().map(|message| RowIssue {
+                        line: r.line,
+                        col: 1,
+                        message,
+                    }));
                 let key = crate::store::address_key(&r.email);
                 if let Some(&i) = seen.get(&key) {
                     let first = &mut out.recipients[i];
@@ -300,76 +306,113 @@ fn finish(rows: Vec<Row>, services: &[String], mut out: Loaded) -> Loaded {
     out
 }
 
-fn check_row(row: &Row, services: &[String]) -> Result<Recipient, String> {
-    let get = |k: &str| {
-        row.fields
+/// A row as a recipient, with what had to be mended on the way, or why it is left out.
+///
+/// One bad row must never keep a whole audience (or tocsin) from working: a row is left
+/// out only when it has no usable address, or follows only services that do not exist
+/// (following nothing would mean following everything). Everything else is mended and
+/// said: control characters taken out of the name and other fields, an unusable
+/// language or time zone replaced by the default, unknown services dropped.
+fn check_row(row: &Row, services: &[String]) -> Result<(Recipient, Vec<String>), String> {
+    let mut mended = Vec::new();
+    let get = |k: &str, mended: &mut Vec<String>| -> String {
+        let raw = row
+            .fields
             .iter()
             .find(|(n, _, _)| n == k)
             .map(|(_, v, _)| v.as_str())
-            .unwrap_or("")
-    };
-    for (k, v, _) in &row.fields {
-        if v.chars().any(|c| c.is_control()) {
-            return Err(format!(
-                "`{k}` holds a line break or control character (a header injection attempt?): the row is left out"
+            .unwrap_or("");
+        if raw.chars().any(|c| c.is_control()) && k != "email" {
+            mended.push(format!(
+                "`{k}` held a line break or control character: taken out"
             ));
+            return clean(raw);
         }
+        raw.to_string()
+    };
+    let email = get("email", &mut mended);
+    if email.chars().any(|c| c.is_control()) {
+        return Err(
+            "`email` holds a line break or control character (a header injection attempt?): the row is left out"
+                .into(),
+        );
     }
-    let email = get("email");
     if email.is_empty() {
-        return Err("no email address".into());
+        return Err("no email address: the row is left out".into());
     }
     if email.parse::<lettre::Address>().is_err() {
         return Err(format!(
-            "`{email}` is not an email address (expected e.g. ana@example.com)"
+            "`{email}` is not an email address (expected e.g. ana@example.com): the row is left out"
         ));
     }
-    let language = match get("language") {
+    let name = get("name", &mut mended);
+    let language = match get("language", &mut mended).as_str() {
         "" => "en".to_string(),
-        l => l.to_lowercase(),
+        l if valid_language(&l.to_lowercase()) => l.to_lowercase(),
+        l => {
+            mended.push(format!(
+                "language `{l}` is not a language code such as en, pl or sv: English is used"
+            ));
+            "en".to_string()
+        }
     };
-    if !valid_language(&language) {
-        return Err(format!(
-            "language `{language}` is not a language code such as en, pl or sv"
-        ));
-    }
-    let timezone = match get("timezone") {
+    let timezone = match get("timezone", &mut mended).as_str() {
         "" => "UTC".to_string(),
-        t => t.to_string(),
+        t if t.parse::<chrono_tz::Tz>().is_ok() => t.to_string(),
+        t => {
+            mended.push(format!(
+                "time zone `{t}` is unknown (use an IANA name such as Europe/Warsaw): UTC is used"
+            ));
+            "UTC".to_string()
+        }
     };
-    if timezone.parse::<chrono_tz::Tz>().is_err() {
-        return Err(format!(
-            "time zone `{timezone}` is unknown: use an IANA name such as Europe/Warsaw or America/New_York"
-        ));
-    }
-    let mut subscribed = Vec::new();
-    for s in get("services")
+    let listed: Vec<String> = get("services", &mut mended)
         .split(|c: char| c == ';' || c == '|' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-    {
-        if !services.iter().any(|k| k == s) {
-            return Err(format!(
-                "service `{s}` is not in the config (services: {})",
-                services.join(", ")
-            ));
+        .map(str::to_string)
+        .collect();
+    let (subscribed, unknown): (Vec<String>, Vec<String>) = listed
+        .into_iter()
+        .partition(|s| services.iter().any(|k| k == s));
+    if !unknown.is_empty() {
+        let msg = format!(
+            "service `{}` is not in the config (services: {})",
+            unknown.join("`, `"),
+            services.join(", ")
+        );
+        if subscribed.is_empty() {
+            // Following nothing known must not become following everything.
+            return Err(format!("{msg}: the row is left out"));
         }
-        subscribed.push(s.to_string());
+        mended.push(format!("{msg}: ignored"));
     }
     let vars = row
         .fields
         .iter()
         .filter(|(n, _, _)| !KNOWN.contains(&n.as_str()))
-        .map(|(n, v, _)| (n.clone(), v.clone()))
+        .map(|(n, v, _)| (n.clone(), clean(v)))
         .collect();
-    Ok(Recipient {
-        line: row.line,
-        email: email.to_string(),
-        name: get("name").to_string(),
-        language,
-        timezone,
-        services: subscribed,
-        vars,
-    })
+    Ok((
+        Recipient {
+            line: row.line,
+            email,
+            name,
+            language,
+            timezone,
+            services: subscribed,
+            vars,
+        },
+        mended,
+    ))
+}
+
+/// A field with its control characters (line breaks, tabs, escapes) replaced by spaces
+/// and the spaces they leave collapsed.
+fn clean(s: &str) -> String {
+    s.split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn valid_var(s: &str) -> bool {
@@ -400,19 +443,64 @@ mod tests {
             short@example.com,Short\n";
         let l = from_csv(text, &ids());
         let emails: Vec<&str> = l.recipients.iter().map(|r| r.email.as_str()).collect();
-        assert_eq!(emails, ["ana@example.com", "bob@example.com"]);
+        // Left out: no usable address, only unknown services, a broken row. Mended and
+        // mailed: a name with a line break (cleaned), an unknown time zone (UTC).
+        assert_eq!(
+            emails,
+            [
+                "ana@example.com",
+                "bob@example.com",
+                "eve@example.com",
+                "carl@example.com"
+            ]
+        );
         assert_eq!(l.recipients[0].services, ["shop", "api"]);
         assert_eq!(l.recipients[0].vars["plan"], "gold");
         assert_eq!(l.recipients[1].name, "Bob, Jr.");
         assert!(l.recipients[1].follows("api"));
+        assert_eq!(l.recipients[2].name, "Eve Bcc: all@example.com");
+        assert_eq!(l.recipients[3].timezone, "UTC");
         let lines: Vec<usize> = l.errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [4, 5, 8, 9, 10], "{:?}", l.errors);
-        assert!(l.errors[4].message.contains("2 fields, the header has 6"));
-        assert!(l.errors[1].message.contains("header injection"));
-        assert!(l.errors[2].message.contains("Mars/Olympus"));
-        assert!(l.errors[3].message.contains("service `warehouse`"));
-        assert_eq!(l.warnings.len(), 1);
-        assert_eq!(l.warnings[0].line, 7);
+        assert_eq!(lines, [4, 9, 10], "{:?}", l.errors);
+        assert!(l.errors[0].message.ends_with("the row is left out"));
+        assert!(l.errors[1].message.contains("service `warehouse`"));
+        assert!(l.errors[2].message.contains("2 fields, the header has 6"));
+        let warned: Vec<(usize, &str)> = l
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.message.as_str()))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                (
+                    5,
+                    "`name` held a line break or control character: taken out"
+                ),
+                (
+                    7,
+                    "ANA@example.com is also on line 2: merged into one recipient"
+                ),
+                (
+                    8,
+                    "time zone `Mars/Olympus` is unknown (use an IANA name such as Europe/Warsaw): UTC is used"
+                ),
+            ]
+        );
+    }
+
+    /// A row naming known and unknown services keeps the known ones; an unknown
+    /// language falls back to English. Both said, neither drops the customer.
+    #[test]
+    fn unknown_services_and_languages_are_mended_not_dropped() {
+        let l = from_csv(
+            "email,language,services\nana@example.com,xx-!!,shop;warehouse\n",
+            &ids(),
+        );
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        assert_eq!(l.recipients[0].services, ["shop"]);
+        assert_eq!(l.recipients[0].language, "en");
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
     }
 
     #[test]
@@ -434,11 +522,12 @@ mod tests {
                     - email: bob@example.com\n  timezone: Nowhere/City\n\
                     - just a string\n";
         let l = from_yaml(text, &ids());
-        assert_eq!(l.recipients.len(), 1);
         assert_eq!(l.recipients[0].services, ["shop"]);
         assert_eq!(l.recipients[0].timezone, "UTC");
+        assert_eq!(l.recipients.len(), 2, "Nowhere/City is mended to UTC");
+        assert_eq!(l.recipients[1].timezone, "UTC");
         let lines: Vec<usize> = l.errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [2, 4], "{:?}", l.errors);
+        assert_eq!(lines, [4], "{:?}", l.errors);
     }
 }
 

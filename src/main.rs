@@ -51,7 +51,13 @@ enum Command {
     /// Probe on schedule and serve /metrics, /healthz, /api and /probe (the default).
     Run,
     /// Validate the configuration: exit 0 when valid, 2 with FILE:LINE:COL errors when not.
-    Check,
+    /// Bad audience rows are warnings (they are left out or mended, and everyone else is
+    /// mailed), errors only with --strict.
+    Check {
+        /// Treat bad audience rows as errors (for a CRM export checked before upload).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Run one probe once and print its outcome: exit 0 on success, 1 on failure.
     Probe {
         /// The probe's name (or service/name).
@@ -142,12 +148,25 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
+        Command::Check { strict } => {
             let found = tocsin::campaign::preflight(&config);
             for w in &found.warnings {
                 eprintln!("warning: {w}");
             }
-            let errors: Vec<_> = found.templates.iter().chain(&found.rows).collect();
+            if !strict {
+                // A bad row never stops the monitor: the unit runs `check` before start.
+                for r in &found.rows {
+                    eprintln!("warning: {r}");
+                }
+                if !found.rows.is_empty() {
+                    eprintln!(
+                        "warning: {} audience row(s) left out (everyone else is mailed; `check --strict` makes them errors)",
+                        found.rows.len()
+                    );
+                }
+            }
+            let rows: &[_] = if strict { &found.rows } else { &[] };
+            let errors: Vec<_> = found.templates.iter().chain(rows).collect();
             if !errors.is_empty() {
                 for e in &errors {
                     eprintln!("{e}");
