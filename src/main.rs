@@ -90,20 +90,20 @@ enum Command {
         #[arg(long)]
         service: String,
         /// On-call's estimate: recovery this long after the outage starts (e.g. 5h).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = tocsin::text::time::parse_duration)]
         eta: Option<std::time::Duration>,
         /// When on-call sets the ETA, after the incident opens.
-        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "10m", value_parser = tocsin::text::time::parse_duration)]
         eta_after: std::time::Duration,
         /// On-call acknowledges this long after the incident opens (default: nobody does).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = tocsin::text::time::parse_duration)]
         ack_after: Option<std::time::Duration>,
         /// How long the outage lasts without an ETA (default: the customer threshold
         /// plus 90 minutes).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = tocsin::text::time::parse_duration)]
         duration: Option<std::time::Duration>,
         /// When the outage starts, RFC 3339 (default: now).
-        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        #[arg(long, value_parser = tocsin::text::time::parse_time)]
         start: Option<std::time::SystemTime>,
         /// Also write every sample in full (HTML pages, texts) to this directory.
         #[arg(long)]
@@ -113,7 +113,7 @@ enum Command {
     /// container health checks).
     Health {
         /// How long to wait for the answer.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = tocsin::text::time::parse_duration)]
         timeout: std::time::Duration,
     },
 }

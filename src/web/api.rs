@@ -336,10 +336,14 @@ async fn eta(
     .await
 }
 
-/// An ETA given as a duration from `now` (`4h`) or an RFC 3339 time; never in the past.
+/// The furthest ETA taken.
+const MAX_ETA: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
+/// An ETA given as a duration from `now` (`4h`) or an RFC 3339 time; never in the past,
+/// and at most a year away (further is not an estimate of a recovery).
 pub fn parse_eta(s: &str, now: SystemTime) -> Result<SystemTime, String> {
-    let t = if let Ok(d) = crate::config::parse_duration(s) {
-        now + d
+    let t = if let Ok(d) = humantime::parse_duration(s.trim()) {
+        now.checked_add(d).unwrap_or_else(crate::text::time::latest)
     } else if let Ok(t) = humantime::parse_rfc3339_weak(s.trim()) {
         t
     } else {
@@ -349,6 +353,11 @@ pub fn parse_eta(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     };
     if t <= now {
         return Err(format!("ETA `{s}` is not in the future"));
+    }
+    if t > now + MAX_ETA {
+        return Err(format!(
+            "ETA `{s}` is more than a year away: give the time recovery is expected, or none"
+        ));
     }
     Ok(t)
 }

@@ -131,20 +131,18 @@ async fn add(
             format!("no service `{}` (services: {})", w.service, ids.join(", ")),
         ));
     }
-    let start = humantime::parse_rfc3339_weak(&w.start).map_err(|_| {
-        bad(format!(
-            "`start` must be an RFC 3339 time such as 2026-12-01T22:00:00Z, not `{}`",
-            w.start
-        ))
-    })?;
-    let duration = humantime::parse_duration(&w.duration)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            bad(format!(
-                "`duration` must be such as 2h or 90m, not `{}`",
-                w.duration
-            ))
+    let start =
+        crate::text::time::parse_time(&w.start).map_err(|e| bad(format!("`start`: {e}")))?;
+    let duration = crate::text::time::parse_duration(&w.duration)
+        .map_err(|e| bad(format!("`duration`: {e}")))
+        .and_then(|d| {
+            if d.is_zero() {
+                Err(bad(
+                    "`duration` must be longer than zero, such as 2h or 90m",
+                ))
+            } else {
+                Ok(d)
+            }
         })?;
     let now = m.api.clock.now();
     if start + duration <= now {
@@ -154,11 +152,10 @@ async fn add(
     }
     let mut before = Vec::new();
     for b in &w.announce_before {
-        before.push(humantime::parse_duration(b).map_err(|_| {
-            bad(format!(
-                "`announce_before` holds durations such as 48h or 1h, not `{b}`"
-            ))
-        })?);
+        before.push(
+            crate::text::time::parse_duration(b)
+                .map_err(|e| bad(format!("`announce_before`: {e}")))?,
+        );
     }
     if w.note.len() > 500 || w.note.contains(['\r', '\n']) {
         return Err(bad("`note` is one line of at most 500 characters"));

@@ -281,6 +281,26 @@ async fn bad_input_is_refused_with_the_reason() {
             Some("ETA `2020-01-01T00:00:00Z` is not in the future")
         )
     );
+    // Out of range: refused with a reason, never a panic (it was one).
+    for (eta, why) in [
+        ("10000y", "is more than a year away"),
+        ("9999-12-31T23:00:00Z", "is more than a year away"),
+        ("18446744073709551615s", "is more than a year away"),
+    ] {
+        let (code, body) = call(
+            &f,
+            "POST",
+            "/api/v1/incidents/shop/eta",
+            T,
+            &format!(r#"{{"eta":"{eta}"}}"#),
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{eta}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(why),
+            "{eta}: {body}"
+        );
+    }
     let (code, body) = call(&f, "POST", "/api/v1/incidents/shop/eta", T, "{not json").await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(
@@ -306,6 +326,10 @@ fn etas_parse_as_durations_or_times() {
     );
     assert!(parse_eta("0s", now).is_err());
     assert!(parse_eta("", now).is_err());
+    assert_eq!(
+        parse_eta("400d", now).unwrap_err(),
+        "ETA `400d` is more than a year away: give the time recovery is expected, or none"
+    );
 }
 
 mod links {

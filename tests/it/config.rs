@@ -106,6 +106,14 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "out-of-range-times.yaml",
+        &[
+            "3:25: duration `20000d` is longer than ten years, the longest tocsin takes",
+            "7:63: duration `300000y` is longer than ten years, the longest tocsin takes",
+            "8:29: `start`: `9999-12-31T22:00:00Z` is outside the years 2000 to 2199, the times tocsin takes",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",
@@ -247,7 +255,7 @@ const CASES: &[(&str, &[&str])] = &[
         "maintenance-unknown-service.yaml",
         &[
             "7:16: unknown service `shpo`, did you mean `shop`?",
-            "7:29: `start` must be an RFC 3339 time such as 2026-12-01T22:00:00Z, not `2026-12-01 22:00`",
+            "7:29: `start`: `2026-12-01 22:00` is not an RFC 3339 time such as 2026-12-01T22:00:00Z",
         ],
     ),
     (

@@ -234,7 +234,29 @@ maintenance:
                 "--duration",
                 "1h",
             ],
-            "(400): `start` must be an RFC 3339 time",
+            "(400): `start`: `tomorrow` is not an RFC 3339 time",
+        ),
+        (
+            vec![
+                "--service",
+                "shop",
+                "--start",
+                "9999-12-31T22:00:00Z",
+                "--duration",
+                "1h",
+            ],
+            "(400): `start`: `9999-12-31T22:00:00Z` is outside the years 2000 to 2199",
+        ),
+        (
+            vec![
+                "--service",
+                "shop",
+                "--start",
+                "2030-01-01T00:00:00Z",
+                "--duration",
+                "300000y",
+            ],
+            "(400): `duration`: duration `300000y` is longer than ten years",
         ),
         (
             vec![
@@ -245,7 +267,7 @@ maintenance:
                 "--duration",
                 "0s",
             ],
-            "(400): `duration` must be such as 2h",
+            "(400): `duration` must be longer than zero, such as 2h or 90m",
         ),
         (
             vec![
@@ -269,7 +291,7 @@ maintenance:
                 "--announce",
                 "soon",
             ],
-            "(400): `announce_before` holds durations",
+            "(400): `announce_before`: invalid duration `soon`",
         ),
     ] {
         let mut a = vec!["maintenance", "add"];

@@ -164,17 +164,8 @@ pub(super) fn last_key(path: &Path) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
-/// Durations such as `500ms`, `30s`, `15m`, `3h`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.is_empty() || t.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "invalid duration `{s}`: add a unit, e.g. `30s`, `15m`, `3h`, `500ms`"
-        ));
-    }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("invalid duration `{s}`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`"))
-}
+/// Durations such as `500ms`, `30s`, `15m`, `3h`, `1h30m`, at most ten years.
+pub use crate::text::time::parse_duration;
 
 /// Sizes: a number of bytes, or `512KiB`, `1MiB`, `10MB`, `100kB`.
 pub fn parse_size(s: &str) -> Result<u64, String> {

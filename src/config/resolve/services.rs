@@ -512,16 +512,10 @@ pub(super) fn resolve_maintenance(
                 undefined("service", &m.service, "services", services),
             );
         }
-        let start = match humantime::parse_rfc3339_weak(&m.start) {
+        let start = match crate::text::time::parse_time(&m.start) {
             Ok(t) => Some(t),
-            Err(_) => {
-                cx.err(
-                    &mp.key("start"),
-                    format!(
-                        "`start` must be an RFC 3339 time such as 2026-12-01T22:00:00Z, not `{}`",
-                        m.start
-                    ),
-                );
+            Err(e) => {
+                cx.err(&mp.key("start"), format!("`start`: {e}"));
                 None
             }
         };
