@@ -155,7 +155,10 @@ impl App {
             tracing::warn!("{w}");
         }
         for e in &found.rows {
-            tracing::error!("{e}; this row is left out of campaigns");
+            tracing::warn!("{e}");
+        }
+        for e in &found.codes {
+            tracing::error!("{e}; this code is not given out");
         }
         if !found.templates.is_empty() {
             let text: Vec<String> = found.templates.iter().map(|e| e.to_string()).collect();
@@ -452,10 +455,14 @@ impl App {
             maintenance_ready,
         );
         let server_stop = cancel.clone();
+        let limits = web::serve::Limits::for_open_files(
+            rlimit::Resource::NOFILE
+                .get()
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024),
+        );
         let server = tokio::spawn(async move {
-            axum::serve(listener, web::app(state))
-                .with_graceful_shutdown(server_stop.cancelled_owned())
-                .await
+            web::serve::serve(listener, web::app(state), limits, server_stop).await
         });
 
         let mut reloading = Reloading {

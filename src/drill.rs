@@ -408,6 +408,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     StaffMailKind::Escalated => "escalated: not acknowledged",
                     StaffMailKind::Flapping => "flapping",
                     StaffMailKind::MonitorDown => "monitor's network down",
+                    StaffMailKind::MonitorFault => "monitor's own host in trouble",
                 };
                 if let Some(m) = take_staff(to, false) {
                     if sampled.insert(format!("staff-{label}")) {

@@ -21,8 +21,13 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::incident::{Action, Event, Policy, ServiceState, Status, step};
 use crate::metrics::Metrics;
+use crate::probe::Reason;
 use crate::scheduler::Report;
 use crate::store::{Context, SharedStore, StoreError};
+
+/// While probes keep failing for want of the monitor's own resources, staff hear of it
+/// at most this often.
+const FAULT_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A staff command that did not apply.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +165,8 @@ pub struct Engine {
     /// first run.
     canaries: BTreeMap<(String, String), Option<bool>>,
     canary_down: bool,
+    /// When staff were last told of a monitor fault.
+    fault_told: Option<SystemTime>,
     store: SharedStore,
     clock: Arc<dyn Clock>,
     /// What each service's decisions are written with for their notifiers.
@@ -199,6 +206,7 @@ impl Engine {
             states,
             canaries: BTreeMap::new(),
             canary_down: false,
+            fault_told: None,
             store,
             clock,
             contexts: BTreeMap::new(),
@@ -424,6 +432,24 @@ impl Engine {
     /// A probe run finished.
     pub fn report(&mut self, r: &Report) -> Result<(), EngineError> {
         let now = self.clock.now();
+        // The monitor's own trouble (no descriptor, buffer, port or disk left) says
+        // nothing of the target: it counts toward no incident and no canary, and staff are
+        // told once an hour while it lasts.
+        if let Some(Reason::MonitorFault { cause, detail }) = &r.outcome.reason {
+            let due = self
+                .fault_told
+                .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= FAULT_NOTICE_EVERY);
+            if due {
+                self.fault_told = Some(now);
+                tracing::error!(
+                    cause,
+                    detail,
+                    "a probe failed for want of the monitor's own resources: no incident opens from it"
+                );
+                self.tell_monitor_fault(&format!("{cause}: {detail}"), now)?;
+            }
+            return Ok(());
+        }
         if r.probe.canary {
             self.canaries.insert(
                 (r.probe.service.clone(), r.probe.name.clone()),
@@ -460,9 +486,30 @@ impl Engine {
         Ok(())
     }
 
+    /// One mail to every first-level recipient: probes fail for want of the monitor's own
+    /// resources (`what`), so what it does not see may be down.
+    fn tell_monitor_fault(&mut self, what: &str, now: SystemTime) -> Result<(), EngineError> {
+        let context = Context {
+            canaries: vec![what.to_string()],
+            ..self.monitor.clone()
+        };
+        self.tell_staff(crate::incident::StaffMailKind::MonitorFault, &context, now)
+    }
+
     /// One mail to every first-level recipient: the monitor cannot see, so silence from it
     /// means nothing until its canaries pass again.
     fn tell_monitor_down(&mut self, now: SystemTime) -> Result<(), EngineError> {
+        let context = self.monitor.clone();
+        self.tell_staff(crate::incident::StaffMailKind::MonitorDown, &context, now)
+    }
+
+    /// A notice of `kind` to every first-level recipient of every policy, once each.
+    fn tell_staff(
+        &mut self,
+        kind: crate::incident::StaffMailKind,
+        context: &Context,
+        now: SystemTime,
+    ) -> Result<(), EngineError> {
         let mut to: Vec<String> = Vec::new();
         for addr in self
             .policies
@@ -479,11 +526,11 @@ impl Engine {
         }
         let action = Action::MailStaff {
             id: None,
-            kind: crate::incident::StaffMailKind::MonitorDown,
+            kind,
             level: 0,
             to,
         };
-        self.store.lock().enqueue(&action, &self.monitor, now)?;
+        self.store.lock().enqueue(&action, context, now)?;
         self.decisions += 1;
         self.publish();
         Ok(())

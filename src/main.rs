@@ -166,7 +166,12 @@ fn main() -> ExitCode {
                 }
             }
             let rows: &[_] = if strict { &found.rows } else { &[] };
-            let errors: Vec<_> = found.templates.iter().chain(rows).collect();
+            let errors: Vec<_> = found
+                .templates
+                .iter()
+                .chain(&found.codes)
+                .chain(rows)
+                .collect();
             if !errors.is_empty() {
                 for e in &errors {
                     eprintln!("{e}");
@@ -400,6 +405,15 @@ fn unix_now() -> i64 {
 /// Ctrl-C to stop.
 async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Every descriptor the hard limit allows: probes, clients, the store and mail share
+    // them, and running out must not look like an outage.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(
+            open_files = n,
+            "file descriptor limit raised to the hard limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let deps = Deps::production(&config)?;
     let app = App::build(config, path, deps).await?;
     let reload = app.reloader();

@@ -282,6 +282,9 @@ pub struct Preflight {
     /// Audience rows left out (bad address, header injection, unknown zone...): `check`
     /// fails on them; a running tocsin logs them and mails everyone else.
     pub rows: Vec<ConfigError>,
+    /// Compensation code files' bad rows: errors (a code given out twice, or a pool
+    /// that cannot be read, is the company's promise broken).
+    pub codes: Vec<ConfigError>,
     /// Accepted with a remark: merged duplicates, languages that fall back to English.
     pub warnings: Vec<ConfigError>,
     /// The templates, when they loaded.
@@ -293,6 +296,7 @@ pub struct Preflight {
 pub fn preflight(config: &Config) -> Preflight {
     let mut errors = Vec::new();
     let mut rows = Vec::new();
+    let mut codes = Vec::new();
     let mut warnings = Vec::new();
     let templates = match Templates::load(config.campaigns.templates.as_deref()) {
         Ok(t) => Some(t),
@@ -379,17 +383,18 @@ pub fn preflight(config: &Config) -> Preflight {
             message,
         };
         match audience::codes(&c.codes_csv) {
-            Err(e) => rows.push(at(1, 1, e)),
+            Err(e) => codes.push(at(1, 1, e)),
             Ok(l) => {
                 if l.codes.is_empty() && l.errors.is_empty() {
                     warnings.push(at(1, 1, "holds no codes: recovery mails after a long outage would carry none (staff are told when that happens)".into()));
                 }
-                rows.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
+                codes.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
             }
         }
     }
     Preflight {
         templates: errors,
+        codes,
         rows,
         warnings,
         loaded: templates,

@@ -129,6 +129,8 @@ pub enum StaffMailKind {
     Flapping,
     /// Every canary fails: the monitor's own network is down (not tied to a service).
     MonitorDown,
+    /// Probes fail for want of the monitor's own resources (descriptors, memory, disk).
+    MonitorFault,
 }
 
 /// A decision, to be stored with the state and carried out once.
@@ -251,7 +253,9 @@ impl Action {
                 StaffMailKind::Opened => return None,
                 StaffMailKind::Escalated => WebhookEvent::Escalated,
                 StaffMailKind::Flapping => WebhookEvent::Flapping,
-                StaffMailKind::MonitorDown => WebhookEvent::MonitorDown,
+                StaffMailKind::MonitorDown | StaffMailKind::MonitorFault => {
+                    WebhookEvent::MonitorDown
+                }
             },
             Action::Acknowledged { .. } => WebhookEvent::Acknowledged,
             Action::EtaSet { .. } => WebhookEvent::Eta,

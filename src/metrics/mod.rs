@@ -47,6 +47,8 @@ pub struct Metrics {
     compensation_missing: IntCounter,
     task_restarts: IntCounterVec,
     heartbeat_pings: IntCounterVec,
+    monitor_fault: IntGaugeVec,
+    monitor_faults: IntCounterVec,
 }
 
 /// One service's incident figures, as the engine sees them.
@@ -350,6 +352,30 @@ impl Metrics {
         ] {
             heartbeat_pings.with_label_values(&[result]).inc_by(0);
         }
+        let monitor_fault = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_monitor_fault",
+                    "1 while probes fail for want of the monitor's own resources (cause: emfile, enfile, enobufs, enomem, eaddrnotavail, enospc); such failures count toward no incident.",
+                ),
+                &["cause"],
+            ),
+        );
+        let monitor_faults = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_monitor_faults_total",
+                    "Probe runs that failed for want of the monitor's own resources, by cause.",
+                ),
+                &["cause"],
+            ),
+        );
+        for cause in Self::FAULT_CAUSES {
+            monitor_fault.with_label_values(&[cause]).set(0);
+            monitor_faults.with_label_values(&[cause]).inc_by(0);
+        }
         for kind in Self::MAIL_KINDS {
             mail_sent.with_label_values(&[kind]).inc_by(0);
             mail_failed.with_label_values(&[kind]).inc_by(0);
@@ -387,6 +413,8 @@ impl Metrics {
             compensation_missing,
             task_restarts,
             heartbeat_pings,
+            monitor_fault,
+            monitor_faults,
         }
     }
 
@@ -489,12 +517,13 @@ impl Metrics {
 
     /// The mail kinds, registered at zero so dashboards see every series from the start.
     /// Campaign mails count as `campaign_<kind>`, one per recipient.
-    pub const MAIL_KINDS: [&'static str; 11] = [
+    pub const MAIL_KINDS: [&'static str; 12] = [
         "staff_opened",
         "staff_escalated",
         "staff_flapping",
         "staff_resolved",
         "staff_monitor_down",
+        "staff_monitor_fault",
         "staff_compensation",
         "campaign_outage",
         "campaign_update",
@@ -515,9 +544,31 @@ impl Metrics {
         self.outbox_pending.set(n as i64);
     }
 
-    /// Records one outcome of a configured probe.
+    /// The causes of a monitor fault, by errno name.
+    pub const FAULT_CAUSES: [&'static str; 6] = [
+        "emfile",
+        "enfile",
+        "enobufs",
+        "enomem",
+        "eaddrnotavail",
+        "enospc",
+    ];
+
+    /// Records one outcome of a configured probe. A monitor fault leaves the probe's
+    /// series as they were (it says nothing of the target) and shows as a fault.
     pub fn observe(&self, probe: &Probe, o: &Outcome) {
         let (service, name) = (probe.service.as_str(), probe.name.as_str());
+        if let Some(Reason::MonitorFault { cause, .. }) = &o.reason {
+            self.monitor_fault.with_label_values(&[cause]).set(1);
+            self.monitor_faults.with_label_values(&[cause]).inc();
+            return;
+        }
+        if o.success {
+            // Resources were there for this run: whatever ran out is back.
+            for cause in Self::FAULT_CAUSES {
+                self.monitor_fault.with_label_values(&[cause]).set(0);
+            }
+        }
         self.probes.observe(service, name, &probe.check, o);
         let result = match &o.reason {
             None => "success",

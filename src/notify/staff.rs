@@ -66,7 +66,7 @@ pub fn render(
         } => format!("[tocsin] {name} is DOWN, unacknowledged (escalation level {level})"),
         // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
-            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown,
+            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown | StaffMailKind::MonitorFault,
             ..
         } => format!("[tocsin] {name} is flapping"),
         StaffNotice::Resolved { ended, .. } => format!(
@@ -100,7 +100,7 @@ pub fn render(
         }
         // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
-            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown,
+            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown | StaffMailKind::MonitorFault,
             ..
         } => {
             let _ = writeln!(
@@ -233,6 +233,18 @@ pub fn render_notice(
                 at(now)
             ),
         ),
+        StaffMailKind::MonitorFault => (
+            "[tocsin] tocsin's own host is out of resources".to_string(),
+            format!(
+                "A probe failed because tocsin's own host ran out of something ({}).\n\
+                 Such failures say nothing of the targets: they open no incident and customers\n\
+                 are told nothing, so an outage could go unseen while this lasts.\n\
+                 Check the host: open files (ulimit -n), memory, local ports, disk space.\n\n\
+                 Since {}. tocsin repeats this at most once an hour while it lasts.\n",
+                failing.join(", "),
+                at(now)
+            ),
+        ),
         _ => {
             let name = service_name.unwrap_or("A service");
             (
@@ -337,6 +349,7 @@ impl StaffMail {
             };
             let k = match kind {
                 StaffMailKind::MonitorDown => "staff_monitor_down",
+                StaffMailKind::MonitorFault => "staff_monitor_fault",
                 _ => "staff_flapping",
             };
             let name = (!context.service_name.is_empty()).then_some(context.service_name.as_str());
@@ -369,6 +382,7 @@ impl StaffMail {
                     StaffMailKind::Escalated => "staff_escalated",
                     StaffMailKind::Flapping => "staff_flapping",
                     StaffMailKind::MonitorDown => "staff_monitor_down",
+                    StaffMailKind::MonitorFault => "staff_monitor_fault",
                 };
                 let notice = StaffNotice::Level {
                     kind: *kind,

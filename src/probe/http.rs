@@ -440,6 +440,8 @@ impl Resolve for TimedResolver {
             rec.enter(Phase::Connect);
             let addrs = match looked {
                 Ok(a) => a,
+                // The monitor's own trouble travels as the io::Error it is.
+                Err(e) if super::monitor_fault(&e).is_some() => return Err(Box::new(e) as _),
                 Err(e) => {
                     return Err(Box::new(ResolveFailed {
                         host,

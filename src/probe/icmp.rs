@@ -80,6 +80,9 @@ pub(crate) async fn probe(c: &IcmpCheck, rec: &Recorder, timeout: Duration) -> R
 
 /// Why the ICMP socket could not be opened, with the fix when it is a permission.
 fn setup_reason(e: &std::io::Error) -> Reason {
+    if super::monitor_fault(e).is_some() {
+        return super::io_reason(e);
+    }
     if e.kind() == ErrorKind::PermissionDenied {
         Reason::IcmpPermission {
             detail: "the kernel refused both an ICMP datagram socket and a raw socket".into(),
@@ -93,6 +96,9 @@ fn setup_reason(e: &std::io::Error) -> Reason {
 
 /// Why an echo request could not be sent.
 fn send_reason(e: &std::io::Error) -> Reason {
+    if super::monitor_fault(e).is_some() {
+        return super::io_reason(e);
+    }
     match e.kind() {
         ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => Reason::Unreachable {
             detail: e.to_string(),

@@ -109,9 +109,12 @@ pub(crate) async fn resolve(
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
         .await
-        .map_err(|e| Reason::Resolve {
-            host: host.to_string(),
-            detail: e.to_string(),
+        .map_err(|e| match super::monitor_fault(&e) {
+            Some(_) => super::io_reason(&e),
+            None => Reason::Resolve {
+                host: host.to_string(),
+                detail: e.to_string(),
+            },
         })?
         .collect();
     let addr = ip.choose(host, &addrs)?;

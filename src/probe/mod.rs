@@ -300,6 +300,14 @@ pub enum Reason {
     /// No route to the network or host.
     #[error("unreachable: {detail}")]
     Unreachable { detail: String },
+    /// The probe failed for want of the monitor's own resources (descriptors, buffers,
+    /// memory, local ports, disk): a fault of tocsin's host, never the target's. Such an
+    /// outcome counts toward no incident.
+    #[error(
+        "tocsin's own host is out of {}: {detail} (a monitor fault, not the target's)",
+        fault_what(cause)
+    )]
+    MonitorFault { cause: String, detail: String },
     /// An I/O error not covered above.
     #[error("{detail}")]
     Io { detail: String },
@@ -672,9 +680,48 @@ impl Timeline {
     }
 }
 
+/// The monitor's own resource an OS error says ran out, by its errno name: what makes a
+/// probe failure a monitor fault.
+pub fn monitor_fault(e: &std::io::Error) -> Option<&'static str> {
+    Some(match e.raw_os_error()? {
+        24 => "emfile",
+        23 => "enfile",
+        105 => "enobufs",
+        12 => "enomem",
+        99 => "eaddrnotavail",
+        28 => "enospc",
+        _ => return None,
+    })
+}
+
+fn fault_what(cause: &str) -> &'static str {
+    match cause {
+        "emfile" => "file descriptors",
+        "enfile" => "file descriptors system-wide",
+        "enobufs" => "network buffers",
+        "enomem" => "memory",
+        "eaddrnotavail" => "local addresses or ports",
+        "enospc" => "disk space",
+        _ => "a resource",
+    }
+}
+
+impl Reason {
+    /// Whether this failure is the monitor's own (see [`Reason::MonitorFault`]).
+    pub fn is_monitor_fault(&self) -> bool {
+        matches!(self, Reason::MonitorFault { .. })
+    }
+}
+
 /// Classifies an I/O error met while connecting or talking.
 pub(crate) fn io_reason(e: &std::io::Error) -> Reason {
     use std::io::ErrorKind::*;
+    if let Some(cause) = monitor_fault(e) {
+        return Reason::MonitorFault {
+            cause: cause.to_string(),
+            detail: e.to_string(),
+        };
+    }
     match e.kind() {
         ConnectionRefused => Reason::ConnectionRefused,
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => Reason::ConnectionReset,

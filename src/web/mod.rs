@@ -8,6 +8,7 @@ pub mod campaigns;
 pub mod maintenance;
 pub mod ping;
 pub mod public;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Duration;

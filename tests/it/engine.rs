@@ -127,3 +127,86 @@ async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
         "{subjects:?}"
     );
 }
+
+/// A probe that fails because the monitor itself has no file descriptor left (a real
+/// EMFILE, from a lowered limit) is the monitor's fault: no incident opens however often
+/// it happens, staff are told once, and the probe's own series are left alone.
+#[tokio::test]
+async fn a_probe_failing_for_want_of_descriptors_opens_no_incident_and_staff_hear_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let staff_mail = StaffMail {
+        store: store.clone(),
+        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path()).unwrap()),
+        config: LiveConfig::new(cfg.clone()),
+        clock: Arc::new(SystemClock),
+        metrics: metrics.clone(),
+        signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
+    };
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        metrics: metrics.clone(),
+        engine: engine.handle().subscribe(),
+        notifiers: vec![Arc::new(staff_mail)],
+    };
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut probe = cfg.probes().find(|p| p.name == "home").unwrap().clone();
+    let mut check = probe.check.clone();
+    if let tocsin::probe::Check::Tcp(t) = &mut check {
+        t.address = target.local_addr().unwrap().to_string();
+    }
+    std::sync::Arc::make_mut(&mut probe).check = check.clone();
+
+    // No descriptor left for this process (nextest runs each test in its own process).
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    rlimit::Resource::NOFILE.set(open + 8, hard).unwrap();
+    let mut hogs = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hogs.push(f);
+    }
+    let outcome = tocsin::probe::run(&check, Duration::from_secs(5), SystemTime::now()).await;
+    drop(hogs);
+    rlimit::Resource::NOFILE.set(soft, hard).unwrap();
+    assert!(
+        matches!(&outcome.reason, Some(Reason::MonitorFault { cause, .. }) if cause == "emfile"),
+        "{:?}",
+        outcome.reason
+    );
+    assert_eq!(
+        outcome.reason.as_ref().unwrap().to_string(),
+        "tocsin's own host is out of file descriptors: Too many open files (os error 24) (a monitor fault, not the target's)"
+    );
+    let report = Report {
+        probe,
+        outcome,
+        lag: Duration::ZERO,
+    };
+    for _ in 0..5 {
+        engine.report(&report).unwrap();
+        metrics.observe(&report.probe, &report.outcome);
+    }
+    assert!(engine.state("shop").unwrap().incident.is_none());
+    dispatcher.drain().await.unwrap();
+    assert_eq!(
+        eml_subjects(&dir.path().join("mail")),
+        ["[tocsin] tocsin's own host is out of resources"]
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("tocsin_monitor_fault{cause=\"emfile\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tocsin_monitor_faults_total{cause=\"emfile\"} 5"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("probe_success{probe=\"home\""),
+        "no verdict on the target: {text}"
+    );
+}

@@ -245,3 +245,69 @@ async fn health_metrics_and_api_answer() {
     assert!(!body.contains("s3cret"), "{body}");
     assert!(body.contains("https://api.example.com/health?…"), "{body}");
 }
+
+/// Clients cannot exhaust the monitor: idle and half-sent connections are closed after
+/// the header timeout, connections over the cap are closed at accept, and the server
+/// answers again once they are gone.
+#[tokio::test]
+async fn idle_half_sent_and_excess_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = tocsin::web::serve::Limits {
+        header_timeout: Duration::from_millis(700),
+        max_connections: 4,
+        drain: Duration::from_secs(1),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(tocsin::web::serve::serve(
+        listener,
+        app(state(BASE)),
+        limits,
+        stop.clone(),
+    ));
+    let start = Instant::now();
+    let within = |d: u64| Duration::from_millis(d);
+    let mut idle = Vec::new();
+    for i in 0..4 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i == 0 {
+            // Slowloris: half a request head, never finished.
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(c);
+    }
+    tokio::task::yield_now().await;
+    // The fifth is over the cap: closed at once.
+    let mut excess = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(within(500), excess.read(&mut buf))
+        .await
+        .expect("the excess connection is closed at once");
+    assert_eq!(n.unwrap_or(0), 0);
+    // The four are closed by the header timeout, not before.
+    for mut c in idle {
+        let n = tokio::time::timeout(within(5000), c.read(&mut buf))
+            .await
+            .expect("an idle connection is closed by the header timeout")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(start.elapsed() >= within(600), "{:?}", start.elapsed());
+    // Slots are free again: a real request is answered.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(within(5000), c.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
