@@ -22,6 +22,7 @@ mod incident_machine;
 mod mail;
 mod maintenance;
 mod outage;
+mod own_trouble;
 mod pages;
 mod probe_dns_tcp;
 mod probe_grpc;

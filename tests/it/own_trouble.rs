@@ -1,0 +1,89 @@
+//! The monitor's own trouble is not an outage, reproduced as it was found: tocsin run
+//! with 64 file descriptors, and 55 clients that connect and send nothing. Before, the
+//! listener ran out of descriptors, the probes failed with `Too many open files`, an
+//! incident opened and customers were about to be told, for a target that never failed.
+
+use std::time::Duration;
+
+use crate::support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_on_a_small_descriptor_limit_cause_no_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, _up) = support::switchable_target().await;
+    let port = support::free_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        support::shop_config(
+            port,
+            target,
+            "escalation: default",
+            "escalation:\n  default:\n    - { after: 0m, to: [oncall@example.com] }\n",
+        )
+        .replace(
+            "data_dir: ./var",
+            &format!("data_dir: {}", dir.path().join("var").display()),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tocsin.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let _tocsin = support::Proc(
+        std::process::Command::new("prlimit")
+            .args(["--nofile=64:64", "--"])
+            .arg(env!("CARGO_BIN_EXE_tocsin"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("prlimit (util-linux)"),
+    );
+    let explain = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::until("tocsin to serve", Duration::from_secs(20), &explain, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    // 55 clients that connect and send nothing, held for six probe rounds.
+    let mut idle = Vec::new();
+    for _ in 0..55 {
+        if let Ok(c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            idle.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    drop(idle);
+    // The header timeout (10 s) frees the slots the idle clients held.
+    let mut served = None;
+    for _ in 0..40 {
+        if let Some(v) = support::metric(port, "tocsin_incident_open{service=\"shop\"}").await {
+            served = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        served,
+        Some(0.0),
+        "no incident for a target that never failed\n{}",
+        explain()
+    );
+    let m = support::metrics(port).await;
+    assert!(
+        m.contains("probe_success{probe=\"home\",service=\"shop\"} 1"),
+        "{m}\n{}",
+        explain()
+    );
+    assert!(
+        !explain().contains("incident decision"),
+        "no decision was taken:\n{}",
+        explain()
+    );
+    assert!(
+        explain().contains("file descriptor limit raised") || explain().contains("cannot raise"),
+        "{}",
+        explain()
+    );
+}
