@@ -132,6 +132,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     latest: Arc<Latest>,
     listener: tokio::net::TcpListener,
+    /// `internal_listen`, when configured.
+    internal: Option<tokio::net::TcpListener>,
     templates: Arc<Templates>,
     signer: Arc<Signer>,
     link: Link,
@@ -175,6 +177,14 @@ impl App {
                 addr: config.listen,
                 source,
             })?;
+        let internal = match config.internal_listen {
+            None => None,
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Listen { addr, source })?,
+            ),
+        };
         let signer = Arc::new(Signer::new(&deps.store.lock().link_key()?));
         // Maintenance windows added through the API join those of the file.
         let windows = deps.store.lock().windows(deps.clock.now())?;
@@ -202,6 +212,7 @@ impl App {
             metrics,
             latest: Arc::new(Latest::default()),
             listener,
+            internal,
             templates,
             signer,
             link: Link::new(),
@@ -244,6 +255,7 @@ impl App {
             metrics,
             latest,
             listener,
+            internal,
             templates,
             signer,
             link,
@@ -462,7 +474,18 @@ impl App {
                 .unwrap_or(1024),
         );
         let server = tokio::spawn(async move {
-            web::serve::serve(listener, web::app(state), limits, server_stop).await
+            match internal {
+                None => web::serve::serve(listener, web::app(state), limits, server_stop).await,
+                Some(inside) => {
+                    let public = web::router(state.clone(), web::Side::Public);
+                    let private = web::router(state, web::Side::Internal);
+                    let (a, b) = tokio::join!(
+                        web::serve::serve(listener, public, limits, server_stop.clone()),
+                        web::serve::serve(inside, private, limits, server_stop),
+                    );
+                    a.and(b)
+                }
+            }
         });
 
         let mut reloading = Reloading {

@@ -28,7 +28,7 @@ pub use resolve::icmp::valid_host;
 pub use resolve::mail::dkim_key;
 pub use resolve::mail::{Company, Dkim, Mail};
 pub use resolve::pages::{Hotline, Webhook};
-pub use resolve::services::{Compensation, Level, Maintenance, Module, Probe, Service};
+pub use resolve::services::{Allow, Compensation, Level, Maintenance, Module, Probe, Service};
 pub use resolve::tcp::valid_host_port;
 pub use resolve::webhooks::IncidentWebhook;
 pub use resolve::{

@@ -12,6 +12,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
+    /// A second listener for /metrics, /probe and the JSON APIs, kept off the public one.
+    pub internal_listen: Option<String>,
     /// Base of the links in mails and pages (default: http:// + listen).
     pub public_url: Option<String>,
     pub data_dir: Option<String>,
@@ -94,6 +96,10 @@ pub struct RawProbe {
 #[serde(deny_unknown_fields)]
 pub struct RawModule {
     pub timeout: Option<String>,
+    /// The targets this module may be aimed at (host names, `*.domain`, CIDRs); required
+    /// when it carries secret headers.
+    #[serde(default)]
+    pub allow: Vec<String>,
     pub http: Option<RawHttp>,
     pub dns: Option<RawDns>,
     pub tcp: Option<RawTcp>,

@@ -55,6 +55,9 @@ pub struct HttpCheck {
     pub ip: super::ip::IpProtocol,
     /// Every request goes through this proxy (HTTPS by CONNECT).
     pub proxy: Option<HttpProxy>,
+    /// The addresses a host name must resolve to for this run (`/probe` pins those it
+    /// checked against a module's `allow`).
+    pub pin: Option<(String, Vec<SocketAddr>)>,
 }
 
 /// An HTTP(S) proxy and its login.
@@ -88,6 +91,7 @@ impl HttpCheck {
             tls: TlsOptions::system(),
             ip: super::ip::IpProtocol::default(),
             proxy: None,
+            pin: None,
         }
     }
 }
@@ -190,7 +194,7 @@ pub(crate) async fn probe(c: &HttpCheck, rec: &Recorder, now: SystemTime) -> Res
     };
     let client = builder
         .use_preconfigured_tls(tls)
-        .dns_resolver(Arc::new(TimedResolver(rec.clone(), c.ip)))
+        .dns_resolver(Arc::new(TimedResolver(rec.clone(), c.ip, c.pin.clone())))
         .connector_layer(PhaseLayer(rec.clone()))
         .pool_max_idle_per_host(0)
         // Redirects are followed below, by hand: a secret header must not reach another
@@ -425,18 +429,28 @@ fn error_chain<'a>(
 /// Resolves through the system (getaddrinfo, /etc/hosts included), times it, and orders
 /// the addresses by `ip_protocol`. The first address is the one reported: it is the one
 /// the connector tries first.
-struct TimedResolver(Recorder, super::ip::IpProtocol);
+struct TimedResolver(
+    Recorder,
+    super::ip::IpProtocol,
+    Option<(String, Vec<SocketAddr>)>,
+);
 
 impl Resolve for TimedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let rec = self.0.clone();
         let ip = self.1;
+        let pin = self.2.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
             rec.enter(Phase::Resolve);
-            let looked = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map(|a| a.collect::<Vec<SocketAddr>>());
+            let looked = match pin.filter(|(h, _)| h.eq_ignore_ascii_case(&host)) {
+                // A pinned name resolves to the addresses that were checked; a redirect to
+                // another name resolves as usual (and gets no secret header).
+                Some((_, addrs)) => Ok(addrs),
+                None => tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map(|a| a.collect::<Vec<SocketAddr>>()),
+            };
             rec.enter(Phase::Connect);
             let addrs = match looked {
                 Ok(a) => a,

@@ -44,7 +44,33 @@ pub struct AppState {
     pub heartbeats: Option<Arc<crate::heartbeat::Heartbeats>>,
 }
 
+/// Where a router is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `listen` when `internal_listen` is set: the status page and what customers and
+    /// staff reach from mails (unsubscribe, signed links), heartbeat pings, health.
+    Public,
+    /// `internal_listen`: `/metrics`, `/probe`, the JSON APIs, health.
+    Internal,
+    /// `listen` alone serves everything; `/probe` and `/api/v1/probes` then need the API
+    /// token (`/metrics` stays open, as every exporter's does: its labels hold only
+    /// configured names).
+    Both,
+}
+
+/// At most this many `/probe` requests run at once; more wait for a slot (within their
+/// scrape's timeout) and are refused (503) if none comes.
+const PROBE_SLOTS: usize = 32;
+
+/// Everything on one listener (see [`Side::Both`]).
 pub fn app(state: AppState) -> Router {
+    router(state, Side::Both)
+}
+
+/// The routes of one side.
+pub fn router(state: AppState, side: Side) -> Router {
+    let public = side != Side::Internal;
+    let internal = side != Side::Public;
     let incidents = state.incidents.clone();
     let campaign_routes = state.campaigns.clone();
     let public_routes = state.public.clone();
@@ -55,30 +81,71 @@ pub fn app(state: AppState) -> Router {
         config: state.config.clone(),
         api: state.incidents.clone(),
     });
-    let mut router = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/api/v1/probes", get(probes))
-        .route("/probe", get(probe_endpoint))
-        .with_state(state);
-    if let Some(api) = incidents {
-        router = router
-            .merge(api::routes(api.clone()))
-            .merge(act::routes(api));
+    let mut router = Router::new().route("/healthz", get(healthz));
+    if internal {
+        let slots = Arc::new(tokio::sync::Semaphore::new(PROBE_SLOTS));
+        let mut probing = Router::new().route("/api/v1/probes", get(probes)).route(
+            "/probe",
+            get(move |st, q, h| probe_endpoint(st, q, h, slots.clone())),
+        );
+        if side == Side::Both {
+            let guard = state.incidents.clone();
+            probing = probing.route_layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let guard = guard.clone();
+                    async move { token_guard(guard, req, next).await }
+                },
+            ));
+        }
+        router = router.route("/metrics", get(metrics)).merge(probing);
     }
-    if let Some(c) = campaign_routes {
+    let mut router = router.with_state(state);
+    if let Some(api) = incidents {
+        if internal {
+            router = router.merge(api::routes(api.clone()));
+        }
+        if public {
+            router = router.merge(act::routes(api));
+        }
+    }
+    if let Some(c) = campaign_routes.filter(|_| internal) {
         router = router.merge(campaigns::routes(c));
     }
-    if let Some(p) = public_routes {
+    if let Some(p) = public_routes.filter(|_| public) {
         router = router.merge(public::routes(p));
     }
-    if let Some(m) = maintenance_routes {
+    if let Some(m) = maintenance_routes.filter(|_| internal) {
         router = router.merge(maintenance::routes(m));
     }
     if let Some(p) = pings {
-        router = router.merge(ping::routes(p));
+        if public {
+            router = router.merge(ping::routes(p.clone()));
+        }
+        if internal {
+            router = router.merge(ping::api_routes(p));
+        }
     }
     router
+}
+
+/// On a single listener, `/probe` and `/api/v1/probes` answer only with the API token:
+/// they reach internal addresses and show internal URLs.
+async fn token_guard(
+    api: Option<api::IncidentApi>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(api) = api else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "/probe and /api/v1/probes need the API token, or an `internal_listen` of their own\n",
+        )
+            .into_response();
+    };
+    match api::authorize(&api, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 const PROM_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -114,7 +181,16 @@ async fn probe_endpoint(
     State(s): State<AppState>,
     Query(q): Query<ProbeQuery>,
     headers: HeaderMap,
+    slots: Arc<tokio::sync::Semaphore>,
 ) -> Response {
+    let wait = scrape_budget(&headers).unwrap_or(Duration::from_secs(10));
+    let Ok(Ok(_slot)) = tokio::time::timeout(wait, slots.acquire()).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("more than {PROBE_SLOTS} /probe requests at once, and no slot came in time\n"),
+        )
+            .into_response();
+    };
     let config = s.config.get();
     let module_name = q.module.as_deref().unwrap_or("http");
     let Some(module) = config.modules.get(module_name) else {
@@ -132,7 +208,7 @@ async fn probe_endpoint(
             "module `{module_name}` needs the name to look up: add `&name=`"
         ));
     }
-    let check = match with_target(
+    let mut check = match with_target(
         &module.check,
         target,
         q.name.as_deref(),
@@ -141,17 +217,21 @@ async fn probe_endpoint(
         Ok(c) => c,
         Err(msg) => return bad_request(msg),
     };
-    let mut timeout = module.timeout;
-    if let Some(scrape) = headers
-        .get("X-Prometheus-Scrape-Timeout-Seconds")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v > 0.0)
-    {
-        let budget = Duration::from_secs_f64(scrape).saturating_sub(SCRAPE_TIMEOUT_OFFSET);
-        if !budget.is_zero() {
-            timeout = timeout.min(budget);
+    if !module.allow.is_empty() {
+        match admitted(module, &check).await {
+            Ok(pin) => {
+                // The secrets go to the addresses that were checked, not to whatever
+                // the name resolves to a moment later.
+                if let (Check::Http(h), Some(pin)) = (&mut check, pin) {
+                    h.pin = Some(pin);
+                }
+            }
+            Err(msg) => return (StatusCode::FORBIDDEN, msg).into_response(),
         }
+    }
+    let mut timeout = module.timeout;
+    if let Some(budget) = scrape_budget(&headers) {
+        timeout = timeout.min(budget);
     }
     let outcome = probe::run(&check, timeout, s.clock.now()).await;
     if let Some(reason) = &outcome.reason {
@@ -162,6 +242,58 @@ async fn probe_endpoint(
         render_single(&check, &outcome),
     )
         .into_response()
+}
+
+/// Whether the module may be aimed at this check's target: its host by name, or every
+/// address it resolves to, in the module's `allow`. For HTTP, the addresses checked.
+async fn admitted(
+    module: &crate::config::Module,
+    check: &Check,
+) -> Result<Option<(String, Vec<std::net::SocketAddr>)>, String> {
+    let (host, port) = match check {
+        Check::Http(h) => (
+            h.url.host_str().unwrap_or_default().to_string(),
+            h.url.port_or_known_default().unwrap_or(80),
+        ),
+        Check::Tcp(t) => host_port(&t.address),
+        Check::Udp(u) => host_port(&u.address),
+        Check::Grpc(g) => host_port(&g.address),
+        Check::Icmp(i) => (i.host.clone(), 0),
+        Check::Dns(d) => (d.server.map(|s| s.ip().to_string()).unwrap_or_default(), 53),
+        Check::Heartbeat(_) => return Err("not a probe".into()),
+    };
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
+        .await
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+    if module.admits(&bare, &ips) {
+        Ok(Some((bare, addrs)))
+    } else {
+        Err(format!(
+            "target `{host}` is not in this module's `allow` list: it is not probed\n"
+        ))
+    }
+}
+
+fn host_port(address: &str) -> (String, u16) {
+    let (h, p) = crate::probe::ip::split_host_port(address);
+    (h.to_string(), p.and_then(|p| p.parse().ok()).unwrap_or(0))
+}
+
+/// The time Prometheus gives this scrape, less the margin for the answer.
+fn scrape_budget(headers: &HeaderMap) -> Option<Duration> {
+    let scrape = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0 && *v < 86_400.0)?;
+    let budget = Duration::from_secs_f64(scrape).saturating_sub(SCRAPE_TIMEOUT_OFFSET);
+    (!budget.is_zero()).then_some(budget)
 }
 
 fn bad_request(msg: String) -> Response {

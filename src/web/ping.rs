@@ -28,10 +28,17 @@ pub struct PingApi {
     pub api: Option<IncidentApi>,
 }
 
+/// The pings: on the public side, where jobs on other hosts reach them.
 pub fn routes(p: PingApi) -> Router {
     Router::new()
         .route("/ping/{token}", any(success))
         .route("/ping/{token}/{signal}", any(signal))
+        .with_state(p)
+}
+
+/// The heartbeat list (it shows the tokens): on the internal side.
+pub fn api_routes(p: PingApi) -> Router {
+    Router::new()
         .route("/api/v1/heartbeats", get(list))
         .with_state(p)
 }

@@ -38,6 +38,9 @@ fn write(path: &Path, body: &str) {
 /// The module pairs: blackbox's definition and tocsin's, meaning the same check.
 fn configs(dir: &Path, ca: &Path, tocsin_port: u16) -> (std::path::PathBuf, std::path::PathBuf) {
     let ca = ca.display();
+    // /probe is served on the internal listener only; the public one is not used here
+    // (port 0: no number another part of the test could be given too).
+    let public_port = 0;
     let bb = dir.join("blackbox.yml");
     write(
         &bb,
@@ -133,7 +136,8 @@ fn configs(dir: &Path, ca: &Path, tocsin_port: u16) -> (std::path::PathBuf, std:
     write(
         &tocsin,
         &format!(
-            r#"listen: 127.0.0.1:{tocsin_port}
+            r#"listen: 127.0.0.1:{public_port}
+internal_listen: 127.0.0.1:{tocsin_port}
 data_dir: ./var
 services:
   - id: self

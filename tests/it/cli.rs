@@ -147,8 +147,17 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success());
 }
 
+/// The API token the `run` test's tocsin is given: /api/v1/probes needs it on a single
+/// listener.
+const TOKEN: &str = "cli-test-token";
+
 async fn get(url: &str) -> Option<String> {
-    let r = support::client().get(url).send().await.ok()?;
+    let r = support::client()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .ok()?;
     r.text().await.ok()
 }
 
@@ -199,6 +208,7 @@ async fn run_reloads_on_sighup_refuses_bad_files_and_stops_on_sigterm() {
             cfg.to_str().unwrap(),
         ])
         .env("RUST_LOG", "info")
+        .env("TOCSIN_API_TOKEN", TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

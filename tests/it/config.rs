@@ -114,6 +114,15 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "probe-exposure.yaml",
+        &[
+            "2:18: `internal_listen` must differ from `listen`: it keeps /metrics, /probe and the APIs off the public listener",
+            "9:5: module `authed` sends secret headers (headers_env, basic_auth, bearer_token_env): list in `allow` the targets it may be aimed at, or anyone could have /probe send them elsewhere",
+            "11:13: `10.0.0.0/33` is not a host name, `*.domain`, IP address or network such as 10.0.0.0/8",
+            "11:50: `not a host` is not a host name, `*.domain`, IP address or network such as 10.0.0.0/8",
+        ],
+    ),
+    (
         "icmp-probe.yaml",
         &[
             "5:23: `host` must be a host name or an IP address, such as 192.0.2.10 or gw.internal, not `gw.internal:80`",

@@ -63,6 +63,7 @@ fn prometheus_config(dir: &Path, tocsin: u16, probed: &str) -> PathBuf {
 fn tocsin_config(
     dir: &Path,
     port: u16,
+    public: u16,
     target: std::net::SocketAddr,
     tls: u16,
     ca: &Path,
@@ -79,7 +80,8 @@ fn tocsin_config(
     write(
         &path,
         &format!(
-            "listen: 127.0.0.1:{port}
+            "listen: 127.0.0.1:{public}
+internal_listen: 127.0.0.1:{port}
 data_dir: ./var
 services:
   - id: shop
@@ -106,7 +108,7 @@ audiences:
 mail:
   from: \"Example Status <status@example.com>\"
 ",
-            ca = ca.display()
+            ca = ca.display(),
         ),
     );
     path
@@ -186,10 +188,14 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let ca = support::Ca::new();
     let tls = support::HttpServer::start(Some(ca.server(-1, 30))).await;
     let dns = support::dns_server().await;
+    // `port` is the internal listener (/metrics, /probe, the APIs), which Prometheus
+    // scrapes; `public` serves the pages and the heartbeat pings.
     let port = support::free_port();
+    let public = support::free_port();
     let cfg = tocsin_config(
         dir.path(),
         port,
+        public,
         target,
         tls.addr.port(),
         ca.pem_file.path(),
@@ -248,13 +254,23 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         .next()
         .unwrap()
         .to_string();
+    // Pings go to the public listener.
     let pinged = support::client()
-        .post(format!("http://127.0.0.1:{port}/ping/{token}"))
+        .post(format!("http://127.0.0.1:{public}/ping/{token}"))
         .body("exported 120 rows")
         .send()
         .await
         .unwrap();
     assert_eq!(pinged.status().as_u16(), 200);
+    // The public listener serves no /metrics, /probe or API.
+    for path in ["/metrics", "/probe?module=tcp&target=127.0.0.1:1", "/api/v1/probes"] {
+        let r = support::client()
+            .get(format!("http://127.0.0.1:{public}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path} on the public listener");
+    }
 
     // The outage: two failed rounds open the incident; an ETA beyond the 1 h threshold
     // starts the customer phase at once (placeholder, campaign to the two shop

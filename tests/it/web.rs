@@ -16,7 +16,7 @@ use tocsin::clock::SystemClock;
 use tocsin::config::{self, LiveConfig};
 use tocsin::metrics::Metrics;
 use tocsin::scheduler::Latest;
-use tocsin::web::{AppState, app};
+use tocsin::web::{AppState, Side, app, router};
 
 fn state(yaml: &str) -> AppState {
     let c = config::parse(yaml, Path::new("web.yaml")).unwrap_or_else(|e| panic!("{e}"));
@@ -36,12 +36,22 @@ fn state(yaml: &str) -> AppState {
 const BASE: &str =
     "services:\n  - id: s\n    probes:\n      - { name: p, tcp: { address: \"127.0.0.1:9\" } }\n";
 
+/// A GET on the internal side (`internal_listen`), where /probe and the APIs live.
 async fn get(s: &AppState, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
+    get_on(s, Side::Internal, uri, headers).await
+}
+
+async fn get_on(
+    s: &AppState,
+    side: Side,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
     let mut req = Request::builder().uri(uri);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = app(s.clone())
+    let resp = router(s.clone(), side)
         .oneshot(req.body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -310,4 +320,91 @@ async fn idle_half_sent_and_excess_connections_are_closed() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// With `internal_listen`, the public listener serves no /metrics, /probe or JSON API; on
+/// a single listener /probe and /api/v1/probes need the API token.
+#[tokio::test]
+async fn probe_and_apis_stay_off_the_public_side_or_behind_the_token() {
+    let s = state(BASE);
+    for path in [
+        "/metrics",
+        "/probe?module=tcp&target=127.0.0.1:9",
+        "/api/v1/probes",
+    ] {
+        let (code, _) = get_on(&s, Side::Public, path, &[]).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{path} on the public side");
+    }
+    assert_eq!(
+        get_on(&s, Side::Public, "/healthz", &[]).await.0,
+        StatusCode::OK
+    );
+    // One listener: /metrics open, /probe and /api/v1/probes refused without the token
+    // (this state has no API: there is no token to give).
+    assert_eq!(
+        get_on(&s, Side::Both, "/metrics", &[]).await.0,
+        StatusCode::OK
+    );
+    for path in ["/probe?module=tcp&target=127.0.0.1:9", "/api/v1/probes"] {
+        let (code, body) = get_on(&s, Side::Both, path, &[]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{path}: {body}");
+    }
+}
+
+/// A module that sends secrets is aimed only at the targets in its `allow`, checked
+/// after DNS; others are refused before anything is sent.
+#[tokio::test]
+async fn a_module_with_secrets_probes_only_its_allowed_targets() {
+    let (addr, seen) = support::recording_http(|_: &str| {
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string()
+    })
+    .await;
+    let c = config::parse_with(
+        &format!(
+            "{BASE}modules:\n  authed:\n    allow: [\"127.0.0.0/8\"]\n    http: {{ headers_env: {{ X-Api-Key: PROBE_KEY }} }}\n  loose:\n    http: {{ headers_env: {{ X-Api-Key: PROBE_KEY }} }}\n"
+        ),
+        Path::new("web.yaml"),
+        &|k: &str| (k == "PROBE_KEY").then(|| "k3y".to_string()),
+    );
+    // Without `allow`, a module with secrets is refused at load.
+    let err = c.err().unwrap().to_string();
+    assert!(err.contains("module `loose` sends secret headers"), "{err}");
+    let c = config::parse_with(
+        &format!(
+            "{BASE}modules:\n  authed:\n    allow: [\"127.0.0.0/8\", \"*.internal.example\"]\n    http: {{ headers_env: {{ X-Api-Key: PROBE_KEY }} }}\n"
+        ),
+        Path::new("web.yaml"),
+        &|k: &str| (k == "PROBE_KEY").then(|| "k3y".to_string()),
+    )
+    .unwrap();
+    let mut s = state(BASE);
+    s.config = LiveConfig::new(c);
+    let (code, body) = get(
+        &s,
+        &format!("/probe?module=authed&target=http://{addr}/"),
+        &[],
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+    assert!(
+        seen.lock().unwrap()[0]
+            .to_ascii_lowercase()
+            .contains("x-api-key: k3y")
+    );
+    // A name outside the list (which does not even resolve here): refused, nothing sent.
+    let (code, body) = get(
+        &s,
+        "/probe?module=authed&target=http://attacker.example/",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            "target `attacker.example` is not in this module's `allow` list: it is not probed\n"
+        )
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "nothing more was sent");
 }

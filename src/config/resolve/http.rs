@@ -285,6 +285,7 @@ pub(super) fn http_check(
     let ip = ip_protocol(cx, p, h.ip_protocol.as_deref(), h.ip_protocol_fallback);
     let proxy = proxy(cx, p, h, proxy_login);
     Some(HttpCheck {
+        pin: None,
         proxy: proxy?,
         ip: ip?,
         url: url?,

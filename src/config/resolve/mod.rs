@@ -44,6 +44,9 @@ pub struct Config {
     pub source: PathBuf,
     /// Where the HTTP endpoints (metrics, API, status page) are served.
     pub listen: SocketAddr,
+    /// With it: `/metrics`, `/probe` and the JSON APIs are served here and only here, the
+    /// public `listen` keeping what customers and staff reach from mails.
+    pub internal_listen: Option<SocketAddr>,
     /// Base of the links in mails and pages, without a trailing slash.
     pub public_url: String,
     /// The store, and `.eml` files when no SMTP server is configured.
@@ -102,6 +105,20 @@ pub(super) fn resolve(
             cx.err(&root.key("listen"), format!("`listen` must be an IP address and port such as {DEFAULT_LISTEN}, not `{listen_s}`"));
             None
         }
+    };
+    let internal_listen = match raw.internal_listen.as_deref() {
+        None => Some(None),
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(addr) if Some(addr) == listen => {
+                cx.err(&root.key("internal_listen"), "`internal_listen` must differ from `listen`: it keeps /metrics, /probe and the APIs off the public listener");
+                None
+            }
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                cx.err(&root.key("internal_listen"), format!("`internal_listen` must be an IP address and port such as 127.0.0.1:9779, not `{a}`"));
+                None
+            }
+        },
     };
     let public_url = match raw.public_url.as_deref() {
         None => None,
@@ -171,9 +188,11 @@ pub(super) fn resolve(
         return None;
     }
     let listen = listen?;
+    let internal_listen = internal_listen?;
     Some(Config {
         source: file.to_path_buf(),
         listen,
+        internal_listen,
         public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
         data_dir,
         max_concurrency,

@@ -62,6 +62,66 @@ pub struct Module {
     pub check: Check,
     /// The built-in `dns` module has no name of its own: the request must give `name=`.
     pub requires_name: bool,
+    /// The targets the module may be aimed at; empty: any (only for a module without
+    /// secret headers).
+    pub allow: Vec<Allow>,
+}
+
+/// One `allow` entry of a module.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Allow {
+    /// This host name exactly.
+    Host(String),
+    /// Any name under this domain (`*.example.com`).
+    Under(String),
+    /// Any address in this network (`10.0.0.0/8`, or one address).
+    Net(ipnet::IpNet),
+}
+
+impl Allow {
+    fn parse(s: &str) -> Option<Allow> {
+        if let Ok(n) = s.parse::<ipnet::IpNet>() {
+            return Some(Allow::Net(n));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Some(Allow::Net(ipnet::IpNet::from(ip)));
+        }
+        if let Some(domain) = s.strip_prefix("*.") {
+            return super::icmp::valid_host(domain)
+                .then(|| Allow::Under(domain.to_ascii_lowercase()));
+        }
+        super::icmp::valid_host(s).then(|| Allow::Host(s.to_ascii_lowercase()))
+    }
+}
+
+impl Module {
+    /// Whether the module sends secrets (headers from the environment, logins) with its
+    /// requests: then it may only be aimed at the targets in `allow`.
+    pub fn carries_secrets(&self) -> bool {
+        matches!(&self.check, Check::Http(h) if !h.secret_headers.is_empty())
+    }
+
+    /// Whether a target named `host`, which resolved to `addrs`, is allowed: by its name,
+    /// or with every address it resolved to inside an allowed network (a name an attacker
+    /// controls could resolve anywhere).
+    pub fn admits(&self, host: &str, addrs: &[IpAddr]) -> bool {
+        if self.allow.is_empty() {
+            return true;
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let by_name = self.allow.iter().any(|a| match a {
+            Allow::Host(h) => *h == host,
+            Allow::Under(d) => host.ends_with(&format!(".{d}")),
+            Allow::Net(_) => false,
+        });
+        let by_address = !addrs.is_empty()
+            && addrs.iter().all(|ip| {
+                self.allow
+                    .iter()
+                    .any(|a| matches!(a, Allow::Net(n) if n.contains(ip)))
+            });
+        by_name || by_address
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -367,6 +427,7 @@ pub(super) fn resolve_modules(
             timeout: def_timeout,
             check: Check::Http(builtin_http),
             requires_name: false,
+            allow: Vec::new(),
         },
     );
     out.insert(
@@ -383,6 +444,7 @@ pub(super) fn resolve_modules(
                 starttls: None,
             }),
             requires_name: false,
+            allow: Vec::new(),
         },
     );
     out.insert(
@@ -395,6 +457,7 @@ pub(super) fn resolve_modules(
                 ip: IpProtocol::default(),
             }),
             requires_name: false,
+            allow: Vec::new(),
         },
     );
     out.insert(
@@ -409,6 +472,7 @@ pub(super) fn resolve_modules(
                 ip: IpProtocol::default(),
             }),
             requires_name: false,
+            allow: Vec::new(),
         },
     );
     out.insert(
@@ -428,6 +492,7 @@ pub(super) fn resolve_modules(
                 dnssec: false,
             }),
             requires_name: true,
+            allow: Vec::new(),
         },
     );
     for (name, m) in raw {
@@ -437,15 +502,30 @@ pub(super) fn resolve_modules(
             .as_deref()
             .and_then(|s| cx.positive_duration(&mp.key("timeout"), s))
             .unwrap_or(def_timeout);
+        let mut allow = Vec::new();
+        for (i, a) in m.allow.iter().enumerate() {
+            match Allow::parse(a) {
+                Some(rule) => allow.push(rule),
+                None => cx.err(
+                    &mp.key("allow").index(i),
+                    format!("`{a}` is not a host name, `*.domain`, IP address or network such as 10.0.0.0/8"),
+                ),
+            }
+        }
         if let Some(check) = check_of(cx, &mp, m.kinds(), false) {
-            out.insert(
-                name.clone(),
-                Module {
-                    timeout,
-                    check,
-                    requires_name: false,
-                },
-            );
+            let module = Module {
+                timeout,
+                check,
+                requires_name: false,
+                allow,
+            };
+            if module.carries_secrets() && module.allow.is_empty() {
+                cx.err(
+                    &mp,
+                    format!("module `{name}` sends secret headers (headers_env, basic_auth, bearer_token_env): list in `allow` the targets it may be aimed at, or anyone could have /probe send them elsewhere"),
+                );
+            }
+            out.insert(name.clone(), module);
         }
     }
     out
