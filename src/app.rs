@@ -273,7 +273,8 @@ impl App {
         // Probe reports: scheduler → recorder → engine.
         let (tx, rx) = mpsc::channel::<Report>(1024);
         let (engine_tx, engine_rx) = mpsc::channel::<Report>(1024);
-        let mut front = Supervisor::new(metrics.clone());
+        let mut front =
+            Supervisor::new(metrics.clone()).telling(store.clone(), config.clone(), clock.clone());
         let rx = Arc::new(Mutex::new(rx));
         {
             let (metrics, latest) = (metrics.clone(), latest.clone());
@@ -333,7 +334,8 @@ impl App {
 
         // The followers of the engine, each carrying out one kind of work.
         let stop = CancellationToken::new();
-        let mut back = Supervisor::new(metrics.clone());
+        let mut back =
+            Supervisor::new(metrics.clone()).telling(store.clone(), config.clone(), clock.clone());
         let campaign_ready = Arc::new(Notify::new());
         let composer = Arc::new(Composer {
             templates: templates.clone(),
@@ -670,6 +672,8 @@ impl Reloading {
 struct Supervisor {
     set: JoinSet<&'static str>,
     metrics: Arc<Metrics>,
+    /// Tells staff of a restart (once per task and run), when set.
+    tell: Option<Arc<dyn Fn(&'static str, &str) + Send + Sync>>,
 }
 
 impl Supervisor {
@@ -677,7 +681,50 @@ impl Supervisor {
         Supervisor {
             set: JoinSet::new(),
             metrics,
+            tell: None,
         }
+    }
+
+    /// Staff hear of the first restart of each task: a task that dies and comes back
+    /// has lost what it was doing, which may need a look (a page left up, a hook).
+    fn telling(mut self, store: SharedStore, config: LiveConfig, clock: Arc<dyn Clock>) -> Self {
+        let told = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::<
+            &'static str,
+        >::new()));
+        self.tell = Some(Arc::new(move |task, what| {
+            if !told.lock().unwrap_or_else(|e| e.into_inner()).insert(task) {
+                return;
+            }
+            let c = config.get();
+            let mut to: Vec<String> = Vec::new();
+            for a in c
+                .escalation
+                .values()
+                .filter_map(|l| l.first())
+                .flat_map(|l| l.to.iter())
+            {
+                if !to.contains(a) {
+                    to.push(a.clone());
+                }
+            }
+            if to.is_empty() {
+                return;
+            }
+            let action = crate::incident::Action::MailStaff {
+                id: None,
+                kind: crate::incident::StaffMailKind::TaskRestarted,
+                level: 0,
+                to,
+            };
+            let context = crate::store::Context {
+                canaries: vec![format!("{task}: {what}")],
+                ..Default::default()
+            };
+            if let Err(e) = store.lock().enqueue(&action, &context, clock.now()) {
+                tracing::error!(error = %e, task, "cannot tell staff of the restart");
+            }
+        }));
+        self
     }
 
     /// Runs `make()` until it returns; a panic starts it again after a short delay.
@@ -687,6 +734,7 @@ impl Supervisor {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let metrics = self.metrics.clone();
+        let tell = self.tell.clone();
         // Every supervised task has its series from the start, at zero.
         metrics.task_started(task);
         self.set.spawn(async move {
@@ -702,6 +750,9 @@ impl Supervisor {
                             .unwrap_or_else(|| "(no message)".into());
                         metrics.task_restarted(task);
                         tracing::error!(task, panic = %what, "task panicked; starting it again");
+                        if let Some(tell) = &tell {
+                            tell(task, &what);
+                        }
                         tokio::time::sleep(RESTART_DELAY).await;
                     }
                     Err(_) => return task,
@@ -778,5 +829,48 @@ mod tests {
             "{}",
             metrics.render()
         );
+    }
+
+    /// Staff hear of a task's first restart, once however often it panics.
+    #[tokio::test(start_paused = true)]
+    async fn staff_hear_once_of_a_task_that_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::parse(
+            "services:\n  - id: s\n    escalation: default\n    probes:\n      - { name: p, tcp: { address: \"127.0.0.1:9\" } }\nescalation:\n  default:\n    - { after: 0m, to: [oncall@example.com] }\n",
+            &dir.path().join("probes.yaml"),
+        )
+        .unwrap();
+        let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let mut sup = Supervisor::new(metrics).telling(store.clone(), LiveConfig::new(cfg), clock);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        sup.spawn("pages", move || {
+            let runs = counted.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) < 3 {
+                    panic!("index out of range");
+                }
+            }
+        });
+        sup.join_all().await;
+        let told = store.lock().decisions().unwrap();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert!(
+            matches!(
+                told[0].action,
+                crate::incident::Action::MailStaff {
+                    kind: crate::incident::StaffMailKind::TaskRestarted,
+                    ..
+                }
+            ),
+            "{:?}",
+            told[0].action
+        );
+        let context = told[0].context.clone().unwrap();
+        assert_eq!(context.canaries, ["pages: index out of range"]);
     }
 }

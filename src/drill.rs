@@ -409,6 +409,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     StaffMailKind::Flapping => "flapping",
                     StaffMailKind::MonitorDown => "monitor's network down",
                     StaffMailKind::MonitorFault => "monitor's own host in trouble",
+                    StaffMailKind::TaskRestarted => "a task of tocsin restarted",
                 };
                 if let Some(m) = take_staff(to, false) {
                     if sampled.insert(format!("staff-{label}")) {

@@ -131,6 +131,8 @@ pub enum StaffMailKind {
     MonitorDown,
     /// Probes fail for want of the monitor's own resources (descriptors, memory, disk).
     MonitorFault,
+    /// One of tocsin's tasks panicked and was started again.
+    TaskRestarted,
 }
 
 /// A decision, to be stored with the state and carried out once.
@@ -253,9 +255,9 @@ impl Action {
                 StaffMailKind::Opened => return None,
                 StaffMailKind::Escalated => WebhookEvent::Escalated,
                 StaffMailKind::Flapping => WebhookEvent::Flapping,
-                StaffMailKind::MonitorDown | StaffMailKind::MonitorFault => {
-                    WebhookEvent::MonitorDown
-                }
+                StaffMailKind::MonitorDown
+                | StaffMailKind::MonitorFault
+                | StaffMailKind::TaskRestarted => WebhookEvent::MonitorDown,
             },
             Action::Acknowledged { .. } => WebhookEvent::Acknowledged,
             Action::EtaSet { .. } => WebhookEvent::Eta,

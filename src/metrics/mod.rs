@@ -517,13 +517,14 @@ impl Metrics {
 
     /// The mail kinds, registered at zero so dashboards see every series from the start.
     /// Campaign mails count as `campaign_<kind>`, one per recipient.
-    pub const MAIL_KINDS: [&'static str; 12] = [
+    pub const MAIL_KINDS: [&'static str; 13] = [
         "staff_opened",
         "staff_escalated",
         "staff_flapping",
         "staff_resolved",
         "staff_monitor_down",
         "staff_monitor_fault",
+        "staff_task_restarted",
         "staff_compensation",
         "campaign_outage",
         "campaign_update",

@@ -66,7 +66,11 @@ pub fn render(
         } => format!("[tocsin] {name} is DOWN, unacknowledged (escalation level {level})"),
         // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
-            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown | StaffMailKind::MonitorFault,
+            kind:
+                StaffMailKind::Flapping
+                | StaffMailKind::MonitorDown
+                | StaffMailKind::MonitorFault
+                | StaffMailKind::TaskRestarted,
             ..
         } => format!("[tocsin] {name} is flapping"),
         StaffNotice::Resolved { ended, .. } => format!(
@@ -100,7 +104,11 @@ pub fn render(
         }
         // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
-            kind: StaffMailKind::Flapping | StaffMailKind::MonitorDown | StaffMailKind::MonitorFault,
+            kind:
+                StaffMailKind::Flapping
+                | StaffMailKind::MonitorDown
+                | StaffMailKind::MonitorFault
+                | StaffMailKind::TaskRestarted,
             ..
         } => {
             let _ = writeln!(
@@ -245,6 +253,17 @@ pub fn render_notice(
                 at(now)
             ),
         ),
+        StaffMailKind::TaskRestarted => (
+            "[tocsin] a task of tocsin failed and was restarted".to_string(),
+            format!(
+                "A task of tocsin panicked and was started again ({}).\n\
+                 What it was doing at that moment may need a look (a page, an announcement,\n\
+                 a mailbox). tocsin_task_restarts_total counts restarts; this is a bug to report.\n\n\
+                 Since {}. Each task is reported once per run.\n",
+                failing.join(", "),
+                at(now)
+            ),
+        ),
         _ => {
             let name = service_name.unwrap_or("A service");
             (
@@ -350,6 +369,7 @@ impl StaffMail {
             let k = match kind {
                 StaffMailKind::MonitorDown => "staff_monitor_down",
                 StaffMailKind::MonitorFault => "staff_monitor_fault",
+                StaffMailKind::TaskRestarted => "staff_task_restarted",
                 _ => "staff_flapping",
             };
             let name = (!context.service_name.is_empty()).then_some(context.service_name.as_str());
@@ -383,6 +403,7 @@ impl StaffMail {
                     StaffMailKind::Flapping => "staff_flapping",
                     StaffMailKind::MonitorDown => "staff_monitor_down",
                     StaffMailKind::MonitorFault => "staff_monitor_fault",
+                    StaffMailKind::TaskRestarted => "staff_task_restarted",
                 };
                 let notice = StaffNotice::Level {
                     kind: *kind,

@@ -263,7 +263,11 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         .unwrap();
     assert_eq!(pinged.status().as_u16(), 200);
     // The public listener serves no /metrics, /probe or API.
-    for path in ["/metrics", "/probe?module=tcp&target=127.0.0.1:1", "/api/v1/probes"] {
+    for path in [
+        "/metrics",
+        "/probe?module=tcp&target=127.0.0.1:1",
+        "/api/v1/probes",
+    ] {
         let r = support::client()
             .get(format!("http://127.0.0.1:{public}{path}"))
             .send()
