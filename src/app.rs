@@ -673,8 +673,11 @@ struct Supervisor {
     set: JoinSet<&'static str>,
     metrics: Arc<Metrics>,
     /// Tells staff of a restart (once per task and run), when set.
-    tell: Option<Arc<dyn Fn(&'static str, &str) + Send + Sync>>,
+    tell: Option<Tell>,
 }
+
+/// Tells staff that `task` restarted after saying `what`.
+type Tell = Arc<dyn Fn(&'static str, &str) + Send + Sync>;
 
 impl Supervisor {
     fn new(metrics: Arc<Metrics>) -> Supervisor {
