@@ -87,3 +87,98 @@ async fn idle_clients_on_a_small_descriptor_limit_cause_no_incident() {
         explain()
     );
 }
+
+/// A tmpfs of its own for `data_dir`, unmounted on drop (the suite runs as root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tocsin-test"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Writes until the disk is full; the file is removed to give the space back.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// The disk of `data_dir` fills up during an outage: nothing can be stored, so nothing
+/// is decided or sent (and nothing panics); when space returns, the outage is decided
+/// from the probes as they are then, and staff get exactly one mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_during_an_outage_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let var = dir.path().join("var");
+    let disk = SmallDisk::mount(&var, "4m");
+    let (target, up) = support::switchable_target().await;
+    let port = support::free_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        support::shop_config(
+            port,
+            target,
+            "escalation: default",
+            "escalation:\n  default:\n    - { after: 0m, to: [oncall@example.com] }\nmail:\n  from: \"Example Status <status@example.com>\"\n",
+        )
+        .replace("data_dir: ./var", &format!("data_dir: {}", var.display())),
+    )
+    .unwrap();
+    let app = support::InProcess::start(&cfg, &[]).await;
+    support::runs(port, "shop", "success", 2, &String::new).await;
+
+    let filler = disk.fill();
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    support::runs(port, "shop", "failure", 4, &String::new).await;
+    assert!(
+        app.store
+            .lock()
+            .open_incident_of("shop")
+            .ok()
+            .flatten()
+            .is_none(),
+        "nothing could be stored, so nothing was decided"
+    );
+    assert!(support::spooled(dir.path()).is_empty());
+
+    std::fs::remove_file(filler).unwrap();
+    support::until_metric(
+        port,
+        "tocsin_incident_open{service=\"shop\"}",
+        Duration::from_secs(15),
+        &String::new,
+        |v| v == 1.0,
+    )
+    .await;
+    app.settled(&|| format!("{:?}", support::spooled(dir.path())))
+        .await;
+    let down: Vec<_> = support::spooled(dir.path())
+        .into_iter()
+        .filter(|(_, subject, _)| subject == "[tocsin] Web shop is DOWN")
+        .collect();
+    assert_eq!(down.len(), 1, "{down:?}");
+    app.stop().await;
+}
