@@ -5,7 +5,8 @@
 # for the placeholder snippet; headless Chromium for the pages; systemd-analyze for the
 # unit file; Dovecot with Pigeonhole's managesieved for the autoresponder, and its IMAP
 # and POP3 servers for the STARTTLS probes; iproute2,
-# procps and util-linux for the network namespaces and the unprivileged ICMP tests), and
+# procps and util-linux for the network namespaces, the unprivileged ICMP tests and the
+# descriptor limit; faketime for the clock-jump test), and
 # through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
@@ -19,6 +20,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v mount >/dev/null 2>&1 || need+=(mount)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::campaign::Composer;
 use crate::campaign::planner::Campaigns;
 use crate::campaign::sender::Sender;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SteadyClock};
 use crate::config::{self, Config, LiveConfig};
 use crate::engine::{Engine, Handle, Link};
 use crate::heartbeat::Heartbeats;
@@ -100,7 +100,8 @@ impl Deps {
     /// the secrets the config read, and live probes.
     pub fn production(config: &Config) -> Result<Deps, AppError> {
         let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db"))?);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        // Steady: a step of the system clock is no outage (see SteadyClock).
+        let clock: Arc<dyn Clock> = Arc::new(SteadyClock::new());
         let heartbeats = Heartbeats::new(store.clone(), clock.clone());
         Ok(Deps {
             clock,

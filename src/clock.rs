@@ -17,6 +17,58 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock as it was at start, carried forward by the monotonic clock: a step of
+/// the system clock (a bad NTP server, an operator's `date -s`, a VM restored from a
+/// snapshot) moves neither an incident's start nor its escalation nor the customer
+/// threshold; a four-hour jump forward would otherwise tell every customer of a
+/// four-hour outage. Slewing (NTP's gradual correction) is followed, as the monotonic
+/// clock follows it. A difference from the system clock of more than a minute is logged
+/// (once an hour while it lasts); tocsin takes the system's time again at its next start.
+#[derive(Debug)]
+pub struct SteadyClock {
+    start: SystemTime,
+    base: std::time::Instant,
+    warned: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Default for SteadyClock {
+    fn default() -> Self {
+        SteadyClock::new()
+    }
+}
+
+impl SteadyClock {
+    pub fn new() -> SteadyClock {
+        SteadyClock {
+            start: SystemTime::now(),
+            base: std::time::Instant::now(),
+            warned: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Clock for SteadyClock {
+    fn now(&self) -> SystemTime {
+        let steady = self.start + self.base.elapsed();
+        let system = SystemTime::now();
+        let off = match system.duration_since(steady) {
+            Ok(ahead) => ahead.as_secs_f64(),
+            Err(behind) => -behind.duration().as_secs_f64(),
+        };
+        if off.abs() > 60.0 {
+            let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            if w.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(3600)) {
+                *w = Some(std::time::Instant::now());
+                tracing::warn!(
+                    offset_seconds = off.round(),
+                    "the system clock jumped; tocsin keeps its own steady time until it restarts"
+                );
+            }
+        }
+        steady
+    }
+}
+
 /// A wall clock that moves only when told: a test jumps hours in an instant while tokio's
 /// own (monotonic) time runs as usual, so probes, SMTP and HTTP stay real.
 #[derive(Debug)]

@@ -182,3 +182,94 @@ async fn a_full_disk_during_an_outage_loses_and_repeats_nothing() {
     assert_eq!(down.len(), 1, "{down:?}");
     app.stop().await;
 }
+
+/// The system clock jumps four hours forward during an outage, then an hour back
+/// (libfaketime, in tocsin's process only): no customer phase from the jump (the
+/// threshold is 3 h), no escalation to the 2-hour level, the incident's start unmoved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_during_an_outage_changes_nothing() {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        std::path::Path::new(LIB).exists(),
+        "libfaketime (scripts/test.sh installs Debian's faketime)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (target, up) = support::switchable_target().await;
+    let port = support::free_port();
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "email,name\nana@example.com,Ana\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        support::shop_config(
+            port,
+            target,
+            "escalation: default\naudience: customers\ncustomer_threshold: 3h",
+            "escalation:\n  default:\n    - { after: 0m, to: [oncall@example.com] }\n    - { after: 2h, to: [lead@example.com] }\naudiences:\n  customers: { csv: ./customers.csv }\nmail:\n  from: \"Example Status <status@example.com>\"\n",
+        ),
+    )
+    .unwrap();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let log = dir.path().join("tocsin.log");
+    let _tocsin = support::Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .env("TOCSIN_API_TOKEN", "jump")
+            .env("LD_PRELOAD", LIB)
+            .env("FAKETIME_TIMESTAMP_FILE", &offset)
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let explain = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::runs(port, "shop", "success", 2, &explain).await;
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    support::until_metric(
+        port,
+        "tocsin_incident_open{service=\"shop\"}",
+        Duration::from_secs(15),
+        &explain,
+        |v| v == 1.0,
+    )
+    .await;
+    let started = || async {
+        let body = support::api_get(port, "/api/v1/incidents/shop", "jump").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["started"].clone()
+    };
+    let before = started().await;
+
+    std::fs::write(&offset, "+4h\n").unwrap();
+    support::runs(port, "shop", "failure", 4, &explain).await;
+    std::fs::write(&offset, "-1h\n").unwrap();
+    support::runs(port, "shop", "failure", 3, &explain).await;
+
+    assert_eq!(started().await, before, "the incident's start did not move");
+    assert_eq!(
+        support::metric(port, "tocsin_incident_customer_phase{service=\"shop\"}").await,
+        Some(0.0),
+        "no customer phase from a jump\n{}",
+        explain()
+    );
+    let mails = support::spooled(dir.path());
+    assert!(
+        mails.iter().all(|(to, _, _)| to == "oncall@example.com"),
+        "only the first level was mailed: {:?}",
+        mails.iter().map(|m| (&m.0, &m.1)).collect::<Vec<_>>()
+    );
+    assert!(
+        explain().contains("the system clock jumped"),
+        "{}",
+        explain()
+    );
+}
