@@ -92,7 +92,7 @@ struct Row {
     fields: Vec<(String, String, usize)>,
 }
 
-fn from_csv(text: &str, services: &[String]) -> Loaded {
+pub fn from_csv(text: &str, services: &[String]) -> Loaded {
     let mut out = Loaded::default();
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
@@ -174,7 +174,7 @@ fn from_csv(text: &str, services: &[String]) -> Loaded {
     finish(rows, services, out)
 }
 
-fn from_yaml(text: &str, services: &[String]) -> Loaded {
+pub fn from_yaml(text: &str, services: &[String]) -> Loaded {
     let mut out = Loaded::default();
     let value: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,

@@ -539,6 +539,15 @@ async fn within<T>(
         .map_err(|_| SieveError::Timeout(t))?
 }
 
+/// Reads one ManageSieve response from `bytes` (the fuzzing entry point): whether it
+/// parsed. Never panics, whatever the bytes.
+pub async fn parse_response(bytes: &[u8]) -> bool {
+    let (mut a, b) = tokio::io::duplex(bytes.len().max(1) + 16);
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut a, bytes).await;
+    drop(a);
+    Wire::new(b).response().await.is_ok()
+}
+
 /// A Sieve quoted string (RFC 5228 2.4.2): backslash and double quote escaped; line
 /// breaks are allowed inside and kept as CRLF.
 pub fn sieve_string(s: &str) -> String {

@@ -268,17 +268,49 @@ async fn exchange_tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Messa
     Ok(m)
 }
 
+/// An answer as the probe reads it (the fuzzing entry point): each section's records as
+/// zone-file lines, or nothing when the bytes are not a DNS message.
+pub fn answer_lines(bytes: &[u8]) -> Option<Vec<String>> {
+    let m = Message::from_vec(bytes).ok()?;
+    Some(
+        m.answers()
+            .iter()
+            .chain(m.name_servers())
+            .chain(m.additionals())
+            .map(|r| format!("{} {}", zone_line(r), render(r.data())))
+            .collect(),
+    )
+}
+
 /// A record as a zone-file line with tabs, as blackbox_exporter matches its
 /// `validate_*_rrs` regexes against: `shop.test.\t300\tIN\tA\t203.0.113.10`.
 fn zone_line(r: &Record) -> String {
-    format!(
-        "{}\t{}\t{}\t{}\t{}",
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if write!(
+        s,
+        "{}\t{}\t{}\t{}\t",
         r.name(),
         r.ttl(),
         r.dns_class(),
-        r.record_type(),
-        r.data()
+        r.record_type()
     )
+    .is_err()
+    {
+        s = "(unreadable record)\t".into();
+    }
+    s + &shown(r.data())
+}
+
+/// A record's data as text. hickory's formatting fails on some malformed data (a
+/// hostile server's), and `to_string` would panic on that: here it reads as unreadable.
+fn shown(d: &RData) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    match write!(s, "{d}") {
+        Ok(()) => s,
+        Err(_) => format!("(unreadable {} data)", d.record_type()),
+    }
 }
 
 /// A section of a DNS message, as the rules and reasons name it.
@@ -384,7 +416,7 @@ fn render(data: &RData) -> String {
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .collect::<Vec<_>>()
             .join(""),
-        other => other.to_string(),
+        other => shown(other),
     }
 }
 

@@ -470,3 +470,35 @@ async fn udp_closed_port_silence_and_floods_are_named() {
         "reply does not match /^ok/, got \"garbage\""
     );
 }
+
+/// Found by fuzzing (scripts/fuzz.sh, target dns_answer): an OPT record in the answer
+/// section, whose data hickory cannot format, panicked the probe while it wrote the
+/// records down. Now the record reads as unreadable, from the bytes and from a server.
+const OPT_IN_ANSWER: &[u8] = &[
+    255, 251, 255, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 41, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0,
+    150, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 41, 41, 0, 0,
+];
+
+#[tokio::test]
+async fn an_answer_with_unformattable_data_is_read_not_panicked_on() {
+    let lines = tocsin::probe::dns::answer_lines(OPT_IN_ANSWER);
+    assert!(lines.is_some());
+    // The same answer from a server, to the query's id, as a response.
+    let server = support::raw_dns(|q| {
+        let mut r = OPT_IN_ANSWER.to_vec();
+        r[0] = q[0];
+        r[1] = q[1];
+        r[2] = 0x81; // a response, recursion desired, not truncated
+        r[3] = 0x00; // NOERROR
+        r
+    })
+    .await;
+    let mut c = dns(server, "shop.test.", "A");
+    c.validate_answer.fail_if_matches = rules(&["unreadable OPT"]);
+    let o = run(Check::Dns(c), Duration::from_secs(2)).await;
+    assert_eq!(o.details.dns_answers, Some(1));
+    assert_eq!(
+        reason(&o),
+        "answer record `. 0 OPT OPT (unreadable OPT data)` matches /unreadable OPT/ (fail_if_matches)"
+    );
+}
