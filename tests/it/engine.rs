@@ -33,6 +33,46 @@ escalation:
     - { after: 0m, to: [oncall@example.com] }
 ";
 
+/// The engine on a fresh store in a scratch directory, and the dispatcher with the staff
+/// mail notifier writing `.eml` files there.
+struct Bench {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    dispatcher: Dispatcher,
+}
+
+fn bench() -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let staff_mail = StaffMail {
+        store: store.clone(),
+        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path()).unwrap()),
+        config: LiveConfig::new(cfg.clone()),
+        clock: Arc::new(SystemClock),
+        metrics: metrics.clone(),
+        signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
+    };
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        metrics: metrics.clone(),
+        engine: engine.handle().subscribe(),
+        notifiers: vec![Arc::new(staff_mail)],
+    };
+    Bench {
+        dir,
+        cfg,
+        engine,
+        metrics,
+        dispatcher,
+    }
+}
+
 fn report(cfg: &Config, name: &str, ok: bool) -> Report {
     let probe = cfg.probes().find(|p| p.name == name).unwrap().clone();
     let outcome = Outcome {
@@ -69,26 +109,13 @@ fn eml_subjects(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
-    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let staff_mail = StaffMail {
-        store: store.clone(),
-        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path()).unwrap()),
-        config: LiveConfig::new(cfg.clone()),
-        clock: Arc::new(SystemClock),
-        metrics: metrics.clone(),
-        signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
-    };
-    let dispatcher = Dispatcher {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        metrics,
-        engine: engine.handle().subscribe(),
-        notifiers: vec![Arc::new(staff_mail)],
-    };
+    let Bench {
+        dir,
+        cfg,
+        mut engine,
+        metrics: _,
+        dispatcher,
+    } = bench();
 
     // One canary failing is not enough; both failing is the monitor's own outage.
     engine.report(&report(&cfg, "gateway", false)).unwrap();
@@ -133,26 +160,13 @@ async fn when_every_canary_fails_staff_hear_once_and_no_incident_opens() {
 /// it happens, staff are told once, and the probe's own series are left alone.
 #[tokio::test]
 async fn a_probe_failing_for_want_of_descriptors_opens_no_incident_and_staff_hear_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
-    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
-    let metrics = Arc::new(Metrics::new());
-    let staff_mail = StaffMail {
-        store: store.clone(),
-        mailer: Arc::new(Mailer::new(&cfg.mail, dir.path()).unwrap()),
-        config: LiveConfig::new(cfg.clone()),
-        clock: Arc::new(SystemClock),
-        metrics: metrics.clone(),
-        signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
-    };
-    let dispatcher = Dispatcher {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        metrics: metrics.clone(),
-        engine: engine.handle().subscribe(),
-        notifiers: vec![Arc::new(staff_mail)],
-    };
+    let Bench {
+        dir,
+        cfg,
+        mut engine,
+        metrics,
+        dispatcher,
+    } = bench();
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut probe = cfg.probes().find(|p| p.name == "home").unwrap().clone();
     let mut check = probe.check.clone();

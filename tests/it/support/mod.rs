@@ -1188,15 +1188,9 @@ impl Proxy {
             while let Ok((mut s, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut b = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
-                        if s.read(&mut b).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(b[0]);
-                    }
-                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let Some(head) = read_head(&mut s).await else {
+                        return;
+                    };
                     seen.lock().unwrap().push(head.clone());
                     if let Some(l) = login {
                         use base64::Engine as _;
@@ -1304,6 +1298,20 @@ pub async fn grpc_health(
     (addr, reporter)
 }
 
+/// An HTTP request head, read a byte at a time (so nothing after it is taken), at most
+/// 16 KiB; `None` when the peer closes first.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
+        if s.read(&mut b).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(b[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// An HTTP/1.1 server that keeps each request head it receives and answers every request
 /// with `reply(head)` (a whole response).
 pub async fn recording_http(
@@ -1318,15 +1326,9 @@ pub async fn recording_http(
         while let Ok((mut s, _)) = listener.accept().await {
             let (seen, reply) = (seen.clone(), reply.clone());
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 16_384 {
-                    if s.read(&mut b).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
                 seen.lock().unwrap().push(head.clone());
                 let _ = s.write_all(reply(&head).as_bytes()).await;
             });
