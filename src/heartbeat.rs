@@ -132,8 +132,13 @@ impl Heartbeats {
             };
             let verdict = heartbeat::evaluate(c, &r.state, now);
             let status = match (&verdict, &r.state.last) {
-                (Err(crate::probe::Reason::HeartbeatLate { .. }), _) => "late",
-                (Err(crate::probe::Reason::HeartbeatRunning { .. }), _) => "late",
+                (
+                    Err(
+                        crate::probe::Reason::HeartbeatLate { .. }
+                        | crate::probe::Reason::HeartbeatRunning { .. },
+                    ),
+                    _,
+                ) => "late",
                 (Err(_), _) => "failed",
                 (Ok(()), None) => "new",
                 (Ok(()), Some(_)) if r.state.started.is_some() => "running",
@@ -185,7 +190,7 @@ impl Heartbeats {
             reason: verdict.err(),
             phases: Vec::new(),
             details: Details {
-                heartbeat_last_ping: Some(last_ping.map(unix).unwrap_or(0)),
+                heartbeat_last_ping: Some(last_ping.map(heartbeat::unix).unwrap_or(0)),
                 ..Default::default()
             },
         }
@@ -252,10 +257,4 @@ fn kept_body(body: &[u8]) -> Option<String> {
         text.push_str(" bytes]");
     }
     Some(text)
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

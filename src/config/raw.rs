@@ -139,33 +139,29 @@ impl RawKinds<'_> {
     }
 }
 
-impl RawProbe {
-    pub fn kinds(&self) -> RawKinds<'_> {
-        RawKinds {
-            http: self.http.as_ref(),
-            dns: self.dns.as_ref(),
-            tcp: self.tcp.as_ref(),
-            udp: self.udp.as_ref(),
-            icmp: self.icmp.as_ref(),
-            grpc: self.grpc.as_ref(),
-            heartbeat: self.heartbeat.as_ref(),
+/// `kinds()` for a struct with every kind's key (a probe, a module). serde's `flatten`
+/// would share the fields themselves, but it cannot be combined with
+/// `deny_unknown_fields`, which the error positions rely on.
+macro_rules! kinds_of {
+    ($t:ty) => {
+        impl $t {
+            pub fn kinds(&self) -> RawKinds<'_> {
+                RawKinds {
+                    http: self.http.as_ref(),
+                    dns: self.dns.as_ref(),
+                    tcp: self.tcp.as_ref(),
+                    udp: self.udp.as_ref(),
+                    icmp: self.icmp.as_ref(),
+                    grpc: self.grpc.as_ref(),
+                    heartbeat: self.heartbeat.as_ref(),
+                }
+            }
         }
-    }
+    };
 }
 
-impl RawModule {
-    pub fn kinds(&self) -> RawKinds<'_> {
-        RawKinds {
-            http: self.http.as_ref(),
-            dns: self.dns.as_ref(),
-            tcp: self.tcp.as_ref(),
-            udp: self.udp.as_ref(),
-            icmp: self.icmp.as_ref(),
-            grpc: self.grpc.as_ref(),
-            heartbeat: self.heartbeat.as_ref(),
-        }
-    }
-}
+kinds_of!(RawProbe);
+kinds_of!(RawModule);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -296,8 +296,9 @@ type Shown = (&'static str, Option<String>);
 pub struct ProbeSeries {
     registry: Registry,
     families: Mutex<HashMap<&'static str, GaugeVec>>,
-    /// (service, probe) → the series it shows.
-    shown: Mutex<HashMap<(String, String), Vec<Shown>>>,
+    /// service → probe → the series it shows (nested, so that the hot path looks it up
+    /// by `&str` without allocating keys).
+    shown: Mutex<HashMap<String, HashMap<String, Vec<Shown>>>>,
 }
 
 impl ProbeSeries {
@@ -333,13 +334,22 @@ impl ProbeSeries {
             now.push((x.name, x.label.map(|(_, v)| v)));
         }
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-        let before = shown.insert((service.to_string(), probe.to_string()), now.clone());
-        for gone in before
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| !now.contains(s))
-        {
-            remove(&families, service, probe, gone);
+        let of_service = match shown.get_mut(service) {
+            Some(m) => m,
+            None => shown.entry(service.to_string()).or_default(),
+        };
+        match of_service.get_mut(probe) {
+            // The usual case: the same series as last time, nothing to drop.
+            Some(before) if *before == now => {}
+            Some(before) => {
+                for gone in before.iter().filter(|s| !now.contains(s)) {
+                    remove(&families, service, probe, gone);
+                }
+                *before = now;
+            }
+            None => {
+                of_service.insert(probe.to_string(), now);
+            }
         }
     }
 
@@ -347,10 +357,8 @@ impl ProbeSeries {
     pub fn forget(&self, service: &str, probe: &str) {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-        for s in shown
-            .remove(&(service.to_string(), probe.to_string()))
-            .unwrap_or_default()
-        {
+        let gone = shown.get_mut(service).and_then(|m| m.remove(probe));
+        for s in gone.unwrap_or_default() {
             remove(&families, service, probe, &s);
         }
     }

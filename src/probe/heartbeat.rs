@@ -187,7 +187,8 @@ fn scheduled(c: &HeartbeatCheck, now: SystemTime, forward: bool) -> Option<Syste
     found.ok().map(|t| SystemTime::from(t.with_timezone(&Utc)))
 }
 
-fn unix(t: SystemTime) -> i64 {
+/// Unix seconds (0 before 1970), as reasons and metrics keep times.
+pub(crate) fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)

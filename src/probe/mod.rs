@@ -706,13 +706,6 @@ fn fault_what(cause: &str) -> &'static str {
     }
 }
 
-impl Reason {
-    /// Whether this failure is the monitor's own (see [`Reason::MonitorFault`]).
-    pub fn is_monitor_fault(&self) -> bool {
-        matches!(self, Reason::MonitorFault { .. })
-    }
-}
-
 /// Classifies an I/O error met while connecting or talking.
 pub(crate) fn io_reason(e: &std::io::Error) -> Reason {
     use std::io::ErrorKind::*;
