@@ -71,6 +71,14 @@ pub struct Drill {
     pub ended: Option<Duration>,
 }
 
+/// The bare address of a `To:` that may carry a display name.
+fn address(to: &str) -> &str {
+    match (to.rfind('<'), to.strip_suffix('>')) {
+        (Some(i), Some(rest)) => &rest[i + 1..],
+        _ => to,
+    }
+}
+
 fn clock(d: Duration) -> String {
     let s = d.as_secs();
     format!("+{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -346,7 +354,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
         let to = m.to.first()?;
         let who = followers
             .as_ref()
-            .and_then(|(_, _, f)| f.iter().find(|c| &c.email == to));
+            .and_then(|(_, _, f)| f.iter().find(|c| address(to) == c.email));
         let (lang, tz) = who
             .map(|c| (c.language.as_str(), c.timezone.as_str()))
             .unwrap_or(("?", "?"));

@@ -12,6 +12,7 @@ pub mod campaign;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dkim;
 pub mod drill;
 pub mod engine;
 pub mod heartbeat;

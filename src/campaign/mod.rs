@@ -207,25 +207,68 @@ impl Composer {
             unsubscribe.clone(),
         );
         let r = self.templates.mail(info.kind, &lang, &ctx)?;
+        let mut unsubscribe_header = format!("<{unsubscribe}>");
+        if let Some(to) = &config.mail.unsubscribe_address {
+            unsubscribe_header.push_str(&format!(", <mailto:{to}?subject=unsubscribe>"));
+        }
+        let service_name = service.map(|s| s.name.as_str()).unwrap_or(&info.service);
         Ok(Outgoing {
-            to: vec![job.email.clone()],
+            to: vec![recipient(&job.name, &job.email)],
             subject: r.subject,
             text: r.text,
             html: r.html,
             headers: vec![
-                ("List-Unsubscribe", format!("<{unsubscribe}>")),
+                ("List-Unsubscribe", unsubscribe_header),
                 (
                     "List-Unsubscribe-Post",
                     "List-Unsubscribe=One-Click".to_string(),
                 ),
-                ("Auto-Submitted", "auto-generated".to_string()),
+                (
+                    "List-Id",
+                    list_id(service_name, &info.service, &self.domain),
+                ),
+                // Gmail's feedback loop groups complaints by these fields.
+                (
+                    "Feedback-ID",
+                    format!("{}:{}:{}:tocsin", info.id, info.kind.as_str(), info.service),
+                ),
                 (
                     "X-Tocsin-Campaign",
                     format!("{} {}", info.id, info.kind.as_str()),
                 ),
             ],
-            message_id: Some(format!("tocsin.{}.{}@{}", info.id, job.id, self.domain)),
+            message_id: Some(format!(
+                "tocsin.{}.{}.{}@{}",
+                info.id,
+                job.id,
+                self.signer.message_tag(info.id, job.id),
+                self.domain
+            )),
         })
+    }
+}
+
+/// `To:` with the customer's name when it is known (lettre quotes and encodes it).
+fn recipient(name: &str, email: &str) -> String {
+    match email.parse::<lettre::Address>() {
+        Ok(a) if !name.trim().is_empty() => {
+            lettre::message::Mailbox::new(Some(name.trim().to_string()), a).to_string()
+        }
+        _ => email.to_string(),
+    }
+}
+
+/// RFC 2919: one list per service, named at the sender's domain; the service's name as
+/// its phrase when it can be written as plain ASCII.
+fn list_id(name: &str, id: &str, domain: &str) -> String {
+    let label = format!("{id}.{domain}");
+    if name
+        .chars()
+        .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ')
+    {
+        format!("\"{name}\" <{label}>")
+    } else {
+        format!("<{label}>")
     }
 }
 
@@ -297,7 +340,7 @@ pub fn preflight(config: &Config) -> Preflight {
     let mut errors = Vec::new();
     let mut rows = Vec::new();
     let mut codes = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = config.warnings.clone();
     let templates = match Templates::load(config.campaigns.templates.as_deref()) {
         Ok(t) => Some(t),
         Err(issues) => {

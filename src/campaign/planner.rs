@@ -12,7 +12,7 @@ use crate::config::LiveConfig;
 use crate::incident::{Action, TimelineEvent};
 use crate::metrics::Metrics;
 use crate::notify::dispatch::{Backoff, Notifier, Outcome};
-use crate::notify::mail::{Mailer, Outgoing};
+use crate::notify::mail::Mailer;
 use crate::store::{Channel, Delivery, OutboxItem, SharedStore, StoreError};
 
 pub struct Campaigns {
@@ -145,17 +145,7 @@ impl Campaigns {
         if to.is_empty() {
             return Ok(());
         }
-        let text = format!(
-            "The recovery mail for {name} is going out now.\n\n{detail}.\n\nThe outage lasted long enough to earn compensation, so every customer told of it should get a code. Those without one can be sent a code by hand: `tocsin campaign status {campaign}` lists the campaign.\n"
-        );
-        let mail = Outgoing {
-            to,
-            subject: format!("[tocsin] {name}: compensation codes ran out"),
-            html: format!("<pre>{}</pre>", crate::text::html::escape(&text)),
-            text,
-            headers: vec![("Auto-Submitted", "auto-generated".into())],
-            message_id: None,
-        };
+        let mail = crate::notify::staff::compensation_short(name, &detail, campaign, to);
         match self.staff_mail.send(&mail).await {
             Ok(()) => self.metrics.mail_sent("staff_compensation"),
             Err(e) => {

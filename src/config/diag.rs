@@ -46,6 +46,8 @@ pub(crate) struct Diag<'a> {
     file: String,
     pub(super) locs: &'a Locations,
     errors: Vec<ConfigError>,
+    /// Accepted, with a remark `check` prints.
+    warnings: Vec<ConfigError>,
     /// Sequence elements pruned by [`deserialize_all`], as (original parent, original
     /// index): paths built on the pruned tree are mapped back through them.
     pub(super) removed: Vec<(Path, usize)>,
@@ -57,6 +59,7 @@ impl<'a> Diag<'a> {
             file,
             locs,
             errors: Vec::new(),
+            warnings: Vec::new(),
             removed: Vec::new(),
         }
     }
@@ -71,6 +74,23 @@ impl<'a> Diag<'a> {
     pub(crate) fn at_key(&mut self, path: &Path, message: impl Into<String>) {
         let pos = self.locs.key(&original_path(path, &self.removed));
         self.push(pos, message.into());
+    }
+
+    /// A remark about the value at `path`: accepted, but `check` says it.
+    pub(crate) fn warn_at(&mut self, path: &Path, message: impl Into<String>) {
+        let pos = self.locs.value(&original_path(path, &self.removed));
+        self.warnings.push(ConfigError {
+            file: self.file.clone(),
+            pos,
+            message: message.into(),
+        });
+    }
+
+    /// The remarks made, in file order.
+    pub(super) fn take_warnings(&mut self) -> Vec<ConfigError> {
+        let mut w = std::mem::take(&mut self.warnings);
+        w.sort_by_key(|e| e.pos);
+        w
     }
 
     pub(super) fn push(&mut self, pos: Pos, message: String) {

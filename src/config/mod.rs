@@ -25,7 +25,6 @@ pub use resolve::audiences::{Audience, Campaigns};
 pub use resolve::autoresponder::Autoresponder;
 pub use resolve::dns::parse_server;
 pub use resolve::icmp::valid_host;
-pub use resolve::mail::dkim_key;
 pub use resolve::mail::{Company, Dkim, Mail};
 pub use resolve::pages::{Hotline, Webhook};
 pub use resolve::services::{Allow, Compensation, Level, Maintenance, Module, Probe, Service};
@@ -193,7 +192,10 @@ pub fn parse_with(src: &str, path: &FsPath, env: Env) -> Result<Config, ConfigEr
     let base = path.parent().map(FsPath::to_path_buf).unwrap_or_default();
     let config = raw.and_then(|raw| resolve::resolve(raw, path, &base, env, &mut diag));
     match config {
-        Some(c) if diag.is_empty() => Ok(c),
+        Some(mut c) if diag.is_empty() => {
+            c.warnings = diag.take_warnings();
+            Ok(c)
+        }
         _ => Err(diag.finish()),
     }
 }

@@ -16,6 +16,9 @@ pub struct RawConfig {
     pub internal_listen: Option<String>,
     /// Base of the links in mails and pages (default: http:// + listen).
     pub public_url: Option<String>,
+    /// Accept a `public_url` customers cannot use safely (loopback, plain http): tests only.
+    #[serde(default)]
+    pub allow_insecure_links: bool,
     pub data_dir: Option<String>,
     pub max_concurrency: Option<usize>,
     pub api: Option<RawApi>,
@@ -393,16 +396,32 @@ pub struct RawMail {
     pub max_campaign_size: Option<u64>,
     /// SMTP connections (and messages in flight) a campaign uses at most.
     pub connections: Option<u32>,
-    pub dkim: Option<RawDkim>,
+    /// One signing key, or several (each makes its own signature).
+    pub dkim: Option<RawDkimKeys>,
+    /// The name tocsin gives itself in EHLO.
+    pub helo: Option<String>,
+    /// Takes unsubscribe requests by mail (`mailto:` in List-Unsubscribe).
+    pub unsubscribe_address: Option<String>,
+}
+
+/// `dkim: { selector, key_file }` or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDkimKeys {
+    One(RawDkim),
+    Many(Vec<RawDkim>),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDkim {
-    pub domain: String,
+    /// `d=`; the From address's domain when absent.
+    pub domain: Option<String>,
     pub selector: String,
     /// PEM private key (RSA or Ed25519).
     pub key_file: String,
+    /// `rsa` or `ed25519`: what the selector's DNS record says (`k=`).
+    pub algorithm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@
 //! (retry later) and permanent (the server's 5xx reply, recorded as such).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
@@ -64,6 +64,8 @@ struct Endpoint {
     tls: Tls,
     credentials: Option<Credentials>,
     timeout: Duration,
+    /// The EHLO name: the configured `helo` or the From domain, never a bare host name.
+    hello: ClientId,
 }
 
 /// An SMTP session kept open between messages by one campaign worker.
@@ -75,7 +77,10 @@ pub struct Mailer {
     from: Mailbox,
     deadline: Duration,
     spool: Option<PathBuf>,
-    dkim: Option<lettre::message::dkim::DkimConfig>,
+    /// One signature per key, over the bytes sent.
+    dkim: Vec<crate::dkim::Signer>,
+    /// Headers every message carries: Reply-To and the auto-reply suppressors.
+    reply_to: Option<Mailbox>,
 }
 
 impl Mailer {
@@ -100,7 +105,8 @@ impl Mailer {
                 from,
                 deadline: mail.timeout,
                 spool: Some(dir),
-                dkim: dkim_config(mail)?,
+                dkim: signers(mail),
+                reply_to: reply_to(mail)?,
             });
         };
         let host = url
@@ -129,6 +135,7 @@ impl Mailer {
         // The pool keeps up to `connections` sessions open; the campaign sender bounds how
         // many messages are in flight (the pool alone does not).
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&host)
+            .hello_name(ClientId::Domain(mail.helo.clone()))
             .port(port)
             .tls(tls.clone())
             .timeout(Some(mail.timeout))
@@ -169,11 +176,13 @@ impl Mailer {
                 tls,
                 credentials,
                 timeout: mail.timeout,
+                hello: ClientId::Domain(mail.helo.clone()),
             }),
             from,
             deadline: mail.timeout,
             spool: None,
-            dkim: dkim_config(mail)?,
+            dkim: signers(mail),
+            reply_to: reply_to(mail)?,
         })
     }
 
@@ -188,7 +197,8 @@ impl Mailer {
             from,
             deadline: mail.timeout,
             spool: None,
-            dkim: dkim_config(mail)?,
+            dkim: signers(mail),
+            reply_to: reply_to(mail)?,
         })
     }
 
@@ -218,9 +228,7 @@ impl Mailer {
         let Some(endpoint) = &self.endpoint else {
             return self.send(msg).await;
         };
-        let message = self.build(msg)?;
-        let envelope = message.envelope().clone();
-        let raw = message.formatted();
+        let (envelope, raw) = self.render(msg)?;
         let attempt = async {
             if session.as_ref().is_none_or(|c| c.has_broken()) {
                 *session = Some(open(endpoint).await?);
@@ -246,9 +254,9 @@ impl Mailer {
 
     /// Sends one message, within the deadline.
     pub async fn send(&self, msg: &Outgoing) -> Result<(), MailError> {
-        let message = self.build(msg)?;
+        let (envelope, raw) = self.render(msg)?;
         let sent = match &self.transport {
-            Transport::Files(t) => tokio::time::timeout(self.deadline, t.send(message))
+            Transport::Files(t) => tokio::time::timeout(self.deadline, t.send_raw(&envelope, &raw))
                 .await
                 .map(|r| {
                     let id = r.map_err(|e| {
@@ -267,7 +275,7 @@ impl Mailer {
                     }
                     Ok(())
                 }),
-            Transport::Smtp(t) => tokio::time::timeout(self.deadline, t.send(message))
+            Transport::Smtp(t) => tokio::time::timeout(self.deadline, t.send_raw(&envelope, &raw))
                 .await
                 .map(|r| r.map(|_| ()).map_err(classify)),
             Transport::Record(kept) => {
@@ -286,12 +294,30 @@ impl Mailer {
     }
 
     fn build(&self, msg: &Outgoing) -> Result<Message, MailError> {
-        // lettre adds a Message-ID only when asked; every message gets one (RFC 5322).
+        // Every message gets a Message-ID (RFC 5322): the caller's fixed one, or a random
+        // one at the sender's domain, never the machine's name.
+        let id = match &msg.message_id {
+            Some(id) => format!("<{id}>"),
+            None => format!("<{:032x}@{}>", rand::random::<u128>(), self.from_domain()),
+        };
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(msg.subject.clone())
-            .message_id(msg.message_id.as_ref().map(|id| format!("<{id}>")));
-        for (name, value) in &msg.headers {
+            .message_id(Some(id));
+        if let Some(r) = &self.reply_to {
+            b = b.reply_to(r.clone());
+        }
+        // Out-of-office replies and read receipts are not wanted for any of tocsin's
+        // mail (RFC 3834, and Exchange's own header).
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Auto-Submitted", "auto-generated"),
+            ("X-Auto-Response-Suppress", "All"),
+        ];
+        headers.retain(|(n, _)| !msg.headers.iter().any(|(m, _)| m.eq_ignore_ascii_case(n)));
+        for (name, value) in headers
+            .into_iter()
+            .chain(msg.headers.iter().map(|(n, v)| (*n, v.as_str())))
+        {
             if value.contains(['\r', '\n']) {
                 return Err(MailError::Permanent(format!(
                     "header {name} holds a line break"
@@ -299,7 +325,7 @@ impl Mailer {
             }
             b = b.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str(name),
-                value.clone(),
+                value.to_string(),
             ));
         }
         if msg.to.is_empty() {
@@ -311,21 +337,24 @@ impl Mailer {
                 .map_err(|e| MailError::Permanent(format!("recipient {to:?}: {e}")))?;
             b = b.to(mb);
         }
-        let mut m = b
-            .multipart(MultiPart::alternative_plain_html(
-                msg.text.clone(),
-                msg.html.clone(),
-            ))
-            .map_err(|e| MailError::Permanent(format!("cannot build the message: {e}")))?;
-        if let Some(dkim) = &self.dkim {
-            m.sign(dkim);
-        }
-        Ok(m)
+        b.multipart(MultiPart::alternative_plain_html(
+            msg.text.clone(),
+            msg.html.clone(),
+        ))
+        .map_err(|e| MailError::Permanent(format!("cannot build the message: {e}")))
     }
 
-    /// The message exactly as it would be sent (for previews).
+    /// The envelope and the bytes that go out: the message as formatted, with one DKIM
+    /// signature per configured key over exactly those bytes.
+    fn render(&self, msg: &Outgoing) -> Result<(lettre::address::Envelope, Vec<u8>), MailError> {
+        let message = self.build(msg)?;
+        let raw = crate::dkim::sign(&self.dkim, &message.formatted(), SystemTime::now());
+        Ok((message.envelope().clone(), raw))
+    }
+
+    /// The message exactly as it would be sent (for previews and the verifier tests).
     pub fn formatted(&self, msg: &Outgoing) -> Result<Vec<u8>, MailError> {
-        Ok(self.build(msg)?.formatted())
+        Ok(self.render(msg)?.1)
     }
 
     /// The domain of the sender's address (for Message-IDs).
@@ -343,7 +372,7 @@ fn sender(mail: &Mail) -> Result<Mailbox, MailError> {
 
 /// Opens a session: TCP with TCP_NODELAY, EHLO, STARTTLS as the config requires, AUTH.
 async fn open(e: &Endpoint) -> Result<AsyncSmtpConnection, MailError> {
-    let hello = ClientId::default();
+    let hello = e.hello.clone();
     let mut conn = match &e.tls {
         Tls::Wrapper(params) => {
             // Implicit TLS: lettre owns the socket (without TCP_NODELAY).
@@ -391,17 +420,25 @@ async fn open(e: &Endpoint) -> Result<AsyncSmtpConnection, MailError> {
     Ok(conn)
 }
 
-fn dkim_config(mail: &Mail) -> Result<Option<lettre::message::dkim::DkimConfig>, MailError> {
-    let Some(d) = &mail.dkim else {
-        return Ok(None);
-    };
-    let key = crate::config::dkim_key(&d.key_pem)
-        .map_err(|e| MailError::Config(format!("mail.dkim.key_file: {e}")))?;
-    Ok(Some(lettre::message::dkim::DkimConfig::default_config(
-        d.selector.clone(),
-        d.domain.clone(),
-        key,
-    )))
+fn signers(mail: &Mail) -> Vec<crate::dkim::Signer> {
+    mail.dkim
+        .iter()
+        .map(|d| crate::dkim::Signer {
+            domain: d.domain.clone(),
+            selector: d.selector.clone(),
+            key: d.key.clone(),
+        })
+        .collect()
+}
+
+fn reply_to(mail: &Mail) -> Result<Option<Mailbox>, MailError> {
+    mail.reply_to
+        .as_deref()
+        .map(|r| {
+            r.parse()
+                .map_err(|e| MailError::Config(format!("company.email {r:?}: {e}")))
+        })
+        .transpose()
 }
 
 /// 5xx replies are permanent; everything else (4xx, network, TLS, timeouts) may pass later.

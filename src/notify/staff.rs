@@ -190,7 +190,7 @@ pub fn render(
     }
     let buttons = match links.filter(|_| open) {
         Some(l) => format!(
-            "<p>{}<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333\">Set an ETA</a></p>",
+            "<p>\n{}\n<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333\">Set an ETA</a>\n</p>",
             if incident.acked_by.is_none() {
                 format!(
                     "<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333;margin-right:1em\">Acknowledge</a>",
@@ -203,16 +203,39 @@ pub fn render(
         ),
         None => String::new(),
     };
-    let html = format!(
-        "<!doctype html><html><body><h1 style=\"font-size:1.2em\">{}</h1>{buttons}<pre style=\"font-family:monospace;white-space:pre-wrap\">{}</pre></body></html>",
-        escape(&subject),
-        escape(&t)
-    );
+    let html = html(&subject, &buttons, &t);
     Outgoing {
         to,
         subject,
         text: t,
         html,
+        ..Outgoing::default()
+    }
+}
+
+/// A staff mail's HTML part: a whole document (language, title), the subject as heading,
+/// the action buttons, then the text as written, one element per line.
+pub fn html(subject: &str, buttons: &str, text: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{subject}</title>\n</head>\n<body>\n<h1 style=\"font-size:1.2em\">{subject}</h1>\n{buttons}{}<pre style=\"font-family:monospace;white-space:pre-wrap\">{}</pre>\n</body>\n</html>\n",
+        if buttons.is_empty() { "" } else { "\n" },
+        escape(text),
+        subject = escape(subject),
+    )
+}
+
+/// Tells staff that a recovery campaign `campaign` for `name` is short of compensation
+/// codes (`detail` says how many and from which pool).
+pub fn compensation_short(name: &str, detail: &str, campaign: i64, to: Vec<String>) -> Outgoing {
+    let text = format!(
+        "The recovery mail for {name} is going out now.\n\n{detail}.\n\nThe outage lasted long enough to earn compensation, so every customer told of it should get a code. Those without one can be sent a code by hand: `tocsin campaign status {campaign}` lists the campaign.\n"
+    );
+    let subject = format!("[tocsin] {name}: compensation codes ran out");
+    Outgoing {
+        to,
+        html: html(&subject, "", &text),
+        subject,
+        text,
         ..Outgoing::default()
     }
 }
@@ -275,11 +298,7 @@ pub fn render_notice(
             )
         }
     };
-    let html = format!(
-        "<!doctype html><html><body><h1 style=\"font-size:1.2em\">{}</h1><pre style=\"font-family:monospace;white-space:pre-wrap\">{}</pre></body></html>",
-        escape(&subject),
-        escape(&text)
-    );
+    let html = html(&subject, "", &text);
     Outgoing {
         to,
         subject,

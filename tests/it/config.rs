@@ -17,12 +17,26 @@ const CASES: &[(&str, &[&str])] = &[
             "7:66: `website` must be an http(s) URL, not `example.com`",
             "10:22: `max_campaign_size` must be at least 1",
             "11:16: `connections` must be between 1 and 100",
+            "12:42: `selector` is a DNS label such as `tocsin2026`, not `bad selector`",
             "12:68: cannot read key_file testdata/bad/no-such-key.pem: No such file or directory (os error 2)",
         ],
     ),
     (
         "audience-missing-file.yaml",
-        &["8:21: audience file `testdata/bad/no-such-customers.csv` does not exist"],
+        &["9:21: audience file `testdata/bad/no-such-customers.csv` does not exist"],
+    ),
+    (
+        "mail-trust.yaml",
+        &[
+            "1:13: `public_url` http://127.0.0.1:9778/ is a loopback address: customers' unsubscribe and status links must be https on an address they can reach (RFC 8058); use the public https address (allow_insecure_links: true accepts it, for tests only)",
+            "11:9: `helo` is the host name tocsin gives the mail server, such as status.example.com, not `mail server`",
+            "12:24: `unsubscribe_address` must be a bare address such as unsubscribe@example.com, not `Unsubscribe <unsubscribe@example.com>`",
+            "14:37: key_file testdata/bad/../keys/not-a-key.pem holds no RSA or Ed25519 private key: expected PEM (`BEGIN PRIVATE KEY` as written by `openssl genpkey` or `opendkim-genkey`, or `BEGIN RSA PRIVATE KEY`)",
+            "15:38: key_file testdata/bad/../keys/ed25519-test.pem holds an Ed25519 key, but selector `rsa2026` publishes an RSA key (`algorithm: rsa`): receivers would find no key that verifies; give the RSA key file, or correct `algorithm`",
+            "16:34: DKIM `domain` example.net is not aligned with the From domain example.com: receivers' DMARC checks pass only when d= is example.com or a parent of it; sign for example.com, or send from an address at example.net",
+            "17:19: selector `other` is given twice: each key is published under its own selector",
+            "17:73: `algorithm` is `rsa` or `ed25519` (the k= of the selector's DNS record), not `dsa`",
+        ],
     ),
     (
         "bad-duration-no-unit.yaml",
@@ -572,5 +586,33 @@ webhooks:
     assert_eq!(
         tocsin::notify::webhook::check_secrets(&cfg).unwrap_err(),
         "webhook http://127.0.0.1:9/in: set the environment variable HOOK_SECRET (its signing key, named by secret_env)"
+    );
+}
+
+#[test]
+fn customers_links_must_be_https_on_an_address_they_can_reach() {
+    let rest = "services:\n  - id: shop\n    audience: customers\n    probes:\n      - { name: home, tcp: { address: \"127.0.0.1:80\" } }\naudiences:\n  customers: { csv: ../design/customers.csv }\n";
+    let path = Path::new("testdata/bad/inline.yaml");
+    let load = |top: &str| tocsin::config::parse(&format!("{top}{rest}"), path);
+    let err = |top: &str| load(top).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        err("").starts_with("testdata/bad/inline.yaml:7:3: customers are mailed (audiences are configured) but `public_url` is not set"),
+        "{}",
+        err("")
+    );
+    assert!(err("public_url: http://status.example.com\n").contains("is not https"));
+    assert!(err("public_url: https://[::1]:9778\n").contains("is a loopback address"));
+    assert!(err("public_url: https://localhost\n").contains("is a loopback address"));
+    // For tests on loopback, said out loud.
+    assert_eq!(err("allow_insecure_links: true\n"), "");
+    // Accepted, with a remark that `check` prints: nothing signs the customers' mail.
+    let c = load("public_url: https://status.example.com\n").unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "testdata/bad/inline.yaml:8:3: customers are mailed but no DKIM key is configured"
+        ),
+        "{w:?}"
     );
 }

@@ -146,6 +146,7 @@ fn every_customer_side_part_is_in_the_rehearsal() {
     std::fs::write(
         &cfg,
         "data_dir: ./var
+allow_insecure_links: true
 services:
   - id: shop
     name: Web shop

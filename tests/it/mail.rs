@@ -25,7 +25,10 @@ fn mail(smtp: Option<String>, allow_plain: bool) -> Mail {
         ca_pem: None,
         max_campaign_size: 50_000,
         connections: 4,
-        dkim: None,
+        dkim: Vec::new(),
+        helo: "example.com".into(),
+        reply_to: None,
+        unsubscribe_address: None,
     }
 }
 

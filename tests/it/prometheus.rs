@@ -83,6 +83,7 @@ fn tocsin_config(
             "listen: 127.0.0.1:{public}
 internal_listen: 127.0.0.1:{port}
 data_dir: ./var
+allow_insecure_links: true
 services:
   - id: shop
     name: Web shop

@@ -18,7 +18,9 @@ fn check(dir: &Path, extra: &str) -> (i32, String) {
       - {{ name: home, tcp: {{ address: \"127.0.0.1:1\" }} }}
 audiences:
   customers: {{ csv: ./customers.csv }}
-{extra}"
+{extra}
+allow_insecure_links: true
+"
         ),
     )
     .unwrap();

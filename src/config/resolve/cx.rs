@@ -61,6 +61,11 @@ impl Ctx<'_, '_, '_> {
         self.diag.at(path, msg);
     }
 
+    /// Accepted, with a remark that `tocsin check` prints.
+    pub(super) fn warn(&mut self, path: &Path, msg: impl Into<String>) {
+        self.diag.warn_at(path, msg);
+    }
+
     pub(super) fn duration(&mut self, path: &Path, s: &str) -> Option<Duration> {
         match parse_duration(s) {
             Ok(d) => Some(d),

@@ -12,11 +12,13 @@ pub struct Company {
     pub website: Option<String>,
 }
 
+/// One DKIM signing key: every message carries one signature per key.
 #[derive(Debug, Clone)]
 pub struct Dkim {
+    /// `d=`: the From domain, or a parent of it (aligned for DMARC).
     pub domain: String,
     pub selector: String,
-    pub key_pem: String,
+    pub key: std::sync::Arc<crate::dkim::Key>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,7 +42,13 @@ pub struct Mail {
     pub max_campaign_size: u64,
     /// SMTP connections, and so messages in flight, of campaigns.
     pub connections: usize,
-    pub dkim: Option<Dkim>,
+    pub dkim: Vec<Dkim>,
+    /// The name given in EHLO: `helo`, or the From address's domain.
+    pub helo: String,
+    /// `company.email`, as Reply-To.
+    pub reply_to: Option<String>,
+    /// The `mailto:` of List-Unsubscribe: `unsubscribe_address`, or `company.email`.
+    pub unsubscribe_address: Option<String>,
 }
 
 pub(super) fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
@@ -59,7 +67,10 @@ pub(super) fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             ca_pem: None,
             max_campaign_size: DEFAULT_MAX_CAMPAIGN,
             connections: DEFAULT_CONNECTIONS,
-            dkim: None,
+            dkim: Vec::new(),
+            helo: "localhost".into(),
+            reply_to: None,
+            unsubscribe_address: None,
         };
     };
     if !valid_email(&m.from) {
@@ -128,32 +139,25 @@ pub(super) fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             "`connections` must be between 1 and 100",
         );
     }
-    let dkim = m.dkim.as_ref().and_then(|d| {
-        let dp = mp.key("dkim");
-        let path = cx.file(&d.key_file);
-        let key = match std::fs::read_to_string(&path) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                cx.err(&dp.key("key_file"), format!("cannot read key_file {}: {e}", path.display()));
-                None
-            }
-        };
-        let key = key.filter(|k| {
-            let ok = dkim_key(k).is_ok();
-            if !ok {
-                cx.err(&dp.key("key_file"), format!("key_file {} holds no RSA or Ed25519 private key (Ed25519 PKCS#8 PEM `BEGIN PRIVATE KEY`, or RSA PKCS#1 PEM `BEGIN RSA PRIVATE KEY`)", path.display()));
-            }
-            ok
-        })?;
-        if !d.selector.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') || d.selector.is_empty() {
-            cx.err(&dp.key("selector"), format!("`selector` is a DNS label such as `tocsin2026`, not `{}`", d.selector));
+    let from_domain = m
+        .from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').trim().to_ascii_lowercase())
+        .filter(|_| valid_email(&m.from));
+    let dkim = resolve_dkim(cx, &mp.key("dkim"), m.dkim.as_ref(), from_domain.as_deref());
+    let helo = match &m.helo {
+        Some(h) if valid_hostname(h) => h.clone(),
+        Some(h) => {
+            cx.err(&mp.key("helo"), format!("`helo` is the host name tocsin gives the mail server, such as status.example.com, not `{h}`"));
+            String::new()
         }
-        Some(Dkim {
-            domain: d.domain.clone(),
-            selector: d.selector.clone(),
-            key_pem: key,
-        })
-    });
+        None => from_domain.clone().unwrap_or_else(|| "localhost".into()),
+    };
+    if let Some(u) = &m.unsubscribe_address {
+        if !valid_email(u) || u.contains('<') {
+            cx.err(&mp.key("unsubscribe_address"), format!("`unsubscribe_address` must be a bare address such as unsubscribe@example.com, not `{u}`"));
+        }
+    }
     Mail {
         from: Some(m.from.clone()),
         smtp,
@@ -172,39 +176,133 @@ pub(super) fn resolve_mail(cx: &mut Ctx, raw: Option<&RawMail>) -> Mail {
             .unwrap_or(DEFAULT_CONNECTIONS)
             .clamp(1, 100),
         dkim,
+        helo,
+        reply_to: None,
+        unsubscribe_address: m.unsubscribe_address.clone(),
     }
 }
 
-/// The DKIM signing key in `pem`: RSA (PKCS#1 PEM, `BEGIN RSA PRIVATE KEY`) or Ed25519
-/// (PKCS#8 PEM, `BEGIN PRIVATE KEY`, as `openssl genpkey -algorithm ed25519` writes it, or
-/// the bare base64 seed).
-pub fn dkim_key(
-    pem: &str,
-) -> Result<lettre::message::dkim::DkimSigningKey, lettre::message::dkim::DkimSigningKeyError> {
-    use base64::Engine;
-    use lettre::message::dkim::{DkimSigningAlgorithm, DkimSigningKey};
-    if let Ok(k) = DkimSigningKey::new(pem, DkimSigningAlgorithm::Rsa) {
-        return Ok(k);
-    }
-    // lettre takes an Ed25519 key only as its base64 seed. In PKCS#8 (RFC 8410, v1 or v2)
-    // the seed is the 32 bytes after the Ed25519 algorithm identifier and the OCTET STRING
-    // header, so it is cut out here rather than bringing in an ASN.1 parser for one shape.
-    const ED25519_SEED_AFTER: [u8; 9] = [0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    if let Ok(Some(rustls::pki_types::PrivateKeyDer::Pkcs8(der))) =
-        rustls_pemfile::private_key(&mut pem.as_bytes())
-    {
-        let der = der.secret_pkcs8_der();
-        let seed = der
-            .windows(ED25519_SEED_AFTER.len())
-            .position(|w| w == ED25519_SEED_AFTER)
-            .map(|i| i + ED25519_SEED_AFTER.len())
-            .and_then(|start| der.get(start..start + 32));
-        if let Some(seed) = seed {
-            let seed = base64::engine::general_purpose::STANDARD.encode(seed);
-            return DkimSigningKey::new(&seed, DkimSigningAlgorithm::Ed25519);
+/// A host name as EHLO wants it: dot-separated labels of letters, digits and hyphens.
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// The signing keys: each readable, of the algorithm its selector publishes, under its
+/// own selector, for a domain aligned with From.
+fn resolve_dkim(
+    cx: &mut Ctx,
+    dp: &Path,
+    raw: Option<&RawDkimKeys>,
+    from_domain: Option<&str>,
+) -> Vec<Dkim> {
+    let entries: Vec<(Path, &RawDkim)> = match raw {
+        None => return Vec::new(),
+        Some(RawDkimKeys::One(d)) => vec![(dp.clone(), d)],
+        Some(RawDkimKeys::Many(list)) => {
+            if list.is_empty() {
+                cx.err(dp, "`dkim` lists no keys: give at least one `{ selector, key_file }`, or remove it");
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, d)| (dp.index(i), d))
+                .collect()
+        }
+    };
+    let mut selectors = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (p, d) in entries {
+        if d.selector.is_empty()
+            || !d
+                .selector
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            cx.err(
+                &p.key("selector"),
+                format!(
+                    "`selector` is a DNS label such as `tocsin2026`, not `{}`",
+                    d.selector
+                ),
+            );
+        } else if !selectors.insert(d.selector.to_ascii_lowercase()) {
+            cx.err(
+                &p.key("selector"),
+                format!(
+                    "selector `{}` is given twice: each key is published under its own selector",
+                    d.selector
+                ),
+            );
+        }
+        let path = cx.file(&d.key_file);
+        let key = match std::fs::read_to_string(&path) {
+            Ok(text) => match crate::dkim::Key::from_pem(&text) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    cx.err(
+                        &p.key("key_file"),
+                        format!("key_file {} {e}", path.display()),
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                cx.err(
+                    &p.key("key_file"),
+                    format!("cannot read key_file {}: {e}", path.display()),
+                );
+                None
+            }
+        };
+        let want = match d.algorithm.as_deref() {
+            None => None,
+            Some("rsa") => Some(crate::dkim::Algorithm::Rsa),
+            Some("ed25519") => Some(crate::dkim::Algorithm::Ed25519),
+            Some(other) => {
+                cx.err(&p.key("algorithm"), format!("`algorithm` is `rsa` or `ed25519` (the k= of the selector's DNS record), not `{other}`"));
+                None
+            }
+        };
+        if let (Some(k), Some(want)) = (&key, want) {
+            if k.algorithm() != want {
+                cx.err(&p.key("key_file"), format!("key_file {} holds an {} key, but selector `{}` publishes an {} key (`algorithm: {}`): receivers would find no key that verifies; give the {} key file, or correct `algorithm`", path.display(), k.algorithm().name(), d.selector, want.name(), want.as_str(), want.name()));
+            }
+        }
+        let domain = d
+            .domain
+            .as_deref()
+            .map(|x| x.trim_end_matches('.').to_ascii_lowercase())
+            .or_else(|| from_domain.map(str::to_string));
+        let Some(domain) = domain else {
+            continue;
+        };
+        if !valid_hostname(&domain) {
+            cx.err(
+                &p.key("domain"),
+                format!("`domain` is the domain that signs, such as example.com, not `{domain}`"),
+            );
+        } else if let Some(from) = from_domain {
+            let aligned = from == domain || from.ends_with(&format!(".{domain}"));
+            if !aligned {
+                cx.err(&p.key("domain"), format!("DKIM `domain` {domain} is not aligned with the From domain {from}: receivers' DMARC checks pass only when d= is {from} or a parent of it; sign for {from}, or send from an address at {domain}"));
+            }
+        }
+        if let Some(k) = key {
+            out.push(Dkim {
+                domain,
+                selector: d.selector.clone(),
+                key: std::sync::Arc::new(k),
+            });
         }
     }
-    DkimSigningKey::new(pem.trim(), DkimSigningAlgorithm::Ed25519)
+    out
 }
 
 pub(super) fn resolve_company(cx: &mut Ctx, raw: Option<&RawCompany>, mail: &Mail) -> Company {

@@ -79,6 +79,24 @@ pub struct Config {
     pub hotline: Hotline,
     /// Receivers of incident transitions.
     pub webhooks: Vec<IncidentWebhook>,
+    /// Accepted with a remark (`tocsin check` prints them).
+    pub warnings: Vec<super::ConfigError>,
+}
+
+/// Links in customers' mails (unsubscribe, status page) must work for them and be https:
+/// RFC 8058 one-click unsubscribe requires it, and a loopback address reaches nobody.
+fn insecure_links(cx: &mut Ctx, public_url: Option<&str>, given: bool) {
+    let root = Path::root();
+    let Some(u) = public_url.and_then(|u| url::Url::parse(u).ok()) else {
+        if !given {
+            cx.err(&root.key("audiences"), "customers are mailed (audiences are configured) but `public_url` is not set: their unsubscribe and status links would point at the listen address; set public_url to the https address customers reach this tocsin at (allow_insecure_links: true accepts it, for tests only)");
+        }
+        return;
+    };
+    let loopback = u.host().is_some_and(loopback_host);
+    if u.scheme() != "https" || loopback {
+        cx.err(&root.key("public_url"), format!("`public_url` {u} {}: customers' unsubscribe and status links must be https on an address they can reach (RFC 8058); use the public https address (allow_insecure_links: true accepts it, for tests only)", if loopback { "is a loopback address" } else { "is not https" }));
+    }
 }
 
 pub(super) fn resolve(
@@ -132,6 +150,9 @@ pub(super) fn resolve(
             }
         },
     };
+    if !raw.audiences.is_empty() && !raw.allow_insecure_links {
+        insecure_links(&mut cx, public_url.as_deref(), raw.public_url.is_some());
+    }
     let data_dir = cx.file(raw.data_dir.as_deref().unwrap_or("./var"));
     let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
     if max_concurrency == 0 {
@@ -166,6 +187,14 @@ pub(super) fn resolve(
     } = resolve_pages(&mut cx, raw.pages.as_ref(), &data_dir);
     let campaigns = resolve_campaigns(&mut cx, raw.campaigns.as_ref());
     let company = resolve_company(&mut cx, raw.company.as_ref(), &mail);
+    let mut mail = mail;
+    mail.reply_to = company.email.clone();
+    if mail.unsubscribe_address.is_none() {
+        mail.unsubscribe_address = company.email.clone();
+    }
+    if !raw.audiences.is_empty() && mail.dkim.is_empty() {
+        cx.warn(&root.key("audiences"), "customers are mailed but no DKIM key is configured: receivers distrust unsigned bulk mail (Gmail and Yahoo require DKIM aligned with From); add mail.dkim");
+    }
     let service_ids: Vec<String> = raw.services.iter().map(|s| s.id.clone()).collect();
     let maintenance = resolve_maintenance(&mut cx, &raw.maintenance, &service_ids);
 
@@ -213,5 +242,6 @@ pub(super) fn resolve(
         autoresponder,
         hotline,
         webhooks,
+        warnings: Vec::new(),
     })
 }

@@ -1001,6 +1001,7 @@ pub fn shop_config(port: u16, target: SocketAddr, shop_keys: &str, rest: &str) -
     format!(
         "listen: 127.0.0.1:{port}
 data_dir: ./var
+allow_insecure_links: true
 services:
   - id: shop
     name: Web shop
