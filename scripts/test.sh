@@ -6,7 +6,9 @@
 # unit file; Dovecot with Pigeonhole's managesieved for the autoresponder, and its IMAP
 # and POP3 servers for the STARTTLS probes; iproute2,
 # procps and util-linux for the network namespaces, the unprivileged ICMP tests and the
-# descriptor limit; faketime for the clock-jump test), and
+# descriptor limit; faketime for the clock-jump test; dkimpy (python3-dkim), SpamAssassin
+# and openssl for the deliverability tests: independent DKIM verification, offline spam
+# scores, and keys made as operators make them), and
 # through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
@@ -22,6 +24,9 @@ command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+/usr/bin/python3 -c 'import dkim' >/dev/null 2>&1 || need+=(python3-dkim)
+command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)

@@ -12,6 +12,7 @@ mod campaign;
 mod cli;
 mod compensation;
 mod config;
+mod deliverability;
 mod deploy;
 mod drill;
 mod e2e_staff;
