@@ -85,8 +85,38 @@ fn main() {
         ));
     }
     std::fs::write(dir.path().join("customers.csv"), csv).unwrap();
+    // `--dkim 1`: every message signed with an RSA-2048 and an Ed25519 key, made by openssl.
+    let dkim = if arg("--dkim", 0) == 1 {
+        let key = |name: &str, args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success());
+            let path = dir.path().join(name);
+            std::fs::write(&path, out.stdout).unwrap();
+            path.display().to_string()
+        };
+        let rsa = key(
+            "rsa.pem",
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ],
+        );
+        let ed = key("ed.pem", &["genpkey", "-algorithm", "ed25519"]);
+        format!(
+            "  dkim:\n    - {{ selector: rsa, key_file: {rsa} }}\n    - {{ selector: ed, key_file: {ed} }}\n"
+        )
+    } else {
+        String::new()
+    };
     let yaml = format!(
         "data_dir: ./var
+allow_insecure_links: true
 services:
   - id: shop
     name: Web shop
@@ -102,7 +132,7 @@ mail:
   max_per_second: 1000000
   connections: {connections}
   max_campaign_size: 1000000
-"
+{dkim}"
     );
     let cfg =
         config::parse(&yaml, &dir.path().join("probes.yaml")).unwrap_or_else(|e| panic!("{e}"));
@@ -179,11 +209,12 @@ mail:
                 cancel.cancel();
                 let _ = task.await;
                 println!(
-                    "tocsin: {} mails sent ({} failed) in {:.2} s = {:.0} mails/s, {connections} connections; expansion {:.0} ms; {:.2} CPU-s; message ~{} bytes; RSS high-water {:.1} MB",
+                    "tocsin: {} mails sent ({} failed) in {:.2} s = {:.0} mails/s, {connections} connections, {} DKIM signatures each; expansion {:.0} ms; {:.2} CPU-s; message ~{} bytes; RSS high-water {:.1} MB",
                     c.sent,
                     c.failed,
                     took.as_secs_f64(),
                     c.sent as f64 / took.as_secs_f64(),
+                    cfg.mail.dkim.len(),
                     planned.as_secs_f64() * 1e3,
                     cpu,
                     sample,
