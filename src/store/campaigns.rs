@@ -317,8 +317,15 @@ impl CampaignStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecipientJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, campaign_id, email, name, language, timezone, vars, attempts, compensation_code FROM recipients
-             WHERE status = 'pending' AND next_attempt_at <= ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            // A customer reads their mails in the order they were decided (the outage
+            // before its update, before the recovery), even when a mail outage made their
+            // retries come due in another order: a row waits while an older one to the
+            // same address is pending.
+            "SELECT id, campaign_id, email, name, language, timezone, vars, attempts, compensation_code FROM recipients r
+             WHERE status = 'pending' AND next_attempt_at <= ?1 AND id > ?2
+               AND NOT EXISTS (SELECT 1 FROM recipients o
+                               WHERE o.email = r.email AND o.status = 'pending' AND o.id < r.id)
+             ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![secs(now), after, limit as i64], |r| {
             Ok((

@@ -173,7 +173,10 @@ impl OutboxStore for SqliteStore {
     ) -> Result<Vec<Delivery>, StoreError> {
         // A webhook receiver hears of transitions in the order they were decided: only its
         // oldest pending delivery is ever due, so one that is down holds up its own queue
-        // and nothing else. Mail and campaign deliveries are independent of each other.
+        // and nothing else. Staff read an incident's mails in the order they were decided
+        // too (DOWN, escalated, UP), even after a mail outage of hours whose retries came
+        // due in another order: only each incident's oldest pending staff mail is due.
+        // Notices of no incident, and campaigns, are independent of each other.
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.channel, d.target, d.incident_id, d.attempts, d.queued_event, d.queued_body,
                     o.id, o.service, o.incident_id, o.action, o.context, o.attempts, o.created_at
@@ -182,6 +185,9 @@ impl OutboxStore for SqliteStore {
                AND (?3 IS NULL OR d.channel = ?3)
                AND (d.channel != 'webhook' OR d.id IN (
                     SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel = 'webhook' GROUP BY target))
+               AND (d.channel != 'staff_mail' OR d.incident_id IS NULL OR d.id IN (
+                    SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel = 'staff_mail'
+                    AND incident_id IS NOT NULL GROUP BY incident_id, target))
              ORDER BY d.id LIMIT ?2",
         )?;
         let wanted = channel.map(Channel::as_str);

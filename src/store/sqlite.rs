@@ -211,6 +211,9 @@ const MIGRATIONS: &[&str] = &[
         started_at  REAL,
         PRIMARY KEY (service, probe)
     );",
+    // 11: a customer's mails go out in the order they were decided: finding an older
+    // pending row for the same address must not scan the campaign.
+    "CREATE INDEX recipients_by_address ON recipients (email, status, id);",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it
@@ -615,7 +618,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::CampaignStore;
+    use crate::store::{CampaignStore, SendResult};
 
     /// A database written by an earlier tocsin (schema 6, before the campaigns table was
     /// rebuilt for maintenance) keeps its campaigns and recipients, and its foreign keys.
@@ -663,6 +666,61 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
+    }
+
+    /// A customer's mails go out in the order they were decided: an update whose first
+    /// try comes due while the outage mail to the same address waits for its retry waits
+    /// too; other addresses are not held up.
+    #[test]
+    fn a_customers_later_mail_waits_for_their_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO incidents (id, service, seq, started_at, customer_phase) VALUES (7, 'shop', 1, 1000.0, 1);
+                 INSERT INTO campaigns (id, incident_id, service, kind, audience, outbox_id, created_at) VALUES (1, 7, 'shop', 'outage', 'c', 11, 1001.0);
+                 INSERT INTO campaigns (id, incident_id, service, kind, audience, outbox_id, created_at) VALUES (2, 7, 'shop', 'update', 'c', 12, 1002.0);
+                 INSERT INTO recipients (id, campaign_id, email, name, language, timezone, vars, next_attempt_at) VALUES
+                    (1, 1, 'ana@example.com', '', 'en', 'UTC', '{}', 1001.0),
+                    (2, 1, 'bo@example.com', '', 'en', 'UTC', '{}', 1001.0),
+                    (3, 2, 'ana@example.com', '', 'en', 'UTC', '{}', 1002.0),
+                    (4, 2, 'bo@example.com', '', 'en', 'UTC', '{}', 1002.0);",
+            )
+            .unwrap();
+        let due = |store: &SqliteStore, at: f64| -> Vec<i64> {
+            store
+                .due_recipients(from_secs(at), 0, 100)
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect()
+        };
+        assert_eq!(
+            due(&store, 1010.0),
+            [1, 2],
+            "each address's first mail only"
+        );
+        // Ana's outage mail is deferred until 2000; Bo's is sent.
+        store
+            .record_sends(&[
+                SendResult::Retry {
+                    id: 1,
+                    error: "421 try later".into(),
+                    at: from_secs(2000.0),
+                },
+                SendResult::Sent {
+                    id: 2,
+                    at: from_secs(1010.0),
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            due(&store, 1020.0),
+            [4],
+            "Ana's update waits for her outage mail"
+        );
+        assert_eq!(due(&store, 2000.0), [1, 4]);
     }
 
     /// A database of schema 7 (the timeline and the reasons in the state as text) is

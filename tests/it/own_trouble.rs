@@ -273,3 +273,136 @@ async fn a_clock_jump_during_an_outage_changes_nothing() {
         explain()
     );
 }
+
+/// The SMTP relay refuses every connection for two simulated hours of an outage (the
+/// incident opens, escalates twice, reaches its customers): nothing is lost or given up,
+/// and once the relay is back every mail is delivered once, staff's and each customer's in
+/// the order they were decided, although their retries had come due in another order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_relay_down_for_two_hours_delivers_everything_afterwards_in_order() {
+    let mut smtp = support::Smtp::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("email,name,language,timezone\n");
+    for i in 0..20 {
+        csv.push_str(&format!("c{i}@example.com,Customer {i},en,UTC\n"));
+    }
+    std::fs::write(dir.path().join("customers.csv"), csv).unwrap();
+    let (target, up) = support::switchable_target().await;
+    let port = support::free_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        support::shop_config(
+            port,
+            target,
+            "escalation: default\naudience: customers\ncustomer_threshold: 1h",
+            &format!(
+                "escalation:
+  default:
+    - {{ after: 0m, to: [oncall@example.com] }}
+    - {{ after: 30m, to: [lead@example.com] }}
+    - {{ after: 90m, to: [boss@example.com] }}
+audiences:
+  customers: {{ csv: ./customers.csv }}
+campaigns: {{ next_update: 4h }}
+mail:
+  from: \"Example Status <status@example.com>\"
+  smtp: \"smtp://127.0.0.1:{}\"
+  allow_plain: true
+  timeout: 2s
+",
+                smtp.port
+            ),
+        ),
+    )
+    .unwrap();
+    let app = support::InProcess::start(&cfg, &[]).await;
+    support::runs(port, "shop", "success", 2, &String::new).await;
+
+    smtp.pause();
+    up.store(false, std::sync::atomic::Ordering::SeqCst);
+    support::until_metric(
+        port,
+        "tocsin_incident_open{service=\"shop\"}",
+        Duration::from_secs(15),
+        &String::new,
+        |v| v == 1.0,
+    )
+    .await;
+    // Two hours in five-minute steps, each long enough for the engine's tick and the
+    // senders' attempts (every one refused).
+    for _ in 0..24 {
+        app.clock.advance(Duration::from_secs(300));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let waiting = app.store.lock().pending().unwrap().total();
+    assert_eq!(
+        waiting, 3,
+        "three staff mails wait (DOWN and two escalations)"
+    );
+    let customers = app.store.lock().recipient_counts().unwrap();
+    assert_eq!(
+        (customers.pending, customers.sent, customers.failed),
+        (20, 0, 0),
+        "every customer's mail waits, none given up"
+    );
+    assert_eq!(smtp.count(), 0);
+
+    // The relay is back; the longest backoff is 15 minutes.
+    smtp.resume();
+    for _ in 0..4 {
+        app.clock.advance(Duration::from_secs(300));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    support::until_metric(
+        port,
+        "tocsin_incident_open{service=\"shop\"}",
+        Duration::from_secs(15),
+        &String::new,
+        |v| v == 0.0,
+    )
+    .await;
+    app.settled(&|| format!("{:?}", smtp.subjects())).await;
+    let recipients_pending = |app: &support::InProcess| {
+        app.store
+            .lock()
+            .recipient_counts()
+            .map(|c| c.pending)
+            .unwrap_or(1)
+    };
+    support::until(
+        "every customer mail sent",
+        Duration::from_secs(30),
+        &|| format!("{:?}", smtp.subjects()),
+        || recipients_pending(&app) == 0,
+    )
+    .await;
+    let got = smtp.subjects();
+    let to = |who: &str| -> Vec<String> {
+        got.iter()
+            .filter(|l| l.starts_with(&format!("{who} |")))
+            .map(|l| l.split_once(" | ").unwrap().1.to_string())
+            .collect()
+    };
+    let staff: Vec<&String> = got.iter().filter(|l| l.contains("[tocsin]")).collect();
+    assert_eq!(
+        staff,
+        [
+            "oncall@example.com | [tocsin] Web shop is DOWN",
+            "lead@example.com | [tocsin] Web shop is DOWN, unacknowledged (escalation level 1)",
+            "boss@example.com | [tocsin] Web shop is DOWN, unacknowledged (escalation level 2)",
+            "oncall@example.com,lead@example.com,boss@example.com | [tocsin] Web shop is UP again after 2h20m",
+        ],
+        "staff mails once each, in the order decided"
+    );
+    for i in 0..20 {
+        let c = to(&format!("c{i}@example.com"));
+        assert_eq!(
+            c,
+            ["Web shop is unavailable", "Web shop is working again"],
+            "customer {i}: each mail once, in the order decided"
+        );
+    }
+    app.stop().await;
+}
