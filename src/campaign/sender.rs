@@ -3,8 +3,10 @@
 //! concurrency), at most `mail.max_per_second` started per
 //! second, each within `mail.timeout`. A 4xx or network failure is retried with backoff,
 //! a 5xx recorded as failed with the server's reply. Results are committed as they come,
-//! in small transactions, so a crash re-sends at most the messages in flight plus those
-//! accepted during the last commit; each carries the same Message-ID as before.
+//! in small transactions, and no more than [`UNRECORDED`] messages beyond the workers'
+//! are ever sent without their result written: a crash, even while the disk is full and
+//! nothing can be written, re-sends at most `mail.connections + UNRECORDED` messages,
+//! each with the same Message-ID as before.
 //! Nothing is started while the canary guard holds.
 
 use std::collections::{HashMap, HashSet};
@@ -26,6 +28,8 @@ use crate::notify::mail::{MailError, Mailer, Session};
 use crate::store::{CampaignInfo, CampaignKind, RecipientJob, SendResult, SharedStore};
 
 const BATCH: usize = 512;
+/// Results that may wait to be written (beyond one per worker) before sending pauses.
+pub const UNRECORDED: usize = 64;
 const IDLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
@@ -144,6 +148,23 @@ impl Sender {
                     .entry(job.campaign)
                     .or_insert_with(|| self.store.lock().campaign_info(job.campaign).ok().flatten())
                     .clone();
+                // While results cannot be written (a full disk), stop sending: what a crash
+                // would send again stays bounded.
+                let mut waited = false;
+                while in_flight.lock().unwrap_or_else(|e| e.into_inner()).len()
+                    >= config.mail.connections + UNRECORDED
+                {
+                    if !waited {
+                        tracing::warn!(
+                            "campaigns paused: sends cannot be recorded yet (is the disk of data_dir full?)"
+                        );
+                        waited = true;
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break 'outer,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break 'outer,
                     _ = limiter.until_ready() => {}

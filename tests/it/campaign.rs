@@ -622,3 +622,127 @@ async fn refusals_are_recorded_with_the_server_reply_and_deferrals_retried() {
     assert_eq!(smtp.count(), 1, "only the accepted message arrived");
     assert!(tocsin.stop());
 }
+
+/// The disk of `data_dir` fills up while 5,000 customers are being mailed, then space
+/// returns: sending goes on (the results wait in memory until they can be recorded), no
+/// customer gets the mail twice or not at all, nothing else is told, and every send is
+/// recorded in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_customers_are_told_once_through_a_full_disk() {
+    const N: usize = 5_000;
+    let smtp = support::Smtp::start(None);
+    let (target, up) = support::switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = support::SmallDisk::mount(&dir.path().join("var"), "64m");
+    let (cfg, port) = write_files(dir.path(), target, smtp.port, N, N as u64 * 2);
+    let expected: BTreeSet<String> = (0..N)
+        .map(customer)
+        .filter(|c| c.4 != "api")
+        .map(|c| c.0)
+        .chain(["bad@example.com".to_string()])
+        .collect();
+    let mut tocsin = start(&cfg);
+    wait_up(port).await;
+    up.store(false, Ordering::SeqCst);
+    let mut told = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = api(
+            port,
+            "POST",
+            "/api/v1/incidents/shop/eta",
+            Some(serde_json::json!({"eta": "3h", "by": "test"})),
+        )
+        .await;
+        if r["eta"].is_string() {
+            told = true;
+            break;
+        }
+    }
+    assert!(told, "the ETA was accepted");
+
+    let at = smtp.wait_count(500, Duration::from_secs(60)).await;
+    assert!(at >= 500, "sending started: {at}");
+    let filler = disk.fill();
+    // While nothing can be written, the mails sent but not recorded (what a crash would
+    // send again) stay within the workers' messages (8 connections) and the results
+    // allowed to wait.
+    let mut most_unrecorded = 0;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let recorded: u64 = api(port, "GET", "/api/v1/campaigns", None)
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["counts"]["sent"].as_u64().unwrap())
+            .sum();
+        let received = smtp.count() as u64;
+        most_unrecorded = most_unrecorded.max(received.saturating_sub(recorded));
+    }
+    assert!(
+        most_unrecorded <= 8 + tocsin::campaign::sender::UNRECORDED as u64,
+        "sent and not recorded: {most_unrecorded}"
+    );
+    std::fs::remove_file(filler).unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mails = loop {
+        let mails = received(&smtp);
+        if mails.len() >= expected.len() || std::time::Instant::now() > deadline {
+            break mails;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let by_address = count_by_address(&mails, |_| true);
+    let got: BTreeSet<String> = by_address.keys().cloned().collect();
+    if got != expected {
+        tocsin.stop();
+        explain(dir.path());
+    }
+    assert_eq!(got.len(), expected.len(), "every customer told");
+    assert!(got == expected, "only the service's customers told");
+    let twice: Vec<_> = by_address.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "told twice: {:?}",
+        &twice[..twice.len().min(5)]
+    );
+    assert!(
+        mails
+            .iter()
+            .all(|(_, s, _)| !s.contains("Update") && !s.contains("again")),
+        "no update or recovery from the full disk"
+    );
+
+    // Every send is recorded once space is back (the log says the writes waited).
+    let recorded = || {
+        let r = cli(&cfg, &["campaign", "status", "--once"]).1;
+        let field = |name: &str| {
+            r.split(name)
+                .nth(1)
+                .and_then(|x| x.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+        };
+        field(" sent ") == Some(expected.len()) && field(" pending ") == Some(0)
+    };
+    for _ in 0..60 {
+        if recorded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = cli(&cfg, &["campaign", "status", "--once"]).1;
+    assert!(recorded(), "{status}");
+    let log = std::fs::read_to_string(dir.path().join("tocsin.log")).unwrap_or_default();
+    assert!(
+        log.contains("cannot record sends") && log.contains("sends cannot be recorded yet"),
+        "the disk was full, and sending paused"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    eprintln!(
+        "full disk during a {}-recipient campaign: at most {most_unrecorded} mails sent and not yet recorded, none twice",
+        expected.len()
+    );
+    assert!(tocsin.stop(), "tocsin stops cleanly afterwards");
+}

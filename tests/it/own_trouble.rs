@@ -88,43 +88,6 @@ async fn idle_clients_on_a_small_descriptor_limit_cause_no_incident() {
     );
 }
 
-/// A tmpfs of its own for `data_dir`, unmounted on drop (the suite runs as root).
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(at).unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tocsin-test"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SmallDisk(at.to_path_buf())
-    }
-
-    /// Writes until the disk is full; the file is removed to give the space back.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).output();
-    }
-}
-
 /// The disk of `data_dir` fills up during an outage: nothing can be stored, so nothing
 /// is decided or sent (and nothing panics); when space returns, the outage is decided
 /// from the probes as they are then, and staff get exactly one mail.
@@ -132,7 +95,7 @@ impl Drop for SmallDisk {
 async fn a_full_disk_during_an_outage_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let var = dir.path().join("var");
-    let disk = SmallDisk::mount(&var, "4m");
+    let disk = support::SmallDisk::mount(&var, "4m");
     let (target, up) = support::switchable_target().await;
     let port = support::free_port();
     let cfg = dir.path().join("probes.yaml");
