@@ -75,7 +75,7 @@ fn main() {
     rt.block_on(async move {
         let (tx, mut rx) = mpsc::channel(4096);
         let metrics = Arc::new(Metrics::new());
-        let mut sched = Scheduler::new(tx, metrics.clone(), Arc::new(SystemClock), Arc::new(LiveRunner), CancellationToken::new());
+        let mut sched = Scheduler::new(tx, metrics.clone(), Arc::new(SystemClock), Arc::new(LiveRunner::default()), CancellationToken::new());
         let mut engine = with_engine.then(|| {
             let store = SharedStore::new(SqliteStore::open(&db_dir.path().join("tocsin.db")).unwrap());
             Engine::new(&cfg, store, Arc::new(SystemClock)).unwrap()

@@ -109,7 +109,7 @@ impl Deps {
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             webhooks_kept: None,
-            runner: Arc::new(heartbeats.runner(LiveRunner)),
+            runner: Arc::new(heartbeats.runner(LiveRunner::default())),
             heartbeats,
         })
     }

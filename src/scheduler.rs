@@ -37,16 +37,49 @@ pub trait Runner: Send + Sync + 'static {
     }
 }
 
-/// Runs the probe for real.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LiveRunner;
+/// Runs the probe for real, and tells a name that would not resolve from a resolver that
+/// answers nothing (see [`probe::dns::ResolverCheck`]).
+#[derive(Clone, Default)]
+pub struct LiveRunner {
+    resolver: Arc<probe::dns::ResolverCheck>,
+}
 
 impl Runner for LiveRunner {
     fn run(&self, p: &Probe, now: SystemTime) -> BoxFuture<'static, Outcome> {
         let check = p.check.clone();
         let timeout = p.timeout;
-        Box::pin(async move { probe::run(&check, timeout, now).await })
+        let resolver = self.resolver.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut outcome = probe::run(&check, timeout, now).await;
+            // A name that would not resolve: the target's domain, unless the resolver
+            // answers nothing at all (then it is the monitor's own trouble).
+            if resolving_failed(&check, &outcome) {
+                if let Some(detail) = resolver.trouble(started).await {
+                    outcome.reason = Some(probe::Reason::MonitorFault {
+                        cause: "resolver".into(),
+                        detail,
+                    });
+                }
+            }
+            outcome
+        })
     }
+}
+
+/// Whether `outcome` failed while the system's resolver was looking a name up for it.
+fn resolving_failed(check: &probe::Check, outcome: &Outcome) -> bool {
+    let system_resolver = match check {
+        probe::Check::Dns(c) => c.server.is_none(),
+        probe::Check::Heartbeat(_) => false,
+        _ => true,
+    };
+    system_resolver
+        && match &outcome.reason {
+            Some(probe::Reason::Timeout { phase }) => *phase == probe::Phase::Resolve,
+            Some(probe::Reason::Resolve { .. }) => true,
+            _ => false,
+        }
 }
 
 /// One probe run, as sent to consumers.

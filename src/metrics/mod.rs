@@ -357,7 +357,7 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "tocsin_monitor_fault",
-                    "1 while probes fail for want of the monitor's own resources (cause: emfile, enfile, enobufs, enomem, eaddrnotavail, enospc); such failures count toward no incident.",
+                    "1 while probes fail for want of the monitor's own resources (cause: emfile, enfile, enobufs, enomem, eaddrnotavail, enospc) or because its DNS resolver answers nothing (cause: resolver); such failures count toward no incident.",
                 ),
                 &["cause"],
             ),
@@ -546,13 +546,14 @@ impl Metrics {
     }
 
     /// The causes of a monitor fault, by errno name.
-    pub const FAULT_CAUSES: [&'static str; 6] = [
+    pub const FAULT_CAUSES: [&'static str; 7] = [
         "emfile",
         "enfile",
         "enobufs",
         "enomem",
         "eaddrnotavail",
         "enospc",
+        "resolver",
     ];
 
     /// Records one outcome of a configured probe. A monitor fault leaves the probe's

@@ -265,12 +265,13 @@ pub fn render_notice(
             ),
         ),
         StaffMailKind::MonitorFault => (
-            "[tocsin] tocsin's own host is out of resources".to_string(),
+            "[tocsin] tocsin's own host is in trouble: outages may go unseen".to_string(),
             format!(
-                "A probe failed because tocsin's own host ran out of something ({}).\n\
+                "A probe failed because of tocsin's own host, not its target ({}).\n\
                  Such failures say nothing of the targets: they open no incident and customers\n\
                  are told nothing, so an outage could go unseen while this lasts.\n\
-                 Check the host: open files (ulimit -n), memory, local ports, disk space.\n\n\
+                 Check the host: open files (ulimit -n), memory, local ports, disk space, and\n\
+                 its DNS resolver (/etc/resolv.conf).\n\n\
                  Since {}. tocsin repeats this at most once an hour while it lasts.\n",
                 failing.join(", "),
                 at(now)

@@ -424,3 +424,82 @@ fn render(data: &RData) -> String {
 fn normalize(s: &str) -> String {
     s.trim().trim_end_matches('.').to_ascii_lowercase()
 }
+
+/// Whether the system's resolver answers at all. A name that cannot be resolved says
+/// something of its domain only while the resolver answers other questions; when it
+/// answers none (down, hanging, unreachable), every probe by name fails at once, and that
+/// is the monitor's trouble, not its targets'.
+///
+/// The question is the root zone's NS set, which every recursive resolver answers from
+/// its cache or root hints, whatever the state of any other domain. It is asked only
+/// after a probe failed while resolving, one question at a time; an answer serves every
+/// failure whose lookup began before it was asked (probes failing together ask once),
+/// and no later one: a resolver that answered a second before it hung does not make a
+/// lookup that hung after it the target's failure.
+#[derive(Default)]
+pub struct ResolverCheck {
+    last: std::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>,
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl ResolverCheck {
+    /// How long each configured server is given.
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// None while some configured resolver answers; otherwise what was tried. `since`:
+    /// when the failed lookup began.
+    pub async fn trouble(&self, since: tokio::time::Instant) -> Option<String> {
+        let usable = |last: &std::sync::Mutex<Option<(tokio::time::Instant, Option<String>)>>| {
+            last.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|(asked, _)| *asked >= since)
+                .map(|(_, t)| t.clone())
+        };
+        if let Some(t) = usable(&self.last) {
+            return t;
+        }
+        let _one = self.gate.lock().await;
+        if let Some(t) = usable(&self.last) {
+            return t;
+        }
+        let asked = tokio::time::Instant::now();
+        let found = ask_root().await;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((asked, found.clone()));
+        found
+    }
+}
+
+/// Asks each system name server for the root NS set: None as soon as one answers (with
+/// any response code: an answer is an answer).
+async fn ask_root() -> Option<String> {
+    let servers = match system_servers() {
+        Ok(s) => s,
+        Err(e) => return Some(e.to_string()),
+    };
+    let mut tried = Vec::new();
+    for server in &servers {
+        let mut m = Message::new();
+        m.set_id(rand::random())
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::root(), RecordType::NS));
+        let Ok(bytes) = m.to_vec() else {
+            return None;
+        };
+        match tokio::time::timeout(ResolverCheck::WAIT, exchange_udp(*server, &bytes, m.id())).await
+        {
+            Ok(Ok(_)) => return None,
+            Ok(Err(r)) => tried.push(format!("{server}: {r}")),
+            Err(_) => tried.push(format!(
+                "{server}: no answer within {}",
+                humantime::format_duration(ResolverCheck::WAIT)
+            )),
+        }
+    }
+    Some(format!(
+        "the system's DNS resolver answers nothing, so no name can be resolved ({})",
+        tried.join("; ")
+    ))
+}

@@ -304,7 +304,7 @@ pub enum Reason {
     /// memory, local ports, disk): a fault of tocsin's host, never the target's. Such an
     /// outcome counts toward no incident.
     #[error(
-        "tocsin's own host is out of {}: {detail} (a monitor fault, not the target's)",
+        "tocsin's own host {}: {detail} (a monitor fault, not the target's)",
         fault_what(cause)
     )]
     MonitorFault { cause: String, detail: String },
@@ -696,13 +696,14 @@ pub fn monitor_fault(e: &std::io::Error) -> Option<&'static str> {
 
 fn fault_what(cause: &str) -> &'static str {
     match cause {
-        "emfile" => "file descriptors",
-        "enfile" => "file descriptors system-wide",
-        "enobufs" => "network buffers",
-        "enomem" => "memory",
-        "eaddrnotavail" => "local addresses or ports",
-        "enospc" => "disk space",
-        _ => "a resource",
+        "emfile" => "is out of file descriptors",
+        "enfile" => "is out of file descriptors system-wide",
+        "enobufs" => "is out of network buffers",
+        "enomem" => "is out of memory",
+        "eaddrnotavail" => "is out of local addresses or ports",
+        "enospc" => "is out of disk space",
+        "resolver" => "cannot resolve any name",
+        _ => "is in trouble",
     }
 }
 

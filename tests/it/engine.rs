@@ -208,7 +208,7 @@ async fn a_probe_failing_for_want_of_descriptors_opens_no_incident_and_staff_hea
     dispatcher.drain().await.unwrap();
     assert_eq!(
         eml_subjects(&dir.path().join("mail")),
-        ["[tocsin] tocsin's own host is out of resources"]
+        ["[tocsin] tocsin's own host is in trouble: outages may go unseen"]
     );
     let text = metrics.render();
     assert!(

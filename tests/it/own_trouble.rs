@@ -369,3 +369,216 @@ mail:
     }
     app.stop().await;
 }
+
+/// The resolver's DNS server, run inside the namespace on 127.0.0.1:53.
+fn resolver(ns: &support::netns::Netns, mode: &str) -> support::Proc {
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "/usr/bin/python3",
+            "tests/fixtures/dns_hang.py",
+            "53",
+            mode,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    support::Proc(child)
+}
+
+/// tocsin runs in a network namespace whose resolv.conf names a resolver the test
+/// controls. While the resolver answers, a name it never answers is that target's
+/// failure (an incident opens); when it answers nothing at all, every probe by name fails
+/// at once, and that is a monitor fault: no incident, staff told once, the gauge set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_that_answers_nothing_is_a_monitor_fault_not_an_outage() {
+    let ns = support::netns::Netns::linked();
+    let (_, inner) = ns.link.clone().unwrap();
+    let etc = std::path::PathBuf::from(format!("/etc/netns/{}", ns.name));
+    std::fs::create_dir_all(&etc).unwrap();
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _etc = Gone(etc.clone());
+    std::fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "Add to cart").unwrap();
+    let _web = support::Proc(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut dns = resolver(&ns, "hang:shop.test");
+    let port = support::free_port();
+    let cfg = dir.path().join("probes.yaml");
+    let probe = |id: &str, name: &str, check: &str| {
+        format!(
+            "  - id: {id}\n    name: {name}\n    escalation: default\n    failure_threshold: 2\n    success_threshold: 2\n    probes:\n      - {{ name: {id}-home, interval: 2s, timeout: 1s, {check} }}\n"
+        )
+    };
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: {inner}:{port}\ndata_dir: ./var\nservices:\n{}{}{}escalation:\n  default:\n    - {{ after: 0m, to: [oncall@example.com] }}\nmail:\n  from: \"Example Status <status@example.com>\"\n",
+            probe("shop", "Web shop", "http: { url: \"http://shop.test:8080/\" }"),
+            probe("api", "API", "http: { url: \"http://api.test:8080/\" }"),
+            probe("db", "Database", "tcp: { address: \"db.test:8080\" }"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tocsin.log");
+    let _tocsin = support::Proc(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                env!("CARGO_BIN_EXE_tocsin"),
+                "run",
+                "--config",
+            ])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics = || async {
+        support::client()
+            .get(format!("http://{inner}:{port}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let explain = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |what: &'static str, check: Box<dyn Fn(&str) -> bool>| {
+        let explain = &explain;
+        let metrics = &metrics;
+        async move {
+            let t = std::time::Instant::now();
+            loop {
+                if let Some(m) = metrics().await {
+                    if check(&m) {
+                        return m;
+                    }
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(40),
+                    "{what}\n{}",
+                    explain()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+
+    // The resolver answers, but never for shop.test: that is the shop's failure.
+    let m = wait(
+        "the shop's incident opens",
+        Box::new(move |m| value(m, "tocsin_incident_open{service=\"shop\"}") == Some(1.0)),
+    )
+    .await;
+    assert_eq!(
+        value(&m, "tocsin_incident_open{service=\"api\"}"),
+        Some(0.0)
+    );
+    assert_eq!(value(&m, "tocsin_incident_open{service=\"db\"}"), Some(0.0));
+    assert!(value(&m, "tocsin_monitor_fault{cause=\"resolver\"}").is_none_or(|v| v == 0.0));
+
+    // Now it answers nothing at all: every name fails, and that is tocsin's own trouble.
+    dns.crash();
+    dns = resolver(&ns, "hang-all");
+    let m = wait(
+        "the resolver is a monitor fault",
+        Box::new(move |m| value(m, "tocsin_monitor_fault{cause=\"resolver\"}") == Some(1.0)),
+    )
+    .await;
+    // Long enough for two failed rounds of every probe, were they counted.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let m2 = metrics().await.unwrap();
+    for service in ["api", "db"] {
+        assert_eq!(
+            value(
+                &m2,
+                &format!("tocsin_incident_open{{service=\"{service}\"}}")
+            ),
+            Some(0.0),
+            "{service}: no incident from the monitor's resolver\n{}",
+            explain()
+        );
+    }
+    assert!(value(&m, "tocsin_monitor_faults_total{cause=\"resolver\"}").unwrap_or(0.0) >= 1.0);
+    let mails = support::spooled(dir.path());
+    let subjects: Vec<&str> = mails.iter().map(|(_, s, _)| s.as_str()).collect();
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| s.contains("own host is in trouble"))
+            .count(),
+        1,
+        "{subjects:?}"
+    );
+    assert!(
+        !subjects
+            .iter()
+            .any(|s| s.contains("API") || s.contains("Database")),
+        "{subjects:?}"
+    );
+    let fault = mails
+        .iter()
+        .find(|(_, s, _)| s.contains("own host is in trouble"))
+        .unwrap();
+    assert!(
+        fault.2.contains("DNS resolver answers nothing"),
+        "{}",
+        fault.2
+    );
+
+    // It answers again: the gauge falls.
+    dns.crash();
+    let _dns = resolver(&ns, "hang:shop.test");
+    wait(
+        "the resolver fault clears",
+        Box::new(move |m| value(m, "tocsin_monitor_fault{cause=\"resolver\"}") == Some(0.0)),
+    )
+    .await;
+}

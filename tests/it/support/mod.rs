@@ -1066,7 +1066,7 @@ impl InProcess {
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             webhooks_kept: None,
-            runner: Arc::new(heartbeats.runner(tocsin::scheduler::LiveRunner)),
+            runner: Arc::new(heartbeats.runner(tocsin::scheduler::LiveRunner::default())),
             heartbeats,
         };
         let app = tocsin::app::App::build(config, cfg, deps).await.unwrap();
