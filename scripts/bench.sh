@@ -16,5 +16,7 @@ echo "==> campaign: 10,000 personalised mails into smtp-sink"
 cargo bench --bench campaign
 echo "==> campaign: the same, each mail DKIM-signed with an RSA-2048 and an Ed25519 key"
 cargo bench --bench campaign -- --dkim 1
+echo "==> load: 200 clients on /status and the API for 60 s during an outage and a 10,000-mail campaign"
+cargo bench --bench load
 echo "==> scheduler: 10,000 HTTP probes at 10 s"
 cargo bench --bench scheduler

@@ -349,6 +349,7 @@ impl App {
             templates: templates.clone(),
             config: config.clone(),
             clock: clock.clone(),
+            status_cache: Default::default(),
         };
         let pages = Pages {
             source: page_source.clone(),

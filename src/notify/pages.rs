@@ -41,17 +41,66 @@ pub struct PageSource {
     pub templates: Arc<Templates>,
     pub config: LiveConfig,
     pub clock: Arc<dyn Clock>,
+    /// The status page last made, reused while nothing it shows can have changed.
+    pub status_cache: StatusCache,
+}
+
+/// The last status page: made from one engine snapshot and one config, at one time.
+/// During an outage customers reload the page by the thousand; each rendering reads 90
+/// days of incidents under the store's lock, which the campaign sender needs too.
+#[derive(Clone, Default)]
+pub struct StatusCache(Arc<std::sync::Mutex<Option<CachedStatus>>>);
+
+struct CachedStatus {
+    snapshot: Arc<crate::engine::Snapshot>,
+    config: Arc<Config>,
+    made: SystemTime,
+    body: Arc<str>,
 }
 
 impl PageSource {
-    /// The status page as HTML, now.
-    pub fn status_page(&self) -> Result<String, String> {
+    /// How long a status page is served again at most (its times are to the minute).
+    const STATUS_FRESH: Duration = Duration::from_secs(2);
+
+    /// The status page as HTML, now: the one made last while the engine has decided
+    /// nothing new, the config is the same and it is under two seconds old.
+    pub fn status_page(&self) -> Result<Arc<str>, String> {
         let config = self.config.get();
         let now = self.clock.now();
         let snapshot = self.engine.snapshot();
+        {
+            let cached = self
+                .status_cache
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = cached.as_ref().filter(|c| {
+                Arc::ptr_eq(&c.snapshot, &snapshot)
+                    && Arc::ptr_eq(&c.config, &config)
+                    && now
+                        .duration_since(c.made)
+                        .is_ok_and(|age| age < Self::STATUS_FRESH)
+            }) {
+                return Ok(c.body.clone());
+            }
+        }
         let ctx = status_context(&config, &snapshot.statuses, &self.store, now)
             .map_err(|e| e.to_string())?;
-        self.templates.page("status", &config.page_language, &ctx)
+        let body: Arc<str> = self
+            .templates
+            .page("status", &config.page_language, &ctx)?
+            .into();
+        *self
+            .status_cache
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(CachedStatus {
+            snapshot,
+            config,
+            made: now,
+            body: body.clone(),
+        });
+        Ok(body)
     }
 
     /// The placeholder page of `incident`.

@@ -35,7 +35,7 @@ pub fn routes(p: Public) -> Router {
 
 pub(super) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-fn html(code: StatusCode, body: String) -> Response {
+fn html(code: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     (
         code,
         [
@@ -46,14 +46,15 @@ fn html(code: StatusCode, body: String) -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
 
 async fn status(State(p): State<Public>) -> Response {
     match p.pages.status_page() {
-        Ok(body) => html(StatusCode::OK, body),
+        // The cached page is shared, not copied, into each response.
+        Ok(body) => html(StatusCode::OK, axum::body::Bytes::from_owner(Shared(body))),
         Err(e) => {
             tracing::error!(error = %e, "status page cannot be rendered");
             html(
@@ -64,6 +65,15 @@ async fn status(State(p): State<Public>) -> Response {
                 ),
             )
         }
+    }
+}
+
+/// A shared page as a response body's bytes.
+struct Shared(Arc<str>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
