@@ -421,7 +421,7 @@ impl Engine {
         self.states.insert(service.to_string(), next);
         if !actions.is_empty() {
             for a in &actions {
-                tracing::info!(service, action = ?a, "incident decision");
+                tracing::info!(service, decision = %a, "incident decision");
             }
             self.decisions += 1;
             self.publish();

@@ -313,6 +313,7 @@ fn context(
         window_end => local_time(ended, tz, lang),
         window_duration => duration_text(ended.duration_since(info.started).unwrap_or_default()),
         completed => info.kind == CampaignKind::MaintenanceDone,
+        note => info.window_note.as_deref(),
     }
 }
 

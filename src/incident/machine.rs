@@ -135,6 +135,20 @@ pub enum StaffMailKind {
     TaskRestarted,
 }
 
+impl StaffMailKind {
+    /// In words, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaffMailKind::Opened => "opened",
+            StaffMailKind::Escalated => "escalated",
+            StaffMailKind::Flapping => "flapping",
+            StaffMailKind::MonitorDown => "monitor down",
+            StaffMailKind::MonitorFault => "monitor fault",
+            StaffMailKind::TaskRestarted => "task restarted",
+        }
+    }
+}
+
 /// A decision, to be stored with the state and carried out once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -242,6 +256,103 @@ impl WebhookEvent {
 impl std::fmt::Display for WebhookEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// One line for the log and the drill: what was decided, with times in RFC 3339.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::text::time::rfc3339 as at;
+        let long = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+        match self {
+            Action::Open {
+                id,
+                started,
+                reasons,
+            } => {
+                write!(f, "incident {id} opened, failing since {}", at(*started))?;
+                for (probe, reason) in reasons {
+                    write!(f, "; {probe}: {reason}")?;
+                }
+                Ok(())
+            }
+            Action::MailStaff {
+                id,
+                kind,
+                level,
+                to,
+            } => {
+                write!(f, "staff mail ({}", kind.as_str())?;
+                if *level > 0 {
+                    write!(f, ", level {level}")?;
+                }
+                if let Some(id) = id {
+                    write!(f, ", incident {id}")?;
+                }
+                write!(f, ") to {}", to.join(", "))
+            }
+            Action::Acknowledged { id, by } => write!(f, "incident {id} acknowledged by {by}"),
+            Action::EtaSet { id, eta, by } => {
+                write!(
+                    f,
+                    "incident {id}: recovery expected by {} (set by {by})",
+                    at(*eta)
+                )
+            }
+            Action::CustomerPhase {
+                id,
+                eta,
+                next_update,
+                because_of_eta,
+            } => {
+                write!(f, "incident {id}: customers are told")?;
+                if *because_of_eta {
+                    write!(f, " (the ETA is past the threshold)")?;
+                }
+                match (eta, next_update) {
+                    (Some(e), _) => write!(f, ", recovery expected by {}", at(*e)),
+                    (None, Some(n)) => write!(f, ", next update by {}", at(*n)),
+                    (None, None) => Ok(()),
+                }
+            }
+            Action::CustomerUpdate {
+                id,
+                eta,
+                next_update,
+            } => {
+                write!(f, "incident {id}: customers get an update")?;
+                match (eta, next_update) {
+                    (Some(e), _) => write!(f, ", recovery expected by {}", at(*e)),
+                    (None, Some(n)) => write!(f, ", next update by {}", at(*n)),
+                    (None, None) => Ok(()),
+                }
+            }
+            Action::Resolve {
+                id,
+                started,
+                ended,
+                by,
+                staff,
+                customers,
+            } => {
+                write!(
+                    f,
+                    "incident {id} resolved at {} after {}",
+                    at(*ended),
+                    long(ended.duration_since(*started).unwrap_or_default())
+                )?;
+                if let Some(by) = by {
+                    write!(f, " by {by}")?;
+                }
+                if !staff.is_empty() {
+                    write!(f, "; staff told: {}", staff.join(", "))?;
+                }
+                if *customers {
+                    write!(f, "; customers told")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 

@@ -376,8 +376,15 @@ impl Pages {
             let sdir = dir.join(&inc.service);
             public_dir(&sdir)?;
             write_if_changed(&sdir.join(MARKER), b"")?;
-            if write_if_changed(&sdir.join("index.html"), html.as_bytes())? {
-                tracing::info!(service = %inc.service, path = %sdir.join("index.html").display(), "placeholder published");
+            let page = sdir.join("index.html");
+            let new = !page.exists();
+            // Its times move on each minute: a change is logged, a refresh is not.
+            if write_if_changed(&page, html.as_bytes())? {
+                if new {
+                    tracing::info!(service = %inc.service, path = %page.display(), "placeholder published");
+                } else {
+                    tracing::debug!(service = %inc.service, path = %page.display(), "placeholder refreshed");
+                }
             }
         }
         // Withdraw every placeholder tocsin made that is no longer wanted.

@@ -117,6 +117,8 @@ pub struct CampaignInfo {
     pub ended: Option<SystemTime>,
     pub eta: Option<SystemTime>,
     pub next_update: Option<SystemTime>,
+    /// A maintenance window's note: what is done.
+    pub window_note: Option<String>,
 }
 
 /// A recipient due to be sent.
@@ -413,7 +415,7 @@ impl CampaignStore for SqliteStore {
             .query_row(
                 "SELECT c.id, c.kind, c.service, coalesce(c.incident_id, 0),
                         coalesce(i.started_at, c.window_start), coalesce(i.ended_at, c.window_end),
-                        i.promised_eta, i.next_update
+                        i.promised_eta, i.next_update, c.window_note
                  FROM campaigns c LEFT JOIN incidents i ON i.id = c.incident_id WHERE c.id = ?1",
                 [id],
                 |r| {
@@ -426,6 +428,7 @@ impl CampaignStore for SqliteStore {
                         ended: r.get::<_, Option<f64>>(5)?.map(from_secs),
                         eta: r.get::<_, Option<f64>>(6)?.map(from_secs),
                         next_update: r.get::<_, Option<f64>>(7)?.map(from_secs),
+                        window_note: r.get::<_, Option<String>>(8)?.filter(|n| !n.is_empty()),
                     })
                 },
             )

@@ -123,8 +123,8 @@ impl MaintenanceStore for SqliteStore {
             Notice::Completed => CampaignKind::MaintenanceDone,
         };
         tx.execute(
-            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, invalid, window_key, window_start, window_end)
-             VALUES (NULL, ?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, invalid, window_key, window_start, window_end, window_note)
+             VALUES (NULL, ?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 m.service,
                 kind.as_str(),
@@ -133,7 +133,8 @@ impl MaintenanceStore for SqliteStore {
                 invalid as i64,
                 key,
                 secs(m.start),
-                secs(m.end())
+                secs(m.end()),
+                m.note
             ],
         )?;
         let id = tx.last_insert_rowid();

@@ -214,6 +214,8 @@ const MIGRATIONS: &[&str] = &[
     // 11: a customer's mails go out in the order they were decided: finding an older
     // pending row for the same address must not scan the campaign.
     "CREATE INDEX recipients_by_address ON recipients (email, status, id);",
+    // 12: a maintenance notice says what is done: the window's note, kept with it.
+    "ALTER TABLE campaigns ADD COLUMN window_note TEXT;",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it

@@ -173,6 +173,7 @@ async fn preview(
                 ended: i.ended.or(Some(now)),
                 eta,
                 next_update,
+                window_note: None,
             }
         }
         None => {
@@ -186,6 +187,7 @@ async fn preview(
                 ended: Some(now),
                 eta,
                 next_update,
+                window_note: None,
             }
         }
     };

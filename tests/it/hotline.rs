@@ -107,7 +107,12 @@ hotline:
     assert!(en.starts_with("You have reached Example Shop."), "{en}");
     assert!(en.contains("Web shop has been unavailable since"), "{en}");
     assert!(en.contains("We expect it to be working again by"), "{en}");
-    assert!(en.contains("https://www.example.com"), "{en}");
+    // Callers are sent to the status page, never to the website that may be the one down.
+    assert!(
+        en.contains("on our status page at http://127.0.0.1:"),
+        "{en}"
+    );
+    assert!(!en.contains("https://www.example.com"), "{en}");
     let sv = std::fs::read_to_string(files("sv")).unwrap();
     assert!(
         sv.contains("Vi räknar med att den fungerar igen senast"),

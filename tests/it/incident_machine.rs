@@ -576,3 +576,49 @@ proptest! {
         prop_assert!(state.incident.is_none());
     }
 }
+
+/// The log and the drill write decisions as one readable line: RFC 3339 times, field
+/// names in words, never Rust's `Debug` (`SystemTime { tv_sec: ... }`).
+#[test]
+fn a_decision_reads_as_one_line_with_rfc_3339_times() {
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_950_000 + s);
+    let lines: Vec<String> = [
+        Action::Open {
+            id: 4,
+            started: at(0),
+            reasons: [("home".to_string(), tocsin::probe::Reason::ConnectionRefused)].into(),
+        },
+        Action::MailStaff {
+            id: Some(4),
+            kind: tocsin::incident::StaffMailKind::Escalated,
+            level: 1,
+            to: vec!["lead@example.com".into()],
+        },
+        Action::CustomerPhase {
+            id: 4,
+            eta: Some(at(3 * 3600)),
+            next_update: None,
+            because_of_eta: true,
+        },
+        Action::Resolve {
+            id: 4,
+            started: at(0),
+            ended: at(5400),
+            by: Some("alice".into()),
+            staff: vec!["oncall@example.com".into()],
+            customers: true,
+        },
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    assert_eq!(
+        lines,
+        [
+            "incident 4 opened, failing since 2026-11-29T11:00:00Z; home: connection refused",
+            "staff mail (escalated, level 1, incident 4) to lead@example.com",
+            "incident 4: customers are told (the ETA is past the threshold), recovery expected by 2026-11-29T14:00:00Z",
+            "incident 4 resolved at 2026-11-29T12:30:00Z after 1h 30m by alice; staff told: oncall@example.com; customers told",
+        ]
+    );
+}

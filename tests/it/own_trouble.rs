@@ -573,6 +573,18 @@ async fn a_resolver_that_answers_nothing_is_a_monitor_fault_not_an_outage() {
         fault.2
     );
 
+    // The log, written to a file, is plain text with decisions in words and RFC 3339.
+    let written = explain();
+    assert!(
+        !written.contains('\x1b'),
+        "no colour codes in a file:\n{written}"
+    );
+    assert!(!written.contains("SystemTime {"), "{written}");
+    assert!(
+        written.contains("decision=incident 1 opened, failing since 20"),
+        "{written}"
+    );
+
     // It answers again: the gauge falls.
     dns.crash();
     let _dns = resolver(&ns, "hang:shop.test");
