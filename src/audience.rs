@@ -158,7 +158,8 @@ pub fn from_csv(text: &str, services: &[String]) -> Loaded {
                     csv::ErrorKind::UnequalLengths {
                         expected_len, len, ..
                     } => format!(
-                        "this row has {len} fields, the header has {expected_len}: quote values that contain commas"
+                        "this row has {}, the header has {expected_len}: quote values that contain commas",
+                        crate::text::count(*len, "field")
                     ),
                     csv::ErrorKind::Utf8 { .. } => "this row is not valid UTF-8".to_string(),
                     _ => format!("unreadable row: {e}"),

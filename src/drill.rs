@@ -402,6 +402,11 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     service.name,
                     rfc(*started)
                 ));
+                if service.escalation.is_none() {
+                    details.push(
+                        "staff: nobody is told (the service names no `escalation` policy)".into(),
+                    );
+                }
                 format!(
                     "incident opened after {} failed rounds ({})",
                     policy.failure_threshold,
@@ -428,10 +433,9 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     }
                 }
                 format!(
-                    "staff mail, level {level} ({label}) to {} ({} recipient{})",
+                    "staff mail, level {level} ({label}) to {} ({})",
                     to.join(", "),
-                    to.len(),
-                    if to.len() == 1 { "" } else { "s" }
+                    crate::text::count(to.len() as u64, "recipient")
                 )
             }
             Action::Acknowledged { by, .. } => format!("acknowledged by {by}: escalation stops"),
@@ -500,24 +504,25 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                         samples.push(("staff mail: resolved".into(), staff_sample(m)));
                     }
                     details.push(format!(
-                        "staff mail \"resolved\" to {} ({} recipient{})",
+                        "staff mail \"resolved\" to {} ({})",
                         staff.join(", "),
-                        staff.len(),
-                        if staff.len() == 1 { "" } else { "s" }
+                        crate::text::count(staff.len() as u64, "recipient")
                     ));
                 }
                 if *customers {
                     details.push(format!(
-                        "recovery mail to the {told_customers} customer(s) told of the outage"
+                        "recovery mail to the {} told of the outage",
+                        crate::text::count(told_customers as u64, "customer")
                     ));
                     if let Some(c) = service.compensation.as_ref().filter(|c| lasted >= c.after) {
                         let pool = audience::codes(&c.codes_csv)
                             .map(|l| l.codes.len())
                             .unwrap_or(0);
                         details.push(format!(
-                            "each with a compensation code (outage {} >= {}): {pool} code(s) in {}{}",
+                            "each with a compensation code (outage {} >= {}): {} in {}{}",
                             duration_text(lasted),
                             duration_text(c.after),
+                            crate::text::count(pool as u64, "code"),
                             c.codes_csv.display(),
                             if pool < told_customers {
                                 format!(", {} short: staff would be told", told_customers - pool)
@@ -539,8 +544,8 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     ));
                     if let Some(a) = &config.autoresponder {
                         details.push(format!(
-                            "autoresponder off: the previously active script restored in {} mailbox(es)",
-                            a.mailboxes.len()
+                            "autoresponder off: the previously active script restored in {}",
+                            crate::text::counted(a.mailboxes.len() as u64, "mailbox", "mailboxes")
                         ));
                     }
                     details.push(format!(
@@ -566,7 +571,10 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
             .filter(|h| h.decision == Some(d.id))
             .collect();
         if let (Some(ev), Some(first)) = (d.action.event(), posted.first()) {
-            details.push(format!("webhook `{ev}` to {} receiver(s)", posted.len()));
+            details.push(format!(
+                "webhook `{ev}` to {}",
+                crate::text::count(posted.len() as u64, "receiver")
+            ));
             if sampled.insert("webhook".into()) {
                 samples.push((
                     format!("webhook `{ev}` (JSON body, signed in X-Tocsin-Signature)"),
@@ -648,11 +656,14 @@ fn outage_line(
             "outage mail REFUSED: {n} recipients in audience `{name}`, more than mail.max_campaign_size ({max}); no customer would be told"
         );
     }
+    use crate::text::count;
     format!(
-        "outage mail to {sent} customer(s) of audience `{name}` ({rows} valid row(s), {} not following {service}{}; opt-outs are left out too)",
+        "outage mail to {} of audience `{name}` ({}, {} not following {service}{}; opt-outs are left out too)",
+        count(sent as u64, "customer"),
+        count(*rows as u64, "valid row"),
         rows - n,
         if *invalid > 0 {
-            format!(", {invalid} invalid row(s) left out")
+            format!(", {} left out", count(*invalid as u64, "invalid row"))
         } else {
             String::new()
         }
@@ -701,9 +712,9 @@ fn customer_side(
                 })
                 .collect();
             details.push(format!(
-                "autoresponder {} in {} mailbox(es) over {}:{}: {}",
+                "autoresponder {} in {} over {}:{}: {}",
                 if first { "on" } else { "text replaced" },
-                a.mailboxes.len(),
+                crate::text::counted(a.mailboxes.len() as u64, "mailbox", "mailboxes"),
                 a.host,
                 a.port,
                 shown.join(", ")

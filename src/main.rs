@@ -130,9 +130,9 @@ fn main() -> ExitCode {
             eprintln!("{errors}");
             let n = errors.0.len();
             eprintln!(
-                "{}: {n} error{} found; nothing was started",
+                "{}: {} found; nothing was started",
                 cli.config.display(),
-                if n == 1 { "" } else { "s" }
+                tocsin::text::count(n as u64, "error")
             );
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -160,8 +160,8 @@ fn main() -> ExitCode {
                 }
                 if !found.rows.is_empty() {
                     eprintln!(
-                        "warning: {} audience row(s) left out (everyone else is mailed; `check --strict` makes them errors)",
-                        found.rows.len()
+                        "warning: {} left out (everyone else is mailed; `check --strict` makes them errors)",
+                        tocsin::text::count(found.rows.len() as u64, "audience row")
                     );
                 }
             }
@@ -177,18 +177,18 @@ fn main() -> ExitCode {
                     eprintln!("{e}");
                 }
                 eprintln!(
-                    "{}: {} error{} found in templates or audiences",
+                    "{}: {} found in templates or audiences",
                     cli.config.display(),
-                    errors.len(),
-                    if errors.len() == 1 { "" } else { "s" }
+                    tocsin::text::count(errors.len() as u64, "error")
                 );
                 return ExitCode::from(EXIT_CONFIG);
             }
             let n = config.probes().count();
             println!(
-                "{}: valid ({} services, {n} probes)",
+                "{}: valid ({}, {})",
                 cli.config.display(),
-                config.services.len()
+                tocsin::text::count(config.services.len() as u64, "service"),
+                tocsin::text::count(n as u64, "probe")
             );
             ExitCode::SUCCESS
         }

@@ -396,7 +396,7 @@ pub fn preflight(config: &Config) -> Preflight {
                             line,
                             1,
                             format!(
-                                "language `{lang}` has no templates: its {n} recipient(s) get English (add {lang}/ to campaigns.templates)"
+                                "language `{lang}` has no templates: {} will get English (add {lang}/ to campaigns.templates)", crate::text::count(n as u64, "recipient")
                             ),
                         ));
                     }

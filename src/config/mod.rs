@@ -347,6 +347,23 @@ fn unknown_message(what: &str, name: &str, expected: &[String]) -> String {
     }
 }
 
+/// Keys whose values are durations (`30s`, `15m`).
+const DURATION_KEYS: &[&str] = &[
+    "interval",
+    "timeout",
+    "after",
+    "duration",
+    "customer_threshold",
+    "max_latency",
+    "update_every",
+    "next_update",
+    "hook_timeout",
+    "grace",
+    "period",
+    "window",
+    "announce_before",
+];
+
 /// Rewrites serde's type errors in the config's own terms.
 fn friendly(msg: &str, path: &Path) -> String {
     let key = match path.0.last() {
@@ -361,6 +378,14 @@ fn friendly(msg: &str, path: &Path) -> String {
             "tls" => "`tls` must be true, false, or a mapping with ca_file, insecure_skip_verify, server_name".into(),
             _ => format!("`{key}` has the wrong form"),
         };
+    }
+    // A number where a duration goes: say what to write.
+    if DURATION_KEYS.contains(&key) && msg.ends_with("expected a string") {
+        if let Some(n) = msg.split('`').nth(1).filter(|n| n.parse::<f64>().is_ok()) {
+            return format!(
+                "`{path}` is a duration: write `{n}s` (or `{n}m`, `{n}h`); a number alone has no unit"
+            );
+        }
     }
     let msg = msg
         .replace("u32", "a whole number")

@@ -183,7 +183,8 @@ impl TimelineEvent {
                 missing,
                 pool,
             } => format!(
-                "{missing} recovery mail(s) of campaign {campaign} go out without a compensation code: the codes in {pool} ran out; add codes to the file"
+                "{} of campaign {campaign} go out without a compensation code: the codes in {pool} ran out; add codes to the file",
+                crate::text::count(*missing, "recovery mail")
             ),
             TimelineEvent::HotlineFailed { event, error } => {
                 format!("hotline hook ({event}): {error}")

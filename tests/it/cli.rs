@@ -38,7 +38,7 @@ fn check_accepts_the_root_config() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "probes.yaml: valid (1 services, 3 probes)\n"
+        "probes.yaml: valid (1 service, 3 probes)\n"
     );
 }
 
@@ -50,7 +50,9 @@ fn check_refuses_a_bad_config_with_every_error_and_exit_2() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 5, "{err}");
     assert!(
-        lines[0].starts_with("testdata/bad/several-errors.yaml:2:13: invalid duration `30x`"),
+        lines[0].starts_with(
+            "testdata/bad/several-errors.yaml:2:13: `defaults.interval`: invalid duration `30x`"
+        ),
         "{err}"
     );
     assert_eq!(
@@ -371,7 +373,7 @@ fn a_port_in_use_is_a_clear_error_before_any_probe_runs() {
         dir.path(),
         "p.yaml",
         &format!(
-            "listen: 127.0.0.1:{port}\nservices:\n  - id: s\n    probes:\n      - {{ name: p, tcp: {{ address: \"127.0.0.1:9\" }} }}\n"
+            "listen: 127.0.0.1:{port}\nservices:\n  - id: s\n    escalation: e\n    probes:\n      - {{ name: p, tcp: {{ address: \"127.0.0.1:9\" }} }}\nescalation:\n  e:\n    - {{ after: 0m, to: [oncall@example.com] }}\n"
         ),
     );
     let out = tocsin(&["run", "--config", cfg.to_str().unwrap()]);

@@ -133,7 +133,11 @@ mail:
         .collect();
     assert_eq!(staff.len(), 1);
     assert_eq!(staff[0].0, "oncall@example.com");
-    assert!(staff[0].2.contains("1 recovery mail(s)"), "{}", staff[0].2);
+    assert!(
+        staff[0].2.contains("1 recovery mail of campaign"),
+        "{}",
+        staff[0].2
+    );
     let metrics = support::metrics(port).await;
     assert!(
         metrics.contains("tocsin_compensation_codes_missing_total 1"),

@@ -40,7 +40,9 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "bad-duration-no-unit.yaml",
-        &["2:12: invalid duration `10`: add a unit, e.g. `30s`, `15m`, `3h`, `500ms`"],
+        &[
+            "2:12: `defaults.timeout`: invalid duration `10`: add a unit, e.g. `30s`, `15m`, `3h`, `500ms`",
+        ],
     ),
     (
         "bad-max-body.yaml",
@@ -122,8 +124,8 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "out-of-range-times.yaml",
         &[
-            "3:25: duration `20000d` is longer than ten years, the longest tocsin takes",
-            "7:63: duration `300000y` is longer than ten years, the longest tocsin takes",
+            "3:25: `services[0].customer_threshold`: duration `20000d` is longer than ten years, the longest tocsin takes",
+            "7:63: `maintenance[0].duration`: duration `300000y` is longer than ten years, the longest tocsin takes",
             "8:29: `start`: `9999-12-31T22:00:00Z` is outside the years 2000 to 2199, the times tocsin takes",
         ],
     ),
@@ -201,7 +203,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "default-timeout-too-long.yaml",
-        &["2:13: probe `home`: timeout 10s must be shorter than its interval 5s"],
+        &["2:13: `defaults.timeout` 10s must be shorter than `defaults.interval` 5s"],
     ),
     (
         "dns-bad-protocol.yaml",
@@ -251,7 +253,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "invalid-url.yaml",
-        &["5:22: invalid URL `http//shop.example.com`: relative URL without a base"],
+        &["5:22: URL `http//shop.example.com` has no scheme: write `http://shop.example.com`"],
     ),
     (
         "invalid-yaml.yaml",
@@ -322,7 +324,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "several-errors.yaml",
         &[
-            "2:13: invalid duration `30x`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`",
+            "2:13: `defaults.interval`: invalid duration `30x`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`",
             "3:22: `failure_threshold` must be at least 1",
             "8:22: URL scheme `ftp` is not supported: use http or https",
             "10:41: unknown record type `AA`, did you mean `A`?",
@@ -608,9 +610,14 @@ fn customers_links_must_be_https_on_an_address_they_can_reach() {
     // Accepted, with a remark that `check` prints: nothing signs the customers' mail.
     let c = load("public_url: https://status.example.com\n").unwrap();
     let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
-    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w.len(), 2, "{w:?}");
+    // Silent by default is said out loud: nobody would hear of this service's incidents.
+    assert_eq!(
+        w[0],
+        "testdata/bad/inline.yaml:3:9: service `shop` names no `escalation` policy: its incidents open and mail nobody; add `escalation: NAME` (a policy under `escalation:`)"
+    );
     assert!(
-        w[0].starts_with(
+        w[1].starts_with(
             "testdata/bad/inline.yaml:8:3: customers are mailed but no DKIM key is configured"
         ),
         "{w:?}"

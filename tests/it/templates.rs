@@ -47,7 +47,7 @@ fn template_mistakes_are_refused_with_file_and_line() {
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(
-            "customers.csv:3:1: language `de` has no templates: its 1 recipient(s) get English"
+            "customers.csv:3:1: language `de` has no templates: 1 recipient will get English"
         ),
         "{out}"
     );
@@ -160,14 +160,14 @@ fn bad_audience_rows_are_warnings_with_their_lines_and_errors_only_when_strict()
         format!("warning: {csv}:5:1: language `xx-!!` is not a language code such as en, pl or sv: English is used"),
         format!("warning: {csv}:6:1: time zone `Moon/Base` is unknown (use an IANA name such as Europe/Warsaw): UTC is used"),
         format!("warning: {csv}:7:1: service `warehouse` is not in the config (services: shop): the row is left out"),
-        format!("warning: {csv}:8:1: this row has 1 fields, the header has 5"),
+        format!("warning: {csv}:8:1: this row has 1 field, the header has 5"),
         format!("warning: {csv}:9:1: ANA@example.com is also on line 2: merged into one recipient"),
         format!("warning: {csv}:10:1: `name` held a line break or control character: taken out"),
-        "warning: 3 audience row(s) left out (everyone else is mailed; `check --strict` makes them errors)".to_string(),
+        "warning: 3 audience rows left out (everyone else is mailed; `check --strict` makes them errors)".to_string(),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
     }
-    assert!(out.contains(": valid (1 services, 1 probes)"), "{out}");
+    assert!(out.contains(": valid (1 service, 1 probe)"), "{out}");
 
     let cfg = dir.path().join("probes.yaml");
     let strict = Command::new(BIN)

@@ -66,11 +66,12 @@ impl Ctx<'_, '_, '_> {
         self.diag.warn_at(path, msg);
     }
 
+    /// A duration, or an error naming where it was written (`defaults.interval`).
     pub(super) fn duration(&mut self, path: &Path, s: &str) -> Option<Duration> {
         match parse_duration(s) {
             Ok(d) => Some(d),
             Err(m) => {
-                self.err(path, m);
+                self.err(path, format!("`{path}`: {m}"));
                 None
             }
         }

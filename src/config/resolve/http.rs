@@ -10,6 +10,21 @@ pub(super) fn http_check(
     need_target: bool,
 ) -> Option<HttpCheck> {
     let url = match (&h.url, need_target) {
+        // `shop.example.com` and `shop.example.com:8080/` (which parses with the host as
+        // its scheme) both lack the scheme.
+        (Some(u), true) if !u.contains("://") => {
+            let mistyped = |scheme: &str| {
+                u.strip_prefix(&format!("{scheme}//"))
+                    .or_else(|| u.strip_prefix(&format!("{scheme}:/")))
+                    .map(|rest| format!("{scheme}://{rest}"))
+            };
+            let fix = match mistyped("https").or_else(|| mistyped("http")) {
+                Some(f) => format!("write `{f}`"),
+                None => format!("write `https://{u}` (or `http://`)"),
+            };
+            cx.err(&p.key("url"), format!("URL `{u}` has no scheme: {fix}"));
+            None
+        }
         (Some(u), true) => match url::Url::parse(u) {
             Ok(url) if !matches!(url.scheme(), "http" | "https") => {
                 cx.err(

@@ -230,13 +230,21 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
             .as_deref()
             .and_then(|s| cx.positive_duration(&sp.key("customer_threshold"), s))
             .unwrap_or(DEFAULT_CUSTOMER_THRESHOLD);
-        if let Some(e) = &rs.escalation {
-            if !raw.escalation.contains_key(e) {
+        match &rs.escalation {
+            Some(e) if !raw.escalation.contains_key(e) => {
                 cx.err(
                     &sp.key("escalation"),
                     undefined("escalation policy", e, "escalation", &escalation_names),
                 );
             }
+            Some(_) => {}
+            None => cx.warn(
+                &sp.key("id"),
+                format!(
+                    "service `{}` names no `escalation` policy: its incidents open and mail nobody; add `escalation: NAME` (a policy under `escalation:`)",
+                    rs.id
+                ),
+            ),
         }
         if let Some(a) = &rs.audience {
             if !raw.audiences.contains_key(a) {
@@ -314,15 +322,22 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                 } else {
                     def.path.key("interval")
                 };
-                cx.err(
-                    &tp,
+                // Both from `defaults`: one error where they are written, not one per probe.
+                let msg = if rp.timeout.is_none() && rp.interval.is_none() {
+                    format!(
+                        "`defaults.timeout` {} must be shorter than `defaults.interval` {}",
+                        fmt_dur(timeout),
+                        fmt_dur(interval)
+                    )
+                } else {
                     format!(
                         "probe `{}`: timeout {} must be shorter than its interval {}",
                         rp.name,
                         fmt_dur(timeout),
                         fmt_dur(interval)
-                    ),
-                );
+                    )
+                };
+                cx.err(&tp, msg);
             }
             let check = check_of(cx, &pp, rp.kinds(), true);
             if let Some(check) = check {
