@@ -150,9 +150,16 @@ where
         let sent = campaign["counts"]["sent"].as_u64().unwrap_or(0);
         let pending = campaign["counts"]["pending"].as_u64().unwrap_or(1);
         if pending == 0 && sent > 0 {
-            let first = campaign["first_sent"].as_f64().unwrap_or(0.0);
-            let last = campaign["last_sent"].as_f64().unwrap_or(0.0);
-            break sent as f64 / (last - first).max(0.001);
+            let time = |k: &str| {
+                campaign[k]
+                    .as_str()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+            };
+            let took = time("last_sent")
+                .duration_since(time("first_sent"))
+                .unwrap_or_default();
+            break sent as f64 / took.as_secs_f64().max(0.001);
         }
         assert!(
             t.elapsed() < Duration::from_secs(600),

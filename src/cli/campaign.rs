@@ -1,6 +1,6 @@
 //! `tocsin campaign list|status|preview`: campaign progress and message previews from the
 //! running tocsin. `status` on a terminal follows the campaign with a progress bar until
-//! nothing is pending.
+//! nothing is pending. Listings are aligned tables, or the API's JSON with `--json`.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::Value;
 
+use super::{json, table};
 use crate::config::Config;
 
 #[derive(Subcommand, Debug)]
@@ -17,6 +18,9 @@ pub enum CampaignCmd {
         /// Only those of this incident id.
         #[arg(long)]
         incident: Option<i64>,
+        /// The API's JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// One campaign: sent, pending, failed, rate and time to finish (the newest when no
     /// id is given). On a terminal, follows it with a progress bar until it is done.
@@ -25,6 +29,9 @@ pub enum CampaignCmd {
         /// Print once and return, even on a terminal.
         #[arg(long)]
         once: bool,
+        /// The API's JSON, for scripts (implies --once).
+        #[arg(long)]
+        json: bool,
     },
     /// The exact message one recipient would get.
     Preview {
@@ -50,20 +57,30 @@ pub async fn run(config: &Config, cmd: CampaignCmd) -> Result<String, String> {
     let api = super::Api::new(config)?;
     let base = format!("http://{}/api/v1/campaigns", api.host);
     match cmd {
-        CampaignCmd::List { incident } => {
+        CampaignCmd::List {
+            incident,
+            json: raw,
+        } => {
             let url = match incident {
                 Some(i) => format!("{base}?incident={i}"),
                 None => base,
             };
             let body = api.call(api.client.get(url)).await?;
-            let rows: Vec<String> = body.as_array().into_iter().flatten().map(summary).collect();
+            if raw {
+                return Ok(json(&body));
+            }
+            let rows: Vec<Vec<String>> = body.as_array().into_iter().flatten().map(row).collect();
             Ok(if rows.is_empty() {
                 "no campaigns".into()
             } else {
-                rows.join("\n")
+                table(HEAD, &rows)
             })
         }
-        CampaignCmd::Status { id, once } => {
+        CampaignCmd::Status {
+            id,
+            once,
+            json: raw,
+        } => {
             let id = match id {
                 Some(i) => i,
                 None => api
@@ -76,6 +93,9 @@ pub async fn run(config: &Config, cmd: CampaignCmd) -> Result<String, String> {
             };
             let url = format!("{base}/{id}");
             let body = api.call(api.client.get(&url)).await?;
+            if raw {
+                return Ok(json(&body));
+            }
             if once || !std::io::stdout().is_terminal() || pending(&body) == 0 {
                 return Ok(detail(&body));
             }
@@ -126,48 +146,89 @@ fn rate_and_eta(c: &Value) -> (f64, Option<Duration>) {
     (rate, eta)
 }
 
-fn summary(c: &Value) -> String {
-    let (rate, eta) = rate_and_eta(c);
-    format!(
-        "{:>4}  {:<8} {:<16} incident {:<4} sent {:>6}  pending {:>6}  failed {:>5}  cancelled {:>5}  {:.1}/s{}",
-        c["id"],
-        c["kind"].as_str().unwrap_or(""),
-        c["service"].as_str().unwrap_or(""),
-        c["incident"],
-        n(c, "sent"),
-        n(c, "pending"),
-        n(c, "failed"),
-        n(c, "cancelled"),
-        rate,
-        eta.map(|d| format!(
-            ", done in {}",
-            humantime::format_duration(Duration::from_secs(d.as_secs()))
-        ))
-        .unwrap_or_default()
-    )
+const HEAD: &[&str] = &[
+    "ID",
+    "KIND",
+    "SERVICE",
+    "INCIDENT",
+    "SENT",
+    "PENDING",
+    "FAILED",
+    "OPTED OUT",
+    "PROGRESS",
+];
+
+fn row(c: &Value) -> Vec<String> {
+    vec![
+        c["id"].to_string(),
+        c["kind"].as_str().unwrap_or("").replace('_', " "),
+        c["service"].as_str().unwrap_or("").to_string(),
+        c["incident"]
+            .as_i64()
+            .filter(|i| *i > 0)
+            .map_or("-".into(), |i| i.to_string()),
+        n(c, "sent").to_string(),
+        n(c, "pending").to_string(),
+        n(c, "failed").to_string(),
+        c["opted_out"].as_u64().unwrap_or(0).to_string(),
+        progress(c),
+    ]
+}
+
+/// "done", or the rate over the last minute and the time left at it.
+fn progress(c: &Value) -> String {
+    if pending(c) == 0 {
+        return "done".into();
+    }
+    match rate_and_eta(c) {
+        (rate, Some(left)) => format!(
+            "{}, about {} left",
+            if rate >= 1.0 {
+                format!("{rate:.0}/s")
+            } else {
+                format!("{:.0}/min", rate * 60.0)
+            },
+            humantime::format_duration(Duration::from_secs(left.as_secs().max(1)))
+        ),
+        _ => "waiting (nothing accepted in the last minute)".into(),
+    }
 }
 
 fn detail(c: &Value) -> String {
-    let mut out = summary(c);
+    let mut out = table(HEAD, &[row(c)]);
     let (opted, invalid) = (
         c["opted_out"].as_u64().unwrap_or(0),
         c["invalid"].as_u64().unwrap_or(0),
     );
     if opted + invalid > 0 {
         out.push_str(&format!(
-            "\n      left out: {opted} opted out, {invalid} invalid rows"
+            "\nleft out: {} opted out, {}",
+            opted,
+            crate::text::count(invalid, "invalid row")
         ));
     }
     if let Some(note) = c["note"].as_str().filter(|s| !s.is_empty()) {
         for l in note.lines() {
-            out.push_str(&format!("\n      {l}"));
+            out.push_str(&format!("\n{l}"));
         }
     }
     for f in c["failures"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "\n      failed {}: {}",
+            "\nfailed {}: {}",
             f["email"].as_str().unwrap_or(""),
             f["error"].as_str().unwrap_or("")
+        ));
+    }
+    let without: Vec<&str> = c["without_code"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str())
+        .collect();
+    if !without.is_empty() {
+        out.push_str(&format!(
+            "\nno compensation code (the pool ran out; send these by hand): {}",
+            without.join(", ")
         ));
     }
     out

@@ -1,10 +1,11 @@
 //! `tocsin incident list|show|ack|eta|resolve`: the incident API from the shell, against
 //! the instance named by the config's `listen`, with the token from the variable the
-//! config names.
+//! config names. Listings are aligned tables, or the API's JSON with `--json`.
 
 use clap::Subcommand;
 use serde_json::Value;
 
+use super::{json, table};
 use crate::config::Config;
 
 #[derive(Subcommand, Debug)]
@@ -13,9 +14,16 @@ pub enum IncidentCmd {
     List {
         #[arg(long)]
         all: bool,
+        /// The API's JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// One incident with its timeline.
-    Show { incident: String },
+    Show {
+        incident: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Acknowledge: stops escalation.
     Ack {
         /// A service id (its open incident) or an incident id.
@@ -24,7 +32,8 @@ pub enum IncidentCmd {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Set the expected recovery: a duration from now (4h) or an RFC 3339 time.
+    /// Set the expected recovery: `4h`, `2h30m`, `14:00`, `tomorrow 09:00` (in the
+    /// staff time zone), or an RFC 3339 time.
     Eta {
         incident: String,
         eta: String,
@@ -42,83 +51,150 @@ pub enum IncidentCmd {
 /// Runs the command; Err is the message to print (exit 1).
 pub async fn run(config: &Config, cmd: IncidentCmd) -> Result<String, String> {
     let api = super::Api::new(config)?;
-    let (client, host) = (&api.client, &api.host);
-    let base = format!("http://{host}/api/v1/incidents");
+    let base = format!("http://{}/api/v1/incidents", api.host);
     let by = |b: Option<String>| {
         b.or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "cli".into())
     };
-    let (req, single) = match cmd {
-        IncidentCmd::List { all } => (
-            client.get(if all {
+    match cmd {
+        IncidentCmd::List { all, json: raw } => {
+            let url = if all {
                 base.clone()
             } else {
                 format!("{base}?open=true")
-            }),
-            false,
-        ),
-        IncidentCmd::Show { incident } => (client.get(format!("{base}/{incident}")), true),
-        IncidentCmd::Ack { incident, by: b } => (
-            client
-                .post(format!("{base}/{incident}/ack"))
-                .json(&serde_json::json!({ "by": by(b) })),
-            true,
-        ),
+            };
+            let body = api.call(api.client.get(url)).await?;
+            if raw {
+                return Ok(json(&body));
+            }
+            let rows: Vec<Vec<String>> = body.as_array().into_iter().flatten().map(row).collect();
+            Ok(if rows.is_empty() {
+                if all {
+                    "no incidents".into()
+                } else {
+                    "no open incidents".into()
+                }
+            } else {
+                table(HEAD, &rows)
+            })
+        }
+        IncidentCmd::Show {
+            incident,
+            json: raw,
+        } => {
+            let body = api
+                .call(api.client.get(format!("{base}/{incident}")))
+                .await?;
+            Ok(if raw { json(&body) } else { describe(&body) })
+        }
+        IncidentCmd::Ack { incident, by: b } => {
+            // Acknowledging twice changes nothing: say who did it first, and when.
+            let now = api
+                .call(api.client.get(format!("{base}/{incident}")))
+                .await?;
+            if let Some(first) = now["acknowledged_by"].as_str() {
+                let when = now["timeline"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["kind"] == "acknowledged")
+                    .and_then(|e| e["at"].as_str())
+                    .map(|t| format!(" at {t}"))
+                    .unwrap_or_default();
+                return Ok(format!(
+                    "{} was already acknowledged by {first}{when}; nothing changed",
+                    name(&now)
+                ));
+            }
+            let who = by(b);
+            let body = api
+                .call(
+                    api.client
+                        .post(format!("{base}/{incident}/ack"))
+                        .json(&serde_json::json!({ "by": who })),
+                )
+                .await?;
+            Ok(format!(
+                "{} acknowledged by {who}: escalation stops\n\n{}",
+                name(&body),
+                describe(&body)
+            ))
+        }
         IncidentCmd::Eta {
             incident,
             eta,
             by: b,
-        } => (
-            client
-                .post(format!("{base}/{incident}/eta"))
-                .json(&serde_json::json!({ "eta": eta, "by": by(b) })),
-            true,
-        ),
-        IncidentCmd::Resolve { incident, by: b } => (
-            client
-                .post(format!("{base}/{incident}/resolve"))
-                .json(&serde_json::json!({ "by": by(b) })),
-            true,
-        ),
-    };
-    let body = api.call(req).await?;
-    Ok(if single {
-        describe(&body)
-    } else {
-        body.as_array()
-            .map(|a| a.iter().map(line).collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
-    })
+        } => {
+            let body = api
+                .call(
+                    api.client
+                        .post(format!("{base}/{incident}/eta"))
+                        .json(&serde_json::json!({ "eta": eta, "by": by(b) })),
+                )
+                .await?;
+            Ok(format!(
+                "{}: recovery expected by {}\n\n{}",
+                name(&body),
+                body["eta"].as_str().unwrap_or("?"),
+                describe(&body)
+            ))
+        }
+        IncidentCmd::Resolve { incident, by: b } => {
+            let body = api
+                .call(
+                    api.client
+                        .post(format!("{base}/{incident}/resolve"))
+                        .json(&serde_json::json!({ "by": by(b) })),
+                )
+                .await?;
+            Ok(format!("{} resolved\n\n{}", name(&body), describe(&body)))
+        }
+    }
 }
 
-fn line(i: &Value) -> String {
+const HEAD: &[&str] = &[
+    "ID", "SERVICE", "STATE", "PHASE", "SINCE", "ACKED BY", "ETA",
+];
+
+/// "incident 4 (shop)".
+fn name(i: &Value) -> String {
     format!(
-        "{:>4}  {:<16} {:<11} {:<8} since {}{}{}",
+        "incident {} ({})",
         i["id"],
-        i["service"].as_str().unwrap_or(""),
-        i["state"].as_str().unwrap_or(""),
-        i["phase"].as_str().unwrap_or(""),
-        i["started"].as_str().unwrap_or(""),
-        i["acknowledged_by"]
-            .as_str()
-            .map(|b| format!(", acked by {b}"))
-            .unwrap_or_default(),
-        i["eta"]
-            .as_str()
-            .map(|e| format!(", ETA {e}"))
-            .unwrap_or_default(),
+        i["service"].as_str().unwrap_or("?")
     )
 }
 
+fn row(i: &Value) -> Vec<String> {
+    let s = |k: &str| i[k].as_str().unwrap_or("-").to_string();
+    vec![
+        i["id"].to_string(),
+        s("service"),
+        s("state"),
+        s("phase"),
+        s("started"),
+        s("acknowledged_by"),
+        s("eta"),
+    ]
+}
+
 fn describe(i: &Value) -> String {
-    let mut out = line(i);
-    for e in i["timeline"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "\n      {}  {}: {}",
-            e["at"].as_str().unwrap_or(""),
-            e["kind"].as_str().unwrap_or(""),
-            e["detail"].as_str().unwrap_or("")
-        ));
+    let mut out = table(HEAD, &[row(i)]);
+    let timeline: Vec<Vec<String>> = i["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                e["at"].as_str().unwrap_or("").to_string(),
+                e["kind"].as_str().unwrap_or("").replace('_', " "),
+                e["detail"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    if !timeline.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&table(&["AT", "WHAT", "DETAIL"], &timeline));
     }
     out
 }

@@ -3,12 +3,17 @@
 use clap::Subcommand;
 use serde_json::Value;
 
+use super::{json, table};
 use crate::config::Config;
 
 #[derive(Subcommand, Debug)]
 pub enum MaintenanceCmd {
     /// Planned windows (from probes.yaml and added here), with the notices sent.
-    List,
+    List {
+        /// The API's JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Plan a window: no incident opens inside it, customers are told in advance.
     Add {
         #[arg(long)]
@@ -37,20 +42,21 @@ pub async fn run(config: &Config, cmd: MaintenanceCmd) -> Result<String, String>
     let api = super::Api::new(config)?;
     let base = format!("http://{}/api/v1/maintenance", api.host);
     match cmd {
-        MaintenanceCmd::List => {
+        MaintenanceCmd::List { json: raw } => {
             let v = api.call(api.client.get(&base)).await?;
-            let rows = v.as_array().cloned().unwrap_or_default();
+            if raw {
+                return Ok(json(&v));
+            }
+            let rows: Vec<Vec<String>> = v.as_array().into_iter().flatten().map(row).collect();
             if rows.is_empty() {
                 return Ok("no maintenance planned".into());
             }
-            let mut out = String::from(
-                "ID     SERVICE        START                  END                    ANNOUNCE   NOTICES  NOTE\n",
-            );
-            for w in rows {
-                out.push_str(&line(&w));
-                out.push('\n');
-            }
-            Ok(out.trim_end().to_string())
+            Ok(table(
+                &[
+                    "ID", "SERVICE", "START", "END", "ANNOUNCE", "NOTICES", "NOTE",
+                ],
+                &rows,
+            ))
         }
         MaintenanceCmd::Add {
             service,
@@ -68,47 +74,55 @@ pub async fn run(config: &Config, cmd: MaintenanceCmd) -> Result<String, String>
                 "announce_before": announce, "note": note, "by": by,
             });
             let v = api.call(api.client.post(&base).json(&body)).await?;
+            let announce = row(&v)[4].clone();
             Ok(format!(
-                "planned window {}: {}",
+                "planned maintenance window {} of {}: {} to {}; {}",
                 v["id"],
-                line(&v).trim_end()
+                v["service"].as_str().unwrap_or("?"),
+                v["start"].as_str().unwrap_or("?"),
+                v["end"].as_str().unwrap_or("?"),
+                if announce == "-" {
+                    "customers are not told in advance".to_string()
+                } else {
+                    format!("customers are told {announce} before")
+                }
             ))
         }
         MaintenanceCmd::Cancel { id } => {
             api.call(api.client.post(format!("{base}/{id}/cancel")))
                 .await?;
-            Ok(format!("cancelled window {id}"))
+            Ok(format!("cancelled maintenance window {id}"))
         }
     }
 }
 
-fn line(w: &Value) -> String {
+fn row(w: &Value) -> Vec<String> {
     let s = |k: &str| w[k].as_str().unwrap_or("").to_string();
-    let list = |k: &str| {
-        w[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
-    };
+    let announce = w["announce_before"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "-".into());
     let id = match w["id"].as_i64() {
         Some(i) => i.to_string(),
         None => "file".into(),
     };
-    format!(
-        "{id:<6} {:<14} {:<22} {:<22} {:<10} {:<8} {}",
+    vec![
+        id,
         s("service"),
         s("start"),
         s("end"),
-        if list("announce_before").is_empty() {
-            "-".into()
-        } else {
-            list("announce_before")
-        },
-        w["notices"].as_array().map(|a| a.len()).unwrap_or(0),
-        s("note")
-    )
+        announce,
+        w["notices"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+            .to_string(),
+        s("note"),
+    ]
 }

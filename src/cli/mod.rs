@@ -55,10 +55,45 @@ impl Api {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let msg = body["error"].as_str().unwrap_or("no reason given");
-            return Err(format!("tocsin refused ({}): {msg}", status.as_u16()));
+            return Err(format!("{msg} (HTTP {})", status.as_u16()));
         }
         Ok(body)
     }
+}
+
+/// Columns aligned to their widest cell (in characters, so `ż` is one), two spaces
+/// apart, the header in capitals; no trailing spaces.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+            .chain([head[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..head.len()).map(width).collect();
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 < cells.len() {
+                l.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            } else {
+                l.push_str(c);
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let mut out = vec![line(head.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n")
+}
+
+/// JSON as scripts read it: pretty, as the API gave it.
+pub fn json(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 /// Where a command on this machine reaches the instance: `listen`, with a wildcard

@@ -228,7 +228,7 @@ pub fn html(subject: &str, buttons: &str, text: &str) -> String {
 /// codes (`detail` says how many and from which pool).
 pub fn compensation_short(name: &str, detail: &str, campaign: i64, to: Vec<String>) -> Outgoing {
     let text = format!(
-        "The recovery mail for {name} is going out now.\n\n{detail}.\n\nThe outage lasted long enough to earn compensation, so every customer told of it should get a code. Those without one can be sent a code by hand: `tocsin campaign status {campaign}` lists the campaign.\n"
+        "The recovery mail for {name} is going out now.\n\n{detail}.\n\nThe outage lasted long enough to earn compensation, so every customer told of it should get a code. Those without one can be sent a code by hand: `tocsin campaign status {campaign}` lists them.\n"
     );
     let subject = format!("[tocsin] {name}: compensation codes ran out");
     Outgoing {

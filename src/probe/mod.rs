@@ -523,7 +523,7 @@ pub struct Details {
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// Wall-clock start, from the injected clock.
-    #[serde(serialize_with = "ser_unix")]
+    #[serde(serialize_with = "crate::text::time::serialize_rfc3339")]
     pub at: SystemTime,
     #[serde(serialize_with = "ser_secs")]
     pub duration: Duration,
@@ -543,14 +543,6 @@ impl Outcome {
             .map(|(_, d)| *d)
             .unwrap_or_default()
     }
-}
-
-fn ser_unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    s.serialize_f64(secs)
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

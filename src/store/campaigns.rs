@@ -90,16 +90,16 @@ pub struct CampaignRecord {
     pub service: String,
     pub kind: CampaignKind,
     pub audience: String,
-    #[serde(serialize_with = "super::unix")]
+    #[serde(serialize_with = "super::serialize_rfc3339")]
     pub created: SystemTime,
     /// Audience rows left out: opted out, or invalid (see `note`).
     pub opted_out: u64,
     pub invalid: u64,
     pub note: String,
     pub counts: Counts,
-    #[serde(serialize_with = "super::unix_opt")]
+    #[serde(serialize_with = "super::serialize_rfc3339_opt")]
     pub first_sent: Option<SystemTime>,
-    #[serde(serialize_with = "super::unix_opt")]
+    #[serde(serialize_with = "super::serialize_rfc3339_opt")]
     pub last_sent: Option<SystemTime>,
     /// Messages accepted in the last minute.
     pub sent_last_minute: u64,
@@ -237,15 +237,16 @@ impl CampaignStore for SqliteStore {
             )?;
         }
         tx.execute(
-            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, code_pool)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 incident,
                 service,
                 kind.as_str(),
                 audience,
                 outbox_id,
-                secs(now)
+                secs(now),
+                codes
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -255,6 +256,14 @@ impl CampaignStore for SqliteStore {
              WHERE campaign_id = ?2 AND status = 'sent'
                AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
             params![id, outage, secs(now)],
+        )?;
+        // Those told of the outage who have unsubscribed since are left out, and counted.
+        tx.execute(
+            "UPDATE campaigns SET opted_out = (
+                SELECT count(*) FROM recipients r WHERE campaign_id = ?2 AND status = 'sent'
+                  AND EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email))))
+             WHERE id = ?1",
+            params![id, outage],
         )?;
         let mut short = 0;
         if let Some(pool) = codes {
@@ -476,6 +485,17 @@ impl CampaignStore for SqliteStore {
                 sent_last_minute: r.get::<_, i64>(15)? as u64,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn without_code(&self, campaign: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+             WHERE r.campaign_id = ?1 AND c.code_pool IS NOT NULL AND r.compensation_code IS NULL
+               AND r.status != 'cancelled'
+             ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([campaign], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

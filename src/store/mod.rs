@@ -161,18 +161,18 @@ impl Pending {
 pub struct IncidentRecord {
     pub id: i64,
     pub service: String,
-    #[serde(serialize_with = "unix")]
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub started: SystemTime,
-    #[serde(serialize_with = "unix_opt")]
+    #[serde(serialize_with = "serialize_rfc3339_opt")]
     pub ended: Option<SystemTime>,
     pub acked_by: Option<String>,
-    #[serde(serialize_with = "unix_opt")]
+    #[serde(serialize_with = "serialize_rfc3339_opt")]
     pub eta: Option<SystemTime>,
     pub customer_phase: bool,
     /// What customers were last promised: the ETA, or without one a next-update time.
-    #[serde(serialize_with = "unix_opt")]
+    #[serde(serialize_with = "serialize_rfc3339_opt")]
     pub promised_eta: Option<SystemTime>,
-    #[serde(serialize_with = "unix_opt")]
+    #[serde(serialize_with = "serialize_rfc3339_opt")]
     pub next_update: Option<SystemTime>,
     pub timeline: Vec<TimelineEntry>,
 }
@@ -208,19 +208,8 @@ impl Serialize for TimelineEntry {
     }
 }
 
-pub(crate) fn unix<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(secs(*t))
-}
-
-pub(crate) fn unix_opt<S: serde::Serializer>(
-    t: &Option<SystemTime>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_f64(secs(*t)),
-        None => s.serialize_none(),
-    }
-}
+// Every time the API shows is RFC 3339 (README, "HTTP endpoints").
+pub(crate) use crate::text::time::{serialize_rfc3339, serialize_rfc3339_opt};
 
 pub(crate) fn secs(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -426,6 +415,10 @@ pub trait CampaignStore {
 
     /// Failed recipients of a campaign with the server's reply, at most `limit`.
     fn failures(&self, campaign: i64, limit: usize) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Recipients of a recovery campaign with compensation whom the pool left without a
+    /// code, in order (empty for a campaign without codes).
+    fn without_code(&self, campaign: i64) -> Result<Vec<String>, StoreError>;
 
     /// Recipients of every campaign by state.
     fn recipient_counts(&self) -> Result<Counts, StoreError>;

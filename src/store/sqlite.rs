@@ -216,6 +216,9 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX recipients_by_address ON recipients (email, status, id);",
     // 12: a maintenance notice says what is done: the window's note, kept with it.
     "ALTER TABLE campaigns ADD COLUMN window_note TEXT;",
+    // 13: the code pool a recovery campaign drew from, so those it left without a code
+    // can be listed.
+    "ALTER TABLE campaigns ADD COLUMN code_pool TEXT;",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it

@@ -18,7 +18,7 @@ use crate::engine::{EngineError, Handle};
 use crate::incident::Event;
 use crate::probe::Secret;
 use crate::store::{IncidentRecord, SharedStore};
-use crate::text::time::{serialize_rfc3339 as unix, serialize_rfc3339_opt as unix_opt};
+use crate::text::time::{serialize_rfc3339, serialize_rfc3339_opt};
 
 /// What the incident routes need.
 #[derive(Clone)]
@@ -123,23 +123,26 @@ pub(crate) fn authorize(api: &IncidentApi, headers: &HeaderMap) -> Result<(), Ap
 pub struct IncidentView {
     pub id: i64,
     pub service: String,
-    #[serde(serialize_with = "unix")]
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub started: SystemTime,
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "unix_opt")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_rfc3339_opt"
+    )]
     pub ended: Option<SystemTime>,
     /// down, recovering, or resolved.
     pub state: String,
     /// staff, or customer once customers have been told.
     pub phase: &'static str,
     pub acknowledged_by: Option<String>,
-    #[serde(serialize_with = "unix_opt")]
+    #[serde(serialize_with = "serialize_rfc3339_opt")]
     pub eta: Option<SystemTime>,
     pub timeline: Vec<TimelineView>,
 }
 
 #[derive(Serialize)]
 pub struct TimelineView {
-    #[serde(serialize_with = "unix")]
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub at: SystemTime,
     pub kind: String,
     pub detail: String,

@@ -69,6 +69,9 @@ struct Detail {
     campaign: CampaignRecord,
     /// Up to 50 failed recipients with the server's reply.
     failures: Vec<Failure>,
+    /// Recipients of a recovery with compensation who got no code (the pool ran out):
+    /// staff send them one by hand.
+    without_code: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -97,7 +100,12 @@ async fn show(
         .into_iter()
         .map(|(email, error)| Failure { email, error })
         .collect();
-    Ok(Json(Detail { campaign, failures }))
+    let without_code = store.without_code(id).map_err(store_error)?;
+    Ok(Json(Detail {
+        campaign,
+        failures,
+        without_code,
+    }))
 }
 
 #[derive(Deserialize, Default)]

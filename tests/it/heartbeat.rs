@@ -312,7 +312,7 @@ async fn the_cli_lists_heartbeats_with_their_urls() {
     );
     assert!(text.starts_with("HEARTBEAT"), "{text}");
     assert!(
-        text.contains("batch/backup          new      never                     2027-01-15T09:10:00Z  https://status.example.com/ping/"),
+        text.contains("\nbatch/backup  new     never      2027-01-15T09:10:00Z  https://status.example.com/ping/"),
         "{text}"
     );
     assert!(text.contains(&t), "{text}");

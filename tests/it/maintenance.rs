@@ -97,7 +97,14 @@ maintenance:
         &["--announce", "48h,1h", "--note", "Database upgrade"],
     );
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("planned window 1: 1      shop"), "{out}");
+    assert_eq!(
+        out.trim_end(),
+        format!(
+            "planned maintenance window 1 of shop: {} to {}; customers are told 48h, 1h before",
+            rfc(start),
+            rfc(start + Duration::from_secs(7200))
+        )
+    );
     support::until("the notice", Duration::from_secs(10), &explain, || {
         support::spooled(&d).len() == 2
     })
@@ -121,12 +128,16 @@ maintenance:
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(
-        lines[1].starts_with("1      shop")
-            && lines[1].contains("48h,1h     2        Database upgrade"),
+        lines[0].starts_with("ID    SERVICE  START                 END                   ANNOUNCE"),
         "{out}"
     );
     assert!(
-        lines[2].starts_with("file   shop") && lines[2].contains("Yearly upgrade"),
+        lines[1].starts_with("1     shop")
+            && lines[1].contains("48h, 1h   2        Database upgrade"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("file  shop") && lines[2].contains("Yearly upgrade"),
         "{out}"
     );
 
@@ -198,19 +209,19 @@ maintenance:
     let (code, out) = add(&cfg, start, "1h", &[]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = cli(&cfg, &["maintenance", "cancel", "3"]);
-    assert_eq!((code, out.trim()), (0, "cancelled window 3"));
+    assert_eq!((code, out.trim()), (0, "cancelled maintenance window 3"));
     let (_, out) = cli(&cfg, &["maintenance", "list"]);
     assert!(!out.lines().any(|l| l.starts_with("3 ")), "{out}");
     let (code, out) = cli(&cfg, &["maintenance", "cancel", "file"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("(409): window `file` is not one added through the API"),
+        out.contains("tocsin: window `file` is not one added through the API"),
         "{out}"
     );
     let (code, out) = cli(&cfg, &["maintenance", "cancel", "999"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("(404): no maintenance window 999 to cancel"),
+        out.contains("tocsin: no maintenance window 999 to cancel"),
         "{out}"
     );
     for (args, want) in [
@@ -223,7 +234,7 @@ maintenance:
                 "--duration",
                 "1h",
             ],
-            "(404): no service `shp`",
+            "tocsin: no service `shp`",
         ),
         (
             vec![
@@ -234,7 +245,7 @@ maintenance:
                 "--duration",
                 "1h",
             ],
-            "(400): `start`: `tomorrow` is not an RFC 3339 time",
+            "tocsin: `start`: `tomorrow` is not an RFC 3339 time",
         ),
         (
             vec![
@@ -245,7 +256,7 @@ maintenance:
                 "--duration",
                 "1h",
             ],
-            "(400): `start`: `9999-12-31T22:00:00Z` is outside the years 2000 to 2199",
+            "tocsin: `start`: `9999-12-31T22:00:00Z` is outside the years 2000 to 2199",
         ),
         (
             vec![
@@ -256,7 +267,7 @@ maintenance:
                 "--duration",
                 "300000y",
             ],
-            "(400): `duration`: duration `300000y` is longer than ten years",
+            "tocsin: `duration`: duration `300000y` is longer than ten years",
         ),
         (
             vec![
@@ -267,7 +278,7 @@ maintenance:
                 "--duration",
                 "0s",
             ],
-            "(400): `duration` must be longer than zero, such as 2h or 90m",
+            "tocsin: `duration` must be longer than zero, such as 2h or 90m",
         ),
         (
             vec![
@@ -278,7 +289,7 @@ maintenance:
                 "--duration",
                 "1h",
             ],
-            "(400): the window is over already",
+            "tocsin: the window is over already",
         ),
         (
             vec![
@@ -291,7 +302,7 @@ maintenance:
                 "--announce",
                 "soon",
             ],
-            "(400): `announce_before`: invalid duration `soon`",
+            "tocsin: `announce_before`: invalid duration `soon`",
         ),
     ] {
         let mut a = vec!["maintenance", "add"];
