@@ -555,6 +555,7 @@ fn web_state(
         token_env,
         clock: deps.clock.clone(),
         signer: signer.clone(),
+        config: config.clone(),
     };
     AppState {
         config: config.clone(),

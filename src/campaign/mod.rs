@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, Service};
 use crate::incident::Action;
 use crate::links::Signer;
 use crate::notify::mail::Outgoing;
-use crate::notify::templates::{Templates, duration_text, local_clock, local_time, val};
+use crate::notify::templates::{Templates, duration_text, local_time, short_time, val};
 use crate::store::{
     CampaignInfo, CampaignKind, NewRecipient, OutboxItem, RecipientJob, Store, StoreError,
 };
@@ -300,9 +300,9 @@ fn context(
         company => val(&config.company),
         started => local_time(info.started, tz, lang),
         eta => info.eta.map(|t| local_time(t, tz, lang)),
-        eta_time => info.eta.map(|t| local_clock(t, tz)),
+        eta_time => info.eta.map(|t| short_time(t, tz, lang)),
         next_update => info.next_update.map(|t| local_time(t, tz, lang)),
-        next_update_time => info.next_update.map(|t| local_clock(t, tz)),
+        next_update_time => info.next_update.map(|t| short_time(t, tz, lang)),
         ended => local_time(ended, tz, lang),
         duration => duration_text(ended.duration_since(info.started).unwrap_or_default()),
         status_url => format!("{}/status", config.public_url),

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub internal_listen: Option<String>,
     /// Base of the links in mails and pages (default: http:// + listen).
     pub public_url: Option<String>,
+    /// IANA zone in which staff type wall-clock ETAs (`14:00`); that of `pages` by default.
+    pub staff_timezone: Option<String>,
     /// Accept a `public_url` customers cannot use safely (loopback, plain http): tests only.
     #[serde(default)]
     pub allow_insecure_links: bool,

@@ -443,9 +443,9 @@ pub fn outages_context(
                 service_id => &i.service,
                 started => local_time(i.started, tz, lang),
                 eta => eta.map(|t| local_time(t, tz, lang)),
-                eta_time => eta.map(|t| local_clock(t, tz)),
+                eta_time => eta.map(|t| short_time(t, tz, lang)),
                 next_update => i.next_update.map(|t| local_time(t, tz, lang)),
-                next_update_time => i.next_update.map(|t| local_clock(t, tz)),
+                next_update_time => i.next_update.map(|t| short_time(t, tz, lang)),
             }
         })
         .collect();
@@ -471,9 +471,9 @@ fn notice_sample(
             service => "Web shop",
             started => local_time(started, tz, lang),
             eta => eta.map(|t| local_time(t, tz, lang)),
-            eta_time => eta.map(|t| local_clock(t, tz)),
+            eta_time => eta.map(|t| short_time(t, tz, lang)),
             next_update => local_time(next, tz, lang),
-            next_update_time => local_clock(next, tz),
+            next_update_time => short_time(next, tz, lang),
         }],
         company => val(crate::config::Company {
             name: "Example".into(),
@@ -506,9 +506,9 @@ fn sample(
         }),
         started => local_time(started, tz, lang),
         eta => eta.map(|t| local_time(t, tz, lang)),
-        eta_time => eta.map(|t| local_clock(t, tz)),
+        eta_time => eta.map(|t| short_time(t, tz, lang)),
         next_update => next.map(|t| local_time(t, tz, lang)),
-        next_update_time => next.map(|t| local_clock(t, tz)),
+        next_update_time => next.map(|t| short_time(t, tz, lang)),
         ended => local_time(ended, tz, lang),
         duration => duration_text(Duration::from_secs(4 * 3600 + 7 * 60)),
         status_url => "https://status.example.com/status",
@@ -574,6 +574,24 @@ fn locale(lang: &str) -> (Locale, &'static str) {
 /// "Monday 23 November 2026, 14:00 CET", "poniedziałek, 23 listopada 2026, 14:00 CET".
 pub fn local_time(t: SystemTime, tz: &str, lang: &str) -> String {
     let (loc, fmt) = locale(lang);
+    DateTime::<Utc>::from(t)
+        .with_timezone(&zone(tz))
+        .format_localized(fmt, loc)
+        .to_string()
+}
+
+/// `t` shortly, for subject lines: the day, the clock and the zone, in `lang`
+/// ("29 Nov, 20:40 CET", "29 lis, 20:40 CET", "29 nov. kl. 20:40 CET"): a time alone does
+/// not say which day, nor in which zone.
+pub fn short_time(t: SystemTime, tz: &str, lang: &str) -> String {
+    let (loc, fmt) = match lang.split('-').next().unwrap_or("en") {
+        "pl" => (Locale::pl_PL, "%-d %b, %H:%M %Z"),
+        "sv" => (Locale::sv_SE, "%-d %b kl. %H:%M %Z"),
+        "de" => (Locale::de_DE, "%-d. %b, %H:%M %Z"),
+        "fr" => (Locale::fr_FR, "%-d %b, %H:%M %Z"),
+        "es" => (Locale::es_ES, "%-d %b, %H:%M %Z"),
+        _ => (Locale::en_GB, "%-d %b, %H:%M %Z"),
+    };
     DateTime::<Utc>::from(t)
         .with_timezone(&zone(tz))
         .format_localized(fmt, loc)

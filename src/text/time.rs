@@ -73,9 +73,113 @@ pub fn serialize_rfc3339_opt<S: serde::Serializer>(
     }
 }
 
+/// The furthest ETA taken.
+const MAX_ETA: Duration = Duration::from_secs(366 * 86_400);
+
+/// An ETA as on-call staff type it, at `now`, with wall-clock times in the IANA zone
+/// `tz`: a duration from now (`4h`, `2h30m`, `90m`), a time of day (`14:00`: today, or
+/// tomorrow once past), `today 14:00`, `tomorrow 09:00`, a date and time
+/// (`2026-12-01 18:00`), or an RFC 3339 time. Never in the past, at most a year away.
+pub fn parse_eta(s: &str, now: SystemTime, tz: &str) -> Result<SystemTime, String> {
+    use chrono::{Duration as Days, NaiveDate, NaiveTime, TimeZone, Utc};
+    let text = s.trim();
+    let zone: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::UTC);
+    let today = Utc
+        .timestamp_opt(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            0,
+        )
+        .single()
+        .map(|t| t.with_timezone(&zone).date_naive());
+    let clock = |t: &str| NaiveTime::parse_from_str(t, "%H:%M").ok();
+    // A wall-clock time on a day in `zone`; a time the zone skips (a DST gap) is refused.
+    let at = |day: NaiveDate, time: NaiveTime| -> Result<SystemTime, String> {
+        zone.from_local_datetime(&day.and_time(time))
+            .earliest()
+            .map(SystemTime::from)
+            .ok_or_else(|| format!("ETA `{s}` does not exist in {tz} (the clocks skip it)"))
+    };
+    let lower = text.to_ascii_lowercase();
+    let t = if let Ok(d) = humantime::parse_duration(text) {
+        now.checked_add(d).unwrap_or_else(latest)
+    } else if let (Some(day), Some(time)) = (today, clock(text)) {
+        let t = at(day, time)?;
+        if t > now {
+            t
+        } else {
+            at(day + Days::days(1), time)?
+        }
+    } else if let (Some(day), Some(time)) = (today, lower.strip_prefix("today ").and_then(clock)) {
+        at(day, time)?
+    } else if let (Some(day), Some(time)) = (today, lower.strip_prefix("tomorrow ").and_then(clock))
+    {
+        at(day + Days::days(1), time)?
+    } else if let Ok(local) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M") {
+        at(local.date(), local.time())?
+    } else if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        t
+    } else {
+        return Err(format!(
+            "ETA `{s}` is not a time tocsin reads: write a duration from now (4h, 2h30m), a time in {tz} (14:00, tomorrow 09:00, 2026-12-01 18:00), or an RFC 3339 time (2026-12-01T18:00:00Z)"
+        ));
+    };
+    if t <= now {
+        return Err(format!("ETA `{s}` is not in the future"));
+    }
+    if t > now + MAX_ETA {
+        return Err(format!(
+            "ETA `{s}` is more than a year away: give the time recovery is expected, or none"
+        ));
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_eta_is_read_as_on_call_types_it() {
+        // Sunday 29 November 2026, 13:30 in Warsaw (12:30 UTC).
+        let now = parse_time("2026-11-29T12:30:00Z").unwrap();
+        let eta = |s: &str| parse_eta(s, now, "Europe/Warsaw").map(rfc3339);
+        assert_eq!(eta("4h").unwrap(), "2026-11-29T16:30:00Z");
+        assert_eq!(eta("2h30m").unwrap(), "2026-11-29T15:00:00Z");
+        assert_eq!(
+            eta("14:00").unwrap(),
+            "2026-11-29T13:00:00Z",
+            "today, in Warsaw"
+        );
+        assert_eq!(
+            eta("09:00").unwrap(),
+            "2026-11-30T08:00:00Z",
+            "past: tomorrow"
+        );
+        assert_eq!(eta("tomorrow 09:00").unwrap(), "2026-11-30T08:00:00Z");
+        assert_eq!(eta("Today 18:15").unwrap(), "2026-11-29T17:15:00Z");
+        assert_eq!(eta("2026-12-01 18:00").unwrap(), "2026-12-01T17:00:00Z");
+        assert_eq!(eta("2026-12-01T18:00:00Z").unwrap(), "2026-12-01T18:00:00Z");
+        assert!(
+            eta("today 09:00")
+                .unwrap_err()
+                .contains("is not in the future")
+        );
+        assert!(eta("soon").unwrap_err().contains("14:00, tomorrow 09:00"));
+        assert!(
+            eta("2028-01-01 10:00")
+                .unwrap_err()
+                .contains("more than a year")
+        );
+        // 02:30 does not happen in Warsaw on 28 March 2027.
+        let spring = parse_time("2027-03-27T12:00:00Z").unwrap();
+        assert!(
+            parse_eta("tomorrow 02:30", spring, "Europe/Warsaw")
+                .unwrap_err()
+                .contains("the clocks skip it")
+        );
+    }
     use std::time::Duration;
 
     #[test]

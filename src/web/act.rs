@@ -108,7 +108,11 @@ async fn act(
     let event = match link.action {
         LinkAction::Ack => Event::Ack { by },
         LinkAction::Eta => {
-            match parse_eta(fields.get("eta").map(String::as_str).unwrap_or(""), now) {
+            match parse_eta(
+                &api.config.get(),
+                fields.get("eta").map(String::as_str).unwrap_or(""),
+                now,
+            ) {
                 Ok(eta) => Event::Eta { eta, by },
                 Err(m) => {
                     return page(

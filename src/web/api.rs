@@ -32,6 +32,8 @@ pub struct IncidentApi {
     pub clock: Arc<dyn Clock>,
     /// Verifies the signed links in staff mails.
     pub signer: Arc<crate::links::Signer>,
+    /// The running config (the staff time zone of ETAs, service names for pages).
+    pub config: crate::config::LiveConfig,
 }
 
 pub fn routes(api: IncidentApi) -> Router {
@@ -327,7 +329,8 @@ async fn eta(
     authorize(&api, &headers)?;
     let b: EtaBody = json(&raw, "invalid JSON body (expected {\"eta\": \"4h\"})")?;
     let now = api.clock.now();
-    let eta = parse_eta(&b.eta, now).map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    let eta = parse_eta(&api.config.get(), &b.eta, now)
+        .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
     command(
         &api,
         &id,
@@ -339,30 +342,14 @@ async fn eta(
     .await
 }
 
-/// The furthest ETA taken.
-const MAX_ETA: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
-
-/// An ETA given as a duration from `now` (`4h`) or an RFC 3339 time; never in the past,
-/// and at most a year away (further is not an estimate of a recovery).
-pub fn parse_eta(s: &str, now: SystemTime) -> Result<SystemTime, String> {
-    let t = if let Ok(d) = humantime::parse_duration(s.trim()) {
-        now.checked_add(d).unwrap_or_else(crate::text::time::latest)
-    } else if let Ok(t) = humantime::parse_rfc3339_weak(s.trim()) {
-        t
-    } else {
-        return Err(format!(
-            "ETA `{s}` is neither a duration from now (such as 4h or 90m) nor an RFC 3339 time (such as 2026-12-01T18:00:00Z)"
-        ));
-    };
-    if t <= now {
-        return Err(format!("ETA `{s}` is not in the future"));
-    }
-    if t > now + MAX_ETA {
-        return Err(format!(
-            "ETA `{s}` is more than a year away: give the time recovery is expected, or none"
-        ));
-    }
-    Ok(t)
+/// An ETA as staff type it, wall-clock times in the staff time zone (see
+/// [`crate::text::time::parse_eta`]).
+pub fn parse_eta(
+    config: &crate::config::Config,
+    s: &str,
+    now: SystemTime,
+) -> Result<SystemTime, String> {
+    crate::text::time::parse_eta(s, now, &config.staff_timezone)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tocsin::metrics::Metrics;
 use tocsin::probe::{Outcome, Reason, Secret};
 use tocsin::scheduler::{Latest, Report};
 use tocsin::store::{SharedStore, SqliteStore};
-use tocsin::web::api::{IncidentApi, parse_eta};
+use tocsin::web::api::IncidentApi;
 use tocsin::web::{AppState, app};
 
 const YAML: &str = "services:
@@ -69,7 +69,9 @@ fn fixture(token: Option<&str>) -> Fixture {
         let drain = tokio_util::sync::CancellationToken::new();
         engine.run(&mut rx, Arc::new(Metrics::new()), drain).await
     });
+    let live = LiveConfig::new(cfg);
     let incidents = IncidentApi {
+        config: live.clone(),
         engine: handle,
         store,
         token: token.map(Secret::new),
@@ -80,7 +82,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         )),
     };
     let state = AppState {
-        config: LiveConfig::new(cfg),
+        config: live,
         metrics: Arc::new(Metrics::new()),
         latest: Arc::new(Latest::default()),
         clock: Arc::new(SystemClock),
@@ -263,7 +265,7 @@ async fn bad_input_is_refused_with_the_reason() {
         body["error"]
             .as_str()
             .unwrap()
-            .starts_with("ETA `soonish` is neither a duration"),
+            .starts_with("ETA `soonish` is not a time tocsin reads: write a duration from now (4h, 2h30m), a time in UTC (14:00"),
         "{body}"
     );
     let (code, body) = call(
@@ -316,6 +318,7 @@ async fn bad_input_is_refused_with_the_reason() {
 #[test]
 fn etas_parse_as_durations_or_times() {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let parse_eta = |s: &str, now| tocsin::text::time::parse_eta(s, now, "UTC");
     assert_eq!(
         parse_eta("4h", now).unwrap(),
         now + Duration::from_secs(4 * 3600)

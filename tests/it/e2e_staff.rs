@@ -222,7 +222,8 @@ async fn ack_stops_escalation_and_an_eta_of_4h_starts_the_customer_phase_at_once
     let (code, out) = cli(&cfg, &["eta", "shop", "1h ago"], TOKEN);
     assert_eq!(code, 1);
     assert!(
-        out.starts_with("tocsin: ETA `1h ago` is neither a duration") && out.contains("(HTTP 400)"),
+        out.starts_with("tocsin: ETA `1h ago` is not a time tocsin reads")
+            && out.contains("(HTTP 400)"),
         "{out}"
     );
     let (code, out) = cli(&cfg, &["list"], "not-the-token");

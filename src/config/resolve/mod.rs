@@ -69,6 +69,8 @@ pub struct Config {
     pub page_language: String,
     /// IANA time zone of the times on the pages.
     pub page_timezone: String,
+    /// IANA time zone in which staff type wall-clock ETAs (`14:00`, `tomorrow 09:00`).
+    pub staff_timezone: String,
     /// Told when a placeholder is published or withdrawn.
     pub webhook: Option<Webhook>,
     pub campaigns: Campaigns,
@@ -203,6 +205,14 @@ pub(super) fn resolve(
         .as_ref()
         .and_then(|a| resolve_autoresponder(&mut cx, a, &page_language, &page_timezone));
     let hotline = resolve_hotline(&mut cx, raw.hotline.as_ref(), &data_dir, &page_timezone);
+    let staff_timezone = raw.staff_timezone.as_ref().and_then(|z| {
+        if z.parse::<chrono_tz::Tz>().is_ok() {
+            Some(z.clone())
+        } else {
+            cx.err(&root.key("staff_timezone"), format!("`staff_timezone` must be an IANA time zone such as Europe/Warsaw or UTC, not `{z}`"));
+            None
+        }
+    });
     let webhooks = resolve_incident_webhooks(&mut cx, &raw.webhooks);
     let api_token_env = raw
         .api
@@ -234,6 +244,7 @@ pub(super) fn resolve(
         audiences,
         placeholder_dir,
         page_language,
+        staff_timezone: staff_timezone.unwrap_or_else(|| page_timezone.clone()),
         page_timezone,
         webhook,
         campaigns,
