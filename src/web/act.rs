@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{Query, RawForm, State};
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +13,8 @@ use super::api::{IncidentApi, parse_eta};
 use crate::incident::Event;
 use crate::links::{Link, LinkAction, LinkQuery};
 use crate::notify::staff::escape;
+use crate::store::IncidentRecord;
+use crate::text::time::rfc3339;
 
 pub fn routes(api: IncidentApi) -> Router {
     Router::new()
@@ -65,38 +67,112 @@ fn verified(api: &IncidentApi, q: &LinkQuery) -> Result<Link, Box<Response>> {
     })
 }
 
+/// What a link is about: its incident, with the service's name; or the page that says why
+/// there is nothing to do (unknown, store unavailable, already over).
+fn incident_of(api: &IncidentApi, link: &Link) -> Result<(IncidentRecord, String), Box<Response>> {
+    let found = match api.store.lock().incident(link.incident) {
+        Ok(found) => found,
+        Err(_) => {
+            return Err(Box::new(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "<p>The incident store is unavailable; try the link again in a minute.</p>",
+            )));
+        }
+    };
+    let Some(inc) = found else {
+        return Err(Box::new(page(
+            StatusCode::NOT_FOUND,
+            "No such incident",
+            "<p>This incident does not exist.</p>",
+        )));
+    };
+    let config = api.config.get();
+    let name = config
+        .services
+        .iter()
+        .find(|s| s.id == inc.service)
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| inc.service.clone());
+    if let Some(ended) = inc.ended {
+        return Err(Box::new(page(
+            StatusCode::CONFLICT,
+            &format!("{name} is back"),
+            &format!(
+                "<p>The outage of {} (incident {}) ended at {}: there is nothing left to acknowledge or estimate.</p>",
+                escape(&name),
+                inc.id,
+                rfc3339(ended)
+            ),
+        )));
+    }
+    Ok((inc, name))
+}
+
 async fn confirm(State(api): State<IncidentApi>, Query(q): Query<LinkQuery>) -> Response {
     let link = match verified(&api, &q) {
         Ok(l) => l,
         Err(refused) => return *refused,
     };
+    let (inc, name) = match incident_of(&api, &link) {
+        Ok(found) => found,
+        Err(page) => return *page,
+    };
+    let config = api.config.get();
+    let down = format!(
+        "{} has been down since {} (incident {}).",
+        escape(&name),
+        rfc3339(inc.started),
+        inc.id
+    );
     let (title, what, fields) = match link.action {
         LinkAction::Ack => (
-            format!("Acknowledge incident {}?", link.incident),
-            "Escalation to further levels stops.",
-            "<button type=\"submit\">Acknowledge</button>",
+            format!("Acknowledge the outage of {name}?"),
+            match &inc.acked_by {
+                Some(by) => format!(
+                    "{down} It is already acknowledged by {}; acknowledging again changes nothing.",
+                    escape(by)
+                ),
+                None => format!(
+                    "{down} Acknowledging tells tocsin someone is on it: the next escalation levels are not mailed."
+                ),
+            },
+            "<button type=\"submit\">Acknowledge</button>".to_string(),
         ),
         LinkAction::Eta => (
-            format!("Expected recovery for incident {}", link.incident),
-            "A duration from now (4h, 90m) or a time (2026-12-01T18:00:00Z). An ETA beyond the customer threshold tells customers at once.",
-            "<label>ETA <input name=\"eta\" required placeholder=\"4h\"></label> <button type=\"submit\">Set ETA</button>",
+            format!("When will {name} be back?"),
+            format!(
+                "{down}{} Give a duration from now (4h, 2h30m), a time in {} (14:00, tomorrow 09:00) or an RFC 3339 time. {}",
+                inc.eta
+                    .map(|e| format!(" The ETA now is {}.", rfc3339(e)))
+                    .unwrap_or_default(),
+                escape(&config.staff_timezone),
+                if inc.customer_phase {
+                    "Customers have been told; a new ETA goes to them as an update."
+                } else {
+                    "An ETA past the customer threshold tells customers at once."
+                }
+            ),
+            "<label>ETA <input name=\"eta\" required placeholder=\"4h\"></label> <button type=\"submit\">Set ETA</button>".to_string(),
         ),
     };
     page(
         StatusCode::OK,
         &title,
         &format!(
-            "<p>As {}. {what}</p><form method=\"post\" action=\"{}\">{fields}</form>",
+            "<p>As {}.</p>\n<p>{what}</p>\n<form method=\"post\" action=\"{}\">{fields}</form>",
             escape(&link.recipient),
             escape(&action_url(&q))
         ),
     )
 }
 
+/// Acts on a POST, whatever its content type: the page's form sends a urlencoded body,
+/// `curl -X POST` none at all.
 async fn act(
     State(api): State<IncidentApi>,
     Query(q): Query<LinkQuery>,
-    RawForm(form): RawForm,
+    form: axum::body::Bytes,
 ) -> Response {
     let now = api.clock.now();
     let link = match verified(&api, &q) {
@@ -128,30 +204,10 @@ async fn act(
             }
         }
     };
-    let service = match api.store.lock().incident(link.incident) {
+    let (inc, name) = match incident_of(&api, &link) {
         Ok(found) => found,
-        Err(_) => {
-            return page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Try again",
-                "<p>The incident store is unavailable.</p>",
-            );
-        }
+        Err(page) => return *page,
     };
-    let Some(inc) = service else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "No such incident",
-            "<p>This incident does not exist.</p>",
-        );
-    };
-    if inc.ended.is_some() {
-        return page(
-            StatusCode::CONFLICT,
-            "Already resolved",
-            &format!("<p>Incident {} is over; nothing to do.</p>", inc.id),
-        );
-    }
     let result = api.engine.command(&inc.service, event).await;
     match result {
         Ok(_) => match link.action {
@@ -159,14 +215,27 @@ async fn act(
                 StatusCode::OK,
                 "Acknowledged",
                 &format!(
-                    "<p>Incident {} is acknowledged; no further level is mailed.</p>",
+                    "<p>The outage of {} (incident {}) is acknowledged: no further level is mailed.</p>",
+                    escape(&name),
                     inc.id
                 ),
             ),
             LinkAction::Eta => page(
                 StatusCode::OK,
                 "ETA set",
-                &format!("<p>The ETA of incident {} is recorded.</p>", inc.id),
+                &format!(
+                    "<p>{} is expected back by {} (incident {}).</p>",
+                    escape(&name),
+                    api.store
+                        .lock()
+                        .incident(inc.id)
+                        .ok()
+                        .flatten()
+                        .and_then(|i| i.eta)
+                        .map(rfc3339)
+                        .unwrap_or_else(|| "the time given".into()),
+                    inc.id
+                ),
             ),
         },
         Err(e) => page(

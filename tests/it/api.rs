@@ -381,8 +381,11 @@ mod links {
         let url = link(LinkAction::Ack, in_a_day());
         let (code, page) = form(&f, "GET", &url, "").await;
         assert_eq!(code, StatusCode::OK);
+        // The page names the service and says what acknowledging does.
         assert!(
-            page.contains("Acknowledge incident 1?") && page.contains("<form method=\"post\""),
+            page.contains("<title>Acknowledge the outage of Web shop?</title>")
+                && page.contains("(incident 1). Acknowledging tells tocsin someone is on it: the next escalation levels are not mailed.")
+                && page.contains("<form method=\"post\""),
             "{page}"
         );
         // The page's URL holds the signed link: no Referer, no framing, no scripts.
@@ -406,11 +409,46 @@ mod links {
             "a GET (a mail scanner) acknowledges nothing"
         );
 
-        let (code, page) = form(&f, "POST", &url, "").await;
-        assert_eq!(code, StatusCode::OK, "{page}");
-        assert!(page.contains("Acknowledged"));
+        // A bare POST, as `curl -X POST` sends it (no body, no content type), acts.
+        let resp = app(f.state.clone())
+            .oneshot(
+                Request::builder()
+                    .method("POST")
+                    .uri(&url)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let page = String::from_utf8_lossy(&bytes);
+        assert!(
+            page.contains(
+                "The outage of Web shop (incident 1) is acknowledged: no further level is mailed."
+            ),
+            "{page}"
+        );
         let (_, inc) = call(&f, "GET", "/api/v1/incidents/1", T, "").await;
         assert_eq!(inc["acknowledged_by"], "oncall@example.com (mail link)");
+        let (_, page) = form(&f, "GET", &url, "").await;
+        assert!(
+            page.contains("It is already acknowledged by oncall@example.com (mail link)"),
+            "{page}"
+        );
+
+        // Once the outage is over, the link says so instead of offering the form.
+        let (code, _) = call(&f, "POST", "/api/v1/incidents/1/resolve", T, "{}").await;
+        assert_eq!(code, StatusCode::OK);
+        let eta = link(LinkAction::Eta, in_a_day());
+        let (code, page) = form(&f, "GET", &eta, "").await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        assert!(
+            page.contains("<title>Web shop is back</title>")
+                && page.contains("there is nothing left to acknowledge or estimate")
+                && !page.contains("<form"),
+            "{page}"
+        );
     }
 
     #[tokio::test]
