@@ -489,6 +489,16 @@ async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage
         now - before,
         expected.len() - 1
     );
+    // The one who unsubscribed in between is left out of the recovery, and counted.
+    let (_, list) = cli(&cfg, &["campaign", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let recovery = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "recovery")
+        .unwrap();
+    assert_eq!(recovery["opted_out"], 1, "{recovery}");
     // Everything decided carried out and no recipient left: nothing more will be sent.
     let quiet = || String::new();
     support::until_metric(

@@ -143,6 +143,32 @@ mail:
         metrics.contains("tocsin_compensation_codes_missing_total 1"),
         "{metrics}"
     );
+    // The campaign the staff mail points to names the customer left without a code.
+    let campaigns: serde_json::Value =
+        serde_json::from_str(&support::api_get(port, "/api/v1/campaigns", TOKEN).await).unwrap();
+    let recovery_id = campaigns
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "recovery")
+        .unwrap()["id"]
+        .clone();
+    let detail: serde_json::Value = serde_json::from_str(
+        &support::api_get(port, &format!("/api/v1/campaigns/{recovery_id}"), TOKEN).await,
+    )
+    .unwrap();
+    let left: Vec<&str> = detail["without_code"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert_eq!(left.len(), 1, "{detail}");
+    assert!(
+        got.iter()
+            .any(|(to, text)| to.as_str() == left[0] && !text.contains("SORRY-")),
+        "the one listed is the one whose mail had no code: {left:?}"
+    );
 
     // A short outage earns nothing, and no code is ever given twice.
     let before = mails(&d).len();
