@@ -15,14 +15,8 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "load-bench-token";
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::arg;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -24,14 +24,8 @@ use tocsin::metrics::Metrics;
 use tocsin::scheduler::{LiveRunner, Scheduler};
 use tocsin::store::{SharedStore, SqliteStore};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::arg;
 
 fn main() {
     if std::env::args().any(|a| a == "--serve") {

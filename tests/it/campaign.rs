@@ -167,6 +167,28 @@ async fn api(
     r.json().await.unwrap()
 }
 
+/// Once the shop's incident is open (two failed rounds), an ETA of 3 h, beyond the 1 h
+/// threshold, starts the customer phase at once. The ETA taken.
+async fn customers_told(port: u16) -> std::time::SystemTime {
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = api(
+            port,
+            "POST",
+            "/api/v1/incidents/shop/eta",
+            Some(serde_json::json!({"eta": "3h", "by": "test"})),
+        )
+        .await;
+        if let Some(e) = r["eta"]
+            .as_str()
+            .and_then(|s| humantime::parse_rfc3339(s).ok())
+        {
+            return e;
+        }
+    }
+    panic!("the ETA was not accepted");
+}
+
 async fn wait_up(port: u16) {
     for _ in 0..100 {
         if support::client()
@@ -272,27 +294,7 @@ async fn five_thousand_customers_are_told_once_through_a_crash_and_a_mail_outage
     let mut tocsin = start(&cfg);
     wait_up(port).await;
     up.store(false, Ordering::SeqCst);
-    // The incident opens after two failed rounds; an ETA beyond the 1 h threshold starts
-    // the customer phase at once.
-    let mut eta = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = api(
-            port,
-            "POST",
-            "/api/v1/incidents/shop/eta",
-            Some(serde_json::json!({"eta": "3h", "by": "test"})),
-        )
-        .await;
-        if let Some(e) = r["eta"]
-            .as_str()
-            .and_then(|s| humantime::parse_rfc3339(s).ok())
-        {
-            eta = Some(e);
-            break;
-        }
-    }
-    let eta = eta.expect("the ETA was accepted");
+    let eta = customers_told(port).await;
     assert!(
         dir.path().join("var/www/shop/index.html").exists() || {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -668,22 +670,7 @@ async fn five_thousand_customers_are_told_once_through_a_full_disk() {
     let mut tocsin = start(&cfg);
     wait_up(port).await;
     up.store(false, Ordering::SeqCst);
-    let mut told = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let r = api(
-            port,
-            "POST",
-            "/api/v1/incidents/shop/eta",
-            Some(serde_json::json!({"eta": "3h", "by": "test"})),
-        )
-        .await;
-        if r["eta"].is_string() {
-            told = true;
-            break;
-        }
-    }
-    assert!(told, "the ETA was accepted");
+    customers_told(port).await;
 
     let at = smtp.wait_count(500, Duration::from_secs(60)).await;
     assert!(at >= 500, "sending started: {at}");
