@@ -128,14 +128,7 @@ async fn a_full_disk_during_an_outage_loses_and_repeats_nothing() {
     assert!(support::spooled(dir.path()).is_empty());
 
     std::fs::remove_file(filler).unwrap();
-    support::until_metric(
-        port,
-        "tocsin_incident_open{service=\"shop\"}",
-        Duration::from_secs(15),
-        &String::new,
-        |v| v == 1.0,
-    )
-    .await;
+    shop_incident(port, true).await;
     app.settled(&|| format!("{:?}", support::spooled(dir.path())))
         .await;
     let down: Vec<_> = support::spooled(dir.path())
@@ -284,14 +277,7 @@ mail:
 
     smtp.pause();
     up.store(false, std::sync::atomic::Ordering::SeqCst);
-    support::until_metric(
-        port,
-        "tocsin_incident_open{service=\"shop\"}",
-        Duration::from_secs(15),
-        &String::new,
-        |v| v == 1.0,
-    )
-    .await;
+    shop_incident(port, true).await;
     // Two hours in five-minute steps, each long enough for the engine's tick and the
     // senders' attempts (every one refused).
     for _ in 0..24 {
@@ -318,14 +304,7 @@ mail:
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     up.store(true, std::sync::atomic::Ordering::SeqCst);
-    support::until_metric(
-        port,
-        "tocsin_incident_open{service=\"shop\"}",
-        Duration::from_secs(15),
-        &String::new,
-        |v| v == 0.0,
-    )
-    .await;
+    shop_incident(port, false).await;
     app.settled(&|| format!("{:?}", smtp.subjects())).await;
     let recipients_pending = |app: &support::InProcess| {
         app.store
@@ -368,6 +347,18 @@ mail:
         );
     }
     app.stop().await;
+}
+
+/// Waits until the shop's incident is open (or closed), as /metrics shows it.
+async fn shop_incident(port: u16, open: bool) {
+    support::until_metric(
+        port,
+        "tocsin_incident_open{service=\"shop\"}",
+        Duration::from_secs(15),
+        &String::new,
+        |v| v == if open { 1.0 } else { 0.0 },
+    )
+    .await;
 }
 
 /// The resolver's DNS server, run inside the namespace on 127.0.0.1:53.
