@@ -131,24 +131,24 @@ impl Key {
         }
     }
 
-    fn sign(&self, data: &[u8]) -> Vec<u8> {
+    /// The signature of `data`; RSA can fail only if the system's random source does
+    /// (its blinding needs it).
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, ring::error::Unspecified> {
         match &self.0 {
             Inner::Rsa(k) => {
                 let mut sig = vec![0; k.public().modulus_len()];
-                // The only failure is an output buffer of the wrong length, sized above.
                 k.sign(
                     &RSA_PKCS1_SHA256,
                     &ring::rand::SystemRandom::new(),
                     data,
                     &mut sig,
-                )
-                .expect("signature buffer sized from the modulus");
-                sig
+                )?;
+                Ok(sig)
             }
             // RFC 8463: Ed25519 signs the SHA-256 hash of the header data.
             Inner::Ed25519(k) => {
                 let hash = ring::digest::digest(&ring::digest::SHA256, data);
-                k.sign(hash.as_ref()).as_ref().to_vec()
+                Ok(k.sign(hash.as_ref()).as_ref().to_vec())
             }
         }
     }
@@ -184,10 +184,11 @@ pub const SIGNED: &[&str] = &[
 
 /// Prepends one DKIM-Signature per signer to `message` (CRLF line ends, as formatted for
 /// SMTP). Each signature covers the message without the others, so verifiers check each
-/// on its own and receivers that know only RSA still find one they can check.
-pub fn sign(signers: &[Signer], message: &[u8], now: SystemTime) -> Vec<u8> {
+/// on its own and receivers that know only RSA still find one they can check. Fails only
+/// when the system cannot give the randomness RSA signing needs.
+pub fn sign(signers: &[Signer], message: &[u8], now: SystemTime) -> Result<Vec<u8>, String> {
     if signers.is_empty() {
-        return message.to_vec();
+        return Ok(message.to_vec());
     }
     let (head, body) = split(message);
     let fields = fields(head);
@@ -229,7 +230,11 @@ pub fn sign(signers: &[Signer], message: &[u8], now: SystemTime) -> Vec<u8> {
         // The signature's own header, its `b=` empty and without a final CRLF.
         let own = relaxed_header(head.as_bytes());
         signed.extend_from_slice(&own[..own.len() - 2]);
-        let b = base64::engine::general_purpose::STANDARD.encode(s.key.sign(&signed));
+        let signature = s
+            .key
+            .sign(&signed)
+            .map_err(|_| format!("cannot sign with DKIM selector `{}`", s.selector))?;
+        let b = base64::engine::general_purpose::STANDARD.encode(signature);
         out.extend_from_slice(head.as_bytes());
         for (i, chunk) in b.as_bytes().chunks(72).enumerate() {
             if i > 0 {
@@ -240,7 +245,7 @@ pub fn sign(signers: &[Signer], message: &[u8], now: SystemTime) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(message);
-    out
+    Ok(out)
 }
 
 /// `h=` with a fold every few names, so no line of the header grows past 78 characters.

@@ -348,7 +348,9 @@ impl Mailer {
     /// signature per configured key over exactly those bytes.
     fn render(&self, msg: &Outgoing) -> Result<(lettre::address::Envelope, Vec<u8>), MailError> {
         let message = self.build(msg)?;
-        let raw = crate::dkim::sign(&self.dkim, &message.formatted(), SystemTime::now());
+        // A signature that cannot be made now (no randomness) may be made on a retry.
+        let raw = crate::dkim::sign(&self.dkim, &message.formatted(), SystemTime::now())
+            .map_err(MailError::Transient)?;
         Ok((message.envelope().clone(), raw))
     }
 
