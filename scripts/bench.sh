@@ -18,5 +18,7 @@ echo "==> campaign: the same, each mail DKIM-signed with an RSA-2048 and an Ed25
 cargo bench --bench campaign -- --dkim 1
 echo "==> load: 200 clients on /status and the API for 60 s during an outage and a 10,000-mail campaign"
 cargo bench --bench load
+echo "==> the whole product: 100,000 HTTP probes at 60 s, /metrics every 15 s, /status every 5 s"
+cargo bench --bench product
 echo "==> scheduler: 10,000 HTTP probes at 10 s"
 cargo bench --bench scheduler

@@ -1,0 +1,306 @@
+//! The whole product at scale: `tocsin check`, then `tocsin run` (the release binary) on
+//! a generated config of N/10 services x 10 HTTP probes at 60 s against nginx in another
+//! process, with a Prometheus-style scrape of `/metrics` every 15 s and a `/status`
+//! request every 5 s. After a warm-up it prints probes/s, scheduler lag, skipped runs,
+//! tocsin's CPU per 1,000 probes (with the scrapes and without them), its resident memory
+//! now and at its highest, the scrapes' time and size, and the status page's time.
+//!
+//! `cargo bench --bench product [-- --probes N --warmup S --seconds S]`
+//! (scripts/bench.sh; nginx comes from scripts/test.sh's packages).
+
+mod common;
+use common::arg;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child stopped when dropped: SIGTERM, so that nginx's master takes its workers down
+/// with it (SIGKILL would leave them running, holding this process's output open).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx answering 200 to everything, with room for the probes' connections.
+fn nginx(dir: &Path, port: u16) -> Killed {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} }}
+}}
+",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    Killed(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/test.sh installs nginx-light)"),
+    )
+}
+
+fn write_config(dir: &Path, port: u16, target: u16, probes: usize) -> std::path::PathBuf {
+    let mut y = format!(
+        "listen: 127.0.0.1:{port}\ndata_dir: ./var\nmax_concurrency: 4096\ndefaults: {{ interval: 60s, timeout: 10s }}\nescalation:\n  default:\n    - {{ after: 0m, to: [oncall@example.com] }}\nservices:\n"
+    );
+    for s in 0..probes.div_ceil(10) {
+        y.push_str(&format!(
+            "  - id: s{s}\n    name: Service {s}\n    escalation: default\n    probes:\n"
+        ));
+        for p in 0..10.min(probes - s * 10) {
+            y.push_str(&format!(
+                "      - {{ name: s{s}-p{p}, http: {{ url: \"http://127.0.0.1:{target}/s{s}/p{p}\", body_contains: \"Add to cart\" }} }}\n"
+            ));
+        }
+    }
+    let cfg = dir.join("probes.yaml");
+    std::fs::write(&cfg, y).unwrap();
+    cfg
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// VmRSS and VmHWM of `pid`, in MB.
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// What a scrape says of the probes: runs, skipped runs, and the lag histogram's buckets.
+#[derive(Default, Clone)]
+struct Counts {
+    runs: f64,
+    skipped: f64,
+    lag: Vec<(f64, f64)>,
+}
+
+fn counts(text: &str) -> Counts {
+    let mut c = Counts::default();
+    for l in text.lines() {
+        let value = || {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        if l.starts_with("tocsin_probe_runs_total{") {
+            c.runs += value();
+        } else if l.starts_with("tocsin_probes_skipped_total{") {
+            c.skipped += value();
+        } else if let Some(rest) = l.strip_prefix("tocsin_scheduler_lag_seconds_bucket{le=\"") {
+            let le = rest.split('"').next().unwrap_or("+Inf");
+            let le = le.parse::<f64>().unwrap_or(f64::INFINITY);
+            c.lag.push((le, value()));
+        }
+    }
+    c
+}
+
+/// The bucket bound under which a share `q` of the runs between two scrapes started.
+fn quantile(before: &Counts, after: &Counts, q: f64) -> f64 {
+    let total = after.lag.last().map(|x| x.1).unwrap_or(0.0)
+        - before.lag.last().map(|x| x.1).unwrap_or(0.0);
+    for (i, (le, n)) in after.lag.iter().enumerate() {
+        let was = before.lag.get(i).map(|x| x.1).unwrap_or(0.0);
+        if n - was >= q * total {
+            return *le;
+        }
+    }
+    f64::INFINITY
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let probes = arg("--probes", 100_000) as usize;
+    // Long enough for every probe to have run once (they are spread over the interval).
+    let warmup = arg("--warmup", 70);
+    let seconds = arg("--seconds", 60);
+    let dir = tempfile::tempdir().unwrap();
+    let target = free_port();
+    let _nginx = nginx(dir.path(), target);
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, target, probes);
+    let bin = env!("CARGO_BIN_EXE_tocsin");
+
+    // `tocsin check`: wall time and peak memory, as GNU time measures them.
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%e %M", bin, "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("GNU time");
+    let last = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let mut f = last.split_whitespace();
+    println!(
+        "tocsin check, {probes} probes: {} s, {:.0} MB peak RSS",
+        f.next().unwrap_or("?"),
+        f.next().and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    );
+
+    let tocsin = Killed(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = tocsin.0.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let t = Instant::now();
+        while c.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(t.elapsed() < Duration::from_secs(120), "tocsin did not start");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("tocsin run: serving after {:.1} s", t.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_secs(warmup)).await;
+
+        let scrape = || async {
+            let cpu0 = cpu(pid);
+            let t = Instant::now();
+            let text = c
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (t.elapsed(), text, cpu(pid) - cpu0)
+        };
+        let (took, text, _) = scrape().await;
+        let before = counts(&text);
+        let (cpu0, start) = (cpu(pid), Instant::now());
+        let mut scrapes = vec![(took, text.len(), text.lines().count())];
+        let mut scrape_cpu = 0.0;
+        let mut status = Vec::new();
+        let mut next_scrape = Instant::now() + Duration::from_secs(15);
+        let mut after = before.clone();
+        while start.elapsed() < Duration::from_secs(seconds) {
+            let t = Instant::now();
+            let ok = c
+                .get(format!("{base}/status"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                status.push(t.elapsed());
+            }
+            if Instant::now() >= next_scrape {
+                let (took, text, spent) = scrape().await;
+                scrape_cpu += spent;
+                scrapes.push((took, text.len(), text.lines().count()));
+                after = counts(&text);
+                next_scrape += Duration::from_secs(15);
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        let (took, text, spent) = scrape().await;
+        scrape_cpu += spent;
+        scrapes.push((took, text.len(), text.lines().count()));
+        if !text.is_empty() {
+            after = counts(&text);
+        }
+        let window = start.elapsed().as_secs_f64();
+        let used = cpu(pid) - cpu0;
+        let runs = after.runs - before.runs;
+        let (now, high) = rss(pid);
+        println!(
+            "{probes} probes at 60 s over {window:.0} s: {:.0} probes/s, {} skipped, lag p50 <= {} s, p99 <= {} s",
+            runs / window,
+            after.skipped - before.skipped,
+            quantile(&before, &after, 0.5),
+            quantile(&before, &after, 0.99),
+        );
+        println!(
+            "CPU: {used:.1} s ({:.2} of a core), {:.3} CPU-s per 1,000 probes with the scrapes, {:.3} without ({scrape_cpu:.1} s in scrapes)",
+            used / window,
+            used / runs.max(1.0) * 1000.0,
+            (used - scrape_cpu) / runs.max(1.0) * 1000.0
+        );
+        println!("RSS: {now:.0} MB now, {high:.0} MB high-water");
+        for (took, bytes, lines) in &scrapes {
+            println!(
+                "scrape: {:.2} s, {:.1} MB, {lines} lines",
+                took.as_secs_f64(),
+                *bytes as f64 / 1e6
+            );
+        }
+        status.sort_unstable();
+        println!(
+            "/status: {} requests, median {:.0} ms, max {:.0} ms",
+            status.len(),
+            status
+                .get(status.len() / 2)
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3,
+            status.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        );
+    });
+    drop(tocsin);
+}
