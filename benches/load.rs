@@ -8,7 +8,7 @@
 //! installs Postfix for smtp-sink when missing).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,24 +16,7 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "load-bench-token";
 
 mod common;
-use common::arg;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Killed, arg, free_port};
 
 /// A config with `shop` down (its port closed) and `mails` customers following it; an
 /// ETA beyond the 1 h threshold starts the customer phase at once.

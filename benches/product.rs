@@ -9,32 +9,11 @@
 //! (scripts/bench.sh; nginx comes from scripts/test.sh's packages).
 
 mod common;
-use common::arg;
+use common::{Killed, arg, free_port};
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A child stopped when dropped: SIGTERM, so that nginx's master takes its workers down
-/// with it (SIGKILL would leave them running, holding this process's output open).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// nginx answering 200 to everything, with room for the probes' connections.
 fn nginx(dir: &Path, port: u16) -> Killed {

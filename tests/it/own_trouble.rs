@@ -523,9 +523,15 @@ async fn a_resolver_that_answers_nothing_is_a_monitor_fault_not_an_outage() {
         Box::new(move |m| value(m, "tocsin_monitor_fault{cause=\"resolver\"}") == Some(1.0)),
     )
     .await;
-    // Long enough for two failed rounds of every probe, were they counted.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let m2 = metrics().await.unwrap();
+    // Three probes fail in turn: nine faulted runs are about three each, more than the
+    // two failed rounds that would open an incident were they counted.
+    let m2 = wait(
+        "faulted runs of every probe",
+        Box::new(move |m| {
+            value(m, "tocsin_monitor_faults_total{cause=\"resolver\"}").unwrap_or(0.0) >= 9.0
+        }),
+    )
+    .await;
     for service in ["api", "db"] {
         assert_eq!(
             value(

@@ -75,10 +75,11 @@ fn nginx(dir: &Path, port: u16, www: &Path, upstream: std::net::SocketAddr) -> s
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let conf = dir.join("nginx.conf");
+    // One process: the test stops it with SIGKILL, which would leave a worker behind.
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 1;
+            "master_process off;
 pid {d}/nginx.pid;
 error_log {d}/logs/error.log warn;
 events {{ worker_connections 64; }}
