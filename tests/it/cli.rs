@@ -133,14 +133,6 @@ async fn probe_prints_the_outcome_and_exits_0_or_1() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -195,7 +187,7 @@ fn config_with(port: u16, target: std::net::SocketAddr, extra_probe: bool) -> St
 async fn run_reloads_on_sighup_refuses_bad_files_and_stops_on_sigterm() {
     let server = support::HttpServer::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let cfg = write(
         dir.path(),
         "probes.yaml",
@@ -389,7 +381,7 @@ fn a_port_in_use_is_a_clear_error_before_any_probe_runs() {
 #[test]
 fn run_refuses_a_corrupt_or_locked_database_and_leaves_it_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let cfg = write(
         dir.path(),
         "p.yaml",

@@ -487,10 +487,22 @@ impl Smtp {
         let _ = self.child.wait();
     }
 
-    /// Starts it again on the same port, keeping what it received.
+    /// Starts it again on the same port, keeping what it received. The port lies below
+    /// the kernel's ephemeral range, so no outgoing connection can hold it meanwhile; a
+    /// failed start is still tried again for a few seconds.
     pub fn resume(&mut self) {
         let options: Vec<&str> = self.options.iter().map(String::as_str).collect();
-        self.child = Smtp::spawn(self.port, self.out.path(), &options);
+        let t = std::time::Instant::now();
+        self.child = loop {
+            match Smtp::spawn(self.port, self.out.path(), &options) {
+                Ok(child) => break child,
+                Err(e) if t.elapsed() < Duration::from_secs(10) => {
+                    eprintln!("aiosmtpd restart on {}: {e}; trying again", self.port);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
     }
 
     /// How many messages it has received (cheap: counts files).
@@ -525,13 +537,10 @@ impl Smtp {
 
     /// With the fixture's options (`--starttls CERT KEY`, `--implicit CERT KEY`, ...).
     pub fn start_with(options: &[&str]) -> Smtp {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A port the server can take again after a pause (see `resume`).
+        let port = free_port();
         let out = tempfile::tempdir().unwrap();
-        let child = Smtp::spawn(port, out.path(), options);
+        let child = Smtp::spawn(port, out.path(), options).unwrap_or_else(|e| panic!("{e}"));
         Smtp {
             child,
             port,
@@ -540,7 +549,11 @@ impl Smtp {
         }
     }
 
-    fn spawn(port: u16, out: &std::path::Path, options: &[&str]) -> std::process::Child {
+    fn spawn(
+        port: u16,
+        out: &std::path::Path,
+        options: &[&str],
+    ) -> Result<std::process::Child, String> {
         let mut cmd = std::process::Command::new("/usr/bin/python3");
         cmd.arg("tests/fixtures/smtp_server.py")
             .arg(port.to_string())
@@ -559,12 +572,14 @@ impl Smtp {
             &mut line,
         )
         .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "aiosmtpd did not start (is python3-aiosmtpd installed?)"
-        );
-        child
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "aiosmtpd did not start on port {port} (is python3-aiosmtpd installed? is the port taken?)"
+            ));
+        }
+        Ok(child)
     }
 
     pub fn mails(&self) -> Vec<String> {
@@ -698,13 +713,22 @@ pub async fn switchable_target() -> (SocketAddr, Arc<std::sync::atomic::AtomicBo
     (addr, up)
 }
 
-/// A port that was free a moment ago.
+/// A port below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by
+/// default) that is free now: a server stopped and started again on it cannot find it
+/// taken by some outgoing connection's local port, nor by a connection to itself.
+/// Servers tests stop and start again (SMTP, tocsin itself) all take their port here.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.max(10_001));
+    loop {
+        let port = rand::random_range(from..to);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------- Dovecot (ManageSieve)
