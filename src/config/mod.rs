@@ -20,7 +20,6 @@ use diag::original_path;
 pub use diag::{ConfigError, ConfigErrors};
 pub(crate) use diag::{Diag, nearest};
 
-pub use resolve::Config;
 pub use resolve::audiences::{Audience, Campaigns};
 pub use resolve::autoresponder::Autoresponder;
 pub use resolve::dns::parse_server;
@@ -30,6 +29,7 @@ pub use resolve::pages::{Hotline, Webhook};
 pub use resolve::services::{Allow, Compensation, Level, Maintenance, Module, Probe, Service};
 pub use resolve::tcp::valid_host_port;
 pub use resolve::webhooks::IncidentWebhook;
+pub use resolve::{Config, PerProbe};
 pub use resolve::{
     DEFAULT_LISTEN, fmt_dur, parse_duration, parse_size, valid_email, valid_language,
 };

@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub allow_insecure_links: bool,
     pub data_dir: Option<String>,
     pub max_concurrency: Option<usize>,
+    pub metrics: Option<RawMetrics>,
     pub api: Option<RawApi>,
     pub defaults: Option<RawDefaults>,
     #[serde(default)]
@@ -43,6 +44,13 @@ pub struct RawConfig {
     pub hotline: Option<RawHotline>,
     #[serde(default)]
     pub webhooks: Vec<RawIncidentWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// all | failing | none
+    pub per_probe: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

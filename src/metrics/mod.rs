@@ -15,13 +15,13 @@ mod probes;
 use probes::ProbeSeries;
 pub use probes::render_single;
 
+use crate::config::PerProbe;
+
 use crate::probe::{Outcome, Reason};
 
 pub struct Metrics {
     registry: Registry,
     probes: ProbeSeries,
-    runs: IntCounterVec,
-    skipped: IntCounterVec,
     lag: Histogram,
     reload_ok: IntGauge,
     reload_time: Gauge,
@@ -62,8 +62,6 @@ pub struct ServiceFigures<'a> {
     pub levels_sent: usize,
 }
 
-const SP: &[&str] = &["service", "probe"];
-
 /// Creating a metric fails only for an invalid name or a duplicate registration, both
 /// programming errors fixed here once and for all; a test builds this registry.
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
@@ -85,26 +83,6 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let runs = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "tocsin_probe_runs_total",
-                    "Probe runs by result (success, failure, timeout).",
-                ),
-                &["service", "probe", "result"],
-            ),
-        );
-        let skipped = reg(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "tocsin_probes_skipped_total",
-                    "Scheduled probe runs skipped because the previous run or a concurrency slot came too late.",
-                ),
-                SP,
-            ),
-        );
         let lag = reg(
             &r,
             Histogram::with_opts(
@@ -384,10 +362,8 @@ impl Metrics {
             campaign_recipients.with_label_values(&[state]).set(0);
         }
         Metrics {
-            probes: ProbeSeries::new(r.clone()),
+            probes: ProbeSeries::new(),
             registry: r,
-            runs,
-            skipped,
             lag,
             reload_ok,
             reload_time,
@@ -572,21 +548,11 @@ impl Metrics {
             }
         }
         self.probes.observe(service, name, &probe.check, o);
-        let result = match &o.reason {
-            None => "success",
-            Some(Reason::Timeout { .. }) => "timeout",
-            Some(_) => "failure",
-        };
-        self.runs.with_label_values(&[service, name, result]).inc();
     }
 
     /// Drops every series of a probe that no longer exists (after a reload).
     pub fn forget(&self, service: &str, probe: &str) {
         self.probes.forget(service, probe);
-        for result in ["success", "failure", "timeout"] {
-            let _ = self.runs.remove_label_values(&[service, probe, result]);
-        }
-        let _ = self.skipped.remove_label_values(&[service, probe]);
     }
 
     pub fn scheduler_lag(&self, lag: Duration) {
@@ -594,16 +560,12 @@ impl Metrics {
     }
 
     pub fn skipped(&self, probe: &Probe, runs: u64) {
-        self.skipped
-            .with_label_values(&[probe.service.as_str(), probe.name.as_str()])
-            .inc_by(runs);
+        self.probes.skipped(&probe.service, &probe.name, runs);
     }
 
     /// Starts counting skips for a probe at zero, so the series exists before any skip.
     pub fn register_probe(&self, probe: &Probe) {
-        self.skipped
-            .with_label_values(&[probe.service.as_str(), probe.name.as_str()])
-            .inc_by(0);
+        self.probes.register(&probe.service, &probe.name);
     }
 
     pub fn config_loaded(&self, ok: bool, now: SystemTime) {
@@ -617,9 +579,28 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric, in one string.
     pub fn render(&self) -> String {
-        encode(&self.registry)
+        let mut text = String::new();
+        self.render_chunks(PerProbe::All, 1 << 20, &mut |piece| {
+            text.push_str(&piece);
+            true
+        });
+        text
+    }
+
+    /// The exposition in pieces of about `chunk` bytes, the per-probe series as
+    /// `per_probe` says: a scrape of 100,000 probes is streamed, never held whole.
+    /// `emit` returning false stops it.
+    pub fn render_chunks(
+        &self,
+        per_probe: PerProbe,
+        chunk: usize,
+        emit: &mut dyn FnMut(String) -> bool,
+    ) {
+        if emit(encode(&self.registry)) {
+            self.probes.render(per_probe, chunk, emit);
+        }
     }
 }
 
@@ -683,5 +664,87 @@ mod tests {
         }
         m.forget("shop", "home");
         assert!(!m.render().contains("probe=\"home\""));
+    }
+
+    fn outcome(success: bool) -> Outcome {
+        Outcome {
+            at: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_millis(10),
+            success,
+            reason: (!success).then_some(Reason::Timeout {
+                phase: Phase::Transfer,
+            }),
+            phases: vec![],
+            details: Details::default(),
+        }
+    }
+
+    fn rendered(m: &Metrics, per_probe: PerProbe) -> String {
+        let mut text = String::new();
+        // Small pieces, so that a family spans several of them.
+        m.render_chunks(per_probe, 64, &mut |piece| {
+            text.push_str(&piece);
+            true
+        });
+        text
+    }
+
+    #[test]
+    fn per_probe_all_failing_or_none() {
+        let m = Metrics::new();
+        let mut failing = probe();
+        failing.name = "checkout".into();
+        let mut pending = probe();
+        pending.name = "never \"ran\"".into();
+        m.register_probe(&probe());
+        m.register_probe(&failing);
+        m.register_probe(&pending);
+        m.observe(&probe(), &outcome(true));
+        m.observe(&failing, &outcome(false));
+        m.skipped(&failing, 3);
+
+        let all = rendered(&m, PerProbe::All);
+        for line in [
+            "tocsin_probes{state=\"passing\"} 1",
+            "tocsin_probes{state=\"failing\"} 1",
+            "tocsin_probes{state=\"pending\"} 1",
+            "probe_success{probe=\"home\",service=\"shop\"} 1",
+            "probe_success{probe=\"checkout\",service=\"shop\"} 0",
+            "tocsin_probe_runs_total{probe=\"checkout\",result=\"timeout\",service=\"shop\"} 1",
+            "tocsin_probes_skipped_total{probe=\"checkout\",service=\"shop\"} 3",
+            // Registered, never run: its counters exist at zero, escaped.
+            "tocsin_probes_skipped_total{probe=\"never \\\"ran\\\"\",service=\"shop\"} 0",
+        ] {
+            assert!(all.contains(line), "missing {line}\n{all}");
+        }
+        // One HELP and TYPE per family, however many pieces it spans.
+        assert_eq!(all.matches("# TYPE probe_success gauge").count(), 1);
+        assert_eq!(
+            all.matches("# TYPE tocsin_probe_runs_total counter")
+                .count(),
+            1
+        );
+        assert_eq!(all, m.render(), "pieces join to the whole");
+
+        let only_failing = rendered(&m, PerProbe::Failing);
+        assert!(only_failing.contains("probe_success{probe=\"checkout\",service=\"shop\"} 0"));
+        assert!(!only_failing.contains("probe=\"home\""), "{only_failing}");
+        assert!(only_failing.contains("tocsin_probes{state=\"passing\"} 1"));
+
+        let none = rendered(&m, PerProbe::None);
+        assert!(!none.contains("probe=\""), "{none}");
+        assert!(none.contains("tocsin_probes{state=\"failing\"} 1"));
+        assert!(
+            none.contains("tocsin_scheduler_lag_seconds"),
+            "the monitor's own series stay"
+        );
+
+        // A client that leaves stops the rendering at once.
+        let mut pieces = 0;
+        m.render_chunks(PerProbe::All, 64, &mut |_| {
+            pieces += 1;
+            false
+        });
+        assert_eq!(pieces, 1);
     }
 }

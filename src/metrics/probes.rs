@@ -2,11 +2,14 @@
 //! by both `/metrics` (labelled by service and probe, the figures an alert or a
 //! dashboard needs) and `/probe` (everything blackbox_exporter reports of one run).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use prometheus::{GaugeVec, Opts, Registry};
 
+use crate::config::PerProbe;
 use crate::probe::{Check, Outcome, Phase, Reason};
 
 /// Where a figure is shown. `/metrics` keeps a few per probe, because 100,000 probes
@@ -23,7 +26,7 @@ pub enum Scope {
 pub struct Sample {
     pub name: &'static str,
     pub help: &'static str,
-    pub label: Option<(&'static str, String)>,
+    pub label: Option<(&'static str, Cow<'static, str>)>,
     pub value: f64,
     pub scope: Scope,
 }
@@ -65,7 +68,7 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
             v.push(Sample {
                 name,
                 help,
-                label: Some(("phase", p.as_str().to_string())),
+                label: Some(("phase", Cow::Borrowed(p.as_str()))),
                 value: value(*p),
                 scope: Both,
             });
@@ -184,7 +187,7 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
                 v.push(Sample {
                     name: "probe_grpc_healthcheck_response",
                     help: "The serving status the health service answered (1 for the one it said).",
-                    label: Some(("serving_status", status.to_string())),
+                    label: Some(("serving_status", Cow::Borrowed(status))),
                     value: flag(d.grpc_serving_status.as_deref() == Some(status)),
                     scope: Single,
                 });
@@ -254,7 +257,7 @@ pub fn samples(check: &Check, o: &Outcome) -> Vec<Sample> {
         v.push(Sample {
             name: "probe_tls_version_info",
             help: "The TLS version negotiated (the label; the value is always 1).",
-            label: Some(("version", version.clone())),
+            label: Some(("version", Cow::Owned(version.clone()))),
             value: 1.0,
             scope: Single,
         });
@@ -285,97 +288,344 @@ fn http_version_number(v: Option<&str>) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The `/metrics` series of every configured probe, labelled by service and probe.
-///
-/// A family is registered the first time a probe reports it; the series a probe showed
-/// last time and no longer has (a certificate gone, a probe of another kind after a
-/// reload) are removed, so no stale figure outlives its cause.
-/// A series one probe shows: the family, and the extra label's value if it has one.
-type Shown = (&'static str, Option<String>);
+/// A series family of the table: its name, help, type and extra label.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    counter: bool,
+    label: Option<&'static str>,
+}
 
+/// One probe's figures: its latest outcome's series, its run and skip counters.
+struct Row {
+    service: Arc<str>,
+    probe: Arc<str>,
+    /// (family, extra label's value, value) of the latest outcome.
+    values: Vec<(u16, Option<Cow<'static, str>>, f64)>,
+    /// Runs by result: success, failure, timeout.
+    runs: [u64; 3],
+    skipped: u64,
+    /// None before the first run that said something of the target.
+    success: Option<bool>,
+}
+
+const RESULTS: [&str; 3] = ["success", "failure", "timeout"];
+
+#[derive(Default)]
+struct Table {
+    families: Vec<Family>,
+    by_name: HashMap<&'static str, u16>,
+    rows: Vec<Option<Row>>,
+    free: Vec<usize>,
+    /// service → probe → row (nested, so that the hot path looks it up by `&str`).
+    index: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+}
+
+impl Table {
+    fn family(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        label: Option<&'static str>,
+    ) -> u16 {
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
+        }
+        let i = self.families.len() as u16;
+        self.families.push(Family {
+            name,
+            help,
+            counter: name.ends_with("_total"),
+            label,
+        });
+        self.by_name.insert(name, i);
+        i
+    }
+
+    fn row(&mut self, service: &str, probe: &str) -> &mut Row {
+        let slot = match self.index.get(service).and_then(|m| m.get(probe)) {
+            Some(&i) => i,
+            None => {
+                let (service, probe): (Arc<str>, Arc<str>) = (service.into(), probe.into());
+                let row = Row {
+                    service: service.clone(),
+                    probe: probe.clone(),
+                    values: Vec::new(),
+                    runs: [0; 3],
+                    skipped: 0,
+                    success: None,
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.rows[i] = Some(row);
+                        i
+                    }
+                    None => {
+                        self.rows.push(Some(row));
+                        self.rows.len() - 1
+                    }
+                };
+                self.index.entry(service).or_default().insert(probe, i);
+                i
+            }
+        };
+        self.rows[slot].as_mut().expect("indexed rows exist")
+    }
+}
+
+/// The `/metrics` series of every configured probe, labelled by service and probe, kept
+/// as one table of figures and written out on each scrape.
+///
+/// The prometheus crate would keep a registered child (label pairs, descriptors, atomics)
+/// per series: about a million of them for 100,000 probes, gigabytes of memory and
+/// seconds per scrape. blackbox_exporter builds its series per request for the same
+/// reason. A probe's row holds only its latest outcome's values, so no stale figure
+/// outlives its cause (a certificate gone, a probe of another kind after a reload).
 pub struct ProbeSeries {
-    registry: Registry,
-    families: Mutex<HashMap<&'static str, GaugeVec>>,
-    /// service → probe → the series it shows (nested, so that the hot path looks it up
-    /// by `&str` without allocating keys).
-    shown: Mutex<HashMap<String, HashMap<String, Vec<Shown>>>>,
+    table: Mutex<Table>,
+}
+
+impl Default for ProbeSeries {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ProbeSeries {
-    pub fn new(registry: Registry) -> Self {
+    pub fn new() -> Self {
+        let mut t = Table::default();
+        // The counters exist from a probe's start, before any run.
+        t.family(
+            "tocsin_probe_runs_total",
+            "Probe runs by result (success, failure, timeout).",
+            Some("result"),
+        );
+        t.family(
+            "tocsin_probes_skipped_total",
+            "Scheduled probe runs skipped because the previous run or a concurrency slot came too late.",
+            None,
+        );
         ProbeSeries {
-            registry,
-            families: Mutex::new(HashMap::new()),
-            shown: Mutex::new(HashMap::new()),
+            table: Mutex::new(t),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a probe's counters at zero, so its series exist before any run.
+    pub fn register(&self, service: &str, probe: &str) {
+        self.lock().row(service, probe);
+    }
+
     pub fn observe(&self, service: &str, probe: &str, check: &Check, o: &Outcome) {
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let mut now = Vec::new();
+        let mut t = self.lock();
+        let mut values = Vec::new();
         for x in samples(check, o)
             .into_iter()
             .filter(|x| x.scope == Scope::Both)
         {
-            let fam = families.entry(x.name).or_insert_with(|| {
-                let labels: &[&str] = match &x.label {
-                    None => &["service", "probe"],
-                    Some((k, _)) => &["service", "probe", k],
-                };
-                super::reg(
-                    &self.registry,
-                    GaugeVec::new(Opts::new(x.name, x.help), labels),
-                )
-            });
-            match &x.label {
-                None => fam.with_label_values(&[service, probe]).set(x.value),
-                Some((_, v)) => fam.with_label_values(&[service, probe, v]).set(x.value),
-            }
-            now.push((x.name, x.label.map(|(_, v)| v)));
+            let f = t.family(x.name, x.help, x.label.as_ref().map(|(k, _)| *k));
+            values.push((f, x.label.map(|(_, v)| v), x.value));
         }
-        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-        let of_service = match shown.get_mut(service) {
-            Some(m) => m,
-            None => shown.entry(service.to_string()).or_default(),
+        let result = match &o.reason {
+            None => 0,
+            Some(Reason::Timeout { .. }) => 2,
+            Some(_) => 1,
         };
-        match of_service.get_mut(probe) {
-            // The usual case: the same series as last time, nothing to drop.
-            Some(before) if *before == now => {}
-            Some(before) => {
-                for gone in before.iter().filter(|s| !now.contains(s)) {
-                    remove(&families, service, probe, gone);
-                }
-                *before = now;
-            }
-            None => {
-                of_service.insert(probe.to_string(), now);
-            }
-        }
+        let row = t.row(service, probe);
+        row.values = values;
+        row.runs[result] += 1;
+        row.success = Some(o.success);
+    }
+
+    pub fn skipped(&self, service: &str, probe: &str, runs: u64) {
+        self.lock().row(service, probe).skipped += runs;
     }
 
     /// Drops every series of a probe that no longer exists (after a reload).
     pub fn forget(&self, service: &str, probe: &str) {
-        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
-        let gone = shown.get_mut(service).and_then(|m| m.remove(probe));
-        for s in gone.unwrap_or_default() {
-            remove(&families, service, probe, &s);
+        let mut t = self.lock();
+        let Some(of_service) = t.index.get_mut(service) else {
+            return;
+        };
+        let Some(slot) = of_service.remove(probe) else {
+            return;
+        };
+        if of_service.is_empty() {
+            t.index.remove(service);
+        }
+        t.rows[slot] = None;
+        t.free.push(slot);
+    }
+
+    /// Writes the series in the text exposition format, in pieces of about `chunk` bytes
+    /// handed to `emit`; the table is locked only while a piece is written, so probes keep
+    /// reporting during a long scrape. `emit` returning false stops (the client left).
+    pub fn render(&self, per_probe: PerProbe, chunk: usize, emit: &mut dyn FnMut(String) -> bool) {
+        const ROWS_PER_LOCK: usize = 2048;
+        let (order, families, counts) = {
+            let t = self.lock();
+            let mut order: Vec<(Arc<str>, Arc<str>, usize)> = t
+                .rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (r.service.clone(), r.probe.clone(), i)))
+                .collect();
+            let mut counts = [0usize; 3];
+            for r in t.rows.iter().flatten() {
+                counts[match r.success {
+                    Some(true) => 0,
+                    Some(false) => 1,
+                    None => 2,
+                }] += 1;
+            }
+            let mut families: Vec<(u16, &'static str)> = t
+                .families
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (i as u16, f.name))
+                .collect();
+            families.sort_by_key(|f| f.1);
+            order.sort_unstable();
+            (order, families, counts)
+        };
+        let mut out = String::with_capacity(chunk + 4096);
+        out.push_str(
+            "# HELP tocsin_probes Configured probes by the state of their latest run (pending: none yet).\n# TYPE tocsin_probes gauge\n",
+        );
+        for (state, n) in ["passing", "failing", "pending"].iter().zip(counts) {
+            let _ = writeln!(out, "tocsin_probes{{state=\"{state}\"}} {n}");
+        }
+        if per_probe == PerProbe::None {
+            emit(out);
+            return;
+        }
+        for (f, _) in families {
+            let mut header = true;
+            for part in order.chunks(ROWS_PER_LOCK) {
+                let t = self.lock();
+                let fam = &t.families[usize::from(f)];
+                for (_, _, slot) in part {
+                    let Some(row) = t.rows[*slot].as_ref() else {
+                        continue;
+                    };
+                    if per_probe == PerProbe::Failing && row.success != Some(false) {
+                        continue;
+                    }
+                    let mut line = |out: &mut String, extra: Option<(&str, &str)>, value: Value| {
+                        if header {
+                            let kind = if fam.counter { "counter" } else { "gauge" };
+                            let _ = write!(
+                                out,
+                                "# HELP {} {}\n# TYPE {} {kind}\n",
+                                fam.name,
+                                escape_help(fam.help),
+                                fam.name
+                            );
+                            header = false;
+                        }
+                        write_sample(out, fam.name, &row.service, &row.probe, extra, value);
+                    };
+                    match fam.name {
+                        "tocsin_probe_runs_total" => {
+                            for (result, n) in RESULTS.iter().zip(row.runs) {
+                                line(&mut out, Some(("result", result)), Value::Int(n));
+                            }
+                        }
+                        "tocsin_probes_skipped_total" => {
+                            line(&mut out, None, Value::Int(row.skipped))
+                        }
+                        _ => {
+                            for (vf, label, v) in &row.values {
+                                if *vf == f {
+                                    let extra = fam.label.zip(label.as_deref());
+                                    line(&mut out, extra, Value::Float(*v));
+                                }
+                            }
+                        }
+                    }
+                }
+                drop(t);
+                if out.len() >= chunk
+                    && !emit(std::mem::replace(
+                        &mut out,
+                        String::with_capacity(chunk + 4096),
+                    ))
+                {
+                    return;
+                }
+            }
+        }
+        if !out.is_empty() {
+            emit(out);
         }
     }
 }
 
-fn remove(
-    families: &HashMap<&'static str, GaugeVec>,
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+/// One sample line; labels in name order, as the prometheus crate writes them.
+fn write_sample(
+    out: &mut String,
+    name: &str,
     service: &str,
     probe: &str,
-    (name, label): &Shown,
+    extra: Option<(&str, &str)>,
+    value: Value,
 ) {
-    if let Some(f) = families.get(name) {
-        let _ = match label {
-            None => f.remove_label_values(&[service, probe]),
-            Some(v) => f.remove_label_values(&[service, probe, v]),
-        };
+    let mut labels: [(&str, &str); 3] = [("probe", probe), ("service", service), ("", "")];
+    let n = match extra {
+        Some(e) => {
+            labels[2] = e;
+            labels.sort_by_key(|l| l.0);
+            3
+        }
+        None => 2,
+    };
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels[..n].iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label(out, v);
+        out.push('"');
     }
+    out.push_str("} ");
+    match value {
+        Value::Int(n) => {
+            let _ = writeln!(out, "{n}");
+        }
+        Value::Float(v) if v.is_nan() => out.push_str("NaN\n"),
+        Value::Float(v) if v.is_infinite() => {
+            out.push_str(if v > 0.0 { "+Inf\n" } else { "-Inf\n" })
+        }
+        Value::Float(v) => {
+            let _ = writeln!(out, "{v}");
+        }
+    }
+}
+
+fn escape_label(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(h: &str) -> String {
+    h.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// Renders one ad-hoc probe as blackbox_exporter's `/probe` does: the same names, without
@@ -393,7 +643,7 @@ pub fn render_single(check: &Check, o: &Outcome) -> String {
         });
         match &x.label {
             None => fam.with_label_values::<&str>(&[]).set(x.value),
-            Some((_, v)) => fam.with_label_values(&[v.as_str()]).set(x.value),
+            Some((_, v)) => fam.with_label_values(&[v.as_ref()]).set(x.value),
         }
     }
     super::encode(&r)

@@ -150,8 +150,27 @@ async fn token_guard(
 
 const PROM_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Streams the exposition: pieces are written on a blocking thread and sent as the
+/// client takes them, so a scrape of 100,000 probes never holds its whole body.
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, PROM_TEXT)], s.metrics.render()).into_response()
+    let per_probe = s.config.get().metrics_per_probe;
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
+    tokio::task::spawn_blocking(move || {
+        s.metrics
+            .render_chunks(per_probe, 256 * 1024, &mut |piece| {
+                tx.blocking_send(piece).is_ok()
+            });
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|piece| (Ok::<_, std::convert::Infallible>(piece), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, PROM_TEXT)],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -260,6 +260,10 @@ const CASES: &[(&str, &[&str])] = &[
         &["4:1: invalid YAML: did not find expected node content"],
     ),
     (
+        "metrics-per-probe.yaml",
+        &["2:14: `per_probe` must be `all`, `failing` or `none`, not `some`"],
+    ),
+    (
         "listen-not-address.yaml",
         &["1:9: `listen` must be an IP address and port such as 127.0.0.1:9778, not `localhost`"],
     ),

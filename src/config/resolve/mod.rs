@@ -53,6 +53,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Probes running at the same moment, across all services.
     pub max_concurrency: usize,
+    /// Which probes `/metrics` shows series for.
+    pub metrics_per_probe: PerProbe,
     /// The environment variable holding the API's bearer token.
     pub api_token_env: String,
     /// Its value at load; the API is off without one.
@@ -83,6 +85,20 @@ pub struct Config {
     pub webhooks: Vec<IncidentWebhook>,
     /// Accepted with a remark (`tocsin check` prints them).
     pub warnings: Vec<super::ConfigError>,
+}
+
+/// How many probes `/metrics` shows series for (`metrics.per_probe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PerProbe {
+    /// Every probe (the default).
+    #[default]
+    All,
+    /// Only probes whose latest run failed: a very large installation keeps its scrapes
+    /// small, and an alert on `probe_success == 0` still fires.
+    Failing,
+    /// None: `tocsin_probes{state}` counts them; `/probe` and `/api/v1/probes` still
+    /// give every probe.
+    None,
 }
 
 /// Links in customers' mails (unsubscribe, status page) must work for them and be https:
@@ -164,6 +180,19 @@ pub(super) fn resolve(
         );
     }
 
+    let metrics_per_probe = match raw.metrics.as_ref().and_then(|m| m.per_probe.as_deref()) {
+        None | Some("all") => PerProbe::All,
+        Some("failing") => PerProbe::Failing,
+        Some("none") => PerProbe::None,
+        Some(other) => {
+            cx.err(
+                &root.key("metrics").key("per_probe"),
+                format!("`per_probe` must be `all`, `failing` or `none`, not `{other}`"),
+            );
+            PerProbe::All
+        }
+    };
+
     let defaults = resolve_defaults(&mut cx, raw.defaults.as_ref());
 
     // Named things that services refer to.
@@ -235,6 +264,7 @@ pub(super) fn resolve(
         public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
         data_dir,
         max_concurrency,
+        metrics_per_probe,
         api_token_env,
         api_token,
         services,
