@@ -67,6 +67,8 @@ pub struct RawDefaults {
 pub struct RawService {
     pub id: String,
     pub name: Option<String>,
+    /// Heading under which the status page lists it.
+    pub group: Option<String>,
     pub customer_threshold: Option<String>,
     pub escalation: Option<String>,
     pub audience: Option<String>,

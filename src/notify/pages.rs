@@ -9,7 +9,7 @@
 //! The optional webhook is told of each service's placeholder state until it accepts it;
 //! the last state it accepted is kept in the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +32,8 @@ const MARKER: &str = ".tocsin-placeholder";
 const STATUS_FILE: &str = "status.html";
 const PERIOD: Duration = Duration::from_secs(5);
 const HISTORY_DAYS: u64 = 90;
+/// Up to this many services, the status page gives each its card with 90 days of bars.
+const EXPANDED_UP_TO: usize = 30;
 
 /// What the status and placeholder pages are made from.
 #[derive(Clone)]
@@ -55,34 +57,43 @@ struct CachedStatus {
     snapshot: Arc<crate::engine::Snapshot>,
     config: Arc<Config>,
     made: SystemTime,
-    body: Arc<str>,
+    page: StatusPage,
+}
+
+/// A rendered status page and its entity tag.
+#[derive(Clone)]
+pub struct StatusPage {
+    pub body: Arc<str>,
+    /// Quoted, as the `ETag` header carries it; it changes with every rendering.
+    pub etag: Arc<str>,
 }
 
 impl PageSource {
-    /// How long a status page is served again at most (its times are to the minute).
-    const STATUS_FRESH: Duration = Duration::from_secs(2);
+    /// How long a status page is served again at most: its times are to the minute.
+    const STATUS_FRESH: Duration = Duration::from_secs(30);
 
     /// The status page as HTML, now: the one made last while the engine has decided
-    /// nothing new, the config is the same and it is under two seconds old.
-    pub fn status_page(&self) -> Result<Arc<str>, String> {
+    /// nothing new, the config is the same and it is under 30 seconds old. One caller
+    /// renders while the others wait for its page (the cache's lock is held meanwhile),
+    /// so a crowd arriving after a change costs one rendering. Blocking: call it from a
+    /// blocking thread.
+    pub fn status_page(&self) -> Result<StatusPage, String> {
         let config = self.config.get();
-        let now = self.clock.now();
         let snapshot = self.engine.snapshot();
-        {
-            let cached = self
-                .status_cache
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = cached.as_ref().filter(|c| {
-                Arc::ptr_eq(&c.snapshot, &snapshot)
-                    && Arc::ptr_eq(&c.config, &config)
-                    && now
-                        .duration_since(c.made)
-                        .is_ok_and(|age| age < Self::STATUS_FRESH)
-            }) {
-                return Ok(c.body.clone());
-            }
+        let mut cached = self
+            .status_cache
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        if let Some(c) = cached.as_ref().filter(|c| {
+            Arc::ptr_eq(&c.snapshot, &snapshot)
+                && Arc::ptr_eq(&c.config, &config)
+                && now
+                    .duration_since(c.made)
+                    .is_ok_and(|age| age < Self::STATUS_FRESH)
+        }) {
+            return Ok(c.page.clone());
         }
         let ctx = status_context(&config, &snapshot.statuses, &self.store, now)
             .map_err(|e| e.to_string())?;
@@ -90,17 +101,24 @@ impl PageSource {
             .templates
             .page("status", &config.page_language, &ctx)?
             .into();
-        *self
-            .status_cache
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(CachedStatus {
+        let made = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let previous = cached.as_ref().map(|c| c.page.etag.clone());
+        let mut etag: Arc<str> = format!("\"{made:x}-{:x}\"", snapshot.decisions).into();
+        if previous.as_ref() == Some(&etag) {
+            // A clock standing still (tests, a paused VM) must still give a new tag.
+            etag = format!("\"{made:x}-{:x}-{}\"", snapshot.decisions, body.len()).into();
+        }
+        let page = StatusPage { body, etag };
+        *cached = Some(CachedStatus {
             snapshot,
             config,
             made: now,
-            body: body.clone(),
+            page: page.clone(),
         });
-        Ok(body)
+        Ok(page)
     }
 
     /// The placeholder page of `incident`.
@@ -151,8 +169,8 @@ pub fn placeholder(
 }
 
 #[derive(Serialize)]
-struct Day {
-    date: String,
+struct Day<'a> {
+    date: &'a str,
     uptime: String,
     level: &'static str,
 }
@@ -189,23 +207,52 @@ pub fn status_context(
             .map(|s| s.name.clone())
             .unwrap_or_else(|| id.to_string())
     };
-    let mut services = Vec::new();
+    // Each service's outages within the window, gathered once: the page of 10,000
+    // services must not scan every incident for every service and day.
+    let mut spans: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for (svc, st, en) in &history {
+        let a = secs_of(*st).max(first);
+        let b = en.map(secs_of).unwrap_or(now_s).min(now_s);
+        if b > a {
+            spans.entry(svc.as_str()).or_default().push((a, b));
+        }
+    }
+    let dates: Vec<String> = (0..HISTORY_DAYS)
+        .map(|d| {
+            chrono::DateTime::<chrono::Utc>::from(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(first + d * day),
+            )
+            .format("%Y-%m-%d")
+            .to_string()
+        })
+        .collect();
+    // A few services are shown each with its card; many are shown with a card only when
+    // something is or was wrong, the rest by name in collapsed groups.
+    let expanded = config.services.len() <= EXPANDED_UP_TO;
+    let mut cards = Vec::new();
+    let mut quiet: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+    let mut quiet_index: HashMap<Option<&str>, usize> = HashMap::new();
     for s in &config.services {
         let status = statuses.get(&s.id).copied().unwrap_or(Status::Up);
-        let mut days = Vec::new();
+        let own = spans.get(s.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        if !expanded && status == Status::Up && own.is_empty() {
+            let g = s.group.as_deref();
+            let i = *quiet_index.entry(g).or_insert_with(|| {
+                quiet.push((g, Vec::new()));
+                quiet.len() - 1
+            });
+            quiet[i].1.push(&s.name);
+            continue;
+        }
+        let mut days = Vec::with_capacity(dates.len());
         let (mut down_total, mut span_total) = (0u64, 0u64);
-        for d in 0..HISTORY_DAYS {
+        for (d, date) in (0..HISTORY_DAYS).zip(&dates) {
             let start = first + d * day;
             let end = (start + day).min(now_s.max(start));
             let span = end - start;
-            let down: u64 = history
+            let down: u64 = own
                 .iter()
-                .filter(|(svc, _, _)| svc == &s.id)
-                .map(|(_, st, en)| {
-                    let a = secs_of(*st).max(start);
-                    let b = en.map(secs_of).unwrap_or(now_s).min(end);
-                    b.saturating_sub(a)
-                })
+                .map(|(a, b)| (*b).min(end).saturating_sub((*a).max(start)))
                 .sum::<u64>()
                 .min(span);
             down_total += down;
@@ -215,11 +262,6 @@ pub fn status_context(
             } else {
                 100.0 * (span - down) as f64 / span as f64
             };
-            let date = chrono::DateTime::<chrono::Utc>::from(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(start),
-            )
-            .format("%Y-%m-%d")
-            .to_string();
             days.push(Day {
                 date,
                 uptime: format!("{pct:.2}"),
@@ -238,15 +280,36 @@ pub fn status_context(
             100.0 * (span_total - down_total) as f64 / span_total as f64
         };
         let bad_days: Vec<&Day> = days.iter().filter(|d| d.level != "ok").collect();
-        services.push(minijinja::context! {
-            id => &s.id,
-            name => &s.name,
-            status => val(status),
-            uptime => format!("{uptime:.2}"),
-            bad_days => val(&bad_days),
-            days => val(&days),
-        });
+        cards.push((
+            status != Status::Up,
+            minijinja::context! {
+                id => &s.id,
+                name => &s.name,
+                group => &s.group,
+                status => val(status),
+                uptime => format!("{uptime:.2}"),
+                bad_days => val(&bad_days),
+                days => val(&days),
+            },
+        ));
     }
+    // Problems first; otherwise in the file's order.
+    if !expanded {
+        cards.sort_by_key(|(problem, _)| !*problem);
+    }
+    let services: Vec<minijinja::Value> = cards.into_iter().map(|(_, c)| c).collect();
+    // Named groups in the file's order, the ungrouped last.
+    quiet.sort_by_key(|(g, _)| g.is_none());
+    let quiet: Vec<minijinja::Value> = quiet
+        .into_iter()
+        .map(|(group, names)| {
+            minijinja::context! {
+                group => val(&group),
+                count => names.len(),
+                names => val(&names),
+            }
+        })
+        .collect();
     let incidents: Vec<minijinja::Value> = open
         .iter()
         .map(|i| {
@@ -323,6 +386,7 @@ pub fn status_context(
         company => val(&config.company),
         overall => overall,
         services => services,
+        quiet => quiet,
         incidents => incidents,
         maintenance => maintenance,
         resolved => resolved,
@@ -410,7 +474,7 @@ impl Pages {
         }
         self.metrics.placeholder_pages(wanted.len());
         let status = self.source.status_page()?;
-        write_if_changed(&dir.join(STATUS_FILE), status.as_bytes())?;
+        write_if_changed(&dir.join(STATUS_FILE), status.body.as_bytes())?;
         if let Some(hook) = &config.webhook {
             self.tell_webhook(&config, hook, &wanted).await;
         }

@@ -51,10 +51,34 @@ fn html(code: StatusCode, body: impl Into<axum::body::Body>) -> Response {
         .into_response()
 }
 
-async fn status(State(p): State<Public>) -> Response {
-    match p.pages.status_page() {
-        // The cached page is shared, not copied, into each response.
-        Ok(body) => html(StatusCode::OK, axum::body::Bytes::from_owner(Shared(body))),
+/// The status page, with its `ETag`: a client (or a CDN in front) that sends it back in
+/// `If-None-Match` gets 304 and no body while nothing changed.
+async fn status(State(p): State<Public>, headers: axum::http::HeaderMap) -> Response {
+    let pages = p.pages.clone();
+    let made = tokio::task::spawn_blocking(move || pages.status_page())
+        .await
+        .unwrap_or_else(|e| Err(format!("the status page's rendering failed: {e}")));
+    match made {
+        Ok(page) => {
+            let etag = page.etag.to_string();
+            let unchanged = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+            let mut r = if unchanged {
+                html(StatusCode::NOT_MODIFIED, axum::body::Body::empty())
+            } else {
+                // The cached page is shared, not copied, into each response.
+                html(
+                    StatusCode::OK,
+                    axum::body::Bytes::from_owner(Shared(page.body)),
+                )
+            };
+            if let Ok(v) = header::HeaderValue::from_str(&etag) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+            r
+        }
         Err(e) => {
             tracing::error!(error = %e, "status page cannot be rendered");
             html(

@@ -264,6 +264,10 @@ const CASES: &[(&str, &[&str])] = &[
         &["2:14: `per_probe` must be `all`, `failing` or `none`, not `some`"],
     ),
     (
+        "service-group.yaml",
+        &["3:12: `group` is a heading of one line, at most 80 characters, such as `Payments`"],
+    ),
+    (
         "listen-not-address.yaml",
         &["1:9: `listen` must be an IP address and port such as 127.0.0.1:9778, not `localhost`"],
     ),

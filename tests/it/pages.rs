@@ -410,3 +410,79 @@ services:
     );
     tocsin.stop().await;
 }
+
+/// A status page of many services stays readable and cheap: services with a problem
+/// come first with their card, the rest are named in collapsed groups, and a client
+/// sending back the page's `ETag` gets 304 while nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_services_show_problems_first_and_the_rest_in_collapsed_groups() {
+    let (good, _) = support::switchable_target().await;
+    let (bad, up) = support::switchable_target().await;
+    up.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let mut y = format!(
+        "listen: 127.0.0.1:{port}\ndata_dir: ./var\nallow_insecure_links: true\ndefaults: {{ failure_threshold: 1 }}\nservices:\n"
+    );
+    for i in 0..40 {
+        let group = if i < 20 { "    group: Payments\n" } else { "" };
+        let target = if i == 27 { bad } else { good };
+        y.push_str(&format!(
+            "  - id: s{i}\n    name: Service {i}\n{group}    probes:\n      - {{ name: home{i}, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\" }} }}\n"
+        ));
+    }
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(&cfg, y).unwrap();
+    let app = support::InProcess::start(&cfg, &[]).await;
+    support::until_metric(
+        port,
+        "tocsin_service_state{service=\"s27\"}",
+        Duration::from_secs(20),
+        &String::new,
+        |v| v == 4.0,
+    )
+    .await;
+
+    let url = format!("http://127.0.0.1:{port}/status");
+    let r = support::client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let page = r.text().await.unwrap();
+    let card = page
+        .find("aria-label=\"Service 27\"")
+        .expect("the failing service has its card");
+    let payments = page
+        .find("<strong>Payments</strong>: 20 working")
+        .expect(&page);
+    let others = page
+        .find("<strong>Other services</strong>: 19 working")
+        .expect(&page);
+    assert!(
+        card < payments && payments < others,
+        "problems first, named groups, then the rest"
+    );
+    assert!(page.contains("<li>Service 3</li>") && !page.contains("aria-label=\"Service 3\""));
+    assert_eq!(
+        page.matches("<ul class=\"bars\"").count(),
+        1,
+        "only the failing service has bars"
+    );
+
+    let again = support::client()
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+    assert!(again.bytes().await.unwrap().is_empty());
+    let stale = support::client()
+        .get(&url)
+        .header("If-None-Match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    app.stop().await;
+}

@@ -14,6 +14,8 @@ use super::udp::udp_check;
 pub struct Service {
     pub id: String,
     pub name: String,
+    /// The status page's heading for it (none: listed with the ungrouped).
+    pub group: Option<String>,
     pub customer_threshold: Duration,
     pub escalation: Option<String>,
     pub audience: Option<String>,
@@ -367,9 +369,22 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                 codes_csv: path,
             })
         });
+        let group = rs.group.as_ref().and_then(|g| {
+            let g = g.trim();
+            if g.is_empty() || g.contains(['\n', '\r']) || g.chars().count() > 80 {
+                cx.err(
+                    &sp.key("group"),
+                    "`group` is a heading of one line, at most 80 characters, such as `Payments`",
+                );
+                None
+            } else {
+                Some(g.to_string())
+            }
+        });
         services.push(Service {
             id: rs.id.clone(),
             name: rs.name.clone().unwrap_or_else(|| rs.id.clone()),
+            group,
             customer_threshold,
             escalation: rs.escalation.clone(),
             audience: rs.audience.clone(),
