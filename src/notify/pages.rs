@@ -304,7 +304,7 @@ pub fn status_context(
         .into_iter()
         .map(|(group, names)| {
             minijinja::context! {
-                group => val(&group),
+                group => val(group),
                 count => names.len(),
                 names => val(&names),
             }
