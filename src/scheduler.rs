@@ -6,7 +6,7 @@
 //!
 //! Outcomes go out on a channel; this room knows nothing of what consumes them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -286,9 +286,10 @@ fn random_up_to(max: Duration) -> Duration {
     Duration::from_nanos(rand::rng().random_range(0..max.as_nanos() as u64))
 }
 
-/// The in-memory table of the latest outcome of each probe.
+/// The in-memory table of the latest outcome of each probe: service → probe → report,
+/// nested so that a lookup by `&str` allocates nothing.
 #[derive(Default)]
-pub struct Latest(RwLock<BTreeMap<(String, String), Report>>);
+pub struct Latest(RwLock<HashMap<String, HashMap<String, Report>>>);
 
 /// One row of the latest-result table, as served by `/api/v1/probes`.
 #[derive(Debug, Serialize)]
@@ -303,31 +304,98 @@ pub struct LatestRow {
     pub last: Option<Outcome>,
 }
 
+/// Which rows a page of the table holds.
+#[derive(Debug, Default)]
+pub struct RowFilter {
+    /// Only this service's probes.
+    pub service: Option<String>,
+    /// Only probes whose latest run failed.
+    pub failing: bool,
+    /// Rows after this (service, probe), in config order.
+    pub after: Option<(String, String)>,
+}
+
 impl Latest {
     /// Stores the report; returns whether the previous run of the same probe succeeded
     /// (None for its first run).
     pub fn record(&self, report: Report) -> Option<bool> {
-        let key = (report.probe.service.clone(), report.probe.name.clone());
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, report)
-            .map(|previous| previous.outcome.success)
+        let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let of_service = match t.get_mut(report.probe.service.as_str()) {
+            Some(m) => m,
+            None => t.entry(report.probe.service.clone()).or_default(),
+        };
+        match of_service.get_mut(report.probe.name.as_str()) {
+            Some(slot) => Some(std::mem::replace(slot, report).outcome.success),
+            None => {
+                of_service.insert(report.probe.name.clone(), report);
+                None
+            }
+        }
     }
 
     pub fn forget(&self, service: &str, probe: &str) {
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(service.to_string(), probe.to_string()));
+        let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = t.get_mut(service) {
+            m.remove(probe);
+            if m.is_empty() {
+                t.remove(service);
+            }
+        }
     }
 
     /// The configured probes with their latest outcome, in config order.
     pub fn rows(&self, config: &Config) -> Vec<LatestRow> {
+        self.page(config, &RowFilter::default(), usize::MAX).0
+    }
+
+    /// Up to `limit` rows that pass `filter`, in config order, and whether more follow.
+    /// Only the rows returned are copied: a page of 100,000 probes costs its own size.
+    pub fn page(
+        &self,
+        config: &Config,
+        filter: &RowFilter,
+        limit: usize,
+    ) -> (Vec<LatestRow>, bool) {
         let t = self.0.read().unwrap_or_else(|e| e.into_inner());
-        config
-            .probes()
-            .map(|p| LatestRow {
+        let last = |p: &Probe| {
+            t.get(p.service.as_str())
+                .and_then(|m| m.get(p.name.as_str()))
+                // A report of the probe's previous definition says nothing of this one.
+                .filter(|r| *r.probe == *p)
+        };
+        let mut probes: Box<dyn Iterator<Item = &Arc<Probe>>> = match &filter.service {
+            Some(id) => Box::new(
+                config
+                    .services
+                    .iter()
+                    .filter(move |s| s.id == *id)
+                    .flat_map(|s| s.probes.iter()),
+            ),
+            None => Box::new(config.probes()),
+        };
+        if let Some((service, probe)) = &filter.after {
+            // Past the cursor; a cursor naming a probe gone since gives an empty page.
+            let mut found = false;
+            for p in probes.by_ref() {
+                if p.service == *service && p.name == *probe {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return (Vec::new(), false);
+            }
+        }
+        let mut rows = Vec::new();
+        for p in probes {
+            let report = last(p);
+            if filter.failing && !report.is_some_and(|r| !r.outcome.success) {
+                continue;
+            }
+            if rows.len() == limit {
+                return (rows, true);
+            }
+            rows.push(LatestRow {
                 service: p.service.clone(),
                 probe: p.name.clone(),
                 kind: p.check.kind(),
@@ -335,12 +403,10 @@ impl Latest {
                 interval_seconds: p.interval.as_secs_f64(),
                 timeout_seconds: p.timeout.as_secs_f64(),
                 canary: p.canary,
-                last: t
-                    .get(&(p.service.clone(), p.name.clone()))
-                    .filter(|r| *r.probe == **p)
-                    .map(|r| r.outcome.clone()),
-            })
-            .collect()
+                last: report.map(|r| r.outcome.clone()),
+            });
+        }
+        (rows, false)
     }
 }
 

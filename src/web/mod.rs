@@ -177,9 +177,81 @@ async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-async fn probes(State(s): State<AppState>) -> Response {
+/// Rows of `/api/v1/probes` in one page unless `limit` says otherwise.
+const PROBES_PAGE: usize = 1000;
+const PROBES_PAGE_MAX: usize = 10_000;
+
+/// `/api/v1/probes[?service=ID][&failing=true][&limit=N][&after=SERVICE/PROBE]`: a JSON
+/// array of rows in config order. When more rows follow, a `Link: <...>; rel="next"`
+/// header gives the next page's address (as GitHub's API does), so the body stays the
+/// plain array it always was.
+async fn probes(State(s): State<AppState>, Query(query): Query<Vec<(String, String)>>) -> Response {
     let config = s.config.get();
-    Json(s.latest.rows(&config)).into_response()
+    let mut filter = crate::scheduler::RowFilter::default();
+    let mut limit = PROBES_PAGE;
+    for (k, v) in &query {
+        match k.as_str() {
+            "service" if config.services.iter().any(|s| s.id == *v) => {
+                filter.service = Some(v.clone())
+            }
+            "service" => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!("no service `{v}` is configured\n"),
+                )
+                    .into_response();
+            }
+            "failing" => match v.as_str() {
+                "true" | "1" => filter.failing = true,
+                "false" | "0" => filter.failing = false,
+                _ => return bad_request(format!("`failing` is true or false, not `{v}`\n")),
+            },
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if (1..=PROBES_PAGE_MAX).contains(&n) => limit = n,
+                _ => {
+                    return bad_request(format!(
+                        "`limit` is a number of rows from 1 to {PROBES_PAGE_MAX}, not `{v}`\n"
+                    ));
+                }
+            },
+            "after" => match v.split_once('/') {
+                Some((service, probe)) if !service.is_empty() && !probe.is_empty() => {
+                    filter.after = Some((service.to_string(), probe.to_string()))
+                }
+                _ => {
+                    return bad_request(format!(
+                        "`after` is SERVICE/PROBE, as the previous page's Link header gives it, not `{v}`\n"
+                    ));
+                }
+            },
+            _ => {
+                return bad_request(format!(
+                    "unknown parameter `{k}`: /api/v1/probes takes service, failing, limit and after\n"
+                ));
+            }
+        }
+    }
+    let (rows, more) = s.latest.page(&config, &filter, limit);
+    let next = match rows.last() {
+        Some(last) if more => {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(service) = &filter.service {
+                q.append_pair("service", service);
+            }
+            if filter.failing {
+                q.append_pair("failing", "true");
+            }
+            q.append_pair("limit", &limit.to_string());
+            q.append_pair("after", &format!("{}/{}", last.service, last.probe));
+            Some(format!("</api/v1/probes?{}>; rel=\"next\"", q.finish()))
+        }
+        _ => None,
+    };
+    let mut r = Json(rows).into_response();
+    if let Some(v) = next.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+        r.headers_mut().insert(header::LINK, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]

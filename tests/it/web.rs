@@ -408,3 +408,128 @@ async fn a_module_with_secrets_probes_only_its_allowed_targets() {
     );
     assert_eq!(seen.lock().unwrap().len(), 1, "nothing more was sent");
 }
+
+/// `/api/v1/probes` in pages: a `Link` header leads to the next page until the last,
+/// `service` and `failing` filter, and bad parameters are refused with the reason.
+#[tokio::test]
+async fn the_probe_list_is_paged_and_filtered() {
+    let mut yaml = String::from("services:\n");
+    for s in 0..3 {
+        yaml.push_str(&format!("  - id: s{s}\n    probes:\n"));
+        for p in 0..4 {
+            yaml.push_str(&format!(
+                "      - {{ name: \"s{s} p{p}\", tcp: {{ address: \"127.0.0.1:9\" }} }}\n"
+            ));
+        }
+    }
+    let s = state(&yaml);
+    // Every probe of s1 ran; p1 and p3 failed.
+    let config = s.config.get();
+    for probe in &config.services[1].probes {
+        let success = !(probe.name.ends_with("p1") || probe.name.ends_with("p3"));
+        s.latest.record(tocsin::scheduler::Report {
+            probe: probe.clone(),
+            outcome: tocsin::probe::Outcome {
+                at: std::time::SystemTime::UNIX_EPOCH,
+                duration: Duration::from_millis(3),
+                success,
+                reason: (!success).then_some(tocsin::probe::Reason::Timeout {
+                    phase: tocsin::probe::Phase::Connect,
+                }),
+                phases: vec![],
+                details: Default::default(),
+            },
+            lag: Duration::ZERO,
+        });
+    }
+
+    let page = |uri: String| {
+        let s = s.clone();
+        async move {
+            let resp = router(s, Side::Internal)
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let link = resp
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let names: Vec<String> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["probe"].as_str().unwrap().to_string())
+                .collect();
+            let next = link.map(|l| {
+                assert!(l.ends_with(">; rel=\"next\""), "{l}");
+                l[1..l.find('>').unwrap()].to_string()
+            });
+            (names, next)
+        }
+    };
+    // All twelve, five at a time, following the links.
+    let mut seen = Vec::new();
+    let mut next = Some("/api/v1/probes?limit=5".to_string());
+    let mut pages = 0;
+    while let Some(uri) = next {
+        let (names, n) = page(uri).await;
+        seen.extend(names);
+        next = n;
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    let all: Vec<String> = (0..3)
+        .flat_map(|s| (0..4).map(move |p| format!("s{s} p{p}")))
+        .collect();
+    assert_eq!(seen, all, "every probe once, in config order");
+
+    let (names, next) = page("/api/v1/probes?failing=true".into()).await;
+    assert_eq!(names, ["s1 p1", "s1 p3"]);
+    assert_eq!(next, None);
+    let (names, next) = page("/api/v1/probes?service=s1&failing=1&limit=1".into()).await;
+    assert_eq!(names, ["s1 p1"]);
+    let (names, next) = page(next.expect("a second failing probe")).await;
+    assert_eq!((names.as_slice(), next), (&["s1 p3".to_string()][..], None));
+    let (names, _) = page("/api/v1/probes?service=s2".into()).await;
+    assert_eq!(names.len(), 4);
+
+    for (uri, code, says) in [
+        (
+            "/api/v1/probes?limit=0",
+            StatusCode::BAD_REQUEST,
+            "`limit` is a number of rows from 1 to 10000, not `0`",
+        ),
+        (
+            "/api/v1/probes?limit=many",
+            StatusCode::BAD_REQUEST,
+            "not `many`",
+        ),
+        (
+            "/api/v1/probes?failing=maybe",
+            StatusCode::BAD_REQUEST,
+            "`failing` is true or false",
+        ),
+        (
+            "/api/v1/probes?after=nothing",
+            StatusCode::BAD_REQUEST,
+            "`after` is SERVICE/PROBE",
+        ),
+        (
+            "/api/v1/probes?service=nope",
+            StatusCode::NOT_FOUND,
+            "no service `nope` is configured",
+        ),
+        (
+            "/api/v1/probes?sort=name",
+            StatusCode::BAD_REQUEST,
+            "unknown parameter `sort`",
+        ),
+    ] {
+        let (got, body) = get(&s, uri, &[]).await;
+        assert_eq!(got, code, "{uri}: {body}");
+        assert!(body.contains(says), "{uri}: {body}");
+    }
+}
