@@ -389,7 +389,7 @@ impl Latest {
         let mut rows = Vec::new();
         for p in probes {
             let report = last(p);
-            if filter.failing && !report.is_some_and(|r| !r.outcome.success) {
+            if filter.failing && report.is_none_or(|r| r.outcome.success) {
                 continue;
             }
             if rows.len() == limit {
