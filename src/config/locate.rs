@@ -75,13 +75,47 @@ impl Pos {
     }
 }
 
+/// One step from a node to a child: an interned key or an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Step {
+    Key(u32),
+    Index(u32),
+}
+
+/// A node of the file: where its key (if a mapping's value) and its value start.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    key: Option<Pos>,
+    value: Pos,
+}
+
 /// Where each node's key and value start.
-#[derive(Debug, Default)]
+///
+/// Kept as a tree of numbered nodes with interned keys rather than a map from each full
+/// path: 100,000 probes make about a million nodes, and a path per node (a vector of
+/// strings, hashed whole) cost hundreds of megabytes and most of `tocsin check`'s time.
+#[derive(Debug)]
 pub struct Locations {
-    keys: HashMap<Path, Pos>,
-    values: HashMap<Path, Pos>,
+    /// Node 0 is the document's root.
+    nodes: Vec<Node>,
+    children: HashMap<(u32, Step), u32>,
+    names: HashMap<Box<str>, u32>,
     /// Keys given twice in one mapping: (path, second position, first position).
     duplicates: Vec<(Path, Pos, Pos)>,
+}
+
+impl Default for Locations {
+    fn default() -> Self {
+        Locations {
+            nodes: vec![Node {
+                key: None,
+                value: Pos { line: 1, col: 1 },
+            }],
+            children: HashMap::new(),
+            names: HashMap::new(),
+            duplicates: Vec::new(),
+        }
+    }
 }
 
 impl Locations {
@@ -96,18 +130,28 @@ impl Locations {
         b.locs
     }
 
+    /// The deepest node on `path` that exists, and whether it is the whole path.
+    fn walk(&self, path: &Path) -> (u32, bool) {
+        let mut node = 0u32;
+        for seg in &path.0 {
+            let step = match seg {
+                Seg::Key(k) => match self.names.get(k.as_str()) {
+                    Some(&n) => Step::Key(n),
+                    None => return (node, false),
+                },
+                Seg::Index(i) => Step::Index(*i as u32),
+            };
+            match self.children.get(&(node, step)) {
+                Some(&child) => node = child,
+                None => return (node, false),
+            }
+        }
+        (node, true)
+    }
+
     /// The position of the value at `path`, or of the nearest ancestor that exists.
     pub fn value(&self, path: &Path) -> Pos {
-        let mut p = path.clone();
-        loop {
-            if let Some(pos) = self.values.get(&p) {
-                return *pos;
-            }
-            if p.0.is_empty() {
-                return Pos { line: 1, col: 1 };
-            }
-            p.0.pop();
-        }
+        self.nodes[self.walk(path).0 as usize].value
     }
 
     /// Keys that appear twice in the same mapping, with both positions.
@@ -117,64 +161,140 @@ impl Locations {
 
     /// The position of the key that names `path` (falls back to its value's position).
     pub fn key(&self, path: &Path) -> Pos {
-        self.keys
-            .get(path)
-            .copied()
-            .unwrap_or_else(|| self.value(path))
+        match self.walk(path) {
+            (node, true) => {
+                let n = self.nodes[node as usize];
+                n.key.unwrap_or(n.value)
+            }
+            (node, false) => self.nodes[node as usize].value,
+        }
+    }
+
+    fn intern(&mut self, k: &str) -> u32 {
+        if let Some(&n) = self.names.get(k) {
+            return n;
+        }
+        let n = self.names.len() as u32;
+        self.names.insert(k.into(), n);
+        n
+    }
+
+    /// The path of `node`, spelled out (only for messages: duplicates are rare).
+    fn path_of(&self, parents: &[(u32, Step)], node: u32) -> Path {
+        let mut steps = Vec::new();
+        let mut n = node;
+        while n != 0 {
+            let (parent, step) = parents[n as usize];
+            steps.push(step);
+            n = parent;
+        }
+        let mut names: Vec<&str> = vec![""; self.names.len()];
+        for (k, &i) in &self.names {
+            names[i as usize] = k;
+        }
+        Path(
+            steps
+                .into_iter()
+                .rev()
+                .map(|s| match s {
+                    Step::Key(k) => Seg::Key(names[k as usize].to_string()),
+                    Step::Index(i) => Seg::Index(i as usize),
+                })
+                .collect(),
+        )
     }
 }
 
 enum Frame {
     Map {
-        path: Path,
+        node: u32,
         pending_key: Option<(String, Pos)>,
     },
     Seq {
-        path: Path,
-        next: usize,
+        node: u32,
+        next: u32,
     },
 }
 
-#[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     locs: Locations,
+    /// Each node's parent and step (node 0, the root, has none of its own).
+    parents: Vec<(u32, Step)>,
+    /// Whether the root node has started.
+    started: bool,
     /// Depth of nested collections used as mapping keys (complex keys are skipped).
     skip: usize,
 }
 
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            stack: Vec::new(),
+            locs: Locations::default(),
+            parents: vec![(0, Step::Index(0))],
+            started: false,
+            skip: 0,
+        }
+    }
+}
+
 impl Builder {
-    /// Path of the node that starts now, consuming the parent's pending key or index.
+    fn child(&mut self, parent: u32, step: Step, key: Option<Pos>, value: Pos) -> u32 {
+        let n = self.locs.nodes.len() as u32;
+        self.locs.nodes.push(Node { key, value });
+        self.parents.push((parent, step));
+        if let Some(first) = self.locs.children.insert((parent, step), n) {
+            // A key given twice: the later one wins, as in serde_yaml's reading.
+            let first_pos = self.locs.nodes[first as usize].key.unwrap_or(value);
+            let path = self.locs.path_of(&self.parents, n);
+            self.locs
+                .duplicates
+                .push((path, key.unwrap_or(value), first_pos));
+        }
+        n
+    }
+
+    /// The node that starts now at `pos`, consuming the parent's pending key or index.
     /// Returns None while inside a key position (the node is a key, not a value).
-    fn next_value_path(&mut self, is_scalar_key_candidate: Option<(&str, Pos)>) -> Option<Path> {
+    fn next_value(
+        &mut self,
+        is_scalar_key_candidate: Option<(&str, Pos)>,
+        pos: Pos,
+    ) -> Option<u32> {
         match self.stack.last_mut() {
-            None => Some(Path::root()),
-            Some(Frame::Seq { path, next }) => {
-                let p = path.index(*next);
-                *next += 1;
-                Some(p)
+            None => {
+                if self.started {
+                    return None;
+                }
+                self.started = true;
+                self.locs.nodes[0].value = pos;
+                Some(0)
             }
-            Some(Frame::Map { path, pending_key }) => match pending_key.take() {
-                Some((k, kpos)) => {
-                    let p = path.key(&k);
-                    if let Some(first) = self.locs.keys.insert(p.clone(), kpos) {
-                        self.locs.duplicates.push((p.clone(), kpos, first));
+            Some(Frame::Seq { node, next }) => {
+                let (parent, i) = (*node, *next);
+                *next += 1;
+                Some(self.child(parent, Step::Index(i), None, pos))
+            }
+            Some(Frame::Map { node, pending_key }) => {
+                let map = *node;
+                match pending_key.take() {
+                    Some((k, kpos)) => {
+                        let step = Step::Key(self.locs.intern(&k));
+                        Some(self.child(map, step, Some(kpos), pos))
                     }
-                    Some(p)
-                }
-                None => {
-                    if let Some((k, pos)) = is_scalar_key_candidate {
-                        *pending_key = Some((k.to_string(), pos));
-                        // A block mapping's start mark lies after its first key; the
-                        // mapping starts where that key does.
-                        let map_path = path.clone();
-                        if let Some(start) = self.locs.values.get_mut(&map_path) {
-                            *start = (*start).min(pos);
+                    None => {
+                        if let Some((k, kpos)) = is_scalar_key_candidate {
+                            *pending_key = Some((k.to_string(), kpos));
+                            // A block mapping's start mark lies after its first key; the
+                            // mapping starts where that key does.
+                            let start = &mut self.locs.nodes[map as usize].value;
+                            *start = (*start).min(kpos);
                         }
+                        None
                     }
-                    None
                 }
-            },
+            }
         }
     }
 }
@@ -192,29 +312,22 @@ impl MarkedEventReceiver for Builder {
         }
         match ev {
             Event::Scalar(s, ..) => {
-                if let Some(p) = self.next_value_path(Some((&s, pos))) {
-                    self.locs.values.insert(p, pos);
-                }
+                self.next_value(Some((&s, pos)), pos);
             }
             Event::Alias(_) => {
-                if let Some(p) = self.next_value_path(None) {
-                    self.locs.values.insert(p, pos);
-                }
+                self.next_value(None, pos);
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_map = matches!(ev, Event::MappingStart(..));
-                match self.next_value_path(None) {
-                    Some(p) => {
-                        self.locs.values.insert(p.clone(), pos);
-                        self.stack.push(if is_map {
-                            Frame::Map {
-                                path: p,
-                                pending_key: None,
-                            }
-                        } else {
-                            Frame::Seq { path: p, next: 0 }
-                        });
-                    }
+                match self.next_value(None, pos) {
+                    Some(node) => self.stack.push(if is_map {
+                        Frame::Map {
+                            node,
+                            pending_key: None,
+                        }
+                    } else {
+                        Frame::Seq { node, next: 0 }
+                    }),
                     None => self.skip = 1,
                 }
             }

@@ -225,7 +225,7 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(mut value: Value, diag: &mut 
     // Each round removes one node, so the loop ends; the bound only guards against a
     // pathological file.
     for _ in 0..500 {
-        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        let err = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(t) => return Some(t),
             Err(e) => e,
         };
