@@ -530,8 +530,12 @@ impl ProbeSeries {
                     };
                     match fam.name {
                         "tocsin_probe_runs_total" => {
+                            // A result is shown from its first run, as a counter child
+                            // of the prometheus crate would be.
                             for (result, n) in RESULTS.iter().zip(row.runs) {
-                                line(&mut out, Some(("result", result)), Value::Int(n));
+                                if n > 0 {
+                                    line(&mut out, Some(("result", result)), Value::Int(n));
+                                }
                             }
                         }
                         "tocsin_probes_skipped_total" => {
