@@ -3,7 +3,8 @@
 //! process, with a Prometheus-style scrape of `/metrics` every 15 s and a `/status`
 //! request every 5 s. After a warm-up it prints probes/s, scheduler lag, skipped runs,
 //! tocsin's CPU per 1,000 probes (with the scrapes and without them), its resident memory
-//! now and at its highest, the scrapes' time and size, and the status page's time.
+//! now and at its highest, the scrapes' time and size, and the status page's time; then
+//! the status page under 50 concurrent clients and pages of `/api/v1/probes`.
 //!
 //! `cargo bench --bench product [-- --probes N --warmup S --seconds S]`
 //! (scripts/bench.sh; nginx comes from scripts/test.sh's packages).
@@ -173,6 +174,7 @@ fn main() {
             .args(["run", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "warn")
+            .env("TOCSIN_API_TOKEN", API_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -280,6 +282,85 @@ fn main() {
                 * 1e3,
             status.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         );
+
+        // The status page under 50 clients asking as fast as they are answered.
+        let stop = Instant::now() + Duration::from_secs(10);
+        let clients: Vec<_> = (0..50)
+            .map(|_| {
+                let (c, url) = (c.clone(), format!("{base}/status"));
+                tokio::spawn(async move {
+                    let mut took = Vec::new();
+                    while Instant::now() < stop {
+                        let t = Instant::now();
+                        let ok = match c.get(&url).send().await {
+                            Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if ok {
+                            took.push(t.elapsed());
+                        }
+                    }
+                    took
+                })
+            })
+            .collect();
+        let mut took = Vec::new();
+        for h in clients {
+            took.extend(h.await.unwrap_or_default());
+        }
+        took.sort_unstable();
+        let q = |f: f64| {
+            took.get(((took.len() as f64 * f) as usize).min(took.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
+        };
+        println!(
+            "/status, 50 clients for 10 s: {} answered, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            took.len(),
+            q(0.5),
+            q(0.99),
+            took.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        );
+
+        // /api/v1/probes: the first page, one deep in the list, and the failing filter
+        // (which reads every row to find none); the median of five of each.
+        let mid = probes / 20;
+        for (what, path) in [
+            ("first page", "/api/v1/probes".to_string()),
+            (
+                "page after half the probes",
+                format!("/api/v1/probes?after=s{mid}/s{mid}-p0"),
+            ),
+            ("?failing=true", "/api/v1/probes?failing=true".to_string()),
+        ] {
+            let mut times = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..5 {
+                let t = Instant::now();
+                let body = c
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(API_TOKEN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                times.push(t.elapsed());
+                bytes = body.len();
+            }
+            times.sort_unstable();
+            println!(
+                "/api/v1/probes, {what}: {:.1} ms, {:.0} kB",
+                times[2].as_secs_f64() * 1e3,
+                bytes as f64 / 1e3
+            );
+        }
     });
     drop(tocsin);
 }
+
+/// The API token the benchmark's tocsin is given, for `/api/v1/probes`.
+const API_TOKEN: &str = "bench-token-0123456789";
