@@ -6,7 +6,8 @@
 //! now and at its highest, the scrapes' time and size, and the status page's time; then
 //! the status page under 50 concurrent clients and pages of `/api/v1/probes`.
 //!
-//! `cargo bench --bench product [-- --probes N --warmup S --seconds S]`
+//! `cargo bench --bench product [-- --probes N --warmup S --seconds S --customers N]`
+//! (`--customers N`: one service fails and its customer phase mails N customers).
 //! (scripts/bench.sh; nginx comes from scripts/test.sh's packages).
 
 mod common;
@@ -35,7 +36,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} }}
+    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} location /down/ {{ return 503; }} }}
 }}
 ",
             d = dir.display()
@@ -52,17 +53,44 @@ http {{
     )
 }
 
-fn write_config(dir: &Path, port: u16, target: u16, probes: usize) -> std::path::PathBuf {
+/// With `customers` > 0, service s0 fails from the start (nginx answers 503 under
+/// `/down/`) and, a minute after its incident opens, its customer phase mails that many
+/// customers (as `.eml` files, at the default 100 a second).
+fn write_config(
+    dir: &Path,
+    port: u16,
+    target: u16,
+    probes: usize,
+    customers: usize,
+) -> std::path::PathBuf {
     let mut y = format!(
         "listen: 127.0.0.1:{port}\ndata_dir: ./var\nmax_concurrency: 4096\ndefaults: {{ interval: 60s, timeout: 10s }}\nescalation:\n  default:\n    - {{ after: 0m, to: [oncall@example.com] }}\nservices:\n"
     );
+    if customers > 0 {
+        let mut csv = String::from("email,name\n");
+        for i in 0..customers {
+            csv.push_str(&format!("c{i}@example.com,Customer {i}\n"));
+        }
+        std::fs::write(dir.join("customers.csv"), csv).unwrap();
+        y = format!(
+            "allow_insecure_links: true\nmail: {{ from: \"Status <status@example.com>\" }}\naudiences:\n  customers: {{ csv: ./customers.csv }}\n{y}"
+        );
+    }
     for s in 0..probes.div_ceil(10) {
+        let failing = customers > 0 && s == 0;
         y.push_str(&format!(
-            "  - id: s{s}\n    name: Service {s}\n    escalation: default\n    probes:\n"
+            "  - id: s{s}\n    name: Service {s}\n    escalation: default\n{}    probes:\n",
+            if failing {
+                "    audience: customers\n    customer_threshold: 1m\n    failure_threshold: 1\n"
+                    .to_string()
+            } else {
+                String::new()
+            }
         ));
+        let path = if failing { "down" } else { "up" };
         for p in 0..10.min(probes - s * 10) {
             y.push_str(&format!(
-                "      - {{ name: s{s}-p{p}, http: {{ url: \"http://127.0.0.1:{target}/s{s}/p{p}\", body_contains: \"Add to cart\" }} }}\n"
+                "      - {{ name: s{s}-p{p}, http: {{ url: \"http://127.0.0.1:{target}/{path}/s{s}/p{p}\", body_contains: \"Add to cart\" }} }}\n"
             ));
         }
     }
@@ -148,7 +176,8 @@ fn main() {
     let target = free_port();
     let _nginx = nginx(dir.path(), target);
     let port = free_port();
-    let cfg = write_config(dir.path(), port, target, probes);
+    let customers = arg("--customers", 0) as usize;
+    let cfg = write_config(dir.path(), port, target, probes, customers);
     let bin = env!("CARGO_BIN_EXE_tocsin");
 
     // `tocsin check`: wall time and peak memory, as GNU time measures them.
@@ -263,6 +292,22 @@ fn main() {
             (used - scrape_cpu) / runs.max(1.0) * 1000.0
         );
         println!("RSS: {now:.0} MB now, {high:.0} MB high-water");
+        if customers > 0 {
+            let figure = |series: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(series))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .unwrap_or("0")
+                    .to_string()
+            };
+            println!(
+                "incident: s0 state {} (4 = down), customer phase {}, {} of {customers} customers mailed, {} staff mails",
+                figure("tocsin_service_state{service=\"s0\"}"),
+                figure("tocsin_incident_customer_phase{service=\"s0\"}"),
+                figure("tocsin_mail_sent_total{kind=\"campaign_outage\"}"),
+                figure("tocsin_mail_sent_total{kind=\"staff_opened\"}"),
+            );
+        }
         for (took, bytes, lines) in &scrapes {
             println!(
                 "scrape: {:.2} s, {:.1} MB, {lines} lines",
