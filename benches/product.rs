@@ -11,47 +11,11 @@
 //! (scripts/bench.sh; nginx comes from scripts/test.sh's packages).
 
 mod common;
-use common::{Killed, arg, free_port};
+use common::{Killed, arg, cpu, free_port, nginx};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// nginx answering 200 to everything, with room for the probes' connections.
-fn nginx(dir: &Path, port: u16) -> Killed {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} location /down/ {{ return 503; }} }}
-}}
-",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    Killed(
-        Command::new("nginx")
-            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/test.sh installs nginx-light)"),
-    )
-}
 
 /// With `customers` > 0, service s0 fails from the start (nginx answers 503 under
 /// `/down/`) and, a minute after its incident opens, its customer phase mails that many
@@ -97,16 +61,6 @@ fn write_config(
     let cfg = dir.join("probes.yaml");
     std::fs::write(&cfg, y).unwrap();
     cfg
-}
-
-/// utime + stime of `pid`, in seconds.
-fn cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 /// VmRSS and VmHWM of `pid`, in MB.

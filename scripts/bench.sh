@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Runs tocsin's benchmarks and prints their figures. Installs Postfix (for smtp-sink and
-# smtp-source, the campaign benchmark's mail server and yardstick) through apt when
-# missing.
+# Runs tocsin's benchmarks and prints their figures. Installs through apt what they need
+# when missing: Postfix (smtp-sink and smtp-source, the campaign benchmark's mail server
+# and yardstick), wrk and blackbox_exporter (the probe's side-by-side run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v smtp-sink >/dev/null 2>&1; then
-  echo "==> installing: postfix"
+need=()
+command -v smtp-sink >/dev/null 2>&1 || need+=(postfix)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "==> installing: ${need[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends postfix >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 echo "==> campaign: 10,000 personalised mails into smtp-sink"
 cargo bench --bench campaign
@@ -20,5 +24,9 @@ echo "==> load: 200 clients on /status and the API for 60 s during an outage and
 cargo bench --bench load
 echo "==> the whole product: 100,000 HTTP probes at 60 s, /metrics every 15 s, /status every 5 s"
 cargo bench --bench product
+echo "==> an incident's cost: 10,000 probes, one service down and its customer phase mailing 10,000 customers"
+cargo bench --bench product -- --probes 10000 --customers 10000
+echo "==> the probe side by side with blackbox_exporter: /probe under wrk, HTTP and TCP"
+cargo bench --bench blackbox
 echo "==> scheduler: 10,000 HTTP probes at 10 s"
 cargo bench --bench scheduler

@@ -1,5 +1,8 @@
-//! What the benchmarks share: their command-line options, free ports, and children that
-//! stop with them.
+//! What the benchmarks share: their command-line options, free ports, children that
+//! stop with them, an nginx target, and a process's CPU time.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// The value after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: u64) -> u64 {
@@ -33,4 +36,53 @@ impl Drop for Killed {
             .status();
         let _ = self.0.wait();
     }
+}
+
+#[allow(dead_code)]
+/// nginx answering 200 (`Add to cart`) to everything but `/down/` (503), with room for
+/// the probes' connections.
+pub fn nginx(dir: &Path, port: u16) -> Killed {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} location /down/ {{ return 503; }} }}
+}}
+",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    Killed(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/test.sh installs nginx-light)"),
+    )
+}
+
+#[allow(dead_code)]
+/// utime + stime of `pid`, in seconds.
+pub fn cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
