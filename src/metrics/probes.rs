@@ -300,8 +300,10 @@ struct Family {
 struct Row {
     service: Arc<str>,
     probe: Arc<str>,
-    /// (family, extra label's value, value) of the latest outcome.
-    values: Vec<(u16, Option<Cow<'static, str>>, f64)>,
+    /// The latest outcome's series (an index into the table's shapes; `NO_SHAPE` before
+    /// the first run) and their values, in the shape's order.
+    shape: u32,
+    values: Box<[f64]>,
     /// Runs by result: success, failure, timeout.
     runs: [u64; 3],
     skipped: u64,
@@ -311,12 +313,19 @@ struct Row {
 
 const RESULTS: [&str; 3] = ["success", "failure", "timeout"];
 
+/// The series an outcome shows: (family, extra label's value) of each. Probes of one kind
+/// show the same few shapes, so rows keep only an index into them and their values.
+type Shape = Vec<(u16, Option<Cow<'static, str>>)>;
+const NO_SHAPE: u32 = u32::MAX;
+
 #[derive(Default)]
 struct Table {
     families: Vec<Family>,
     by_name: HashMap<&'static str, u16>,
     rows: Vec<Option<Row>>,
     free: Vec<usize>,
+    shapes: Vec<Shape>,
+    shape_ids: HashMap<Shape, u32>,
     /// service → probe → row (nested, so that the hot path looks it up by `&str`).
     index: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
 }
@@ -346,11 +355,17 @@ impl Table {
         let slot = match self.index.get(service).and_then(|m| m.get(probe)) {
             Some(&i) => i,
             None => {
-                let (service, probe): (Arc<str>, Arc<str>) = (service.into(), probe.into());
+                // The probes of a service share its name.
+                let service: Arc<str> = match self.index.get_key_value(service) {
+                    Some((s, _)) => s.clone(),
+                    None => service.into(),
+                };
+                let probe: Arc<str> = probe.into();
                 let row = Row {
                     service: service.clone(),
                     probe: probe.clone(),
-                    values: Vec::new(),
+                    shape: NO_SHAPE,
+                    values: Box::default(),
                     runs: [0; 3],
                     skipped: 0,
                     success: None,
@@ -421,21 +436,37 @@ impl ProbeSeries {
 
     pub fn observe(&self, service: &str, probe: &str, check: &Check, o: &Outcome) {
         let mut t = self.lock();
+        let mut shape = Shape::new();
         let mut values = Vec::new();
         for x in samples(check, o)
             .into_iter()
             .filter(|x| x.scope == Scope::Both)
         {
             let f = t.family(x.name, x.help, x.label.as_ref().map(|(k, _)| *k));
-            values.push((f, x.label.map(|(_, v)| v), x.value));
+            shape.push((f, x.label.map(|(_, v)| v)));
+            values.push(x.value);
         }
+        let shape = match t.shape_ids.get(&shape) {
+            Some(&id) => id,
+            None => {
+                let id = t.shapes.len() as u32;
+                t.shapes.push(shape.clone());
+                t.shape_ids.insert(shape, id);
+                id
+            }
+        };
         let result = match &o.reason {
             None => 0,
             Some(Reason::Timeout { .. }) => 2,
             Some(_) => 1,
         };
         let row = t.row(service, probe);
-        row.values = values;
+        row.shape = shape;
+        if row.values.len() == values.len() {
+            row.values.copy_from_slice(&values);
+        } else {
+            row.values = values.into_boxed_slice();
+        }
         row.runs[result] += 1;
         row.success = Some(o.success);
     }
@@ -542,7 +573,10 @@ impl ProbeSeries {
                             line(&mut out, None, Value::Int(row.skipped))
                         }
                         _ => {
-                            for (vf, label, v) in &row.values {
+                            let Some(shape) = t.shapes.get(row.shape as usize) else {
+                                continue;
+                            };
+                            for ((vf, label), v) in shape.iter().zip(row.values.iter()) {
                                 if *vf == f {
                                     let extra = fam.label.zip(label.as_deref());
                                     line(&mut out, extra, Value::Float(*v));
