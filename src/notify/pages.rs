@@ -473,7 +473,10 @@ impl Pages {
             }
         }
         self.metrics.placeholder_pages(wanted.len());
-        let status = self.source.status_page()?;
+        let source = self.source.clone();
+        let status = tokio::task::spawn_blocking(move || source.status_page())
+            .await
+            .map_err(|e| format!("the status page's rendering failed: {e}"))??;
         write_if_changed(&dir.join(STATUS_FILE), status.body.as_bytes())?;
         if let Some(hook) = &config.webhook {
             self.tell_webhook(&config, hook, &wanted).await;
