@@ -27,13 +27,9 @@ use tocsin::store::{SharedStore, SqliteStore, Store};
 mod common;
 use common::arg;
 
+/// This process's user+system CPU time.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    common::cpu(std::process::id())
 }
 
 fn rss_hwm_mb() -> f64 {
@@ -49,11 +45,7 @@ fn rss_hwm_mb() -> f64 {
 fn main() {
     let mails = arg("--mails", 10_000) as usize;
     let connections = arg("--connections", 8);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut sink = Command::new("smtp-sink")
         .args(["-u", "postfix", &format!("127.0.0.1:{port}"), "1024"])
         .stdout(Stdio::null())

@@ -140,16 +140,9 @@ fn main() {
     let _ = server.wait();
 }
 
-/// This process's user+system CPU time, from /proc/self/stat (fields 14 and 15, in clock
-/// ticks of 1/100 s on Linux).
+/// This process's user+system CPU time.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // After the command name's closing parenthesis the fields start at `state` (field 3),
-    // so utime (14) and stime (15) are the 12th and 13th.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
+    common::cpu(std::process::id())
 }
 
 fn status_kb(key: &str) -> u64 {
