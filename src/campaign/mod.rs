@@ -10,6 +10,7 @@
 pub mod planner;
 pub mod sender;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,7 +21,8 @@ use crate::links::Signer;
 use crate::notify::mail::Outgoing;
 use crate::notify::templates::{Templates, duration_text, local_time, short_time, val};
 use crate::store::{
-    CampaignInfo, CampaignKind, NewRecipient, OutboxItem, RecipientJob, Store, StoreError,
+    Batch, CampaignInfo, CampaignKind, Expanded, OutboxItem, RecipientJob, SharedStore, Store,
+    StoreError, address_key,
 };
 
 /// Why a campaign could not be planned.
@@ -55,7 +57,7 @@ pub enum Planned {
 /// Turns the customer-side part of an outbox item into a campaign. Idempotent: the same
 /// item planned twice gives the same campaign.
 pub fn plan(
-    store: &mut dyn Store,
+    store: &SharedStore,
     config: &Config,
     item: &OutboxItem,
     now: SystemTime,
@@ -72,7 +74,8 @@ pub fn plan(
         _ => return Ok(Planned::Nothing),
     };
     if kind != CampaignKind::Outage {
-        let pool = compensation_pool(store, config, item)?;
+        let mut store = store.lock();
+        let pool = compensation_pool(&mut **store, config, item)?;
         let made = store.create_followup(item.id, incident, kind, pool.as_deref(), now)?;
         return Ok(match (made, pool) {
             (None, _) => Planned::Nothing,
@@ -95,45 +98,131 @@ pub fn plan(
         tracing::info!(service = %service.id, "customer phase: the service has no audience, so no campaign");
         return Ok(Planned::Nothing);
     };
+    let opened = store
+        .lock()
+        .open_campaign(item.id, incident, &service.id, name, now)?;
+    match expand(store, config, service, name, audience, &opened, usize::MAX)? {
+        Expansion::Done => Ok(Planned::Campaign(opened.id)),
+        Expansion::Stopped => Ok(Planned::Nothing),
+        Expansion::Paused => unreachable!("every batch was written"),
+    }
+}
+
+/// Recipients written to the store in one transaction while a campaign is expanded, and
+/// audience rows read at most before where reading stopped is saved.
+const BATCH: usize = 10_000;
+const SCAN: usize = 50_000;
+
+/// Expands an outage campaign from its audience, a batch at a time: those following the
+/// service, each address once (the first row of it that follows the service), minus
+/// opt-outs. The store is taken only to write a batch, so a million rows keep neither
+/// the engine waiting nor the rows in memory (a 16-byte digest per address is kept to
+/// merge repeated addresses). Goes on where an earlier, interrupted expansion stopped.
+/// Writes at most `batches` batches (what a crash leaves behind, for the tests).
+fn expand(
+    store: &SharedStore,
+    config: &Config,
+    service: &Service,
+    name: &str,
+    audience: &crate::config::Audience,
+    opened: &crate::store::Opened,
+    batches: usize,
+) -> Result<Expansion, PlanError> {
+    let Some(saved) = &opened.expansion else {
+        return Ok(Expansion::Done);
+    };
+    let id = opened.id;
+    let from: Option<audience::Cursor> = serde_json::from_str(saved).ok();
     let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
-    let loaded = audience::load(audience, &ids).map_err(PlanError::Transient)?;
+    let mut rows =
+        audience::Rows::open(audience, &ids, from.as_ref()).map_err(PlanError::Transient)?;
+    let resumed = from
+        .as_ref()
+        .is_some_and(|c| c.file == rows.cursor().file);
+    let mut seen: HashSet<u128> = HashSet::new();
+    let (mut followers, mut invalid) = (0u64, 0u64);
+    if resumed {
+        store.lock().campaign_addresses(id, &mut |email| {
+            seen.insert(audience::digest(&address_key(email)));
+        })?;
+        followers = opened.recipients + opened.opted_out;
+        invalid = opened.invalid;
+        tracing::info!(service = %service.id, campaign = id, recipients = opened.recipients, "customer campaign: going on with the expansion where it stopped");
+    } else if opened.recipients + opened.opted_out + opened.invalid > 0 {
+        tracing::warn!(service = %service.id, campaign = id, "customer campaign: the audience file changed while it was read; reading it again from the start");
+        store.lock().restart_expansion(id)?;
+    }
     let file = audience::file_of(audience).display().to_string();
-    let invalid = loaded.errors.len() as u64;
-    for e in &loaded.errors {
-        tracing::warn!(audience = %name, "{file}:{}: {}; this row is left out", e.line, e.message);
-    }
-    let note = loaded
-        .errors
-        .iter()
-        .take(5)
-        .map(|e| format!("{file}:{}: {}", e.line, e.message))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let recipients: Vec<NewRecipient> = loaded
-        .recipients
-        .into_iter()
-        .filter(|r| r.follows(&service.id))
-        .map(audience::Recipient::into_row)
-        .collect();
     let max = config.mail.max_campaign_size;
-    if recipients.len() as u64 > max {
-        return Err(PlanError::Refused(format!(
-            "audience `{name}` has {} recipients for {}, more than mail.max_campaign_size ({max}): no customer was mailed; raise the limit or narrow the audience",
-            recipients.len(),
-            service.id
-        )));
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut notes = Vec::new();
+    for _ in 0..batches {
+        batch.clear();
+        notes.clear();
+        let mut left_out = 0u64;
+        let mut read = 0;
+        let mut ended = true;
+        for item in rows.by_ref() {
+            read += 1;
+            match item {
+                audience::Item::Bad(e) => {
+                    tracing::warn!(audience = %name, "{file}:{}: {}; this row is left out", e.line, e.message);
+                    if invalid + left_out < 5 {
+                        notes.push(format!("{file}:{}: {}", e.line, e.message));
+                    }
+                    left_out += 1;
+                }
+                audience::Item::Row(r, _) => {
+                    if r.follows(&service.id)
+                        && seen.insert(audience::digest(&address_key(&r.email)))
+                    {
+                        followers += 1;
+                        batch.push(r.into_row());
+                    }
+                }
+            }
+            if batch.len() >= BATCH || read >= SCAN {
+                ended = false;
+                break;
+            }
+        }
+        invalid += left_out;
+        if followers > max {
+            store.lock().drop_campaign(id)?;
+            return Err(PlanError::Refused(format!(
+                "audience `{name}` has at least {followers} recipients for {}, more than mail.max_campaign_size ({max}): no customer was mailed; raise the limit or narrow the audience",
+                service.id
+            )));
+        }
+        let cursor = (!ended).then(|| {
+            serde_json::to_string(&rows.cursor()).expect("a cursor is plain data")
+        });
+        let done = store.lock().expand_campaign(
+            id,
+            &Batch {
+                recipients: &batch,
+                invalid: left_out,
+                notes: &notes,
+                expansion: cursor.as_deref(),
+            },
+        )?;
+        if done == Expanded::Stopped {
+            tracing::info!(service = %service.id, campaign = id, "customer campaign: the service recovered before it was complete; nothing of it is sent");
+            return Ok(Expansion::Stopped);
+        }
+        if ended {
+            return Ok(Expansion::Done);
+        }
     }
-    let id = store.create_campaign(
-        item.id,
-        incident,
-        &service.id,
-        name,
-        &recipients,
-        invalid,
-        &note,
-        now,
-    )?;
-    Ok(Planned::Campaign(id))
+    Ok(Expansion::Paused)
+}
+
+enum Expansion {
+    Done,
+    /// The incident recovered before the campaign was complete.
+    Stopped,
+    /// Stopped after the batches it was given.
+    Paused,
 }
 
 /// The code pool a recovery earns: the service's codes file (its codes loaded into the
@@ -376,38 +465,33 @@ pub fn preflight(config: &Config) -> Preflight {
             pos: crate::config::locate::Pos { line, col },
             message,
         };
-        match audience::load(a, &ids) {
+        match audience::survey(a, &ids) {
             Err(e) => rows.push(at(1, 1, e)),
             Ok(l) => {
                 rows.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
                 warnings.extend(l.warnings.into_iter().map(|e| at(e.line, e.col, e.message)));
                 if let Some(t) = &templates {
                     // One remark per language, at its first row.
-                    let mut fallback: std::collections::BTreeMap<&str, (usize, usize)> =
-                        Default::default();
-                    for r in &l.recipients {
-                        if t.language(&r.language) == "en" && !r.language.starts_with("en") {
-                            let e = fallback.entry(r.language.as_str()).or_insert((r.line, 0));
-                            e.1 += 1;
+                    for (lang, (line, n)) in &l.languages {
+                        if t.language(lang) == "en" && !lang.starts_with("en") {
+                            warnings.push(at(
+                                *line,
+                                1,
+                                format!(
+                                    "language `{lang}` has no templates: {} will get English (add {lang}/ to campaigns.templates)", crate::text::count(*n as u64, "recipient")
+                                ),
+                            ));
                         }
-                    }
-                    for (lang, (line, n)) in fallback {
-                        warnings.push(at(
-                            line,
-                            1,
-                            format!(
-                                "language `{lang}` has no templates: {} will get English (add {lang}/ to campaigns.templates)", crate::text::count(n as u64, "recipient")
-                            ),
-                        ));
                     }
                 }
                 let size = config
                     .services
                     .iter()
-                    .filter(|s| s.audience.as_deref() == Some(name))
-                    .map(|s| l.recipients.iter().filter(|r| r.follows(&s.id)).count())
+                    .zip(&l.followers)
+                    .filter(|(s, _)| s.audience.as_deref() == Some(name))
+                    .map(|(_, n)| *n)
                     .max()
-                    .unwrap_or(0) as u64;
+                    .unwrap_or(0);
                 if size > config.mail.max_campaign_size {
                     warnings.push(at(1, 1, format!("audience `{name}` would send {size} mails for one service, more than mail.max_campaign_size ({}): that campaign would be refused", config.mail.max_campaign_size)));
                 }
@@ -505,4 +589,186 @@ pub fn preview(
         }
     };
     composer.compose(config, info, &job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::{Context, ServiceState};
+    use crate::store::SqliteStore;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// Writes `rows` as the audience (a header first), and makes a store with an open
+    /// incident of `shop` whose customer phase was decided. Returns that decision.
+    fn setup(dir: &std::path::Path, rows: &str) -> (SharedStore, Config, OutboxItem) {
+        std::fs::write(
+            dir.join("customers.csv"),
+            format!("email,name,services\n{rows}"),
+        )
+        .unwrap();
+        let config = crate::config::parse(
+            "allow_insecure_links: true\nservices:\n  - id: shop\n    audience: customers\n    probes:\n      - { name: p, tcp: { address: \"127.0.0.1:9\" } }\n  - id: api\n    probes:\n      - { name: q, tcp: { address: \"127.0.0.1:9\" } }\naudiences:\n  customers: { csv: ./customers.csv }\nmail: { from: \"Status <status@example.com>\", max_campaign_size: 30000 }\n",
+            &dir.join("probes.yaml"),
+        )
+        .unwrap();
+        let store = SharedStore::new(SqliteStore::open(&dir.join("t.db")).unwrap());
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let actions = [
+            Action::Open {
+                id: 1,
+                started: t0,
+                reasons: BTreeMap::new(),
+            },
+            Action::CustomerPhase {
+                id: 1,
+                eta: None,
+                next_update: Some(t0 + Duration::from_secs(3600)),
+                because_of_eta: false,
+            },
+        ];
+        store
+            .lock()
+            .commit("shop", &ServiceState::new(), &actions, &Context::default(), t0)
+            .unwrap();
+        let item = store
+            .lock()
+            .decisions()
+            .unwrap()
+            .into_iter()
+            .find(|d| matches!(d.action, Action::CustomerPhase { .. }))
+            .unwrap();
+        (store, config, item)
+    }
+
+    /// `n` customers following the shop, one following only the API, a bad row, and the
+    /// first customer again in capitals.
+    fn customers(n: usize) -> String {
+        let mut rows = String::new();
+        for i in 0..n {
+            rows.push_str(&format!("c{i}@example.com,Customer {i},shop\n"));
+            if i == 7 {
+                rows.push_str("api@example.com,Only API,api\nnot-an-address,X,\n");
+            }
+        }
+        rows.push_str("C0@Example.com,Customer zero again,\n");
+        rows
+    }
+
+    /// Expands one batch, as a process killed after its first commit leaves it.
+    fn one_batch(store: &SharedStore, config: &Config, item: &OutboxItem) -> i64 {
+        let service = &config.services[0];
+        let audience = &config.audiences["customers"];
+        let opened = store
+            .lock()
+            .open_campaign(item.id, 1, "shop", "customers", SystemTime::now())
+            .unwrap();
+        let paused = expand(store, config, service, "customers", audience, &opened, 1);
+        assert!(matches!(paused, Ok(Expansion::Paused)));
+        opened.id
+    }
+
+    fn addresses(store: &SharedStore, campaign: i64) -> Vec<String> {
+        let mut all = Vec::new();
+        store
+            .lock()
+            .campaign_addresses(campaign, &mut |e| all.push(e.to_string()))
+            .unwrap();
+        all
+    }
+
+    #[test]
+    fn an_interrupted_expansion_goes_on_where_it_stopped_and_sends_nothing_before_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, config, item) = setup(dir.path(), &customers(25_000));
+        let id = one_batch(&store, &config, &item);
+        let first = addresses(&store, id);
+        assert_eq!(first.len(), BATCH);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert!(
+            store.lock().due_recipients(later, 0, 10).unwrap().is_empty(),
+            "nothing of a campaign being expanded is sent"
+        );
+        assert_eq!(store.lock().next_recipient_due().unwrap(), None);
+        let listed = store.lock().campaigns(None, SystemTime::now()).unwrap();
+        assert!(listed[0].expanding);
+
+        // The restart: the same decision planned again.
+        let planned = plan(&store, &config, &item, SystemTime::now()).unwrap();
+        assert_eq!(planned, Planned::Campaign(id));
+        let all = addresses(&store, id);
+        assert_eq!(all.len(), 25_000, "each follower once, C0@Example.com merged");
+        assert!(all[..BATCH] == first[..], "the first batch was kept, not redone");
+        assert!(!all.iter().any(|a| a == "api@example.com"));
+        let listed = store.lock().campaigns(None, SystemTime::now()).unwrap();
+        let c = &listed[0];
+        assert!(!c.expanding);
+        assert_eq!((c.invalid, c.opted_out, c.counts.pending), (1, 0, 25_000));
+        assert!(c.note.contains("customers.csv:11: `not-an-address`"), "{}", c.note);
+        assert_eq!(store.lock().due_recipients(later, 0, 10).unwrap().len(), 10);
+        // Planned a third time: the same campaign, nothing added.
+        assert_eq!(
+            plan(&store, &config, &item, SystemTime::now()).unwrap(),
+            Planned::Campaign(id)
+        );
+        assert_eq!(addresses(&store, id).len(), 25_000);
+    }
+
+    #[test]
+    fn an_audience_replaced_during_the_expansion_is_read_again_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, config, item) = setup(dir.path(), &customers(15_000));
+        let id = one_batch(&store, &config, &item);
+        store.lock().opt_out("c1@example.com", SystemTime::now()).unwrap();
+        std::fs::write(
+            dir.path().join("customers.csv"),
+            "email,name,services\nc1@example.com,One,shop\nnew@example.com,New,shop\n",
+        )
+        .unwrap();
+        plan(&store, &config, &item, SystemTime::now()).unwrap();
+        assert_eq!(addresses(&store, id), ["new@example.com"]);
+        let c = &store.lock().campaigns(None, SystemTime::now()).unwrap()[0];
+        assert_eq!((c.invalid, c.opted_out), (0, 1));
+    }
+
+    #[test]
+    fn an_expansion_stops_when_the_incident_recovered_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, config, item) = setup(dir.path(), &customers(15_000));
+        let id = one_batch(&store, &config, &item);
+        let t = SystemTime::now();
+        let recovery = store
+            .lock()
+            .create_followup(item.id + 1000, 1, CampaignKind::Recovery, None, t)
+            .unwrap();
+        assert!(recovery.is_some());
+        assert_eq!(
+            plan(&store, &config, &item, t).unwrap(),
+            Planned::Nothing,
+            "the outage mail is not completed after the recovery"
+        );
+        let listed = store.lock().campaigns(None, t).unwrap();
+        let outage = listed.iter().find(|c| c.id == id).unwrap();
+        assert!(!outage.expanding);
+        assert_eq!(outage.counts.pending, 0);
+        assert_eq!(outage.counts.cancelled, BATCH as u64);
+        let later = t + Duration::from_secs(3600);
+        assert!(store.lock().due_recipients(later, 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_campaign_over_the_limit_is_refused_whole_even_after_batches_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, config, item) = setup(dir.path(), &customers(30_001));
+        let id = one_batch(&store, &config, &item);
+        let e = plan(&store, &config, &item, SystemTime::now()).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "has at least 30001 recipients for shop, more than mail.max_campaign_size (30000)"
+            ),
+            "{e}"
+        );
+        assert!(addresses(&store, id).is_empty());
+        assert!(store.lock().campaigns(None, SystemTime::now()).unwrap().is_empty());
+    }
 }

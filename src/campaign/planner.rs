@@ -57,7 +57,14 @@ impl Notifier for Campaigns {
         self.pages_ready.notify_one();
         let config = self.config.get();
         let now = self.clock.now();
-        let planned = plan(&mut **self.store.lock(), &config, item, now);
+        // A campaign of a million rows takes seconds to expand: off the runtime's threads.
+        let (store, owned) = (self.store.clone(), item.clone());
+        let planned = match tokio::task::spawn_blocking(move || plan(&store, &config, &owned, now))
+            .await
+        {
+            Ok(planned) => planned,
+            Err(e) => return Outcome::Retry(format!("planning the campaign stopped: {e}")),
+        };
         match planned {
             Ok(Planned::Campaign(id)) => {
                 tracing::info!(service = %item.service, campaign = id, "customer campaign ready");

@@ -1,7 +1,10 @@
-//! Customer campaigns in the store: a campaign is expanded into one row per recipient in
-//! the transaction that creates it, and each row moves `pending` → `sent` | `failed` |
-//! `cancelled` exactly once. Creation is keyed by the outbox item that decided it, so a
-//! decision carried out twice (a crash before it was marked done) makes one campaign.
+//! Customer campaigns in the store: one row per recipient, each moving `pending` → `sent`
+//! | `failed` | `cancelled` exactly once. Creation is keyed by the outbox item that decided
+//! it, so a decision carried out twice (a crash before it was marked done) makes one
+//! campaign. An outage campaign is expanded from its audience in batches, each committed
+//! with where reading stopped (`expansion`), so a crash in the middle of a million rows
+//! goes on from the last batch; nothing of a campaign is sent before its last batch.
+//! Follow-ups are made from the outage campaign's sent rows in one statement.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -68,6 +71,39 @@ pub struct NewRecipient {
     pub vars: BTreeMap<String, String>,
 }
 
+/// An outage campaign as opened for expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub id: i64,
+    /// Where reading its audience stopped; `None` once it is expanded. Empty for a
+    /// campaign just made.
+    pub expansion: Option<String>,
+    /// Recipients it has so far, and audience rows left out so far.
+    pub recipients: u64,
+    pub opted_out: u64,
+    pub invalid: u64,
+}
+
+/// One batch of an expansion.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub recipients: &'a [NewRecipient],
+    /// Audience rows left out in this batch, and the first of their reasons to keep in
+    /// the campaign's note (up to five in all).
+    pub invalid: u64,
+    pub notes: &'a [String],
+    /// Where reading stopped; `None`: this is the last batch.
+    pub expansion: Option<&'a str>,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expanded {
+    Added { inserted: u64, opted_out: u64 },
+    /// The incident recovered before the campaign was complete: it is cancelled.
+    Stopped,
+}
+
 /// Recipients by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -103,6 +139,8 @@ pub struct CampaignRecord {
     pub last_sent: Option<SystemTime>,
     /// Messages accepted in the last minute.
     pub sent_last_minute: u64,
+    /// Still being expanded from its audience: nothing is sent yet.
+    pub expanding: bool,
 }
 
 /// What rendering a campaign's messages needs, read fresh: pending outage mails carry
@@ -165,34 +203,127 @@ pub enum SendResult {
 
 impl CampaignStore for SqliteStore {
     #[allow(clippy::too_many_arguments)]
-    fn create_campaign(
+    fn open_campaign(
         &mut self,
         outbox_id: i64,
         incident: i64,
         service: &str,
         audience: &str,
-        recipients: &[NewRecipient],
-        invalid: u64,
-        note: &str,
         now: SystemTime,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Opened, StoreError> {
         let tx = self.conn.transaction()?;
-        if let Some(id) = existing(&tx, outbox_id)? {
-            return Ok(id);
+        if existing(&tx, outbox_id)?.is_none() {
+            tx.execute(
+                "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, expansion)
+                 VALUES (?1, ?2, 'outage', ?3, ?4, ?5, '')",
+                params![incident, service, audience, outbox_id, secs(now)],
+            )?;
         }
-        tx.execute(
-            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, invalid, note)
-             VALUES (?1, ?2, 'outage', ?3, ?4, ?5, ?6, ?7)",
-            params![incident, service, audience, outbox_id, secs(now), invalid as i64, note],
-        )?;
-        let id = tx.last_insert_rowid();
-        let inserted = insert_recipients(&tx, id, recipients, now)? as u64;
-        tx.execute(
-            "UPDATE campaigns SET opted_out = ?2 WHERE id = ?1",
-            params![id, recipients.len() as u64 - inserted],
+        let opened = tx.query_row(
+            "SELECT id, expansion, (SELECT count(*) FROM recipients WHERE campaign_id = c.id), opted_out, invalid
+             FROM campaigns c WHERE outbox_id = ?1",
+            [outbox_id],
+            |r| {
+                Ok(Opened {
+                    id: r.get(0)?,
+                    expansion: r.get(1)?,
+                    recipients: r.get::<_, i64>(2)? as u64,
+                    opted_out: r.get::<_, i64>(3)? as u64,
+                    invalid: r.get::<_, i64>(4)? as u64,
+                })
+            },
         )?;
         tx.commit()?;
-        Ok(id)
+        Ok(opened)
+    }
+
+    fn campaign_addresses(
+        &self,
+        campaign: i64,
+        each: &mut dyn FnMut(&str),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT email FROM recipients WHERE campaign_id = ?1 ORDER BY id")?;
+        let mut rows = stmt.query([campaign])?;
+        while let Some(r) = rows.next()? {
+            each(&r.get::<_, String>(0)?);
+        }
+        Ok(())
+    }
+
+    fn expand_campaign(&mut self, campaign: i64, batch: &Batch) -> Result<Expanded, StoreError> {
+        let tx = self.conn.transaction()?;
+        let recovered: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM campaigns r JOIN campaigns c ON r.incident_id = c.incident_id
+                            WHERE c.id = ?1 AND r.kind = 'recovery')",
+            [campaign],
+            |r| r.get(0),
+        )?;
+        if recovered {
+            tx.execute(
+                "UPDATE recipients SET status = 'cancelled', last_error = 'the service recovered first'
+                 WHERE campaign_id = ?1 AND status = 'pending'",
+                [campaign],
+            )?;
+            tx.execute(
+                "UPDATE campaigns SET expansion = NULL WHERE id = ?1",
+                [campaign],
+            )?;
+            tx.commit()?;
+            return Ok(Expanded::Stopped);
+        }
+        let now = tx.query_row(
+            "SELECT created_at FROM campaigns WHERE id = ?1",
+            [campaign],
+            |r| r.get::<_, f64>(0),
+        )?;
+        let inserted = insert_recipients(&tx, campaign, batch.recipients, from_secs(now))? as u64;
+        let opted_out = batch.recipients.len() as u64 - inserted;
+        for line in batch.notes {
+            tx.execute(
+                "UPDATE campaigns SET note = CASE WHEN note = '' THEN ?2 ELSE note || char(10) || ?2 END WHERE id = ?1",
+                params![campaign, line],
+            )?;
+        }
+        tx.execute(
+            "UPDATE campaigns SET opted_out = opted_out + ?2, invalid = invalid + ?3, expansion = ?4 WHERE id = ?1",
+            params![campaign, opted_out as i64, batch.invalid as i64, batch.expansion],
+        )?;
+        tx.commit()?;
+        Ok(Expanded::Added {
+            inserted,
+            opted_out,
+        })
+    }
+
+    fn restart_expansion(&mut self, campaign: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM recipients WHERE campaign_id = ?1", [campaign])?;
+        tx.execute(
+            "UPDATE campaigns SET opted_out = 0, invalid = 0, note = '', expansion = '' WHERE id = ?1 AND expansion IS NOT NULL",
+            [campaign],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn drop_campaign(&mut self, campaign: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let expanding: bool = tx
+            .query_row(
+                "SELECT expansion IS NOT NULL FROM campaigns WHERE id = ?1",
+                [campaign],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if expanding {
+            tx.execute("DELETE FROM recipients WHERE campaign_id = ?1", [campaign])?;
+            tx.execute("DELETE FROM campaigns WHERE id = ?1", [campaign])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn create_followup(
@@ -334,6 +465,7 @@ impl CampaignStore for SqliteStore {
             // same address is pending.
             "SELECT id, campaign_id, email, name, language, timezone, vars, attempts, compensation_code FROM recipients r
              WHERE status = 'pending' AND next_attempt_at <= ?1 AND id > ?2
+               AND campaign_id NOT IN (SELECT id FROM campaigns WHERE expansion IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM recipients o
                                WHERE o.email = r.email AND o.status = 'pending' AND o.id < r.id)
              ORDER BY id LIMIT ?3",
@@ -368,7 +500,8 @@ impl CampaignStore for SqliteStore {
 
     fn next_recipient_due(&self) -> Result<Option<SystemTime>, StoreError> {
         let t: Option<f64> = self.conn.query_row(
-            "SELECT min(next_attempt_at) FROM recipients WHERE status = 'pending'",
+            "SELECT min(next_attempt_at) FROM recipients WHERE status = 'pending'
+               AND campaign_id NOT IN (SELECT id FROM campaigns WHERE expansion IS NOT NULL)",
             [],
             |r| r.get(0),
         )?;
@@ -457,7 +590,8 @@ impl CampaignStore for SqliteStore {
                     count(r.id) FILTER (WHERE r.status = 'cancelled'),
                     min(r.sent_at) FILTER (WHERE r.status = 'sent'),
                     max(r.sent_at) FILTER (WHERE r.status = 'sent'),
-                    count(r.id) FILTER (WHERE r.status = 'sent' AND r.sent_at > ?2)
+                    count(r.id) FILTER (WHERE r.status = 'sent' AND r.sent_at > ?2),
+                    c.expansion IS NOT NULL
              FROM campaigns c LEFT JOIN recipients r ON r.campaign_id = c.id
              WHERE ?1 IS NULL OR c.incident_id = ?1
              GROUP BY c.id ORDER BY c.id DESC",
@@ -483,6 +617,7 @@ impl CampaignStore for SqliteStore {
                 first_sent: r.get::<_, Option<f64>>(13)?.map(from_secs),
                 last_sent: r.get::<_, Option<f64>>(14)?.map(from_secs),
                 sent_last_minute: r.get::<_, i64>(15)? as u64,
+                expanding: r.get(16)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

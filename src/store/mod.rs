@@ -20,8 +20,8 @@ use serde::Serialize;
 
 pub use autoresponders::AutoresponderRecord;
 pub use campaigns::{
-    CampaignInfo, CampaignKind, CampaignRecord, Counts, Followup, NewRecipient, RecipientJob,
-    SendResult, address_key,
+    Batch, CampaignInfo, CampaignKind, CampaignRecord, Counts, Expanded, Followup, NewRecipient,
+    Opened, RecipientJob, SendResult, address_key,
 };
 pub use heartbeats::HeartbeatRecord;
 pub use maintenance::Notice;
@@ -355,17 +355,37 @@ pub trait CampaignStore {
     /// transaction; opted-out addresses are left out and counted. Returns the campaign's
     /// id, the existing one when this decision was carried out before.
     #[allow(clippy::too_many_arguments)]
-    fn create_campaign(
+    /// The outage campaign decided by outbox item `outbox_id`, made now (empty, to be
+    /// expanded) if it does not exist yet. Idempotent: the same item opened twice gives
+    /// the same campaign, with how far its expansion got.
+    fn open_campaign(
         &mut self,
         outbox_id: i64,
         incident: i64,
         service: &str,
         audience: &str,
-        recipients: &[NewRecipient],
-        invalid: u64,
-        note: &str,
         now: SystemTime,
-    ) -> Result<i64, StoreError>;
+    ) -> Result<Opened, StoreError>;
+
+    /// Calls `each` with the address of every recipient a campaign has so far, in order.
+    fn campaign_addresses(
+        &self,
+        campaign: i64,
+        each: &mut dyn FnMut(&str),
+    ) -> Result<(), StoreError>;
+
+    /// Adds one batch to a campaign being expanded, with where reading stopped, in one
+    /// transaction; the batch whose `expansion` is `None` completes it, and only then are
+    /// its mails sent. Opted-out addresses are left out (and counted). If the incident
+    /// recovered meanwhile, the expansion stops there and what it holds is cancelled.
+    fn expand_campaign(&mut self, campaign: i64, batch: &Batch) -> Result<Expanded, StoreError>;
+
+    /// Empties a campaign being expanded, to read its audience again from the start (the
+    /// file was replaced while it was read).
+    fn restart_expansion(&mut self, campaign: i64) -> Result<(), StoreError>;
+
+    /// Removes a campaign being expanded and its rows: it was refused as a whole.
+    fn drop_campaign(&mut self, campaign: i64) -> Result<(), StoreError>;
 
     /// Creates an update or recovery campaign of `incident` for everyone its outage mail
     /// reached (and who has not opted out since). A recovery also cancels every outage and

@@ -219,6 +219,9 @@ const MIGRATIONS: &[&str] = &[
     // 13: the code pool a recovery campaign drew from, so those it left without a code
     // can be listed.
     "ALTER TABLE campaigns ADD COLUMN code_pool TEXT;",
+    // 14: an outage campaign is expanded from its audience a batch at a time; until the
+    // last batch, where reading stopped (NULL once expanded), and nothing of it is sent.
+    "ALTER TABLE campaigns ADD COLUMN expansion TEXT;",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it
