@@ -63,20 +63,6 @@ fn write_config(
     cfg
 }
 
-/// VmRSS and VmHWM of `pid`, in MB.
-fn rss(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
-}
-
 /// What a scrape says of the probes: runs, skipped runs, and the lag histogram's buckets.
 #[derive(Default, Clone)]
 struct Counts {
@@ -231,7 +217,7 @@ fn main() {
         let window = start.elapsed().as_secs_f64();
         let used = cpu(pid) - cpu0;
         let runs = after.runs - before.runs;
-        let (now, high) = rss(pid);
+        let (now, high) = common::rss(pid);
         println!(
             "{probes} probes at 60 s over {window:.0} s: {:.0} probes/s, {} skipped, lag p50 <= {} s, p99 <= {} s",
             runs / window,

@@ -177,6 +177,12 @@ fn row(c: &Value) -> Vec<String> {
 
 /// "done", or the rate over the last minute and the time left at it.
 fn progress(c: &Value) -> String {
+    if c["expanding"].as_bool() == Some(true) {
+        return format!(
+            "reading the audience ({} so far); nothing is sent before it is read whole",
+            n(c, "pending")
+        );
+    }
     if pending(c) == 0 {
         return "done".into();
     }
