@@ -278,7 +278,28 @@ async fn write_results(
 ) {
     let mut last_counts = Instant::now() - Duration::from_secs(10);
     let (mut deferred, mut last_warning) = (0usize, Instant::now() - Duration::from_secs(10));
-    while let Some(first) = rx.recv().await {
+    // The gauges count every recipient row (a tenth of a second at a million): once a
+    // second while results come, and once more a second after the last.
+    let mut stale = false;
+    loop {
+        let first = if stale {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(_) => {
+                    if let Ok(c) = store.lock().recipient_counts() {
+                        metrics.campaign_recipients(&c);
+                    }
+                    (stale, last_counts) = (false, Instant::now());
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv().await {
+                Some(r) => r,
+                None => break,
+            }
+        };
         let mut batch = vec![first];
         while let Ok(r) = rx.try_recv() {
             batch.push(r);
@@ -323,11 +344,12 @@ async fn write_results(
             deferred = 0;
             last_warning = Instant::now();
         }
-        if last_counts.elapsed() >= Duration::from_secs(1) || rx.is_empty() {
+        stale = true;
+        if last_counts.elapsed() >= Duration::from_secs(1) {
             if let Ok(c) = store.lock().recipient_counts() {
                 metrics.campaign_recipients(&c);
             }
-            last_counts = Instant::now();
+            (stale, last_counts) = (false, Instant::now());
         }
     }
     if let Ok(c) = store.lock().recipient_counts() {
