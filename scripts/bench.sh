@@ -20,6 +20,8 @@ echo "==> campaign: 10,000 personalised mails into smtp-sink"
 cargo bench --bench campaign
 echo "==> campaign: the same, each mail DKIM-signed with an RSA-2048 and an Ed25519 key"
 cargo bench --bench campaign -- --dkim 1
+echo "==> campaign: a million recipients, the expansion SIGKILLed and resumed"
+cargo bench --bench campaign -- --mails 1000000 --kill-after 3 --source 0
 echo "==> load: 200 clients on /status and the API for 60 s during an outage and a 10,000-mail campaign"
 cargo bench --bench load
 echo "==> the whole product: 100,000 HTTP probes at 60 s, /metrics every 15 s, /status every 5 s"
