@@ -666,6 +666,57 @@ mod tests {
         assert!(!m.render().contains("probe=\"home\""));
     }
 
+    /// `/probe` writes its text by hand: byte for byte what a prometheus registry of the
+    /// same samples encodes, for each kind of probe, passing and failing.
+    #[test]
+    fn a_single_probe_renders_as_the_registry_would() {
+        let by_registry = |check: &Check, o: &Outcome| {
+            let r = Registry::new();
+            let mut families: std::collections::HashMap<&str, GaugeVec> = Default::default();
+            for x in probes::samples(check, o) {
+                let labels: &[&str] = match &x.label {
+                    None => &[],
+                    Some((k, _)) => &[k],
+                };
+                let fam = families
+                    .entry(x.name)
+                    .or_insert_with(|| reg(&r, GaugeVec::new(Opts::new(x.name, x.help), labels)));
+                match &x.label {
+                    None => fam.with_label_values::<&str>(&[]).set(x.value),
+                    Some((_, v)) => fam.with_label_values(&[v.as_ref()]).set(x.value),
+                }
+            }
+            encode(&r)
+        };
+        let mut http = outcome(false);
+        http.phases = vec![
+            (Phase::Resolve, Duration::from_micros(1234)),
+            (Phase::Connect, Duration::from_millis(5)),
+            (Phase::Tls, Duration::from_millis(20)),
+        ];
+        http.details = Details {
+            http_status: Some(503),
+            cert_not_after: Some(1_900_000_000),
+            http_version: Some("HTTP/1.1".into()),
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::parse(
+            "services:\n  - id: s\n    probes:\n      - { name: h, http: { url: \"https://shop.test/\" } }\n      - { name: t, tcp: { address: \"127.0.0.1:9\", tls: {} } }\n      - { name: d, dns: { name: example.com, type: MX } }\n",
+            &dir.path().join("probes.yaml"),
+        )
+        .unwrap();
+        let checks: Vec<&Check> = config.services[0].probes.iter().map(|p| &p.check).collect();
+        assert_eq!(checks.len(), 3);
+        for check in checks {
+            for o in [outcome(true), outcome(false), http.clone()] {
+                let text = render_single(check, &o);
+                assert_eq!(text, by_registry(check, &o));
+                assert!(text.contains("# TYPE probe_success gauge\nprobe_success "));
+            }
+        }
+    }
+
     fn outcome(success: bool) -> Outcome {
         Outcome {
             at: SystemTime::UNIX_EPOCH,

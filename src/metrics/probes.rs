@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
-use prometheus::{GaugeVec, Opts, Registry};
-
 use crate::config::PerProbe;
 use crate::probe::{Check, Outcome, Phase, Reason};
 
@@ -637,6 +635,10 @@ fn write_sample(
         out.push('"');
     }
     out.push_str("} ");
+    write_value(out, value);
+}
+
+fn write_value(out: &mut String, value: Value) {
     match value {
         Value::Int(n) => {
             let _ = writeln!(out, "{n}");
@@ -667,22 +669,36 @@ fn escape_help(h: &str) -> String {
 }
 
 /// Renders one ad-hoc probe as blackbox_exporter's `/probe` does: the same names, without
-/// `service` and `probe` labels (Prometheus adds the target's own labels).
+/// `service` and `probe` labels (Prometheus adds the target's own labels). Written out
+/// directly, in the order and form the prometheus crate's text encoder gives (families
+/// by name, samples by label value): a registry built, gathered and encoded per request
+/// took a fifth of `/probe`'s CPU.
 pub fn render_single(check: &Check, o: &Outcome) -> String {
-    let r = Registry::new();
-    let mut families: HashMap<&'static str, GaugeVec> = HashMap::new();
-    for x in samples(check, o) {
-        let fam = families.entry(x.name).or_insert_with(|| {
-            let labels: &[&str] = match &x.label {
-                None => &[],
-                Some((k, _)) => &[k],
-            };
-            super::reg(&r, GaugeVec::new(Opts::new(x.name, x.help), labels))
-        });
-        match &x.label {
-            None => fam.with_label_values::<&str>(&[]).set(x.value),
-            Some((_, v)) => fam.with_label_values(&[v.as_ref()]).set(x.value),
+    let label = |x: &Sample| x.label.as_ref().map_or("", |(_, v)| v.as_ref()).to_string();
+    let mut xs = samples(check, o);
+    xs.sort_by(|a, b| a.name.cmp(b.name).then_with(|| label(a).cmp(&label(b))));
+    // A sample given twice keeps its last value, as a gauge set twice does.
+    xs.reverse();
+    xs.dedup_by(|a, b| a.name == b.name && label(a) == label(b));
+    xs.reverse();
+    let mut out = String::with_capacity(64 * xs.len());
+    let mut family = "";
+    for x in &xs {
+        if x.name != family {
+            let _ = writeln!(out, "# HELP {} {}", x.name, escape_help(x.help));
+            let _ = writeln!(out, "# TYPE {} gauge", x.name);
+            family = x.name;
         }
+        out.push_str(x.name);
+        if let Some((k, v)) = &x.label {
+            out.push('{');
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label(&mut out, v);
+            out.push_str("\"}");
+        }
+        out.push(' ');
+        write_value(&mut out, Value::Float(x.value));
     }
-    super::encode(&r)
+    out
 }
