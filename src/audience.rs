@@ -434,25 +434,33 @@ fn yaml_items(text: &str, services: &[String]) -> Vec<Item> {
     out
 }
 
+/// A row's recipient, with what was said of it put with the file's errors or remarks.
+fn take(item: Item, errors: &mut Vec<RowIssue>, warnings: &mut Vec<RowIssue>) -> Option<Recipient> {
+    match item {
+        Item::Bad(issue) => {
+            errors.push(issue);
+            None
+        }
+        Item::Row(r, mended) => {
+            warnings.extend(mended.into_iter().map(|message| RowIssue {
+                line: r.line,
+                col: 1,
+                message,
+            }));
+            Some(r)
+        }
+    }
+}
+
 /// Rows merged by address, as a whole audience: a customer listed twice is one
 /// recipient (the first row's details) following the union of the rows' services.
 fn merge(items: impl IntoIterator<Item = Item>) -> Loaded {
     let mut out = Loaded::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for item in items {
-        let (r, mended) = match item {
-            Item::Bad(issue) => {
-                out.errors.push(issue);
-                continue;
-            }
-            Item::Row(r, mended) => (r, mended),
+        let Some(r) = take(item, &mut out.errors, &mut out.warnings) else {
+            continue;
         };
-        out.warnings
-            .extend(mended.into_iter().map(|message| RowIssue {
-                line: r.line,
-                col: 1,
-                message,
-            }));
         let key = crate::store::address_key(&r.email);
         if let Some(&i) = seen.get(&key) {
             let first = &mut out.recipients[i];
@@ -514,19 +522,9 @@ pub fn survey(audience: &Audience, services: &[String]) -> Result<Survey, String
         .map(|(i, s)| (s.as_str(), i as u32))
         .collect();
     for item in Rows::open(audience, services, None)? {
-        let (r, mended) = match item {
-            Item::Bad(issue) => {
-                out.errors.push(issue);
-                continue;
-            }
-            Item::Row(r, mended) => (r, mended),
+        let Some(r) = take(item, &mut out.errors, &mut out.warnings) else {
+            continue;
         };
-        out.warnings
-            .extend(mended.into_iter().map(|message| RowIssue {
-                line: r.line,
-                col: 1,
-                message,
-            }));
         let key = digest(&crate::store::address_key(&r.email));
         match seen.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut e) => {

@@ -425,9 +425,15 @@ impl CampaignStore for SqliteStore {
             // before its update, before the recovery), even when a mail outage made their
             // retries come due in another order: a row waits while an older one to the
             // same address is pending.
+            //
+            // Rows are walked in id order from `after` (the `+` keeps SQLite off the
+            // (status, time) index): through that index, each batch of a million-row
+            // campaign scanned and sorted every pending row, 0.4 to 0.6 s a batch
+            // against 0.3 to 1.3 ms. A pass from the start over rows already sent costs
+            // about 75 ms a million.
             "SELECT id, campaign_id, email, name, language, timezone, vars, attempts, compensation_code
-             FROM recipients r INDEXED BY recipients_pending
-             WHERE status = 'pending' AND next_attempt_at <= ?1 AND id > ?2
+             FROM recipients r
+             WHERE +status = 'pending' AND +next_attempt_at <= ?1 AND id > ?2
                AND campaign_id NOT IN (SELECT id FROM campaigns WHERE expansion IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM recipients o
                                WHERE o.email = r.email AND o.status = 'pending' AND o.id < r.id)

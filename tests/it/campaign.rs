@@ -636,11 +636,16 @@ async fn refusals_are_recorded_with_the_server_reply_and_deferrals_retried() {
         (&1.into(), &1.into(), &1.into()),
         "{status}"
     );
+    // The recipient gauges follow within a second of the last result.
+    support::until_metric(
+        port,
+        "tocsin_campaign_recipients{state=\"failed\"}",
+        Duration::from_secs(10),
+        &String::new,
+        |v| v == 1.0,
+    )
+    .await;
     let metrics = support::metrics(port).await;
-    assert!(
-        metrics.contains("tocsin_campaign_recipients{state=\"failed\"} 1"),
-        "{metrics}"
-    );
     assert!(
         metrics.contains("tocsin_campaign_send_seconds_count"),
         "{metrics}"
@@ -741,8 +746,22 @@ async fn five_thousand_customers_are_told_once_through_a_full_disk() {
     assert!(recorded(), "{status}");
     let log = std::fs::read_to_string(dir.path().join("tocsin.log")).unwrap_or_default();
     assert!(
-        log.contains("cannot record sends") && log.contains("sends cannot be recorded yet"),
-        "the disk was full, and sending paused"
+        log.contains("cannot record sends"),
+        "the disk was full: {}",
+        log.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        log.contains("sends cannot be recorded yet"),
+        "sending paused: {}",
+        log.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(!log.contains("panicked"), "{log}");
     eprintln!(
