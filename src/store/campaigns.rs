@@ -256,7 +256,48 @@ impl CampaignStore for SqliteStore {
     }
 
     fn expand_campaign(&mut self, campaign: i64, batch: &Batch) -> Result<Expanded, StoreError> {
-        self.expand_batch(campaign, batch)
+        let tx = self.conn.transaction()?;
+        let recovered: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM campaigns r JOIN campaigns c ON r.incident_id = c.incident_id
+                            WHERE c.id = ?1 AND r.kind = 'recovery')",
+            [campaign],
+            |r| r.get(0),
+        )?;
+        if recovered {
+            tx.execute(
+                "UPDATE recipients SET status = 'cancelled', last_error = 'the service recovered first'
+                 WHERE campaign_id = ?1 AND status = 'pending'",
+                [campaign],
+            )?;
+            tx.execute(
+                "UPDATE campaigns SET expansion = NULL WHERE id = ?1",
+                [campaign],
+            )?;
+            tx.commit()?;
+            return Ok(Expanded::Stopped);
+        }
+        let now = tx.query_row(
+            "SELECT created_at FROM campaigns WHERE id = ?1",
+            [campaign],
+            |r| r.get::<_, f64>(0),
+        )?;
+        let inserted = insert_recipients(&tx, campaign, batch.recipients, from_secs(now))? as u64;
+        let opted_out = batch.recipients.len() as u64 - inserted;
+        for line in batch.notes {
+            tx.execute(
+                "UPDATE campaigns SET note = CASE WHEN note = '' THEN ?2 ELSE note || char(10) || ?2 END WHERE id = ?1",
+                params![campaign, line],
+            )?;
+        }
+        tx.execute(
+            "UPDATE campaigns SET opted_out = opted_out + ?2, invalid = invalid + ?3, expansion = ?4 WHERE id = ?1",
+            params![campaign, opted_out as i64, batch.invalid as i64, batch.expansion],
+        )?;
+        tx.commit()?;
+        Ok(Expanded::Added {
+            inserted,
+            opted_out,
+        })
     }
 
     fn restart_expansion(&mut self, campaign: i64) -> Result<(), StoreError> {
@@ -718,54 +759,6 @@ pub(super) fn insert_recipients(
         ])?;
     }
     Ok(inserted)
-}
-
-impl SqliteStore {
-    /// One batch of an expansion (see [`CampaignStore::expand_campaign`]).
-    fn expand_batch(&mut self, campaign: i64, batch: &Batch) -> Result<Expanded, StoreError> {
-        let tx = self.conn.transaction()?;
-        let recovered: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM campaigns r JOIN campaigns c ON r.incident_id = c.incident_id
-                            WHERE c.id = ?1 AND r.kind = 'recovery')",
-            [campaign],
-            |r| r.get(0),
-        )?;
-        if recovered {
-            tx.execute(
-                "UPDATE recipients SET status = 'cancelled', last_error = 'the service recovered first'
-                 WHERE campaign_id = ?1 AND status = 'pending'",
-                [campaign],
-            )?;
-            tx.execute(
-                "UPDATE campaigns SET expansion = NULL WHERE id = ?1",
-                [campaign],
-            )?;
-            tx.commit()?;
-            return Ok(Expanded::Stopped);
-        }
-        let now = tx.query_row(
-            "SELECT created_at FROM campaigns WHERE id = ?1",
-            [campaign],
-            |r| r.get::<_, f64>(0),
-        )?;
-        let inserted = insert_recipients(&tx, campaign, batch.recipients, from_secs(now))? as u64;
-        let opted_out = batch.recipients.len() as u64 - inserted;
-        for line in batch.notes {
-            tx.execute(
-                "UPDATE campaigns SET note = CASE WHEN note = '' THEN ?2 ELSE note || char(10) || ?2 END WHERE id = ?1",
-                params![campaign, line],
-            )?;
-        }
-        tx.execute(
-            "UPDATE campaigns SET opted_out = opted_out + ?2, invalid = invalid + ?3, expansion = ?4 WHERE id = ?1",
-            params![campaign, opted_out as i64, batch.invalid as i64, batch.expansion],
-        )?;
-        tx.commit()?;
-        Ok(Expanded::Added {
-            inserted,
-            opted_out,
-        })
-    }
 }
 
 fn existing(tx: &Transaction, outbox_id: i64) -> Result<Option<i64>, rusqlite::Error> {
