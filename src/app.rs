@@ -90,6 +90,8 @@ pub struct Deps {
     pub campaign_mail: Arc<Mailer>,
     /// A dry run: incident webhooks are kept here instead of being POSTed (a drill).
     pub webhooks_kept: Option<Arc<crate::notify::webhook::Posted>>,
+    /// A dry run: chat and paging channel messages are kept here instead of being sent.
+    pub channels_kept: Option<Arc<crate::notify::channels::Posted>>,
     /// Heartbeat tokens and pings (the runner decides heartbeat probes from them).
     pub heartbeats: Arc<Heartbeats>,
     pub runner: Arc<dyn Runner>,
@@ -109,6 +111,7 @@ impl Deps {
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir)?),
             webhooks_kept: None,
+            channels_kept: None,
             runner: Arc::new(heartbeats.runner(LiveRunner::default())),
             heartbeats,
         })
@@ -197,6 +200,7 @@ impl App {
         let sieve_tls = crate::notify::autoreply::tls_config(config.autoresponder.as_ref())
             .map_err(AppError::Setup)?;
         crate::notify::webhook::check_secrets(&config).map_err(AppError::Setup)?;
+        crate::notify::channels::check_secrets(&config).map_err(AppError::Setup)?;
         // One client for tocsin's outgoing webhooks (page publisher and incident receivers).
         let hooks_http = reqwest::Client::builder()
             .use_preconfigured_tls(
@@ -378,8 +382,17 @@ impl App {
         let webhooks = Webhooks {
             config: config.clone(),
             metrics: metrics.clone(),
-            http: hooks_http,
+            http: hooks_http.clone(),
             record: deps.webhooks_kept.clone(),
+        };
+        let channels = crate::notify::channels::Channels {
+            store: store.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            signer: signer.clone(),
+            http: hooks_http,
+            record: deps.channels_kept.clone(),
         };
         let dispatcher = Dispatcher {
             store: store.clone(),
@@ -390,6 +403,7 @@ impl App {
                 Arc::new(campaigns),
                 Arc::new(staff_mail),
                 Arc::new(webhooks),
+                Arc::new(channels),
             ],
         };
         let sender = Sender {

@@ -120,6 +120,8 @@ struct Rehearsal {
     customers: Vec<Outgoing>,
     /// Incident webhook deliveries, built and signed, not POSTed.
     hooks: Vec<Kept>,
+    /// Chat and paging channel messages, built, not sent.
+    chats: Vec<crate::notify::channels::Kept>,
     /// Staff commands the engine refused, with when.
     refused: Vec<(SystemTime, String)>,
     /// The incident as it stood when customers were first told.
@@ -154,6 +156,15 @@ fn rehearse(
         w.secret
             .get_or_insert_with(|| crate::secret::Secret::new("drill"));
     }
+    // Channels likewise: built by their real notifier and kept.
+    let names: Vec<String> = cfg.channels.keys().cloned().collect();
+    for name in names {
+        if let Some(c) = cfg.channels.get_mut(&name) {
+            let mut vendor = c.vendor.clone();
+            vendor.fill_secrets(crate::secret::Secret::new("drill"));
+            c.vendor = vendor;
+        }
+    }
     cfg.autoresponder = None;
     cfg.api_token = None;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -183,12 +194,14 @@ async fn rehearse_on(
     let staff = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
     let customers = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
     let hooks = Arc::new(Posted::default());
+    let chats = Arc::new(crate::notify::channels::Posted::default());
     let deps = Deps {
         clock: clock.clone(),
         store: store.clone(),
         staff_mail: staff.clone(),
         campaign_mail: customers.clone(),
         webhooks_kept: Some(hooks.clone()),
+        channels_kept: Some(chats.clone()),
         // A rehearsal simulates heartbeats like any probe: the runner below decides them.
         heartbeats: crate::heartbeat::Heartbeats::new(store.clone(), clock.clone()),
         runner: Arc::new(Simulated {
@@ -287,6 +300,7 @@ async fn rehearse_on(
         staff: staff.recorded(),
         customers: customers.recorded(),
         hooks: hooks.all(),
+        chats: chats.all(),
         refused,
         told,
         placeholder,
@@ -419,6 +433,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                 let label = match kind {
                     StaffMailKind::Opened => "incident opened",
                     StaffMailKind::Escalated => "escalated: not acknowledged",
+                    StaffMailKind::Reminder => "reminder: still not acknowledged",
                     StaffMailKind::Flapping => "flapping",
                     StaffMailKind::MonitorDown => "monitor's network down",
                     StaffMailKind::MonitorFault => "monitor's own host in trouble",
@@ -580,6 +595,22 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     format!("webhook `{ev}` (JSON body, signed in X-Tocsin-Signature)"),
                     first.body.clone(),
                 ));
+            }
+        }
+        let chats: Vec<&str> = r
+            .chats
+            .iter()
+            .filter(|c| c.decision == Some(d.id))
+            .map(|c| c.channel.as_str())
+            .collect();
+        if !chats.is_empty() {
+            details.push(format!("channels: {}", chats.join(", ")));
+        }
+        if let Some(ctx) = &d.context {
+            if matches!(d.action, Action::MailStaff { .. }) {
+                for line in &ctx.oncall {
+                    details.push(format!("on call: {line}"));
+                }
             }
         }
         steps.push(Step {

@@ -175,6 +175,11 @@ pub struct Engine {
     monitor: Context,
     decisions: u64,
     link: Link,
+    /// On-call rotations, and the overrides staff set (read again every tick).
+    rotations: BTreeMap<String, crate::oncall::Rotation>,
+    overrides: Vec<crate::oncall::Override>,
+    /// The zone the staff mail gives hand-off times in.
+    staff_zone: String,
 }
 
 impl Engine {
@@ -213,6 +218,9 @@ impl Engine {
             monitor: Context::default(),
             decisions: 0,
             link,
+            rotations: BTreeMap::new(),
+            overrides: Vec::new(),
+            staff_zone: String::new(),
         };
         // A restarted engine continues the count its followers have seen.
         engine.decisions = engine.link.snapshot.borrow().decisions;
@@ -223,6 +231,9 @@ impl Engine {
     /// Takes a reloaded config: new services start fresh, removed ones are kept in the
     /// store but no longer stepped.
     pub fn reconfigure(&mut self, config: &Config) {
+        self.rotations = config.rotations.clone();
+        self.staff_zone = config.staff_timezone.clone();
+        self.reload_overrides();
         self.policies = config
             .services
             .iter()
@@ -398,7 +409,10 @@ impl Engine {
             .get(service)
             .cloned()
             .unwrap_or_else(ServiceState::new);
-        let (next, actions) = step(&state, policy, event, now);
+        // Whoever is on call now stands in each rotation's place: the machine sees
+        // addresses, and remembers who it mailed.
+        let (policy, paged) = on_call(policy, &self.rotations, &self.overrides, now);
+        let (next, actions) = step(&state, &policy, event, now);
         // Streak counters change on every report; only what an incident depends on is
         // worth a transaction (a restart recounts the streaks from fresh results).
         let durable = !actions.is_empty()
@@ -414,9 +428,10 @@ impl Engine {
                 ..self.monitor.clone()
             };
             let context = self.contexts.get(service).unwrap_or(&gone);
+            let context = self.with_paged(context, &paged, &actions);
             self.store
                 .lock()
-                .commit(service, &next, &actions, context, now)?;
+                .commit(service, &next, &actions, &context, now)?;
         }
         self.states.insert(service.to_string(), next);
         if !actions.is_empty() {
@@ -511,15 +526,15 @@ impl Engine {
         now: SystemTime,
     ) -> Result<(), EngineError> {
         let mut to: Vec<String> = Vec::new();
-        for addr in self
-            .policies
-            .values()
-            .filter_map(|p| p.levels.first())
-            .flat_map(|l| l.to.iter())
-        {
-            if !to.contains(addr) {
-                to.push(addr.clone());
+        let mut paged = Vec::new();
+        for p in self.policies.values() {
+            let (p, mut named) = on_call(p, &self.rotations, &self.overrides, now);
+            for addr in p.levels.first().iter().flat_map(|l| l.to.iter()) {
+                if !to.contains(addr) {
+                    to.push(addr.clone());
+                }
             }
+            paged.append(&mut named);
         }
         if to.is_empty() {
             return Ok(());
@@ -530,14 +545,58 @@ impl Engine {
             level: 0,
             to,
         };
-        self.store.lock().enqueue(&action, context, now)?;
+        let context = self.with_paged(context, &paged, std::slice::from_ref(&action));
+        self.store.lock().enqueue(&action, &context, now)?;
         self.decisions += 1;
         self.publish();
         Ok(())
     }
 
+    /// The overrides from the store; on failure the last ones read stay (logged).
+    fn reload_overrides(&mut self) {
+        if self.rotations.is_empty() {
+            return;
+        }
+        match self.store.lock().overrides(self.clock.now()) {
+            Ok(o) => self.overrides = o,
+            Err(e) => {
+                tracing::error!(error = %e, "on-call overrides cannot be read; the last ones read stay in force")
+            }
+        }
+    }
+
+    /// `context` with a line for each rotation that put someone on call in a level that
+    /// `actions` mail.
+    fn with_paged(
+        &self,
+        context: &Context,
+        paged: &[(usize, crate::oncall::Shift)],
+        actions: &[Action],
+    ) -> Context {
+        let mut context = context.clone();
+        for a in actions {
+            if let Action::MailStaff { level, kind, .. } = a {
+                // A notice that belongs to no incident goes to every policy's first level.
+                let first = matches!(
+                    kind,
+                    crate::incident::StaffMailKind::MonitorDown
+                        | crate::incident::StaffMailKind::MonitorFault
+                        | crate::incident::StaffMailKind::TaskRestarted
+                );
+                for (l, shift) in paged {
+                    let line = shift.explain(&self.staff_zone);
+                    if (*l == *level || first && *l == 0) && !context.oncall.contains(&line) {
+                        context.oncall.push(line);
+                    }
+                }
+            }
+        }
+        context
+    }
+
     /// Time passed: escalation levels and the customer threshold fall due.
     pub fn tick(&mut self) -> Result<(), EngineError> {
+        self.reload_overrides();
         let now = self.clock.now();
         let open: Vec<String> = self
             .states
@@ -572,4 +631,48 @@ impl Engine {
         }
         self.apply(service, event, now)
     }
+}
+
+/// `policy` with whoever is on call at `now` in each `rotation:NAME` of its levels (the
+/// policy itself when it names no rotation), and each level's shifts that did so.
+fn on_call<'p>(
+    policy: &'p Policy,
+    rotations: &BTreeMap<String, crate::oncall::Rotation>,
+    overrides: &[crate::oncall::Override],
+    now: SystemTime,
+) -> (
+    std::borrow::Cow<'p, Policy>,
+    Vec<(usize, crate::oncall::Shift)>,
+) {
+    use crate::oncall::Target;
+    let named = |t: &String| matches!(Target::parse(t), Target::Rotation(_));
+    if !policy.levels.iter().any(|l| l.to.iter().any(named)) {
+        return (std::borrow::Cow::Borrowed(policy), Vec::new());
+    }
+    let mut resolved = policy.clone();
+    let mut paged = Vec::new();
+    for (i, level) in resolved.levels.iter_mut().enumerate() {
+        let mut to: Vec<String> = Vec::new();
+        for t in &level.to {
+            let who = match Target::parse(t) {
+                Target::Rotation(name) => match rotations.get(name) {
+                    Some(r) => {
+                        let shift = r.on_call(overrides, now);
+                        let who = shift.who.clone();
+                        paged.push((i, shift));
+                        who
+                    }
+                    // A rotation the running config no longer has (the decision was
+                    // taken under an older one): nobody to put in its place.
+                    None => continue,
+                },
+                _ => t.clone(),
+            };
+            if !who.is_empty() && !to.contains(&who) {
+                to.push(who);
+            }
+        }
+        level.to = to;
+    }
+    (std::borrow::Cow::Owned(resolved), paged)
 }

@@ -20,6 +20,7 @@ pub mod incident;
 pub mod links;
 pub mod metrics;
 pub mod notify;
+pub mod oncall;
 pub mod probe;
 pub mod scheduler;
 pub mod secret;

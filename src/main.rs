@@ -13,6 +13,7 @@ use tocsin::cli::campaign::CampaignCmd;
 use tocsin::cli::heartbeat::HeartbeatCmd;
 use tocsin::cli::incident::IncidentCmd;
 use tocsin::cli::maintenance::MaintenanceCmd;
+use tocsin::cli::oncall::OncallCmd;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{self, Config};
 use tocsin::probe;
@@ -77,6 +78,11 @@ enum Command {
     Maintenance {
         #[command(subcommand)]
         cmd: MaintenanceCmd,
+    },
+    /// On-call rotations of the running tocsin: who is on call, overrides.
+    Oncall {
+        #[command(subcommand)]
+        cmd: OncallCmd,
     },
     /// Heartbeats (push monitors) of the running tocsin: list, with each one's ping URL.
     Heartbeat {
@@ -190,6 +196,40 @@ fn main() -> ExitCode {
                 tocsin::text::count(config.services.len() as u64, "service"),
                 tocsin::text::count(n as u64, "probe")
             );
+            for c in config.channels.values() {
+                let missing: Vec<String> = c
+                    .vendor
+                    .secrets()
+                    .iter()
+                    .filter(|s| s.value.is_none())
+                    .map(|s| format!("${}", s.var))
+                    .collect();
+                println!(
+                    "channel {}: {}{}",
+                    c.target(),
+                    c.vendor.redacted(),
+                    if missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({} not set: `tocsin run` refuses to start without it)",
+                            missing.join(", ")
+                        )
+                    }
+                );
+            }
+            let now = std::time::SystemTime::now();
+            for r in config.rotations.values() {
+                let on = r.on_call(&[], now);
+                let next = r.next(&[], now);
+                println!(
+                    "rotation {}: {} on call until {}, then {} (overrides set through the API not counted)",
+                    r.name,
+                    on.who,
+                    tocsin::text::time::local(on.until, &config.staff_timezone),
+                    next.who
+                );
+            }
             ExitCode::SUCCESS
         }
         Command::Probe { name } => runtime.block_on(probe_once(&config, &name)),
@@ -198,6 +238,9 @@ fn main() -> ExitCode {
         }
         Command::Campaign { cmd } => {
             outcome(runtime.block_on(tocsin::cli::campaign::run(&config, cmd)))
+        }
+        Command::Oncall { cmd } => {
+            outcome(runtime.block_on(tocsin::cli::oncall::run(&config, cmd)))
         }
         Command::Maintenance { cmd } => {
             outcome(runtime.block_on(tocsin::cli::maintenance::run(&config, cmd)))

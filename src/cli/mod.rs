@@ -5,6 +5,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod incident;
 pub mod maintenance;
+pub mod oncall;
 
 use std::time::Duration;
 

@@ -25,6 +25,7 @@ pub use resolve::autoresponder::Autoresponder;
 pub use resolve::dns::parse_server;
 pub use resolve::icmp::valid_host;
 pub use resolve::mail::{Company, Dkim, Mail};
+pub use resolve::oncall::{ChatChannel, EnvSecret, Vendor};
 pub use resolve::pages::{Hotline, Webhook};
 pub use resolve::services::{Allow, Compensation, Level, Maintenance, Module, Probe, Service};
 pub use resolve::tcp::valid_host_port;
@@ -57,6 +58,7 @@ impl Config {
                     .map(|l| PolicyLevel {
                         after: l.after,
                         to: l.to.clone(),
+                        repeat_every: l.repeat_every,
                     })
                     .collect()
             })

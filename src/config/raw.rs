@@ -44,6 +44,10 @@ pub struct RawConfig {
     pub hotline: Option<RawHotline>,
     #[serde(default)]
     pub webhooks: Vec<RawIncidentWebhook>,
+    #[serde(default)]
+    pub rotations: BTreeMap<String, RawRotation>,
+    #[serde(default)]
+    pub channels: BTreeMap<String, RawChannel>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,6 +394,8 @@ pub enum RawTcpTls {
 pub struct RawLevel {
     pub after: String,
     pub to: Vec<String>,
+    /// On the last level: remind it this often while the incident is unacknowledged.
+    pub repeat_every: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -551,4 +557,100 @@ pub struct RawIncidentWebhook {
     pub secret_env: String,
     /// Transitions sent (default: all).
     pub events: Option<Vec<String>>,
+}
+
+/// An on-call rotation: members take turns of `every` from `start`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRotation {
+    pub members: Vec<String>,
+    pub every: String,
+    /// RFC 3339 with its offset: the first hand-off.
+    pub start: String,
+    /// IANA zone whose wall clock day-long turns hand off by (default: that of `start`'s
+    /// offset, as UTC).
+    pub timezone: Option<String>,
+}
+
+/// A chat or paging channel: exactly one of the kinds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannel {
+    pub slack: Option<RawHookChannel>,
+    pub teams: Option<RawHookChannel>,
+    pub mattermost: Option<RawHookChannel>,
+    pub discord: Option<RawHookChannel>,
+    pub telegram: Option<RawTelegram>,
+    pub ntfy: Option<RawNtfy>,
+    pub matrix: Option<RawMatrix>,
+    pub pagerduty: Option<RawPagerDuty>,
+    pub opsgenie: Option<RawOpsgenie>,
+    pub webhook: Option<RawCustomChannel>,
+}
+
+/// A channel whose incoming-webhook URL is its secret (Slack, Teams, Mattermost,
+/// Discord).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHookChannel {
+    pub url_env: String,
+}
+
+/// A chat id is a number (`-1001234567890`) or a channel's `@name`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawChatId {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelegram {
+    pub token_env: String,
+    pub chat_id: RawChatId,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNtfy {
+    pub topic: String,
+    pub url: Option<String>,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatrix {
+    /// The homeserver.
+    pub url: String,
+    pub room: String,
+    pub token_env: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagerDuty {
+    pub routing_key_env: String,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOpsgenie {
+    pub api_key_env: String,
+    pub url: Option<String>,
+}
+
+/// A webhook whose body is a template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomChannel {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub body: String,
+    pub content_type: Option<String>,
+    /// Signs each body as the incident webhooks do (`X-Tocsin-Signature`).
+    pub secret_env: Option<String>,
 }

@@ -72,6 +72,9 @@ pub struct Incident {
     /// as `update_every` has passed since the last one.
     #[serde(default)]
     pub update_due: bool,
+    /// Reminders sent at the last level (its `repeat_every`).
+    #[serde(default)]
+    pub reminders: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +128,8 @@ pub enum StaffMailKind {
     Opened,
     /// A later level, still unacknowledged.
     Escalated,
+    /// The last level again, still unacknowledged after its `repeat_every`.
+    Reminder,
     /// The service changes state too often; it is held and staff are told once.
     Flapping,
     /// Every canary fails: the monitor's own network is down (not tied to a service).
@@ -141,6 +146,7 @@ impl StaffMailKind {
         match self {
             StaffMailKind::Opened => "opened",
             StaffMailKind::Escalated => "escalated",
+            StaffMailKind::Reminder => "reminder",
             StaffMailKind::Flapping => "flapping",
             StaffMailKind::MonitorDown => "monitor down",
             StaffMailKind::MonitorFault => "monitor fault",
@@ -168,11 +174,17 @@ pub enum Action {
     Acknowledged {
         id: u64,
         by: String,
+        /// Everyone told of the incident so far (chat and paging channels among them hear
+        /// of the acknowledgement).
+        #[serde(default)]
+        staff: Vec<String>,
     },
     EtaSet {
         id: u64,
         eta: SystemTime,
         by: String,
+        #[serde(default)]
+        staff: Vec<String>,
     },
     /// Start telling customers: placeholder, campaign, autoresponder, hotline.
     /// Every message to customers commits to the ETA or, without a future one, to
@@ -291,8 +303,10 @@ impl std::fmt::Display for Action {
                 }
                 write!(f, ") to {}", to.join(", "))
             }
-            Action::Acknowledged { id, by } => write!(f, "incident {id} acknowledged by {by}"),
-            Action::EtaSet { id, eta, by } => {
+            Action::Acknowledged { id, by, .. } => {
+                write!(f, "incident {id} acknowledged by {by}")
+            }
+            Action::EtaSet { id, eta, by, .. } => {
                 write!(
                     f,
                     "incident {id}: recovery expected by {} (set by {by})",
@@ -364,7 +378,7 @@ impl Action {
             Action::Open { .. } => WebhookEvent::Opened,
             Action::MailStaff { kind, .. } => match kind {
                 StaffMailKind::Opened => return None,
-                StaffMailKind::Escalated => WebhookEvent::Escalated,
+                StaffMailKind::Escalated | StaffMailKind::Reminder => WebhookEvent::Escalated,
                 StaffMailKind::Flapping => WebhookEvent::Flapping,
                 StaffMailKind::MonitorDown
                 | StaffMailKind::MonitorFault
@@ -434,7 +448,11 @@ pub fn step(
         Event::Ack { by } => {
             if let Some(inc) = s.incident.as_mut().filter(|i| i.acked.is_none()) {
                 inc.acked = Some((by.clone(), now));
-                out.push(Action::Acknowledged { id: inc.id, by });
+                out.push(Action::Acknowledged {
+                    id: inc.id,
+                    by,
+                    staff: inc.mailed.clone(),
+                });
             }
         }
         Event::Eta { eta, by } => {
@@ -449,6 +467,7 @@ pub fn step(
                     id: inc.id,
                     eta,
                     by,
+                    staff: inc.mailed.clone(),
                 });
                 if inc.customer_phase {
                     inc.update_due = true;
@@ -589,6 +608,7 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
                     next_update: None,
                     last_update: None,
                     update_due: false,
+                    reminders: 0,
                 });
             }
         }
@@ -623,6 +643,28 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
             to: level.to.clone(),
         });
         inc.levels_sent += 1;
+    }
+    // The last level again, every `repeat_every` after it was mailed, until acknowledged:
+    // a page is not lost over a weekend.
+    if let Some(last) = policy
+        .levels
+        .last()
+        .filter(|_| inc.acked.is_none() && inc.levels_sent == policy.levels.len())
+    {
+        if let Some(every) = last.repeat_every.filter(|d| !d.is_zero()) {
+            let due = last.after + every.saturating_mul(inc.reminders + 1);
+            if age >= due {
+                // After a long stop, one reminder, counted as the latest that fell due.
+                let owed = ((age - last.after).as_secs() / every.as_secs().max(1)) as u32;
+                inc.reminders = owed.max(inc.reminders + 1);
+                out.push(Action::MailStaff {
+                    id: Some(inc.id),
+                    kind: StaffMailKind::Reminder,
+                    level: policy.levels.len() - 1,
+                    to: last.to.clone(),
+                });
+            }
+        }
     }
     if !inc.customer_phase && !canary_down {
         let by_eta = inc.eta.is_some_and(|eta| {

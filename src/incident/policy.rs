@@ -8,7 +8,13 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Level {
     pub after: Duration,
+    /// Addresses, channels (`slack:ops`) and, in a policy as configured, rotations
+    /// (`rotation:primary`); the engine puts whoever is on call in a rotation's place
+    /// before each step.
     pub to: Vec<String>,
+    /// The last level: reminded this often while the incident is unacknowledged.
+    #[serde(default)]
+    pub repeat_every: Option<Duration>,
 }
 
 /// A planned maintenance window, `[start, end)`.
@@ -83,6 +89,9 @@ pub struct Context {
     pub customer_threshold: Duration,
     /// `service/probe` of each canary probe.
     pub canaries: Vec<String>,
+    /// Whoever a rotation named in the decision's levels put on call, and why (one line
+    /// each): what the staff mail says of who was paged.
+    pub oncall: Vec<String>,
 }
 
 impl Context {
@@ -93,6 +102,7 @@ impl Context {
             levels: policy.levels.clone(),
             customer_threshold: policy.customer_threshold,
             canaries,
+            oncall: Vec::new(),
         }
     }
 }

@@ -44,6 +44,7 @@ pub struct Metrics {
     hotline_hook_failures: IntCounter,
     webhook_deliveries: IntCounterVec,
     webhook_pending: IntGauge,
+    channel_deliveries: IntCounterVec,
     compensation_missing: IntCounter,
     task_restarts: IntCounterVec,
     heartbeat_pings: IntCounterVec,
@@ -296,6 +297,23 @@ impl Metrics {
                 "Incident webhook deliveries not yet accepted by their receiver.",
             ),
         );
+        let channel_deliveries = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tocsin_channel_deliveries_total",
+                    "Chat and paging channel attempts by kind (slack, pagerduty, ...) and result: sent, retried (408, 429, 5xx, network), failed (refused for good).",
+                ),
+                &["kind", "result"],
+            ),
+        );
+        for kind in crate::oncall::CHANNEL_KINDS {
+            for result in ["sent", "retried", "failed"] {
+                channel_deliveries
+                    .with_label_values(&[kind, result])
+                    .inc_by(0);
+            }
+        }
         let compensation_missing = reg(
             &r,
             IntCounter::new(
@@ -386,6 +404,7 @@ impl Metrics {
             hotline_hook_failures,
             webhook_deliveries,
             webhook_pending,
+            channel_deliveries,
             compensation_missing,
             task_restarts,
             heartbeat_pings,
@@ -404,6 +423,13 @@ impl Metrics {
     }
 
     /// One incident webhook attempt: `sent`, `retried` or `failed`.
+    /// One attempt of a chat or paging channel of `kind` (a bounded set).
+    pub fn channel_delivery(&self, kind: &str, result: &str) {
+        self.channel_deliveries
+            .with_label_values(&[kind, result])
+            .inc();
+    }
+
     pub fn webhook_delivery(&self, result: &str) {
         self.webhook_deliveries.with_label_values(&[result]).inc();
     }

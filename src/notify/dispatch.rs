@@ -33,6 +33,9 @@ pub enum Outcome {
     Done,
     /// A transient failure: tried again later.
     Retry(String),
+    /// A transient failure whose receiver said when to come back (a `429` with
+    /// `Retry-After`): tried again after that wait instead of the backoff.
+    RetryAfter(String, Duration),
     /// A permanent failure: never tried again.
     Failed(String),
 }
@@ -267,6 +270,11 @@ impl Dispatcher {
             Outcome::Done => self.store.lock().delivered(d.id, now),
             Outcome::Retry(e) => {
                 let wait = notifier.backoff().after(d.attempts);
+                self.store.lock().retry_delivery(d.id, &e, now + wait)
+            }
+            Outcome::RetryAfter(e, wait) => {
+                // At least a second: a receiver asking for "0" is not hammered.
+                let wait = wait.max(Duration::from_secs(1));
                 self.store.lock().retry_delivery(d.id, &e, now + wait)
             }
             Outcome::Failed(e) => self.store.lock().delivery_failed(d.id, &e, now),

@@ -11,6 +11,7 @@
 //! - Shared parts: [`mail`] (the SMTP or `.eml` transport) and [`templates`].
 
 pub mod autoreply;
+pub mod channels;
 pub mod dispatch;
 pub mod hotline;
 pub mod mail;

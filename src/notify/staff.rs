@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::fmt_dur;
 use crate::incident::{Action, Context, StaffMailKind};
+use crate::oncall::addresses;
 use crate::store::IncidentRecord;
 
 use std::sync::Arc;
@@ -64,6 +65,13 @@ pub fn render(
             kind: StaffMailKind::Escalated,
             level,
         } => format!("[tocsin] {name} is DOWN, unacknowledged (escalation level {level})"),
+        StaffNotice::Level {
+            kind: StaffMailKind::Reminder,
+            ..
+        } => format!(
+            "[tocsin] Reminder: {name} is still DOWN, unacknowledged for {}",
+            age(incident.started, now)
+        ),
         // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
             kind:
@@ -137,6 +145,13 @@ pub fn render(
                 }
             }
             let _ = writeln!(t);
+            if !context.oncall.is_empty() {
+                let _ = writeln!(t, "On call, paged now:");
+                for line in &context.oncall {
+                    let _ = writeln!(t, "  {line}");
+                }
+                let _ = writeln!(t);
+            }
             if let Some(by) = &incident.acked_by {
                 let _ = writeln!(t, "Acknowledged by {by}.");
             } else if let Some(next) = context.levels.get(level + 1) {
@@ -327,10 +342,12 @@ impl Notifier for StaffMail {
         Channel::StaffMail
     }
 
+    /// Decisions that mail someone: a level or a notice with an address among its `to`
+    /// (the channels there are the chat notifier's), and "resolved" to those mailed.
     fn wants(&self, decision: &OutboxItem) -> bool {
         match &decision.action {
-            Action::MailStaff { .. } => true,
-            Action::Resolve { staff, .. } => !staff.is_empty(),
+            Action::MailStaff { to, .. } => !addresses(to).is_empty(),
+            Action::Resolve { staff, .. } => !addresses(staff).is_empty(),
             _ => false,
         }
     }
@@ -393,7 +410,13 @@ impl StaffMail {
                 _ => "staff_flapping",
             };
             let name = (!context.service_name.is_empty()).then_some(context.service_name.as_str());
-            let mail = render_notice(*kind, name, &context.canaries, to.clone(), decision.decided);
+            let mail = render_notice(
+                *kind,
+                name,
+                &context.canaries,
+                addresses(to),
+                decision.decided,
+            );
             return Ok(Some((k, mail)));
         };
         let Some(incident) = self.store.lock().incident(incident)? else {
@@ -420,6 +443,7 @@ impl StaffMail {
                 let k = match kind {
                     StaffMailKind::Opened => "staff_opened",
                     StaffMailKind::Escalated => "staff_escalated",
+                    StaffMailKind::Reminder => "staff_reminder",
                     StaffMailKind::Flapping => "staff_flapping",
                     StaffMailKind::MonitorDown => "staff_monitor_down",
                     StaffMailKind::MonitorFault => "staff_monitor_fault",
@@ -429,7 +453,14 @@ impl StaffMail {
                     kind: *kind,
                     level: *level,
                 };
-                let mail = render(&context, &incident, &notice, to.clone(), Some(&links), now);
+                let mail = render(
+                    &context,
+                    &incident,
+                    &notice,
+                    addresses(to),
+                    Some(&links),
+                    now,
+                );
                 Some((k, mail))
             }
             Action::Resolve {
@@ -439,7 +470,7 @@ impl StaffMail {
                     ended: *ended,
                     by: by.as_deref(),
                 };
-                let mail = render(&context, &incident, &notice, staff.clone(), None, now);
+                let mail = render(&context, &incident, &notice, addresses(staff), None, now);
                 Some(("staff_resolved", mail))
             }
             _ => None,

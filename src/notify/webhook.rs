@@ -5,7 +5,7 @@
 //! The dispatcher fans each decision out into one delivery per receiver that wants its
 //! event; this notifier carries one out: 2xx closes it, 408, 429, 5xx and network errors
 //! are retried ([`Backoff::QUICK`]), any other answer is final (logged, counted, and
-//! written into the incident's timeline). The body is built from the decision as it was
+//! written into the incident's timeline); a 429 with `Retry-After` waits as long as it asks. The body is built from the decision as it was
 //! decided, so a receiver sees the same body and delivery id on every retry and can drop
 //! repeats.
 
@@ -147,9 +147,12 @@ impl Notifier for Webhooks {
                 self.metrics.webhook_delivery("sent");
                 tracing::info!(url = %d.target, event, delivery = d.id, "webhook delivered");
             }
-            Outcome::Retry(e) => {
+            Outcome::Retry(e) | Outcome::RetryAfter(e, _) => {
                 self.metrics.webhook_delivery("retried");
-                let wait = self.backoff().after(d.attempts);
+                let wait = match &outcome {
+                    Outcome::RetryAfter(_, w) => *w,
+                    _ => self.backoff().after(d.attempts),
+                };
                 tracing::warn!(url = %d.target, event, delivery = d.id, error = %e, retry_in = ?wait, "webhook not delivered; will retry");
             }
             Outcome::Failed(e) => {
@@ -187,23 +190,10 @@ impl Webhooks {
         match req.send().await {
             Err(e) => Outcome::Retry(format!("no answer: {}", root(&e))),
             Ok(r) => {
-                let status = r.status();
-                if status.is_success() {
-                    return Outcome::Done;
-                }
-                let said: String = r
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect();
-                let msg = format!("answered {}: {}", status.as_u16(), said.trim());
-                if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
-                    Outcome::Retry(msg)
-                } else {
-                    Outcome::Failed(msg)
-                }
+                let status = r.status().as_u16();
+                let headers = r.headers().clone();
+                let said = r.text().await.unwrap_or_default();
+                super::channels::answer(status, &headers, &said, std::time::SystemTime::now())
             }
         }
     }

@@ -9,6 +9,7 @@ mod autoresponders;
 mod campaigns;
 mod heartbeats;
 mod maintenance;
+mod oncall;
 mod outbox;
 mod rows;
 mod sqlite;
@@ -88,6 +89,8 @@ pub enum Channel {
     StaffMail,
     Campaign,
     Webhook,
+    /// Chat and paging channels (`slack:ops`, `pagerduty:main`), one lane per channel.
+    Chat,
 }
 
 impl Channel {
@@ -96,13 +99,19 @@ impl Channel {
             Channel::StaffMail => "staff_mail",
             Channel::Campaign => "campaign",
             Channel::Webhook => "webhook",
+            Channel::Chat => "chat",
         }
     }
 
     pub fn parse(s: &str) -> Option<Channel> {
-        [Channel::StaffMail, Channel::Campaign, Channel::Webhook]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            Channel::StaffMail,
+            Channel::Campaign,
+            Channel::Webhook,
+            Channel::Chat,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 }
 
@@ -235,6 +244,7 @@ pub trait Store:
     + OutboxStore
     + AutoresponderStore
     + HeartbeatStore
+    + OncallStore
     + Send
 {
 }
@@ -246,8 +256,25 @@ impl<T> Store for T where
         + OutboxStore
         + AutoresponderStore
         + HeartbeatStore
+        + OncallStore
         + Send
 {
+}
+
+/// On-call overrides set through the API (rotations themselves live in probes.yaml).
+pub trait OncallStore {
+    /// Adds an override; its id.
+    fn add_override(
+        &mut self,
+        o: &crate::oncall::Override,
+        now: SystemTime,
+    ) -> Result<i64, StoreError>;
+
+    /// Cancels an override; whether it existed and was not cancelled already.
+    fn cancel_override(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError>;
+
+    /// The overrides in force or ahead at `now` (not cancelled, not ended), by id.
+    fn overrides(&self, now: SystemTime) -> Result<Vec<crate::oncall::Override>, StoreError>;
 }
 
 /// Heartbeats: the token each is pinged at, and the pings it received.

@@ -293,7 +293,10 @@ impl OutboxStore for SqliteStore {
             )?;
             if let Some(incident) = incident {
                 let error = error.to_string();
-                let event = if Channel::parse(&channel) == Some(Channel::Webhook) {
+                let event = if matches!(
+                    Channel::parse(&channel),
+                    Some(Channel::Webhook | Channel::Chat)
+                ) {
                     TimelineEvent::WebhookFailed { url: target, error }
                 } else {
                     TimelineEvent::DeliveryFailed { error }

@@ -222,6 +222,19 @@ const MIGRATIONS: &[&str] = &[
     // 14: an outage campaign is expanded from its audience a batch at a time; until the
     // last batch, where reading stopped (NULL once expanded), and nothing of it is sent.
     "ALTER TABLE campaigns ADD COLUMN expansion TEXT;",
+    // 15: on-call overrides set through the API: someone else takes a rotation's turns
+    // for a while.
+    "CREATE TABLE oncall_overrides (
+        id          INTEGER PRIMARY KEY,
+        rotation    TEXT NOT NULL,
+        who         TEXT NOT NULL,
+        start_at    REAL NOT NULL,
+        end_at      REAL NOT NULL,
+        created_by  TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        cancelled_at REAL
+    );
+    CREATE INDEX oncall_overrides_end ON oncall_overrides (end_at);",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it
@@ -567,7 +580,7 @@ fn record(
             Some(seq) => incident_id(tx, service, *seq)?,
             None => None,
         },
-        Action::Acknowledged { id, by } => {
+        Action::Acknowledged { id, by, .. } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(
                 "UPDATE incidents SET acked_by = ?2, acked_at = ?3 WHERE id = ?1",

@@ -4,6 +4,7 @@
 
 pub mod email;
 pub mod html;
+pub mod template;
 pub mod time;
 
 /// `n` and the noun, singular for one: "1 service", "3 services", "0 answers". For the

@@ -57,6 +57,29 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t.clamp(SystemTime::UNIX_EPOCH, last)).to_string()
 }
 
+/// `2026-12-07 09:00 CET`: `t` as a clock in the IANA zone `zone` shows it (UTC for a
+/// zone chrono-tz does not know; the config refuses those).
+pub fn local(t: SystemTime, zone: &str) -> String {
+    let zone: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+    let t: chrono::DateTime<chrono::Utc> = t.into();
+    t.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+/// An RFC 3339 time with its offset (`2026-12-07T09:00:00+01:00`), from 2000 to 2200.
+pub fn parse_offset_time(s: &str) -> Result<SystemTime, String> {
+    let t: SystemTime = chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map_err(|_| format!("`{s}` is not an RFC 3339 time such as 2026-12-07T09:00:00+01:00"))?
+        .into();
+    if !(earliest()..latest()).contains(&t) {
+        return Err(format!(
+            "`{s}` is outside the years 2000 to 2199, the times tocsin takes"
+        ));
+    }
+    Ok(t)
+}
+
 /// Serde: a time as an RFC 3339 string.
 pub fn serialize_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(*t))

@@ -6,6 +6,7 @@ pub mod act;
 pub mod api;
 pub mod campaigns;
 pub mod maintenance;
+pub mod oncall;
 pub mod ping;
 pub mod public;
 pub mod serve;
@@ -102,7 +103,9 @@ pub fn router(state: AppState, side: Side) -> Router {
     let mut router = router.with_state(state);
     if let Some(api) = incidents {
         if internal {
-            router = router.merge(api::routes(api.clone()));
+            router = router
+                .merge(api::routes(api.clone()))
+                .merge(oncall::routes(api.clone()));
         }
         if public {
             router = router.merge(act::routes(api));

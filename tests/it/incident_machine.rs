@@ -30,14 +30,17 @@ fn policy() -> Policy {
             Level {
                 after: Duration::ZERO,
                 to: vec!["oncall@example.com".into()],
+                repeat_every: None,
             },
             Level {
                 after: 15 * MIN,
                 to: vec!["lead@example.com".into()],
+                repeat_every: None,
             },
             Level {
                 after: HOUR,
                 to: vec!["staff@example.com".into(), "oncall@example.com".into()],
+                repeat_every: None,
             },
         ],
         maintenance: vec![],

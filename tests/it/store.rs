@@ -39,6 +39,7 @@ fn policy() -> Policy {
         levels: vec![Level {
             after: Duration::ZERO,
             to: vec!["oncall@example.com".into()],
+            repeat_every: None,
         }],
         maintenance: vec![],
         flapping: Flapping::default(),
@@ -53,6 +54,7 @@ fn context() -> Context {
         levels: p.levels,
         customer_threshold: p.customer_threshold,
         canaries: vec![],
+        oncall: vec![],
     }
 }
 

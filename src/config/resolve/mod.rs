@@ -18,6 +18,7 @@ mod heartbeat;
 mod http;
 pub(super) mod icmp;
 pub(super) mod mail;
+pub(super) mod oncall;
 pub(super) mod pages;
 pub(super) mod services;
 pub(super) mod tcp;
@@ -83,6 +84,10 @@ pub struct Config {
     pub hotline: Hotline,
     /// Receivers of incident transitions.
     pub webhooks: Vec<IncidentWebhook>,
+    /// On-call rotations by name.
+    pub rotations: BTreeMap<String, crate::oncall::Rotation>,
+    /// Chat and paging channels by name.
+    pub channels: BTreeMap<String, oncall::ChatChannel>,
     /// Accepted with a remark (`tocsin check` prints them).
     pub warnings: Vec<super::ConfigError>,
 }
@@ -196,7 +201,8 @@ pub(super) fn resolve(
     let defaults = resolve_defaults(&mut cx, raw.defaults.as_ref());
 
     // Named things that services refer to.
-    let escalation = resolve_escalation(&mut cx, &raw.escalation);
+    let channels = oncall::resolve_channels(&mut cx, &raw.channels);
+    let escalation = resolve_escalation(&mut cx, &raw);
     let audiences = resolve_audiences(&mut cx, &raw.audiences);
 
     // After a shape error (a misspelt or mistyped `services`) this would only be noise.
@@ -243,6 +249,11 @@ pub(super) fn resolve(
         }
     });
     let webhooks = resolve_incident_webhooks(&mut cx, &raw.webhooks);
+    let rotations = oncall::resolve_rotations(
+        &mut cx,
+        &raw.rotations,
+        staff_timezone.as_deref().unwrap_or(&page_timezone),
+    );
     let api_token_env = raw
         .api
         .as_ref()
@@ -283,6 +294,8 @@ pub(super) fn resolve(
         autoresponder,
         hotline,
         webhooks,
+        rotations,
+        channels,
         warnings: Vec::new(),
     })
 }

@@ -129,7 +129,10 @@ impl Module {
 #[derive(Debug, Clone)]
 pub struct Level {
     pub after: Duration,
+    /// Addresses, `rotation:NAME` and channels (`slack:ops`).
     pub to: Vec<String>,
+    /// The last level only: reminded this often while unacknowledged.
+    pub repeat_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -561,12 +564,10 @@ pub(super) fn resolve_modules(
     out
 }
 
-pub(super) fn resolve_escalation(
-    cx: &mut Ctx,
-    raw: &BTreeMap<String, Vec<RawLevel>>,
-) -> BTreeMap<String, Vec<Level>> {
+pub(super) fn resolve_escalation(cx: &mut Ctx, raw: &RawConfig) -> BTreeMap<String, Vec<Level>> {
+    let raw_levels = &raw.escalation;
     let mut out = BTreeMap::new();
-    for (name, levels) in raw {
+    for (name, levels) in raw_levels {
         let ep = Path::root().key("escalation").key(name);
         if levels.is_empty() {
             cx.err(&ep, format!("escalation policy `{name}` has no levels"));
@@ -588,19 +589,29 @@ pub(super) fn resolve_escalation(
             }
             prev = prev.max(after);
             if l.to.is_empty() {
-                cx.err(&lp.key("to"), "`to` is empty: list at least one address");
+                cx.err(
+                    &lp.key("to"),
+                    "`to` is empty: list at least one address, rotation or channel",
+                );
             }
-            for (j, addr) in l.to.iter().enumerate() {
-                if !valid_email(addr) {
-                    cx.err(
-                        &lp.key("to").index(j),
-                        format!("`{addr}` is not an email address"),
-                    );
+            super::oncall::check_targets(cx, &lp.key("to"), &l.to, &raw.rotations, &raw.channels);
+            let repeat_every = l.repeat_every.as_ref().and_then(|r| {
+                let rp = lp.key("repeat_every");
+                let d = cx.positive_duration(&rp, r)?;
+                if i + 1 != levels.len() {
+                    cx.err(&rp, "`repeat_every` belongs on the last level: earlier levels are followed by the next one");
+                    return None;
                 }
-            }
+                if d < Duration::from_secs(60) {
+                    cx.err(&rp, format!("`repeat_every: {r}` is shorter than a minute: a reminder that often is noise"));
+                    return None;
+                }
+                Some(d)
+            });
             resolved.push(Level {
                 after,
                 to: l.to.clone(),
+                repeat_every,
             });
         }
         out.insert(name.clone(), resolved);

@@ -1090,6 +1090,7 @@ impl InProcess {
             staff_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             campaign_mail: Arc::new(Mailer::new(&config.mail, &config.data_dir).unwrap()),
             webhooks_kept: None,
+            channels_kept: None,
             runner: Arc::new(heartbeats.runner(tocsin::scheduler::LiveRunner::default())),
             heartbeats,
         };
