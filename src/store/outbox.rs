@@ -171,7 +171,8 @@ impl OutboxStore for SqliteStore {
         channel: Option<Channel>,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        // A webhook receiver hears of transitions in the order they were decided: only its
+        // A webhook receiver or a chat or paging channel hears of transitions in the order
+        // they were decided: only its
         // oldest pending delivery is ever due, so one that is down holds up its own queue
         // and nothing else. Staff read an incident's mails in the order they were decided
         // too (DOWN, escalated, UP), even after a mail outage of hours whose retries came
@@ -183,8 +184,9 @@ impl OutboxStore for SqliteStore {
              FROM deliveries d LEFT JOIN outbox o ON o.id = d.outbox_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
                AND (?3 IS NULL OR d.channel = ?3)
-               AND (d.channel != 'webhook' OR d.id IN (
-                    SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel = 'webhook' GROUP BY target))
+               AND (d.channel NOT IN ('webhook', 'chat') OR d.id IN (
+                    SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel IN ('webhook', 'chat')
+                    GROUP BY channel, target))
                AND (d.channel != 'staff_mail' OR d.incident_id IS NULL OR d.id IN (
                     SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel = 'staff_mail'
                     AND incident_id IS NOT NULL GROUP BY incident_id, target))

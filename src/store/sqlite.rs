@@ -222,9 +222,35 @@ const MIGRATIONS: &[&str] = &[
     // 14: an outage campaign is expanded from its audience a batch at a time; until the
     // last batch, where reading stopped (NULL once expanded), and nothing of it is sent.
     "ALTER TABLE campaigns ADD COLUMN expansion TEXT;",
-    // 15: on-call overrides set through the API: someone else takes a rotation's turns
-    // for a while.
-    "CREATE TABLE oncall_overrides (
+    // 15: chat and paging channels get deliveries of their own (the channel CHECK is
+    // widened, which SQLite does by rebuilding the table, ids kept); and on-call
+    // overrides set through the API: someone else takes a rotation's turns for a while.
+    "CREATE TABLE deliveries_new (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox_id       INTEGER REFERENCES outbox (id),
+        channel         TEXT NOT NULL CHECK (channel IN ('staff_mail', 'campaign', 'webhook', 'chat')),
+        target          TEXT NOT NULL DEFAULT '',
+        incident_id     INTEGER REFERENCES incidents (id),
+        queued_event    TEXT,
+        queued_body     TEXT,
+        created_at      REAL NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        done_at         REAL,
+        UNIQUE (outbox_id, channel, target)
+    );
+    INSERT INTO deliveries_new SELECT id, outbox_id, channel, target, incident_id, queued_event,
+        queued_body, created_at, status, attempts, next_attempt_at, last_error, done_at
+        FROM deliveries ORDER BY id;
+    DELETE FROM sqlite_sequence WHERE name = 'deliveries_new';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'deliveries_new', seq FROM sqlite_sequence WHERE name = 'deliveries';
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_new RENAME TO deliveries;
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    CREATE TABLE oncall_overrides (
         id          INTEGER PRIMARY KEY,
         rotation    TEXT NOT NULL,
         who         TEXT NOT NULL,

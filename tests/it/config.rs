@@ -241,7 +241,7 @@ const CASES: &[(&str, &[&str])] = &[
         "escalation-bad-email.yaml",
         &[
             "9:16: levels must be in order: `after: 0m` comes before the previous level's 15m",
-            "9:25: `oncall` is not an email address",
+            "9:25: `oncall` is not an email address, `rotation:NAME` or a channel such as `slack:ops`",
         ],
     ),
     (

@@ -625,3 +625,100 @@ fn a_decision_reads_as_one_line_with_rfc_3339_times() {
         ]
     );
 }
+
+/// The policy with reminders at its last level every `every`.
+fn reminding(every: Duration) -> Policy {
+    let mut p = policy();
+    p.levels.last_mut().unwrap().repeat_every = Some(every);
+    p
+}
+
+#[test]
+fn the_last_level_is_reminded_until_acknowledged() {
+    let mut sim = Sim::new(reminding(4 * HOUR));
+    // Down from 0:00, opened at 1:00 (three failed runs); level 1 at 0:15 and level 2 at
+    // 1:00 after the start; reminders at 5:00 and 9:00; acknowledged at 10:00: none at
+    // 13:00.
+    sim.run(Duration::ZERO, 10 * HOUR, true, false);
+    sim.at(10 * HOUR);
+    sim.send(Event::Ack { by: "anna".into() });
+    sim.run(10 * HOUR, 14 * HOUR, true, false);
+    let mails: Vec<(u64, String)> = kinds(&sim.log)
+        .into_iter()
+        .filter(|(_, k)| k.starts_with("mail"))
+        .collect();
+    assert_eq!(
+        mails,
+        [
+            (60, "mail Opened 0".to_string()),
+            (15 * 60, "mail Escalated 1".to_string()),
+            (3600, "mail Escalated 2".to_string()),
+            (5 * 3600, "mail Reminder 2".to_string()),
+            (9 * 3600, "mail Reminder 2".to_string()),
+        ]
+    );
+    let reminder = sim
+        .log
+        .iter()
+        .find_map(|(_, a)| match a {
+            Action::MailStaff {
+                kind: StaffMailKind::Reminder,
+                to,
+                ..
+            } => Some(to.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reminder, ["staff@example.com", "oncall@example.com"]);
+}
+
+#[test]
+fn after_a_long_pause_one_reminder_is_sent_not_every_missed_one() {
+    let mut sim = Sim::new(reminding(HOUR));
+    sim.run(Duration::ZERO, 2 * HOUR + 30 * MIN, true, false);
+    let before = sim.log.len();
+    // Nothing steps the machine for ten hours (tocsin was stopped).
+    sim.at(12 * HOUR + 30 * MIN);
+    let reminders = |actions: Vec<Action>| {
+        actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::MailStaff {
+                        kind: StaffMailKind::Reminder,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(reminders(sim.send(Event::Tick)), 1);
+    // The next one an hour after the last that fell due (12:00 + 1h), not at once.
+    sim.at(12 * HOUR + 59 * MIN);
+    assert_eq!(reminders(sim.send(Event::Tick)), 0);
+    sim.at(13 * HOUR);
+    assert_eq!(reminders(sim.send(Event::Tick)), 1);
+    assert!(sim.log.len() > before);
+}
+
+#[test]
+fn acknowledging_and_setting_an_eta_name_everyone_told() {
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 20 * MIN, true, false);
+    let acked = sim.send(Event::Ack { by: "anna".into() });
+    match &acked[..] {
+        [Action::Acknowledged { staff, .. }] => {
+            assert_eq!(staff, &["oncall@example.com", "lead@example.com"])
+        }
+        other => panic!("{other:?}"),
+    }
+    let eta = sim.send(Event::Eta {
+        eta: sim.now + HOUR,
+        by: "anna".into(),
+    });
+    assert!(
+        matches!(&eta[..], [Action::EtaSet { staff, .. }] if staff.len() == 2),
+        "{eta:?}"
+    );
+}

@@ -9,6 +9,7 @@ mod api;
 mod autoresponder;
 mod blackbox;
 mod campaign;
+mod channels;
 mod cli;
 mod compensation;
 mod config;
