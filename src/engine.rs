@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::incident::{Action, Event, Policy, ServiceState, Status, step};
+use crate::incident::{Action, Event, Policy, ServiceState, Status, Upstream, step};
 use crate::metrics::Metrics;
 use crate::probe::Reason;
 use crate::scheduler::Report;
@@ -180,6 +180,10 @@ pub struct Engine {
     overrides: Vec<crate::oncall::Override>,
     /// The zone the staff mail gives hand-off times in.
     staff_zone: String,
+    /// Each service's `depends_on`, and every service that depends on something, in an
+    /// order where what is needed comes before what needs it.
+    depends_on: BTreeMap<String, Vec<String>>,
+    dependents: Vec<String>,
 }
 
 impl Engine {
@@ -221,6 +225,8 @@ impl Engine {
             rotations: BTreeMap::new(),
             overrides: Vec::new(),
             staff_zone: String::new(),
+            depends_on: BTreeMap::new(),
+            dependents: Vec::new(),
         };
         // A restarted engine continues the count its followers have seen.
         engine.decisions = engine.link.snapshot.borrow().decisions;
@@ -266,7 +272,88 @@ impl Engine {
         for k in configured {
             self.canaries.entry(k).or_insert(None);
         }
+        self.depends_on = config
+            .services
+            .iter()
+            .filter(|s| !s.depends_on.is_empty())
+            .map(|s| (s.id.clone(), s.depends_on.clone()))
+            .collect();
+        self.dependents = needed_first(&self.depends_on);
+        // A dependency added or removed by the reload counts from now on.
+        let now = self.clock.now();
+        let all: Vec<String> = self.policies.keys().cloned().collect();
+        for s in all {
+            if let Err(e) = self.propagate(&s, now) {
+                tracing::error!(error = %e, "incident engine: the dependencies' states could not be stored and are taken again at the next change");
+            }
+        }
         self.publish();
+    }
+
+    /// Every service `service` depends on, directly or through a chain, nearest first.
+    fn ancestors(&self, service: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut queue: std::collections::VecDeque<&str> = std::collections::VecDeque::new();
+        queue.push_back(service);
+        while let Some(s) = queue.pop_front() {
+            for d in self.depends_on.get(s).into_iter().flatten() {
+                if d != service && !out.contains(d) {
+                    out.push(d.clone());
+                    queue.push_back(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// What the services `service` depends on look like at `now`: the root incident open
+    /// among them (the earliest to start), else one failing toward an incident, else
+    /// clear.
+    fn upstream_of(&self, service: &str, now: SystemTime) -> Upstream {
+        let ancestors = self.ancestors(service);
+        let root = ancestors
+            .iter()
+            .filter_map(|a| {
+                let inc = self.states.get(a)?.incident.as_ref()?;
+                Some((inc.started, a))
+            })
+            .min();
+        if let Some((_, root)) = root {
+            return Upstream::Down(root.clone());
+        }
+        let failing = ancestors.iter().find(|a| {
+            let (Some(st), Some(policy)) = (self.states.get(*a), self.policies.get(*a)) else {
+                return false;
+            };
+            // A flapping service, or one in maintenance, opens no incident: nothing to
+            // wait for.
+            !st.flapping && st.status(policy, now) == Status::Suspect
+        });
+        match failing {
+            Some(a) => Upstream::Failing(a.clone()),
+            None => Upstream::Clear,
+        }
+    }
+
+    /// After `changed` stepped: every service that depends on it is told what its
+    /// dependencies now look like, in dependency order, so a chain settles in one pass.
+    fn propagate(&mut self, changed: &str, now: SystemTime) -> Result<(), EngineError> {
+        if self.dependents.is_empty() {
+            return Ok(());
+        }
+        for d in self.dependents.clone() {
+            if d != changed && !self.ancestors(&d).iter().any(|a| a == changed) {
+                continue;
+            }
+            if !self.policies.contains_key(&d) {
+                continue;
+            }
+            let upstream = self.upstream_of(&d, now);
+            if self.states.get(&d).map(|s| &s.upstream) != Some(&upstream) {
+                self.step_one(&d, Event::Upstream(upstream), now)?;
+            }
+        }
+        Ok(())
     }
 
     /// A handle to this engine, for the tasks that talk to it once it runs.
@@ -392,9 +479,24 @@ impl Engine {
         self.states.get(service)
     }
 
+    /// Steps one service and saves the result, then the services that depend on it.
+    fn apply(
+        &mut self,
+        service: &str,
+        event: Event,
+        now: SystemTime,
+    ) -> Result<Vec<Action>, EngineError> {
+        let before = self.states.get(service).map(Shape::of);
+        let actions = self.step_one(service, event, now)?;
+        if self.states.get(service).map(Shape::of) != before {
+            self.propagate(service, now)?;
+        }
+        Ok(actions)
+    }
+
     /// Steps one service and saves the result; the in-memory state changes only once the
     /// transaction has committed.
-    fn apply(
+    fn step_one(
         &mut self,
         service: &str,
         event: Event,
@@ -420,7 +522,9 @@ impl Engine {
             || next.next_id != state.next_id
             || next.flapping != state.flapping
             || next.canary_down != state.canary_down
-            || next.last_window_end != state.last_window_end;
+            || next.last_window_end != state.last_window_end
+            || next.upstream != state.upstream
+            || next.attached != state.attached;
         if durable {
             // A service the running config no longer has is named by its id.
             let gone = Context {
@@ -675,4 +779,43 @@ fn on_call<'p>(
         level.to = to;
     }
     (std::borrow::Cow::Owned(resolved), paged)
+}
+
+/// What services that depend on a service look at: whether it has an incident, fails,
+/// flaps, or is attached to another's incident.
+#[derive(PartialEq)]
+struct Shape(bool, bool, bool, bool);
+
+impl Shape {
+    fn of(s: &ServiceState) -> Shape {
+        Shape(
+            s.incident.is_some(),
+            s.streaks.values().any(|x| x.fails > 0),
+            s.flapping,
+            s.attached.is_some(),
+        )
+    }
+}
+
+/// The services in `depends_on` (those that need something), each after everything it
+/// needs (the config refuses cycles; a service left in one is put last).
+fn needed_first(depends_on: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut left: Vec<&String> = depends_on.keys().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|s| {
+            let ready = depends_on[*s]
+                .iter()
+                .all(|d| !depends_on.contains_key(d) || out.contains(d));
+            if ready {
+                out.push((*s).clone());
+            }
+            !ready
+        });
+        if left.len() == before {
+            out.extend(left.drain(..).cloned());
+        }
+    }
+    out
 }

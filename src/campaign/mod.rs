@@ -52,7 +52,14 @@ pub enum Planned {
     },
     /// Nothing to send: no audience, or nobody was mailed the outage.
     Nothing,
+    /// Not yet: a service attached to an incident whose customers are not told yet (or
+    /// whose campaign is still being read): asked again after this long.
+    Later(std::time::Duration),
 }
+
+/// How often the customers of an attached service are looked at again while the root
+/// incident has not reached its customer phase.
+pub const ATTACHED_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Turns the customer-side part of an outbox item into a campaign. Idempotent: the same
 /// item planned twice gives the same campaign.
@@ -65,6 +72,9 @@ pub fn plan(
     let Some(incident) = item.incident else {
         return Ok(Planned::Nothing);
     };
+    if let Action::AlsoAffected { affected: true, .. } = &item.action {
+        return plan_attached(store, config, item, incident, now);
+    }
     let kind = match &item.action {
         Action::CustomerPhase { .. } => CampaignKind::Outage,
         Action::CustomerUpdate { .. } => CampaignKind::Update,
@@ -101,7 +111,86 @@ pub fn plan(
     let opened = store
         .lock()
         .open_campaign(item.id, incident, &service.id, name, now)?;
-    match expand(store, config, service, name, audience, &opened, usize::MAX)? {
+    match expand(
+        store,
+        config,
+        service,
+        name,
+        audience,
+        &opened,
+        &[],
+        usize::MAX,
+    )? {
+        Expansion::Done => Ok(Planned::Campaign(opened.id)),
+        Expansion::Stopped => Ok(Planned::Nothing),
+        Expansion::Paused => unreachable!("every batch was written"),
+    }
+}
+
+/// A service attached to `incident` (it depends on the incident's service and fails with
+/// it): once the incident's customers are told, its own customers are told too, by a
+/// campaign about it, leaving out everyone the incident's campaigns reached already (one
+/// message per customer). Its updates and recovery mail follow the incident's.
+fn plan_attached(
+    store: &SharedStore,
+    config: &Config,
+    item: &OutboxItem,
+    incident: i64,
+    now: SystemTime,
+) -> Result<Planned, PlanError> {
+    let Some(root) = store.lock().incident(incident)? else {
+        return Ok(Planned::Nothing);
+    };
+    if root.ended.is_some() || !root.also_affected().iter().any(|(s, _)| *s == item.service) {
+        // Over, or the service works again: nothing to tell its customers.
+        return Ok(Planned::Nothing);
+    }
+    if !root.customer_phase {
+        return Ok(Planned::Later(ATTACHED_AGAIN));
+    }
+    let campaigns = store.lock().outage_campaigns(incident)?;
+    let root_has_audience = config
+        .services
+        .iter()
+        .find(|s| s.id == root.service)
+        .is_some_and(|s| s.audience.is_some());
+    let mine = campaigns.iter().any(|(_, _, s)| *s == item.service);
+    // The incident's own campaign must be read whole first, so that nobody it reaches is
+    // mailed twice.
+    let reading = campaigns
+        .iter()
+        .any(|(_, done, s)| !done && *s != item.service);
+    if !mine && (reading || (root_has_audience && campaigns.is_empty())) {
+        return Ok(Planned::Later(ATTACHED_AGAIN));
+    }
+    let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
+        return Ok(Planned::Nothing);
+    };
+    let Some((name, audience)) = service
+        .audience
+        .as_ref()
+        .and_then(|a| config.audiences.get(a).map(|x| (a, x)))
+    else {
+        return Ok(Planned::Nothing);
+    };
+    let opened = store
+        .lock()
+        .open_campaign(item.id, incident, &service.id, name, now)?;
+    let others: Vec<i64> = campaigns
+        .iter()
+        .map(|(id, _, _)| *id)
+        .filter(|id| *id != opened.id)
+        .collect();
+    match expand(
+        store,
+        config,
+        service,
+        name,
+        audience,
+        &opened,
+        &others,
+        usize::MAX,
+    )? {
         Expansion::Done => Ok(Planned::Campaign(opened.id)),
         Expansion::Stopped => Ok(Planned::Nothing),
         Expansion::Paused => unreachable!("every batch was written"),
@@ -118,7 +207,10 @@ const SCAN: usize = 50_000;
 /// opt-outs. The store is taken only to write a batch, so a million rows keep neither
 /// the engine waiting nor the rows in memory (a 16-byte digest per address is kept to
 /// merge repeated addresses). Goes on where an earlier, interrupted expansion stopped.
-/// Writes at most `batches` batches (what a crash leaves behind, for the tests).
+/// Writes at most `batches` batches (what a crash leaves behind, for the tests). Nobody
+/// in the campaigns `exclude` is added (they were told by another campaign of the same
+/// incident).
+#[allow(clippy::too_many_arguments)]
 fn expand(
     store: &SharedStore,
     config: &Config,
@@ -126,6 +218,7 @@ fn expand(
     name: &str,
     audience: &crate::config::Audience,
     opened: &crate::store::Opened,
+    exclude: &[i64],
     batches: usize,
 ) -> Result<Expansion, PlanError> {
     let Some(saved) = &opened.expansion else {
@@ -138,6 +231,11 @@ fn expand(
         audience::Rows::open(audience, &ids, from.as_ref()).map_err(PlanError::Transient)?;
     let resumed = from.as_ref().is_some_and(|c| c.file == rows.cursor().file);
     let mut seen: HashSet<u128> = HashSet::new();
+    for other in exclude {
+        store.lock().campaign_addresses(*other, &mut |email| {
+            seen.insert(audience::digest(&address_key(email)));
+        })?;
+    }
     let (mut followers, mut invalid) = (0u64, 0u64);
     if resumed {
         store.lock().campaign_addresses(id, &mut |email| {
@@ -666,7 +764,16 @@ mod tests {
             .lock()
             .open_campaign(item.id, 1, "shop", "customers", SystemTime::now())
             .unwrap();
-        let paused = expand(store, config, service, "customers", audience, &opened, 1);
+        let paused = expand(
+            store,
+            config,
+            service,
+            "customers",
+            audience,
+            &opened,
+            &[],
+            1,
+        );
         assert!(matches!(paused, Ok(Expansion::Paused)));
         opened.id
     }

@@ -43,6 +43,7 @@ impl Notifier for Campaigns {
                     customers: true,
                     ..
                 }
+                | Action::AlsoAffected { affected: true, .. }
         )
     }
 
@@ -78,6 +79,9 @@ impl Notifier for Campaigns {
                 Outcome::Done
             }
             Ok(Planned::Nothing) => Outcome::Done,
+            Ok(Planned::Later(wait)) => {
+                Outcome::RetryAfter("the incident's customers are not told yet".into(), wait)
+            }
             Err(PlanError::Store(e)) => {
                 tracing::error!(service = %item.service, error = %e, "customer campaign: cannot write to the store; will retry");
                 Outcome::Retry(format!("store: {e}"))

@@ -79,6 +79,10 @@ pub struct RawService {
     pub failure_threshold: Option<u32>,
     pub success_threshold: Option<u32>,
     pub compensation: Option<RawCompensation>,
+    /// Services this one needs: while one of them has an incident open, a failure here
+    /// is attached to it instead of opening an incident of its own.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
     #[serde(default)]
     pub probes: Vec<RawProbe>,
 }

@@ -31,6 +31,9 @@ pub enum Status {
     Recovering,
     /// Inside a planned maintenance window with no incident open.
     Maintenance,
+    /// Failing while a service it depends on has an incident open: attached to that
+    /// incident as "also affected" instead of opening its own.
+    Affected,
 }
 
 /// A probe's current run of results.
@@ -90,6 +93,27 @@ pub struct ServiceState {
     pub canary_down: bool,
     /// End of the last maintenance window seen in force.
     pub last_window_end: Option<SystemTime>,
+    /// What the services it depends on look like (the engine tells it).
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// The service whose incident this one is attached to, as "also affected".
+    #[serde(default)]
+    pub attached: Option<String>,
+}
+
+/// The services a service depends on (directly or through a chain), as the engine sees
+/// them: what decides whether a failure of its own opens an incident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "service")]
+pub enum Upstream {
+    /// None of them fails.
+    #[default]
+    Clear,
+    /// One of them fails, not yet long enough to open an incident: an incident of this
+    /// service waits, since it is likely the same outage seen sooner.
+    Failing(String),
+    /// This one (the root) has an incident open: a failure here is attached to it.
+    Down(String),
 }
 
 /// Something that happened to a service.
@@ -119,6 +143,8 @@ pub enum Event {
     Canary {
         down: bool,
     },
+    /// The services it depends on changed.
+    Upstream(Upstream),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +228,14 @@ pub enum Action {
         eta: Option<SystemTime>,
         #[serde(default)]
         next_update: Option<SystemTime>,
+    },
+    /// This service fails while `root` (a service it depends on) has an incident open:
+    /// attached to that incident (`affected`), or recovered while it is still open.
+    AlsoAffected {
+        root: String,
+        affected: bool,
+        #[serde(default, deserialize_with = "super::stored::reason_map")]
+        reasons: BTreeMap<String, Reason>,
     },
     Resolve {
         id: u64,
@@ -329,6 +363,20 @@ impl std::fmt::Display for Action {
                     (None, None) => Ok(()),
                 }
             }
+            Action::AlsoAffected {
+                root,
+                affected: true,
+                reasons,
+            } => {
+                write!(f, "also affected by the incident of {root}")?;
+                for (probe, reason) in reasons {
+                    write!(f, "; {probe}: {reason}")?;
+                }
+                Ok(())
+            }
+            Action::AlsoAffected { root, .. } => {
+                write!(f, "no longer affected by the incident of {root}")
+            }
             Action::CustomerUpdate {
                 id,
                 eta,
@@ -389,6 +437,7 @@ impl Action {
             Action::CustomerPhase { .. } => WebhookEvent::CustomerPhase,
             Action::CustomerUpdate { .. } => WebhookEvent::CustomerUpdate,
             Action::Resolve { .. } => WebhookEvent::Resolved,
+            Action::AlsoAffected { .. } => return None,
         })
     }
 }
@@ -403,6 +452,8 @@ impl Default for ServiceState {
             flapping: false,
             canary_down: false,
             last_window_end: None,
+            upstream: Upstream::Clear,
+            attached: None,
         }
     }
 }
@@ -416,6 +467,7 @@ impl ServiceState {
     pub fn status(&self, policy: &Policy, now: SystemTime) -> Status {
         let failing = self.streaks.values().any(|s| s.fails > 0);
         match (&self.incident, failing) {
+            (None, true) if self.attached.is_some() => Status::Affected,
             (Some(_), true) => Status::Down,
             (Some(_), false) => Status::Recovering,
             (None, _) if policy.window_at(now).is_some() => Status::Maintenance,
@@ -482,6 +534,7 @@ pub fn step(
             }
         }
         Event::Canary { down } => s.canary_down = down,
+        Event::Upstream(u) => s.upstream = u,
     }
     evaluate(&mut s, policy, now, &mut out);
     (s, out)
@@ -570,25 +623,44 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
             .filter(|x| x.fails >= policy.failure_threshold)
             .filter_map(|x| x.failing_since)
             .min();
-        if let Some(since) = tripped {
+        let failing_now = s.streaks.values().any(|x| x.fails > 0);
+        // Attached to a root incident that is gone, or recovered meanwhile: detached.
+        if let Some(root) = s.attached.clone() {
+            let still = matches!(&s.upstream, Upstream::Down(r) if *r == root);
+            if !failing_now || !still {
+                s.attached = None;
+                if still {
+                    out.push(Action::AlsoAffected {
+                        root,
+                        affected: false,
+                        reasons: BTreeMap::new(),
+                    });
+                }
+            }
+        }
+        let upstream = s.upstream.clone();
+        let held = match &upstream {
+            Upstream::Clear => false,
+            Upstream::Failing(_) => tripped.is_some(),
+            Upstream::Down(root) => {
+                if tripped.is_some() && s.attached.as_deref() != Some(root.as_str()) {
+                    s.attached = Some(root.clone());
+                    out.push(Action::AlsoAffected {
+                        root: root.clone(),
+                        affected: true,
+                        reasons: failing_reasons(s),
+                    });
+                }
+                tripped.is_some()
+            }
+        };
+        if let Some(since) = tripped.filter(|_| !held) {
             if window.is_none() && !s.canary_down && !s.flapping {
                 let started = match s.last_window_end {
                     Some(end) if end > since && end <= now => end,
                     _ => since,
                 };
-                let reasons: BTreeMap<String, Reason> = s
-                    .streaks
-                    .iter()
-                    .filter(|(_, x)| x.fails > 0)
-                    .map(|(p, x)| {
-                        (
-                            p.clone(),
-                            x.reason.clone().unwrap_or_else(|| Reason::Text {
-                                text: "failing".into(),
-                            }),
-                        )
-                    })
-                    .collect();
+                let reasons = failing_reasons(s);
                 let id = s.next_id;
                 s.next_id += 1;
                 out.push(Action::Open {
@@ -705,6 +777,22 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
             });
         }
     }
+}
+
+/// Each failing probe with its last reason.
+fn failing_reasons(s: &ServiceState) -> BTreeMap<String, Reason> {
+    s.streaks
+        .iter()
+        .filter(|(_, x)| x.fails > 0)
+        .map(|(p, x)| {
+            (
+                p.clone(),
+                x.reason.clone().unwrap_or_else(|| Reason::Text {
+                    text: "failing".into(),
+                }),
+            )
+        })
+        .collect()
 }
 
 /// What a message sent at `now` commits to: the ETA while it is ahead, otherwise a

@@ -11,7 +11,7 @@ mod stored;
 pub mod timeline;
 
 pub use machine::{
-    Action, Event, Incident, ServiceState, StaffMailKind, Status, WebhookEvent, step,
+    Action, Event, Incident, ServiceState, StaffMailKind, Status, Upstream, WebhookEvent, step,
 };
 pub use policy::{Context, Flapping, Level, Policy, Window};
 pub use timeline::TimelineEvent;

@@ -80,6 +80,13 @@ pub enum TimelineEvent {
         signal: String,
         body: Option<String>,
     },
+    /// A service that depends on this one fails too (`affected`), or recovered.
+    AlsoAffected {
+        service: String,
+        affected: bool,
+        #[serde(default, deserialize_with = "super::stored::reason_map")]
+        reasons: BTreeMap<String, Reason>,
+    },
     /// An entry written by an earlier tocsin, before the timeline was typed, as it was.
     Recorded {
         name: String,
@@ -123,6 +130,8 @@ impl TimelineEvent {
                 next_update: *next_update,
             },
             Action::Resolve { by, .. } => TimelineEvent::Resolved { by: by.clone() },
+            // Written by the store with the service it is about (see `also_affected`).
+            Action::AlsoAffected { .. } => return None,
         })
     }
 
@@ -142,6 +151,8 @@ impl TimelineEvent {
             TimelineEvent::HotlineFailed { .. } => "hotline_failed",
             TimelineEvent::AutoresponderFailed { .. } => "autoresponder_failed",
             TimelineEvent::HeartbeatPing { .. } => "heartbeat_ping",
+            TimelineEvent::AlsoAffected { affected: true, .. } => "also_affected",
+            TimelineEvent::AlsoAffected { .. } => "no_longer_affected",
             TimelineEvent::Recorded { name, .. } => name,
         }
     }
@@ -200,6 +211,21 @@ impl TimelineEvent {
                 Some(b) => format!("heartbeat {probe}: {signal}: {b}"),
                 None => format!("heartbeat {probe}: {signal}"),
             },
+            TimelineEvent::AlsoAffected {
+                service,
+                affected,
+                reasons,
+            } => {
+                if !affected {
+                    return format!("{service} works again");
+                }
+                let why: Vec<String> = reasons.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+                if why.is_empty() {
+                    format!("{service} fails too")
+                } else {
+                    format!("{service} fails too ({})", why.join("; "))
+                }
+            }
             TimelineEvent::Recorded { detail, .. } => detail.clone(),
         }
     }

@@ -200,7 +200,7 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "tocsin_service_state",
-                    "Service state: 0 up, 1 maintenance, 2 suspect, 3 recovering, 4 down.",
+                    "Service state: 0 up, 1 maintenance, 2 suspect, 3 recovering, 4 down, 5 affected (down with a service it depends on, attached to that incident).",
                 ),
                 svc,
             ),
@@ -500,6 +500,7 @@ impl Metrics {
             Suspect => 2,
             Recovering => 3,
             Down => 4,
+            Affected => 5,
         };
         let l = [f.service];
         self.service_state.with_label_values(&l).set(code);

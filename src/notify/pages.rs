@@ -332,8 +332,11 @@ pub fn status_context(
                     })
                 })
                 .collect();
+            // Services that depend on this one and fail with it.
+            let affected: Vec<String> = i.also_affected().iter().map(|(s, _)| name_of(s)).collect();
             minijinja::context! {
                 service => name_of(&i.service),
+                affected => affected,
                 status => val(statuses.get(&i.service).copied().unwrap_or(Status::Down)),
                 started => at(i.started),
                 eta => i.promised_eta.or(i.eta).filter(|e| *e > now).map(at),

@@ -144,6 +144,18 @@ pub fn render(
                     let _ = writeln!(t, "  {reason}");
                 }
             }
+            let affected = incident.also_affected();
+            if !affected.is_empty() {
+                let _ = writeln!(t);
+                let _ = writeln!(
+                    t,
+                    "Also affected (they depend on {}; no incident of their own opens):",
+                    incident.service
+                );
+                for (_, line) in &affected {
+                    let _ = writeln!(t, "  {line}");
+                }
+            }
             let _ = writeln!(t);
             if !context.oncall.is_empty() {
                 let _ = writeln!(t, "On call, paged now:");

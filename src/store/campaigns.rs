@@ -240,6 +240,16 @@ impl CampaignStore for SqliteStore {
         Ok(opened)
     }
 
+    fn outage_campaigns(&self, incident: i64) -> Result<Vec<(i64, bool, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, expansion IS NULL, service FROM campaigns WHERE incident_id = ?1 AND kind = 'outage' ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([incident], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     fn campaign_addresses(
         &self,
         campaign: i64,
@@ -352,14 +362,14 @@ impl CampaignStore for SqliteStore {
                 short_of_codes: short,
             }));
         }
-        let outage: Option<(i64, String, String)> = tx
-            .query_row(
-                "SELECT id, service, audience FROM campaigns WHERE incident_id = ?1 AND kind = 'outage' ORDER BY id LIMIT 1",
-                [incident],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((outage, service, audience)) = outage else {
+        let outages: Vec<(i64, String, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, service, audience FROM campaigns WHERE incident_id = ?1 AND kind = 'outage' ORDER BY id",
+            )?;
+            stmt.query_map([incident], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let Some((first, rest)) = outages.split_first() else {
             // Customers were never mailed (no audience, or the campaign was refused).
             return Ok(None);
         };
@@ -370,68 +380,26 @@ impl CampaignStore for SqliteStore {
                 [incident],
             )?;
         }
-        tx.execute(
-            "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, code_pool)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                incident,
-                service,
-                kind.as_str(),
-                audience,
-                outbox_id,
-                secs(now),
-                codes
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
-             SELECT ?1, email, name, language, timezone, vars, ?3 FROM recipients r
-             WHERE campaign_id = ?2 AND status = 'sent'
-               AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
-            params![id, outage, secs(now)],
-        )?;
-        // Those told of the outage who have unsubscribed since are left out, and counted.
-        tx.execute(
-            "UPDATE campaigns SET opted_out = (
-                SELECT count(*) FROM recipients r WHERE campaign_id = ?2 AND status = 'sent'
-                  AND EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email))))
-             WHERE id = ?1",
-            params![id, outage],
-        )?;
+        let mut made = None;
         let mut short = 0;
-        if let Some(pool) = codes {
-            let ids: Vec<i64> = {
-                let mut stmt =
-                    tx.prepare("SELECT id FROM recipients WHERE campaign_id = ?1 ORDER BY id")?;
-                stmt.query_map([id], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
-            };
-            for rid in ids {
-                let code: Option<String> = tx
-                    .query_row(
-                        "SELECT code FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL ORDER BY rowid LIMIT 1",
-                        [pool],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match code {
-                    Some(code) => {
-                        tx.execute(
-                            "UPDATE compensation_codes SET recipient_id = ?2, assigned_at = ?3 WHERE code = ?1",
-                            params![code, rid, secs(now)],
-                        )?;
-                        tx.execute(
-                            "UPDATE recipients SET compensation_code = ?2 WHERE id = ?1",
-                            params![rid, code],
-                        )?;
-                    }
-                    None => short += 1,
-                }
-            }
+        // The incident's own campaign first (it carries the decision), then one for the
+        // customers of each service attached to it.
+        for (n, (outage, service, audience)) in std::iter::once(first).chain(rest).enumerate() {
+            let (id, missing) = followup_of(
+                &tx,
+                incident,
+                kind,
+                *outage,
+                (service, audience),
+                (n == 0).then_some(outbox_id),
+                codes,
+                now,
+            )?;
+            made.get_or_insert(id);
+            short += missing;
         }
         tx.commit()?;
-        Ok(Some(Followup {
+        Ok(made.map(|id| Followup {
             id,
             short_of_codes: short,
         }))
@@ -759,6 +727,82 @@ pub(super) fn insert_recipients(
         ])?;
     }
     Ok(inserted)
+}
+
+/// A follow-up of `kind` to those `outage` reached (and who have not opted out since),
+/// with a code of `codes` each; its id and how many got no code.
+#[allow(clippy::too_many_arguments)]
+fn followup_of(
+    tx: &Transaction,
+    incident: i64,
+    kind: CampaignKind,
+    outage: i64,
+    (service, audience): (&str, &str),
+    outbox_id: Option<i64>,
+    codes: Option<&str>,
+    now: SystemTime,
+) -> Result<(i64, u64), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, code_pool)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            incident,
+            service,
+            kind.as_str(),
+            audience,
+            outbox_id,
+            secs(now),
+            codes
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+         SELECT ?1, email, name, language, timezone, vars, ?3 FROM recipients r
+         WHERE campaign_id = ?2 AND status = 'sent'
+           AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
+        params![id, outage, secs(now)],
+    )?;
+    // Those told of the outage who have unsubscribed since are left out, and counted.
+    tx.execute(
+        "UPDATE campaigns SET opted_out = (
+            SELECT count(*) FROM recipients r WHERE campaign_id = ?2 AND status = 'sent'
+              AND EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email))))
+         WHERE id = ?1",
+        params![id, outage],
+    )?;
+    let mut short = 0;
+    if let Some(pool) = codes {
+        let ids: Vec<i64> = {
+            let mut stmt =
+                tx.prepare("SELECT id FROM recipients WHERE campaign_id = ?1 ORDER BY id")?;
+            stmt.query_map([id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for rid in ids {
+            let code: Option<String> = tx
+                .query_row(
+                    "SELECT code FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL ORDER BY rowid LIMIT 1",
+                    [pool],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match code {
+                Some(code) => {
+                    tx.execute(
+                        "UPDATE compensation_codes SET recipient_id = ?2, assigned_at = ?3 WHERE code = ?1",
+                        params![code, rid, secs(now)],
+                    )?;
+                    tx.execute(
+                        "UPDATE recipients SET compensation_code = ?2 WHERE id = ?1",
+                        params![rid, code],
+                    )?;
+                }
+                None => short += 1,
+            }
+        }
+    }
+    Ok((id, short))
 }
 
 fn existing(tx: &Transaction, outbox_id: i64) -> Result<Option<i64>, rusqlite::Error> {

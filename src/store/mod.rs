@@ -186,6 +186,26 @@ pub struct IncidentRecord {
     pub timeline: Vec<TimelineEntry>,
 }
 
+impl IncidentRecord {
+    /// The services attached to this incident now (they depend on its service and fail
+    /// with it), each with the line its timeline gives ("api fails too (home: ...)").
+    pub fn also_affected(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for e in &self.timeline {
+            if let crate::incident::TimelineEvent::AlsoAffected {
+                service, affected, ..
+            } = &e.event
+            {
+                out.retain(|(s, _)| s != service);
+                if *affected {
+                    out.push((service.clone(), e.event.detail()));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One entry of an incident's timeline: when, and what (typed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimelineEntry {
@@ -394,6 +414,11 @@ pub trait CampaignStore {
         now: SystemTime,
     ) -> Result<Opened, StoreError>;
 
+    /// The outage campaigns of `incident` (its own, and those telling the customers of
+    /// services attached to it), each with whether it is fully expanded and the service
+    /// it is about.
+    fn outage_campaigns(&self, incident: i64) -> Result<Vec<(i64, bool, String)>, StoreError>;
+
     /// Calls `each` with the address of every recipient a campaign has so far, in order.
     fn campaign_addresses(
         &self,
@@ -416,7 +441,10 @@ pub trait CampaignStore {
 
     /// Creates an update or recovery campaign of `incident` for everyone its outage mail
     /// reached (and who has not opted out since). A recovery also cancels every outage and
-    /// update mail not yet sent: after recovery, "we are down" would be false.
+    /// update mail not yet sent: after recovery, "we are down" would be false. The
+    /// customers of a service attached to the incident, told by an outage campaign of
+    /// their own, get a follow-up of their own (about that service) in the same
+    /// transaction.
     ///
     /// With `codes` (a pool's name), each recipient of the new campaign is given the
     /// pool's next unused code in the same transaction: never the same code twice, and a

@@ -655,6 +655,29 @@ fn record(
             )?;
             store_id
         }
+        // About the root's open incident: its timeline names this service.
+        Action::AlsoAffected {
+            root,
+            affected,
+            reasons,
+        } => {
+            let store_id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM incidents WHERE service = ?1 AND ended_at IS NULL ORDER BY id DESC LIMIT 1",
+                    [root],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(incident) = store_id {
+                let event = TimelineEvent::AlsoAffected {
+                    service: service.to_string(),
+                    affected: *affected,
+                    reasons: reasons.clone(),
+                };
+                timeline(tx, incident, now, &event)?;
+            }
+            return Ok(store_id);
+        }
     };
     if let (Some(incident), Some(event)) = (store_id, TimelineEvent::of(action)) {
         timeline(tx, incident, now, &event)?;

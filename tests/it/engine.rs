@@ -224,3 +224,147 @@ async fn a_probe_failing_for_want_of_descriptors_opens_no_incident_and_staff_hea
         "no verdict on the target: {text}"
     );
 }
+
+/// A database, a cache that needs it, and thirty services that need the cache or the
+/// database directly.
+fn dependencies_yaml() -> String {
+    let mut y = String::from(
+        "services:
+  - id: db
+    name: Database
+    failure_threshold: 2
+    escalation: default
+    probes:
+      - { name: pg, tcp: { address: \"127.0.0.1:9\" } }
+  - id: cache
+    failure_threshold: 2
+    escalation: default
+    depends_on: [db]
+    probes:
+      - { name: redis, tcp: { address: \"127.0.0.1:9\" } }
+",
+    );
+    for i in 0..30 {
+        let on = if i % 2 == 0 { "cache" } else { "db" };
+        y.push_str(&format!(
+            "  - id: app{i}
+    failure_threshold: 1
+    escalation: default
+    depends_on: [{on}]
+    probes:
+      - {{ name: http{i}, tcp: {{ address: \"127.0.0.1:9\" }} }}
+"
+        ));
+    }
+    y.push_str(
+        "escalation:
+  default:
+    - { after: 0m, to: [oncall@example.com] }
+",
+    );
+    y
+}
+
+#[tokio::test]
+async fn a_database_outage_with_thirty_dependent_services_is_one_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::parse(&dependencies_yaml(), &dir.path().join("probes.yaml")).unwrap();
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    // The applications notice first (their threshold is one failure), the database a
+    // moment later: none of them opens an incident of its own.
+    engine.report(&report(&cfg, "pg", false)).unwrap();
+    for i in 0..30 {
+        engine
+            .report(&report(&cfg, &format!("http{i}"), false))
+            .unwrap();
+    }
+    engine.report(&report(&cfg, "redis", false)).unwrap();
+    engine.report(&report(&cfg, "redis", false)).unwrap();
+    engine.report(&report(&cfg, "pg", false)).unwrap();
+    for i in 0..30 {
+        engine
+            .report(&report(&cfg, &format!("http{i}"), false))
+            .unwrap();
+    }
+    let open = store.lock().incidents(true).unwrap();
+    assert_eq!(
+        open.iter().map(|i| i.service.as_str()).collect::<Vec<_>>(),
+        ["db"],
+        "one incident"
+    );
+    let affected = open[0].also_affected();
+    assert_eq!(affected.len(), 31, "{affected:?}");
+    assert!(
+        affected.iter().any(|(s, line)| s == "app3"
+            && line.starts_with("app3 fails too (http3: connection refused"))
+    );
+    let staff: Vec<String> = store
+        .lock()
+        .due(500)
+        .unwrap()
+        .iter()
+        .filter(|d| matches!(d.action, tocsin::incident::Action::MailStaff { .. }))
+        .map(|d| d.service.clone())
+        .collect();
+    assert_eq!(staff, ["db"], "one staff mail");
+    assert_eq!(
+        engine.statuses(SystemTime::now())["app4"],
+        tocsin::incident::Status::Affected
+    );
+
+    // The database and all but one application recover; app7 still fails: its own
+    // incident opens, timed from its first failure.
+    let first_failure = SystemTime::now();
+    for _ in 0..2 {
+        engine.report(&report(&cfg, "pg", true)).unwrap();
+        engine.report(&report(&cfg, "redis", true)).unwrap();
+        for i in (0..30).filter(|i| *i != 7) {
+            engine
+                .report(&report(&cfg, &format!("http{i}"), true))
+                .unwrap();
+        }
+    }
+    let open = store.lock().incidents(true).unwrap();
+    assert_eq!(
+        open.iter().map(|i| i.service.as_str()).collect::<Vec<_>>(),
+        ["app7"]
+    );
+    assert!(
+        open[0].started < first_failure,
+        "timed from its first failure"
+    );
+    let db = store.lock().incidents(false).unwrap();
+    let db = db.iter().find(|i| i.service == "db").unwrap();
+    assert!(db.ended.is_some());
+}
+
+#[test]
+fn a_dependency_cycle_is_refused_with_the_cycle_spelled_out() {
+    let yaml = "services:
+  - id: a
+    depends_on: [b]
+    probes: [{ name: pa, tcp: { address: \"127.0.0.1:9\" } }]
+  - id: b
+    depends_on: [c, b, nowhere]
+    probes: [{ name: pb, tcp: { address: \"127.0.0.1:9\" } }]
+  - id: c
+    depends_on: [a]
+    probes: [{ name: pc, tcp: { address: \"127.0.0.1:9\" } }]
+";
+    let dir = tempfile::tempdir().unwrap();
+    let errs = config::parse(yaml, &dir.path().join("probes.yaml")).unwrap_err();
+    let msgs: Vec<String> = errs
+        .0
+        .iter()
+        .map(|e| format!("{}:{}: {}", e.pos.line, e.pos.col, e.message))
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "3:17: dependencies go round in a circle: a → b → c → a; a service cannot need what needs it, remove one of these",
+            "6:21: service `b` cannot depend on itself",
+            "6:24: unknown service `nowhere`: define it under `services` (defined: a, b, c)",
+        ]
+    );
+}

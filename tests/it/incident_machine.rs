@@ -112,6 +112,9 @@ fn kinds(log: &[(Duration, Action)]) -> Vec<(u64, String)> {
                     format!("customers (eta: {because_of_eta})")
                 }
                 Action::CustomerUpdate { .. } => "customers update".into(),
+                Action::AlsoAffected { root, affected, .. } => {
+                    format!("also affected {root} {affected}")
+                }
                 Action::Resolve {
                     by,
                     customers,
@@ -481,6 +484,8 @@ enum Step {
     Eta(u64),
     Resolve,
     Canary(bool),
+    /// 0: clear, 1: a dependency failing, 2: a dependency's incident open.
+    Upstream(u8),
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -492,6 +497,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             1 => (0u64..20_000).prop_map(Step::Eta),
             1 => Just(Step::Resolve),
             1 => proptest::bool::weighted(0.2).prop_map(Step::Canary),
+            1 => (0u8..3).prop_map(Step::Upstream),
         ],
         0..300,
     )
@@ -501,7 +507,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
     fn decisions_are_consistent_over_any_sequence(seq in steps()) {
-        let p = policy();
+        let p = reminding(30 * MIN);
         let mut state = ServiceState::new();
         let mut now = t0();
         let mut open: Option<(u64, SystemTime)> = None;
@@ -518,9 +524,15 @@ proptest! {
             Step::Eta(secs) => Some(Event::Eta { eta: SystemTime::UNIX_EPOCH + Duration::from_secs(*secs), by: "a".into() }), // rebased below
             Step::Resolve => Some(Event::Resolve { by: "a".into() }),
             Step::Canary(down) => Some(Event::Canary { down: *down }),
+            Step::Upstream(u) => Some(Event::Upstream(match u {
+                0 => tocsin::incident::Upstream::Clear,
+                1 => tocsin::incident::Upstream::Failing("db".into()),
+                _ => tocsin::incident::Upstream::Down("db".into()),
+            })),
         }).collect();
         // Then everything recovers for long enough to end any incident and any flapping.
         events.push(Event::Canary { down: false });
+        events.push(Event::Upstream(tocsin::incident::Upstream::Clear));
         let settle = events.len();
         for _ in 0..30 {
             for probe in &p.probes {
@@ -538,12 +550,19 @@ proptest! {
             for a in &actions {
                 match a {
                     Action::Open { id, started, .. } => {
+                        prop_assert_eq!(&next.upstream, &tocsin::incident::Upstream::Clear, "never an incident while a dependency is down or failing toward one");
                         prop_assert!(open.is_none(), "never two open incidents");
                         prop_assert!(seen_ids.insert(*id), "ids are never reused");
                         prop_assert!(!canary_down, "nothing opens while the canaries are down");
                         prop_assert!(*started <= now);
                         open = Some((*id, *started));
                         eta = None;
+                    }
+                    Action::MailStaff { id: Some(id), kind: StaffMailKind::Reminder, level, .. } => {
+                        prop_assert_eq!(Some(*id), open.map(|o| o.0));
+                        prop_assert_eq!(*level, p.levels.len() - 1, "reminders go to the last level");
+                        prop_assert!(mailed_levels.contains(&(*id, *level)), "after the last level was mailed");
+                        prop_assert!(!acked.get(id).copied().unwrap_or(false), "no reminder after ack");
                     }
                     Action::MailStaff { id: Some(id), kind, level, .. } if *kind != StaffMailKind::Flapping => {
                         prop_assert_eq!(Some(*id), open.map(|o| o.0));
@@ -554,6 +573,13 @@ proptest! {
                         prop_assert!(now.duration_since(started).unwrap() >= p.levels[*level].after);
                     }
                     Action::MailStaff { .. } => {}
+                    Action::AlsoAffected { root, affected, .. } => {
+                        prop_assert!(open.is_none(), "attached only without an incident of its own");
+                        if *affected {
+                            prop_assert_eq!(&next.upstream, &tocsin::incident::Upstream::Down(root.clone()));
+                            prop_assert_eq!(next.attached.as_ref(), Some(root));
+                        }
+                    }
                     Action::Acknowledged { id, .. } => { acked.insert(*id, true); }
                     Action::EtaSet { eta: e, .. } => { eta = Some(*e); }
                     Action::CustomerPhase { id, .. } => {
@@ -577,6 +603,7 @@ proptest! {
         }
         prop_assert!(open.is_none(), "after a long healthy spell every incident is resolved");
         prop_assert!(state.incident.is_none());
+        prop_assert!(state.attached.is_none(), "and nothing stays attached");
     }
 }
 
@@ -721,4 +748,125 @@ fn acknowledging_and_setting_an_eta_name_everyone_told() {
         matches!(&eta[..], [Action::EtaSet { staff, .. }] if staff.len() == 2),
         "{eta:?}"
     );
+}
+
+// ------------------------------------------------------------------ dependencies
+
+fn upstream(u: tocsin::incident::Upstream) -> Event {
+    Event::Upstream(u)
+}
+
+#[test]
+fn a_failure_while_a_dependency_is_down_is_attached_to_its_incident() {
+    use tocsin::incident::Upstream;
+    let mut sim = Sim::new(policy());
+    sim.send(upstream(Upstream::Down("db".into())));
+    sim.run(Duration::ZERO, 10 * MIN, false, true);
+    assert_eq!(sim.status(), Status::Affected);
+    assert!(sim.state.incident.is_none());
+    let log = kinds(&sim.log);
+    assert!(
+        log.iter()
+            .all(|(_, k)| !k.starts_with("open") && !k.starts_with("mail")),
+        "{log:?}"
+    );
+    let attached: Vec<&Action> = sim
+        .log
+        .iter()
+        .map(|(_, a)| a)
+        .filter(|a| matches!(a, Action::AlsoAffected { .. }))
+        .collect();
+    assert_eq!(attached.len(), 1, "told once: {attached:?}");
+    assert!(
+        matches!(attached[0], Action::AlsoAffected { root, affected: true, reasons } if root == "db" && reasons.contains_key("home"))
+    );
+    // It recovers while the database is still down: detached, said once.
+    sim.run(10 * MIN, 12 * MIN, true, true);
+    assert_eq!(sim.status(), Status::Up);
+    assert!(matches!(
+        sim.log.last(),
+        Some((
+            _,
+            Action::AlsoAffected {
+                affected: false,
+                ..
+            }
+        ))
+    ));
+    // Hours on, the database back: nothing of its own ever opened.
+    sim.at(5 * HOUR);
+    sim.send(upstream(Upstream::Clear));
+    assert!(sim.state.incident.is_none());
+}
+
+#[test]
+fn still_failing_when_the_root_recovers_it_opens_its_own_incident_timed_from_its_first_failure() {
+    use tocsin::incident::Upstream;
+    let mut sim = Sim::new(policy());
+    sim.send(upstream(Upstream::Down("db".into())));
+    sim.run(Duration::ZERO, 40 * MIN, false, true);
+    sim.at(40 * MIN);
+    let actions = sim.send(upstream(Upstream::Clear));
+    match &actions[..] {
+        [
+            Action::Open { started, .. },
+            Action::MailStaff {
+                kind: StaffMailKind::Opened,
+                ..
+            },
+            ..,
+        ] => {
+            assert_eq!(*started, t0(), "from its first failure, 40 minutes ago")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Its escalation counts from that start: level 1 (15 min) is due at once.
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::MailStaff {
+                kind: StaffMailKind::Escalated,
+                level: 1,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_dependency_failing_toward_an_incident_holds_the_opening() {
+    use tocsin::incident::Upstream;
+    let mut sim = Sim::new(policy());
+    // The database fails too but has not opened yet: likely the same outage, seen sooner.
+    sim.send(upstream(Upstream::Failing("db".into())));
+    sim.run(Duration::ZERO, 3 * MIN, false, true);
+    assert!(sim.state.incident.is_none());
+    assert_eq!(sim.status(), Status::Suspect);
+    // The database opens its incident: attached.
+    sim.at(3 * MIN);
+    sim.send(upstream(Upstream::Down("db".into())));
+    assert_eq!(sim.status(), Status::Affected);
+    // Or, another time, the database recovers without one: this opens at once.
+    let mut other = Sim::new(policy());
+    other.send(upstream(Upstream::Failing("db".into())));
+    other.run(Duration::ZERO, 3 * MIN, false, true);
+    other.at(3 * MIN);
+    let opened = other.send(upstream(Upstream::Clear));
+    assert!(
+        matches!(opened.first(), Some(Action::Open { started, .. }) if *started == t0()),
+        "{opened:?}"
+    );
+}
+
+#[test]
+fn an_incident_already_open_stays_when_a_dependency_goes_down() {
+    use tocsin::incident::Upstream;
+    let mut sim = Sim::new(policy());
+    sim.run(Duration::ZERO, 5 * MIN, false, true);
+    assert!(sim.state.incident.is_some());
+    sim.send(upstream(Upstream::Down("db".into())));
+    sim.run(5 * MIN, 10 * MIN, false, true);
+    assert!(sim.state.incident.is_some());
+    assert_eq!(sim.status(), Status::Down);
 }

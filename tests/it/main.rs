@@ -14,6 +14,7 @@ mod cli;
 mod compensation;
 mod config;
 mod deliverability;
+mod dependencies;
 mod deploy;
 mod drill;
 mod e2e_staff;

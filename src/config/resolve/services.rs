@@ -22,6 +22,8 @@ pub struct Service {
     pub failure_threshold: u32,
     pub success_threshold: u32,
     pub compensation: Option<Compensation>,
+    /// Services this one needs (`depends_on`), by id; the config has no cycles.
+    pub depends_on: Vec<String>,
     pub probes: Vec<Arc<Probe>>,
 }
 
@@ -394,11 +396,97 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
             failure_threshold,
             success_threshold,
             compensation,
+            depends_on: rs.depends_on.clone(),
             probes,
         });
     }
-
+    check_dependencies(cx, raw);
     services
+}
+
+/// Every `depends_on` names another service, once, and no chain of them comes back to
+/// where it started (the cycle is spelled out).
+fn check_dependencies(cx: &mut Ctx, raw: &RawConfig) {
+    let ids: Vec<String> = raw.services.iter().map(|s| s.id.clone()).collect();
+    for (i, rs) in raw.services.iter().enumerate() {
+        let dp = Path::root().key("services").index(i).key("depends_on");
+        let mut seen = BTreeSet::new();
+        for (j, d) in rs.depends_on.iter().enumerate() {
+            if *d == rs.id {
+                cx.err(
+                    &dp.index(j),
+                    format!("service `{d}` cannot depend on itself"),
+                );
+            } else if !ids.contains(d) {
+                cx.err(&dp.index(j), undefined("service", d, "services", &ids));
+            } else if !seen.insert(d) {
+                cx.err(&dp.index(j), format!("`{d}` is listed twice"));
+            }
+        }
+    }
+    // A depth-first walk from each service, in file order; a cycle is reported once, at
+    // the first service of it in the file.
+    let deps: BTreeMap<&str, Vec<&str>> = raw
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.id.as_str(),
+                s.depends_on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| *d != s.id && ids.iter().any(|i| i == d))
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut reported: BTreeSet<Vec<&str>> = BTreeSet::new();
+    for (i, rs) in raw.services.iter().enumerate() {
+        if let Some(cycle) = cycle_from(&deps, &rs.id) {
+            let mut key = cycle.clone();
+            key.sort();
+            key.dedup();
+            if reported.insert(key) {
+                cx.err(
+                    &Path::root().key("services").index(i).key("depends_on"),
+                    format!(
+                        "dependencies go round in a circle: {}; a service cannot need what needs it, remove one of these",
+                        cycle.join(" → ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The cycle through `start`, as `start → … → start`, if there is one.
+fn cycle_from<'a>(deps: &BTreeMap<&'a str, Vec<&'a str>>, start: &'a str) -> Option<Vec<&'a str>> {
+    fn walk<'a>(
+        deps: &BTreeMap<&'a str, Vec<&'a str>>,
+        start: &'a str,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> bool {
+        let here = *path.last().expect("the path starts at `start`");
+        for next in deps.get(here).into_iter().flatten() {
+            if *next == start {
+                path.push(next);
+                return true;
+            }
+            if path.contains(next) || !done.insert(next) {
+                continue;
+            }
+            path.push(next);
+            if walk(deps, start, path, done) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = vec![start];
+    let mut done = BTreeSet::new();
+    walk(deps, start, &mut path, &mut done).then_some(path)
 }
 
 /// The one check of a probe (`need_target`) or of a module (target from the request).

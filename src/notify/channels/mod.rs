@@ -623,6 +623,9 @@ impl Channels {
                     if let Some(first) = inc.timeline.iter().find(|e| e.kind() == "opened") {
                         n.reasons = first.event.failing();
                     }
+                    for (_, line) in inc.also_affected() {
+                        n.lines.push(format!("Also affected: {line}"));
+                    }
                     for line in &context.oncall {
                         n.lines.push(format!("Paged: {line}"));
                     }
