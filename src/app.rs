@@ -369,6 +369,7 @@ impl App {
             clock: clock.clone(),
             metrics: metrics.clone(),
             signer: signer.clone(),
+            engine: Some(handle.subscribe()),
         };
         let campaigns = Campaigns {
             store: store.clone(),

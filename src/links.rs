@@ -15,6 +15,8 @@ pub const VALIDITY: Duration = Duration::from_secs(24 * 3600);
 pub enum LinkAction {
     Ack,
     Eta,
+    /// Acknowledge every incident of a grouped staff mail (the link's `group`).
+    AckAll,
 }
 
 impl LinkAction {
@@ -22,6 +24,7 @@ impl LinkAction {
         match self {
             LinkAction::Ack => "ack",
             LinkAction::Eta => "eta",
+            LinkAction::AckAll => "ackall",
         }
     }
 }
@@ -34,6 +37,8 @@ pub struct Link {
     pub expires: u64,
     /// Whom the mail went to; recorded as who acted.
     pub recipient: String,
+    /// For [`LinkAction::AckAll`]: every incident it acknowledges (`incident` among them).
+    pub group: Vec<i64>,
 }
 
 /// A link's query string, as received.
@@ -44,6 +49,9 @@ pub struct LinkQuery {
     pub e: u64,
     pub r: String,
     pub s: String,
+    /// The incidents of an "acknowledge all" link, comma-separated.
+    #[serde(default)]
+    pub g: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -60,8 +68,21 @@ pub struct Signer {
     key: hmac::Key,
 }
 
-fn message(incident: i64, action: &str, expires: u64, recipient: &str) -> String {
-    format!("{incident}|{action}|{expires}|{recipient}")
+fn message(incident: i64, action: &str, expires: u64, recipient: &str, group: &str) -> String {
+    // A link of one incident signs what it always signed: links already mailed stay valid.
+    if group.is_empty() {
+        format!("{incident}|{action}|{expires}|{recipient}")
+    } else {
+        format!("{incident}|{action}|{expires}|{recipient}|{group}")
+    }
+}
+
+fn group_text(group: &[i64]) -> String {
+    group
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -78,13 +99,19 @@ impl Signer {
     /// The full URL of `link` under `base` (the config's `public_url`).
     pub fn url(&self, base: &str, link: &Link) -> String {
         let a = link.action.as_str();
+        let g = group_text(&link.group);
         let sig = hmac::sign(
             &self.key,
-            message(link.incident, a, link.expires, &link.recipient).as_bytes(),
+            message(link.incident, a, link.expires, &link.recipient, &g).as_bytes(),
         );
         let r: String = url::form_urlencoded::byte_serialize(link.recipient.as_bytes()).collect();
+        let group = if g.is_empty() {
+            String::new()
+        } else {
+            format!("&g={g}")
+        };
         format!(
-            "{base}/act?i={}&a={a}&e={}&r={r}&s={}",
+            "{base}/act?i={}&a={a}&e={}&r={r}{group}&s={}",
             link.incident,
             link.expires,
             hex(sig.as_ref())
@@ -96,8 +123,21 @@ impl Signer {
         let action = match q.a.as_str() {
             "ack" => LinkAction::Ack,
             "eta" => LinkAction::Eta,
+            "ackall" => LinkAction::AckAll,
             _ => return Err(LinkError::BadSignature),
         };
+        let g = q.g.clone().unwrap_or_default();
+        let group: Vec<i64> = if g.is_empty() {
+            Vec::new()
+        } else {
+            g.split(',')
+                .map(|i| i.parse::<i64>().map_err(|_| LinkError::BadSignature))
+                .collect::<Result<_, _>>()?
+        };
+        // An "acknowledge all" link names its incidents; the others name none.
+        if (action == LinkAction::AckAll) == group.is_empty() || group.len() > 500 {
+            return Err(LinkError::BadSignature);
+        }
         let sig: Option<Vec<u8>> = (0..q.s.len())
             .step_by(2)
             .map(|i| {
@@ -106,8 +146,12 @@ impl Signer {
             })
             .collect();
         let sig = sig.ok_or(LinkError::BadSignature)?;
-        hmac::verify(&self.key, message(q.i, &q.a, q.e, &q.r).as_bytes(), &sig)
-            .map_err(|_| LinkError::BadSignature)?;
+        hmac::verify(
+            &self.key,
+            message(q.i, &q.a, q.e, &q.r, &g).as_bytes(),
+            &sig,
+        )
+        .map_err(|_| LinkError::BadSignature)?;
         let now = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -120,6 +164,7 @@ impl Signer {
             action,
             expires: q.e,
             recipient: q.r.clone(),
+            group,
         })
     }
 }
@@ -188,6 +233,7 @@ mod tests {
             e: pairs["e"].parse().unwrap(),
             r: pairs["r"].clone(),
             s: pairs["s"].clone(),
+            g: pairs.get("g").cloned(),
         }
     }
 
@@ -200,6 +246,7 @@ mod tests {
             action: LinkAction::Ack,
             expires: expiry(now),
             recipient: "oncall@example.com, lead@example.com".into(),
+            group: Vec::new(),
         };
         let url = s.url("https://status.example.com", &link);
         assert!(url.starts_with("https://status.example.com/act?i=7&a=ack&e=1800086400&r=oncall%40example.com%2C+lead%40example.com&s="), "{url}");
@@ -225,5 +272,46 @@ mod tests {
         let mut broken = q(&url);
         broken.s = "zz".into();
         assert_eq!(s.verify(&broken, now), Err(LinkError::BadSignature));
+    }
+
+    #[test]
+    fn an_acknowledge_all_link_signs_its_incidents() {
+        let s = Signer::new(b"0123456789abcdef0123456789abcdef");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let link = Link {
+            incident: 7,
+            action: LinkAction::AckAll,
+            expires: expiry(now),
+            recipient: "oncall@example.com".into(),
+            group: vec![7, 8, 9],
+        };
+        let url = s.url("https://status.example.com", &link);
+        assert!(
+            url.contains("&a=ackall&") && url.contains("&g=7,8,9&"),
+            "{url}"
+        );
+        assert_eq!(s.verify(&q(&url), now), Ok(link.clone()));
+        for (from, to) in [
+            ("g=7,8,9", "g=7,8,9,10"),
+            ("g=7,8,9", "g=7,8"),
+            ("a=ackall", "a=ack"),
+        ] {
+            assert_eq!(
+                s.verify(&q(&url.replace(from, to)), now),
+                Err(LinkError::BadSignature),
+                "{from} -> {to}"
+            );
+        }
+        // A single-incident link cannot be given a group.
+        let one = s.url(
+            "",
+            &Link {
+                action: LinkAction::Ack,
+                group: Vec::new(),
+                ..link
+            },
+        );
+        let widened = one.replace("&s=", "&g=7,8&s=");
+        assert_eq!(s.verify(&q(&widened), now), Err(LinkError::BadSignature));
     }
 }

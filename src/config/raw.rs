@@ -31,7 +31,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub modules: BTreeMap<String, RawModule>,
     #[serde(default)]
-    pub escalation: BTreeMap<String, Vec<RawLevel>>,
+    pub escalation: RawEscalation,
     pub mail: Option<RawMail>,
     #[serde(default)]
     pub audiences: BTreeMap<String, RawAudience>,
@@ -561,6 +561,59 @@ pub struct RawIncidentWebhook {
     pub secret_env: String,
     /// Transitions sent (default: all).
     pub events: Option<Vec<String>>,
+}
+
+/// `escalation:`: the policies by name, beside two settings of their own.
+#[derive(Debug, Default)]
+pub struct RawEscalation {
+    /// How long an opening waits for others of the same policy to share one staff mail.
+    pub group_wait: Option<String>,
+    /// The same for later levels, reminders and "resolved".
+    pub group_interval: Option<String>,
+    pub policies: BTreeMap<String, Vec<RawLevel>>,
+}
+
+impl RawEscalation {
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.policies.keys()
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.policies.contains_key(name)
+    }
+}
+
+// By hand: serde's `flatten` would give up the positions and "did you mean" of every
+// error inside a policy; this reads the two settings by name and every other key as a
+// policy, through the same deserializer.
+impl<'de> Deserialize<'de> for RawEscalation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawEscalation;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of escalation policies (and group_wait, group_interval)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawEscalation, A::Error> {
+                let mut out = RawEscalation::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "group_wait" => out.group_wait = Some(map.next_value()?),
+                        "group_interval" => out.group_interval = Some(map.next_value()?),
+                        _ => {
+                            let levels = map.next_value()?;
+                            out.policies.insert(key, levels);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// An on-call rotation: members take turns of `every` from `start`.

@@ -102,6 +102,13 @@ pub trait Notifier: Send + Sync {
 
     fn backoff(&self) -> Backoff;
 
+    /// How long after the fan-out `decision`'s delivery is first tried (by default at
+    /// once).
+    fn delay(&self, decision: &OutboxItem) -> Duration {
+        let _ = decision;
+        Duration::ZERO
+    }
+
     /// Carries out one delivery.
     async fn deliver(&self, delivery: &Delivery) -> Outcome;
 }
@@ -243,10 +250,14 @@ impl Dispatcher {
             .notifiers
             .iter()
             .flat_map(|n| {
-                n.targets(decision).into_iter().map(|target| NewDelivery {
-                    channel: n.channel(),
-                    target,
-                })
+                let after = n.delay(decision);
+                n.targets(decision)
+                    .into_iter()
+                    .map(move |target| NewDelivery {
+                        channel: n.channel(),
+                        target,
+                        after,
+                    })
             })
             .collect();
         self.store

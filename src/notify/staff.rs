@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::config::fmt_dur;
-use crate::incident::{Action, Context, StaffMailKind};
+use crate::incident::{Action, Context, StaffMailKind, Status};
 use crate::oncall::addresses;
 use crate::store::IncidentRecord;
 
@@ -346,7 +346,14 @@ pub struct StaffMail {
     pub metrics: Arc<Metrics>,
     /// Signs the ack and ETA links.
     pub signer: Arc<Signer>,
+    /// The engine's snapshot: whether other services of the same policy are in trouble
+    /// (then a mail waits for them to share it). None: every mail goes at once.
+    pub engine: Option<tokio::sync::watch::Receiver<Arc<crate::engine::Snapshot>>>,
 }
+
+/// What makes staff mails one: the kind (opened, escalated to level N, reminder,
+/// resolved), the service's escalation policy, and the recipients.
+type GroupKey = (String, Option<String>, Vec<String>);
 
 #[async_trait::async_trait]
 impl Notifier for StaffMail {
@@ -368,21 +375,78 @@ impl Notifier for StaffMail {
         Backoff::MAIL
     }
 
+    /// An incident's mail waits `escalation.group_wait` (an opening) or `group_interval`
+    /// (a later level, a reminder, "resolved") when another service of the same policy
+    /// is in trouble at that moment, so that their mails go out as one. A lone outage's
+    /// mail goes at once.
+    fn delay(&self, decision: &OutboxItem) -> Duration {
+        let config = self.config.get();
+        let (Some(engine), Some((class, policy, _))) =
+            (&self.engine, self.group_key(&config, decision))
+        else {
+            return Duration::ZERO;
+        };
+        let wait = if class == "opened" {
+            config.group_wait
+        } else {
+            config.group_interval
+        };
+        let statuses = engine.borrow().statuses.clone();
+        let others = config
+            .services
+            .iter()
+            .filter(|s| s.id != decision.service && s.escalation == policy)
+            .any(|s| match statuses.get(&s.id) {
+                Some(Status::Down | Status::Recovering) => true,
+                // About to open, possibly: worth waiting for only for an opening.
+                Some(Status::Suspect) => class == "opened",
+                _ => false,
+            });
+        if others { wait } else { Duration::ZERO }
+    }
+
     async fn deliver(&self, d: &Delivery) -> Outcome {
         let Some(decision) = &d.decision else {
             return Outcome::Failed("the delivery has no decision".into());
         };
+        // Sent already inside another incident's grouped mail.
+        if matches!(self.store.lock().delivery_pending(d.id), Ok(false)) {
+            return Outcome::Done;
+        }
         let mail = match self.compose(decision) {
             Ok(Some(m)) => m,
             // The incident is gone from the store: nothing left to tell.
             Ok(None) => return Outcome::Done,
             Err(e) => return Outcome::Retry(format!("cannot read the incident: {e}")),
         };
-        let (kind, outgoing) = mail;
+        // The mails of other incidents that share this one's group and wait: one mail.
+        let companions = self.companions(d, decision);
+        let (kind, outgoing) = if companions.is_empty() {
+            mail
+        } else {
+            let mut parts = vec![(decision.incident.unwrap_or_default(), mail.1)];
+            for c in &companions {
+                if let Some(x) = &c.decision {
+                    match self.compose(x) {
+                        Ok(Some((_, m))) => parts.push((x.incident.unwrap_or_default(), m)),
+                        Ok(None) => {}
+                        Err(e) => return Outcome::Retry(format!("cannot read the incident: {e}")),
+                    }
+                }
+            }
+            (mail.0, self.grouped(decision, parts))
+        };
         match self.mailer.send(&outgoing).await {
             Ok(()) => {
                 self.metrics.mail_sent(kind);
-                tracing::info!(service = %decision.service, kind, to = %outgoing.to.join(", "), "staff mail sent");
+                tracing::info!(service = %decision.service, kind, to = %outgoing.to.join(", "), incidents = companions.len() + 1, "staff mail sent");
+                let now = self.clock.now();
+                for c in &companions {
+                    if let Err(e) = self.store.lock().delivered(c.id, now) {
+                        // Sent, not marked: it may be sent again on its own, never lost.
+                        tracing::error!(delivery = c.id, error = %e, "a grouped staff mail could not be marked sent");
+                    }
+                }
                 Outcome::Done
             }
             Err(MailError::Transient(e)) | Err(MailError::Config(e)) => {
@@ -401,6 +465,172 @@ impl Notifier for StaffMail {
 }
 
 impl StaffMail {
+    /// The group `decision`'s mail belongs to; None for a mail never grouped (a notice of
+    /// no incident, flapping).
+    fn group_key(&self, config: &crate::config::Config, decision: &OutboxItem) -> Option<GroupKey> {
+        decision.incident?;
+        let (class, to) = match &decision.action {
+            Action::MailStaff {
+                kind: StaffMailKind::Opened,
+                to,
+                ..
+            } => ("opened".to_string(), to),
+            Action::MailStaff {
+                kind: StaffMailKind::Escalated,
+                level,
+                to,
+                ..
+            } => (format!("escalated {level}"), to),
+            Action::MailStaff {
+                kind: StaffMailKind::Reminder,
+                to,
+                ..
+            } => ("reminder".to_string(), to),
+            Action::Resolve { staff, .. } => ("resolved".to_string(), staff),
+            _ => return None,
+        };
+        let policy = config
+            .services
+            .iter()
+            .find(|s| s.id == decision.service)
+            .and_then(|s| s.escalation.clone());
+        let mut to = addresses(to);
+        to.sort();
+        Some((class, policy, to))
+    }
+
+    /// The waiting staff mails of other incidents in `d`'s group, decided by now: each the
+    /// oldest waiting mail of its incident, so that an incident's mails keep their order.
+    fn companions(&self, d: &Delivery, decision: &OutboxItem) -> Vec<Delivery> {
+        let config = self.config.get();
+        let Some(key) = self.group_key(&config, decision) else {
+            return Vec::new();
+        };
+        let now = self.clock.now();
+        let waiting = match self.store.lock().due_deliveries(
+            crate::text::time::latest(),
+            Some(Channel::StaffMail),
+            500,
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the waiting staff mails; this one goes alone");
+                return Vec::new();
+            }
+        };
+        waiting
+            .into_iter()
+            .filter(|w| w.id != d.id && w.incident.is_some() && w.incident != d.incident)
+            .filter(|w| {
+                w.decision.as_ref().is_some_and(|x| {
+                    x.decided <= now && self.group_key(&config, x).as_ref() == Some(&key)
+                })
+            })
+            .collect()
+    }
+
+    /// One mail of several incidents' mails (`parts`, the first `decision`'s): a subject
+    /// naming them all, a link that acknowledges them all, then each incident's mail.
+    fn grouped(&self, decision: &OutboxItem, parts: Vec<(i64, Outgoing)>) -> Outgoing {
+        let config = self.config.get();
+        let n = parts.len();
+        let names: Vec<String> = parts
+            .iter()
+            .map(|(_, m)| {
+                m.subject
+                    .trim_start_matches("[tocsin] ")
+                    .split(" is ")
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("Reminder: ")
+                    .to_string()
+            })
+            .collect();
+        let listed = if n > 6 {
+            format!("{} and {} more", names[..5].join(", "), n - 5)
+        } else {
+            names.join(", ")
+        };
+        let to = parts[0].1.to.clone();
+        let (subject, open) = match &decision.action {
+            Action::Resolve { .. } => (
+                format!("[tocsin] {n} services are UP again: {listed}"),
+                false,
+            ),
+            Action::MailStaff {
+                kind: StaffMailKind::Escalated,
+                level,
+                ..
+            } => (
+                format!(
+                    "[tocsin] {n} services are DOWN, unacknowledged (escalation level {level}): {listed}"
+                ),
+                true,
+            ),
+            Action::MailStaff {
+                kind: StaffMailKind::Reminder,
+                ..
+            } => (
+                format!("[tocsin] Reminder: {n} services are still DOWN, unacknowledged: {listed}"),
+                true,
+            ),
+            _ => (format!("[tocsin] {n} services are DOWN: {listed}"), true),
+        };
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{n} incidents of the same escalation policy, within {} of each other, in one mail:",
+            fmt_dur(
+                if matches!(
+                    decision.action,
+                    Action::MailStaff {
+                        kind: StaffMailKind::Opened,
+                        ..
+                    }
+                ) {
+                    config.group_wait
+                } else {
+                    config.group_interval
+                }
+            )
+        );
+        for name in &names {
+            let _ = writeln!(t, "  {name}");
+        }
+        let mut buttons = String::new();
+        if open {
+            let ids: Vec<i64> = parts.iter().map(|(id, _)| *id).collect();
+            let all = self.signer.url(
+                &config.public_url,
+                &Link {
+                    incident: ids[0],
+                    action: LinkAction::AckAll,
+                    expires: expiry(self.clock.now()),
+                    recipient: to.join(", "),
+                    group: ids,
+                },
+            );
+            let _ = writeln!(t);
+            let _ = writeln!(t, "Acknowledge all {n} (stops their escalation): {all}");
+            buttons = format!(
+                "<p>\n<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333\">Acknowledge all {n}</a>\n</p>",
+                escape(&all)
+            );
+        }
+        for (name, (_, m)) in names.iter().zip(&parts) {
+            let _ = writeln!(t);
+            let _ = writeln!(t, "──── {name} ────");
+            t.push_str(&m.text);
+        }
+        Outgoing {
+            to,
+            html: html(&subject, &buttons, &t),
+            subject,
+            text: t,
+            ..Outgoing::default()
+        }
+    }
+
     /// The mail `decision` asks for, with its kind (the metrics label).
     fn compose(
         &self,
@@ -445,6 +675,7 @@ impl StaffMail {
                         action,
                         expires: expiry(now),
                         recipient: to.join(", "),
+                        group: Vec::new(),
                     };
                     self.signer.url(&config.public_url, &l)
                 };

@@ -121,6 +121,9 @@ impl Channel {
 pub struct NewDelivery {
     pub channel: Channel,
     pub target: String,
+    /// Not tried before this long after the fan-out (a staff mail waiting for others to
+    /// group with).
+    pub after: std::time::Duration,
 }
 
 /// A delivery due to be carried out.
@@ -595,6 +598,10 @@ pub trait OutboxStore {
     ) -> Result<Vec<Delivery>, StoreError>;
 
     fn pending(&self) -> Result<Pending, StoreError>;
+
+    /// Whether delivery `id` still waits (another may have carried it out meanwhile: a
+    /// grouped staff mail closes the mails it holds).
+    fn delivery_pending(&self, id: i64) -> Result<bool, StoreError>;
 
     fn delivered(&mut self, id: i64, now: SystemTime) -> Result<(), StoreError>;
 

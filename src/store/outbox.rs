@@ -153,8 +153,15 @@ impl OutboxStore for SqliteStore {
         for d in deliveries {
             tx.execute(
                 "INSERT OR IGNORE INTO deliveries (outbox_id, channel, target, incident_id, created_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                params![decision, d.channel.as_str(), d.target, incident, secs(now)],
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    decision,
+                    d.channel.as_str(),
+                    d.target,
+                    incident,
+                    secs(now),
+                    secs(now + d.after)
+                ],
             )?;
         }
         tx.execute(
@@ -279,6 +286,18 @@ impl OutboxStore for SqliteStore {
             params![id, error, secs(at)],
         )?;
         Ok(())
+    }
+
+    fn delivery_pending(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT status = 'pending' FROM deliveries WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
     }
 
     fn delivery_failed(&mut self, id: i64, error: &str, now: SystemTime) -> Result<(), StoreError> {

@@ -890,6 +890,7 @@ mod tests {
         let fanned = [crate::store::NewDelivery {
             channel: Channel::StaffMail,
             target: String::new(),
+            after: std::time::Duration::ZERO,
         }];
         store.fan_out(4, &fanned, now).unwrap();
         let ids: Vec<i64> = store

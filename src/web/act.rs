@@ -51,8 +51,11 @@ fn action_url(q: &LinkQuery) -> String {
     s.append_pair("i", &q.i.to_string())
         .append_pair("a", &q.a)
         .append_pair("e", &q.e.to_string())
-        .append_pair("r", &q.r)
-        .append_pair("s", &q.s);
+        .append_pair("r", &q.r);
+    if let Some(g) = &q.g {
+        s.append_pair("g", g);
+    }
+    s.append_pair("s", &q.s);
     format!("/act?{}", s.finish())
 }
 
@@ -114,6 +117,9 @@ async fn confirm(State(api): State<IncidentApi>, Query(q): Query<LinkQuery>) -> 
         Ok(l) => l,
         Err(refused) => return *refused,
     };
+    if link.action == LinkAction::AckAll {
+        return confirm_all(&api, &link, &q);
+    }
     let (inc, name) = match incident_of(&api, &link) {
         Ok(found) => found,
         Err(page) => return *page,
@@ -155,6 +161,7 @@ async fn confirm(State(api): State<IncidentApi>, Query(q): Query<LinkQuery>) -> 
             ),
             "<label>ETA <input name=\"eta\" required placeholder=\"4h\"></label> <button type=\"submit\">Set ETA</button>".to_string(),
         ),
+        LinkAction::AckAll => unreachable!("answered by confirm_all"),
     };
     page(
         StatusCode::OK,
@@ -181,8 +188,11 @@ async fn act(
     };
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
     let by = format!("{} (mail link)", link.recipient);
+    if link.action == LinkAction::AckAll {
+        return act_all(&api, &link, by).await;
+    }
     let event = match link.action {
-        LinkAction::Ack => Event::Ack { by },
+        LinkAction::Ack | LinkAction::AckAll => Event::Ack { by },
         LinkAction::Eta => {
             match parse_eta(
                 &api.config.get(),
@@ -211,7 +221,7 @@ async fn act(
     let result = api.engine.command(&inc.service, event).await;
     match result {
         Ok(_) => match link.action {
-            LinkAction::Ack => page(
+            LinkAction::Ack | LinkAction::AckAll => page(
                 StatusCode::OK,
                 "Acknowledged",
                 &format!(
@@ -244,4 +254,97 @@ async fn act(
             &format!("<p>{}</p>", escape(&e.to_string())),
         ),
     }
+}
+
+/// The incidents of an "acknowledge all" link, each with its service's name; those that
+/// no longer exist are left out.
+fn group_of(
+    api: &IncidentApi,
+    link: &Link,
+) -> Result<Vec<(IncidentRecord, String)>, Box<Response>> {
+    let config = api.config.get();
+    let mut out = Vec::new();
+    for id in &link.group {
+        let found = api.store.lock().incident(*id).map_err(|_| {
+            Box::new(page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "<p>The incident store is unavailable; try the link again in a minute.</p>",
+            ))
+        })?;
+        if let Some(inc) = found {
+            let name = config
+                .services
+                .iter()
+                .find(|s| s.id == inc.service)
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| inc.service.clone());
+            out.push((inc, name));
+        }
+    }
+    Ok(out)
+}
+
+fn confirm_all(api: &IncidentApi, link: &Link, q: &LinkQuery) -> Response {
+    let group = match group_of(api, link) {
+        Ok(g) => g,
+        Err(p) => return *p,
+    };
+    let items: String = group
+        .iter()
+        .map(|(inc, name)| {
+            let state = match (&inc.ended, &inc.acked_by) {
+                (Some(_), _) => "over already".to_string(),
+                (None, Some(by)) => format!("acknowledged by {}", escape(by)),
+                (None, None) => format!("down since {}", rfc3339(inc.started)),
+            };
+            format!("<li>{} (incident {}): {state}</li>", escape(name), inc.id)
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        &format!("Acknowledge {} incidents?", group.len()),
+        &format!(
+            "<p>As {}.</p>\n<ul>{items}</ul>\n<p>Acknowledging tells tocsin someone is on them: their next escalation levels are not mailed.</p>\n<form method=\"post\" action=\"{}\"><button type=\"submit\">Acknowledge all</button></form>",
+            escape(&link.recipient),
+            escape(&action_url(q))
+        ),
+    )
+}
+
+async fn act_all(api: &IncidentApi, link: &Link, by: String) -> Response {
+    let group = match group_of(api, link) {
+        Ok(g) => g,
+        Err(p) => return *p,
+    };
+    let mut lines = Vec::new();
+    for (inc, name) in &group {
+        let what = if inc.ended.is_some() {
+            "over already: nothing to acknowledge".to_string()
+        } else if let Some(b) = &inc.acked_by {
+            format!("already acknowledged by {}", escape(b))
+        } else {
+            match api
+                .engine
+                .command(&inc.service, Event::Ack { by: by.clone() })
+                .await
+            {
+                Ok(_) => "acknowledged".to_string(),
+                Err(e) => format!("not done: {}", escape(&e.to_string())),
+            }
+        };
+        lines.push(format!(
+            "<li>{} (incident {}): {what}</li>",
+            escape(name),
+            inc.id
+        ));
+    }
+    page(
+        StatusCode::OK,
+        "Acknowledged",
+        &format!(
+            "<ul>{}</ul><p>No further level is mailed for those acknowledged.</p>",
+            lines.join("")
+        ),
+    )
 }

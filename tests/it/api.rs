@@ -365,6 +365,7 @@ mod links {
                 action,
                 expires,
                 recipient: "oncall@example.com".into(),
+                group: Vec::new(),
             },
         );
         assert!(url.starts_with("/act?i=1&"));
@@ -485,6 +486,7 @@ mod links {
                 action: LinkAction::Ack,
                 expires: in_a_day(),
                 recipient: "x".into(),
+                group: Vec::new(),
             },
         );
         assert_eq!(

@@ -56,6 +56,7 @@ fn bench() -> Bench {
         clock: Arc::new(SystemClock),
         metrics: metrics.clone(),
         signer: Arc::new(Signer::new(b"test key, 32 bytes long, exactly")),
+        engine: None,
     };
     let dispatcher = Dispatcher {
         store: store.clone(),

@@ -62,6 +62,7 @@ fn staff() -> NewDelivery {
     NewDelivery {
         channel: Channel::StaffMail,
         target: String::new(),
+        after: std::time::Duration::ZERO,
     }
 }
 
@@ -69,6 +70,7 @@ fn hook(url: &str) -> NewDelivery {
     NewDelivery {
         channel: Channel::Webhook,
         target: url.into(),
+        after: std::time::Duration::ZERO,
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) const DEFAULT_MAX_CAMPAIGN: u64 = 50_000;
 pub(super) const DEFAULT_CONNECTIONS: usize = 4;
 pub(super) const DEFAULT_UPDATE_EVERY: Duration = Duration::from_secs(30 * 60);
 pub(super) const DEFAULT_NEXT_UPDATE: Duration = Duration::from_secs(60 * 60);
+pub(super) const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(30);
 
 pub(super) struct Ctx<'d, 'l, 'e> {
     pub(super) diag: &'d mut Diag<'l>,

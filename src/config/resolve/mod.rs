@@ -88,6 +88,11 @@ pub struct Config {
     pub rotations: BTreeMap<String, crate::oncall::Rotation>,
     /// Chat and paging channels by name.
     pub channels: BTreeMap<String, oncall::ChatChannel>,
+    /// How long an opening's staff mail waits, while another service of the same policy
+    /// fails, for others to go out in one mail with it (`escalation.group_wait`).
+    pub group_wait: Duration,
+    /// The same for later levels, reminders and "resolved" (`escalation.group_interval`).
+    pub group_interval: Duration,
     /// Accepted with a remark (`tocsin check` prints them).
     pub warnings: Vec<super::ConfigError>,
 }
@@ -203,6 +208,27 @@ pub(super) fn resolve(
     // Named things that services refer to.
     let channels = oncall::resolve_channels(&mut cx, &raw.channels);
     let escalation = resolve_escalation(&mut cx, &raw);
+    let ep = root.key("escalation");
+    let group_wait = raw
+        .escalation
+        .group_wait
+        .as_deref()
+        .and_then(|s| cx.duration(&ep.key("group_wait"), s))
+        .unwrap_or(DEFAULT_GROUP_WAIT);
+    let group_interval = raw
+        .escalation
+        .group_interval
+        .as_deref()
+        .and_then(|s| cx.duration(&ep.key("group_interval"), s))
+        .unwrap_or(group_wait);
+    for (key, d) in [
+        ("group_wait", group_wait),
+        ("group_interval", group_interval),
+    ] {
+        if d > Duration::from_secs(600) {
+            cx.err(&ep.key(key), format!("`{key}: {}` is longer than 10 minutes: staff would hear of an outage that late; keep it to seconds (30s) or a few minutes", fmt_dur(d)));
+        }
+    }
     let audiences = resolve_audiences(&mut cx, &raw.audiences);
 
     // After a shape error (a misspelt or mistyped `services`) this would only be noise.
@@ -296,6 +322,8 @@ pub(super) fn resolve(
         webhooks,
         rotations,
         channels,
+        group_wait,
+        group_interval,
         warnings: Vec::new(),
     })
 }

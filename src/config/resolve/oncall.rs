@@ -471,7 +471,7 @@ fn custom(cx: &mut Ctx, p: &Path, w: &RawCustomChannel) -> Option<Vendor> {
             "https://chat.example.com/hooks/tocsin",
         )
         .map(Ok),
-        (None, Some(v)) => Some(Err(env(cx, &p, "url_env", v))),
+        (None, Some(v)) => Some(Err(env(cx, p, "url_env", v))),
     };
     let content_type = w
         .content_type
@@ -486,7 +486,7 @@ fn custom(cx: &mut Ctx, p: &Path, w: &RawCustomChannel) -> Option<Vendor> {
             format!("`body` is not a valid template: {e}"),
         );
     }
-    let signing = w.secret_env.as_ref().map(|v| env(cx, &p, "secret_env", v));
+    let signing = w.secret_env.as_ref().map(|v| env(cx, p, "secret_env", v));
     url.map(|url| Vendor::Webhook {
         url,
         body: w.body.clone(),

@@ -653,7 +653,7 @@ pub(super) fn resolve_modules(
 }
 
 pub(super) fn resolve_escalation(cx: &mut Ctx, raw: &RawConfig) -> BTreeMap<String, Vec<Level>> {
-    let raw_levels = &raw.escalation;
+    let raw_levels = &raw.escalation.policies;
     let mut out = BTreeMap::new();
     for (name, levels) in raw_levels {
         let ep = Path::root().key("escalation").key(name);

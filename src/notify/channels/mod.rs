@@ -561,6 +561,7 @@ impl Channels {
                 action,
                 expires: expiry(now),
                 recipient: channel.target(),
+                group: Vec::new(),
             };
             self.signer.url(&config.public_url, &l)
         };
