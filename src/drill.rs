@@ -451,7 +451,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                 format!(
                     "staff mail, level {level} ({label}) to {} ({})",
                     to.join(", "),
-                    crate::text::count(to.len() as u64, "recipient")
+                    reach(to)
                 )
             }
             Action::Acknowledged { by, .. } => format!("acknowledged by {by}: escalation stops"),
@@ -473,6 +473,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     sent,
                     &sc.service,
                 ));
+                details.extend(attached_lines(config, service, &followers)?);
                 if let Some(sample) = sample_of(CampaignKind::Outage) {
                     samples.push(("customer mail: outage".into(), sample));
                 }
@@ -522,7 +523,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     details.push(format!(
                         "staff mail \"resolved\" to {} ({})",
                         staff.join(", "),
-                        crate::text::count(staff.len() as u64, "recipient")
+                        reach(staff)
                     ));
                 }
                 if *customers {
@@ -668,6 +669,73 @@ fn promise(eta: Option<SystemTime>, next: Option<SystemTime>) -> String {
 }
 
 type Followers = Option<(usize, usize, Vec<audience::Recipient>)>;
+
+/// "2 recipients", or "1 recipient and 2 channels" when a level names channels.
+fn reach(to: &[String]) -> String {
+    let mailed = crate::oncall::addresses(to).len() as u64;
+    let channels = crate::oncall::channels(to).len() as u64;
+    if channels == 0 {
+        crate::text::count(mailed, "recipient")
+    } else {
+        format!(
+            "{} and {}",
+            crate::text::count(mailed, "recipient"),
+            crate::text::count(channels, "channel")
+        )
+    }
+}
+
+/// For each service that depends on `root` (directly or through a chain): how many more
+/// customers are told, about it, if it fails with `root` (those following it whom no
+/// earlier campaign of the incident reached).
+fn attached_lines(
+    config: &Config,
+    root: &crate::config::Service,
+    followers: &Followers,
+) -> Result<Vec<String>, String> {
+    let mut chain = vec![root.id.clone()];
+    let mut i = 0;
+    while i < chain.len() {
+        let here = chain[i].clone();
+        for s in &config.services {
+            if s.depends_on.contains(&here) && !chain.contains(&s.id) {
+                chain.push(s.id.clone());
+            }
+        }
+        i += 1;
+    }
+    let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+    let mut told: BTreeSet<String> = followers
+        .iter()
+        .flat_map(|(_, _, f)| f.iter().map(|r| crate::store::address_key(&r.email)))
+        .collect();
+    let mut lines = Vec::new();
+    for id in &chain[1..] {
+        let Some(s) = config.services.iter().find(|s| s.id == *id) else {
+            continue;
+        };
+        let Some(a) = s.audience.as_ref().and_then(|a| config.audiences.get(a)) else {
+            lines.push(format!(
+                "if {} fails with it: attached to this incident, no customer of its own (no audience)",
+                s.name
+            ));
+            continue;
+        };
+        let more = audience::load(a, &ids)?
+            .recipients
+            .into_iter()
+            .filter(|r| r.follows(&s.id))
+            .filter(|r| told.insert(crate::store::address_key(&r.email)))
+            .count();
+        lines.push(format!(
+            "if {} fails with it: attached to this incident; {} about {} (those following it whom no earlier mail reached)",
+            s.name,
+            crate::text::count(more as u64, "more customer"),
+            s.name
+        ));
+    }
+    Ok(lines)
+}
 
 /// The campaign line: how many customers the mail reached, out of what in the audience.
 fn outage_line(

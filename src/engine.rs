@@ -688,7 +688,13 @@ impl Engine {
                         | crate::incident::StaffMailKind::TaskRestarted
                 );
                 for (l, shift) in paged {
-                    let line = shift.explain(&self.staff_zone);
+                    // Hand-offs in the rotation's own zone, where its members live.
+                    let zone = self
+                        .rotations
+                        .get(&shift.rotation)
+                        .map(|r| r.timezone.name())
+                        .unwrap_or(&self.staff_zone);
+                    let line = shift.explain(zone);
                     if (*l == *level || first && *l == 0) && !context.oncall.contains(&line) {
                         context.oncall.push(line);
                     }

@@ -226,7 +226,7 @@ fn main() -> ExitCode {
                     "rotation {}: {} on call until {}, then {} (overrides set through the API not counted)",
                     r.name,
                     on.who,
-                    tocsin::text::time::local(on.until, &config.staff_timezone),
+                    tocsin::text::time::local(on.until, r.timezone.name()),
                     next.who
                 );
             }

@@ -243,7 +243,7 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> SystemTime {
-        crate::text::time::parse_offset_time(s).unwrap()
+        crate::text::time::parse_time(s).unwrap()
     }
 
     fn primary() -> Rotation {

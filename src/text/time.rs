@@ -38,10 +38,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// An RFC 3339 time (`2026-12-01T22:00:00Z`, or with an offset), from 2000 to 2200.
+/// An RFC 3339 time (`2026-12-01T22:00:00Z`, or with an offset such as `+01:00`), from
+/// 2000 to 2200.
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     let t = humantime::parse_rfc3339_weak(s.trim())
-        .map_err(|_| format!("`{s}` is not an RFC 3339 time such as 2026-12-01T22:00:00Z"))?;
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(s.trim())
+                .ok()
+                .map(SystemTime::from)
+        })
+        .ok_or_else(|| format!("`{s}` is not an RFC 3339 time such as 2026-12-01T22:00:00Z"))?;
     if !(earliest()..latest()).contains(&t) {
         return Err(format!(
             "`{s}` is outside the years 2000 to 2199, the times tocsin takes"
@@ -65,19 +72,6 @@ pub fn local(t: SystemTime, zone: &str) -> String {
     t.with_timezone(&zone)
         .format("%Y-%m-%d %H:%M %Z")
         .to_string()
-}
-
-/// An RFC 3339 time with its offset (`2026-12-07T09:00:00+01:00`), from 2000 to 2200.
-pub fn parse_offset_time(s: &str) -> Result<SystemTime, String> {
-    let t: SystemTime = chrono::DateTime::parse_from_rfc3339(s.trim())
-        .map_err(|_| format!("`{s}` is not an RFC 3339 time such as 2026-12-07T09:00:00+01:00"))?
-        .into();
-    if !(earliest()..latest()).contains(&t) {
-        return Err(format!(
-            "`{s}` is outside the years 2000 to 2199, the times tocsin takes"
-        ));
-    }
-    Ok(t)
 }
 
 /// Serde: a time as an RFC 3339 string.

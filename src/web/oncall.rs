@@ -157,9 +157,7 @@ pub fn member(r: &Rotation, who: &str) -> Result<String, String> {
 
 /// A time as the API takes it: RFC 3339 with `Z` or an offset.
 fn time(s: &str, key: &str) -> Result<SystemTime, ApiError> {
-    crate::text::time::parse_offset_time(s)
-        .or_else(|_| crate::text::time::parse_time(s))
-        .map_err(|e| bad(format!("`{key}`: {e}")))
+    crate::text::time::parse_time(s).map_err(|e| bad(format!("`{key}`: {e}")))
 }
 
 async fn add(

@@ -515,6 +515,27 @@ async fn every_channel_hears_the_outage_once_per_transition_through_a_crash() {
     assert_eq!(who[0]["rotation"], "primary");
     assert_eq!(who[0]["now"]["who"], "ewa@ops.example");
     assert_eq!(who[0]["now"]["why"], "override");
+    // The CLI says the same.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["oncall", "who", "--config"])
+        .arg(&cfg)
+        .env("TOCSIN_API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(table.starts_with("ROTATION"), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("primary")
+            && l.contains("ewa@ops.example")
+            && l.contains("override 1 by anna")),
+        "{table}"
+    );
+    assert!(table.contains("Overrides:"), "{table}");
     // The secondary rotation's member on call now, by the rotation's own rule.
     let secondary = who[1]["now"]["who"].as_str().unwrap().to_string();
     assert!(secondary.ends_with("@ops.example"), "{who}");

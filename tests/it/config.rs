@@ -367,6 +367,16 @@ const CASES: &[(&str, &[&str])] = &[
         &["3:17: unknown escalation policy `defualt`, did you mean `default`?"],
     ),
     (
+        "escalation-grouping.yaml",
+        &[
+            "8:15: `escalation.group_wait`: invalid duration `30x`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`",
+            "9:19: `group_interval: 20m` is longer than 10 minutes: staff would hear of an outage that late; keep it to seconds (30s) or a few minutes",
+            "11:5: escalation policy `default` has no levels",
+            "11:7: missing key `to`",
+            "11:20: unknown key `too`, did you mean `to`?",
+        ],
+    ),
+    (
         "oncall-channels.yaml",
         &[
             "9:43: unknown rotation `secundary`: define it under `rotations` (defined: night, primary)",
@@ -376,7 +386,7 @@ const CASES: &[(&str, &[&str])] = &[
             "9:117: `repeat_every` belongs on the last level: earlier levels are followed by the next one",
             "10:56: `repeat_every: 30s` is shorter than a minute: a reminder that often is noise",
             "12:42: `anna@ops.example` is listed twice: list each member once, in turn order",
-            "12:79: `start`: `2026-12-07 09:00` is not an RFC 3339 time such as 2026-12-07T09:00:00+01:00",
+            "12:79: `start`: `2026-12-07 09:00` is not an RFC 3339 time such as 2026-12-01T22:00:00Z",
             "12:109: `timezone` must be an IANA time zone such as Europe/Warsaw, not `Europe/Warszawa`",
             "13:21: `members` is empty: list who takes turns, by mail address",
             "13:32: `every: 10m` is shorter than an hour: a turn is a shift (1d, 1w, 12h)",

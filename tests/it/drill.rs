@@ -283,3 +283,74 @@ fn an_eta_already_past_is_reported_as_refused() {
     );
     assert!(out.contains("recovered: 2 good rounds"), "{out}");
 }
+
+/// A database that a shop depends on, paged through a rotation and two channels, with a
+/// reminder at the last level.
+#[test]
+fn the_drill_shows_who_is_paged_through_which_channels_and_who_hears_of_what() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "email,name,language,services\nana@example.com,Ana,en,db\nbo@example.com,Bo,en,shop\ncy@example.com,Cy,en,db shop\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        "listen: 127.0.0.1:0
+allow_insecure_links: true
+services:
+  - id: db
+    name: Database
+    escalation: default
+    audience: customers
+    probes:
+      - { name: pg, tcp: { address: \"127.0.0.1:9\" } }
+  - id: shop
+    name: Web shop
+    escalation: default
+    audience: customers
+    depends_on: [db]
+    probes:
+      - { name: home, tcp: { address: \"127.0.0.1:9\" } }
+rotations:
+  primary: { members: [anna@ops.example, piotr@ops.example], every: 1w, start: \"2026-12-07T09:00:00+01:00\", timezone: Europe/Warsaw }
+channels:
+  ops: { slack: { url_env: SLACK_URL } }
+  main: { pagerduty: { routing_key_env: PD_KEY } }
+escalation:
+  default:
+    - { after: 0m, to: [rotation:primary, slack:ops, pagerduty:main] }
+    - { after: 1h, to: [lead@example.com], repeat_every: 2h }
+audiences:
+  customers: { csv: ./customers.csv }
+mail:
+  from: \"Example Status <status@example.com>\"
+",
+    )
+    .unwrap();
+    // No channel secret is set: a drill sends nothing and needs none.
+    let (code, out, err) = drill(
+        &cfg,
+        &["--service", "db", "--start", "2026-12-15T10:00:00+01:00"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let steps = plan(&out);
+    assert_eq!(
+        steps[1],
+        "+0:01:00  staff mail, level 0 (incident opened) to piotr@ops.example, slack:ops, pagerduty:main (1 recipient and 2 channels)",
+        "{out}"
+    );
+    assert!(
+        steps.iter().any(|s| s == "+3:00:00  staff mail, level 1 (reminder: still not acknowledged) to lead@example.com (1 recipient)"),
+        "{out}"
+    );
+    for line in [
+        "- channels: pagerduty:main, slack:ops",
+        "- on call: piotr@ops.example (rotation primary: turn of member 2 of 2, until 2026-12-21 09:00 CET)",
+        "- outage mail to 2 customers of audience `customers`",
+        "- if Web shop fails with it: attached to this incident; 1 more customer about Web shop (those following it whom no earlier mail reached)",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+}

@@ -207,7 +207,7 @@ pub(super) fn resolve_rotations(
                 ),
             );
         }
-        let start = match crate::text::time::parse_offset_time(&r.start) {
+        let start = match crate::text::time::parse_time(&r.start) {
             Ok(t) => Some(t),
             Err(e) => {
                 cx.err(&p.key("start"), format!("`start`: {e}"));
