@@ -183,7 +183,7 @@ fn check(
         need(v["chat_id"] == json!(-1001234567890i64), "chat_id")?;
         need(v["parse_mode"] == "HTML", "parse_mode HTML")?;
         let text = v["text"].as_str().unwrap_or("");
-        // Telegram's HTML: only its own tags; the limit counts the text without them.
+        // Telegram's HTML: only its own tags.
         let tags = regex::Regex::new(r"</?([a-z]+)[^>]*>").unwrap();
         for c in tags.captures_iter(text) {
             need(
@@ -191,9 +191,12 @@ fn check(
                 "only Telegram's tags",
             )?;
         }
+        // As Telegram counts: tags removed, entities as one character.
+        let bare = tags.replace_all(text, "");
+        let entities = regex::Regex::new(r"&(amp|lt|gt|quot|#39);").unwrap();
         need(
-            tags.replace_all(text, "").chars().count() <= 4096,
-            "text up to 4096",
+            entities.replace_all(&bare, "&").chars().count() <= 4096,
+            "text up to 4096 once parsed",
         )?;
         let title = text
             .lines()

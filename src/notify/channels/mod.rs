@@ -751,4 +751,138 @@ mod tests {
         assert_eq!(cut_bytes("żółw", 5), "ż…");
         assert!(cut_bytes(&"ą".repeat(3000), 4096).len() <= 4096);
     }
+
+    /// A notice far over every vendor's limits: a long name, thousands of reasons, and
+    /// text that needs escaping.
+    fn huge() -> Notice {
+        Notice {
+            event: "opened",
+            severity: Severity::Critical,
+            service: "shop".into(),
+            service_name: "Sklep internetowy <&> ".repeat(40),
+            incident: Some(7),
+            title: format!("{} is DOWN", "Sklep internetowy <&> ".repeat(40)),
+            lines: (0..500)
+                .map(|i| format!("line {i}: zażółć gęślą jaźń <b>&</b> @everyone"))
+                .collect(),
+            reasons: (0..500)
+                .map(|i| format!("probe-{i}: connection refused"))
+                .collect(),
+            ack_url: Some(format!(
+                "https://status.example.com/act?{}",
+                "x".repeat(200)
+            )),
+            eta_url: Some("https://status.example.com/act?eta".into()),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            key: "tocsin-incident-7".into(),
+            pager: Some(PagerAction::Trigger),
+            by: None,
+        }
+    }
+
+    fn chars(v: &serde_json::Value) -> usize {
+        v.as_str().map(|s| s.chars().count()).unwrap_or(0)
+    }
+
+    #[test]
+    fn every_vendor_limit_holds_for_a_notice_far_over_them() {
+        let n = huge();
+        let secret = Secret::new("k");
+        let slack = slack::body(&n);
+        let blocks = slack["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= 50);
+        assert!(chars(&blocks[0]["text"]["text"]) <= slack::HEADER);
+        assert!(chars(&blocks[1]["text"]["text"]) <= slack::SECTION);
+        assert!(
+            !blocks[1]["text"]["text"].as_str().unwrap().contains('<'),
+            "mrkdwn escaped"
+        );
+        let discord = discord::body(&n);
+        assert!(chars(&discord["content"]) <= discord::CONTENT);
+        assert!(chars(&discord["embeds"][0]["title"]) <= discord::TITLE);
+        assert!(chars(&discord["embeds"][0]["description"]) <= discord::DESCRIPTION);
+        assert_eq!(discord["allowed_mentions"]["parse"], serde_json::json!([]));
+        let teams = teams::body(&n).to_string();
+        assert!(teams.len() < 28 * 1024, "{}", teams.len());
+        assert!(chars(&mattermost::body(&n)["text"]) <= mattermost::TEXT);
+        let api = url::Url::parse("https://api.telegram.org").unwrap();
+        let tg: serde_json::Value =
+            serde_json::from_str(&telegram::request(&api, &secret, "-1", &n).body).unwrap();
+        let text = tg["text"].as_str().unwrap();
+        // Telegram counts the text as parsed: tags removed, entities as one character.
+        let bare = regex::Regex::new(r"<[^>]+>").unwrap().replace_all(text, "");
+        let bare = regex::Regex::new(r"&(amp|lt|gt|quot|#39);")
+            .unwrap()
+            .replace_all(&bare, "&");
+        assert!(
+            bare.chars().count() <= telegram::TEXT,
+            "{}",
+            bare.chars().count()
+        );
+        assert!(
+            !text.contains("<b>&</b>"),
+            "the text's own tags are escaped"
+        );
+        let server = url::Url::parse("https://ntfy.sh").unwrap();
+        let ntfy: serde_json::Value =
+            serde_json::from_str(&ntfy::request(&server, "t", None, &n).body).unwrap();
+        assert!(ntfy["message"].as_str().unwrap().len() <= ntfy::MESSAGE);
+        let pd = pagerduty::body(&secret, &n).unwrap();
+        assert!(chars(&pd["payload"]["summary"]) <= pagerduty::SUMMARY);
+        assert_eq!(pd["dedup_key"], "tocsin-incident-7");
+        let og_api = url::Url::parse("https://api.opsgenie.com").unwrap();
+        let og: serde_json::Value =
+            serde_json::from_str(&opsgenie::request(&og_api, &secret, &n).unwrap().body).unwrap();
+        assert!(chars(&og["message"]) <= opsgenie::MESSAGE);
+        assert!(chars(&og["description"]) <= opsgenie::DESCRIPTION);
+        let hs = url::Url::parse("https://matrix.example.org").unwrap();
+        let mx = matrix::request(&hs, "!r:example.org", &secret, &n, 3);
+        assert!(
+            mx.url
+                .ends_with("/rooms/%21r%3Aexample.org/send/m.room.message/tocsin-3"),
+            "{}",
+            mx.url
+        );
+        let body: serde_json::Value = serde_json::from_str(&mx.body).unwrap();
+        assert!(
+            !body["formatted_body"]
+                .as_str()
+                .unwrap()
+                .contains("<b>&</b>")
+        );
+    }
+
+    #[test]
+    fn pagers_take_only_what_opens_acknowledges_or_closes_an_alert() {
+        let secret = Secret::new("k");
+        let mut n = huge();
+        n.pager = None;
+        assert!(pagerduty::body(&secret, &n).is_none());
+        let api = url::Url::parse("https://api.opsgenie.com").unwrap();
+        assert!(opsgenie::request(&api, &secret, &n).is_none());
+        n.pager = Some(PagerAction::Resolve);
+        let pd = pagerduty::body(&secret, &n).unwrap();
+        assert_eq!(
+            pd,
+            serde_json::json!({"routing_key": "k", "event_action": "resolve", "dedup_key": "tocsin-incident-7"})
+        );
+        let close = opsgenie::request(&api, &secret, &n).unwrap();
+        assert_eq!(
+            close.url,
+            "https://api.opsgenie.com/v2/alerts/tocsin-incident-7/close?identifierType=alias"
+        );
+        assert!(
+            close
+                .headers
+                .contains(&("Authorization", "GenieKey k".to_string()))
+        );
+        // An ETA or a flapping notice reaches chat only.
+        let eta = Action::EtaSet {
+            id: 1,
+            eta: n.at,
+            by: "a".into(),
+            staff: vec![],
+        };
+        assert!(!takes("pagerduty", &eta) && !takes("opsgenie", &eta) && takes("slack", &eta));
+    }
 }
