@@ -911,4 +911,119 @@ mod tests {
                 .is_empty()
         );
     }
+
+    mod attached {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SERVICES: [&str; 4] = ["db", "s1", "s2", "s3"];
+
+        /// A database and three services that need it: s1 and s3 share the database's
+        /// audience, s2 has its own.
+        const CONFIG: &str = "allow_insecure_links: true
+services:
+  - { id: db, audience: a, probes: [{ name: p0, tcp: { address: \"127.0.0.1:9\" } }] }
+  - { id: s1, audience: a, depends_on: [db], probes: [{ name: p1, tcp: { address: \"127.0.0.1:9\" } }] }
+  - { id: s2, audience: b, depends_on: [db], probes: [{ name: p2, tcp: { address: \"127.0.0.1:9\" } }] }
+  - { id: s3, audience: a, depends_on: [s1], probes: [{ name: p3, tcp: { address: \"127.0.0.1:9\" } }] }
+audiences:
+  a: { csv: ./a.csv }
+  b: { csv: ./b.csv }
+mail: { from: \"Status <status@example.com>\" }
+";
+
+        /// A row: which of 10 addresses, whether it is in file `a` (else `b`), and which
+        /// services it follows (none listed: every one).
+        fn rows() -> impl Strategy<Value = Vec<(u8, bool, Vec<bool>)>> {
+            proptest::collection::vec(
+                (
+                    0u8..10,
+                    any::<bool>(),
+                    proptest::collection::vec(any::<bool>(), 4),
+                ),
+                0..30,
+            )
+        }
+
+        fn csv(rows: &[(u8, bool, Vec<bool>)], in_a: bool) -> String {
+            let mut out = String::from("email,name,services\n");
+            for (who, a, follows) in rows.iter().filter(|r| r.1 == in_a) {
+                let _ = a;
+                let list: Vec<&str> = SERVICES
+                    .iter()
+                    .zip(follows)
+                    .filter(|(_, f)| **f)
+                    .map(|(s, _)| *s)
+                    .collect();
+                out.push_str(&format!("c{who}@example.com,C{who},{}\n", list.join(" ")));
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+            /// Whoever follows an affected service, in that service's audience, is told
+            /// once, by one campaign of the incident; nobody else is.
+            #[test]
+            fn every_follower_of_an_affected_service_is_told_exactly_once(
+                rows in rows(),
+                attached in proptest::collection::vec(any::<bool>(), 3),
+                reversed in any::<bool>(),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("a.csv"), csv(&rows, true)).unwrap();
+                std::fs::write(dir.path().join("b.csv"), csv(&rows, false)).unwrap();
+                let config = crate::config::parse(CONFIG, &dir.path().join("probes.yaml")).unwrap();
+                let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+                let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+                store.lock().commit("db", &ServiceState::new(), &[
+                    Action::Open { id: 1, started: t0, reasons: BTreeMap::new() },
+                    Action::CustomerPhase { id: 1, eta: None, next_update: Some(t0 + Duration::from_secs(3600)), because_of_eta: false },
+                ], &Context::default(), t0).unwrap();
+                let mut affected: Vec<&str> = vec!["db"];
+                for (s, on) in SERVICES[1..].iter().zip(&attached) {
+                    if *on {
+                        affected.push(s);
+                        store.lock().commit(s, &ServiceState::new(), &[Action::AlsoAffected {
+                            root: "db".into(), affected: true, reasons: BTreeMap::new(),
+                        }], &Context::default(), t0).unwrap();
+                    }
+                }
+                let mut decisions = store.lock().decisions().unwrap();
+                decisions.retain(|d| matches!(d.action, Action::CustomerPhase { .. } | Action::AlsoAffected { .. }));
+                // The root's campaign first (the others wait for it), the attached in
+                // either order.
+                let (root, mut others): (Vec<_>, Vec<_>) = decisions.into_iter().partition(|d| d.service == "db");
+                if reversed {
+                    others.reverse();
+                }
+                for d in root.iter().chain(&others) {
+                    let planned = plan(&store, &config, d, t0);
+                    prop_assert!(planned.is_ok(), "{planned:?}");
+                    prop_assert!(!matches!(planned, Ok(Planned::Later(_))));
+                }
+                // Who must be told: a row following an affected service whose audience is
+                // the row's file.
+                let mut want: std::collections::BTreeSet<String> = Default::default();
+                for (who, in_a, follows) in &rows {
+                    let every = follows.iter().all(|f| !f);
+                    for (i, s) in SERVICES.iter().enumerate() {
+                        let audience_a = *s != "s2";
+                        if affected.contains(s) && audience_a == *in_a && (every || follows[i]) {
+                            want.insert(format!("c{who}@example.com"));
+                        }
+                    }
+                }
+                let mut got: Vec<String> = Vec::new();
+                let campaigns = store.lock().outage_campaigns(1).unwrap();
+                for (id, done, _) in campaigns {
+                    prop_assert!(done);
+                    store.lock().campaign_addresses(id, &mut |e| got.push(e.to_string())).unwrap();
+                }
+                let once: std::collections::BTreeSet<String> = got.iter().cloned().collect();
+                prop_assert_eq!(once.len(), got.len(), "one message per customer: {:?}", got);
+                prop_assert_eq!(once, want);
+            }
+        }
+    }
 }
