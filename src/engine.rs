@@ -184,6 +184,12 @@ pub struct Engine {
     /// order where what is needed comes before what needs it.
     depends_on: BTreeMap<String, Vec<String>>,
     dependents: Vec<String>,
+    /// For each service something depends on: when each of its probes last reported,
+    /// and its longest interval. A dependent that starts failing waits for every probe of
+    /// what it needs to report once more (at most two of those intervals) before it
+    /// opens an incident of its own: the faster probe often only saw the same outage
+    /// sooner.
+    needed: BTreeMap<String, (BTreeMap<String, SystemTime>, std::time::Duration)>,
 }
 
 impl Engine {
@@ -227,6 +233,7 @@ impl Engine {
             staff_zone: String::new(),
             depends_on: BTreeMap::new(),
             dependents: Vec::new(),
+            needed: BTreeMap::new(),
         };
         // A restarted engine continues the count its followers have seen.
         engine.decisions = engine.link.snapshot.borrow().decisions;
@@ -279,6 +286,18 @@ impl Engine {
             .map(|s| (s.id.clone(), s.depends_on.clone()))
             .collect();
         self.dependents = needed_first(&self.depends_on);
+        let mut needed = BTreeMap::new();
+        for s in &config.services {
+            if self.depends_on.values().any(|d| d.contains(&s.id)) {
+                let seen = self
+                    .needed
+                    .remove(&s.id)
+                    .map(|(seen, _)| seen)
+                    .unwrap_or_default();
+                needed.insert(s.id.clone(), (seen, s.longest_interval()));
+            }
+        }
+        self.needed = needed;
         // A dependency added or removed by the reload counts from now on.
         let now = self.clock.now();
         let all: Vec<String> = self.policies.keys().cloned().collect();
@@ -309,7 +328,12 @@ impl Engine {
     /// What the services `service` depends on look like at `now`: the root incident open
     /// among them (the earliest to start), else one failing toward an incident, else
     /// clear.
-    fn upstream_of(&self, service: &str, now: SystemTime) -> Upstream {
+    fn upstream_of(
+        &self,
+        service: &str,
+        now: SystemTime,
+        failing_since: Option<SystemTime>,
+    ) -> Upstream {
         let ancestors = self.ancestors(service);
         let root = ancestors
             .iter()
@@ -329,9 +353,49 @@ impl Engine {
             // wait for.
             !st.flapping && st.status(policy, now) == Status::Suspect
         });
-        match failing {
+        if let Some(a) = failing {
+            return Upstream::Failing(a.clone());
+        }
+        // Failing here since `since`: has every probe of what it needs reported since
+        // then? If not, and not for too long, wait for them.
+        let Some(since) = failing_since else {
+            return Upstream::Clear;
+        };
+        let unheard = ancestors.iter().find(|a| {
+            let (Some((seen, interval)), Some(policy)) =
+                (self.needed.get(*a), self.policies.get(*a))
+            else {
+                return false;
+            };
+            let waited = now.duration_since(since).unwrap_or_default();
+            waited < *interval * 2
+                && policy
+                    .probes
+                    .iter()
+                    .any(|p| seen.get(p).is_none_or(|t| *t < since))
+        });
+        match unheard {
             Some(a) => Upstream::Failing(a.clone()),
             None => Upstream::Clear,
+        }
+    }
+
+    /// Since when `service` fails: its earliest failing probe's first failure, counting a
+    /// failed report about to be stepped (`failing_now`) as failing from `now`.
+    fn failing_since(
+        &self,
+        service: &str,
+        failing_now: bool,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        let held = self
+            .states
+            .get(service)
+            .and_then(|s| s.streaks.values().filter_map(|x| x.failing_since).min());
+        match (held, failing_now) {
+            (Some(t), _) => Some(t),
+            (None, true) => Some(now),
+            (None, false) => None,
         }
     }
 
@@ -348,7 +412,8 @@ impl Engine {
             if !self.policies.contains_key(&d) {
                 continue;
             }
-            let upstream = self.upstream_of(&d, now);
+            let since = self.failing_since(&d, false, now);
+            let upstream = self.upstream_of(&d, now, since);
             if self.states.get(&d).map(|s| &s.upstream) != Some(&upstream) {
                 self.step_one(&d, Event::Upstream(upstream), now)?;
             }
@@ -486,9 +551,28 @@ impl Engine {
         event: Event,
         now: SystemTime,
     ) -> Result<Vec<Action>, EngineError> {
+        // A service that needs others looks at them first: a failure about to be counted
+        // may have to wait for them.
+        if self.depends_on.contains_key(service) {
+            let failing_now = matches!(event, Event::Probe { ok: false, .. });
+            let since = self.failing_since(service, failing_now, now);
+            let upstream = self.upstream_of(service, now, since);
+            if self.states.get(service).map(|s| &s.upstream) != Some(&upstream) {
+                self.step_one(service, Event::Upstream(upstream), now)?;
+            }
+        }
+        let reported = match (&event, self.needed.get_mut(service)) {
+            (Event::Probe { probe, .. }, Some((seen, _))) => {
+                seen.insert(probe.clone(), now);
+                true
+            }
+            _ => false,
+        };
         let before = self.states.get(service).map(Shape::of);
         let actions = self.step_one(service, event, now)?;
-        if self.states.get(service).map(Shape::of) != before {
+        // Something needs this service: a change of its shape, or any report (a
+        // dependent may be waiting to hear from it), is passed on.
+        if reported || self.states.get(service).map(Shape::of) != before {
             self.propagate(service, now)?;
         }
         Ok(actions)

@@ -97,6 +97,19 @@ pub fn plan(
             (Some(f), _) => Planned::Campaign(f.id),
         });
     }
+    outage_campaign(store, config, item, incident, now, &[])
+}
+
+/// Opens (or goes on with) the outage campaign decided by `item` about its service and
+/// expands it whole, leaving out everyone in the campaigns `exclude`.
+fn outage_campaign(
+    store: &SharedStore,
+    config: &Config,
+    item: &OutboxItem,
+    incident: i64,
+    now: SystemTime,
+    exclude: &[i64],
+) -> Result<Planned, PlanError> {
     let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
         return Ok(Planned::Nothing);
     };
@@ -111,6 +124,11 @@ pub fn plan(
     let opened = store
         .lock()
         .open_campaign(item.id, incident, &service.id, name, now)?;
+    let exclude: Vec<i64> = exclude
+        .iter()
+        .copied()
+        .filter(|c| *c != opened.id)
+        .collect();
     match expand(
         store,
         config,
@@ -118,7 +136,7 @@ pub fn plan(
         name,
         audience,
         &opened,
-        &[],
+        &exclude,
         usize::MAX,
     )? {
         Expansion::Done => Ok(Planned::Campaign(opened.id)),
@@ -163,38 +181,8 @@ fn plan_attached(
     if !mine && (reading || (root_has_audience && campaigns.is_empty())) {
         return Ok(Planned::Later(ATTACHED_AGAIN));
     }
-    let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
-        return Ok(Planned::Nothing);
-    };
-    let Some((name, audience)) = service
-        .audience
-        .as_ref()
-        .and_then(|a| config.audiences.get(a).map(|x| (a, x)))
-    else {
-        return Ok(Planned::Nothing);
-    };
-    let opened = store
-        .lock()
-        .open_campaign(item.id, incident, &service.id, name, now)?;
-    let others: Vec<i64> = campaigns
-        .iter()
-        .map(|(id, _, _)| *id)
-        .filter(|id| *id != opened.id)
-        .collect();
-    match expand(
-        store,
-        config,
-        service,
-        name,
-        audience,
-        &opened,
-        &others,
-        usize::MAX,
-    )? {
-        Expansion::Done => Ok(Planned::Campaign(opened.id)),
-        Expansion::Stopped => Ok(Planned::Nothing),
-        Expansion::Paused => unreachable!("every batch was written"),
-    }
+    let others: Vec<i64> = campaigns.iter().map(|(id, _, _)| *id).collect();
+    outage_campaign(store, config, item, incident, now, &others)
 }
 
 /// Recipients written to the store in one transaction while a campaign is expanded, and

@@ -452,18 +452,7 @@ fn start(cfg: &std::path::Path, log: &std::path::Path, env: &[(String, String)])
     support::run_tocsin(cfg, log, &env)
 }
 
-const VENDORS: [&str; 10] = [
-    "slack",
-    "teams",
-    "mattermost",
-    "discord",
-    "telegram",
-    "ntfy",
-    "matrix",
-    "pagerduty",
-    "opsgenie",
-    "webhook",
-];
+const VENDORS: [&str; 10] = tocsin::oncall::CHANNEL_KINDS;
 
 fn events(v: &Vendors, vendor: &str) -> Vec<String> {
     v.got

@@ -369,3 +369,36 @@ fn a_dependency_cycle_is_refused_with_the_cycle_spelled_out() {
         ]
     );
 }
+
+/// A dependent's faster probe sees the outage first: it waits to hear from what it needs
+/// before opening an incident of its own.
+#[tokio::test]
+async fn a_dependent_failing_first_waits_to_hear_from_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::parse(&dependencies_yaml(), &dir.path().join("probes.yaml")).unwrap();
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    // app1 needs the database directly; its threshold is one failure.
+    engine.report(&report(&cfg, "http1", false)).unwrap();
+    assert!(store.lock().incidents(true).unwrap().is_empty(), "it waits");
+    // The database's next result fails: attached once the database opens.
+    engine.report(&report(&cfg, "pg", false)).unwrap();
+    engine.report(&report(&cfg, "pg", false)).unwrap();
+    let open = store.lock().incidents(true).unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].service, "db");
+    assert_eq!(open[0].also_affected().len(), 1, "{open:?}");
+
+    // Another time: the database answers and stays up, so app3's failure is its own.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
+    let before = SystemTime::now();
+    engine.report(&report(&cfg, "http3", false)).unwrap();
+    assert!(store.lock().incidents(true).unwrap().is_empty(), "it waits");
+    engine.report(&report(&cfg, "pg", true)).unwrap();
+    let open = store.lock().incidents(true).unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].service, "app3");
+    assert!(open[0].started >= before, "timed from its first failure");
+}
