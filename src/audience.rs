@@ -64,6 +64,15 @@ pub struct Loaded {
 
 const KNOWN: [&str; 5] = ["email", "name", "language", "timezone", "services"];
 
+/// Template variables tocsin sets itself: no column may take their names.
+const RESERVED: [&str; 1] = ["also_affected"];
+
+fn reserved(n: &str) -> String {
+    format!(
+        "column `{n}` is tocsin's own (the other services of an outage a customer uses): rename the column"
+    )
+}
+
 /// Reads the audience file whole, with rows of the same address merged. `services` are
 /// the config's service ids, which the `services` column must name. Fails only when the
 /// file cannot be read at all. For small files and previews: a campaign reads its
@@ -314,6 +323,13 @@ fn header_issue(names: &[String]) -> Option<RowIssue> {
     }
     let mut col = 1;
     for n in names {
+        if RESERVED.contains(&n.as_str()) {
+            return Some(RowIssue {
+                line: 1,
+                col,
+                message: reserved(n),
+            });
+        }
         if !KNOWN.contains(&n.as_str()) && !valid_var(n) {
             return Some(RowIssue {
                 line: 1,
@@ -409,7 +425,9 @@ fn yaml_items(text: &str, services: &[String]) -> Vec<Item> {
                     continue;
                 }
             };
-            if !KNOWN.contains(&key.as_str()) && !valid_var(&key) {
+            if RESERVED.contains(&key.as_str()) {
+                problems.push(bad(kpos.line, kpos.col, reserved(&key)));
+            } else if !KNOWN.contains(&key.as_str()) && !valid_var(&key) {
                 problems.push(bad(
                     kpos.line,
                     kpos.col,
@@ -698,6 +716,20 @@ fn valid_var(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_cannot_take_a_name_tocsin_sets_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.csv");
+        std::fs::write(&p, "email,also_affected\na@example.com,x\n").unwrap();
+        let a = crate::config::Audience::Csv(p);
+        let l = load(&a, &[]).unwrap();
+        assert!(l.recipients.is_empty());
+        assert_eq!(
+            l.errors[0].message,
+            "column `also_affected` is tocsin's own (the other services of an outage a customer uses): rename the column"
+        );
+    }
 
     fn ids() -> Vec<String> {
         vec!["shop".into(), "api".into()]

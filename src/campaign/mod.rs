@@ -61,6 +61,10 @@ pub enum Planned {
 /// incident has not reached its customer phase.
 pub const ATTACHED_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The recipient variable naming the attached services a customer of the root also uses
+/// (the templates' `also_affected`); not a customer column.
+const ALSO_AFFECTED: &str = "also_affected";
+
 /// Turns the customer-side part of an outbox item into a campaign. Idempotent: the same
 /// item planned twice gives the same campaign.
 pub fn plan(
@@ -97,11 +101,25 @@ pub fn plan(
             (Some(f), _) => Planned::Campaign(f.id),
         });
     }
-    outage_campaign(store, config, item, incident, now, &[])
+    // Services attached to the incident by now: the customers who use one of them too
+    // are told so in this mail.
+    let attached: Vec<(String, String)> = match store.lock().incident(incident)? {
+        Some(inc) => inc
+            .also_affected()
+            .into_iter()
+            .filter_map(|(id, _)| {
+                let s = config.services.iter().find(|s| s.id == id)?;
+                Some((s.id.clone(), s.name.clone()))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    outage_campaign(store, config, item, incident, now, &[], &attached)
 }
 
 /// Opens (or goes on with) the outage campaign decided by `item` about its service and
-/// expands it whole, leaving out everyone in the campaigns `exclude`.
+/// expands it whole, leaving out everyone in the campaigns `exclude`, and naming to each
+/// recipient the services of `also` (id, name) they use too.
 fn outage_campaign(
     store: &SharedStore,
     config: &Config,
@@ -109,6 +127,7 @@ fn outage_campaign(
     incident: i64,
     now: SystemTime,
     exclude: &[i64],
+    also: &[(String, String)],
 ) -> Result<Planned, PlanError> {
     let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
         return Ok(Planned::Nothing);
@@ -137,6 +156,7 @@ fn outage_campaign(
         audience,
         &opened,
         &exclude,
+        also,
         usize::MAX,
     )? {
         Expansion::Done => Ok(Planned::Campaign(opened.id)),
@@ -182,7 +202,7 @@ fn plan_attached(
         return Ok(Planned::Later(ATTACHED_AGAIN));
     }
     let others: Vec<i64> = campaigns.iter().map(|(id, _, _)| *id).collect();
-    outage_campaign(store, config, item, incident, now, &others)
+    outage_campaign(store, config, item, incident, now, &others, &[])
 }
 
 /// Recipients written to the store in one transaction while a campaign is expanded, and
@@ -197,7 +217,8 @@ const SCAN: usize = 50_000;
 /// merge repeated addresses). Goes on where an earlier, interrupted expansion stopped.
 /// Writes at most `batches` batches (what a crash leaves behind, for the tests). Nobody
 /// in the campaigns `exclude` is added (they were told by another campaign of the same
-/// incident).
+/// incident); a recipient who also uses services of `also` (id, name) gets their names
+/// as `also_affected`.
 #[allow(clippy::too_many_arguments)]
 fn expand(
     store: &SharedStore,
@@ -207,6 +228,7 @@ fn expand(
     audience: &crate::config::Audience,
     opened: &crate::store::Opened,
     exclude: &[i64],
+    also: &[(String, String)],
     batches: usize,
 ) -> Result<Expansion, PlanError> {
     let Some(saved) = &opened.expansion else {
@@ -261,7 +283,16 @@ fn expand(
                         && seen.insert(audience::digest(&address_key(&r.email)))
                     {
                         followers += 1;
-                        batch.push(r.into_row());
+                        let uses: Vec<&str> = also
+                            .iter()
+                            .filter(|(id, _)| r.follows(id))
+                            .map(|(_, n)| n.as_str())
+                            .collect();
+                        let mut row = r.into_row();
+                        if !uses.is_empty() {
+                            row.vars.insert(ALSO_AFFECTED.into(), uses.join(", "));
+                        }
+                        batch.push(row);
                     }
                 }
             }
@@ -459,6 +490,7 @@ fn context(
     unsubscribe_url: String,
 ) -> minijinja::Value {
     let mut customer = vars.clone();
+    let also_affected = customer.remove(ALSO_AFFECTED);
     customer.insert("name".into(), name.to_string());
     customer.insert("email".into(), email.to_string());
     let ended = info.ended.unwrap_or(info.started);
@@ -480,6 +512,7 @@ fn context(
         status_url => format!("{}/status", config.public_url),
         unsubscribe_url => unsubscribe_url,
         compensation_code => compensation_code,
+        also_affected => also_affected,
         // Planned maintenance: the window, and whether this is the completion notice.
         window_start => local_time(info.started, tz, lang),
         window_end => local_time(ended, tz, lang),
@@ -759,6 +792,7 @@ mod tests {
             "customers",
             audience,
             &opened,
+            &[],
             &[],
             1,
         );

@@ -3,17 +3,19 @@
 //! - [`dispatch`]: the one loop from the outbox to the notifiers. Each decision is fanned
 //!   out into deliveries, one per [`dispatch::Notifier`] and target; each notifier
 //!   carries one delivery out and answers done, retry (after [`dispatch::Backoff`]) or
-//!   failed. The notifiers: [`staff::StaffMail`], [`webhook::Webhooks`] and
-//!   `campaign::planner::Campaigns`.
+//!   failed. The notifiers: [`staff::StaffMail`], [`webhook::Webhooks`],
+//!   [`channels::Channels`] (chat and paging tools) and `campaign::planner::Campaigns`.
 //! - Level-triggered reconcilers, woken by the engine's snapshot: [`pages`] (placeholder,
 //!   status file), [`autoreply`] (Sieve over [`sieve`]), [`hotline`] and [`maintenance`]
 //!   (advance and completion notices).
-//! - Shared parts: [`mail`] (the SMTP or `.eml` transport) and [`templates`].
+//! - Shared parts: [`mail`] (the SMTP or `.eml` transport), [`templates`], and [`http`]
+//!   (signing, reading a receiver's answer and its `Retry-After`).
 
 pub mod autoreply;
 pub mod channels;
 pub mod dispatch;
 pub mod hotline;
+pub mod http;
 pub mod mail;
 pub mod maintenance;
 pub mod pages;

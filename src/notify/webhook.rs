@@ -10,25 +10,15 @@
 //! repeats.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
 use super::dispatch::{Backoff, Notifier, Outcome};
+use super::http::{DEADLINE, answer, signature, transport};
 use crate::config::{Config, LiveConfig};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::store::{Channel, Delivery, OutboxItem};
-
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// `sha256=<hex>` of the body under `key`: what `X-Tocsin-Signature` carries.
-pub fn signature(key: &[u8], body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let tag = ring::hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
-}
 
 /// Every configured receiver's key must be in the environment: checked at start-up.
 pub fn check_secrets(config: &Config) -> Result<(), String> {
@@ -188,33 +178,13 @@ impl Webhooks {
             )
             .body(body);
         match req.send().await {
-            Err(e) => Outcome::Retry(format!("no answer: {}", root(&e))),
+            Err(e) => Outcome::Retry(format!("no answer: {}", transport(e))),
             Ok(r) => {
                 let status = r.status().as_u16();
                 let headers = r.headers().clone();
                 let said = r.text().await.unwrap_or_default();
-                super::channels::answer(status, &headers, &said, std::time::SystemTime::now())
+                answer(status, &headers, &said, std::time::SystemTime::now())
             }
         }
-    }
-}
-
-fn root(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_signature_is_hmac_sha256_of_the_body_in_hex() {
-        // RFC 4231 test case 2.
-        assert_eq!(
-            super::signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
     }
 }

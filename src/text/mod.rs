@@ -22,3 +22,38 @@ pub fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
         format!("{n} {many}")
     }
 }
+
+/// `s` cut to at most `max` characters, ending with `…` when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `s` cut to at most `max` bytes of UTF-8 (on a character boundary), ending with `…`.
+pub fn cut_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_on_character_boundaries() {
+        assert_eq!(cut("zażółć", 4), "zaż…");
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut_bytes("żółw", 5), "ż…");
+        assert!(cut_bytes(&"ą".repeat(3000), 4096).len() <= 4096);
+    }
+}

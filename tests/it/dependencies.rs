@@ -117,6 +117,20 @@ mail:
         "{told:#?}"
     );
     assert!(!told.contains_key("di@example.com"));
+    // Cy uses the shop too: the database's mail says so; Ana's does not.
+    let text_of = |who: &str| {
+        support::spooled(&d)
+            .into_iter()
+            .find(|m| m.0 == who && outage(m))
+            .map(|m| m.2)
+            .unwrap_or_default()
+    };
+    assert!(
+        text_of("cy@example.com").contains("This also affects Web shop, which you use too."),
+        "{}",
+        text_of("cy@example.com")
+    );
+    assert!(!text_of("ana@example.com").contains("also affects"));
     // Staff heard of the database only, with the shop listed under it.
     let staff: Vec<(String, String, String)> = support::spooled(&d)
         .into_iter()

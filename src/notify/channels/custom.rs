@@ -22,7 +22,7 @@ pub fn request(
     if let Some(k) = key {
         headers.push((
             "X-Tocsin-Signature",
-            crate::notify::webhook::signature(k.expose().as_bytes(), body.as_bytes()),
+            crate::notify::http::signature(k.expose().as_bytes(), body.as_bytes()),
         ));
     }
     Ok(Request {

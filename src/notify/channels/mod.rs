@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::dispatch::{Backoff, Notifier, Outcome};
+use super::http::{DEADLINE, answer, transport};
 use crate::clock::Clock;
 use crate::config::{ChatChannel, Config, EnvSecret, LiveConfig, Vendor, fmt_dur};
 use crate::incident::{Action, StaffMailKind};
@@ -38,11 +39,6 @@ use crate::metrics::Metrics;
 use crate::oncall::{Target, channels};
 use crate::secret::Secret;
 use crate::store::{Channel, Delivery, IncidentRecord, OutboxItem, SharedStore};
-
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// The longest wait a `Retry-After` may ask for; a longer one is taken as this.
-const MOST_AFTER: Duration = Duration::from_secs(3600);
 
 /// How urgent a notice is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,27 +147,7 @@ impl Notice {
     }
 }
 
-/// `s` cut to at most `max` characters, ending with `…` when cut.
-pub fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-/// `s` cut to at most `max` bytes of UTF-8 (on a character boundary), ending with `…`.
-pub fn cut_bytes(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+pub use crate::text::{cut, cut_bytes};
 
 /// One HTTP request to a vendor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,78 +259,6 @@ fn takes(kind: &str, action: &Action) -> bool {
                     ..
                 }
         ))
-}
-
-/// The wait a refusal asks for: `Retry-After` (seconds or an HTTP date), else the
-/// vendor's own field in the body (Discord's `retry_after` in seconds, Telegram's
-/// `parameters.retry_after`, Matrix's `retry_after_ms`).
-pub fn retry_after(
-    headers: &reqwest::header::HeaderMap,
-    body: &str,
-    now: SystemTime,
-) -> Option<Duration> {
-    if let Some(v) = headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        if let Ok(secs) = v.parse::<f64>() {
-            if secs.is_finite() && secs >= 0.0 {
-                return Some(Duration::from_secs_f64(secs.min(MOST_AFTER.as_secs_f64())));
-            }
-        }
-        if let Ok(t) = httpdate::parse_http_date(v) {
-            return Some(t.duration_since(now).unwrap_or_default());
-        }
-    }
-    let json: serde_json::Value = serde_json::from_str(body).ok()?;
-    let secs = json["retry_after"]
-        .as_f64()
-        .or_else(|| json["parameters"]["retry_after"].as_f64())
-        .or_else(|| json["retry_after_ms"].as_f64().map(|ms| ms / 1000.0))?;
-    (secs.is_finite() && secs >= 0.0)
-        .then(|| Duration::from_secs_f64(secs.min(MOST_AFTER.as_secs_f64())))
-}
-
-/// What a vendor's answer means for the delivery.
-pub fn answer(
-    status: u16,
-    headers: &reqwest::header::HeaderMap,
-    body: &str,
-    now: SystemTime,
-) -> Outcome {
-    if (200..300).contains(&status) {
-        return Outcome::Done;
-    }
-    let said = cut(body.trim(), 300);
-    let msg = format!("answered {status}: {said}");
-    if status == 429 {
-        return match retry_after(headers, body, now) {
-            Some(d) => Outcome::RetryAfter(msg, d.min(MOST_AFTER)),
-            None => Outcome::Retry(msg),
-        };
-    }
-    if status >= 500 || status == 408 {
-        Outcome::Retry(msg)
-    } else {
-        Outcome::Failed(msg)
-    }
-}
-
-/// The innermost cause of a transport error, without the URL (which may hold a token).
-fn transport(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut cur: &(dyn std::error::Error + 'static) = &e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    let timeout = e.is_timeout();
-    let s = cur.to_string();
-    if timeout {
-        format!("no answer within {}s ({s})", DEADLINE.as_secs())
-    } else {
-        s
-    }
 }
 
 /// One channel message a dry run kept.
@@ -699,58 +603,6 @@ impl Channels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
-
-    #[test]
-    fn a_429_is_retried_after_the_wait_the_vendor_asks_for() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(
-            answer(429, &h, "", now),
-            Outcome::RetryAfter("answered 429: ".into(), Duration::from_secs(7))
-        );
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        h.insert(RETRY_AFTER, HeaderValue::from_str(&date).unwrap());
-        assert!(
-            matches!(answer(429, &h, "", now), Outcome::RetryAfter(_, d) if d == Duration::from_secs(30))
-        );
-        let none = HeaderMap::new();
-        let discord =
-            r#"{"message": "You are being rate limited.", "retry_after": 0.5, "global": false}"#;
-        assert!(
-            matches!(answer(429, &none, discord, now), Outcome::RetryAfter(_, d) if d == Duration::from_millis(500))
-        );
-        let telegram = r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#;
-        assert!(
-            matches!(answer(429, &none, telegram, now), Outcome::RetryAfter(_, d) if d == Duration::from_secs(3))
-        );
-        let matrix =
-            r#"{"errcode":"M_LIMIT_EXCEEDED","error":"Too many requests","retry_after_ms":2000}"#;
-        assert!(
-            matches!(answer(429, &none, matrix, now), Outcome::RetryAfter(_, d) if d == Duration::from_secs(2))
-        );
-        // A day is taken as an hour; no hint at all is the usual backoff.
-        h.insert(RETRY_AFTER, HeaderValue::from_static("86400"));
-        assert!(matches!(answer(429, &h, "", now), Outcome::RetryAfter(_, d) if d == MOST_AFTER));
-        assert!(matches!(
-            answer(429, &none, "slow down", now),
-            Outcome::Retry(_)
-        ));
-        assert!(matches!(answer(503, &none, "", now), Outcome::Retry(_)));
-        assert!(
-            matches!(answer(400, &none, "invalid_payload", now), Outcome::Failed(m) if m == "answered 400: invalid_payload")
-        );
-        assert_eq!(answer(202, &none, "", now), Outcome::Done);
-    }
-
-    #[test]
-    fn text_is_cut_on_character_boundaries() {
-        assert_eq!(cut("zażółć", 4), "zaż…");
-        assert_eq!(cut("abc", 3), "abc");
-        assert_eq!(cut_bytes("żółw", 5), "ż…");
-        assert!(cut_bytes(&"ą".repeat(3000), 4096).len() <= 4096);
-    }
 
     /// A notice far over every vendor's limits: a long name, thousands of reasons, and
     /// text that needs escaping.
