@@ -166,6 +166,7 @@ impl Templates {
         // needs, far less than a template looping without end would use (tocsin check
         // would hang on it, and a campaign with it).
         env.set_fuel(Some(FUEL));
+        env.add_filter("genitive", genitive);
         let files: BTreeMap<String, String> = sources
             .iter()
             .map(|(n, (_, f))| (n.clone(), f.clone()))
@@ -570,6 +571,32 @@ fn locale(lang: &str) -> (Locale, &'static str) {
     }
 }
 
+/// A Polish time as it reads after `od` and `do` ("since", "until"), which take the
+/// genitive: "od poniedziałku, 23 listopada 2026, 14:00 CET", never "od poniedziałek".
+/// Only the weekday changes (the month is written in the genitive already, and the day
+/// as a number); any other text, and times in other languages, come back as they are.
+/// By hand: chrono names weekdays in the nominative only, and ICU4X's date formatter
+/// has no case either.
+pub fn genitive(time: String) -> String {
+    const DAYS: [(&str, &str); 7] = [
+        ("poniedziałek", "poniedziałku"),
+        ("wtorek", "wtorku"),
+        ("środa", "środy"),
+        ("czwartek", "czwartku"),
+        ("piątek", "piątku"),
+        ("sobota", "soboty"),
+        ("niedziela", "niedzieli"),
+    ];
+    for (nominative, genitive) in DAYS {
+        if let Some(rest) = time.strip_prefix(nominative) {
+            if rest.starts_with(',') {
+                return format!("{genitive}{rest}");
+            }
+        }
+    }
+    time
+}
+
 /// `t` in the time zone `tz` (IANA; UTC when unknown), worded in `lang`:
 /// "Monday 23 November 2026, 14:00 CET", "poniedziałek, 23 listopada 2026, 14:00 CET".
 pub fn local_time(t: SystemTime, tz: &str, lang: &str) -> String {
@@ -660,5 +687,144 @@ mod tests {
         assert_eq!(t.language("pl"), "pl");
         assert_eq!(t.language("sv-FI"), "sv");
         assert_eq!(t.language("de"), "en");
+    }
+
+    /// Every shipped template of `lang` rendered with times on one day, `day` days after
+    /// a Monday: (name, text).
+    fn rendered(t: &Templates, lang: &str, day: u64) -> Vec<(String, String)> {
+        // Monday 23 November 2026, 13:00 UTC.
+        let monday = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_438_800);
+        let started = monday + Duration::from_secs(day * 86_400);
+        let later = started + Duration::from_secs(7 * 86_400 + 3600);
+        let tz = "Europe/Warsaw";
+        let mut out = Vec::new();
+        let mut render = |name: String, ctx: &minijinja::Value| {
+            let text = t
+                .env
+                .get_template(&name)
+                .and_then(|x| x.render(ctx))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            out.push((name, text));
+        };
+        for (eta, next) in [(Some(later), Some(later)), (None, Some(later))] {
+            let ctx = sample(lang, tz, started, eta, next);
+            for kind in ["outage", "update", "recovery"] {
+                for ext in ["txt", "html", "subject"] {
+                    render(format!("{lang}/{kind}.{ext}"), &ctx);
+                }
+            }
+            render(format!("{lang}/placeholder.html"), &ctx);
+            let notice = notice_sample(lang, tz, started, eta, later);
+            render(format!("{lang}/autoreply.txt"), &notice);
+            render(format!("{lang}/hotline.txt"), &notice);
+        }
+        for completed in [false, true] {
+            let window = minijinja::context! {
+                window_start => local_time(started, tz, lang),
+                window_end => local_time(later, tz, lang),
+                window_duration => "7 d 1 h",
+                completed => completed,
+                ..sample(lang, tz, started, None, Some(later))
+            };
+            for ext in ["txt", "html", "subject"] {
+                render(format!("{lang}/maintenance.{ext}"), &window);
+            }
+        }
+        let page = minijinja::context! {
+            incidents => vec![minijinja::context! {
+                service => "Web shop",
+                affected => Vec::<String>::new(),
+                status => "down",
+                started => local_time(started, tz, lang),
+                eta => local_time(later, tz, lang),
+                updates => vec![minijinja::context! { at => local_time(started, tz, lang), kind => "eta", eta => local_time(later, tz, lang) }],
+            }],
+            maintenance => vec![minijinja::context! {
+                service => "Web shop", start => local_time(started, tz, lang), end => local_time(later, tz, lang), now => false, note => "",
+            }],
+            resolved => vec![minijinja::context! { service => "Web shop", started => local_time(started, tz, lang), duration => "1 h" }],
+            ..sample(lang, tz, started, Some(later), Some(later))
+        };
+        render(format!("{lang}/status.html"), &page);
+        out
+    }
+
+    #[test]
+    fn every_template_puts_each_date_in_the_case_its_sentence_needs() {
+        let t = Templates::load(None).unwrap_or_else(|e| panic!("{e:?}"));
+        let nominative = [
+            "poniedziałek",
+            "wtorek",
+            "środa",
+            "czwartek",
+            "piątek",
+            "sobota",
+            "niedziela",
+        ];
+        let genitive = [
+            "poniedziałku",
+            "wtorku",
+            "środy",
+            "czwartku",
+            "piątku",
+            "soboty",
+            "niedzieli",
+        ];
+        // `od` and `do` take the genitive; a date right after `najpóźniej` would need a
+        // preposition.
+        let wrong = regex::Regex::new(&format!(
+            r"\b(od|Od|do|najpóźniej) ({})\b",
+            nominative.join("|")
+        ))
+        .unwrap();
+        for day in 0..7 {
+            let mut seen_genitive = false;
+            for (name, text) in rendered(&t, "pl", day) {
+                assert!(
+                    !wrong.is_match(&text),
+                    "{name}: {}",
+                    wrong.find(&text).unwrap().as_str()
+                );
+                seen_genitive |= text.contains(&format!("od {},", genitive[day as usize]));
+            }
+            assert!(
+                seen_genitive,
+                "day {day}: `od {},` somewhere",
+                genitive[day as usize]
+            );
+            for (name, text) in rendered(&t, "en", day) {
+                assert!(!text.contains("is working again since"), "{name}: {text}");
+                assert!(!text.contains("since on "), "{name}");
+            }
+            for (name, text) in rendered(&t, "sv", day) {
+                // Swedish takes the weekday as it is after `sedan`, `senast` and `till`;
+                // the time always comes with `kl.`.
+                assert!(!text.contains(" kl. kl."), "{name}");
+            }
+        }
+        // Subject lines name the day and the zone with the time, never a bare clock.
+        for lang in ["en", "pl", "sv"] {
+            for (name, text) in rendered(&t, lang, 2) {
+                if name.ends_with(".subject") && text.chars().any(|c| c.is_ascii_digit()) {
+                    assert!(
+                        text.contains("CET") || text.contains("CEST"),
+                        "{name}: {text}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            genitive_of("środa, 25 listopada 2026, 14:00 CET"),
+            "środy, 25 listopada 2026, 14:00 CET"
+        );
+        assert_eq!(
+            genitive_of("Wednesday 25 November 2026, 14:00 CET"),
+            "Wednesday 25 November 2026, 14:00 CET"
+        );
+        assert_eq!(genitive_of("25 lis, 14:00 CET"), "25 lis, 14:00 CET");
+    }
+
+    fn genitive_of(s: &str) -> String {
+        genitive(s.to_string())
     }
 }
