@@ -27,7 +27,9 @@ pub use resolve::icmp::valid_host;
 pub use resolve::mail::{Company, Dkim, Mail};
 pub use resolve::oncall::{ChatChannel, EnvSecret, Vendor};
 pub use resolve::pages::{Hotline, Webhook};
-pub use resolve::services::{Allow, Compensation, Level, Maintenance, Module, Probe, Service};
+pub use resolve::services::{
+    Allow, Compensation, Level, Maintenance, Module, Probe, PublicFrom, Service,
+};
 pub use resolve::tcp::valid_host_port;
 pub use resolve::webhooks::IncidentWebhook;
 pub use resolve::{Config, PerProbe};

@@ -79,6 +79,9 @@ pub struct RawService {
     pub failure_threshold: Option<u32>,
     pub success_threshold: Option<u32>,
     pub compensation: Option<RawCompensation>,
+    /// From when its incidents are on the status page: `staff` (as soon as one opens) or
+    /// `customer` (once customers are told).
+    pub public_from: Option<String>,
     /// Services this one needs: while one of them has an incident open, a failure here
     /// is attached to it instead of opening an incident of its own.
     #[serde(default)]

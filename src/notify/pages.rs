@@ -192,13 +192,25 @@ pub fn status_context(
         .unwrap_or(0);
     let today = now_s - now_s % day;
     let first = today - (HISTORY_DAYS - 1) * day;
-    let (open, history) = {
+    let (mut open, mut history) = {
         let s = store.lock();
         (
             s.incidents(true)?,
             s.incidents_since(SystemTime::UNIX_EPOCH + Duration::from_secs(first))?,
         )
     };
+    // A service shown from its customer phase only (`public_from: customer`): an
+    // incident its customers were never told of appears nowhere on the page.
+    let hidden = |service: &str, told: bool| {
+        !told
+            && config
+                .services
+                .iter()
+                .find(|s| s.id == service)
+                .is_some_and(|s| s.public_from == crate::config::PublicFrom::Customer)
+    };
+    open.retain(|i| !hidden(&i.service, i.customer_phase));
+    history.retain(|(service, _, _, told)| !hidden(service, *told));
     let name_of = |id: &str| {
         config
             .services
@@ -210,7 +222,7 @@ pub fn status_context(
     // Each service's outages within the window, gathered once: the page of 10,000
     // services must not scan every incident for every service and day.
     let mut spans: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
-    for (svc, st, en) in &history {
+    for (svc, st, en, _) in &history {
         let a = secs_of(*st).max(first);
         let b = en.map(secs_of).unwrap_or(now_s).min(now_s);
         if b > a {
@@ -313,22 +325,27 @@ pub fn status_context(
     let incidents: Vec<minijinja::Value> = open
         .iter()
         .map(|i| {
+            // What customers may read: the opening and each new expected time, once
+            // (staff's ETA and the promise made to customers are the same news), never
+            // staff bookkeeping such as who acknowledged or that customers were mailed.
+            let mut said: Option<SystemTime> = None;
             let updates: Vec<minijinja::Value> = i
                 .timeline
                 .iter()
                 .filter_map(|e| {
                     let kind = match e.kind() {
                         "opened" => "opened",
-                        "acknowledged" => "acknowledged",
-                        "eta" => "eta",
-                        "customer_phase" | "customer_update" => "customers",
+                        "eta" | "customer_phase" | "customer_update" => {
+                            let eta = e.event.eta().filter(|t| Some(*t) != said)?;
+                            said = Some(eta);
+                            "eta"
+                        }
                         _ => return None,
                     };
-                    let eta = e.event.eta();
                     Some(minijinja::context! {
                         at => at(e.at),
                         kind => kind,
-                        eta => eta.map(at),
+                        eta => e.event.eta().map(at),
                     })
                 })
                 .collect();
@@ -360,15 +377,15 @@ pub fn status_context(
         })
         .collect();
     let week = now - Duration::from_secs(7 * day);
-    let mut recent: Vec<&(String, SystemTime, Option<SystemTime>)> = history
+    let mut recent: Vec<&crate::store::Span> = history
         .iter()
-        .filter(|(_, _, ended)| ended.is_some_and(|e| e >= week))
+        .filter(|(_, _, ended, _)| ended.is_some_and(|e| e >= week))
         .collect();
-    recent.sort_by_key(|(_, started, _)| std::cmp::Reverse(*started));
+    recent.sort_by_key(|(_, started, _, _)| std::cmp::Reverse(*started));
     let resolved: Vec<minijinja::Value> = recent
         .into_iter()
         .take(10)
-        .map(|(service, started, ended)| {
+        .map(|(service, started, ended, _)| {
             let ended = ended.unwrap_or(now);
             minijinja::context! {
                 service => name_of(service),

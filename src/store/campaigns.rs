@@ -674,18 +674,16 @@ impl CampaignStore for SqliteStore {
         self.select("WHERE ended_at IS NULL AND customer_phase = 1", [])
     }
 
-    fn incidents_since(
-        &self,
-        since: SystemTime,
-    ) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError> {
+    fn incidents_since(&self, since: SystemTime) -> Result<Vec<super::Span>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT service, started_at, ended_at FROM incidents WHERE ended_at IS NULL OR ended_at >= ?1",
+            "SELECT service, started_at, ended_at, customer_phase FROM incidents WHERE ended_at IS NULL OR ended_at >= ?1",
         )?;
         let rows = stmt.query_map([secs(since)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 from_secs(r.get(1)?),
                 r.get::<_, Option<f64>>(2)?.map(from_secs),
+                r.get::<_, i64>(3)? != 0,
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -189,6 +189,10 @@ pub struct IncidentRecord {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// An incident as the uptime history sees it: service, start, end (none while open), and
+/// whether its customers were told.
+pub type Span = (String, SystemTime, Option<SystemTime>, bool);
+
 impl IncidentRecord {
     /// The services attached to this incident now (they depend on its service and fail
     /// with it), each with the line its timeline gives ("api fails too (home: ...)").
@@ -510,11 +514,9 @@ pub trait CampaignStore {
     /// Open incidents whose customers were told: their placeholder pages stand.
     fn customer_phase_open(&self) -> Result<Vec<IncidentRecord>, StoreError>;
 
-    /// Incidents that overlap `[since, now]`, for uptime history.
-    fn incidents_since(
-        &self,
-        since: SystemTime,
-    ) -> Result<Vec<(String, SystemTime, Option<SystemTime>)>, StoreError>;
+    /// Incidents that overlap `[since, now]`, for uptime history: service, start, end,
+    /// and whether customers were told.
+    fn incidents_since(&self, since: SystemTime) -> Result<Vec<Span>, StoreError>;
 }
 
 /// Planned maintenance windows added through the API, and the notices sent for each window.

@@ -377,6 +377,12 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "public-from.yaml",
+        &[
+            "4:18: `public_from` is `staff` (incidents are public as soon as they open) or `customer` (once customers are told), not `customers`",
+        ],
+    ),
+    (
         "oncall-channels.yaml",
         &[
             "9:43: unknown rotation `secundary`: define it under `rotations` (defined: night, primary)",

@@ -486,3 +486,120 @@ async fn many_services_show_problems_first_and_the_rest_in_collapsed_groups() {
     assert_eq!(stale.status(), 200);
     app.stop().await;
 }
+
+/// The status page speaks to customers: a service shown from its customer phase
+/// (`public_from: customer`) keeps a staff-only blip off the page, its history and its
+/// uptime; a public incident's timeline has its opening and each new expected time once,
+/// never who acknowledged or that customers were mailed; and the page refreshes itself
+/// while something is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_customers_what_is_theirs_only() {
+    let (target, up) = support::switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}
+data_dir: ./var
+allow_insecure_links: true
+defaults: {{ failure_threshold: 1, success_threshold: 1 }}
+services:
+  - id: shop
+    name: Web shop
+    customer_threshold: 1h
+    escalation: default
+    probes:
+      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+  - id: admin
+    name: Back office
+    public_from: customer
+    escalation: default
+    probes:
+      - {{ name: panel, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+escalation:
+  default:
+    - {{ after: 0m, to: [oncall@example.com] }}
+"
+        ),
+    )
+    .unwrap();
+    let token = "pages-test-token";
+    let app = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", token)]).await;
+    let url = format!("http://127.0.0.1:{port}/status");
+    up.store(false, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    while app.store.lock().incidents(true).unwrap().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Staff acknowledge and set an ETA (beyond the threshold: customers are told at once,
+    // with that same time as their promise).
+    assert!(
+        support::api_post(
+            port,
+            "/api/v1/incidents/shop/ack",
+            token,
+            serde_json::json!({"by": "anna"})
+        )
+        .await
+    );
+    assert!(
+        support::api_post(
+            port,
+            "/api/v1/incidents/shop/eta",
+            token,
+            serde_json::json!({"eta": "3h", "by": "anna"})
+        )
+        .await
+    );
+    let page = wait_for(&url, "We now expect it back by", Duration::from_secs(20))
+        .await
+        .1;
+    let r = support::client().get(&url).send().await.unwrap();
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("<meta http-equiv=\"refresh\" content=\"60\">")
+    );
+    assert!(page.contains("Web shop: unavailable"), "{page}");
+    assert!(
+        !page.contains("Back office: unavailable"),
+        "a staff-only incident is not public: {page}"
+    );
+    assert_eq!(
+        page.matches("We now expect it back by").count(),
+        1,
+        "one line per new time: {page}"
+    );
+    assert!(page.contains("We are investigating a problem with Web shop."));
+    for staff_only in [
+        "taken it on",
+        "Customers were informed",
+        "acknowledged",
+        "anna",
+    ] {
+        assert!(!page.contains(staff_only), "{staff_only}: {page}");
+    }
+
+    // Back: the blip leaves no trace; the shop's outage is in the history.
+    up.store(true, Ordering::SeqCst);
+    let page = wait_for(&url, "Recent incidents", Duration::from_secs(20))
+        .await
+        .1;
+    assert!(page.contains("<strong>Web shop</strong>"), "{page}");
+    assert!(!page.contains("<strong>Back office</strong>"), "{page}");
+    let office = page.find("aria-label=\"Back office\"").expect("its card");
+    assert!(
+        page[office..].contains("100.00% uptime over 90 days"),
+        "{}",
+        &page[office..office + 600]
+    );
+    assert!(
+        !page.contains("http-equiv=\"refresh\""),
+        "nothing wrong: no refresh"
+    );
+    app.stop().await;
+}

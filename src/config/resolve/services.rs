@@ -24,6 +24,8 @@ pub struct Service {
     pub compensation: Option<Compensation>,
     /// Services this one needs (`depends_on`), by id; the config has no cycles.
     pub depends_on: Vec<String>,
+    /// From when its incidents are public (status page, history, uptime).
+    pub public_from: PublicFrom,
     pub probes: Vec<Arc<Probe>>,
 }
 
@@ -37,6 +39,17 @@ impl Service {
             .max()
             .unwrap_or(Duration::from_secs(30))
     }
+}
+
+/// From when a service's incidents appear on the status page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PublicFrom {
+    /// As soon as an incident opens: customers who look see what staff see.
+    #[default]
+    Staff,
+    /// Once its customers are told: an outage short enough to stay with staff never
+    /// appears publicly, in its history or in its uptime.
+    Customer,
 }
 
 /// Compensation codes in the recovery mail of outages that lasted at least `after`.
@@ -386,6 +399,17 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                 Some(g.to_string())
             }
         });
+        let public_from = match rs.public_from.as_deref() {
+            None | Some("staff") => PublicFrom::Staff,
+            Some("customer") => PublicFrom::Customer,
+            Some(other) => {
+                cx.err(
+                    &sp.key("public_from"),
+                    format!("`public_from` is `staff` (incidents are public as soon as they open) or `customer` (once customers are told), not `{other}`"),
+                );
+                PublicFrom::Staff
+            }
+        };
         services.push(Service {
             id: rs.id.clone(),
             name: rs.name.clone().unwrap_or_else(|| rs.id.clone()),
@@ -397,6 +421,7 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
             success_threshold,
             compensation,
             depends_on: rs.depends_on.clone(),
+            public_from,
             probes,
         });
     }
