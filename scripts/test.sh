@@ -8,7 +8,8 @@
 # procps and util-linux for the network namespaces, the unprivileged ICMP tests and the
 # descriptor limit; faketime for the clock-jump test; dkimpy (python3-dkim), SpamAssassin
 # and openssl for the deliverability tests: independent DKIM verification, offline spam
-# scores, and keys made as operators make them), and
+# scores, and keys made as operators make them); python3-feedparser, a real reader of the
+# Atom and RSS feeds; and
 # through pip kubernetes-validate (the Kubernetes API schemas, offline),
 # then checks formatting and lints and runs every test. CI (.ci/run) calls this same script.
 set -euo pipefail
@@ -25,6 +26,7 @@ command -v mount >/dev/null 2>&1 || need+=(mount)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 /usr/bin/python3 -c 'import dkim' >/dev/null 2>&1 || need+=(python3-dkim)
+/usr/bin/python3 -c 'import feedparser' >/dev/null 2>&1 || need+=(python3-feedparser)
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)

@@ -352,6 +352,7 @@ pub fn status_context(
             // Services that depend on this one and fail with it.
             let affected: Vec<String> = i.also_affected().iter().map(|(s, _)| name_of(s)).collect();
             minijinja::context! {
+                id => i.id,
                 service => name_of(&i.service),
                 affected => affected,
                 status => val(statuses.get(&i.service).copied().unwrap_or(Status::Down)),

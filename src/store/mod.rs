@@ -399,6 +399,9 @@ pub trait IncidentStore {
     /// One incident by its id.
     fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError>;
 
+    /// The `limit` newest incidents, open or not, newest first.
+    fn recent_incidents(&self, limit: usize) -> Result<Vec<IncidentRecord>, StoreError>;
+
     /// The open incident of `service`, if any.
     fn open_incident_of(&self, service: &str) -> Result<Option<IncidentRecord>, StoreError>;
 }

@@ -520,6 +520,13 @@ impl IncidentStore for SqliteStore {
         self.select(filter, [])
     }
 
+    fn recent_incidents(&self, limit: usize) -> Result<Vec<IncidentRecord>, StoreError> {
+        self.select(
+            "WHERE id IN (SELECT id FROM incidents ORDER BY id DESC LIMIT ?1)",
+            [limit as i64],
+        )
+    }
+
     fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
         Ok(self.select("WHERE id = ?1", [id])?.into_iter().next())
     }

@@ -5,6 +5,7 @@
 pub mod act;
 pub mod api;
 pub mod campaigns;
+pub mod feeds;
 pub mod maintenance;
 pub mod oncall;
 pub mod ping;
@@ -115,7 +116,9 @@ pub fn router(state: AppState, side: Side) -> Router {
         router = router.merge(campaigns::routes(c));
     }
     if let Some(p) = public_routes.filter(|_| public) {
-        router = router.merge(public::routes(p));
+        router = router
+            .merge(feeds::routes(p.clone()))
+            .merge(public::routes(p));
     }
     if let Some(m) = maintenance_routes.filter(|_| internal) {
         router = router.merge(maintenance::routes(m));

@@ -19,6 +19,7 @@ mod deploy;
 mod drill;
 mod e2e_staff;
 mod engine;
+mod feeds;
 mod grouping;
 mod heartbeat;
 mod hotline;
