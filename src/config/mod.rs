@@ -101,6 +101,26 @@ impl Config {
         }
     }
 
+    /// What customers call the service `id` (its id, for one no longer configured).
+    pub fn service_name(&self, id: &str) -> String {
+        self.services
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Whether the public (status page, feeds, summary) may show an incident of `id`
+    /// whose customers were (`told`) or were not told: `public_from: customer` keeps the
+    /// latter off.
+    pub fn shown_publicly(&self, id: &str, told: bool) -> bool {
+        told || self
+            .services
+            .iter()
+            .find(|s| s.id == id)
+            .is_none_or(|s| s.public_from == PublicFrom::Staff)
+    }
+
     /// `service/probe` of every canary probe.
     pub fn canaries(&self) -> Vec<String> {
         self.probes()

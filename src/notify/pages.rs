@@ -201,24 +201,9 @@ pub fn status_context(
     };
     // A service shown from its customer phase only (`public_from: customer`): an
     // incident its customers were never told of appears nowhere on the page.
-    let hidden = |service: &str, told: bool| {
-        !told
-            && config
-                .services
-                .iter()
-                .find(|s| s.id == service)
-                .is_some_and(|s| s.public_from == crate::config::PublicFrom::Customer)
-    };
-    open.retain(|i| !hidden(&i.service, i.customer_phase));
-    history.retain(|(service, _, _, told)| !hidden(service, *told));
-    let name_of = |id: &str| {
-        config
-            .services
-            .iter()
-            .find(|s| s.id == id)
-            .map(|s| s.name.clone())
-            .unwrap_or_else(|| id.to_string())
-    };
+    open.retain(|i| config.shown_publicly(&i.service, i.customer_phase));
+    history.retain(|(service, _, _, told)| config.shown_publicly(service, *told));
+    let name_of = |id: &str| config.service_name(id);
     // Each service's outages within the window, gathered once: the page of 10,000
     // services must not scan every incident for every service and day.
     let mut spans: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();

@@ -48,28 +48,14 @@ struct Item {
     updated: SystemTime,
 }
 
-fn name_of(config: &Config, id: &str) -> String {
-    config
-        .services
-        .iter()
-        .find(|s| s.id == id)
-        .map(|s| s.name.clone())
-        .unwrap_or_else(|| id.to_string())
-}
-
 /// Whether `inc` is on the public side (see `public_from`).
 fn public(config: &Config, inc: &IncidentRecord) -> bool {
-    inc.customer_phase
-        || config
-            .services
-            .iter()
-            .find(|s| s.id == inc.service)
-            .is_none_or(|s| s.public_from == PublicFrom::Staff)
+    config.shown_publicly(&inc.service, inc.customer_phase)
 }
 
 /// The public timeline of `inc` as lines, and when it last changed.
 fn told(config: &Config, inc: &IncidentRecord) -> (Vec<String>, SystemTime) {
-    let name = name_of(config, &inc.service);
+    let name = config.service_name(&inc.service);
     let mut lines = Vec::new();
     let mut updated = inc.started;
     let mut said = None;
@@ -89,7 +75,7 @@ fn told(config: &Config, inc: &IncidentRecord) -> (Vec<String>, SystemTime) {
                 service,
                 affected: true,
                 ..
-            } => format!("{} is affected too.", name_of(config, service)),
+            } => format!("{} is affected too.", config.service_name(service)),
             _ => continue,
         };
         lines.push(format!("{}: {line}", rfc3339(e.at)));
@@ -116,7 +102,7 @@ fn items(p: &Public, config: &Config, only: Option<&str>) -> Result<Vec<Item>, S
         .take(ENTRIES)
         .map(|i| {
             let (lines, updated) = told(config, i);
-            let name = name_of(config, &i.service);
+            let name = config.service_name(&i.service);
             Item {
                 id: format!("{base}/status#incident-{}", i.id),
                 title: match i.ended {
@@ -137,7 +123,7 @@ fn items(p: &Public, config: &Config, only: Option<&str>) -> Result<Vec<Item>, S
         .filter(|m| only.is_none_or(|s| s == m.service))
         .filter(|m| m.start + m.duration + Duration::from_secs(90 * 86_400) > now)
     {
-        let name = name_of(config, &m.service);
+        let name = config.service_name(&m.service);
         let mut text = format!(
             "{name} is unavailable for planned maintenance from {} to {}.",
             rfc3339(m.start),
@@ -211,26 +197,36 @@ fn failed(e: String) -> Response {
         .into_response()
 }
 
-async fn atom(State(p): State<Public>, Query(q): Query<FeedQuery>, headers: HeaderMap) -> Response {
+/// What a feed shows: the running config, its items and when the newest changed; or
+/// the answer that refuses (an unknown service, the store unavailable).
+fn gather(
+    p: &Public,
+    q: &FeedQuery,
+) -> Result<(std::sync::Arc<Config>, Vec<Item>, SystemTime), Box<Response>> {
     let config = p.pages.config.get();
-    if let Some(r) = unknown(&config, &q) {
-        return r;
+    if let Some(r) = unknown(&config, q) {
+        return Err(Box::new(r));
     }
-    let items = match items(&p, &config, q.service.as_deref()) {
-        Ok(i) => i,
-        Err(e) => return failed(e),
-    };
+    let items = items(p, &config, q.service.as_deref()).map_err(|e| Box::new(failed(e)))?;
     let updated = items
         .iter()
         .map(|i| i.updated)
         .max()
         .unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok((config, items, updated))
+}
+
+async fn atom(State(p): State<Public>, Query(q): Query<FeedQuery>, headers: HeaderMap) -> Response {
+    let (config, items, updated) = match gather(&p, &q) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
     let self_url = match &q.service {
         Some(s) => format!("{}/feed.atom?service={s}", config.public_url),
         None => format!("{}/feed.atom", config.public_url),
     };
     let title = match &q.service {
-        Some(s) => format!("{}: {}", config.company.name, name_of(&config, s)),
+        Some(s) => format!("{}: {}", config.company.name, config.service_name(s)),
         None => format!("{} status", config.company.name),
     };
     let link = |href: &str, rel: &str| atom_syndication::Link {
@@ -277,22 +273,13 @@ async fn atom(State(p): State<Public>, Query(q): Query<FeedQuery>, headers: Head
 }
 
 async fn rss(State(p): State<Public>, Query(q): Query<FeedQuery>, headers: HeaderMap) -> Response {
-    let config = p.pages.config.get();
-    if let Some(r) = unknown(&config, &q) {
-        return r;
-    }
-    let items = match items(&p, &config, q.service.as_deref()) {
-        Ok(i) => i,
-        Err(e) => return failed(e),
+    let (config, items, updated) = match gather(&p, &q) {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
-    let updated = items
-        .iter()
-        .map(|i| i.updated)
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
     let channel = ::rss::Channel {
         title: match &q.service {
-            Some(s) => format!("{}: {}", config.company.name, name_of(&config, s)),
+            Some(s) => format!("{}: {}", config.company.name, config.service_name(s)),
             None => format!("{} status", config.company.name),
         },
         link: format!("{}/status", config.public_url),
@@ -380,7 +367,7 @@ async fn summary(State(p): State<Public>, headers: HeaderMap) -> Response {
             };
             json!({
                 "id": i.id,
-                "name": format!("{} unavailable", name_of(&config, &i.service)),
+                "name": format!("{} unavailable", config.service_name(&i.service)),
                 "status": state,
                 "component": i.service,
                 "affected": i.also_affected().into_iter().map(|(s, _)| s).collect::<Vec<_>>(),
@@ -400,7 +387,7 @@ async fn summary(State(p): State<Public>, headers: HeaderMap) -> Response {
         .map(|m| {
             json!({
                 "component": m.service,
-                "name": format!("Planned maintenance: {}", name_of(&config, &m.service)),
+                "name": format!("Planned maintenance: {}", config.service_name(&m.service)),
                 "status": if m.start <= now { "in_progress" } else { "scheduled" },
                 "scheduled_for": rfc3339(m.start),
                 "scheduled_until": rfc3339(m.start + m.duration),
