@@ -198,7 +198,11 @@ fn plan_attached(
     let reading = campaigns
         .iter()
         .any(|(_, done, s)| !done && *s != item.service);
-    if !mine && (reading || (root_has_audience && campaigns.is_empty())) {
+    // A root campaign refused (over mail.max_campaign_size) will never come: this
+    // service's customers are told without waiting for it.
+    let awaited =
+        root_has_audience && campaigns.is_empty() && !store.lock().outage_refused(incident)?;
+    if !mine && (reading || awaited) {
         return Ok(Planned::Later(ATTACHED_AGAIN));
     }
     let others: Vec<i64> = campaigns.iter().map(|(id, _, _)| *id).collect();

@@ -250,6 +250,16 @@ impl CampaignStore for SqliteStore {
         Ok(rows)
     }
 
+    fn outage_refused(&self, incident: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+               WHERE o.incident_id = ?1 AND d.channel = 'campaign' AND d.status = 'failed'
+                 AND json_extract(o.action, '$.action') = 'customer_phase')",
+            [incident],
+            |r| r.get(0),
+        )?)
+    }
+
     fn campaign_addresses(
         &self,
         campaign: i64,

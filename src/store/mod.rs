@@ -429,6 +429,10 @@ pub trait CampaignStore {
     /// it is about.
     fn outage_campaigns(&self, incident: i64) -> Result<Vec<(i64, bool, String)>, StoreError>;
 
+    /// Whether the outage campaign `incident`'s customer phase decided was given up
+    /// (refused: its audience over `mail.max_campaign_size`).
+    fn outage_refused(&self, incident: i64) -> Result<bool, StoreError>;
+
     /// Calls `each` with the address of every recipient a campaign has so far, in order.
     fn campaign_addresses(
         &self,

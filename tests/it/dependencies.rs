@@ -169,3 +169,95 @@ mail:
     assert_eq!(back["cy@example.com"], "Database is working again");
     tocsin.stop().await;
 }
+
+/// The database's own campaign is refused (its audience is over the limit): the shop's
+/// customers are told all the same, and do not wait for a campaign that will never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_service_s_customers_are_told_when_the_root_s_campaign_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(
+        d.join("all.csv"),
+        "email,name,language,services\nana@example.com,Ana,en,db\ncy@example.com,Cy,en,db\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("shop.csv"),
+        "email,name,language,services\nbo@example.com,Bo,en,shop\n",
+    )
+    .unwrap();
+    let (target, up) = support::switchable_target().await;
+    let cfg = d.join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:0
+data_dir: ./var
+allow_insecure_links: true
+defaults: {{ failure_threshold: 1 }}
+services:
+  - id: db
+    name: Database
+    customer_threshold: 1h
+    escalation: default
+    audience: all
+    probes:
+      - {{ name: pg, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+  - id: shop
+    name: Web shop
+    customer_threshold: 1h
+    escalation: default
+    audience: shop
+    depends_on: [db]
+    probes:
+      - {{ name: home, interval: 1s, timeout: 500ms, http: {{ url: \"http://{target}/\", body_contains: \"Add to cart\" }} }}
+escalation:
+  default:
+    - {{ after: 0m, to: [oncall@example.com] }}
+audiences:
+  all: {{ csv: ./all.csv }}
+  shop: {{ csv: ./shop.csv }}
+mail:
+  from: \"Example Status <status@example.com>\"
+  max_campaign_size: 1
+"
+        ),
+    )
+    .unwrap();
+    let tocsin = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", TOKEN)]).await;
+    let clock = tocsin.clock.clone();
+    let explain = || format!("{:#?}", support::spooled(&d));
+    up.store(false, Ordering::SeqCst);
+    let t = Instant::now();
+    loop {
+        let open = tocsin.store.lock().incidents(true).unwrap();
+        if open.first().is_some_and(|i| !i.also_affected().is_empty()) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{open:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    clock.advance(Duration::from_secs(3600));
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        clock.advance(Duration::from_secs(31));
+    }
+    support::until(
+        "the shop's customer told",
+        Duration::from_secs(30),
+        &explain,
+        || {
+            support::spooled(&d)
+                .iter()
+                .any(|m| m.0 == "bo@example.com" && m.1.starts_with("Web shop is unavailable"))
+        },
+    )
+    .await;
+    assert!(
+        !support::spooled(&d)
+            .iter()
+            .any(|m| m.0 == "ana@example.com"),
+        "the database's campaign was refused whole"
+    );
+    tocsin.stop().await;
+}
