@@ -8,7 +8,7 @@ use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "dependencies-test-token";
 
@@ -69,36 +69,36 @@ mail:
     let explain = || format!("{:#?}", support::spooled(&d));
 
     up.store(false, Ordering::SeqCst);
-    let t = Instant::now();
-    loop {
-        let open = tocsin.store.lock().incidents(true).unwrap();
-        if open.first().is_some_and(|i| !i.also_affected().is_empty()) {
-            assert_eq!(open.len(), 1, "{open:?}");
-            assert_eq!(open[0].service, "db");
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{open:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until(
+        "the shop attached to the database's incident",
+        Duration::from_secs(20),
+        &explain,
+        || {
+            let open = tocsin.store.lock().incidents(true).unwrap();
+            open.first().is_some_and(|i| !i.also_affected().is_empty())
+        },
+    )
+    .await;
+    let open = tocsin.store.lock().incidents(true).unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].service, "db");
     // The threshold passes; the attached shop's customers are looked at again every 30 s.
     clock.advance(Duration::from_secs(3600));
     let outage = |m: &(String, String, String)| m.1.contains("is unavailable");
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        clock.advance(Duration::from_secs(31));
-    }
+    // Each look moves the manual clock past the next 30 s retry.
     support::until(
         "three outage mails",
         Duration::from_secs(30),
         &explain,
-        || support::spooled(&d).iter().filter(|m| outage(m)).count() >= 3,
+        || {
+            clock.advance(Duration::from_secs(31));
+            support::spooled(&d).iter().filter(|m| outage(m)).count() >= 3
+        },
     )
     .await;
     // More time passes: nothing more is sent.
-    for _ in 0..3 {
-        clock.advance(Duration::from_secs(31));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    clock.advance(Duration::from_secs(93));
+    tocsin.settled(&explain).await;
     let told: BTreeMap<String, Vec<String>> = support::spooled(&d)
         .into_iter()
         .filter(|m| outage(m))
@@ -228,25 +228,24 @@ mail:
     let clock = tocsin.clock.clone();
     let explain = || format!("{:#?}", support::spooled(&d));
     up.store(false, Ordering::SeqCst);
-    let t = Instant::now();
-    loop {
-        let open = tocsin.store.lock().incidents(true).unwrap();
-        if open.first().is_some_and(|i| !i.also_affected().is_empty()) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(20), "{open:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until(
+        "the shop attached",
+        Duration::from_secs(20),
+        &explain,
+        || {
+            let open = tocsin.store.lock().incidents(true).unwrap();
+            open.first().is_some_and(|i| !i.also_affected().is_empty())
+        },
+    )
+    .await;
     clock.advance(Duration::from_secs(3600));
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        clock.advance(Duration::from_secs(31));
-    }
     support::until(
         "the shop's customer told",
         Duration::from_secs(30),
         &explain,
         || {
+            // Each look moves the manual clock past the next 30 s retry.
+            clock.advance(Duration::from_secs(31));
             support::spooled(&d)
                 .iter()
                 .any(|m| m.0 == "bo@example.com" && m.1.starts_with("Web shop is unavailable"))

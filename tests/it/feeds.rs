@@ -5,7 +5,7 @@
 use crate::support;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "feeds-test-token";
 
@@ -75,11 +75,13 @@ maintenance:
     let app = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", TOKEN)]).await;
     let base = format!("http://127.0.0.1:{}", app.port);
     up.store(false, Ordering::SeqCst);
-    let t = Instant::now();
-    while app.store.lock().incidents(true).unwrap().is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until(
+        "the incidents",
+        Duration::from_secs(20),
+        &String::new,
+        || !app.store.lock().incidents(true).unwrap().is_empty(),
+    )
+    .await;
     assert!(
         support::api_post(
             app.port,
@@ -173,11 +175,13 @@ maintenance:
 
     // Resolved: the feed says so, the summary is all clear.
     up.store(true, Ordering::SeqCst);
-    let t = Instant::now();
-    while !app.store.lock().incidents(true).unwrap().is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until(
+        "the incidents",
+        Duration::from_secs(20),
+        &String::new,
+        || app.store.lock().incidents(true).unwrap().is_empty(),
+    )
+    .await;
     let read = parse(&get("/feed.atom").await.text().await.unwrap());
     assert!(
         read["entries"]

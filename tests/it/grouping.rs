@@ -6,7 +6,7 @@
 use crate::support;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "grouping-test-token";
 
@@ -75,11 +75,10 @@ async fn services_down_together_share_one_mail_and_one_acknowledgement() {
     .await;
 
     up.store(false, Ordering::SeqCst);
-    let t = Instant::now();
-    while tocsin.store.lock().incidents(true).unwrap().len() < 4 {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until("four incidents", Duration::from_secs(20), &explain, || {
+        tocsin.store.lock().incidents(true).unwrap().len() == 4
+    })
+    .await;
     // They wait for each other: nothing for the shop's policy yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
@@ -95,7 +94,7 @@ async fn services_down_together_share_one_mail_and_one_acknowledgement() {
         || mails(&d).iter().any(|m| m.0 == "oncall@example.com"),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tocsin.settled(&explain).await;
     let staff: Vec<(String, String, String)> = mails(&d)
         .into_iter()
         .filter(|m| m.0 == "oncall@example.com")
@@ -156,11 +155,13 @@ async fn services_down_together_share_one_mail_and_one_acknowledgement() {
 
     // Back together: one "UP again" mail.
     up.store(true, Ordering::SeqCst);
-    let t = Instant::now();
-    while tocsin.store.lock().incidents(true).unwrap().len() > 1 {
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", explain());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until(
+        "three recoveries",
+        Duration::from_secs(20),
+        &explain,
+        || tocsin.store.lock().incidents(true).unwrap().len() == 1,
+    )
+    .await;
     clock.advance(Duration::from_secs(31));
     support::until(
         "one grouped recovery mail",
@@ -169,7 +170,7 @@ async fn services_down_together_share_one_mail_and_one_acknowledgement() {
         || mails(&d).iter().any(|m| m.1.contains("UP again")),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tocsin.settled(&explain).await;
     let up_again: Vec<String> = mails(&d)
         .into_iter()
         .filter(|m| m.0 == "oncall@example.com" && m.1.contains("UP again"))

@@ -529,11 +529,13 @@ escalation:
     let app = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", token)]).await;
     let url = format!("http://127.0.0.1:{port}/status");
     up.store(false, Ordering::SeqCst);
-    let t = std::time::Instant::now();
-    while app.store.lock().incidents(true).unwrap().len() < 2 {
-        assert!(t.elapsed() < Duration::from_secs(20));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::until(
+        "the incidents",
+        Duration::from_secs(20),
+        &String::new,
+        || app.store.lock().incidents(true).unwrap().len() >= 2,
+    )
+    .await;
     // Staff acknowledge and set an ETA (beyond the threshold: customers are told at once,
     // with that same time as their promise).
     assert!(
