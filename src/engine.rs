@@ -184,6 +184,9 @@ pub struct Engine {
     /// order where what is needed comes before what needs it.
     depends_on: BTreeMap<String, Vec<String>>,
     dependents: Vec<String>,
+    /// For each of those, everything it needs directly or through a chain, nearest
+    /// first: worked out once per reload, read on every report of what they need.
+    ancestors: BTreeMap<String, Vec<String>>,
     /// For each service something depends on: when each of its probes last reported,
     /// and its longest interval. A dependent that starts failing waits for every probe of
     /// what it needs to report once more (at most two of those intervals) before it
@@ -233,6 +236,7 @@ impl Engine {
             staff_zone: String::new(),
             depends_on: BTreeMap::new(),
             dependents: Vec::new(),
+            ancestors: BTreeMap::new(),
             needed: BTreeMap::new(),
         };
         // A restarted engine continues the count its followers have seen.
@@ -286,6 +290,11 @@ impl Engine {
             .map(|s| (s.id.clone(), s.depends_on.clone()))
             .collect();
         self.dependents = needed_first(&self.depends_on);
+        self.ancestors = self
+            .depends_on
+            .keys()
+            .map(|s| (s.clone(), chain(&self.depends_on, s)))
+            .collect();
         let mut needed = BTreeMap::new();
         for s in &config.services {
             if self.depends_on.values().any(|d| d.contains(&s.id)) {
@@ -310,19 +319,11 @@ impl Engine {
     }
 
     /// Every service `service` depends on, directly or through a chain, nearest first.
-    fn ancestors(&self, service: &str) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        let mut queue: std::collections::VecDeque<&str> = std::collections::VecDeque::new();
-        queue.push_back(service);
-        while let Some(s) = queue.pop_front() {
-            for d in self.depends_on.get(s).into_iter().flatten() {
-                if d != service && !out.contains(d) {
-                    out.push(d.clone());
-                    queue.push_back(d);
-                }
-            }
-        }
-        out
+    fn ancestors(&self, service: &str) -> &[String] {
+        self.ancestors
+            .get(service)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// What the services `service` depends on look like at `now`: the root incident open
@@ -405,7 +406,8 @@ impl Engine {
         if self.dependents.is_empty() {
             return Ok(());
         }
-        for d in self.dependents.clone() {
+        for i in 0..self.dependents.len() {
+            let d = self.dependents[i].clone();
             if d != changed && !self.ancestors(&d).iter().any(|a| a == changed) {
                 continue;
             }
@@ -616,7 +618,12 @@ impl Engine {
                 ..self.monitor.clone()
             };
             let context = self.contexts.get(service).unwrap_or(&gone);
-            let context = self.with_paged(context, &paged, &actions);
+            // Most steps page nobody through a rotation: the context as it is.
+            let context = if paged.is_empty() {
+                std::borrow::Cow::Borrowed(context)
+            } else {
+                std::borrow::Cow::Owned(self.with_paged(context, &paged, &actions))
+            };
             self.store
                 .lock()
                 .commit(service, &next, &actions, &context, now)?;
@@ -885,6 +892,23 @@ impl Shape {
             s.attached.is_some(),
         )
     }
+}
+
+/// Everything `service` needs in `depends_on`, directly or through a chain, nearest
+/// first.
+fn chain(depends_on: &BTreeMap<String, Vec<String>>, service: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut queue: std::collections::VecDeque<&str> = std::collections::VecDeque::new();
+    queue.push_back(service);
+    while let Some(s) = queue.pop_front() {
+        for d in depends_on.get(s).into_iter().flatten() {
+            if d != service && !out.contains(d) {
+                out.push(d.clone());
+                queue.push_back(d);
+            }
+        }
+    }
+    out
 }
 
 /// The services in `depends_on` (those that need something), each after everything it
