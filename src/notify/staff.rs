@@ -424,11 +424,11 @@ impl Notifier for StaffMail {
         let (kind, outgoing) = if companions.is_empty() {
             mail
         } else {
-            let mut parts = vec![(decision.incident.unwrap_or_default(), mail.1)];
+            let mut parts = vec![(decision.clone(), mail.1)];
             for c in &companions {
                 if let Some(x) = &c.decision {
                     match self.compose(x) {
-                        Ok(Some((_, m))) => parts.push((x.incident.unwrap_or_default(), m)),
+                        Ok(Some((_, m))) => parts.push((x.clone(), m)),
                         Ok(None) => {}
                         Err(e) => return Outcome::Retry(format!("cannot read the incident: {e}")),
                     }
@@ -531,19 +531,15 @@ impl StaffMail {
 
     /// One mail of several incidents' mails (`parts`, the first `decision`'s): a subject
     /// naming them all, a link that acknowledges them all, then each incident's mail.
-    fn grouped(&self, decision: &OutboxItem, parts: Vec<(i64, Outgoing)>) -> Outgoing {
+    fn grouped(&self, decision: &OutboxItem, parts: Vec<(OutboxItem, Outgoing)>) -> Outgoing {
         let config = self.config.get();
         let n = parts.len();
+        // Each service by the name its decision was taken with.
         let names: Vec<String> = parts
             .iter()
-            .map(|(_, m)| {
-                m.subject
-                    .trim_start_matches("[tocsin] ")
-                    .split(" is ")
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches("Reminder: ")
-                    .to_string()
+            .map(|(x, _)| match &x.context {
+                Some(c) if !c.service_name.is_empty() => c.service_name.clone(),
+                _ => config.service_name(&x.service),
             })
             .collect();
         let listed = if n > 6 {
@@ -599,7 +595,7 @@ impl StaffMail {
         }
         let mut buttons = String::new();
         if open {
-            let ids: Vec<i64> = parts.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<i64> = parts.iter().filter_map(|(x, _)| x.incident).collect();
             let all = self.signer.url(
                 &config.public_url,
                 &Link {
