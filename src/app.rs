@@ -571,6 +571,7 @@ fn web_state(
         clock: deps.clock.clone(),
         signer: signer.clone(),
         config: config.clone(),
+        languages: Arc::new(pages.templates.languages().iter().cloned().collect()),
     };
     AppState {
         config: config.clone(),

@@ -405,7 +405,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
         let t = d.decided;
         let mut details = Vec::new();
         let what = match &d.action {
-            Action::AlsoAffected { .. } => d.action.to_string(),
+            Action::AlsoAffected { .. } | Action::Posted { .. } => d.action.to_string(),
             Action::Open {
                 started, reasons, ..
             } => {

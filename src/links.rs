@@ -17,6 +17,8 @@ pub enum LinkAction {
     Eta,
     /// Acknowledge every incident of a grouped staff mail (the link's `group`).
     AckAll,
+    /// Post an update for customers.
+    Update,
 }
 
 impl LinkAction {
@@ -25,6 +27,7 @@ impl LinkAction {
             LinkAction::Ack => "ack",
             LinkAction::Eta => "eta",
             LinkAction::AckAll => "ackall",
+            LinkAction::Update => "update",
         }
     }
 }
@@ -124,6 +127,7 @@ impl Signer {
             "ack" => LinkAction::Ack,
             "eta" => LinkAction::Eta,
             "ackall" => LinkAction::AckAll,
+            "update" => LinkAction::Update,
             _ => return Err(LinkError::BadSignature),
         };
         let g = q.g.clone().unwrap_or_default();

@@ -19,7 +19,9 @@ use crate::config::{Config, ConfigError, Service};
 use crate::incident::Action;
 use crate::links::Signer;
 use crate::notify::mail::Outgoing;
-use crate::notify::templates::{Templates, duration_text, local_time, short_time, val};
+use crate::notify::templates::{
+    Templates, duration_text, local_time, short_time, update_context, val,
+};
 use crate::store::{
     Batch, CampaignInfo, CampaignKind, Expanded, OutboxItem, RecipientJob, SharedStore, Store,
     StoreError, address_key,
@@ -81,7 +83,10 @@ pub fn plan(
     }
     let kind = match &item.action {
         Action::CustomerPhase { .. } => CampaignKind::Outage,
-        Action::CustomerUpdate { .. } => CampaignKind::Update,
+        Action::CustomerUpdate { .. }
+        | Action::Posted {
+            customers: true, ..
+        } => CampaignKind::Update,
         Action::Resolve {
             customers: true, ..
         } => CampaignKind::Recovery,
@@ -517,6 +522,7 @@ fn context(
         unsubscribe_url => unsubscribe_url,
         compensation_code => compensation_code,
         also_affected => also_affected,
+        update => info.update.as_ref().map(|u| update_context(u, lang, &config.page_language)),
         // Planned maintenance: the window, and whether this is the completion notice.
         window_start => local_time(info.started, tz, lang),
         window_end => local_time(ended, tz, lang),
@@ -566,6 +572,14 @@ pub fn preflight(config: &Config) -> Preflight {
         }
     };
     if let Some(t) = &templates {
+        warnings.extend(t.warnings().iter().map(|i| ConfigError {
+            file: i.file.clone(),
+            pos: crate::config::locate::Pos {
+                line: i.line,
+                col: 1,
+            },
+            message: i.message.clone(),
+        }));
         if !t.languages().contains(&config.page_language) {
             warnings.push(ConfigError {
                 file: config.source.display().to_string(),
@@ -578,6 +592,8 @@ pub fn preflight(config: &Config) -> Preflight {
         }
     }
     let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+    // Each service's followers, for the compensation pools below.
+    let mut followers: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for (name, a) in &config.audiences {
         let file = audience::file_of(a).display().to_string();
         let at = |line: usize, col: usize, message: String| ConfigError {
@@ -602,6 +618,11 @@ pub fn preflight(config: &Config) -> Preflight {
                                 ),
                             ));
                         }
+                    }
+                }
+                for (s, n) in config.services.iter().zip(&l.followers) {
+                    if s.audience.as_deref() == Some(name) {
+                        followers.insert(&s.id, *n);
                     }
                 }
                 let size = config
@@ -635,6 +656,23 @@ pub fn preflight(config: &Config) -> Preflight {
             Ok(l) => {
                 if l.codes.is_empty() && l.errors.is_empty() {
                     warnings.push(at(1, 1, "holds no codes: recovery mails after a long outage would carry none (staff are told when that happens)".into()));
+                } else if let Some((service, n)) = config
+                    .services
+                    .iter()
+                    .filter(|x| {
+                        x.compensation
+                            .as_ref()
+                            .is_some_and(|k| k.codes_csv == c.codes_csv)
+                    })
+                    .filter_map(|x| followers.get(x.id.as_str()).map(|n| (&x.id, *n)))
+                    .max_by_key(|(_, n)| *n)
+                    .filter(|(_, n)| *n > l.codes.len() as u64)
+                {
+                    warnings.push(at(1, 1, format!(
+                        "holds {} codes, fewer than the {n} customers of `{service}`: after a long outage {} of them would get no code; add codes to the file",
+                        l.codes.len(),
+                        n - l.codes.len() as u64
+                    )));
                 }
                 codes.extend(l.errors.into_iter().map(|e| at(e.line, e.col, e.message)));
             }

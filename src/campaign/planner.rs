@@ -39,6 +39,10 @@ impl Notifier for Campaigns {
             decision.action,
             Action::CustomerPhase { .. }
                 | Action::CustomerUpdate { .. }
+                | Action::Posted {
+                    customers: true,
+                    ..
+                }
                 | Action::Resolve {
                     customers: true,
                     ..

@@ -40,6 +40,31 @@ pub enum IncidentCmd {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Post an update for customers: shown on the status page and in the feeds at once;
+    /// with --notify, mailed to the customers told of the outage.
+    Update {
+        incident: String,
+        /// investigating, identified, monitoring or resolved (resolved closes it).
+        #[arg(long)]
+        state: String,
+        /// The text in the status page's language.
+        #[arg(long)]
+        text: String,
+        /// The text in Polish.
+        #[arg(long = "text-pl")]
+        text_pl: Option<String>,
+        /// The text in Swedish.
+        #[arg(long = "text-sv")]
+        text_sv: Option<String>,
+        /// The text in another language: LANG=TEXT (repeatable).
+        #[arg(long = "text-in", value_name = "LANG=TEXT")]
+        text_in: Vec<String>,
+        /// Mail it to the customers told of the outage (once they have been told).
+        #[arg(long)]
+        notify: bool,
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Declare the incident over.
     Resolve {
         incident: String,
@@ -136,6 +161,54 @@ pub async fn run(config: &Config, cmd: IncidentCmd) -> Result<String, String> {
                 "{}: recovery expected by {}\n\n{}",
                 name(&body),
                 body["eta"].as_str().unwrap_or("?"),
+                describe(&body)
+            ))
+        }
+        IncidentCmd::Update {
+            incident,
+            state,
+            text,
+            text_pl,
+            text_sv,
+            text_in,
+            notify,
+            by: b,
+        } => {
+            let mut texts = serde_json::Map::new();
+            for (lang, t) in [("pl", text_pl), ("sv", text_sv)] {
+                if let Some(t) = t {
+                    texts.insert(lang.into(), Value::String(t));
+                }
+            }
+            for pair in text_in {
+                let Some((lang, t)) = pair.split_once('=') else {
+                    return Err(format!(
+                        "--text-in `{pair}`: write it as LANG=TEXT, e.g. --text-in de=\"Wir arbeiten daran\""
+                    ));
+                };
+                texts.insert(lang.trim().into(), Value::String(t.into()));
+            }
+            let body = api
+                .call(api.client.post(format!("{base}/{incident}/updates")).json(
+                    &serde_json::json!({
+                        "state": state, "text": text, "texts": texts, "notify": notify, "by": by(b)
+                    }),
+                ))
+                .await?;
+            let mailed = body["updates"]
+                .as_array()
+                .and_then(|u| u.last())
+                .is_some_and(|u| u["notified"] == true);
+            Ok(format!(
+                "{}: update posted ({state}){}\n\n{}",
+                name(&body),
+                if mailed {
+                    "; it is mailed to the customers told"
+                } else if notify {
+                    "; not mailed: customers have not been told of this outage"
+                } else {
+                    ""
+                },
                 describe(&body)
             ))
         }

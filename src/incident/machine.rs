@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::policy::Policy;
+use super::update::{PublicUpdate, UpdateState};
 use crate::probe::Reason;
 
 /// What the service looks like from outside.
@@ -145,6 +146,12 @@ pub enum Event {
     },
     /// The services it depends on changed.
     Upstream(Upstream),
+    /// Staff post an update for customers; `notify`: mail it to those told, when they
+    /// have been told.
+    Update {
+        update: PublicUpdate,
+        notify: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +236,17 @@ pub enum Action {
         #[serde(default)]
         next_update: Option<SystemTime>,
     },
+    /// Staff posted an update. `customers`: it goes to the customers told of the outage,
+    /// with the promise it makes (the ETA while ahead, or the next update's time).
+    Posted {
+        id: u64,
+        update: PublicUpdate,
+        customers: bool,
+        #[serde(default)]
+        eta: Option<SystemTime>,
+        #[serde(default)]
+        next_update: Option<SystemTime>,
+    },
     /// This service fails while `root` (a service it depends on) has an incident open:
     /// attached to that incident (`affected`), or recovered while it is still open.
     AlsoAffected {
@@ -262,11 +280,13 @@ pub enum WebhookEvent {
     Resolved,
     Flapping,
     MonitorDown,
+    /// Staff posted an update for customers.
+    Update,
 }
 
 impl WebhookEvent {
     /// Every event, in the order they happen.
-    pub const ALL: [WebhookEvent; 9] = [
+    pub const ALL: [WebhookEvent; 10] = [
         WebhookEvent::Opened,
         WebhookEvent::Escalated,
         WebhookEvent::Acknowledged,
@@ -276,6 +296,7 @@ impl WebhookEvent {
         WebhookEvent::Resolved,
         WebhookEvent::Flapping,
         WebhookEvent::MonitorDown,
+        WebhookEvent::Update,
     ];
 
     /// The event's name in `probes.yaml` and in the webhook body.
@@ -290,6 +311,7 @@ impl WebhookEvent {
             WebhookEvent::Resolved => "resolved",
             WebhookEvent::Flapping => "flapping",
             WebhookEvent::MonitorDown => "monitor_down",
+            WebhookEvent::Update => "update",
         }
     }
 
@@ -377,6 +399,23 @@ impl std::fmt::Display for Action {
             Action::AlsoAffected { root, .. } => {
                 write!(f, "no longer affected by the incident of {root}")
             }
+            Action::Posted {
+                id,
+                update,
+                customers,
+                ..
+            } => {
+                write!(
+                    f,
+                    "incident {id}: update ({}) by {}",
+                    update.state.as_str(),
+                    update.by
+                )?;
+                if *customers {
+                    write!(f, "; mailed to customers")?;
+                }
+                Ok(())
+            }
             Action::CustomerUpdate {
                 id,
                 eta,
@@ -437,6 +476,7 @@ impl Action {
             Action::CustomerPhase { .. } => WebhookEvent::CustomerPhase,
             Action::CustomerUpdate { .. } => WebhookEvent::CustomerUpdate,
             Action::Resolve { .. } => WebhookEvent::Resolved,
+            Action::Posted { .. } => WebhookEvent::Update,
             Action::AlsoAffected { .. } => return None,
         })
     }
@@ -535,6 +575,34 @@ pub fn step(
         }
         Event::Canary { down } => s.canary_down = down,
         Event::Upstream(u) => s.upstream = u,
+        Event::Update { update, notify } => {
+            if let Some(inc) = s.incident.as_mut() {
+                let resolves = update.state == UpdateState::Resolved;
+                // A resolving update reaches customers in the recovery mail instead.
+                let customers = notify && inc.customer_phase && !resolves && !s.canary_down;
+                let (mut eta, mut next_update) = (None, None);
+                if customers {
+                    // Mailed, it is the update customers were promised: the next one is
+                    // owed from now.
+                    (eta, next_update) = promise(inc.eta, policy, now);
+                    inc.next_update = next_update;
+                    inc.last_update = Some(now);
+                    inc.update_due = false;
+                }
+                let by = update.by.clone();
+                out.push(Action::Posted {
+                    id: inc.id,
+                    update,
+                    customers,
+                    eta,
+                    next_update,
+                });
+                if resolves {
+                    resolve(&mut s, now, Some(by), &mut out);
+                    s.streaks.clear();
+                }
+            }
+        }
     }
     evaluate(&mut s, policy, now, &mut out);
     (s, out)

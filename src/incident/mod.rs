@@ -9,9 +9,11 @@ pub mod machine;
 pub mod policy;
 mod stored;
 pub mod timeline;
+pub mod update;
 
 pub use machine::{
     Action, Event, Incident, ServiceState, StaffMailKind, Status, Upstream, WebhookEvent, step,
 };
 pub use policy::{Context, Flapping, Level, Policy, Window};
 pub use timeline::TimelineEvent;
+pub use update::{MAX_TEXT, PublicUpdate, UpdateState};

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::machine::{Action, StaffMailKind};
+use super::update::PublicUpdate;
 use crate::probe::{Problem, Reason};
 use crate::text::time::rfc3339;
 
@@ -43,6 +44,12 @@ pub enum TimelineEvent {
     CustomerUpdate {
         eta: Option<SystemTime>,
         next_update: Option<SystemTime>,
+    },
+    /// Staff posted an update for customers (`notified`: it was mailed to them).
+    Update {
+        #[serde(flatten)]
+        update: PublicUpdate,
+        notified: bool,
     },
     /// Over: by staff (`by`), or recovered by itself.
     Resolved {
@@ -130,6 +137,12 @@ impl TimelineEvent {
                 next_update: *next_update,
             },
             Action::Resolve { by, .. } => TimelineEvent::Resolved { by: by.clone() },
+            Action::Posted {
+                update, customers, ..
+            } => TimelineEvent::Update {
+                update: update.clone(),
+                notified: *customers,
+            },
             // Written by the store with the service it is about (see `also_affected`).
             Action::AlsoAffected { .. } => return None,
         })
@@ -145,6 +158,7 @@ impl TimelineEvent {
             TimelineEvent::CustomerPhase { .. } => "customer_phase",
             TimelineEvent::CustomerUpdate { .. } => "customer_update",
             TimelineEvent::Resolved { .. } => "resolved",
+            TimelineEvent::Update { .. } => "update",
             TimelineEvent::DeliveryFailed { .. } => "delivery_failed",
             TimelineEvent::WebhookFailed { .. } => "webhook_failed",
             TimelineEvent::CompensationShort { .. } => "compensation_short",
@@ -183,6 +197,21 @@ impl TimelineEvent {
                 format!("{why}; {}", promise(*eta, *next_update))
             }
             TimelineEvent::CustomerUpdate { eta, next_update } => promise(*eta, *next_update),
+            TimelineEvent::Update { update, notified } => {
+                let mut line = format!(
+                    "{} by {}: {}",
+                    update.state.as_str(),
+                    update.by,
+                    update.text
+                );
+                for (lang, t) in &update.texts {
+                    line.push_str(&format!(" [{lang}: {t}]"));
+                }
+                if *notified {
+                    line.push_str(" (mailed to customers)");
+                }
+                line
+            }
             TimelineEvent::Resolved { by } => by
                 .as_ref()
                 .map(|b| format!("by {b}"))
@@ -243,6 +272,14 @@ impl TimelineEvent {
                 .split_whitespace()
                 .find_map(|w| humantime::parse_rfc3339(w.trim_end_matches(';')).ok())
                 .filter(|_| name == "eta" || detail.contains("ETA ")),
+            _ => None,
+        }
+    }
+
+    /// A staff update for customers, if this entry is one.
+    pub fn update(&self) -> Option<&PublicUpdate> {
+        match self {
+            TimelineEvent::Update { update, .. } => Some(update),
             _ => None,
         }
     }

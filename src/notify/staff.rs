@@ -43,6 +43,8 @@ fn age(from: SystemTime, to: SystemTime) -> String {
 pub struct ActionLinks {
     pub ack: String,
     pub eta: String,
+    /// Post an update for customers.
+    pub update: String,
 }
 
 /// Renders the mail for `incident`, with what its decision's `context` says is ahead.
@@ -203,6 +205,39 @@ pub fn render(
             let _ = writeln!(t, "Acknowledge (stops escalation): {}", l.ack);
         }
         let _ = writeln!(t, "Set the expected recovery time (ETA): {}", l.eta);
+        let _ = writeln!(t, "Post an update for customers: {}", l.update);
+    }
+    // What customers read besides the generated words: staff's own updates so far.
+    let updates: Vec<(SystemTime, &crate::incident::PublicUpdate, bool)> = incident
+        .timeline
+        .iter()
+        .filter_map(|e| match &e.event {
+            crate::incident::TimelineEvent::Update { update, notified } => {
+                Some((e.at, update, *notified))
+            }
+            _ => None,
+        })
+        .collect();
+    if !updates.is_empty() {
+        let _ = writeln!(t);
+        let _ = writeln!(t, "Public updates so far (on the status page):");
+        for (when, u, notified) in updates {
+            let _ = writeln!(
+                t,
+                "  {}  {} by {}{}:",
+                at(when),
+                u.state.as_str(),
+                u.by,
+                if notified {
+                    ", mailed to customers"
+                } else {
+                    ""
+                }
+            );
+            for line in u.text.lines() {
+                let _ = writeln!(t, "    {line}");
+            }
+        }
     }
     let _ = writeln!(t);
     let _ = writeln!(t, "Timeline (incident {}):", incident.id);
@@ -217,7 +252,7 @@ pub fn render(
     }
     let buttons = match links.filter(|_| open) {
         Some(l) => format!(
-            "<p>\n{}\n<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333\">Set an ETA</a>\n</p>",
+            "<p>\n{}\n<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333;margin-right:1em\">Set an ETA</a>\n<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333\">Post an update</a>\n</p>",
             if incident.acked_by.is_none() {
                 format!(
                     "<a href=\"{}\" style=\"padding:.5em 1em;border:1px solid #333;margin-right:1em\">Acknowledge</a>",
@@ -226,7 +261,8 @@ pub fn render(
             } else {
                 String::new()
             },
-            escape(&l.eta)
+            escape(&l.eta),
+            escape(&l.update)
         ),
         None => String::new(),
     };
@@ -678,6 +714,7 @@ impl StaffMail {
                 let links = ActionLinks {
                     ack: link(LinkAction::Ack),
                     eta: link(LinkAction::Eta),
+                    update: link(LinkAction::Update),
                 };
                 let k = match kind {
                     StaffMailKind::Opened => "staff_opened",

@@ -120,6 +120,8 @@ impl std::fmt::Display for TemplateIssue {
 pub struct Templates {
     env: Environment<'static>,
     languages: BTreeSet<String>,
+    /// What works but customers would miss (`tocsin check` prints them).
+    warnings: Vec<TemplateIssue>,
 }
 
 /// A rendered mail.
@@ -197,15 +199,58 @@ impl Templates {
                 }
             }
         }
-        let t = Templates { env, languages };
+        let mut t = Templates {
+            env,
+            languages,
+            warnings: Vec::new(),
+        };
         if issues.is_empty() {
             issues.extend(t.check(&files));
+            t.warnings = t.missing_update_text(&files);
         }
         if issues.is_empty() {
             Ok(t)
         } else {
             Err(issues)
         }
+    }
+
+    /// What the templates leave out that customers would miss.
+    pub fn warnings(&self) -> &[TemplateIssue] {
+        &self.warnings
+    }
+
+    /// Each customer mail that never shows staff's own update (`update.text`), as the
+    /// outage, update and recovery mails should once staff have written one.
+    fn missing_update_text(&self, files: &BTreeMap<String, String>) -> Vec<TemplateIssue> {
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_942_125_420);
+        let next = started + Duration::from_secs(3600);
+        let words = "Q7 the disk array is being rebuilt ZX";
+        let mut out = Vec::new();
+        for lang in &self.languages {
+            let ctx = minijinja::context! {
+                update => minijinja::context! { state => "identified", text => words },
+                ..sample(lang, "UTC", started, None, Some(next))
+            };
+            for kind in ["outage", "update", "recovery"] {
+                for ext in ["txt", "html"] {
+                    let name = format!("{lang}/{kind}.{ext}");
+                    let shown = self
+                        .env
+                        .get_template(&name)
+                        .and_then(|t| t.render(&ctx))
+                        .is_ok_and(|text| text.contains(words));
+                    if !shown {
+                        out.push(TemplateIssue {
+                            file: files.get(&name).cloned().unwrap_or(name),
+                            line: 1,
+                            message: "this customer mail never shows staff's update ({{ update.text }}): what staff write for customers would not reach them by mail".into(),
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The languages templates exist for.
@@ -447,6 +492,12 @@ pub fn outages_context(
                 eta_time => eta.map(|t| short_time(t, tz, lang)),
                 next_update => i.next_update.map(|t| local_time(t, tz, lang)),
                 next_update_time => i.next_update.map(|t| short_time(t, tz, lang)),
+                update => i
+                    .timeline
+                    .iter()
+                    .rev()
+                    .find_map(|e| e.event.update())
+                    .map(|u| update_context(u, lang, &config.page_language)),
             }
         })
         .collect();
@@ -455,6 +506,21 @@ pub fn outages_context(
         outages => outages,
         company => val(&config.company),
         status_url => format!("{}/status", config.public_url),
+    }
+}
+
+/// Staff's update as a customer template shows it: the text in the reader's language, or
+/// the default language's with `written_in` naming it (the template frames it).
+pub fn update_context(
+    u: &crate::incident::PublicUpdate,
+    lang: &str,
+    default: &str,
+) -> minijinja::Value {
+    let (text, written_in) = u.text_for(lang, default);
+    minijinja::context! {
+        state => u.state.as_str(),
+        text => text,
+        written_in => written_in,
     }
 }
 

@@ -13,6 +13,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::{CampaignStore, SqliteStore, StoreError, from_secs, secs};
+use crate::incident::{PublicUpdate, TimelineEvent};
 pub use crate::text::email::address_key;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +161,8 @@ pub struct CampaignInfo {
     pub next_update: Option<SystemTime>,
     /// A maintenance window's note: what is done.
     pub window_note: Option<String>,
+    /// Staff's latest update for customers when the campaign was made.
+    pub update: Option<PublicUpdate>,
 }
 
 /// A recipient due to be sent.
@@ -545,7 +548,10 @@ impl CampaignStore for SqliteStore {
             .query_row(
                 "SELECT c.id, c.kind, c.service, coalesce(c.incident_id, 0),
                         coalesce(i.started_at, c.window_start), coalesce(i.ended_at, c.window_end),
-                        i.promised_eta, i.next_update, c.window_note
+                        i.promised_eta, i.next_update, c.window_note,
+                        (SELECT e.data FROM incident_events e
+                          WHERE e.incident_id = c.incident_id AND e.kind = 'update' AND e.at <= c.created_at
+                          ORDER BY e.id DESC LIMIT 1)
                  FROM campaigns c LEFT JOIN incidents i ON i.id = c.incident_id WHERE c.id = ?1",
                 [id],
                 |r| {
@@ -559,6 +565,10 @@ impl CampaignStore for SqliteStore {
                         eta: r.get::<_, Option<f64>>(6)?.map(from_secs),
                         next_update: r.get::<_, Option<f64>>(7)?.map(from_secs),
                         window_note: r.get::<_, Option<String>>(8)?.filter(|n| !n.is_empty()),
+                        update: r
+                            .get::<_, Option<String>>(9)?
+                            .and_then(|d| serde_json::from_str::<TimelineEvent>(&d).ok())
+                            .and_then(|e| e.update().cloned()),
                     })
                 },
             )

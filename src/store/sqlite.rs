@@ -654,6 +654,22 @@ fn record(
             )?;
             store_id
         }
+        Action::Posted {
+            id,
+            customers,
+            eta,
+            next_update,
+            ..
+        } => {
+            let store_id = incident_id(tx, service, *id)?;
+            if *customers {
+                tx.execute(
+                    "UPDATE incidents SET promised_eta = ?2, next_update = ?3 WHERE id = ?1",
+                    params![store_id, eta.map(secs), next_update.map(secs)],
+                )?;
+            }
+            store_id
+        }
         Action::Resolve { id, ended, .. } => {
             let store_id = incident_id(tx, service, *id)?;
             tx.execute(

@@ -161,6 +161,18 @@ async fn confirm(State(api): State<IncidentApi>, Query(q): Query<LinkQuery>) -> 
             ),
             "<label>ETA <input name=\"eta\" required placeholder=\"4h\"></label> <button type=\"submit\">Set ETA</button>".to_string(),
         ),
+        LinkAction::Update => (
+            format!("Post an update about {name} for customers"),
+            format!(
+                "{down} Your words appear at once on the status page and in its feeds, as written (no markup). {}",
+                if inc.customer_phase {
+                    "Customers have been told of the outage: tick the box to mail them your update as well."
+                } else {
+                    "Customers have not been mailed yet; the update is shown on the status page."
+                }
+            ),
+            update_fields(&api, &inc),
+        ),
         LinkAction::AckAll => unreachable!("answered by confirm_all"),
     };
     page(
@@ -193,6 +205,34 @@ async fn act(
     }
     let event = match link.action {
         LinkAction::Ack | LinkAction::AckAll => Event::Ack { by },
+        LinkAction::Update => {
+            let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+            let texts = api
+                .languages
+                .iter()
+                .filter_map(|l| {
+                    let t = field(&format!("text_{l}"));
+                    (!t.trim().is_empty()).then(|| (l.clone(), t.to_string()))
+                })
+                .collect();
+            match api.update(field("state"), field("text"), texts, &by) {
+                Ok(update) => Event::Update {
+                    update,
+                    notify: field("notify") == "1",
+                },
+                Err(m) => {
+                    return page(
+                        StatusCode::BAD_REQUEST,
+                        "Update not posted",
+                        &format!(
+                            "<p>{}</p><p><a href=\"{}\">Try again</a></p>",
+                            escape(&m),
+                            escape(&action_url(&q))
+                        ),
+                    );
+                }
+            }
+        }
         LinkAction::Eta => {
             match parse_eta(
                 &api.config.get(),
@@ -221,6 +261,15 @@ async fn act(
     let result = api.engine.command(&inc.service, event).await;
     match result {
         Ok(_) => match link.action {
+            LinkAction::Update => page(
+                StatusCode::OK,
+                "Update posted",
+                &format!(
+                    "<p>Your update about {} (incident {}) is on the status page.</p>",
+                    escape(&name),
+                    inc.id
+                ),
+            ),
             LinkAction::Ack | LinkAction::AckAll => page(
                 StatusCode::OK,
                 "Acknowledged",
@@ -254,6 +303,56 @@ async fn act(
             &format!("<p>{}</p>", escape(&e.to_string())),
         ),
     }
+}
+
+/// The update form's fields: the state (the last one posted preselected), the text in the
+/// status page's language, the others folded away, and whether to mail it.
+fn update_fields(api: &IncidentApi, inc: &IncidentRecord) -> String {
+    use crate::incident::{MAX_TEXT, UpdateState};
+    let last = inc
+        .timeline
+        .iter()
+        .rev()
+        .find_map(|e| e.event.update().map(|u| u.state))
+        .unwrap_or(if inc.acked_by.is_some() {
+            UpdateState::Identified
+        } else {
+            UpdateState::Investigating
+        });
+    let options: String = UpdateState::ALL
+        .iter()
+        .map(|s| {
+            format!(
+                "<option value=\"{0}\"{1}>{0}</option>",
+                s.as_str(),
+                if *s == last { " selected" } else { "" }
+            )
+        })
+        .collect();
+    let default = api.config.get().page_language.clone();
+    let others: String = api
+        .languages
+        .iter()
+        .filter(|l| **l != default)
+        .map(|l| {
+            format!(
+                "<p><label>In {0} (optional)<br><textarea name=\"text_{0}\" rows=\"4\" cols=\"50\" maxlength=\"{MAX_TEXT}\"></textarea></label></p>",
+                escape(l)
+            )
+        })
+        .collect();
+    let notify = if inc.customer_phase {
+        "<p><label><input type=\"checkbox\" name=\"notify\" value=\"1\"> Mail it to the customers told of the outage</label></p>"
+    } else {
+        ""
+    };
+    format!(
+        "<p><label>State <select name=\"state\">{options}</select></label> <small>(resolved closes the incident)</small></p>\
+         <p><label>Update in {lang}: what happened, what is being done, what customers can do meanwhile<br>\
+         <textarea name=\"text\" rows=\"6\" cols=\"50\" required maxlength=\"{MAX_TEXT}\"></textarea></label></p>\
+         {others}{notify}<button type=\"submit\">Post update</button>",
+        lang = escape(&default)
+    )
 }
 
 /// The incidents of an "acknowledge all" link, each with its service's name; those that

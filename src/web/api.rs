@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::engine::{EngineError, Handle};
-use crate::incident::Event;
+use crate::incident::{Event, PublicUpdate, UpdateState};
 use crate::probe::Secret;
 use crate::store::{IncidentRecord, SharedStore};
 use crate::text::time::{serialize_rfc3339, serialize_rfc3339_opt};
@@ -34,6 +34,30 @@ pub struct IncidentApi {
     pub signer: Arc<crate::links::Signer>,
     /// The running config (the staff time zone of ETAs, service names for pages).
     pub config: crate::config::LiveConfig,
+    /// The languages customer templates exist in (an update's texts are in these).
+    pub languages: Arc<Vec<String>>,
+}
+
+impl IncidentApi {
+    /// An update as staff wrote it, checked: texts in the templates' languages, the
+    /// default one (the status page's) as `text`.
+    pub fn update(
+        &self,
+        state: &str,
+        text: &str,
+        texts: std::collections::BTreeMap<String, String>,
+        by: &str,
+    ) -> Result<PublicUpdate, String> {
+        let state = UpdateState::parse(state)?;
+        let default = self.config.get().page_language.clone();
+        let langs: Vec<&str> = self
+            .languages
+            .iter()
+            .map(String::as_str)
+            .filter(|l| *l != default)
+            .collect();
+        PublicUpdate::new(state, text, texts, by, &langs)
+    }
 }
 
 pub fn routes(api: IncidentApi) -> Router {
@@ -43,6 +67,7 @@ pub fn routes(api: IncidentApi) -> Router {
         .route("/api/v1/incidents/{id}/ack", post(ack))
         .route("/api/v1/incidents/{id}/eta", post(eta))
         .route("/api/v1/incidents/{id}/resolve", post(resolve))
+        .route("/api/v1/incidents/{id}/updates", post(post_update))
         .with_state(api)
 }
 
@@ -139,7 +164,19 @@ pub struct IncidentView {
     pub acknowledged_by: Option<String>,
     #[serde(serialize_with = "serialize_rfc3339_opt")]
     pub eta: Option<SystemTime>,
+    /// Staff's updates for customers, oldest first.
+    pub updates: Vec<UpdateView>,
     pub timeline: Vec<TimelineView>,
+}
+
+#[derive(Serialize)]
+pub struct UpdateView {
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub at: SystemTime,
+    #[serde(flatten)]
+    pub update: PublicUpdate,
+    /// Mailed to the customers told of the outage.
+    pub notified: bool,
 }
 
 #[derive(Serialize)]
@@ -175,6 +212,18 @@ fn view(api: &IncidentApi, i: IncidentRecord) -> IncidentView {
         },
         acknowledged_by: i.acked_by,
         eta: i.eta,
+        updates: i
+            .timeline
+            .iter()
+            .filter_map(|e| match &e.event {
+                crate::incident::TimelineEvent::Update { update, notified } => Some(UpdateView {
+                    at: e.at,
+                    update: update.clone(),
+                    notified: *notified,
+                }),
+                _ => None,
+            })
+            .collect(),
         timeline: i
             .timeline
             .into_iter()
@@ -337,6 +386,46 @@ async fn eta(
         Event::Eta {
             eta,
             by: b.by.unwrap_or_else(|| "api".into()),
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    state: String,
+    text: String,
+    #[serde(default)]
+    texts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    notify: bool,
+    by: Option<String>,
+}
+
+/// `POST /api/v1/incidents/{id}/updates`: staff's own words for customers, shown at once
+/// on the status page and in the feeds; with `notify` in the customer phase, mailed to
+/// everyone told. `state: resolved` resolves the incident.
+async fn post_update(
+    State(api): State<IncidentApi>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Result<Json<IncidentView>, ApiError> {
+    authorize(&api, &headers)?;
+    let b: UpdateBody = json(
+        &raw,
+        "invalid JSON body (expected {\"state\": \"identified\", \"text\": \"...\", \"texts\": {\"pl\": \"...\"}, \"notify\": true, \"by\": \"anna\"})",
+    )?;
+    let update = api
+        .update(&b.state, &b.text, b.texts, b.by.as_deref().unwrap_or("api"))
+        .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
+    command(
+        &api,
+        &id,
+        Event::Update {
+            update,
+            notify: b.notify,
         },
     )
     .await

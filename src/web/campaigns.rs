@@ -182,6 +182,11 @@ async fn preview(
                 eta,
                 next_update,
                 window_note: None,
+                update: i
+                    .timeline
+                    .iter()
+                    .rev()
+                    .find_map(|e| e.event.update().cloned()),
             }
         }
         None => {
@@ -196,6 +201,7 @@ async fn preview(
                 eta,
                 next_update,
                 window_note: None,
+                update: None,
             }
         }
     };

@@ -80,6 +80,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         signer: Arc::new(tocsin::links::Signer::new(
             b"test key, 32 bytes long, exactly",
         )),
+        languages: Arc::new(vec!["en".into(), "pl".into(), "sv".into()]),
     };
     let state = AppState {
         config: live,

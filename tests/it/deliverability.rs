@@ -149,6 +149,7 @@ fn every_message(config: &Config) -> Vec<(String, Outgoing)> {
     let links = ActionLinks {
         ack: "https://status.example.com/act?i=7&a=ack&e=1&r=x&s=00".into(),
         eta: "https://status.example.com/act?i=7&a=eta&e=1&r=x&s=00".into(),
+        update: "https://status.example.com/act?i=7&a=update&e=1&r=x&s=00".into(),
     };
     let staff_to = vec!["oncall@example.com".to_string()];
     for (label, notice) in [
@@ -249,6 +250,7 @@ fn every_message(config: &Config) -> Vec<(String, Outgoing)> {
                 eta: Some(at(5)),
                 next_update: Some(at(2)),
                 window_note: Some("We move the shop to new servers.".into()),
+                update: None,
             };
             let job = RecipientJob {
                 id: 41,
@@ -643,6 +645,7 @@ fn campaign_message_ids_are_unique_across_stores_and_stable_across_a_restart() {
             eta: Some(at(5)),
             next_update: None,
             window_note: None,
+            update: None,
         };
         let job = RecipientJob {
             id: 1,

@@ -112,6 +112,9 @@ fn kinds(log: &[(Duration, Action)]) -> Vec<(u64, String)> {
                     format!("customers (eta: {because_of_eta})")
                 }
                 Action::CustomerUpdate { .. } => "customers update".into(),
+                Action::Posted {
+                    update, customers, ..
+                } => format!("posted {} customers {customers}", update.state.as_str()),
                 Action::AlsoAffected { root, affected, .. } => {
                     format!("also affected {root} {affected}")
                 }
@@ -486,6 +489,8 @@ enum Step {
     Canary(bool),
     /// 0: clear, 1: a dependency failing, 2: a dependency's incident open.
     Upstream(u8),
+    /// Staff post an update: its state (3: resolved), and whether to mail it.
+    Update(u8, bool),
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -498,6 +503,7 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             1 => Just(Step::Resolve),
             1 => proptest::bool::weighted(0.2).prop_map(Step::Canary),
             1 => (0u8..3).prop_map(Step::Upstream),
+            1 => (0u8..4, proptest::bool::ANY).prop_map(|(s, n)| Step::Update(s, n)),
         ],
         0..300,
     )
@@ -529,6 +535,15 @@ proptest! {
                 1 => tocsin::incident::Upstream::Failing("db".into()),
                 _ => tocsin::incident::Upstream::Down("db".into()),
             })),
+            Step::Update(state, notify) => Some(Event::Update {
+                update: tocsin::incident::PublicUpdate {
+                    state: tocsin::incident::UpdateState::ALL[*state as usize],
+                    text: "We found the cause.".into(),
+                    texts: BTreeMap::new(),
+                    by: "a".into(),
+                },
+                notify: *notify,
+            }),
         }).collect();
         // Then everything recovers for long enough to end any incident and any flapping.
         events.push(Event::Canary { down: false });
@@ -592,6 +607,17 @@ proptest! {
                         prop_assert!(age >= p.customer_threshold || justified, "never before the threshold without an ETA that justifies it");
                     }
                     Action::CustomerUpdate { id, .. } => prop_assert!(customer_phase.contains(id)),
+                    Action::Posted { id, update, customers, eta: promised, next_update } => {
+                        prop_assert_eq!(Some(*id), open.map(|o| o.0), "an update belongs to the open incident");
+                        let Event::Update { notify, .. } = &e else { unreachable!() };
+                        let resolving = update.state == tocsin::incident::UpdateState::Resolved;
+                        prop_assert_eq!(*customers, *notify && customer_phase.contains(id) && !resolving && !canary_down,
+                            "mailed exactly when asked, once customers were told, unless it resolves (the recovery mail carries it)");
+                        prop_assert_eq!(*customers, promised.is_some() || next_update.is_some(), "a mailed update makes a promise");
+                        if resolving {
+                            prop_assert!(actions.iter().any(|a| matches!(a, Action::Resolve { id: r, .. } if r == id)), "a resolving update resolves");
+                        }
+                    }
                     Action::Resolve { id, started, customers, .. } => {
                         prop_assert_eq!(Some((*id, *started)), open, "recovery follows an opened incident");
                         prop_assert_eq!(*customers, customer_phase.contains(id));

@@ -262,6 +262,7 @@ fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
                 Action::EtaSet { .. } => "eta",
                 Action::CustomerPhase { .. } => "customers",
                 Action::CustomerUpdate { .. } => "update",
+                Action::Posted { .. } => "posted",
                 Action::AlsoAffected { .. } => "also affected",
                 Action::Resolve { .. } => "resolve",
             })
