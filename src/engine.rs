@@ -193,7 +193,15 @@ pub struct Engine {
     /// opens an incident of its own: the faster probe often only saw the same outage
     /// sooner.
     needed: BTreeMap<String, (BTreeMap<String, SystemTime>, std::time::Duration)>,
+    /// What probes found this minute, hour by hour, not yet written; when it was last
+    /// written (monotonic); and whether a service's hour was seen first since.
+    hours: crate::store::Hours,
+    hours_written: Option<tokio::time::Instant>,
+    hours_new: bool,
 }
+
+/// How often the probe hours are written.
+const HOURS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Engine {
     /// Resumes from the store: open incidents keep their start and escalation progress.
@@ -238,6 +246,9 @@ impl Engine {
             dependents: Vec::new(),
             ancestors: BTreeMap::new(),
             needed: BTreeMap::new(),
+            hours: crate::store::Hours::default(),
+            hours_written: None,
+            hours_new: false,
         };
         // A restarted engine continues the count its followers have seen.
         engine.decisions = engine.link.snapshot.borrow().decisions;
@@ -452,6 +463,7 @@ impl Engine {
                             tracing::error!(error = %e, "incident engine: a decision could not be stored at shutdown; it is taken again after the restart");
                         }
                     }
+                    self.write_hours(self.clock.now());
                     self.publish();
                     return;
                 }
@@ -475,6 +487,22 @@ impl Engine {
             if let Err(e) = result {
                 tracing::error!(error = %e, "incident engine: the decision could not be stored and will be taken again");
             }
+        }
+    }
+
+    /// Writes the probe hours gathered so far; kept for the next try when the store fails
+    /// (history is worth less than decisions: logged, never retried at once).
+    pub fn write_hours(&mut self, now: SystemTime) {
+        self.hours_written = Some(tokio::time::Instant::now());
+        self.hours_new = false;
+        if self.hours.is_empty() {
+            return;
+        }
+        let rows = self.hours.take();
+        let written = self.store.lock().add_probe_hours(&rows, now);
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "the probe history could not be written; it is tried again in a minute");
+            self.hours.put_back(rows);
         }
     }
 
@@ -660,6 +688,14 @@ impl Engine {
             }
             return Ok(());
         }
+        if !r.probe.canary {
+            self.hours_new |= self.hours.add(
+                &r.probe.service,
+                r.outcome.at,
+                r.outcome.success,
+                r.outcome.duration,
+            );
+        }
         if r.probe.canary {
             self.canaries.insert(
                 (r.probe.service.clone(), r.probe.name.clone()),
@@ -799,6 +835,13 @@ impl Engine {
     pub fn tick(&mut self) -> Result<(), EngineError> {
         self.reload_overrides();
         let now = self.clock.now();
+        if self.hours_new
+            || self
+                .hours_written
+                .is_none_or(|t| t.elapsed() >= HOURS_EVERY)
+        {
+            self.write_hours(now);
+        }
         let open: Vec<String> = self
             .states
             .iter()

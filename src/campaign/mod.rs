@@ -404,7 +404,11 @@ impl Composer {
         let service = config.services.iter().find(|s| s.id == info.service);
         let lang = self.templates.language(&job.language).to_string();
         let tz = job.timezone.as_str();
-        let unsubscribe = self.signer.unsubscribe_url(&config.public_url, &job.email);
+        // Links carry the customer's language: the pages they open speak it.
+        let unsubscribe = format!(
+            "{}&lang={lang}",
+            self.signer.unsubscribe_url(&config.public_url, &job.email)
+        );
         let ctx = context(
             config,
             service,
@@ -518,7 +522,8 @@ fn context(
         next_update_time => info.next_update.map(|t| short_time(t, tz, lang)),
         ended => local_time(ended, tz, lang),
         duration => duration_text(ended.duration_since(info.started).unwrap_or_default()),
-        status_url => format!("{}/status", config.public_url),
+        status_url => format!("{}/status?lang={lang}", config.public_url),
+        incident_url => (info.incident > 0).then(|| format!("{}/incidents/{}?lang={lang}", config.public_url, info.incident)),
         unsubscribe_url => unsubscribe_url,
         compensation_code => compensation_code,
         also_affected => also_affected,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod mail;
 pub mod maintenance;
 pub mod pages;
+pub mod public;
 pub mod sieve;
 pub mod staff;
 pub mod templates;

@@ -9,31 +9,27 @@
 //! The optional webhook is told of each service's placeholder state until it accepts it;
 //! the last state it accepted is kept in the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::templates::{Templates, duration_text, local_time, val};
+use super::public::{Month, View, history_context, incident_context, status_context};
+use super::templates::{Templates, local_time, val};
 use crate::clock::Clock;
 use crate::config::{Config, LiveConfig};
 use crate::engine::Handle;
-use crate::incident::Status;
 use crate::metrics::Metrics;
-use crate::store::{IncidentRecord, SharedStore, StoreError};
+use crate::store::{IncidentRecord, SharedStore};
 
 /// Marks a directory as holding a tocsin placeholder (so only those are ever removed).
 const MARKER: &str = ".tocsin-placeholder";
 const STATUS_FILE: &str = "status.html";
 const PERIOD: Duration = Duration::from_secs(5);
-const HISTORY_DAYS: u64 = 90;
-/// Up to this many services, the status page gives each its card with 90 days of bars.
-const EXPANDED_UP_TO: usize = 30;
 
 /// What the status and placeholder pages are made from.
 #[derive(Clone)]
@@ -51,7 +47,7 @@ pub struct PageSource {
 /// During an outage customers reload the page by the thousand; each rendering reads 90
 /// days of incidents under the store's lock, which the campaign sender needs too.
 #[derive(Clone, Default)]
-pub struct StatusCache(Arc<std::sync::Mutex<Option<CachedStatus>>>);
+pub struct StatusCache(Arc<std::sync::Mutex<HashMap<(String, String), CachedStatus>>>);
 
 struct CachedStatus {
     snapshot: Arc<crate::engine::Snapshot>,
@@ -77,16 +73,18 @@ impl PageSource {
     /// renders while the others wait for its page (the cache's lock is held meanwhile),
     /// so a crowd arriving after a change costs one rendering. Blocking: call it from a
     /// blocking thread.
-    pub fn status_page(&self) -> Result<StatusPage, String> {
+    pub fn status_page(&self, lang: &str, lang_param: &str) -> Result<StatusPage, String> {
         let config = self.config.get();
         let snapshot = self.engine.snapshot();
+        let lang = self.templates.language(lang).to_string();
+        let key = (lang.clone(), lang_param.to_string());
         let mut cached = self
             .status_cache
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let now = self.clock.now();
-        if let Some(c) = cached.as_ref().filter(|c| {
+        if let Some(c) = cached.get(&key).filter(|c| {
             Arc::ptr_eq(&c.snapshot, &snapshot)
                 && Arc::ptr_eq(&c.config, &config)
                 && now
@@ -95,30 +93,87 @@ impl PageSource {
         }) {
             return Ok(c.page.clone());
         }
-        let ctx = status_context(&config, &snapshot.statuses, &self.store, now)
-            .map_err(|e| e.to_string())?;
-        let body: Arc<str> = self
-            .templates
-            .page("status", &config.page_language, &ctx)?
-            .into();
+        let view = View {
+            config: &config,
+            lang: &lang,
+            lang_param: lang_param.to_string(),
+            now,
+        };
+        let ctx =
+            status_context(&view, &snapshot.statuses, &self.store).map_err(|e| e.to_string())?;
+        let body: Arc<str> = self.templates.page("status", &lang, &ctx)?.into();
         let made = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let previous = cached.as_ref().map(|c| c.page.etag.clone());
-        let mut etag: Arc<str> = format!("\"{made:x}-{:x}\"", snapshot.decisions).into();
+        let previous = cached.get(&key).map(|c| c.page.etag.clone());
+        let mut etag: Arc<str> = format!("\"{made:x}-{:x}-{lang}\"", snapshot.decisions).into();
         if previous.as_ref() == Some(&etag) {
             // A clock standing still (tests, a paused VM) must still give a new tag.
-            etag = format!("\"{made:x}-{:x}-{}\"", snapshot.decisions, body.len()).into();
+            etag = format!(
+                "\"{made:x}-{:x}-{lang}-{}\"",
+                snapshot.decisions,
+                body.len()
+            )
+            .into();
         }
         let page = StatusPage { body, etag };
-        *cached = Some(CachedStatus {
-            snapshot,
-            config,
-            made: now,
-            page: page.clone(),
-        });
+        cached.insert(
+            key,
+            CachedStatus {
+                snapshot,
+                config,
+                made: now,
+                page: page.clone(),
+            },
+        );
         Ok(page)
+    }
+
+    /// The page of incident `id` in `lang`: None when there is none, or it is not public.
+    pub fn incident_page(
+        &self,
+        id: i64,
+        lang: &str,
+        lang_param: &str,
+    ) -> Result<Option<String>, String> {
+        let config = self.config.get();
+        let Some(inc) = self.store.lock().incident(id).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let lang = self.templates.language(lang);
+        let view = View {
+            config: &config,
+            lang,
+            lang_param: lang_param.to_string(),
+            now: self.clock.now(),
+        };
+        let snapshot = self.engine.snapshot();
+        match incident_context(&view, &inc, &snapshot.statuses) {
+            Some(ctx) => self.templates.page("incident", lang, &ctx).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The history page ending with month `last` (the current one when None).
+    pub fn history_page(
+        &self,
+        last: Option<Month>,
+        lang: &str,
+        lang_param: &str,
+    ) -> Result<String, String> {
+        let config = self.config.get();
+        let lang = self.templates.language(lang);
+        let view = View {
+            config: &config,
+            lang,
+            lang_param: lang_param.to_string(),
+            now: self.clock.now(),
+        };
+        let snapshot = self.engine.snapshot();
+        let ctx = history_context(&view, &self.store, &snapshot.statuses, last)
+            .map_err(|e| e.to_string())?;
+        self.templates.page("history", lang, &ctx)
     }
 
     /// The placeholder page of `incident`.
@@ -126,8 +181,9 @@ impl PageSource {
         &self,
         config: &Config,
         incident: &IncidentRecord,
+        lang: &str,
     ) -> Result<String, String> {
-        placeholder(&self.templates, config, incident, self.clock.now())
+        placeholder(&self.templates, config, incident, lang, self.clock.now())
     }
 }
 
@@ -136,10 +192,11 @@ pub fn placeholder(
     templates: &Templates,
     config: &Config,
     incident: &IncidentRecord,
+    lang: &str,
     now: SystemTime,
 ) -> Result<String, String> {
     {
-        let lang = config.page_language.as_str();
+        let lang = templates.language(lang);
         let tz = config.page_timezone.as_str();
         let service = config.services.iter().find(|s| s.id == incident.service);
         // What customers may be told: the kind of trouble, never the probe's own text.
@@ -160,252 +217,14 @@ pub fn placeholder(
             started => local_time(incident.started, tz, lang),
             eta => incident.promised_eta.map(|t| local_time(t, tz, lang)),
             next_update => incident.next_update.map(|t| local_time(t, tz, lang)),
-            status_url => format!("{}/status", config.public_url),
+            status_url => format!("{}/status?lang={lang}", config.public_url),
+            incident_url => format!("{}/incidents/{}?lang={lang}", config.public_url, incident.id),
+            update => incident.latest_update().map(|u| super::templates::update_context(u, lang, &config.page_language)),
             generated => local_time(now, tz, lang),
             timezone => tz,
         };
         templates.page("placeholder", lang, &ctx)
     }
-}
-
-#[derive(Serialize)]
-struct Day<'a> {
-    date: &'a str,
-    uptime: String,
-    level: &'static str,
-}
-
-/// The status page's variables.
-pub fn status_context(
-    config: &Config,
-    statuses: &BTreeMap<String, Status>,
-    store: &SharedStore,
-    now: SystemTime,
-) -> Result<minijinja::Value, StoreError> {
-    let lang = config.page_language.as_str();
-    let tz = config.page_timezone.as_str();
-    let at = |t: SystemTime| local_time(t, tz, lang);
-    let day = 86_400u64;
-    let now_s = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let today = now_s - now_s % day;
-    let first = today - (HISTORY_DAYS - 1) * day;
-    let (mut open, mut history) = {
-        let s = store.lock();
-        (
-            s.incidents(true)?,
-            s.incidents_since(SystemTime::UNIX_EPOCH + Duration::from_secs(first))?,
-        )
-    };
-    // A service shown from its customer phase only (`public_from: customer`): an
-    // incident its customers were never told of appears nowhere on the page.
-    open.retain(|i| config.shown_publicly(&i.service, i.customer_phase));
-    history.retain(|(service, _, _, told)| config.shown_publicly(service, *told));
-    let name_of = |id: &str| config.service_name(id);
-    // Each service's outages within the window, gathered once: the page of 10,000
-    // services must not scan every incident for every service and day.
-    let mut spans: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
-    for (svc, st, en, _) in &history {
-        let a = secs_of(*st).max(first);
-        let b = en.map(secs_of).unwrap_or(now_s).min(now_s);
-        if b > a {
-            spans.entry(svc.as_str()).or_default().push((a, b));
-        }
-    }
-    let dates: Vec<String> = (0..HISTORY_DAYS)
-        .map(|d| {
-            chrono::DateTime::<chrono::Utc>::from(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(first + d * day),
-            )
-            .format("%Y-%m-%d")
-            .to_string()
-        })
-        .collect();
-    // A few services are shown each with its card; many are shown with a card only when
-    // something is or was wrong, the rest by name in collapsed groups.
-    let expanded = config.services.len() <= EXPANDED_UP_TO;
-    let mut cards = Vec::new();
-    let mut quiet: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
-    let mut quiet_index: HashMap<Option<&str>, usize> = HashMap::new();
-    for s in &config.services {
-        let status = statuses.get(&s.id).copied().unwrap_or(Status::Up);
-        let own = spans.get(s.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        if !expanded && status == Status::Up && own.is_empty() {
-            let g = s.group.as_deref();
-            let i = *quiet_index.entry(g).or_insert_with(|| {
-                quiet.push((g, Vec::new()));
-                quiet.len() - 1
-            });
-            quiet[i].1.push(&s.name);
-            continue;
-        }
-        let mut days = Vec::with_capacity(dates.len());
-        let (mut down_total, mut span_total) = (0u64, 0u64);
-        for (d, date) in (0..HISTORY_DAYS).zip(&dates) {
-            let start = first + d * day;
-            let end = (start + day).min(now_s.max(start));
-            let span = end - start;
-            let down: u64 = own
-                .iter()
-                .map(|(a, b)| (*b).min(end).saturating_sub((*a).max(start)))
-                .sum::<u64>()
-                .min(span);
-            down_total += down;
-            span_total += span;
-            let pct = if span == 0 {
-                100.0
-            } else {
-                100.0 * (span - down) as f64 / span as f64
-            };
-            days.push(Day {
-                date,
-                uptime: format!("{pct:.2}"),
-                level: if down == 0 {
-                    "ok"
-                } else if pct >= 99.0 {
-                    "minor"
-                } else {
-                    "major"
-                },
-            });
-        }
-        let uptime = if span_total == 0 {
-            100.0
-        } else {
-            100.0 * (span_total - down_total) as f64 / span_total as f64
-        };
-        let bad_days: Vec<&Day> = days.iter().filter(|d| d.level != "ok").collect();
-        cards.push((
-            status != Status::Up,
-            minijinja::context! {
-                id => &s.id,
-                name => &s.name,
-                group => &s.group,
-                status => val(status),
-                uptime => format!("{uptime:.2}"),
-                bad_days => val(&bad_days),
-                days => val(&days),
-            },
-        ));
-    }
-    // Problems first; otherwise in the file's order.
-    if !expanded {
-        cards.sort_by_key(|(problem, _)| !*problem);
-    }
-    let services: Vec<minijinja::Value> = cards.into_iter().map(|(_, c)| c).collect();
-    // Named groups in the file's order, the ungrouped last.
-    quiet.sort_by_key(|(g, _)| g.is_none());
-    let quiet: Vec<minijinja::Value> = quiet
-        .into_iter()
-        .map(|(group, names)| {
-            minijinja::context! {
-                group => val(group),
-                count => names.len(),
-                names => val(&names),
-            }
-        })
-        .collect();
-    let incidents: Vec<minijinja::Value> = open
-        .iter()
-        .map(|i| {
-            // What customers may read: the opening and each new expected time, once
-            // (staff's ETA and the promise made to customers are the same news), never
-            // staff bookkeeping such as who acknowledged or that customers were mailed.
-            let mut said: Option<SystemTime> = None;
-            let updates: Vec<minijinja::Value> = i
-                .timeline
-                .iter()
-                .filter_map(|e| {
-                    let kind = match e.kind() {
-                        "opened" => "opened",
-                        "eta" | "customer_phase" | "customer_update" => {
-                            let eta = e.event.eta().filter(|t| Some(*t) != said)?;
-                            said = Some(eta);
-                            "eta"
-                        }
-                        _ => return None,
-                    };
-                    Some(minijinja::context! {
-                        at => at(e.at),
-                        kind => kind,
-                        eta => e.event.eta().map(at),
-                    })
-                })
-                .collect();
-            // Services that depend on this one and fail with it.
-            let affected: Vec<String> = i.also_affected().iter().map(|(s, _)| name_of(s)).collect();
-            minijinja::context! {
-                id => i.id,
-                service => name_of(&i.service),
-                affected => affected,
-                status => val(statuses.get(&i.service).copied().unwrap_or(Status::Down)),
-                started => at(i.started),
-                eta => i.promised_eta.or(i.eta).filter(|e| *e > now).map(at),
-                next_update => i.next_update.filter(|n| *n > now).map(at),
-                updates => updates,
-            }
-        })
-        .collect();
-    let maintenance: Vec<minijinja::Value> = config
-        .maintenance
-        .iter()
-        .filter(|m| m.start + m.duration > now)
-        .map(|m| {
-            minijinja::context! {
-                service => name_of(&m.service),
-                start => at(m.start),
-                end => at(m.start + m.duration),
-                now => m.start <= now,
-                note => &m.note,
-            }
-        })
-        .collect();
-    let week = now - Duration::from_secs(7 * day);
-    let mut recent: Vec<&crate::store::Span> = history
-        .iter()
-        .filter(|(_, _, ended, _)| ended.is_some_and(|e| e >= week))
-        .collect();
-    recent.sort_by_key(|(_, started, _, _)| std::cmp::Reverse(*started));
-    let resolved: Vec<minijinja::Value> = recent
-        .into_iter()
-        .take(10)
-        .map(|(service, started, ended, _)| {
-            let ended = ended.unwrap_or(now);
-            minijinja::context! {
-                service => name_of(service),
-                started => at(*started),
-                duration => duration_text(ended.duration_since(*started).unwrap_or_default()),
-            }
-        })
-        .collect();
-    let overall = if !incidents.is_empty() {
-        "degraded"
-    } else if statuses.values().any(|s| *s == Status::Maintenance) {
-        "maintenance"
-    } else {
-        "ok"
-    };
-    Ok(minijinja::context! {
-        language => lang,
-        company => val(&config.company),
-        overall => overall,
-        services => services,
-        quiet => quiet,
-        incidents => incidents,
-        maintenance => maintenance,
-        resolved => resolved,
-        generated => at(now),
-        timezone => tz,
-        status_url => format!("{}/status", config.public_url),
-    })
-}
-
-fn secs_of(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Keeps the files in `placeholder_dir` matching the store.
@@ -442,18 +261,31 @@ impl Pages {
                 continue;
             }
             wanted.insert(inc.service.clone());
-            let html = self.source.placeholder(&config, inc)?;
             let sdir = dir.join(&inc.service);
             public_dir(&sdir)?;
             write_if_changed(&sdir.join(MARKER), b"")?;
-            let page = sdir.join("index.html");
-            let new = !page.exists();
-            // Its times move on each minute: a change is logged, a refresh is not.
-            if write_if_changed(&page, html.as_bytes())? {
-                if new {
-                    tracing::info!(service = %inc.service, path = %page.display(), "placeholder published");
-                } else {
-                    tracing::debug!(service = %inc.service, path = %page.display(), "placeholder refreshed");
+            // `index.html` in the page's language, and `index.<lang>.html` in each one
+            // (the nginx snippet picks by Accept-Language); the per-language files first,
+            // so that a web server choosing one never finds it missing once the page is up.
+            let mut files: Vec<(String, String)> = self
+                .source
+                .templates
+                .languages()
+                .iter()
+                .map(|l| (format!("index.{l}.html"), l.clone()))
+                .collect();
+            files.push(("index.html".into(), config.page_language.clone()));
+            for (file, lang) in files {
+                let html = self.source.placeholder(&config, inc, &lang)?;
+                let page = sdir.join(&file);
+                let new = !page.exists();
+                // Its times move on each minute: a change is logged, a refresh is not.
+                if write_if_changed(&page, html.as_bytes())? {
+                    if new && file == "index.html" {
+                        tracing::info!(service = %inc.service, path = %page.display(), "placeholder published");
+                    } else {
+                        tracing::debug!(service = %inc.service, path = %page.display(), "placeholder refreshed");
+                    }
                 }
             }
         }
@@ -464,6 +296,7 @@ impl Pages {
             let p = e.path();
             let name = e.file_name().to_string_lossy().to_string();
             if p.join(MARKER).exists() && !wanted.contains(&name) {
+                // `index.html` first: the page is gone the moment it is.
                 match std::fs::remove_file(p.join("index.html")) {
                     Ok(()) => tracing::info!(service = %name, "placeholder withdrawn"),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -474,16 +307,37 @@ impl Pages {
                         ));
                     }
                 }
+                let pages = std::fs::read_dir(&p)
+                    .map_err(|e| format!("cannot list {}: {e}", p.display()))?;
+                for f in pages.flatten() {
+                    let n = f.file_name().to_string_lossy().to_string();
+                    if n.starts_with("index.") && n.ends_with(".html") {
+                        std::fs::remove_file(f.path())
+                            .map_err(|e| format!("cannot remove {}: {e}", f.path().display()))?;
+                    }
+                }
                 let _ = std::fs::remove_file(p.join(MARKER));
                 let _ = std::fs::remove_dir(&p);
             }
         }
         self.metrics.placeholder_pages(wanted.len());
-        let source = self.source.clone();
-        let status = tokio::task::spawn_blocking(move || source.status_page())
-            .await
-            .map_err(|e| format!("the status page's rendering failed: {e}"))??;
-        write_if_changed(&dir.join(STATUS_FILE), status.body.as_bytes())?;
+        // The status page as files too (nginx serves them while tocsin is down): in the
+        // page's language, and in each one as `status.<lang>.html`.
+        let mut langs: Vec<(String, String)> = self
+            .source
+            .templates
+            .languages()
+            .iter()
+            .map(|l| (format!("status.{l}.html"), l.clone()))
+            .collect();
+        langs.push((STATUS_FILE.into(), config.page_language.clone()));
+        for (file, lang) in langs {
+            let source = self.source.clone();
+            let status = tokio::task::spawn_blocking(move || source.status_page(&lang, ""))
+                .await
+                .map_err(|e| format!("the status page's rendering failed: {e}"))??;
+            write_if_changed(&dir.join(file), status.body.as_bytes())?;
+        }
         if let Some(hook) = &config.webhook {
             self.tell_webhook(&config, hook, &wanted).await;
         }

@@ -39,6 +39,10 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "en/recovery.html",
     "en/placeholder.html",
     "en/status.html",
+    "en/_timeline.html",
+    "en/incident.html",
+    "en/history.html",
+    "en/unsubscribe.html",
     "en/autoreply.subject",
     "en/autoreply.txt",
     "en/hotline.txt",
@@ -56,6 +60,10 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "pl/recovery.html",
     "pl/placeholder.html",
     "pl/status.html",
+    "pl/_timeline.html",
+    "pl/incident.html",
+    "pl/history.html",
+    "pl/unsubscribe.html",
     "pl/autoreply.subject",
     "pl/autoreply.txt",
     "pl/hotline.txt",
@@ -73,6 +81,10 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "sv/recovery.html",
     "sv/placeholder.html",
     "sv/status.html",
+    "sv/_timeline.html",
+    "sv/incident.html",
+    "sv/history.html",
+    "sv/unsubscribe.html",
     "sv/autoreply.subject",
     "sv/autoreply.txt",
     "sv/hotline.txt",
@@ -296,9 +308,16 @@ impl Templates {
         })
     }
 
-    /// Renders the page `name` (`placeholder` or `status`) in `lang`.
+    /// Renders the page `name` (`placeholder`, `status`, `incident`, `history`,
+    /// `unsubscribe`) in `lang`; a language of its own that lacks one of the later pages
+    /// (they came after it was written) gets the English one.
     pub fn page<S: Serialize>(&self, name: &str, lang: &str, ctx: &S) -> Result<String, String> {
-        let name = format!("{}/{name}.html", self.language(lang));
+        let own = format!("{}/{name}.html", self.language(lang));
+        let name = if self.env.get_template(&own).is_ok() {
+            own
+        } else {
+            format!("en/{name}.html")
+        };
         self.env
             .get_template(&name)
             .and_then(|t| t.render(val(ctx)))
@@ -433,8 +452,21 @@ impl Templates {
                     issues.push(issue(files, &name, &e));
                 }
             }
-            for page in ["placeholder", "status"] {
-                let name = format!("{lang}/{page}.html");
+            let ctx = page_sample(ctx, started, next);
+            for page in [
+                "placeholder",
+                "status",
+                "incident",
+                "history",
+                "unsubscribe",
+            ] {
+                let own = format!("{lang}/{page}.html");
+                // The later pages fall back to English where a language lacks them.
+                let name = if files.contains_key(&own) {
+                    own
+                } else {
+                    format!("en/{page}.html")
+                };
                 if let Err(e) = self.env.get_template(&name).and_then(|t| t.render(&ctx)) {
                     issues.push(issue(files, &name, &e));
                 }
@@ -521,6 +553,61 @@ pub fn update_context(
         state => u.state.as_str(),
         text => text,
         written_in => written_in,
+    }
+}
+
+/// The public pages' variables for checking, over the mail sample `base`: an open
+/// incident with one entry of each kind, a service card, a month of history.
+fn page_sample(base: minijinja::Value, started: SystemTime, next: SystemTime) -> minijinja::Value {
+    let at = |t| local_time(t, "UTC", "en");
+    let incident = minijinja::context! {
+        id => 7,
+        link => "/incidents/7",
+        service => "Web shop",
+        service_id => "shop",
+        state => "unavailable",
+        status => "down",
+        started => at(started),
+        ended => at(next),
+        duration => "3 h",
+        affected => vec!["Mobile app"],
+        eta => at(next),
+        next_update => at(next),
+        update => minijinja::context! { state => "identified", text => "The database is restored.", written_in => "en" },
+        updates => vec![
+            minijinja::context! { kind => "opened", at => at(started) },
+            minijinja::context! { kind => "update", at => at(started), state => "identified", text => "The database is restored.", written_in => "en" },
+            minijinja::context! { kind => "eta", at => at(started), eta => at(next) },
+            minijinja::context! { kind => "also_affected", at => at(started), service => "Mobile app" },
+            minijinja::context! { kind => "recovered", at => at(next) },
+        ],
+    };
+    let card = minijinja::context! {
+        id => "shop", name => "Web shop", group => "Shop", status => "down",
+        uptime => "99.50", uptime30 => "99.10", watched_days => 12,
+        days => vec![minijinja::context! { date => "2031-07-17", uptime => "99.50", level => "minor" }],
+        bad_days => vec![minijinja::context! { date => "2031-07-17", uptime => "99.50", level => "minor" }],
+        sparkline => minijinja::Value::from_safe_string("<svg></svg>".into()),
+        response_ms => 120,
+    };
+    minijinja::context! {
+        incident => incident.clone(),
+        open => true,
+        incidents => vec![incident.clone()],
+        resolved => vec![incident.clone()],
+        services => vec![card.clone()],
+        groups => vec![minijinja::context! { name => "Shop", services => vec![card], down => 1 }],
+        months => vec![minijinja::context! { month => "2031-07", name => "July 2031", incidents => vec![incident] }],
+        older_link => "/history?month=2031-04",
+        newer_link => "/history?month=2031-10",
+        step => "confirm",
+        email => "ana@example.com",
+        action => "/unsubscribe?e=ana%40example.com&s=00",
+        status_link => "/status",
+        history_link => "/history",
+        feed_link => "/feed.atom",
+        overall => "degraded",
+        ..base
     }
 }
 

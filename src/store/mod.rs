@@ -8,6 +8,7 @@
 mod autoresponders;
 mod campaigns;
 mod heartbeats;
+mod history;
 mod maintenance;
 mod oncall;
 mod outbox;
@@ -25,6 +26,7 @@ pub use campaigns::{
     Opened, RecipientJob, SendResult, address_key,
 };
 pub use heartbeats::HeartbeatRecord;
+pub use history::{Hour, Hours, hour_of};
 pub use maintenance::Notice;
 pub use sqlite::SqliteStore;
 
@@ -211,6 +213,77 @@ impl IncidentRecord {
         }
         out
     }
+
+    /// What customers may read of this incident, oldest first: its opening, staff's
+    /// updates, each new expected time once (staff's ETA and the promise to customers are
+    /// the same news), the services that fail with it, and the recovery. Never staff
+    /// bookkeeping (who was paged or acknowledged, that customers were mailed).
+    pub fn public_entries(&self) -> Vec<PublicEntry<'_>> {
+        use crate::incident::TimelineEvent as E;
+        let mut out = Vec::new();
+        let mut said: Option<SystemTime> = None;
+        for e in &self.timeline {
+            let what = match &e.event {
+                E::Opened { .. } => Said::Opened,
+                E::Update { update, .. } => Said::Update(update),
+                E::Eta { .. } | E::CustomerPhase { .. } | E::CustomerUpdate { .. } => {
+                    let Some(eta) = e.event.eta().filter(|t| Some(*t) != said) else {
+                        continue;
+                    };
+                    said = Some(eta);
+                    Said::Eta(eta)
+                }
+                E::AlsoAffected {
+                    service,
+                    affected: true,
+                    ..
+                } => Said::AlsoAffected(service),
+                E::Recorded { name, .. } if name == "opened" => Said::Opened,
+                _ => continue,
+            };
+            out.push(PublicEntry { at: e.at, what });
+        }
+        if !out.iter().any(|e| matches!(e.what, Said::Opened)) {
+            out.insert(
+                0,
+                PublicEntry {
+                    at: self.started,
+                    what: Said::Opened,
+                },
+            );
+        }
+        if let Some(ended) = self.ended {
+            out.push(PublicEntry {
+                at: ended,
+                what: Said::Recovered,
+            });
+        }
+        out
+    }
+
+    /// The latest update staff wrote for customers.
+    pub fn latest_update(&self) -> Option<&crate::incident::PublicUpdate> {
+        self.timeline.iter().rev().find_map(|e| e.event.update())
+    }
+}
+
+/// One entry of an incident's public timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicEntry<'a> {
+    pub at: SystemTime,
+    pub what: Said<'a>,
+}
+
+/// What customers were told.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Said<'a> {
+    Opened,
+    Update(&'a crate::incident::PublicUpdate),
+    /// A new expected recovery time.
+    Eta(SystemTime),
+    /// Another service (its id) fails with this one.
+    AlsoAffected(&'a str),
+    Recovered,
 }
 
 /// One entry of an incident's timeline: when, and what (typed).
@@ -266,6 +339,7 @@ pub type States = std::collections::BTreeMap<String, ServiceState>;
 /// store only for the call (through [`SharedStore`]), never across an `.await`.
 pub trait Store:
     IncidentStore
+    + HistoryStore
     + CampaignStore
     + MaintenanceStore
     + OutboxStore
@@ -278,6 +352,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: IncidentStore
+        + HistoryStore
         + CampaignStore
         + MaintenanceStore
         + OutboxStore
@@ -286,6 +361,31 @@ impl<T> Store for T where
         + OncallStore
         + Send
 {
+}
+
+/// What probes found, an hour at a time (see [`history`]).
+pub trait HistoryStore {
+    /// Adds `rows` (service, hour, sums) to what is recorded, and forgets hours older than
+    /// [`history::KEPT`].
+    fn add_probe_hours(
+        &mut self,
+        rows: &[(String, i64, Hour)],
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// The hours of `service` recorded from `since` on, by hour (Unix seconds).
+    fn probe_hours(
+        &self,
+        service: &str,
+        since: SystemTime,
+    ) -> Result<std::collections::BTreeMap<i64, Hour>, StoreError>;
+
+    /// Incidents that overlap `[from, to]`, newest first, with their timelines.
+    fn incidents_between(
+        &self,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<IncidentRecord>, StoreError>;
 }
 
 /// On-call overrides set through the API (rotations themselves live in probes.yaml).

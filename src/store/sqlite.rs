@@ -261,6 +261,18 @@ const MIGRATIONS: &[&str] = &[
         cancelled_at REAL
     );
     CREATE INDEX oncall_overrides_end ON oncall_overrides (end_at);",
+    // 16: what probes found, an hour per row and service: uptime history and response
+    // times for the status page, and when tocsin began to watch each service.
+    "CREATE TABLE probe_hours (
+        service  TEXT NOT NULL,
+        hour     INTEGER NOT NULL,
+        runs     INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        total_ms REAL NOT NULL,
+        max_ms   REAL NOT NULL,
+        PRIMARY KEY (service, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX probe_hours_by_hour ON probe_hours (hour);",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it

@@ -4,6 +4,7 @@
 
 pub mod email;
 pub mod html;
+pub mod svg;
 pub mod template;
 pub mod time;
 

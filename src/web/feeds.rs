@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::public::Public;
 use crate::config::{Config, PublicFrom};
-use crate::incident::{Status, TimelineEvent};
-use crate::store::IncidentRecord;
+use crate::incident::Status;
+use crate::store::{IncidentRecord, Said};
 use crate::text::time::rfc3339;
 
 /// Incidents a feed lists, newest first.
@@ -53,39 +53,31 @@ fn public(config: &Config, inc: &IncidentRecord) -> bool {
     config.shown_publicly(&inc.service, inc.customer_phase)
 }
 
-/// The public timeline of `inc` as lines, and when it last changed.
+/// The public timeline of `inc` as lines (staff's updates in the page's language), and
+/// when it last changed.
 fn told(config: &Config, inc: &IncidentRecord) -> (Vec<String>, SystemTime) {
     let name = config.service_name(&inc.service);
     let mut lines = Vec::new();
     let mut updated = inc.started;
-    let mut said = None;
-    for e in &inc.timeline {
-        let line = match &e.event {
-            TimelineEvent::Opened { .. } => format!("We are investigating a problem with {name}."),
-            TimelineEvent::Eta { .. }
-            | TimelineEvent::CustomerPhase { .. }
-            | TimelineEvent::CustomerUpdate { .. } => {
-                let Some(eta) = e.event.eta().filter(|t| Some(*t) != said) else {
-                    continue;
-                };
-                said = Some(eta);
-                format!("We now expect it back by {}.", rfc3339(eta))
-            }
-            TimelineEvent::AlsoAffected {
-                service,
-                affected: true,
-                ..
-            } => format!("{} is affected too.", config.service_name(service)),
-            _ => continue,
+    for e in inc.public_entries() {
+        let line = match e.what {
+            Said::Opened => format!("We are investigating a problem with {name}."),
+            Said::Update(u) => format!("{}: {}", title_case(u.state.as_str()), u.text),
+            Said::Eta(eta) => format!("We now expect it back by {}.", rfc3339(eta)),
+            Said::AlsoAffected(s) => format!("{} is affected too.", config.service_name(s)),
+            Said::Recovered => format!("{name} works again."),
         };
         lines.push(format!("{}: {line}", rfc3339(e.at)));
         updated = updated.max(e.at);
     }
-    if let Some(ended) = inc.ended {
-        lines.push(format!("{}: {name} works again.", rfc3339(ended)));
-        updated = updated.max(ended);
-    }
     (lines, updated)
+}
+
+fn title_case(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// The feed's items, newest first, for every service or `only`.
@@ -104,13 +96,14 @@ fn items(p: &Public, config: &Config, only: Option<&str>) -> Result<Vec<Item>, S
             let (lines, updated) = told(config, i);
             let name = config.service_name(&i.service);
             Item {
+                // The id entries always had (readers would show them again if it changed).
                 id: format!("{base}/status#incident-{}", i.id),
                 title: match i.ended {
                     Some(_) => format!("{name}: resolved"),
                     None => format!("{name}: unavailable"),
                 },
                 text: lines.join("\n"),
-                link: format!("{base}/status#incident-{}", i.id),
+                link: format!("{base}/incidents/{}", i.id),
                 published: i.started,
                 updated,
             }
@@ -376,7 +369,7 @@ async fn summary(State(p): State<Public>, headers: HeaderMap) -> Response {
                 "eta": i.promised_eta.or(i.eta).filter(|e| *e > now).map(rfc3339),
                 "customers_told": i.customer_phase,
                 "updates": lines,
-                "shortlink": format!("{}/status#incident-{}", config.public_url, i.id),
+                "shortlink": format!("{}/incidents/{}", config.public_url, i.id),
             })
         })
         .collect();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,8 +29,290 @@ pub fn routes(p: Public) -> Router {
     Router::new()
         .route("/", get(status))
         .route("/status", get(status))
+        .route("/incidents/{id}", get(incident))
+        .route("/history", get(history))
+        .route("/badge/{service}/{kind}", get(badge))
         .route("/unsubscribe", get(confirm).post(unsubscribe))
         .with_state(p)
+}
+
+#[derive(Deserialize, Default)]
+struct LangQuery {
+    lang: Option<String>,
+    month: Option<String>,
+}
+
+/// The language a reader gets: `?lang=` when templates exist for it, else the first of
+/// `Accept-Language` (by weight) they exist for, else the page's. With the parameter to
+/// keep in the page's links (`lang=pl`, only when chosen by `?lang=`). Written by hand:
+/// a header of a few tags, and the crates for it bring more than this needs.
+fn language(p: &Public, q: Option<&str>, headers: &axum::http::HeaderMap) -> (String, String) {
+    let available = p.pages.templates.languages();
+    let pick = |tag: &str| -> Option<String> {
+        let tag = tag.trim().to_ascii_lowercase();
+        if available.contains(&tag) {
+            return Some(tag);
+        }
+        let base = tag.split('-').next()?;
+        available.contains(base).then(|| base.to_string())
+    };
+    if let Some(l) = q.and_then(pick) {
+        return (l.clone(), format!("lang={l}"));
+    }
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut tags: Vec<(f32, usize, &str)> = accept
+        .split(',')
+        .take(20)
+        .enumerate()
+        .filter_map(|(i, part)| {
+            let mut it = part.split(';');
+            let tag = it.next()?.trim();
+            let q = it
+                .find_map(|x| x.trim().strip_prefix("q="))
+                .map_or(Some(1.0), |v| v.trim().parse::<f32>().ok())?;
+            (q > 0.0 && !tag.is_empty() && tag != "*").then_some((q, i, tag))
+        })
+        .collect();
+    tags.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let chosen = tags
+        .iter()
+        .find_map(|(_, _, t)| pick(t))
+        .unwrap_or_else(|| p.pages.config.get().page_language.clone());
+    (chosen, String::new())
+}
+
+/// A page in `lang`: it says its language, and caches know it depends on the reader's.
+fn localized(mut r: Response, lang: &str) -> Response {
+    if let Ok(v) = header::HeaderValue::from_str(lang) {
+        r.headers_mut().insert(header::CONTENT_LANGUAGE, v);
+    }
+    r.headers_mut().insert(
+        header::VARY,
+        header::HeaderValue::from_static("Accept-Language"),
+    );
+    r
+}
+
+/// `/incidents/{id}`: one incident's public page (a permalink the status page, the feeds
+/// and the mails link to). 404 for one that is not public.
+async fn incident(
+    State(p): State<Public>,
+    Path(id): Path<String>,
+    Query(q): Query<LangQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
+    let Ok(id) = id.parse::<i64>() else {
+        return not_found(&p, &lang);
+    };
+    let pages = p.pages.clone();
+    let l = lang.clone();
+    let made = tokio::task::spawn_blocking(move || pages.incident_page(id, &l, &param))
+        .await
+        .unwrap_or_else(|e| Err(format!("the incident page's rendering failed: {e}")));
+    match made {
+        Ok(Some(body)) => localized(html(StatusCode::OK, body), &lang),
+        Ok(None) => not_found(&p, &lang),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `/history?month=2026-11`: past incidents, three months a page, newest first.
+async fn history(
+    State(p): State<Public>,
+    Query(q): Query<LangQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
+    let month = match q.month.as_deref() {
+        None | Some("") => None,
+        Some(m) => match crate::notify::public::Month::parse(m) {
+            Some(m) => Some(m),
+            None => {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    page(
+                        "No such month",
+                        &format!(
+                            "<p>`{}` is not a month: give it as <code>?month=2026-11</code>.</p>",
+                            escape(m)
+                        ),
+                    ),
+                );
+            }
+        },
+    };
+    let pages = p.pages.clone();
+    let l = lang.clone();
+    let made = tokio::task::spawn_blocking(move || pages.history_page(month, &l, &param))
+        .await
+        .unwrap_or_else(|e| Err(format!("the history page's rendering failed: {e}")));
+    match made {
+        Ok(body) => localized(html(StatusCode::OK, body), &lang),
+        Err(e) => unavailable(&e),
+    }
+}
+
+fn not_found(p: &Public, lang: &str) -> Response {
+    let (title, text) = match lang {
+        "pl" => (
+            "Nie ma takiego zdarzenia",
+            "Tej strony nie ma. Aktualny stan usług jest na stronie statusu.",
+        ),
+        "sv" => (
+            "Ingen sådan händelse",
+            "Sidan finns inte. Tjänsternas aktuella status finns på statussidan.",
+        ),
+        _ => (
+            "No such incident",
+            "This page does not exist. The current state of every service is on the status page.",
+        ),
+    };
+    let _ = p;
+    localized(
+        html(
+            StatusCode::NOT_FOUND,
+            page(
+                title,
+                &format!("<p>{text}</p><p><a href=\"/status\">/status</a></p>"),
+            ),
+        ),
+        lang,
+    )
+}
+
+fn unavailable(e: &str) -> Response {
+    tracing::error!(error = %e, "a public page cannot be rendered");
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        page(
+            "Status unavailable",
+            "<p>This page cannot be shown right now. Please try again in a minute.</p>",
+        ),
+    )
+}
+
+/// `/badge/{service}/status.svg` and `/badge/{service}/uptime.svg` (the last 30 days):
+/// for READMEs and intranet pages. Cached for a minute; `ETag` and `Last-Modified` let a
+/// client ask again for nothing.
+async fn badge(
+    State(p): State<Public>,
+    Path((service, kind)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let config = p.pages.config.get();
+    let Some(s) = config.services.iter().find(|s| s.id == service).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such service\n").into_response();
+    };
+    let now = p.clock.now();
+    let svg = match kind.as_str() {
+        "status.svg" => {
+            let status = p
+                .pages
+                .engine
+                .snapshot()
+                .statuses
+                .get(&s.id)
+                .copied()
+                .unwrap_or(crate::incident::Status::Up);
+            // A staff-only blip of a `public_from: customer` service shows as working.
+            let shown = match status {
+                crate::incident::Status::Down | crate::incident::Status::Recovering => {
+                    let told = p
+                        .store
+                        .lock()
+                        .open_incident_of(&s.id)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|i| i.customer_phase);
+                    if config.shown_publicly(&s.id, told) {
+                        status
+                    } else {
+                        crate::incident::Status::Up
+                    }
+                }
+                other => other,
+            };
+            let (text, color) = match shown {
+                crate::incident::Status::Up | crate::incident::Status::Suspect => {
+                    ("working", "#2f7d32")
+                }
+                crate::incident::Status::Maintenance => ("maintenance", "#1f5fa8"),
+                crate::incident::Status::Recovering => ("recovering", "#b26a00"),
+                _ => ("unavailable", "#b3261e"),
+            };
+            crate::text::svg::badge(&s.name, text, color)
+        }
+        "uptime.svg" => {
+            let (store, cfg) = (p.store.clone(), config.clone());
+            let up = tokio::task::spawn_blocking(move || {
+                crate::notify::public::uptime30(&cfg, &store, &s, now).map(|u| (s, u))
+            })
+            .await;
+            match up {
+                Ok(Ok((s, u))) => {
+                    let (text, color) = match u {
+                        None => ("no data".to_string(), "#777"),
+                        Some(u) if u >= 99.9 => (format!("{u:.2}%"), "#2f7d32"),
+                        Some(u) if u >= 99.0 => (format!("{u:.2}%"), "#b26a00"),
+                        Some(u) => (format!("{u:.2}%"), "#b3261e"),
+                    };
+                    crate::text::svg::badge(&format!("{} uptime 30d", s.name), &text, color)
+                }
+                Ok(Err(e)) => return unavailable(&e.to_string()),
+                Err(e) => return unavailable(&e.to_string()),
+            }
+        }
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "no such badge: use status.svg or uptime.svg\n",
+            )
+                .into_response();
+        }
+    };
+    cached_answer(&headers, svg.into_bytes(), "image/svg+xml", now)
+}
+
+/// An answer with an `ETag` (a digest of the body) and `Last-Modified`; 304 when the
+/// client has it already.
+fn cached_answer(
+    headers: &axum::http::HeaderMap,
+    body: Vec<u8>,
+    content_type: &'static str,
+    now: std::time::SystemTime,
+) -> Response {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+    let etag: String = format!(
+        "\"{}\"",
+        digest.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let common = [
+        (header::CONTENT_TYPE, content_type.to_string()),
+        (header::CACHE_CONTROL, "public, max-age=60".to_string()),
+        (header::ETAG, etag),
+        (header::LAST_MODIFIED, httpdate::fmt_http_date(now)),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'".to_string(),
+        ),
+    ];
+    if unchanged {
+        (StatusCode::NOT_MODIFIED, common).into_response()
+    } else {
+        (StatusCode::OK, common, body).into_response()
+    }
 }
 
 pub(super) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -53,9 +335,15 @@ fn html(code: StatusCode, body: impl Into<axum::body::Body>) -> Response {
 
 /// The status page, with its `ETag`: a client (or a CDN in front) that sends it back in
 /// `If-None-Match` gets 304 and no body while nothing changed.
-async fn status(State(p): State<Public>, headers: axum::http::HeaderMap) -> Response {
+async fn status(
+    State(p): State<Public>,
+    Query(q): Query<LangQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
     let pages = p.pages.clone();
-    let made = tokio::task::spawn_blocking(move || pages.status_page())
+    let l = lang.clone();
+    let made = tokio::task::spawn_blocking(move || pages.status_page(&l, &param))
         .await
         .unwrap_or_else(|e| Err(format!("the status page's rendering failed: {e}")));
     match made {
@@ -77,7 +365,7 @@ async fn status(State(p): State<Public>, headers: axum::http::HeaderMap) -> Resp
             if let Ok(v) = header::HeaderValue::from_str(&etag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
-            r
+            localized(r, &lang)
         }
         Err(e) => {
             tracing::error!(error = %e, "status page cannot be rendered");
@@ -105,6 +393,7 @@ impl AsRef<[u8]> for Shared {
 struct UnsubQuery {
     e: Option<String>,
     s: Option<String>,
+    lang: Option<String>,
 }
 
 fn page(title: &str, body: &str) -> String {
@@ -116,55 +405,67 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn check(p: &Public, q: &UnsubQuery) -> Result<String, Box<Response>> {
-    let bad = |title: &str, text: &str| {
-        Box::new(html(
-            StatusCode::BAD_REQUEST,
-            page(title, &format!("<p>{text}</p>")),
-        ))
-    };
-    let (Some(e), Some(s)) = (&q.e, &q.s) else {
-        return Err(bad(
-            "Link incomplete",
-            "This unsubscribe link is incomplete. Please use the whole link from the message.",
-        ));
-    };
-    p.signer.verify_unsubscribe(e, s).map_err(|_| {
-        bad(
-            "Link not valid",
-            "This unsubscribe link is not valid. Please use the link from the message, unchanged.",
-        )
-    })
-}
-
-async fn confirm(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Response {
-    let email = match check(&p, &q) {
-        Ok(e) => e,
-        Err(r) => return *r,
-    };
+/// The unsubscribe page at `step` (`confirm`, `done`, `incomplete`, `invalid`, `error`)
+/// in the reader's language.
+fn unsub_page(
+    p: &Public,
+    code: StatusCode,
+    q: &UnsubQuery,
+    headers: &axum::http::HeaderMap,
+    step: &str,
+    email: &str,
+) -> Response {
+    let (lang, param) = language(p, q.lang.as_deref(), headers);
     let action = format!(
-        "/unsubscribe?e={}&s={}",
+        "/unsubscribe?e={}&s={}{}",
         url::form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>(),
-        escape(q.s.as_deref().unwrap_or_default())
+        url::form_urlencoded::byte_serialize(q.s.as_deref().unwrap_or_default().as_bytes())
+            .collect::<String>(),
+        if param.is_empty() {
+            String::new()
+        } else {
+            format!("&{param}")
+        }
     );
-    html(
-        StatusCode::OK,
-        page(
-            "Stop outage notices?",
-            &format!(
-                "<p>{} will no longer receive outage notices from us.</p>\
-                 <form method=\"post\" action=\"{}\"><button name=\"List-Unsubscribe\" value=\"One-Click\">Unsubscribe</button></form>",
-                escape(&email),
-                escape(&action)
-            ),
-        ),
-    )
+    let ctx = minijinja::context! {
+        language => &lang,
+        step => step,
+        email => email,
+        action => action,
+        status_link => if param.is_empty() { "/status".to_string() } else { format!("/status?{param}") },
+    };
+    match p.pages.templates.page("unsubscribe", &lang, &ctx) {
+        Ok(body) => localized(html(code, body), &lang),
+        Err(e) => unavailable(&e),
+    }
 }
 
-async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Response {
+fn check(p: &Public, q: &UnsubQuery) -> Result<String, &'static str> {
+    let (Some(e), Some(s)) = (&q.e, &q.s) else {
+        return Err("incomplete");
+    };
+    p.signer.verify_unsubscribe(e, s).map_err(|_| "invalid")
+}
+
+async fn confirm(
+    State(p): State<Public>,
+    Query(q): Query<UnsubQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match check(&p, &q) {
+        Ok(email) => unsub_page(&p, StatusCode::OK, &q, &headers, "confirm", &email),
+        Err(step) => unsub_page(&p, StatusCode::BAD_REQUEST, &q, &headers, step, ""),
+    }
+}
+
+async fn unsubscribe(
+    State(p): State<Public>,
+    Query(q): Query<UnsubQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let email = match check(&p, &q) {
         Ok(e) => e,
-        Err(r) => return *r,
+        Err(step) => return unsub_page(&p, StatusCode::BAD_REQUEST, &q, &headers, step, ""),
     };
     let now = p.clock.now();
     let done = p.store.lock().opt_out(&email, now);
@@ -173,25 +474,17 @@ async fn unsubscribe(State(p): State<Public>, Query(q): Query<UnsubQuery>) -> Re
             // The address is the customer's: logged only at debug level.
             tracing::info!("a customer unsubscribed from campaigns");
             tracing::debug!(email = %email, "unsubscribed from campaigns");
-            html(
-                StatusCode::OK,
-                page(
-                    "Unsubscribed",
-                    &format!(
-                        "<p>{} will receive no more outage notices.</p>",
-                        escape(&email)
-                    ),
-                ),
-            )
+            unsub_page(&p, StatusCode::OK, &q, &headers, "done", &email)
         }
         Err(e) => {
             tracing::error!(error = %e, "unsubscribe could not be stored");
-            html(
+            unsub_page(
+                &p,
                 StatusCode::SERVICE_UNAVAILABLE,
-                page(
-                    "Please try again",
-                    "<p>Your request could not be saved just now. Please try again in a minute.</p>",
-                ),
+                &q,
+                &headers,
+                "error",
+                &email,
             )
         }
     }

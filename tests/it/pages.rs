@@ -299,7 +299,7 @@ services:
     assert!(
         placeholder
             .replace("&#x2f;", "/")
-            .contains(&format!("href=\"{status_url}\"")),
+            .contains(&format!("href=\"{status_url}?lang=en\"")),
         "links the status page: {placeholder}"
     );
     let meta = std::fs::metadata(www.join("shop/index.html")).unwrap();
@@ -566,9 +566,9 @@ escalation:
             .unwrap()
             .contains("<meta http-equiv=\"refresh\" content=\"60\">")
     );
-    assert!(page.contains("Web shop: unavailable"), "{page}");
+    assert!(page.contains("Web shop</a>: unavailable"), "{page}");
     assert!(
-        !page.contains("Back office: unavailable"),
+        !page.contains("Back office</a>: unavailable"),
         "a staff-only incident is not public: {page}"
     );
     assert_eq!(
@@ -586,7 +586,9 @@ escalation:
         assert!(!page.contains(staff_only), "{staff_only}: {page}");
     }
 
-    // Back: the blip leaves no trace; the shop's outage is in the history.
+    // Ten minutes later, back: the blip leaves no trace; the shop's outage is in the
+    // history, and the back office's watched minutes are all up.
+    app.clock.advance(Duration::from_secs(600));
     up.store(true, Ordering::SeqCst);
     let page = wait_for(&url, "Recent incidents", Duration::from_secs(20))
         .await
