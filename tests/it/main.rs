@@ -38,5 +38,6 @@ mod prometheus;
 mod scheduler;
 mod store;
 mod templates;
+mod updates;
 mod web;
 mod webhooks;
