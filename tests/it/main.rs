@@ -35,6 +35,7 @@ mod probe_http;
 mod probe_icmp;
 mod probe_starttls;
 mod prometheus;
+mod public_pages;
 mod scheduler;
 mod store;
 mod templates;
