@@ -583,6 +583,7 @@ fn web_state(
             signer: signer.clone(),
             store: deps.store.clone(),
             clock: deps.clock.clone(),
+            mailer: Some(deps.campaign_mail.clone()),
         }),
         campaigns: Some(crate::web::campaigns::CampaignApi {
             api: incidents.clone(),

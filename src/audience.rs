@@ -62,6 +62,10 @@ pub struct Loaded {
     pub warnings: Vec<RowIssue>,
 }
 
+/// The audience a campaign names when only subscribers (from the status page) follow
+/// its service; no configured audience may take this name.
+pub const SUBSCRIBERS: &str = "subscribers";
+
 const KNOWN: [&str; 5] = ["email", "name", "language", "timezone", "services"];
 
 /// Template variables tocsin sets itself: no column may take their names.

@@ -183,6 +183,84 @@ impl Signer {
         format!("{base}/unsubscribe?e={e}&s={}", hex(sig.as_ref()))
     }
 
+    /// The link that stops `email`'s notices about `service` only. It does not expire.
+    pub fn stop_url(&self, base: &str, email: &str, service: &str) -> String {
+        let key = crate::store::address_key(email);
+        let sig = hmac::sign(&self.key, format!("stop|{key}|{service}").as_bytes());
+        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        let v: String = url::form_urlencoded::byte_serialize(service.as_bytes()).collect();
+        format!("{base}/unsubscribe?e={e}&svc={v}&s={}", hex(sig.as_ref()))
+    }
+
+    /// The address a per-service stop link is for, when its signature holds.
+    pub fn verify_stop(&self, email: &str, service: &str, sig: &str) -> Result<String, LinkError> {
+        let key = crate::store::address_key(email);
+        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
+        hmac::verify(&self.key, format!("stop|{key}|{service}").as_bytes(), &sig)
+            .map_err(|_| LinkError::BadSignature)?;
+        Ok(key)
+    }
+
+    /// The "manage my subscription" page of `email`. It does not expire: it is in every
+    /// mail, and shows and changes only that address's notices.
+    pub fn manage_url(&self, base: &str, email: &str) -> String {
+        let key = crate::store::address_key(email);
+        let sig = hmac::sign(&self.key, format!("manage|{key}").as_bytes());
+        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        format!("{base}/subscription?e={e}&s={}", hex(sig.as_ref()))
+    }
+
+    pub fn verify_manage(&self, email: &str, sig: &str) -> Result<String, LinkError> {
+        let key = crate::store::address_key(email);
+        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
+        hmac::verify(&self.key, format!("manage|{key}").as_bytes(), &sig)
+            .map_err(|_| LinkError::BadSignature)?;
+        Ok(key)
+    }
+
+    /// The link that confirms `email`'s subscription request `nonce`, until `expires`
+    /// (Unix seconds).
+    pub fn confirm_url(&self, base: &str, email: &str, nonce: &str, expires: u64) -> String {
+        let key = crate::store::address_key(email);
+        let sig = hmac::sign(
+            &self.key,
+            format!("subscribe|{key}|{nonce}|{expires}").as_bytes(),
+        );
+        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        format!(
+            "{base}/subscribe/confirm?e={e}&n={nonce}&x={expires}&s={}",
+            hex(sig.as_ref())
+        )
+    }
+
+    /// The address and nonce of a confirmation link, when its signature holds and it has
+    /// not expired.
+    pub fn verify_confirm(
+        &self,
+        email: &str,
+        nonce: &str,
+        expires: u64,
+        sig: &str,
+        now: SystemTime,
+    ) -> Result<(String, String), LinkError> {
+        let key = crate::store::address_key(email);
+        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
+        hmac::verify(
+            &self.key,
+            format!("subscribe|{key}|{nonce}|{expires}").as_bytes(),
+            &sig,
+        )
+        .map_err(|_| LinkError::BadSignature)?;
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if now > expires {
+            return Err(LinkError::Expired);
+        }
+        Ok((key, nonce.to_string()))
+    }
+
     /// A tag that makes a campaign message's Message-ID unique to this store: the same
     /// after a restart (a message sent again after a crash keeps its identity), different
     /// in every other store, and telling nothing of the store's key.
@@ -206,6 +284,14 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
         .collect()
+}
+
+/// Expiry (Unix seconds) for a link made at `now` valid for `valid`.
+pub fn expiry_after(now: SystemTime, valid: std::time::Duration) -> u64 {
+    (now + valid)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Expiry for a link made at `now`.

@@ -137,13 +137,18 @@ fn outage_campaign(
     let Some(service) = config.services.iter().find(|s| s.id == item.service) else {
         return Ok(Planned::Nothing);
     };
-    let Some((name, audience)) = service
+    let file = service
         .audience
         .as_ref()
-        .and_then(|a| config.audiences.get(a).map(|x| (a, x)))
-    else {
-        tracing::info!(service = %service.id, "customer phase: the service has no audience, so no campaign");
-        return Ok(Planned::Nothing);
+        .and_then(|a| config.audiences.get(a).map(|x| (a.as_str(), x)));
+    let subscribed = !store.lock().subscribers_of(&service.id)?.is_empty();
+    let name = match file {
+        Some((name, _)) => name,
+        None if subscribed => audience::SUBSCRIBERS,
+        None => {
+            tracing::info!(service = %service.id, "customer phase: the service has no audience and no subscriber, so no campaign");
+            return Ok(Planned::Nothing);
+        }
     };
     let opened = store
         .lock()
@@ -158,7 +163,7 @@ fn outage_campaign(
         config,
         service,
         name,
-        audience,
+        file.map(|(_, a)| a),
         &opened,
         &exclude,
         also,
@@ -234,7 +239,7 @@ fn expand(
     config: &Config,
     service: &Service,
     name: &str,
-    audience: &crate::config::Audience,
+    audience: Option<&crate::config::Audience>,
     opened: &crate::store::Opened,
     exclude: &[i64],
     also: &[(String, String)],
@@ -246,9 +251,18 @@ fn expand(
     let id = opened.id;
     let from: Option<audience::Cursor> = serde_json::from_str(saved).ok();
     let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
-    let mut rows =
-        audience::Rows::open(audience, &ids, from.as_ref()).map_err(PlanError::Transient)?;
-    let resumed = from.as_ref().is_some_and(|c| c.file == rows.cursor().file);
+    let mut rows = match audience {
+        Some(a) => {
+            Some(audience::Rows::open(a, &ids, from.as_ref()).map_err(PlanError::Transient)?)
+        }
+        None => None,
+    };
+    // Those who subscribed on the status page come after the file, in the last batch.
+    let subscribers = store.lock().subscribers_of(&service.id)?;
+    let resumed = match &rows {
+        Some(r) => from.as_ref().is_some_and(|c| c.file == r.cursor().file),
+        None => false,
+    };
     let mut seen: HashSet<u128> = HashSet::new();
     for other in exclude {
         store.lock().campaign_addresses(*other, &mut |email| {
@@ -267,7 +281,9 @@ fn expand(
         tracing::warn!(service = %service.id, campaign = id, "customer campaign: the audience file changed while it was read; reading it again from the start");
         store.lock().restart_expansion(id)?;
     }
-    let file = audience::file_of(audience).display().to_string();
+    let file = audience
+        .map(|a| audience::file_of(a).display().to_string())
+        .unwrap_or_else(|| audience::SUBSCRIBERS.to_string());
     let max = config.mail.max_campaign_size;
     let mut batch = Vec::with_capacity(BATCH);
     let mut notes = Vec::new();
@@ -277,7 +293,7 @@ fn expand(
         let mut left_out = 0u64;
         let mut read = 0;
         let mut ended = true;
-        for item in rows.by_ref() {
+        for item in rows.iter_mut().flatten() {
             read += 1;
             match item {
                 audience::Item::Bad(e) => {
@@ -310,6 +326,14 @@ fn expand(
                 break;
             }
         }
+        if ended {
+            for r in &subscribers {
+                if seen.insert(audience::digest(&address_key(&r.email))) {
+                    followers += 1;
+                    batch.push(r.clone());
+                }
+            }
+        }
         invalid += left_out;
         if followers > max {
             store.lock().drop_campaign(id)?;
@@ -318,8 +342,12 @@ fn expand(
                 service.id
             )));
         }
-        let cursor = (!ended)
-            .then(|| serde_json::to_string(&rows.cursor()).expect("a cursor is plain data"));
+        let cursor = match (&rows, ended) {
+            (Some(r), false) => {
+                Some(serde_json::to_string(&r.cursor()).expect("a cursor is plain data"))
+            }
+            _ => None,
+        };
         let done = store.lock().expand_campaign(
             id,
             &Batch {
@@ -422,6 +450,11 @@ impl Composer {
             job.compensation.as_deref(),
             unsubscribe.clone(),
         );
+        let ctx = minijinja::context! {
+            stop_url => format!("{}&lang={lang}", self.signer.stop_url(&config.public_url, &job.email, &info.service)),
+            manage_url => format!("{}&lang={lang}", self.signer.manage_url(&config.public_url, &job.email)),
+            ..ctx
+        };
         let r = self.templates.mail(info.kind, &lang, &ctx)?;
         let mut unsubscribe_header = format!("<{unsubscribe}>");
         if let Some(to) = &config.mail.unsubscribe_address {
@@ -837,7 +870,7 @@ mod tests {
             config,
             service,
             "customers",
-            audience,
+            Some(audience),
             &opened,
             &[],
             &[],

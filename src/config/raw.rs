@@ -461,6 +461,26 @@ pub struct RawCampaigns {
     pub update_every: Option<String>,
     /// Without an ETA, each message promises an update this long after it.
     pub next_update: Option<String>,
+    /// Outages of several services that start within this long of each other reach a
+    /// customer who follows more than one of them as one message.
+    pub merge_window: Option<String>,
+    /// `last`: one recovery message when the last merged service is back; `each`: one
+    /// per service as it recovers.
+    pub recovery: Option<String>,
+    /// Staff are reminded this long before customers are due an update (`0s`: never).
+    pub remind_before: Option<String>,
+    pub subscriptions: Option<RawSubscriptions>,
+}
+
+/// Customers subscribing themselves on the status page (double opt-in).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSubscriptions {
+    pub enabled: Option<bool>,
+    /// Subscription requests one IP address may make an hour.
+    pub per_ip_per_hour: Option<u32>,
+    /// Confirmation mails one address may get a day.
+    pub per_address_per_day: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

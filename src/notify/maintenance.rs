@@ -184,22 +184,41 @@ impl Planner {
         let Some(s) = config.services.iter().find(|s| s.id == service) else {
             return Ok(None);
         };
-        let Some((name, a)) = s
+        let subscribers = self
+            .store
+            .lock()
+            .subscribers_of(service)
+            .map_err(|e| e.to_string())?;
+        let file = s
             .audience
             .as_ref()
-            .and_then(|n| config.audiences.get(n).map(|a| (n.clone(), a)))
-        else {
-            return Ok(None);
+            .and_then(|n| config.audiences.get(n).map(|a| (n.clone(), a)));
+        let (name, mut recipients, invalid) = match file {
+            Some((name, a)) => {
+                let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
+                let loaded = audience::load(a, &ids)?;
+                let invalid = loaded.errors.len() as u64;
+                let rows: Vec<NewRecipient> = loaded
+                    .recipients
+                    .into_iter()
+                    .filter(|r| r.follows(service))
+                    .map(crate::audience::Recipient::into_row)
+                    .collect();
+                (name, rows, invalid)
+            }
+            None if !subscribers.is_empty() => (audience::SUBSCRIBERS.to_string(), Vec::new(), 0),
+            None => return Ok(None),
         };
-        let ids: Vec<String> = config.services.iter().map(|s| s.id.clone()).collect();
-        let loaded = audience::load(a, &ids)?;
-        let invalid = loaded.errors.len() as u64;
-        let recipients: Vec<NewRecipient> = loaded
-            .recipients
-            .into_iter()
-            .filter(|r| r.follows(service))
-            .map(crate::audience::Recipient::into_row)
+        // Subscribers from the status page join the file's followers, each address once.
+        let mut seen: std::collections::HashSet<String> = recipients
+            .iter()
+            .map(|r| crate::store::address_key(&r.email))
             .collect();
+        recipients.extend(
+            subscribers
+                .into_iter()
+                .filter(|r| seen.insert(crate::store::address_key(&r.email))),
+        );
         if recipients.len() as u64 > config.mail.max_campaign_size {
             return Err(format!(
                 "maintenance notice for {service}: audience `{name}` has {} recipients, more than mail.max_campaign_size ({}); not sent",

@@ -69,6 +69,12 @@ impl View<'_> {
             status_link => self.link("/status"),
             history_link => self.link("/history"),
             feed_link => "/feed.atom",
+            subscribe_link => self
+                .config
+                .campaigns
+                .subscriptions
+                .enabled
+                .then(|| self.link("/subscribe")),
         }
     }
 }

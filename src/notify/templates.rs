@@ -43,6 +43,11 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "en/incident.html",
     "en/history.html",
     "en/unsubscribe.html",
+    "en/subscribe.html",
+    "en/subscription.html",
+    "en/confirm.subject",
+    "en/confirm.txt",
+    "en/confirm.html",
     "en/autoreply.subject",
     "en/autoreply.txt",
     "en/hotline.txt",
@@ -64,6 +69,11 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "pl/incident.html",
     "pl/history.html",
     "pl/unsubscribe.html",
+    "pl/subscribe.html",
+    "pl/subscription.html",
+    "pl/confirm.subject",
+    "pl/confirm.txt",
+    "pl/confirm.html",
     "pl/autoreply.subject",
     "pl/autoreply.txt",
     "pl/hotline.txt",
@@ -85,6 +95,11 @@ const SHIPPED: &[(&str, &str)] = shipped!(
     "sv/incident.html",
     "sv/history.html",
     "sv/unsubscribe.html",
+    "sv/subscribe.html",
+    "sv/subscription.html",
+    "sv/confirm.subject",
+    "sv/confirm.txt",
+    "sv/confirm.html",
     "sv/autoreply.subject",
     "sv/autoreply.txt",
     "sv/hotline.txt",
@@ -263,6 +278,11 @@ impl Templates {
             }
         }
         out
+    }
+
+    /// Whether the template `name` (`pl/confirm.txt`) exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.env.get_template(name).is_ok()
     }
 
     /// The languages templates exist for.

@@ -721,15 +721,23 @@ pub(super) fn insert_recipients(
     // Two plain statements rather than one `INSERT ... SELECT ... WHERE NOT EXISTS`: an
     // INSERT from a SELECT may touch several rows, so SQLite keeps a statement journal
     // for it, which at a million rows wrote 22 GB (11 writes a row) for 230 MB of data.
-    let mut opted_out =
-        tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM optouts WHERE email = ?1)")?;
+    let service: String =
+        tx.query_row("SELECT service FROM campaigns WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })?;
+    let mut opted_out = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM optouts WHERE email = ?1)
+             OR EXISTS (SELECT 1 FROM service_optouts WHERE email = ?1 AND service = ?2)",
+    )?;
     let mut ins = tx.prepare_cached(
         "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut inserted = 0;
     for r in recipients {
-        if opted_out.query_row([address_key(&r.email)], |row| row.get::<_, bool>(0))? {
+        if opted_out.query_row(params![address_key(&r.email), service], |row| {
+            row.get::<_, bool>(0)
+        })? {
             continue;
         }
         let vars = serde_json::to_string(&r.vars)
@@ -778,14 +786,18 @@ fn followup_of(
         "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
          SELECT ?1, email, name, language, timezone, vars, ?3 FROM recipients r
          WHERE campaign_id = ?2 AND status = 'sent'
-           AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
+           AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))
+           AND NOT EXISTS (SELECT 1 FROM service_optouts o WHERE o.email = lower(trim(r.email))
+                           AND o.service = (SELECT service FROM campaigns WHERE id = ?2))",
         params![id, outage, secs(now)],
     )?;
     // Those told of the outage who have unsubscribed since are left out, and counted.
     tx.execute(
         "UPDATE campaigns SET opted_out = (
             SELECT count(*) FROM recipients r WHERE campaign_id = ?2 AND status = 'sent'
-              AND EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email))))
+              AND (EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))
+                OR EXISTS (SELECT 1 FROM service_optouts o WHERE o.email = lower(trim(r.email))
+                           AND o.service = (SELECT service FROM campaigns WHERE id = ?2))))
          WHERE id = ?1",
         params![id, outage],
     )?;

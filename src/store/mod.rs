@@ -14,6 +14,7 @@ mod oncall;
 mod outbox;
 mod rows;
 mod sqlite;
+mod subscribers;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -29,6 +30,7 @@ pub use heartbeats::HeartbeatRecord;
 pub use history::{Hour, Hours, hour_of};
 pub use maintenance::Notice;
 pub use sqlite::SqliteStore;
+pub use subscribers::Subscription;
 
 use crate::config::Maintenance;
 pub use crate::incident::Context;
@@ -340,6 +342,7 @@ pub type States = std::collections::BTreeMap<String, ServiceState>;
 pub trait Store:
     IncidentStore
     + HistoryStore
+    + SubscriberStore
     + CampaignStore
     + MaintenanceStore
     + OutboxStore
@@ -353,6 +356,7 @@ pub trait Store:
 impl<T> Store for T where
     T: IncidentStore
         + HistoryStore
+        + SubscriberStore
         + CampaignStore
         + MaintenanceStore
         + OutboxStore
@@ -386,6 +390,55 @@ pub trait HistoryStore {
         from: SystemTime,
         to: SystemTime,
     ) -> Result<Vec<IncidentRecord>, StoreError>;
+}
+
+/// Self-service subscriptions (see [`subscribers`]).
+pub trait SubscriberStore {
+    /// Keeps a request for `wants`, to be confirmed with `nonce`; a confirmed subscriber
+    /// keeps their subscription meanwhile.
+    fn request_subscription(
+        &mut self,
+        wants: &Subscription,
+        nonce: &str,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// Applies the request of `email` whose nonce is `nonce` (and takes back earlier
+    /// opt-outs): what it subscribed to; None when there is no such request.
+    fn confirm_subscription(
+        &mut self,
+        email: &str,
+        nonce: &str,
+        now: SystemTime,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// The confirmed subscription of `email`.
+    fn subscription(&self, email: &str) -> Result<Option<Subscription>, StoreError>;
+
+    /// Changes a confirmed subscription; false when there is none.
+    fn change_subscription(&mut self, s: &Subscription) -> Result<bool, StoreError>;
+
+    /// Removes `email`'s subscription, confirmed or not.
+    fn remove_subscription(&mut self, email: &str) -> Result<bool, StoreError>;
+
+    /// The confirmed subscribers of `service`, as campaign recipients.
+    fn subscribers_of(&self, service: &str) -> Result<Vec<NewRecipient>, StoreError>;
+
+    /// Counts a request under `key` and says how many were made within `within`.
+    fn count_request(
+        &mut self,
+        key: &str,
+        within: std::time::Duration,
+        now: SystemTime,
+    ) -> Result<u64, StoreError>;
+
+    /// `email` wants no more notices about `service`; pending ones are cancelled.
+    fn stop_service(
+        &mut self,
+        email: &str,
+        service: &str,
+        now: SystemTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// On-call overrides set through the API (rotations themselves live in probes.yaml).

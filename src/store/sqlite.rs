@@ -273,6 +273,29 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, hour)
     ) WITHOUT ROWID;
     CREATE INDEX probe_hours_by_hour ON probe_hours (hour);",
+    // 17: customers who subscribed on the status page (double opt-in), the requests
+    // counted for rate limits, and addresses that stopped the notices of one service.
+    "CREATE TABLE subscribers (
+        email        TEXT PRIMARY KEY,
+        address      TEXT NOT NULL,
+        language     TEXT NOT NULL,
+        timezone     TEXT NOT NULL,
+        services     TEXT NOT NULL,
+        confirmed_at REAL,
+        pending      TEXT,
+        requested_at REAL NOT NULL
+    );
+    CREATE TABLE subscribe_requests (
+        key TEXT NOT NULL,
+        at  REAL NOT NULL
+    );
+    CREATE INDEX subscribe_requests_by_key ON subscribe_requests (key, at);
+    CREATE TABLE service_optouts (
+        email   TEXT NOT NULL,
+        service TEXT NOT NULL,
+        at      REAL NOT NULL,
+        PRIMARY KEY (email, service)
+    ) WITHOUT ROWID;",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it

@@ -11,6 +11,7 @@ pub mod oncall;
 pub mod ping;
 pub mod public;
 pub mod serve;
+pub mod subscribe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +119,7 @@ pub fn router(state: AppState, side: Side) -> Router {
     if let Some(p) = public_routes.filter(|_| public) {
         router = router
             .merge(feeds::routes(p.clone()))
+            .merge(subscribe::routes(p.clone()))
             .merge(public::routes(p));
     }
     if let Some(m) = maintenance_routes.filter(|_| internal) {

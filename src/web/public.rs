@@ -23,6 +23,8 @@ pub struct Public {
     pub signer: Arc<Signer>,
     pub store: SharedStore,
     pub clock: Arc<dyn Clock>,
+    /// Sends subscription confirmations (the campaign mailer).
+    pub mailer: Option<Arc<crate::notify::mail::Mailer>>,
 }
 
 pub fn routes(p: Public) -> Router {
@@ -46,7 +48,11 @@ struct LangQuery {
 /// `Accept-Language` (by weight) they exist for, else the page's. With the parameter to
 /// keep in the page's links (`lang=pl`, only when chosen by `?lang=`). Written by hand:
 /// a header of a few tags, and the crates for it bring more than this needs.
-fn language(p: &Public, q: Option<&str>, headers: &axum::http::HeaderMap) -> (String, String) {
+pub(super) fn language(
+    p: &Public,
+    q: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> (String, String) {
     let available = p.pages.templates.languages();
     let pick = |tag: &str| -> Option<String> {
         let tag = tag.trim().to_ascii_lowercase();
@@ -85,7 +91,7 @@ fn language(p: &Public, q: Option<&str>, headers: &axum::http::HeaderMap) -> (St
 }
 
 /// A page in `lang`: it says its language, and caches know it depends on the reader's.
-fn localized(mut r: Response, lang: &str) -> Response {
+pub(super) fn localized(mut r: Response, lang: &str) -> Response {
     if let Ok(v) = header::HeaderValue::from_str(lang) {
         r.headers_mut().insert(header::CONTENT_LANGUAGE, v);
     }
@@ -184,7 +190,7 @@ fn not_found(p: &Public, lang: &str) -> Response {
     )
 }
 
-fn unavailable(e: &str) -> Response {
+pub(super) fn unavailable(e: &str) -> Response {
     tracing::error!(error = %e, "a public page cannot be rendered");
     html(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -317,7 +323,7 @@ fn cached_answer(
 
 pub(super) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-fn html(code: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+pub(super) fn html(code: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     (
         code,
         [
@@ -393,6 +399,8 @@ impl AsRef<[u8]> for Shared {
 struct UnsubQuery {
     e: Option<String>,
     s: Option<String>,
+    /// A service: the link stops that service's notices only.
+    svc: Option<String>,
     lang: Option<String>,
 }
 
@@ -417,8 +425,15 @@ fn unsub_page(
 ) -> Response {
     let (lang, param) = language(p, q.lang.as_deref(), headers);
     let action = format!(
-        "/unsubscribe?e={}&s={}{}",
+        "/unsubscribe?e={}{}&s={}{}",
         url::form_urlencoded::byte_serialize(email.as_bytes()).collect::<String>(),
+        q.svc
+            .as_deref()
+            .map(|v| format!(
+                "&svc={}",
+                url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+            ))
+            .unwrap_or_default(),
         url::form_urlencoded::byte_serialize(q.s.as_deref().unwrap_or_default().as_bytes())
             .collect::<String>(),
         if param.is_empty() {
@@ -427,10 +442,15 @@ fn unsub_page(
             format!("&{param}")
         }
     );
+    let service = q
+        .svc
+        .as_deref()
+        .map(|v| p.pages.config.get().service_name(v));
     let ctx = minijinja::context! {
         language => &lang,
         step => step,
         email => email,
+        service => service,
         action => action,
         status_link => if param.is_empty() { "/status".to_string() } else { format!("/status?{param}") },
     };
@@ -444,7 +464,11 @@ fn check(p: &Public, q: &UnsubQuery) -> Result<String, &'static str> {
     let (Some(e), Some(s)) = (&q.e, &q.s) else {
         return Err("incomplete");
     };
-    p.signer.verify_unsubscribe(e, s).map_err(|_| "invalid")
+    match &q.svc {
+        Some(svc) => p.signer.verify_stop(e, svc, s),
+        None => p.signer.verify_unsubscribe(e, s),
+    }
+    .map_err(|_| "invalid")
 }
 
 async fn confirm(
@@ -468,11 +492,19 @@ async fn unsubscribe(
         Err(step) => return unsub_page(&p, StatusCode::BAD_REQUEST, &q, &headers, step, ""),
     };
     let now = p.clock.now();
-    let done = p.store.lock().opt_out(&email, now);
+    let done = match &q.svc {
+        Some(svc) => p.store.lock().stop_service(&email, svc, now),
+        // Everything: a subscription from the status page goes too.
+        None => {
+            let mut s = p.store.lock();
+            s.remove_subscription(&email)
+                .and_then(|_| s.opt_out(&email, now))
+        }
+    };
     match done {
         Ok(_) => {
             // The address is the customer's: logged only at debug level.
-            tracing::info!("a customer unsubscribed from campaigns");
+            tracing::info!(service = ?q.svc, "a customer unsubscribed from campaigns");
             tracing::debug!(email = %email, "unsubscribed from campaigns");
             unsub_page(&p, StatusCode::OK, &q, &headers, "done", &email)
         }

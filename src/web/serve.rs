@@ -63,8 +63,8 @@ pub async fn serve(
             _ = stop.cancelled() => break,
             a = listener.accept() => a,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // EMFILE and the like: the connection stays in the backlog; try again in
                 // a moment rather than spin.
@@ -85,7 +85,10 @@ pub async fn serve(
             continue;
         };
         refused_logged = false;
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(WithPeer {
+            router: router.clone(),
+            peer,
+        });
         // No upgrades: no endpoint uses WebSockets.
         let conn = builder.serve_connection(TokioIo::new(tcp), service);
         let conn = graceful.watch(conn);
@@ -97,4 +100,32 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(limits.drain, graceful.shutdown()).await;
     Ok(())
+}
+
+/// The router, with each request told its client's address (`ConnectInfo`, for the
+/// subscription form's rate limit per address).
+#[derive(Clone)]
+struct WithPeer {
+    router: Router,
+    peer: std::net::SocketAddr,
+}
+
+impl tower::Service<axum::http::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower::Service<axum::http::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // A router is always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        tower::Service::call(&mut self.router, req)
+    }
 }

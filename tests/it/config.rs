@@ -22,6 +22,16 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "customer-communication.yaml",
+        &[
+            "7:16: the audience name `subscribers` is tocsin's own (customers who subscribed on the status page): rename this audience",
+            "9:17: `merge_window` (2h) is longer than 1h: customers would wait that long to hear of an outage; use at most 1h",
+            "10:13: unknown `recovery: sometimes`: use `last` (one message when every merged service is back) or `each` (one per service)",
+            "11:18: `campaigns.remind_before`: invalid duration `soon`: use a number and a unit (ms, s, m, h, d), e.g. `30s`, `15m`, `3h`, `500ms`",
+            "12:37: `per_ip_per_hour` is 0: nobody could subscribe; give at least 1, or `enabled: false`",
+        ],
+    ),
+    (
         "audience-missing-file.yaml",
         &["9:21: audience file `testdata/bad/no-such-customers.csv` does not exist"],
     ),

@@ -38,6 +38,7 @@ mod prometheus;
 mod public_pages;
 mod scheduler;
 mod store;
+mod subscriptions;
 mod templates;
 mod updates;
 mod web;
