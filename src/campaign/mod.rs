@@ -95,7 +95,14 @@ pub fn plan(
     if kind != CampaignKind::Outage {
         let mut store = store.lock();
         let pool = compensation_pool(&mut **store, config, item)?;
-        let made = store.create_followup(item.id, incident, kind, pool.as_deref(), now)?;
+        let made = store.create_followup(
+            item.id,
+            incident,
+            kind,
+            pool.as_deref(),
+            !config.campaigns.recovery_each,
+            now,
+        )?;
         return Ok(match (made, pool) {
             (None, _) => Planned::Nothing,
             (Some(f), Some(pool)) if f.short_of_codes > 0 => Planned::ShortOfCodes {
@@ -158,6 +165,29 @@ fn outage_campaign(
         .copied()
         .filter(|c| *c != opened.id)
         .collect();
+    let within = config.campaigns.merge_window;
+    // Held while another outage reaches its customers at about the same time (its
+    // customer phase began within the window, or is due within it), so that a customer of
+    // both gets one message; a lone outage goes at once.
+    let hold = !within.is_zero()
+        && store.lock().incidents(true)?.iter().any(|i| {
+            if i.service == service.id {
+                return false;
+            }
+            let began = i
+                .timeline
+                .iter()
+                .find(|e| e.kind() == "customer_phase")
+                .map(|e| e.at);
+            match began {
+                Some(t) => t + within >= now,
+                None => config
+                    .services
+                    .iter()
+                    .find(|s| s.id == i.service)
+                    .is_some_and(|s| i.started + s.customer_threshold <= now + within),
+            }
+        });
     match expand(
         store,
         config,
@@ -167,6 +197,7 @@ fn outage_campaign(
         &opened,
         &exclude,
         also,
+        hold,
         usize::MAX,
     )? {
         Expansion::Done => Ok(Planned::Campaign(opened.id)),
@@ -243,6 +274,7 @@ fn expand(
     opened: &crate::store::Opened,
     exclude: &[i64],
     also: &[(String, String)],
+    hold: bool,
     batches: usize,
 ) -> Result<Expansion, PlanError> {
     let Some(saved) = &opened.expansion else {
@@ -281,6 +313,16 @@ fn expand(
         tracing::warn!(service = %service.id, campaign = id, "customer campaign: the audience file changed while it was read; reading it again from the start");
         store.lock().restart_expansion(id)?;
     }
+    let names: std::collections::BTreeMap<String, String> = config
+        .services
+        .iter()
+        .map(|s| (s.id.clone(), s.name.clone()))
+        .collect();
+    let merge = crate::store::Merge {
+        within: config.campaigns.merge_window,
+        hold,
+        names: &names,
+    };
     let file = audience
         .map(|a| audience::file_of(a).display().to_string())
         .unwrap_or_else(|| audience::SUBSCRIBERS.to_string());
@@ -355,6 +397,7 @@ fn expand(
                 invalid: left_out,
                 notes: &notes,
                 expansion: cursor.as_deref(),
+                merge: Some(&merge),
             },
         )?;
         if done == Expanded::Stopped {
@@ -536,7 +579,33 @@ fn context(
     unsubscribe_url: String,
 ) -> minijinja::Value {
     let mut customer = vars.clone();
-    let also_affected = customer.remove(ALSO_AFFECTED);
+    // Attached services (they depend on this one) are named in the outage message only:
+    // whether they work again when it does is theirs to say.
+    let mut also: Vec<String> = customer
+        .remove(ALSO_AFFECTED)
+        .into_iter()
+        .filter(|a| !a.is_empty() && info.kind == CampaignKind::Outage)
+        .collect();
+    // Services that went down with this one, told in this one message. A recovery names
+    // them only when it waits for the last of them (`campaigns.recovery: last`); an
+    // update is about its own service.
+    if let Some(group) = customer.remove(crate::store::GROUP) {
+        let named = match info.kind {
+            CampaignKind::Outage => true,
+            CampaignKind::Recovery => !config.campaigns.recovery_each,
+            _ => false,
+        };
+        let group: Vec<(String, String)> = serde_json::from_str(&group).unwrap_or_default();
+        if named {
+            also.extend(
+                group
+                    .into_iter()
+                    .filter(|(id, _)| *id != service_id)
+                    .map(|(_, n)| n),
+            );
+        }
+    }
+    let also_affected = (!also.is_empty()).then(|| also.join(", "));
     customer.insert("name".into(), name.to_string());
     customer.insert("email".into(), email.to_string());
     let ended = info.ended.unwrap_or(info.started);
@@ -874,6 +943,7 @@ mod tests {
             &opened,
             &[],
             &[],
+            false,
             1,
         );
         assert!(matches!(paused, Ok(Expansion::Paused)));
@@ -969,7 +1039,7 @@ mod tests {
         let t = SystemTime::now();
         let recovery = store
             .lock()
-            .create_followup(item.id + 1000, 1, CampaignKind::Recovery, None, t)
+            .create_followup(item.id + 1000, 1, CampaignKind::Recovery, None, true, t)
             .unwrap();
         assert!(recovery.is_some());
         assert_eq!(

@@ -95,7 +95,26 @@ pub struct Batch<'a> {
     pub notes: &'a [String],
     /// Where reading stopped; `None`: this is the last batch.
     pub expansion: Option<&'a str>,
+    /// For an outage campaign: merge customers into another outage's message.
+    pub merge: Option<&'a Merge<'a>>,
 }
+
+/// One customer, one message: a customer who is in another outage campaign, opened at
+/// most `within` earlier and not sent yet, is told in that message instead (the services
+/// named in its [`GROUP`] variable), and remembered as told by it. With `hold` (another
+/// outage is about to reach its customers) this campaign's rows wait `within` before
+/// they are sent, so that customers of both can be told once.
+#[derive(Debug, Clone)]
+pub struct Merge<'a> {
+    pub within: std::time::Duration,
+    pub hold: bool,
+    /// Every service's name, by id.
+    pub names: &'a BTreeMap<String, String>,
+}
+
+/// The recipient variable listing the services one merged message is about, as a JSON
+/// array of `[id, name]`; not a template variable of its own.
+pub const GROUP: &str = "_group";
 
 /// What a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,8 +323,10 @@ impl CampaignStore for SqliteStore {
             [campaign],
             |r| r.get::<_, f64>(0),
         )?;
-        let inserted = insert_recipients(&tx, campaign, batch.recipients, from_secs(now))? as u64;
-        let opted_out = batch.recipients.len() as u64 - inserted;
+        let (inserted, merged) =
+            insert_recipients(&tx, campaign, batch.recipients, from_secs(now), batch.merge)?;
+        let (inserted, merged) = (inserted as u64, merged as u64);
+        let opted_out = batch.recipients.len() as u64 - inserted - merged;
         for line in batch.notes {
             tx.execute(
                 "UPDATE campaigns SET note = CASE WHEN note = '' THEN ?2 ELSE note || char(10) || ?2 END WHERE id = ?1",
@@ -358,6 +379,7 @@ impl CampaignStore for SqliteStore {
         incident: i64,
         kind: CampaignKind,
         codes: Option<&str>,
+        recovery_last: bool,
         now: SystemTime,
     ) -> Result<Option<Followup>, StoreError> {
         let tx = self.conn.transaction()?;
@@ -387,6 +409,24 @@ impl CampaignStore for SqliteStore {
             return Ok(None);
         };
         if kind == CampaignKind::Recovery {
+            // Customers merged into a message of this incident that will now never go
+            // out are given back to their own outage campaign, to be told of it there.
+            tx.execute(
+                "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+                 SELECT m.campaign_id, r.email, r.name, r.language, r.timezone, '{}', ?2
+                 FROM campaign_merges m JOIN recipients r ON r.id = m.into_recipient
+                 JOIN campaigns c ON c.id = r.campaign_id
+                 JOIN campaigns mc ON mc.id = m.campaign_id
+                 JOIN incidents mi ON mi.id = mc.incident_id
+                 WHERE c.incident_id = ?1 AND r.status = 'pending' AND mi.ended_at IS NULL",
+                params![incident, secs(now)],
+            )?;
+            tx.execute(
+                "DELETE FROM campaign_merges WHERE into_recipient IN (
+                    SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+                    WHERE c.incident_id = ?1 AND r.status = 'pending')",
+                [incident],
+            )?;
             tx.execute(
                 "UPDATE recipients SET status = 'cancelled', last_error = 'the service recovered first'
                  WHERE status = 'pending' AND campaign_id IN (SELECT id FROM campaigns WHERE incident_id = ?1)",
@@ -406,6 +446,7 @@ impl CampaignStore for SqliteStore {
                 (service, audience),
                 (n == 0).then_some(outbox_id),
                 codes,
+                recovery_last,
                 now,
             )?;
             made.get_or_insert(id);
@@ -712,12 +753,16 @@ impl CampaignStore for SqliteStore {
 
 /// Adds `recipients` to campaign `id`, leaving out those who opted out and repeated
 /// addresses; how many were added.
+/// Inserts `recipients` into campaign `id` (created at `now`), leaving out opt-outs; with
+/// `merge`, merging those an earlier outage message will tell. Returns how many were
+/// inserted and how many merged.
 pub(super) fn insert_recipients(
     tx: &Transaction,
     id: i64,
     recipients: &[NewRecipient],
     now: SystemTime,
-) -> Result<usize, rusqlite::Error> {
+    merge: Option<&Merge>,
+) -> Result<(usize, usize), rusqlite::Error> {
     // Two plain statements rather than one `INSERT ... SELECT ... WHERE NOT EXISTS`: an
     // INSERT from a SELECT may touch several rows, so SQLite keeps a statement journal
     // for it, which at a million rows wrote 22 GB (11 writes a row) for 230 MB of data.
@@ -733,12 +778,74 @@ pub(super) fn insert_recipients(
         "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    let mut inserted = 0;
+    // An outage message with a merge window waits that long before it is sent.
+    let send_at = match merge {
+        Some(m) if m.hold => now + m.within,
+        _ => now,
+    };
+    let mut earlier = tx.prepare_cached(
+        "SELECT r.id, r.vars, c.service FROM recipients r
+         JOIN campaigns c ON c.id = r.campaign_id
+         JOIN incidents i ON i.id = c.incident_id
+         WHERE r.email IN (?1, ?2) AND r.status = 'pending' AND r.attempts = 0
+           AND c.kind = 'outage' AND c.id != ?3 AND c.created_at >= ?4
+           AND i.ended_at IS NULL AND r.next_attempt_at > ?5
+         ORDER BY c.id LIMIT 1",
+    )?;
+    let mut join = tx.prepare_cached("UPDATE recipients SET vars = ?2 WHERE id = ?1")?;
+    let mut remember = tx.prepare_cached(
+        "INSERT OR IGNORE INTO campaign_merges (campaign_id, email, into_recipient) VALUES (?1, ?2, ?3)",
+    )?;
+    let (mut inserted, mut merged) = (0, 0);
     for r in recipients {
-        if opted_out.query_row(params![address_key(&r.email), service], |row| {
-            row.get::<_, bool>(0)
-        })? {
+        let key = address_key(&r.email);
+        if opted_out.query_row(params![key, service], |row| row.get::<_, bool>(0))? {
             continue;
+        }
+        if let Some(m) = merge.filter(|m| !m.within.is_zero()) {
+            // Rows about to be sent (a few seconds left) are not touched: the message
+            // may be on its way already.
+            let found: Option<(i64, String, String)> = earlier
+                .query_row(
+                    params![
+                        r.email,
+                        key,
+                        id,
+                        secs(now - m.within),
+                        secs(now + std::time::Duration::from_secs(5))
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()?;
+            if let Some((into, vars, theirs)) = found {
+                let mut vars: BTreeMap<String, String> =
+                    serde_json::from_str(&vars).unwrap_or_default();
+                let mut group: Vec<(String, String)> = vars
+                    .get(GROUP)
+                    .and_then(|g| serde_json::from_str(g).ok())
+                    .unwrap_or_else(|| {
+                        vec![(
+                            theirs.clone(),
+                            m.names.get(&theirs).cloned().unwrap_or(theirs.clone()),
+                        )]
+                    });
+                if !group.iter().any(|(s, _)| *s == service) {
+                    group.push((
+                        service.clone(),
+                        m.names.get(&service).cloned().unwrap_or(service.clone()),
+                    ));
+                }
+                vars.insert(
+                    GROUP.into(),
+                    serde_json::to_string(&group)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                );
+                let vars = serde_json::to_string(&vars)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                join.execute(params![into, vars])?;
+                merged += remember.execute(params![id, key, into])?;
+                continue;
+            }
         }
         let vars = serde_json::to_string(&r.vars)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -749,10 +856,10 @@ pub(super) fn insert_recipients(
             r.language,
             r.timezone,
             vars,
-            secs(now)
+            secs(send_at)
         ])?;
     }
-    Ok(inserted)
+    Ok((inserted, merged))
 }
 
 /// A follow-up of `kind` to those `outage` reached (and who have not opted out since),
@@ -766,6 +873,7 @@ fn followup_of(
     (service, audience): (&str, &str),
     outbox_id: Option<i64>,
     codes: Option<&str>,
+    recovery_last: bool,
     now: SystemTime,
 ) -> Result<(i64, u64), rusqlite::Error> {
     tx.execute(
@@ -791,6 +899,29 @@ fn followup_of(
                            AND o.service = (SELECT service FROM campaigns WHERE id = ?2))",
         params![id, outage, secs(now)],
     )?;
+    // Those told of this outage within another outage's message (merged) follow it too.
+    tx.execute(
+        "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
+         SELECT ?1, r.email, r.name, r.language, r.timezone, r.vars, ?3
+         FROM campaign_merges m JOIN recipients r ON r.id = m.into_recipient
+         WHERE m.campaign_id = ?2 AND r.status = 'sent'
+           AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))
+           AND NOT EXISTS (SELECT 1 FROM service_optouts o WHERE o.email = lower(trim(r.email))
+                           AND o.service = (SELECT service FROM campaigns WHERE id = ?2))",
+        params![id, outage, secs(now)],
+    )?;
+    if kind == CampaignKind::Recovery && recovery_last {
+        // One recovery message per customer, when the last of the services their outage
+        // message named is back: not yet for those with another still down.
+        tx.execute(
+            "DELETE FROM recipients WHERE campaign_id = ?1 AND EXISTS (
+                SELECT 1 FROM json_each(json_extract(vars, '$._group')) g
+                WHERE json_extract(g.value, '$[0]') != ?2
+                  AND EXISTS (SELECT 1 FROM incidents i
+                              WHERE i.service = json_extract(g.value, '$[0]') AND i.ended_at IS NULL))",
+            params![id, service],
+        )?;
+    }
     // Those told of the outage who have unsubscribed since are left out, and counted.
     tx.execute(
         "UPDATE campaigns SET opted_out = (

@@ -147,7 +147,7 @@ impl MaintenanceStore for SqliteStore {
                 params![id, key, secs(now)],
             )?,
             Notice::Before(_) => {
-                let n = insert_recipients(&tx, id, recipients, now)?;
+                let (n, _) = insert_recipients(&tx, id, recipients, now, None)?;
                 tx.execute(
                     "UPDATE campaigns SET opted_out = ?2 WHERE id = ?1",
                     params![id, (recipients.len() - n) as i64],

@@ -23,8 +23,8 @@ use serde::Serialize;
 
 pub use autoresponders::AutoresponderRecord;
 pub use campaigns::{
-    Batch, CampaignInfo, CampaignKind, CampaignRecord, Counts, Expanded, Followup, NewRecipient,
-    Opened, RecipientJob, SendResult, address_key,
+    Batch, CampaignInfo, CampaignKind, CampaignRecord, Counts, Expanded, Followup, GROUP, Merge,
+    NewRecipient, Opened, RecipientJob, SendResult, address_key,
 };
 pub use heartbeats::HeartbeatRecord;
 pub use history::{Hour, Hours, hour_of};
@@ -622,6 +622,7 @@ pub trait CampaignStore {
         incident: i64,
         kind: CampaignKind,
         codes: Option<&str>,
+        recovery_last: bool,
         now: SystemTime,
     ) -> Result<Option<Followup>, StoreError>;
 

@@ -296,6 +296,15 @@ const MIGRATIONS: &[&str] = &[
         at      REAL NOT NULL,
         PRIMARY KEY (email, service)
     ) WITHOUT ROWID;",
+    // 18: a customer of an outage campaign told within another's message instead, when
+    // services they follow went down together (`campaigns.merge_window`).
+    "CREATE TABLE campaign_merges (
+        campaign_id    INTEGER NOT NULL REFERENCES campaigns (id),
+        email          TEXT NOT NULL,
+        into_recipient INTEGER NOT NULL REFERENCES recipients (id),
+        PRIMARY KEY (campaign_id, email)
+    );
+    CREATE INDEX campaign_merges_into ON campaign_merges (into_recipient);",
 ];
 
 /// `data_dir`: tocsin's alone, except that others may pass through it to what it

@@ -26,6 +26,7 @@ mod hotline;
 mod incident_machine;
 mod mail;
 mod maintenance;
+mod merge;
 mod outage;
 mod own_trouble;
 mod pages;
