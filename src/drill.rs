@@ -439,6 +439,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     StaffMailKind::MonitorDown => "monitor's network down",
                     StaffMailKind::MonitorFault => "monitor's own host in trouble",
                     StaffMailKind::TaskRestarted => "a task of tocsin restarted",
+                    StaffMailKind::DueSoon => "customers are owed an update soon",
                 };
                 if let Some(m) = take_staff(to, false) {
                     if sampled.insert(format!("staff-{label}")) {

@@ -85,6 +85,7 @@ impl Config {
             levels,
             maintenance,
             flapping: Flapping::default(),
+            remind_before: config.campaigns.remind_before,
         }
     }
 

@@ -79,6 +79,9 @@ pub struct Incident {
     /// Reminders sent at the last level (its `repeat_every`).
     #[serde(default)]
     pub reminders: u32,
+    /// The time customers are owed an update that staff were last reminded of.
+    #[serde(default)]
+    pub due_reminded: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +174,10 @@ pub enum StaffMailKind {
     MonitorFault,
     /// One of tocsin's tasks panicked and was started again.
     TaskRestarted,
+    /// Customers are owed an update soon (the ETA, or the promised next update, is
+    /// `remind_before` away): staff may set a new ETA or post one themselves.
+    #[serde(rename = "due_soon")]
+    DueSoon,
 }
 
 impl StaffMailKind {
@@ -184,6 +191,7 @@ impl StaffMailKind {
             StaffMailKind::MonitorDown => "monitor down",
             StaffMailKind::MonitorFault => "monitor fault",
             StaffMailKind::TaskRestarted => "task restarted",
+            StaffMailKind::DueSoon => "customer update due soon",
         }
     }
 }
@@ -466,6 +474,7 @@ impl Action {
             Action::MailStaff { kind, .. } => match kind {
                 StaffMailKind::Opened => return None,
                 StaffMailKind::Escalated | StaffMailKind::Reminder => WebhookEvent::Escalated,
+                StaffMailKind::DueSoon => return None,
                 StaffMailKind::Flapping => WebhookEvent::Flapping,
                 StaffMailKind::MonitorDown
                 | StaffMailKind::MonitorFault
@@ -749,6 +758,7 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
                     last_update: None,
                     update_due: false,
                     reminders: 0,
+                    due_reminded: None,
                 });
             }
         }
@@ -823,6 +833,36 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
             });
         }
     } else if inc.customer_phase && !canary_down {
+        // Before a promise falls due, staff are reminded once: customers will otherwise
+        // get the generated "it takes longer" update at that time.
+        let due = match (inc.eta.filter(|e| *e > now), inc.next_update) {
+            (Some(e), _) => Some(e),
+            (None, n) => n.filter(|n| *n > now),
+        };
+        if let Some(due) = due.filter(|d| {
+            !policy.remind_before.is_zero()
+                && now + policy.remind_before >= *d
+                && inc.due_reminded != Some(*d)
+        }) {
+            inc.due_reminded = Some(due);
+            let to = if inc.mailed.is_empty() {
+                policy
+                    .levels
+                    .first()
+                    .map(|l| l.to.clone())
+                    .unwrap_or_default()
+            } else {
+                inc.mailed.clone()
+            };
+            if !to.is_empty() {
+                out.push(Action::MailStaff {
+                    id: Some(inc.id),
+                    kind: StaffMailKind::DueSoon,
+                    level: 0,
+                    to,
+                });
+            }
+        }
         // A promise that came due while still down is owed an update, as is a changed ETA.
         let kept_until = match (inc.eta.filter(|e| *e > now), inc.next_update) {
             (Some(_), _) => None,

@@ -68,6 +68,8 @@ pub struct Policy {
     pub levels: Vec<Level>,
     pub maintenance: Vec<Window>,
     pub flapping: Flapping,
+    /// Staff are reminded this long before customers are owed an update (zero: never).
+    pub remind_before: Duration,
 }
 
 impl Policy {

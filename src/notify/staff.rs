@@ -34,6 +34,15 @@ pub enum StaffNotice<'a> {
     },
 }
 
+/// When customers are next owed an update: the ETA promised them while it is ahead,
+/// else the next-update time.
+fn due_at(incident: &IncidentRecord, now: SystemTime) -> Option<SystemTime> {
+    incident
+        .promised_eta
+        .filter(|e| *e > now)
+        .or(incident.next_update)
+}
+
 fn age(from: SystemTime, to: SystemTime) -> String {
     let d = to.duration_since(from).unwrap_or(Duration::ZERO);
     fmt_dur(Duration::from_secs(d.as_secs()))
@@ -73,6 +82,13 @@ pub fn render(
         } => format!(
             "[tocsin] Reminder: {name} is still DOWN, unacknowledged for {}",
             age(incident.started, now)
+        ),
+        StaffNotice::Level {
+            kind: StaffMailKind::DueSoon,
+            ..
+        } => format!(
+            "[tocsin] {name}: customers get an update at {}; set a new ETA or post an update",
+            due_at(incident, now).map(at).unwrap_or_default()
         ),
         // A monitor-down notice never belongs to an incident (see render_notice).
         StaffNotice::Level {
@@ -131,7 +147,26 @@ pub fn render(
                 "sends no further mail about it until it settles. Check it by hand."
             );
         }
-        StaffNotice::Level { level, .. } => {
+        StaffNotice::Level { level, kind } => {
+            if *kind == StaffMailKind::DueSoon {
+                if let Some(due) = due_at(incident, now) {
+                    let what = if incident.promised_eta.is_some_and(|e| e > now) {
+                        "they were promised recovery by then"
+                    } else {
+                        "they were promised an update by then"
+                    };
+                    let _ = writeln!(
+                        t,
+                        "Customers will get an update at {} ({what}) saying it takes longer, unless {name} is back first.",
+                        at(due)
+                    );
+                    let _ = writeln!(
+                        t,
+                        "Set a new ETA, or post an update in your own words, before then (links below)."
+                    );
+                    let _ = writeln!(t);
+                }
+            }
             let _ = writeln!(
                 t,
                 "{name} ({}) is down since {} ({} ago).",
@@ -724,6 +759,7 @@ impl StaffMail {
                     StaffMailKind::MonitorDown => "staff_monitor_down",
                     StaffMailKind::MonitorFault => "staff_monitor_fault",
                     StaffMailKind::TaskRestarted => "staff_task_restarted",
+                    StaffMailKind::DueSoon => "staff_due_soon",
                 };
                 let notice = StaffNotice::Level {
                     kind: *kind,

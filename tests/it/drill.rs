@@ -55,6 +55,7 @@ fn the_design_example_drill_with_an_eta_step_by_step() {
         "+0:11:00  customer phase: the ETA is past the customer threshold; customers are promised recovery by 2026-11-28T02:00:00Z",
         "+0:15:00  staff mail, level 1 (escalated: not acknowledged) to ops-lead@example.com (1 recipient)",
         "+1:00:00  staff mail, level 2 (escalated: not acknowledged) to staff@example.com (1 recipient)",
+        "+4:45:00  staff mail, level 0 (customers are owed an update soon) to oncall@example.com, ops-lead@example.com, staff@example.com (3 recipients)",
         "+4:59:30  recovered: 2 good rounds; the outage lasted 5 h",
     ];
     assert_eq!(steps, want, "{out}");
@@ -117,7 +118,9 @@ fn without_an_eta_customers_are_told_at_the_threshold_and_updated_as_promised() 
             "+0:01:00  staff mail, level 0 (incident opened) to oncall@example.com (1 recipient)",
             "+0:06:00  acknowledged by on-call: escalation stops",
             "+3:00:00  customer phase: the outage reached the customer threshold; customers are promised the next update by 2026-11-28T01:00:00Z",
+            "+3:45:00  staff mail, level 0 (customers are owed an update soon) to oncall@example.com (1 recipient)",
             "+4:00:00  update to customers: now promised the next update by 2026-11-28T02:00:00Z",
+            "+4:45:00  staff mail, level 0 (customers are owed an update soon) to oncall@example.com (1 recipient)",
             "+4:50:30  recovered: 2 good rounds; the outage lasted 4 h 51 min",
         ],
         "{out}"

@@ -26,6 +26,7 @@ fn policy() -> Policy {
         customer_threshold: 3 * HOUR,
         update_every: Duration::from_secs(1800),
         next_update: Duration::from_secs(3600),
+        remind_before: Duration::ZERO,
         levels: vec![
             Level {
                 after: Duration::ZERO,
@@ -256,6 +257,82 @@ fn acknowledgement_stops_escalation_and_an_eta_past_the_threshold_starts_the_cus
     );
     sim.at(3 * HOUR);
     assert!(sim.send(Event::Tick).is_empty(), "told once");
+}
+
+#[test]
+fn staff_are_reminded_once_before_each_promise_falls_due() {
+    let mut sim = Sim::new(Policy {
+        remind_before: 15 * MIN,
+        ..policy()
+    });
+    // Customers are told at 3 h, promised an update at 4 h: staff hear at 3 h 45 min.
+    sim.run(Duration::ZERO, 3 * HOUR + 50 * MIN, false, true);
+    let due: Vec<(u64, Vec<String>)> = sim
+        .log
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Action::MailStaff {
+                kind: StaffMailKind::DueSoon,
+                to,
+                ..
+            } => Some((t.as_secs() / 60, to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        due,
+        vec![(
+            225,
+            vec![
+                "oncall@example.com".to_string(),
+                "lead@example.com".to_string(),
+                "staff@example.com".to_string()
+            ]
+        )],
+        "once, to everyone paged so far"
+    );
+    // A new ETA (5 h) moves the promise: one more reminder before it, none twice.
+    sim.at(3 * HOUR + 55 * MIN);
+    sim.send(Event::Eta {
+        eta: t0() + 5 * HOUR,
+        by: "anna".into(),
+    });
+    sim.run(3 * HOUR + 56 * MIN, 4 * HOUR + 59 * MIN, false, true);
+    let count = |sim: &Sim| {
+        sim.log
+            .iter()
+            .filter(|(_, a)| {
+                matches!(
+                    a,
+                    Action::MailStaff {
+                        kind: StaffMailKind::DueSoon,
+                        ..
+                    }
+                )
+            })
+            .map(|(t, _)| t.as_secs() / 60)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(count(&sim), vec![225, 285]);
+    // Staff's own update, mailed just before the ETA, counts as an update: the generated
+    // one for the broken ETA waits `update_every` (30 min) after it, promises the next
+    // hour (6:29), and staff are reminded 15 min before that.
+    sim.at(4 * HOUR + 59 * MIN);
+    sim.send(Event::Update {
+        update: tocsin::incident::PublicUpdate {
+            state: tocsin::incident::UpdateState::Identified,
+            text: "The disk array is rebuilt; an hour more.".into(),
+            texts: BTreeMap::new(),
+            by: "anna".into(),
+        },
+        notify: true,
+    });
+    sim.run(5 * HOUR, 6 * HOUR + 20 * MIN, false, true);
+    assert_eq!(count(&sim), vec![225, 285, 374]);
+    // Without remind_before, nothing.
+    let mut quiet = Sim::new(policy());
+    quiet.run(Duration::ZERO, 3 * HOUR + 50 * MIN, false, true);
+    assert!(count(&quiet).is_empty());
 }
 
 #[test]

@@ -36,6 +36,7 @@ fn policy() -> Policy {
         customer_threshold: Duration::from_secs(3 * 3600),
         update_every: Duration::from_secs(1800),
         next_update: Duration::from_secs(3600),
+        remind_before: Duration::ZERO,
         levels: vec![Level {
             after: Duration::ZERO,
             to: vec!["oncall@example.com".into()],

@@ -566,3 +566,78 @@ async fn the_signed_link_s_form_and_the_cli_post_updates() {
     assert!(said.contains("unknown update state `done`"), "{said}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_are_reminded_with_their_links_before_customers_are_owed_an_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    std::fs::write(
+        d.join("customers.csv"),
+        "email,services\nana@example.com,shop\n",
+    )
+    .unwrap();
+    let (target, up) = support::switchable_target().await;
+    let cfg = d.join("probes.yaml");
+    std::fs::write(&cfg, config(target, 0)).unwrap();
+    let app = support::InProcess::start(&cfg, &[("TOCSIN_API_TOKEN", TOKEN)]).await;
+    let explain = || format!("{:#?}", support::spooled(&d));
+    up.store(false, Ordering::SeqCst);
+    support::until("the incident", Duration::from_secs(20), &explain, || {
+        !app.store.lock().incidents(true).unwrap().is_empty()
+    })
+    .await;
+    // Customers are told at 1 h and promised an update an hour later; 45 minutes on, the
+    // reminder (remind_before: 15 min by default).
+    app.clock.advance(Duration::from_secs(3601));
+    support::until("the outage mail", Duration::from_secs(20), &explain, || {
+        support::spooled(&d)
+            .iter()
+            .any(|m| m.0 == "ana@example.com")
+    })
+    .await;
+    app.clock.advance(Duration::from_secs(46 * 60));
+    support::until("the reminder", Duration::from_secs(20), &explain, || {
+        support::spooled(&d)
+            .iter()
+            .any(|m| m.1.contains("customers get an update at"))
+    })
+    .await;
+    let reminder = support::spooled(&d)
+        .into_iter()
+        .find(|m| m.1.contains("customers get an update at"))
+        .unwrap();
+    assert_eq!(reminder.0, "oncall@example.com");
+    assert!(
+        reminder.1.contains("Web shop: customers get an update at 2027-01-15T10:00:01Z; set a new ETA or post an update"),
+        "the date and time, with its zone: {}",
+        reminder.1
+    );
+    assert!(
+        reminder.2.contains("saying it takes longer"),
+        "{}",
+        reminder.2
+    );
+    assert!(
+        reminder
+            .2
+            .contains("Set the expected recovery time (ETA): http"),
+        "{}",
+        reminder.2
+    );
+    assert!(
+        reminder.2.contains("Post an update for customers: http"),
+        "{}",
+        reminder.2
+    );
+    // Once.
+    app.clock.advance(Duration::from_secs(5 * 60));
+    app.settled(&explain).await;
+    assert_eq!(
+        support::spooled(&d)
+            .iter()
+            .filter(|m| m.1.contains("customers get an update at"))
+            .count(),
+        1
+    );
+    app.stop().await;
+}
