@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod autoresponder;
 mod blackbox;
+mod browser;
 mod campaign;
 mod channels;
 mod cli;

@@ -133,28 +133,7 @@ http {{
 /// Loads `url` in headless Chromium on a phone-sized screen, saves a screenshot and
 /// returns the console messages it logged.
 fn chromium(url: &str, shot: &Path) -> Vec<String> {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--window-size=390,844",
-        ])
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(url)
-        .output()
-        .expect("chromium (scripts/test.sh installs it)");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        shot.metadata().is_ok_and(|m| m.len() > 1000),
-        "no screenshot of {url}: {log}"
-    );
-    log.lines()
-        .filter(|l| l.contains(":CONSOLE"))
-        .map(str::to_string)
-        .collect()
+    support::browse(url, shot).0
 }
 
 async fn get(url: &str) -> (u16, String, Option<String>) {

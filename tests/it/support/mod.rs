@@ -1401,3 +1401,36 @@ impl Drop for SmallDisk {
         let _ = std::process::Command::new("umount").arg(&self.0).output();
     }
 }
+
+// ---------------------------------------------------------------- a real browser
+
+/// Loads `url` in headless Chromium on a phone-sized screen, saves a screenshot to
+/// `shot`, and returns the console messages it logged (a page that breaks its content
+/// policy logs there) and the DOM as the browser built it.
+pub fn browse(url: &str, shot: &std::path::Path) -> (Vec<String>, String) {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=390,844",
+            "--dump-dom",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .expect("chromium (scripts/test.sh installs it)");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        shot.metadata().is_ok_and(|m| m.len() > 1000),
+        "no screenshot of {url}: {log}"
+    );
+    let console = log
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (console, String::from_utf8_lossy(&out.stdout).into_owned())
+}
