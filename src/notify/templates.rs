@@ -472,7 +472,7 @@ impl Templates {
                     issues.push(issue(files, &name, &e));
                 }
             }
-            let ctx = page_sample(ctx, started, next);
+            let ctx = page_sample(ctx, started, next, tz, lang);
             for page in [
                 "placeholder",
                 "status",
@@ -578,8 +578,14 @@ pub fn update_context(
 
 /// The public pages' variables for checking, over the mail sample `base`: an open
 /// incident with one entry of each kind, a service card, a month of history.
-fn page_sample(base: minijinja::Value, started: SystemTime, next: SystemTime) -> minijinja::Value {
-    let at = |t| local_time(t, "UTC", "en");
+fn page_sample(
+    base: minijinja::Value,
+    started: SystemTime,
+    next: SystemTime,
+    tz: &str,
+    lang: &str,
+) -> minijinja::Value {
+    let at = |t| local_time(t, tz, lang);
     let incident = minijinja::context! {
         id => 7,
         link => "/incidents/7",
@@ -919,6 +925,32 @@ mod tests {
             ..sample(lang, tz, started, Some(later), Some(later))
         };
         render(format!("{lang}/status.html"), &page);
+        // The other public pages, with an incident open and over, and the subscription's
+        // confirmation mail.
+        let pages = page_sample(
+            sample(lang, tz, started, Some(later), Some(later)),
+            started,
+            later,
+            tz,
+            lang,
+        );
+        for name in ["status", "incident", "history", "subscribe", "subscription"] {
+            render(format!("{lang}/{name}.html"), &pages);
+        }
+        render(
+            format!("{lang}/incident.html"),
+            &minijinja::context! { open => false, ..pages.clone() },
+        );
+        let confirm = minijinja::context! {
+            email => "ana@example.com",
+            services => vec!["Web shop"],
+            confirm_url => "https://status.example.com/subscribe/confirm?e=x",
+            valid_until => local_time(later, tz, lang),
+            ..sample(lang, tz, started, None, Some(later))
+        };
+        for ext in ["txt", "html", "subject"] {
+            render(format!("{lang}/confirm.{ext}"), &confirm);
+        }
         out
     }
 
