@@ -281,6 +281,26 @@ services:
             .contains(&format!("href=\"{status_url}?lang=en\"")),
         "links the status page: {placeholder}"
     );
+    // In the reader's language, chosen by nginx from Accept-Language.
+    let pl = support::client()
+        .get(&site_url)
+        .header("accept-language", "pl-PL,pl;q=0.9,en;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pl.status(), 503);
+    let pl = pl.text().await.unwrap();
+    assert!(pl.contains("<html lang=\"pl\">"), "{pl}");
+    let other = support::client()
+        .get(&site_url)
+        .header("accept-language", "de-DE")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(other.contains("<html lang=\"en\">"), "the page's language otherwise");
     let meta = std::fs::metadata(www.join("shop/index.html")).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
