@@ -300,7 +300,10 @@ services:
         .text()
         .await
         .unwrap();
-    assert!(other.contains("<html lang=\"en\">"), "the page's language otherwise");
+    assert!(
+        other.contains("<html lang=\"en\">"),
+        "the page's language otherwise"
+    );
     let meta = std::fs::metadata(www.join("shop/index.html")).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;

@@ -266,3 +266,67 @@ hotline:
         "{out}"
     );
 }
+
+/// What works but customers would miss is a warning, with its place: a customer mail that
+/// never shows staff's update, a compensation pool smaller than the audience it serves.
+#[test]
+fn a_template_without_the_update_and_a_pool_too_small_are_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("customers.csv"),
+        "email\nana@example.com\nbo@example.com\ncy@example.com\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("codes.csv"), "code\nK1\nK2\n").unwrap();
+    let t = dir.path().join("tpl/en");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(
+        t.join("update.txt"),
+        "{{ service.name }}: expected back by {{ eta }}; next update by {{ next_update }}.\n",
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "campaigns: { templates: ./tpl }\n");
+    assert_eq!(code, 0, "warnings only: {out}");
+    let tpl = dir.path().join("tpl").display().to_string();
+    assert!(
+        out.contains(&format!("warning: {tpl}/en/update.txt:1:1: this customer mail never shows staff's update ({{{{ update.text }}}})")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("outage.txt:1:1: this customer mail never shows"),
+        "{out}"
+    );
+    // The pool: 2 codes for 3 customers.
+    let cfg = dir.path().join("probes.yaml");
+    std::fs::write(
+        &cfg,
+        "services:
+  - id: shop
+    audience: customers
+    compensation: { after: 4h, codes_csv: ./codes.csv }
+    probes:
+      - { name: home, tcp: { address: \"127.0.0.1:1\" } }
+audiences:
+  customers: { csv: ./customers.csv }
+allow_insecure_links: true
+",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("codes.csv:1:1: holds 2 codes, fewer than the 3 customers of `shop`: after a long outage 1 of them would get no code; add codes to the file"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "service `shop` names no `escalation` policy: its incidents open and mail nobody"
+        ),
+        "{text}"
+    );
+}
