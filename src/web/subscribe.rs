@@ -56,7 +56,47 @@ fn field<'a>(f: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Renders `subscribe.html` (or `subscription.html` when `manage`) at `step`.
+/// The answer of one request: a page in the reader's language.
+struct Reply<'a> {
+    p: &'a Public,
+    lang: String,
+    /// `lang=pl` when chosen by `?lang=`, for the page's links.
+    param: String,
+    /// `subscribe` or `subscription`.
+    template: &'static str,
+}
+
+impl<'a> Reply<'a> {
+    fn new(
+        p: &'a Public,
+        asked: Option<&str>,
+        headers: &HeaderMap,
+        template: &'static str,
+    ) -> Self {
+        let (lang, param) = language(p, asked, headers);
+        Reply {
+            p,
+            lang,
+            param,
+            template,
+        }
+    }
+
+    /// The page at `step` with `extra` variables.
+    fn show(&self, code: StatusCode, step: &str, extra: minijinja::Value) -> Response {
+        render(
+            self.p,
+            code,
+            &self.lang,
+            &self.param,
+            self.template,
+            step,
+            extra,
+        )
+    }
+}
+
+/// Renders `subscribe.html` or `subscription.html` at `step`.
 fn render(
     p: &Public,
     code: StatusCode,
@@ -94,27 +134,15 @@ fn enabled(p: &Public) -> bool {
 }
 
 async fn form(State(p): State<Public>, Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
-    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
+    let r = Reply::new(&p, q.lang.as_deref(), &headers, "subscribe");
     if !enabled(&p) {
-        return render(
-            &p,
-            StatusCode::NOT_FOUND,
-            &lang,
-            &param,
-            "subscribe",
-            "off",
-            minijinja::context! {},
-        );
+        return r.show(StatusCode::NOT_FOUND, "off", minijinja::context! {});
     }
-    render(
-        &p,
+    r.show(
         StatusCode::OK,
-        &lang,
-        &param,
-        "subscribe",
         "form",
         minijinja::context! {
-            chosen_language => &lang,
+            chosen_language => &r.lang,
             timezone => p.pages.config.get().page_timezone.clone(),
             all => true,
         },
@@ -194,27 +222,13 @@ async fn request(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
+    let r = Reply::new(&p, q.lang.as_deref(), &headers, "subscribe");
     if !enabled(&p) {
-        return render(
-            &p,
-            StatusCode::NOT_FOUND,
-            &lang,
-            &param,
-            "subscribe",
-            "off",
-            minijinja::context! {},
-        );
+        return r.show(StatusCode::NOT_FOUND, "off", minijinja::context! {});
     }
     let f = fields(&body);
     let again = |code, step: &str| {
-        render(
-            &p,
-            code,
-            &lang,
-            &param,
-            "subscribe",
-            step,
+        r.show(code, step,
             minijinja::context! {
                 chosen_language => field(&f, "language"),
                 timezone => field(&f, "timezone"),
@@ -261,12 +275,8 @@ async fn request(
             // Nothing more is mailed to this address today; the answer does not say so,
             // so that nobody learns whether an address was asked for.
             tracing::warn!("subscription requests over the limit per mail address");
-            return render(
-                &p,
+            return r.show(
                 StatusCode::OK,
-                &lang,
-                &param,
-                "subscribe",
                 "sent",
                 minijinja::context! { email => &wants.address },
             );
@@ -299,12 +309,8 @@ async fn request(
     match mailer.send(&mail).await {
         Ok(()) => {
             tracing::info!("subscription requested; confirmation mailed");
-            render(
-                &p,
+            r.show(
                 StatusCode::OK,
-                &lang,
-                &param,
-                "subscribe",
                 "sent",
                 minijinja::context! { email => &wants.address },
             )
@@ -380,15 +386,10 @@ async fn confirm_page(
     Query(q): Query<ConfirmQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
+    let r = Reply::new(&p, q.lang.as_deref(), &headers, "subscribe");
+    let lang = &r.lang;
     match checked(&p, &q) {
-        Ok((email, _)) => render(
-            &p,
-            StatusCode::OK,
-            &lang,
-            &param,
-            "subscribe",
-            "confirm",
+        Ok((email, _)) => r.show(StatusCode::OK, "confirm",
             minijinja::context! {
                 email => email,
                 action => format!(
@@ -400,13 +401,7 @@ async fn confirm_page(
                 ),
             },
         ),
-        Err(step) => render(
-            &p,
-            StatusCode::FORBIDDEN,
-            &lang,
-            &param,
-            "subscribe",
-            step,
+        Err(step) => r.show(StatusCode::FORBIDDEN, step,
             minijinja::context! {},
         ),
     }
@@ -417,19 +412,11 @@ async fn confirm(
     Query(q): Query<ConfirmQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
+    let r = Reply::new(&p, q.lang.as_deref(), &headers, "subscribe");
     let (email, nonce) = match checked(&p, &q) {
         Ok(x) => x,
         Err(step) => {
-            return render(
-                &p,
-                StatusCode::FORBIDDEN,
-                &lang,
-                &param,
-                "subscribe",
-                step,
-                minijinja::context! {},
-            );
+            return r.show(StatusCode::FORBIDDEN, step, minijinja::context! {});
         }
     };
     let now = p.clock.now();
@@ -438,12 +425,8 @@ async fn confirm(
         Ok(Some(s)) => {
             tracing::info!("a subscription was confirmed");
             let config = p.pages.config.get();
-            render(
-                &p,
+            r.show(
                 StatusCode::OK,
-                &lang,
-                &param,
-                "subscribe",
                 "confirmed",
                 minijinja::context! {
                     email => &s.address,
@@ -453,15 +436,7 @@ async fn confirm(
             )
         }
         // Confirmed already, or replaced by a newer request: this link does nothing.
-        Ok(None) => render(
-            &p,
-            StatusCode::CONFLICT,
-            &lang,
-            &param,
-            "subscribe",
-            "used",
-            minijinja::context! {},
-        ),
+        Ok(None) => r.show(StatusCode::CONFLICT, "used", minijinja::context! {}),
         Err(e) => unavailable(&e.to_string()),
     }
 }
@@ -473,11 +448,12 @@ struct ManageQuery {
     lang: Option<String>,
 }
 
-fn manage_link(q: &ManageQuery) -> Result<(String, String), &'static str> {
-    match (&q.e, &q.s) {
-        (Some(e), Some(s)) => Ok((e.clone(), s.clone())),
-        _ => Err("incomplete"),
-    }
+/// The address a manage link is for, or the step that says why not.
+fn managed(p: &Public, q: &ManageQuery) -> Result<String, &'static str> {
+    let (Some(e), Some(s)) = (&q.e, &q.s) else {
+        return Err("incomplete");
+    };
+    p.signer.verify_manage(e, s).map_err(|_| "invalid")
 }
 
 async fn manage_page(
@@ -485,32 +461,15 @@ async fn manage_page(
     Query(q): Query<ManageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
-    let email = match manage_link(&q)
-        .and_then(|(e, s)| p.signer.verify_manage(&e, &s).map_err(|_| "invalid"))
-    {
+    let r = Reply::new(&p, q.lang.as_deref(), &headers, "subscription");
+    let lang = &r.lang;
+    let email = match managed(&p, &q) {
         Ok(e) => e,
-        Err(step) => {
-            return render(
-                &p,
-                StatusCode::FORBIDDEN,
-                &lang,
-                &param,
-                "subscription",
-                step,
-                minijinja::context! {},
-            );
-        }
+        Err(step) => return r.show(StatusCode::FORBIDDEN, step, minijinja::context! {}),
     };
     let found = p.store.lock().subscription(&email);
     match found {
-        Ok(sub) => render(
-            &p,
-            StatusCode::OK,
-            &lang,
-            &param,
-            "subscription",
-            "manage",
+        Ok(sub) => r.show(StatusCode::OK, "manage",
             minijinja::context! {
                 email => &email,
                 subscribed => sub.is_some(),
@@ -535,22 +494,10 @@ async fn manage(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (lang, param) = language(&p, q.lang.as_deref(), &headers);
-    let email = match manage_link(&q)
-        .and_then(|(e, s)| p.signer.verify_manage(&e, &s).map_err(|_| "invalid"))
-    {
+    let r = Reply::new(&p, q.lang.as_deref(), &headers, "subscription");
+    let email = match managed(&p, &q) {
         Ok(e) => e,
-        Err(step) => {
-            return render(
-                &p,
-                StatusCode::FORBIDDEN,
-                &lang,
-                &param,
-                "subscription",
-                step,
-                minijinja::context! {},
-            );
-        }
+        Err(step) => return r.show(StatusCode::FORBIDDEN, step, minijinja::context! {}),
     };
     let f = fields(&body);
     let now = p.clock.now();
@@ -564,12 +511,8 @@ async fn manage(
         return match done {
             Ok(_) => {
                 tracing::info!("a customer stopped every notice");
-                render(
-                    &p,
+                r.show(
                     StatusCode::OK,
-                    &lang,
-                    &param,
-                    "subscription",
                     "stopped",
                     minijinja::context! { email => &email },
                 )
@@ -583,12 +526,8 @@ async fn manage(
     let wants = match wanted(&p, &with_email) {
         Ok(w) => w,
         Err(step) => {
-            return render(
-                &p,
+            return r.show(
                 StatusCode::BAD_REQUEST,
-                &lang,
-                &param,
-                "subscription",
                 step,
                 minijinja::context! { email => &email },
             );
@@ -596,22 +535,14 @@ async fn manage(
     };
     let changed = p.store.lock().change_subscription(&wants);
     match changed {
-        Ok(true) => render(
-            &p,
+        Ok(true) => r.show(
             StatusCode::OK,
-            &lang,
-            &param,
-            "subscription",
             "saved",
             minijinja::context! { email => &email },
         ),
         // Not a subscriber (a customer from the company's own list): only "stop" applies.
-        Ok(false) => render(
-            &p,
+        Ok(false) => r.show(
             StatusCode::CONFLICT,
-            &lang,
-            &param,
-            "subscription",
             "not_subscribed",
             minijinja::context! { email => &email },
         ),
