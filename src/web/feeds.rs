@@ -353,8 +353,10 @@ async fn summary(State(p): State<Public>, headers: HeaderMap) -> Response {
         .iter()
         .map(|i| {
             let (lines, updated) = told(&config, i);
-            let state = match snapshot.statuses.get(&i.service) {
-                Some(Status::Recovering) => "monitoring",
+            // Staff's own word when they gave one; otherwise what tocsin knows.
+            let state = match (i.latest_update(), snapshot.statuses.get(&i.service)) {
+                (Some(u), _) => u.state.as_str(),
+                (None, Some(Status::Recovering)) => "monitoring",
                 _ if i.acked_by.is_some() || i.eta.is_some() => "identified",
                 _ => "investigating",
             };

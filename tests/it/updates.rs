@@ -231,6 +231,12 @@ async fn an_update_reaches_the_pages_the_feed_the_hotline_staff_and_each_custome
     assert_eq!(code, 404);
     let (code, _) = page(port, "/incidents/not-a-number", "en").await;
     assert_eq!(code, 404);
+    let (_, summary) = page(port, "/api/v2/summary.json", "").await;
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(
+        summary["incidents"][0]["status"], "identified",
+        "staff's word: {summary}"
+    );
     let (_, feed) = page(port, "/feed.atom", "").await;
     assert!(
         feed.contains("Identified: A payment provider is down."),
