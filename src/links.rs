@@ -174,30 +174,47 @@ impl Signer {
 }
 
 impl Signer {
+    /// The signature of `message` (one of the link kinds below), as hex.
+    fn sign(&self, message: &str) -> String {
+        hex(hmac::sign(&self.key, message.as_bytes()).as_ref())
+    }
+
+    /// Checks a hex `sig` of `message`, in constant time (through ring).
+    fn check(&self, message: &str, sig: &str) -> Result<(), LinkError> {
+        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
+        hmac::verify(&self.key, message.as_bytes(), &sig).map_err(|_| LinkError::BadSignature)
+    }
+
     /// The one-click unsubscribe URL of `email` (RFC 8058). It does not expire: a
     /// customer may act on an old mail; it only ever removes that one address.
     pub fn unsubscribe_url(&self, base: &str, email: &str) -> String {
         let key = crate::store::address_key(email);
-        let sig = hmac::sign(&self.key, format!("unsubscribe|{key}").as_bytes());
-        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
-        format!("{base}/unsubscribe?e={e}&s={}", hex(sig.as_ref()))
+        let s = self.sign(&format!("unsubscribe|{key}"));
+        format!("{base}/unsubscribe?e={}&s={s}", encode(&key))
+    }
+
+    /// The address an unsubscribe link is for, when its signature holds.
+    pub fn verify_unsubscribe(&self, email: &str, sig: &str) -> Result<String, LinkError> {
+        let key = crate::store::address_key(email);
+        self.check(&format!("unsubscribe|{key}"), sig)?;
+        Ok(key)
     }
 
     /// The link that stops `email`'s notices about `service` only. It does not expire.
     pub fn stop_url(&self, base: &str, email: &str, service: &str) -> String {
         let key = crate::store::address_key(email);
-        let sig = hmac::sign(&self.key, format!("stop|{key}|{service}").as_bytes());
-        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
-        let v: String = url::form_urlencoded::byte_serialize(service.as_bytes()).collect();
-        format!("{base}/unsubscribe?e={e}&svc={v}&s={}", hex(sig.as_ref()))
+        let s = self.sign(&format!("stop|{key}|{service}"));
+        format!(
+            "{base}/unsubscribe?e={}&svc={}&s={s}",
+            encode(&key),
+            encode(service)
+        )
     }
 
     /// The address a per-service stop link is for, when its signature holds.
     pub fn verify_stop(&self, email: &str, service: &str, sig: &str) -> Result<String, LinkError> {
         let key = crate::store::address_key(email);
-        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
-        hmac::verify(&self.key, format!("stop|{key}|{service}").as_bytes(), &sig)
-            .map_err(|_| LinkError::BadSignature)?;
+        self.check(&format!("stop|{key}|{service}"), sig)?;
         Ok(key)
     }
 
@@ -205,16 +222,14 @@ impl Signer {
     /// mail, and shows and changes only that address's notices.
     pub fn manage_url(&self, base: &str, email: &str) -> String {
         let key = crate::store::address_key(email);
-        let sig = hmac::sign(&self.key, format!("manage|{key}").as_bytes());
-        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
-        format!("{base}/subscription?e={e}&s={}", hex(sig.as_ref()))
+        let s = self.sign(&format!("manage|{key}"));
+        format!("{base}/subscription?e={}&s={s}", encode(&key))
     }
 
+    /// The address a manage link is for, when its signature holds.
     pub fn verify_manage(&self, email: &str, sig: &str) -> Result<String, LinkError> {
         let key = crate::store::address_key(email);
-        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
-        hmac::verify(&self.key, format!("manage|{key}").as_bytes(), &sig)
-            .map_err(|_| LinkError::BadSignature)?;
+        self.check(&format!("manage|{key}"), sig)?;
         Ok(key)
     }
 
@@ -222,14 +237,10 @@ impl Signer {
     /// (Unix seconds).
     pub fn confirm_url(&self, base: &str, email: &str, nonce: &str, expires: u64) -> String {
         let key = crate::store::address_key(email);
-        let sig = hmac::sign(
-            &self.key,
-            format!("subscribe|{key}|{nonce}|{expires}").as_bytes(),
-        );
-        let e: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        let s = self.sign(&format!("subscribe|{key}|{nonce}|{expires}"));
         format!(
-            "{base}/subscribe/confirm?e={e}&n={nonce}&x={expires}&s={}",
-            hex(sig.as_ref())
+            "{base}/subscribe/confirm?e={}&n={nonce}&x={expires}&s={s}",
+            encode(&key)
         )
     }
 
@@ -244,13 +255,7 @@ impl Signer {
         now: SystemTime,
     ) -> Result<(String, String), LinkError> {
         let key = crate::store::address_key(email);
-        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
-        hmac::verify(
-            &self.key,
-            format!("subscribe|{key}|{nonce}|{expires}").as_bytes(),
-            &sig,
-        )
-        .map_err(|_| LinkError::BadSignature)?;
+        self.check(&format!("subscribe|{key}|{nonce}|{expires}"), sig)?;
         let now = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -268,15 +273,11 @@ impl Signer {
         let sig = hmac::sign(&self.key, format!("message-id|{campaign}|{row}").as_bytes());
         hex(&sig.as_ref()[..10])
     }
+}
 
-    /// The address an unsubscribe link is for, when its signature holds.
-    pub fn verify_unsubscribe(&self, email: &str, sig: &str) -> Result<String, LinkError> {
-        let key = crate::store::address_key(email);
-        let sig = unhex(sig).ok_or(LinkError::BadSignature)?;
-        hmac::verify(&self.key, format!("unsubscribe|{key}").as_bytes(), &sig)
-            .map_err(|_| LinkError::BadSignature)?;
-        Ok(key)
-    }
+/// `s` as a query value.
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

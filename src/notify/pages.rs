@@ -94,10 +94,8 @@ impl PageSource {
             return Ok(c.page.clone());
         }
         let view = View {
-            config: &config,
-            lang: &lang,
-            lang_param: lang_param.to_string(),
             now,
+            ..self.view(&config, &lang, lang_param)
         };
         let ctx =
             status_context(&view, &snapshot.statuses, &self.store).map_err(|e| e.to_string())?;
@@ -130,6 +128,16 @@ impl PageSource {
         Ok(page)
     }
 
+    /// What a page is rendered for, now.
+    fn view<'a>(&self, config: &'a Config, lang: &'a str, lang_param: &str) -> View<'a> {
+        View {
+            config,
+            lang,
+            lang_param: lang_param.to_string(),
+            now: self.clock.now(),
+        }
+    }
+
     /// The page of incident `id` in `lang`: None when there is none, or it is not public.
     pub fn incident_page(
         &self,
@@ -142,12 +150,7 @@ impl PageSource {
             return Ok(None);
         };
         let lang = self.templates.language(lang);
-        let view = View {
-            config: &config,
-            lang,
-            lang_param: lang_param.to_string(),
-            now: self.clock.now(),
-        };
+        let view = self.view(&config, lang, lang_param);
         let snapshot = self.engine.snapshot();
         match incident_context(&view, &inc, &snapshot.statuses) {
             Some(ctx) => self.templates.page("incident", lang, &ctx).map(Some),
@@ -164,12 +167,7 @@ impl PageSource {
     ) -> Result<String, String> {
         let config = self.config.get();
         let lang = self.templates.language(lang);
-        let view = View {
-            config: &config,
-            lang,
-            lang_param: lang_param.to_string(),
-            now: self.clock.now(),
-        };
+        let view = self.view(&config, lang, lang_param);
         let snapshot = self.engine.snapshot();
         let ctx = history_context(&view, &self.store, &snapshot.statuses, last)
             .map_err(|e| e.to_string())?;

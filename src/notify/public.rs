@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use minijinja::Value;
 use serde::Serialize;
 
-use super::templates::{duration_text, local_time, update_context, val};
+use super::templates::{duration_text, local_time, update_context, val, zone};
 use crate::config::{Config, Service};
 use crate::incident::Status;
 use crate::store::{Hour, IncidentRecord, Said, SharedStore, StoreError, hour_of};
@@ -303,10 +303,6 @@ fn month_name(m: Month, lang: &str) -> String {
         _ => &EN,
     };
     format!("{} {}", names[(m.month - 1) as usize], m.year)
-}
-
-fn zone(tz: &str) -> chrono_tz::Tz {
-    tz.parse().unwrap_or(chrono_tz::UTC)
 }
 
 /// The first instant of `day` in `tz` (the earliest, where summer time makes two).

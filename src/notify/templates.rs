@@ -735,7 +735,8 @@ pub fn val<S: Serialize>(s: S) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(s))
 }
 
-fn zone(tz: &str) -> chrono_tz::Tz {
+/// The zone named `tz` (IANA), UTC for a name it is not.
+pub(super) fn zone(tz: &str) -> chrono_tz::Tz {
     tz.parse().unwrap_or(chrono_tz::UTC)
 }
 

@@ -38,8 +38,9 @@ impl Hour {
 }
 
 /// The hours not written yet, by service and hour (Unix seconds at the hour's start).
+/// Keyed by service first so that a report finds its entry without allocating.
 #[derive(Debug, Default)]
-pub struct Hours(HashMap<(String, i64), Hour>);
+pub struct Hours(HashMap<String, HashMap<i64, Hour>>);
 
 impl Hours {
     /// One probe run of `service` at `at`; true when it is the first of its service and
@@ -53,13 +54,17 @@ impl Hours {
             total_ms: ms,
             max_ms: ms,
         };
-        match self.0.get_mut(&(service.to_string(), hour)) {
+        let hours = match self.0.get_mut(service) {
+            Some(h) => h,
+            None => self.0.entry(service.to_string()).or_default(),
+        };
+        match hours.get_mut(&hour) {
             Some(h) => {
                 h.add(&run);
                 false
             }
             None => {
-                self.0.insert((service.to_string(), hour), run);
+                hours.insert(hour, run);
                 true
             }
         }
@@ -71,13 +76,16 @@ impl Hours {
 
     /// Everything gathered, leaving nothing.
     pub fn take(&mut self) -> Vec<(String, i64, Hour)> {
-        self.0.drain().map(|((s, h), x)| (s, h, x)).collect()
+        self.0
+            .drain()
+            .flat_map(|(s, hours)| hours.into_iter().map(move |(h, x)| (s.clone(), h, x)))
+            .collect()
     }
 
     /// Gives back what could not be written, to be written with the next.
     pub fn put_back(&mut self, rows: Vec<(String, i64, Hour)>) {
         for (s, h, x) in rows {
-            self.0.entry((s, h)).or_default().add(&x);
+            self.0.entry(s).or_default().entry(h).or_default().add(&x);
         }
     }
 }

@@ -112,7 +112,7 @@ async fn incident(
 ) -> Response {
     let (lang, param) = language(&p, q.lang.as_deref(), &headers);
     let Ok(id) = id.parse::<i64>() else {
-        return not_found(&p, &lang);
+        return not_found(&lang);
     };
     let pages = p.pages.clone();
     let l = lang.clone();
@@ -121,7 +121,7 @@ async fn incident(
         .unwrap_or_else(|e| Err(format!("the incident page's rendering failed: {e}")));
     match made {
         Ok(Some(body)) => localized(html(StatusCode::OK, body), &lang),
-        Ok(None) => not_found(&p, &lang),
+        Ok(None) => not_found(&lang),
         Err(e) => unavailable(&e),
     }
 }
@@ -162,7 +162,7 @@ async fn history(
     }
 }
 
-fn not_found(p: &Public, lang: &str) -> Response {
+fn not_found(lang: &str) -> Response {
     let (title, text) = match lang {
         "pl" => (
             "Nie ma takiego zdarzenia",
@@ -177,7 +177,6 @@ fn not_found(p: &Public, lang: &str) -> Response {
             "This page does not exist. The current state of every service is on the status page.",
         ),
     };
-    let _ = p;
     localized(
         html(
             StatusCode::NOT_FOUND,

@@ -548,13 +548,17 @@ async fn every_channel_hears_the_outage_once_per_transition_through_a_crash() {
         },
     )
     .await;
-    assert!(
-        got.limited.lock().unwrap().contains_key("slack"),
-        "{}",
-        explain()
-    );
     // A crash while Slack's and Discord's retries wait.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::until(
+        "Slack and Discord asked to wait",
+        Duration::from_secs(30),
+        &explain,
+        || {
+            let limited = got.limited.lock().unwrap();
+            limited.contains_key("slack") && limited.contains_key("discord")
+        },
+    )
+    .await;
     tocsin.crash();
     let _tocsin = start(&cfg, &log, &env);
     support::until(
