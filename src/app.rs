@@ -46,7 +46,7 @@ use crate::notify::staff::StaffMail;
 use crate::notify::templates::Templates;
 use crate::notify::webhook::Webhooks;
 use crate::scheduler::{self, Latest, LiveRunner, Report, Runner, Scheduler};
-use crate::store::{SharedStore, SqliteStore, StoreError};
+use crate::store::{SharedStore, SqlStore, StoreError};
 use crate::web::{self, AppState};
 
 /// How long a task that panicked waits before it is started again, so a task that panics
@@ -101,7 +101,7 @@ impl Deps {
     /// The system clock, the SQLite store in `data_dir`, the transports of `mail` with
     /// the secrets the config read, and live probes.
     pub fn production(config: &Config) -> Result<Deps, AppError> {
-        let store = SharedStore::new(SqliteStore::open(&config.data_dir.join("tocsin.db"))?);
+        let store = SharedStore::new(SqlStore::open_sqlite(&config.data_dir.join("tocsin.db"))?);
         // Steady: a step of the system clock is no outage (see SteadyClock).
         let clock: Arc<dyn Clock> = Arc::new(SteadyClock::new());
         let heartbeats = Heartbeats::new(store.clone(), clock.clone());
@@ -863,7 +863,7 @@ mod tests {
             &dir.path().join("probes.yaml"),
         )
         .unwrap();
-        let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+        let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
         let metrics = Arc::new(Metrics::new());
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::ManualClock::new(
             std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),

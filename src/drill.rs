@@ -30,7 +30,7 @@ use crate::notify::templates::{Templates, duration_text};
 use crate::notify::webhook::{Kept, Posted};
 use crate::probe::{Outcome, Reason};
 use crate::scheduler::Runner;
-use crate::store::{CampaignKind, IncidentRecord, OutboxItem, SharedStore, SqliteStore};
+use crate::store::{CampaignKind, IncidentRecord, OutboxItem, SharedStore, SqlStore};
 use crate::text::time::rfc3339 as rfc;
 
 /// What to rehearse.
@@ -189,7 +189,7 @@ async fn rehearse_on(
     let clock = Arc::new(TokioClock::new(sc.start));
     let base = tokio::time::Instant::now();
     let store = SharedStore::new(
-        SqliteStore::open(&cfg.data_dir.join("tocsin.db")).map_err(|e| e.to_string())?,
+        SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).map_err(|e| e.to_string())?,
     );
     let staff = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);
     let customers = Arc::new(Mailer::recording(&cfg.mail).map_err(|e| e.to_string())?);

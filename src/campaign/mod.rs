@@ -860,7 +860,7 @@ pub fn preview(
 mod tests {
     use super::*;
     use crate::incident::{Context, ServiceState};
-    use crate::store::SqliteStore;
+    use crate::store::SqlStore;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
@@ -877,7 +877,7 @@ mod tests {
             &dir.join("probes.yaml"),
         )
         .unwrap();
-        let store = SharedStore::new(SqliteStore::open(&dir.join("t.db")).unwrap());
+        let store = SharedStore::new(SqlStore::open_sqlite(&dir.join("t.db")).unwrap());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let actions = [
             Action::Open {
@@ -1146,7 +1146,7 @@ mail: { from: \"Status <status@example.com>\" }
                 std::fs::write(dir.path().join("a.csv"), csv(&rows, true)).unwrap();
                 std::fs::write(dir.path().join("b.csv"), csv(&rows, false)).unwrap();
                 let config = crate::config::parse(CONFIG, &dir.path().join("probes.yaml")).unwrap();
-                let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+                let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
                 let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
                 store.lock().commit("db", &ServiceState::new(), &[
                     Action::Open { id: 1, started: t0, reasons: BTreeMap::new() },

@@ -298,7 +298,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::incident::{Action, Context, StaffMailKind};
-    use crate::store::SqliteStore;
+    use crate::store::SqlStore;
     use std::sync::Mutex;
     use std::time::SystemTime;
 
@@ -337,7 +337,7 @@ mod tests {
     /// A store in `dir`, the start of time, a manual clock there, and a staff mail that
     /// belongs to no incident.
     fn bench(dir: &std::path::Path) -> (SharedStore, SystemTime, Arc<ManualClock>, Action) {
-        let store = SharedStore::new(SqliteStore::open(&dir.join("t.db")).unwrap());
+        let store = SharedStore::new(SqlStore::open_sqlite(&dir.join("t.db")).unwrap());
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mail = Action::MailStaff {
             id: None,

@@ -3,10 +3,11 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, params};
+use super::db::OptionalExt;
+use rusqlite::params;
 
 use super::rows::timeline;
-use super::{AutoresponderStore, SqliteStore, StoreError, secs};
+use super::{AutoresponderStore, SqlStore, StoreError, secs};
 use crate::incident::TimelineEvent;
 
 /// One mailbox tocsin has touched.
@@ -20,12 +21,12 @@ pub struct AutoresponderRecord {
     pub script_hash: Option<String>,
 }
 
-impl AutoresponderStore for SqliteStore {
+impl AutoresponderStore for SqlStore {
     fn autoresponders(&self) -> Result<Vec<AutoresponderRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT mailbox, previous, script_hash FROM autoresponders ORDER BY mailbox",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok(AutoresponderRecord {
                 mailbox: r.get(0)?,
                 previous: r.get(1)?,
@@ -113,7 +114,7 @@ impl AutoresponderStore for SqliteStore {
         let tx = self.conn.transaction()?;
         let open: Vec<i64> = tx
             .prepare("SELECT id FROM incidents WHERE ended_at IS NULL AND customer_phase = 1")?
-            .query_map([], |r| r.get(0))?
+            .query_map((), |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for incident in open {
             timeline(&tx, incident, now, event)?;

@@ -9,10 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::db::Db;
+use super::db::OptionalExt;
+use rusqlite::params;
+
 use serde::{Deserialize, Serialize};
 
-use super::{CampaignStore, SqliteStore, StoreError, from_secs, secs};
+use super::{CampaignStore, SqlStore, StoreError, from_secs, secs};
 use crate::incident::{PublicUpdate, TimelineEvent};
 pub use crate::text::email::address_key;
 
@@ -226,7 +229,7 @@ pub enum SendResult {
     },
 }
 
-impl CampaignStore for SqliteStore {
+impl CampaignStore for SqlStore {
     #[allow(clippy::too_many_arguments)]
     fn open_campaign(
         &mut self,
@@ -274,9 +277,14 @@ impl CampaignStore for SqliteStore {
 
     fn outage_refused(&self, incident: i64) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
-               WHERE o.incident_id = ?1 AND d.channel = 'campaign' AND d.status = 'failed'
-                 AND json_extract(o.action, '$.action') = 'customer_phase')",
+            self.conn.pick(
+                "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+                   WHERE o.incident_id = ?1 AND d.channel = 'campaign' AND d.status = 'failed'
+                     AND json_extract(o.action, '$.action') = 'customer_phase')",
+                "SELECT EXISTS (SELECT 1 FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+                   WHERE o.incident_id = ?1 AND d.channel = 'campaign' AND d.status = 'failed'
+                     AND (o.action::jsonb ->> 'action') = 'customer_phase')",
+            ),
             [incident],
             |r| r.get(0),
         )?)
@@ -287,14 +295,14 @@ impl CampaignStore for SqliteStore {
         campaign: i64,
         each: &mut dyn FnMut(&str),
     ) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT email FROM recipients WHERE campaign_id = ?1 ORDER BY id")?;
-        let mut rows = stmt.query([campaign])?;
-        while let Some(r) = rows.next()? {
-            each(&r.get::<_, String>(0)?);
-        }
-        Ok(())
+        self.conn.for_each(
+            "SELECT email FROM recipients WHERE campaign_id = ?1 ORDER BY id",
+            [campaign],
+            |r| {
+                each(&r.get::<_, String>(0)?);
+                Ok(())
+            },
+        )
     }
 
     fn expand_campaign(&mut self, campaign: i64, batch: &Batch) -> Result<Expanded, StoreError> {
@@ -534,7 +542,7 @@ impl CampaignStore for SqliteStore {
         let t: Option<f64> = self.conn.query_row(
             "SELECT min(next_attempt_at) FROM recipients WHERE status = 'pending'
                AND campaign_id NOT IN (SELECT id FROM campaigns WHERE expansion IS NOT NULL)",
-            [],
+            (),
             |r| r.get(0),
         )?;
         Ok(t.map(from_secs))
@@ -688,7 +696,7 @@ impl CampaignStore for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT status, count(*) FROM recipients GROUP BY status")?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
         for row in rows {
@@ -732,7 +740,7 @@ impl CampaignStore for SqliteStore {
     }
 
     fn customer_phase_open(&self) -> Result<Vec<super::IncidentRecord>, StoreError> {
-        self.select("WHERE ended_at IS NULL AND customer_phase = 1", [])
+        self.select("WHERE ended_at IS NULL AND customer_phase = 1", ())
     }
 
     fn incidents_since(&self, since: SystemTime) -> Result<Vec<super::Span>, StoreError> {
@@ -757,12 +765,12 @@ impl CampaignStore for SqliteStore {
 /// `merge`, merging those an earlier outage message will tell. Returns how many were
 /// inserted and how many merged.
 pub(super) fn insert_recipients(
-    tx: &Transaction,
+    tx: &Db,
     id: i64,
     recipients: &[NewRecipient],
     now: SystemTime,
     merge: Option<&Merge>,
-) -> Result<(usize, usize), rusqlite::Error> {
+) -> Result<(usize, usize), StoreError> {
     // Two plain statements rather than one `INSERT ... SELECT ... WHERE NOT EXISTS`: an
     // INSERT from a SELECT may touch several rows, so SQLite keeps a statement journal
     // for it, which at a million rows wrote 22 GB (11 writes a row) for 230 MB of data.
@@ -866,7 +874,7 @@ pub(super) fn insert_recipients(
 /// with a code of `codes` each; its id and how many got no code.
 #[allow(clippy::too_many_arguments)]
 fn followup_of(
-    tx: &Transaction,
+    tx: &Db,
     incident: i64,
     kind: CampaignKind,
     outage: i64,
@@ -875,8 +883,8 @@ fn followup_of(
     codes: Option<&str>,
     recovery_last: bool,
     now: SystemTime,
-) -> Result<(i64, u64), rusqlite::Error> {
-    tx.execute(
+) -> Result<(i64, u64), StoreError> {
+    let id = tx.insert(
         "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, code_pool)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -889,7 +897,6 @@ fn followup_of(
             codes
         ],
     )?;
-    let id = tx.last_insert_rowid();
     tx.execute(
         "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
          SELECT ?1, email, name, language, timezone, vars, ?3 FROM recipients r
@@ -914,11 +921,18 @@ fn followup_of(
         // One recovery message per customer, when the last of the services their outage
         // message named is back: not yet for those with another still down.
         tx.execute(
-            "DELETE FROM recipients WHERE campaign_id = ?1 AND EXISTS (
-                SELECT 1 FROM json_each(json_extract(vars, '$._group')) g
-                WHERE json_extract(g.value, '$[0]') != ?2
-                  AND EXISTS (SELECT 1 FROM incidents i
-                              WHERE i.service = json_extract(g.value, '$[0]') AND i.ended_at IS NULL))",
+            tx.pick(
+                "DELETE FROM recipients WHERE campaign_id = ?1 AND EXISTS (
+                    SELECT 1 FROM json_each(json_extract(vars, '$._group')) g
+                    WHERE json_extract(g.value, '$[0]') != ?2
+                      AND EXISTS (SELECT 1 FROM incidents i
+                                  WHERE i.service = json_extract(g.value, '$[0]') AND i.ended_at IS NULL))",
+                "DELETE FROM recipients WHERE campaign_id = ?1 AND EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(vars::jsonb -> '_group') g
+                    WHERE (g.value ->> 0) != ?2
+                      AND EXISTS (SELECT 1 FROM incidents i
+                                  WHERE i.service = (g.value ->> 0) AND i.ended_at IS NULL))",
+            ),
             params![id, service],
         )?;
     }
@@ -943,7 +957,10 @@ fn followup_of(
         for rid in ids {
             let code: Option<String> = tx
                 .query_row(
-                    "SELECT code FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL ORDER BY rowid LIMIT 1",
+                    tx.pick(
+                        "SELECT code FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL ORDER BY rowid LIMIT 1",
+                        "SELECT code FROM compensation_codes WHERE pool = ?1 AND recipient_id IS NULL ORDER BY seq LIMIT 1",
+                    ),
                     [pool],
                     |r| r.get(0),
                 )
@@ -966,7 +983,7 @@ fn followup_of(
     Ok((id, short))
 }
 
-fn existing(tx: &Transaction, outbox_id: i64) -> Result<Option<i64>, rusqlite::Error> {
+fn existing(tx: &Db, outbox_id: i64) -> Result<Option<i64>, StoreError> {
     tx.query_row(
         "SELECT id FROM campaigns WHERE outbox_id = ?1",
         [outbox_id],

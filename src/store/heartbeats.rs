@@ -3,10 +3,12 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, Row, params};
+use super::db::OptionalExt;
+use super::db::Row;
+use rusqlite::params;
 
 use super::rows::timeline;
-use super::{HeartbeatStore, SqliteStore, StoreError, from_secs, secs};
+use super::{HeartbeatStore, SqlStore, StoreError, from_secs, secs};
 use crate::incident::TimelineEvent;
 use crate::probe::heartbeat::{PingState, Signal};
 
@@ -43,7 +45,7 @@ fn record(r: &Row) -> rusqlite::Result<HeartbeatRecord> {
     })
 }
 
-impl HeartbeatStore for SqliteStore {
+impl HeartbeatStore for SqlStore {
     fn heartbeat_sync(
         &mut self,
         wanted: &[(String, String)],
@@ -53,7 +55,7 @@ impl HeartbeatStore for SqliteStore {
         let tx = self.conn.transaction()?;
         let kept: Vec<(String, String)> = tx
             .prepare("SELECT service, probe FROM heartbeats")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         for gone in kept.iter().filter(|k| !wanted.contains(k)) {
             tx.execute(
@@ -75,7 +77,7 @@ impl HeartbeatStore for SqliteStore {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM heartbeats ORDER BY service, probe"
         ))?;
-        let rows = stmt.query_map([], record)?;
+        let rows = stmt.query_map((), record)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::params;
 
-use super::{HistoryStore, IncidentRecord, SqliteStore, StoreError, secs};
+use super::{HistoryStore, IncidentRecord, SqlStore, StoreError, secs};
 
 /// Hours kept: a year and a month, more than any page shows.
 pub const KEPT: Duration = Duration::from_secs(400 * 86_400);
@@ -99,7 +99,7 @@ pub fn hour_of(t: SystemTime) -> i64 {
     s - s.rem_euclid(3600)
 }
 
-impl HistoryStore for SqliteStore {
+impl HistoryStore for SqlStore {
     fn add_probe_hours(
         &mut self,
         rows: &[(String, i64, Hour)],
@@ -107,15 +107,22 @@ impl HistoryStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
+            let mut stmt = tx.prepare_cached(tx.pick(
                 "INSERT INTO probe_hours (service, hour, runs, failures, total_ms, max_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (service, hour) DO UPDATE SET
-                    runs = runs + excluded.runs,
-                    failures = failures + excluded.failures,
-                    total_ms = total_ms + excluded.total_ms,
-                    max_ms = max(max_ms, excluded.max_ms)",
-            )?;
+                    runs = probe_hours.runs + excluded.runs,
+                    failures = probe_hours.failures + excluded.failures,
+                    total_ms = probe_hours.total_ms + excluded.total_ms,
+                    max_ms = max(probe_hours.max_ms, excluded.max_ms)",
+                "INSERT INTO probe_hours (service, hour, runs, failures, total_ms, max_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (service, hour) DO UPDATE SET
+                    runs = probe_hours.runs + excluded.runs,
+                    failures = probe_hours.failures + excluded.failures,
+                    total_ms = probe_hours.total_ms + excluded.total_ms,
+                    max_ms = greatest(probe_hours.max_ms, excluded.max_ms)",
+            ))?;
             for (service, hour, h) in rows {
                 stmt.execute(params![
                     service,

@@ -4,10 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{OptionalExtension, params};
+use super::db::OptionalExt;
+use rusqlite::params;
 
 use super::campaigns::{CampaignKind, NewRecipient, insert_recipients};
-use super::{MaintenanceStore, SqliteStore, StoreError, from_secs, secs};
+use super::{MaintenanceStore, SqlStore, StoreError, from_secs, secs};
 use crate::config::Maintenance;
 
 /// A notice about a window.
@@ -28,7 +29,7 @@ impl Notice {
     }
 }
 
-impl MaintenanceStore for SqliteStore {
+impl MaintenanceStore for SqlStore {
     fn add_window(
         &mut self,
         m: &Maintenance,
@@ -36,7 +37,7 @@ impl MaintenanceStore for SqliteStore {
         now: SystemTime,
     ) -> Result<i64, StoreError> {
         let before: Vec<u64> = m.announce_before.iter().map(|d| d.as_secs()).collect();
-        self.conn.execute(
+        Ok(self.conn.insert(
             "INSERT INTO maintenance_windows (service, start_at, end_at, announce_before, note, created_by, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -48,8 +49,7 @@ impl MaintenanceStore for SqliteStore {
                 by,
                 secs(now)
             ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        )?)
     }
 
     fn cancel_window(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
@@ -122,7 +122,7 @@ impl MaintenanceStore for SqliteStore {
             Notice::Before(_) => CampaignKind::Maintenance,
             Notice::Completed => CampaignKind::MaintenanceDone,
         };
-        tx.execute(
+        let id = tx.insert(
             "INSERT INTO campaigns (incident_id, service, kind, audience, outbox_id, created_at, invalid, window_key, window_start, window_end, window_note)
              VALUES (NULL, ?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
@@ -137,7 +137,6 @@ impl MaintenanceStore for SqliteStore {
                 m.note
             ],
         )?;
-        let id = tx.last_insert_rowid();
         let inserted = match notice {
             Notice::Completed => tx.execute(
                 "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)

@@ -7,11 +7,13 @@
 
 mod autoresponders;
 mod campaigns;
+mod db;
 mod heartbeats;
 mod history;
 mod maintenance;
 mod oncall;
 mod outbox;
+mod postgres;
 mod rows;
 mod sqlite;
 mod subscribers;
@@ -29,7 +31,8 @@ pub use campaigns::{
 pub use heartbeats::HeartbeatRecord;
 pub use history::{Hour, Hours, hour_of};
 pub use maintenance::Notice;
-pub use sqlite::SqliteStore;
+pub use postgres::{Copied, PgOptions, SCHEMA_VERSION, migrate_to_postgres};
+pub use sqlite::SqlStore;
 pub use subscribers::Subscription;
 
 use crate::config::Maintenance;
@@ -68,6 +71,20 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A query that had to find a row found none.
+    #[error("a row the store looked for is missing")]
+    NoRows,
+    /// PostgreSQL could not be reached or refused a statement.
+    #[error("PostgreSQL: {detail}")]
+    Postgres { detail: String },
+    /// `tocsin store migrate` copies into an empty database only.
+    #[error(
+        "{target} is not empty: {tables}; migrate into a new, empty database (CREATE DATABASE) so nothing is mixed or overwritten"
+    )]
+    NotEmpty { target: String, tables: String },
+    /// PostgreSQL refused the connection: who, where, and why.
+    #[error("cannot connect to PostgreSQL at {target}: {detail}")]
+    Connect { target: String, detail: String },
 }
 
 /// One decided action, waiting to be fanned out into deliveries (and, once fanned out,

@@ -5,12 +5,12 @@ use std::time::SystemTime;
 
 use rusqlite::params;
 
-use super::{OncallStore, SqliteStore, StoreError, from_secs, secs};
+use super::{OncallStore, SqlStore, StoreError, from_secs, secs};
 use crate::oncall::Override;
 
-impl OncallStore for SqliteStore {
+impl OncallStore for SqlStore {
     fn add_override(&mut self, o: &Override, now: SystemTime) -> Result<i64, StoreError> {
-        self.conn.execute(
+        Ok(self.conn.insert(
             "INSERT INTO oncall_overrides (rotation, who, start_at, end_at, created_by, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -21,8 +21,7 @@ impl OncallStore for SqliteStore {
                 o.by,
                 secs(now)
             ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        )?)
     }
 
     fn cancel_override(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {

@@ -9,24 +9,26 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::db::Db;
+use super::db::OptionalExt;
+use rusqlite::params;
 
 use super::rows::timeline;
 use super::{
     Channel, Context, Delivery, NewDelivery, OutboxItem, OutboxStore, Pending, QueuedWebhook,
-    SqliteStore, StoreError, from_secs, secs,
+    SqlStore, StoreError, from_secs, secs,
 };
 use crate::incident::{Action, TimelineEvent};
 
 /// Writes one decision inside the deciding transaction.
 pub(super) fn decide(
-    tx: &Transaction,
+    tx: &Db,
     service: &str,
     incident: Option<i64>,
     action: &Action,
     context: &Context,
     now: SystemTime,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO outbox (service, incident_id, action, context, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![service, incident, json(action)?, json(context)?, secs(now)],
@@ -34,8 +36,9 @@ pub(super) fn decide(
     Ok(())
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, rusqlite::Error> {
-    serde_json::to_string(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v)
+        .map_err(|e| StoreError::from(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
 }
 
 fn corrupt(what: String, e: serde_json::Error) -> StoreError {
@@ -47,7 +50,7 @@ fn corrupt(what: String, e: serde_json::Error) -> StoreError {
 
 /// Reads an outbox row from the columns `id, service, incident_id, action, context,
 /// attempts, created_at` starting at `at`.
-fn decision(r: &rusqlite::Row, at: usize) -> rusqlite::Result<RawDecision> {
+fn decision(r: &super::db::Row, at: usize) -> rusqlite::Result<RawDecision> {
     Ok(RawDecision {
         id: r.get(at)?,
         service: r.get(at + 1)?,
@@ -93,7 +96,7 @@ impl RawDecision {
     }
 }
 
-impl OutboxStore for SqliteStore {
+impl OutboxStore for SqlStore {
     fn due(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let raw: Vec<RawDecision> = {
             let mut stmt = self.conn.prepare_cached(
@@ -124,7 +127,7 @@ impl OutboxStore for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, service, incident_id, action, context, attempts, created_at FROM outbox ORDER BY id",
         )?;
-        let rows = stmt.query_map([], |r| decision(r, 0))?;
+        let rows = stmt.query_map((), |r| decision(r, 0))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(row?.parse()?);
@@ -253,14 +256,14 @@ impl OutboxStore for SqliteStore {
     fn pending(&self) -> Result<Pending, StoreError> {
         let decisions: i64 = self.conn.query_row(
             "SELECT count(*) FROM outbox WHERE status = 'pending'",
-            [],
+            (),
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT channel, count(*) FROM deliveries WHERE status = 'pending' GROUP BY channel",
         )?;
         let mut deliveries = BTreeMap::new();
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (channel, n) = row?;
             if let Some(c) = Channel::parse(&channel) {
                 deliveries.insert(c, n as u64);

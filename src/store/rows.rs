@@ -3,17 +3,15 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use super::db::Db;
+use super::db::OptionalExt;
+use rusqlite::params;
 
-use super::secs;
+use super::{StoreError, secs};
 use crate::incident::TimelineEvent;
 
 /// The store id of a service's incident `seq`.
-pub(super) fn incident_id(
-    tx: &Transaction,
-    service: &str,
-    seq: u64,
-) -> Result<Option<i64>, rusqlite::Error> {
+pub(super) fn incident_id(tx: &Db, service: &str, seq: u64) -> Result<Option<i64>, StoreError> {
     tx.query_row(
         "SELECT id FROM incidents WHERE service = ?1 AND seq = ?2",
         params![service, seq as i64],
@@ -25,11 +23,11 @@ pub(super) fn incident_id(
 /// Adds `event` to incident `incident`'s timeline: the typed data, and beside it the
 /// name and the line staff read (for anyone reading the database by hand).
 pub(super) fn timeline(
-    conn: &rusqlite::Connection,
+    conn: &Db,
     incident: i64,
     now: SystemTime,
     event: &TimelineEvent,
-) -> Result<usize, rusqlite::Error> {
+) -> Result<usize, StoreError> {
     let data = serde_json::to_string(event)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.execute(

@@ -2,10 +2,12 @@
 //! `user_version`, and an exclusive lock held for the process's life, so two tocsins
 //! pointed at the same `data_dir` cannot both send.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
+use super::db::Db;
+use super::db::OptionalExt;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::rows::{incident_id, timeline};
 use super::{
@@ -336,16 +338,20 @@ fn private_file(path: &Path, create: bool) -> std::io::Result<()> {
     }
 }
 
-pub struct SqliteStore {
-    pub(super) conn: Connection,
-    path: PathBuf,
+/// The store on one database: the SQLite file in `data_dir`, or PostgreSQL (see
+/// `postgres.rs` for how that one is opened). Every part of the store is written once,
+/// against [`Db`].
+pub struct SqlStore {
+    pub(super) conn: Db,
+    /// The file, or the server's address (`postgres://host:port/db`), for messages.
+    place: String,
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Opens (creating if needed) the database at `path`, checks that it is tocsin's,
     /// takes the exclusive lock and applies pending migrations. A file that is not a
     /// database, or one in use, is reported and left untouched.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         let name = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -369,7 +375,7 @@ impl SqliteStore {
         if !path.exists() {
             private(true)?;
         }
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )
@@ -393,7 +399,7 @@ impl SqliteStore {
         // Reading the schema version is the first access: a foreign file fails here,
         // before anything is written.
         let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .query_row("PRAGMA user_version", (), |r| r.get(0))
             .map_err(classify)?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
@@ -408,66 +414,68 @@ impl SqliteStore {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(classify)?;
         let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .query_row("PRAGMA journal_mode = WAL", (), |r| r.get(0))
             .map_err(classify)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(classify)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(classify)?;
-        let mut store = SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-        };
         // A write takes the exclusive lock now, not at the first decision.
-        store.migrate(version).map_err(classify)?;
-        Ok(store)
+        migrate(&mut conn, version).map_err(classify)?;
+        Ok(SqlStore {
+            conn: Db::Sqlite(conn),
+            place: name,
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub(super) fn new(conn: Db, place: String) -> SqlStore {
+        SqlStore { conn, place }
     }
 
-    fn migrate(&mut self, from: i64) -> Result<(), rusqlite::Error> {
-        // Rebuilding a table others refer to needs foreign keys off for the while (the
-        // procedure SQLite documents for ALTER TABLE); they are checked before commit
-        // and back on after it. The pragma has no effect inside a transaction.
-        let rebuild = (from as usize) < MIGRATIONS.len();
-        if rebuild {
-            self.conn.pragma_update(None, "foreign_keys", "OFF")?;
-        }
-        let tx = self.conn.transaction()?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        }
-        if rebuild {
-            let broken: Option<String> = tx
-                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
-                .optional()?;
-            if let Some(table) = broken {
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
-                    Some(format!("migration left a broken reference in {table}")),
-                ));
-            }
-        }
-        // An up-to-date file is still written to once, so the lock is taken here.
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS lock_probe (x INTEGER); DROP TABLE lock_probe;",
-        )?;
-        tx.commit()?;
-        if rebuild {
-            self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        }
-        Ok(())
+    /// Where the data is: the SQLite file, or the PostgreSQL server and database.
+    pub fn place(&self) -> &str {
+        &self.place
     }
 }
 
-impl IncidentStore for SqliteStore {
+fn migrate(conn: &mut Connection, from: i64) -> Result<(), rusqlite::Error> {
+    // Rebuilding a table others refer to needs foreign keys off for the while (the
+    // procedure SQLite documents for ALTER TABLE); they are checked before commit
+    // and back on after it. The pragma has no effect inside a transaction.
+    let rebuild = (from as usize) < MIGRATIONS.len();
+    if rebuild {
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+    }
+    let tx = conn.transaction()?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    if rebuild {
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", (), |r| r.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                Some(format!("migration left a broken reference in {table}")),
+            ));
+        }
+    }
+    // An up-to-date file is still written to once, so the lock is taken here.
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS lock_probe (x INTEGER); DROP TABLE lock_probe;")?;
+    tx.commit()?;
+    if rebuild {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+    }
+    Ok(())
+}
+
+impl IncidentStore for SqlStore {
     fn link_key(&mut self) -> Result<Vec<u8>, StoreError> {
         let existing: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'link_key'", [], |r| {
+            .query_row("SELECT value FROM meta WHERE key = 'link_key'", (), |r| {
                 r.get(0)
             })
             .optional()?;
@@ -503,7 +511,7 @@ impl IncidentStore for SqliteStore {
 
     fn load(&self) -> Result<States, StoreError> {
         let mut stmt = self.conn.prepare("SELECT service, state FROM services")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = States::new();
         for row in rows {
             let (service, json) = row?;
@@ -561,7 +569,7 @@ impl IncidentStore for SqliteStore {
         } else {
             ""
         };
-        self.select(filter, [])
+        self.select(filter, ())
     }
 
     fn recent_incidents(&self, limit: usize) -> Result<Vec<IncidentRecord>, StoreError> {
@@ -583,8 +591,8 @@ impl IncidentStore for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    pub(super) fn select<P: rusqlite::Params>(
+impl SqlStore {
+    pub(super) fn select<P: super::db::Params>(
         &self,
         filter: &str,
         params: P,
@@ -640,11 +648,11 @@ fn timeline_event(kind: String, detail: String, data: Option<String>) -> Timelin
 /// Writes what `action` changes about its incident, and its timeline entry; the
 /// incident's store id.
 fn record(
-    tx: &Transaction,
+    tx: &Db,
     service: &str,
     action: &Action,
     now: SystemTime,
-) -> Result<Option<i64>, rusqlite::Error> {
+) -> Result<Option<i64>, StoreError> {
     let store_id = match action {
         Action::Open { id, started, .. } => {
             tx.execute(
@@ -776,7 +784,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqlStore::open_sqlite(&path).unwrap();
         let info = store
             .campaign_info(3)
             .unwrap()
@@ -787,7 +795,7 @@ mod tests {
             .conn
             .query_row(
                 "SELECT count(*) FROM recipients WHERE campaign_id = 3",
-                [],
+                (),
                 |r| r.get(0),
             )
             .unwrap();
@@ -795,12 +803,12 @@ mod tests {
         // Foreign keys are enforced again after the migration.
         let orphan = store.conn.execute(
             "INSERT INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at) VALUES (99, 'x@example.com', '', 'en', 'UTC', '{}', 0)",
-            [],
+            (),
         );
         assert!(orphan.is_err(), "a recipient of no campaign is refused");
         let version: i64 = store
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .query_row("PRAGMA user_version", (), |r| r.get(0))
             .unwrap();
         assert_eq!(version as usize, MIGRATIONS.len());
     }
@@ -811,7 +819,7 @@ mod tests {
     #[test]
     fn a_customers_later_mail_waits_for_their_earlier_one() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let mut store = SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap();
         store
             .conn
             .execute_batch(
@@ -825,7 +833,7 @@ mod tests {
                     (4, 2, 'bo@example.com', '', 'en', 'UTC', '{}', 1002.0);",
             )
             .unwrap();
-        let due = |store: &SqliteStore, at: f64| -> Vec<i64> {
+        let due = |store: &SqlStore, at: f64| -> Vec<i64> {
             store
                 .due_recipients(from_secs(at), 0, 100)
                 .unwrap()
@@ -887,7 +895,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqlStore::open_sqlite(&path).unwrap();
         let states = store.load().unwrap();
         let inc = states["shop"].incident.as_ref().unwrap();
         let reason = &inc.reasons["home"];
@@ -936,7 +944,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut store = SqliteStore::open(&path).unwrap();
+        let mut store = SqlStore::open_sqlite(&path).unwrap();
         let due = store.due(10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].context, None, "decided before contexts were stored");
@@ -975,7 +983,7 @@ mod tests {
     fn an_unreadable_decision_is_closed_and_the_others_go_on() {
         use crate::store::OutboxStore;
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let mut store = SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap();
         store
             .conn
             .execute_batch(
@@ -991,7 +999,7 @@ mod tests {
             .conn
             .query_row(
                 "SELECT status, last_error FROM outbox WHERE id = 1",
-                [],
+                (),
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();

@@ -6,10 +6,12 @@
 
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{OptionalExtension, params};
+use super::db::OptionalExt;
+use rusqlite::params;
+
 use serde::{Deserialize, Serialize};
 
-use super::{NewRecipient, SqliteStore, StoreError, SubscriberStore, address_key, secs};
+use super::{NewRecipient, SqlStore, StoreError, SubscriberStore, address_key, secs};
 
 /// What a subscriber chose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +38,7 @@ struct Pending {
     wants: Subscription,
 }
 
-impl SubscriberStore for SqliteStore {
+impl SubscriberStore for SqlStore {
     fn request_subscription(
         &mut self,
         wants: &Subscription,
@@ -158,7 +160,7 @@ impl SubscriberStore for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT address, language, timezone, services FROM subscribers WHERE confirmed_at IS NOT NULL ORDER BY email",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map((), |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,

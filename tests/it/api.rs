@@ -17,7 +17,7 @@ use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
 use tocsin::probe::{Outcome, Reason, Secret};
 use tocsin::scheduler::{Latest, Report};
-use tocsin::store::{SharedStore, SqliteStore};
+use tocsin::store::{SharedStore, SqlStore};
 use tocsin::web::api::IncidentApi;
 use tocsin::web::{AppState, app};
 
@@ -42,7 +42,7 @@ struct Fixture {
 fn fixture(token: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(YAML, Path::new("api.yaml")).unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     let probe = cfg.probes().next().unwrap().clone();
     for _ in 0..2 {

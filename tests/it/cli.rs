@@ -410,7 +410,7 @@ fn run_refuses_a_corrupt_or_locked_database_and_leaves_it_alone() {
 
     // A database held by a running tocsin.
     std::fs::remove_file(&db).unwrap();
-    let _held = tocsin::store::SqliteStore::open(&db).unwrap();
+    let _held = tocsin::store::SqlStore::open_sqlite(&db).unwrap();
     let out = tocsin(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -624,12 +624,12 @@ fn spamassassin_scores_every_message_under_one() {
 /// sent again after a crash is recognisably the same one.
 #[test]
 fn campaign_message_ids_are_unique_across_stores_and_stable_across_a_restart() {
-    use tocsin::store::{IncidentStore, SqliteStore};
+    use tocsin::store::{IncidentStore, SqlStore};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "");
     let templates = Arc::new(Templates::load(None).unwrap_or_else(|e| panic!("{e:?}")));
     let id_from = |db: &Path| {
-        let mut store = SqliteStore::open(db).unwrap();
+        let mut store = SqlStore::open_sqlite(db).unwrap();
         let composer = Composer {
             templates: templates.clone(),
             signer: Arc::new(Signer::new(&store.link_key().unwrap())),

@@ -15,7 +15,7 @@ use tocsin::notify::mail::Mailer;
 use tocsin::notify::staff::StaffMail;
 use tocsin::probe::{Outcome, Reason};
 use tocsin::scheduler::Report;
-use tocsin::store::{SharedStore, SqliteStore};
+use tocsin::store::{SharedStore, SqlStore};
 
 const YAML: &str = "services:
   - id: shop
@@ -46,7 +46,7 @@ struct Bench {
 fn bench() -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(YAML, &dir.path().join("probes.yaml")).unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
     let engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     let metrics = Arc::new(Metrics::new());
     let staff_mail = StaffMail {
@@ -270,7 +270,7 @@ fn dependencies_yaml() -> String {
 async fn a_database_outage_with_thirty_dependent_services_is_one_incident() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(&dependencies_yaml(), &dir.path().join("probes.yaml")).unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     // The applications notice first (their threshold is one failure), the database a
     // moment later: none of them opens an incident of its own.
@@ -376,7 +376,7 @@ fn a_dependency_cycle_is_refused_with_the_cycle_spelled_out() {
 async fn a_dependent_failing_first_waits_to_hear_from_what_it_needs() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::parse(&dependencies_yaml(), &dir.path().join("probes.yaml")).unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     // app1 needs the database directly; its threshold is one failure.
     engine.report(&report(&cfg, "http1", false)).unwrap();
@@ -391,7 +391,7 @@ async fn a_dependent_failing_first_waits_to_hear_from_what_it_needs() {
 
     // Another time: the database answers and stays up, so app3's failure is its own.
     let dir = tempfile::tempdir().unwrap();
-    let store = SharedStore::new(SqliteStore::open(&dir.path().join("t.db")).unwrap());
+    let store = SharedStore::new(SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap());
     let mut engine = Engine::new(&cfg, store.clone(), Arc::new(SystemClock)).unwrap();
     let before = SystemTime::now();
     engine.report(&report(&cfg, "http3", false)).unwrap();

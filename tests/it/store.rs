@@ -13,14 +13,14 @@ use tocsin::incident::{
 use tocsin::probe::Reason;
 
 use tocsin::incident::Context;
-use tocsin::store::{Channel, IncidentStore, NewDelivery, SqliteStore, Store, StoreError};
+use tocsin::store::{Channel, IncidentStore, NewDelivery, SqlStore, Store, StoreError};
 
 /// Opens (or reopens, as a restarted process would) a backend's store kept in a directory.
 type Open = fn(&Path) -> Box<dyn Store>;
 
 /// The backends the trait's tests run against.
 const BACKENDS: &[(&str, Open)] = &[("sqlite", |dir| {
-    Box::new(SqliteStore::open(&dir.join("tocsin.db")).unwrap())
+    Box::new(SqlStore::open_sqlite(&dir.join("tocsin.db")).unwrap())
 })];
 
 fn t0() -> SystemTime {
@@ -109,7 +109,7 @@ fn the_database_and_data_dir_are_private_whatever_the_umask() {
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let db = data.join("tocsin.db");
-    let mut store = SqliteStore::open(&db).unwrap();
+    let mut store = SqlStore::open_sqlite(&db).unwrap();
     store.set_meta("written", "yes").unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o711);
@@ -120,7 +120,7 @@ fn the_database_and_data_dir_are_private_whatever_the_umask() {
     drop(store);
     // A database made readable by hand is made private again at the next start.
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let _store = SqliteStore::open(&db).unwrap();
+    let _store = SqlStore::open_sqlite(&db).unwrap();
     assert_eq!(mode(&db), 0o600);
 }
 
@@ -443,7 +443,7 @@ fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
     std::fs::write(&path, &junk).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = SqliteStore::open(&path).err().expect("refused");
+    let err = SqlStore::open_sqlite(&path).err().expect("refused");
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
     assert!(
         err.to_string().contains("is not a tocsin database")
@@ -459,8 +459,10 @@ fn a_file_that_is_not_a_database_is_refused_and_left_as_it_was() {
 fn a_database_in_use_by_another_tocsin_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tocsin.db");
-    let _first = SqliteStore::open(&path).unwrap();
-    let err = SqliteStore::open(&path).err().expect("second open refused");
+    let _first = SqlStore::open_sqlite(&path).unwrap();
+    let err = SqlStore::open_sqlite(&path)
+        .err()
+        .expect("second open refused");
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(
         err.to_string().contains("in use by another process"),
@@ -472,11 +474,11 @@ fn a_database_in_use_by_another_tocsin_is_refused() {
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tocsin.db");
-    drop(SqliteStore::open(&path).unwrap());
+    drop(SqlStore::open_sqlite(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = SqliteStore::open(&path).err().expect("refused");
+    let err = SqlStore::open_sqlite(&path).err().expect("refused");
     assert!(
         matches!(err, StoreError::NewerSchema { found: 99, .. }),
         "{err}"

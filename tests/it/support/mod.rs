@@ -1081,7 +1081,7 @@ impl InProcess {
         let config = tocsin::config::load_with(cfg, &lookup).unwrap_or_else(|e| panic!("{e}"));
         let clock = Arc::new(tocsin::clock::ManualClock::new(epoch()));
         let store = tocsin::store::SharedStore::new(
-            tocsin::store::SqliteStore::open(&config.data_dir.join("tocsin.db")).unwrap(),
+            tocsin::store::SqlStore::open_sqlite(&config.data_dir.join("tocsin.db")).unwrap(),
         );
         let heartbeats = tocsin::heartbeat::Heartbeats::new(store.clone(), clock.clone());
         let deps = tocsin::app::Deps {
