@@ -28,7 +28,7 @@ use tocsin::metrics::Metrics;
 use tocsin::notify::mail::Mailer;
 use tocsin::notify::templates::Templates;
 use tocsin::store::{
-    CampaignStore, IncidentStore, OutboxItem, OutboxStore, SharedStore, SqliteStore, Store,
+    CampaignStore, IncidentStore, OutboxItem, OutboxStore, SharedStore, SqlStore, Store,
 };
 
 mod common;
@@ -128,7 +128,7 @@ mail:
 /// Opens the incident whose customer phase the campaign carries out; returns that
 /// decision. Idempotent.
 fn decide(cfg: &config::Config, now: std::time::SystemTime) -> OutboxItem {
-    let mut store = SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap();
+    let mut store = SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).unwrap();
     if let Some(item) = store.due(10).unwrap().pop() {
         return item;
     }
@@ -162,7 +162,7 @@ fn expand_in(dir: &std::path::Path) {
     let cfg = config::load(&dir.join("probes.yaml")).unwrap_or_else(|e| panic!("{e}"));
     let now = SystemClock.now();
     let item = decide(&cfg, now);
-    let store = SharedStore::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap());
+    let store = SharedStore::new(SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).unwrap());
     println!("expanding");
     let t = Instant::now();
     plan(&store, &cfg, &item, now).unwrap();
@@ -242,7 +242,7 @@ fn main() {
     drop(whole);
     let planned = if kill_after > 0 {
         let killed = expand_child(dir.path(), Some(Duration::from_secs(kill_after)));
-        let store = SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap();
+        let store = SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).unwrap();
         let so_far = store
             .campaigns(None, now)
             .unwrap()
@@ -251,7 +251,8 @@ fn main() {
         drop(store);
         println!("expansion interrupted: {killed}; {so_far} recipients committed by then");
         let item = decide(&cfg, now);
-        let store = SharedStore::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap());
+        let store =
+            SharedStore::new(SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).unwrap());
         let t = Instant::now();
         plan(&store, &cfg, &item, now).unwrap();
         let took = t.elapsed();
@@ -265,7 +266,8 @@ fn main() {
         took
     } else {
         let item = decide(&cfg, now);
-        let store = SharedStore::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap());
+        let store =
+            SharedStore::new(SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).unwrap());
         let t = Instant::now();
         plan(&store, &cfg, &item, now).unwrap();
         t.elapsed()
@@ -277,7 +279,7 @@ fn main() {
     rt.block_on(async move {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut store: Box<dyn Store> =
-            Box::new(SqliteStore::open(&cfg.data_dir.join("tocsin.db")).unwrap());
+            Box::new(SqlStore::open_sqlite(&cfg.data_dir.join("tocsin.db")).unwrap());
         let signer = Arc::new(Signer::new(&store.link_key().unwrap()));
         let mailer = Arc::new(Mailer::new(&cfg.mail, &cfg.data_dir).unwrap());
         let composer = Arc::new(Composer {

@@ -22,7 +22,7 @@ use tocsin::config;
 use tocsin::engine::Engine;
 use tocsin::metrics::Metrics;
 use tocsin::scheduler::{LiveRunner, Scheduler};
-use tocsin::store::{SharedStore, SqliteStore};
+use tocsin::store::{SharedStore, SqlStore};
 
 mod common;
 use common::arg;
@@ -71,7 +71,7 @@ fn main() {
         let metrics = Arc::new(Metrics::new());
         let mut sched = Scheduler::new(tx, metrics.clone(), Arc::new(SystemClock), Arc::new(LiveRunner::default()), CancellationToken::new());
         let mut engine = with_engine.then(|| {
-            let store = SharedStore::new(SqliteStore::open(&db_dir.path().join("tocsin.db")).unwrap());
+            let store = SharedStore::new(SqlStore::open_sqlite(&db_dir.path().join("tocsin.db")).unwrap());
             Engine::new(&cfg, store, Arc::new(SystemClock)).unwrap()
         });
         let start = Instant::now();

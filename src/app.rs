@@ -46,7 +46,7 @@ use crate::notify::staff::StaffMail;
 use crate::notify::templates::Templates;
 use crate::notify::webhook::Webhooks;
 use crate::scheduler::{self, Latest, LiveRunner, Report, Runner, Scheduler};
-use crate::store::{SharedStore, SqlStore, StoreError};
+use crate::store::{PgOptions, SharedStore, SqlStore, StoreError};
 use crate::web::{self, AppState};
 
 /// How long a task that panicked waits before it is started again, so a task that panics
@@ -97,11 +97,30 @@ pub struct Deps {
     pub runner: Arc<dyn Runner>,
 }
 
+/// The store the config names: PostgreSQL with `store:`, else the SQLite file in
+/// `data_dir`.
+pub fn open_store(config: &Config) -> Result<SqlStore, StoreError> {
+    match &config.store {
+        None => SqlStore::open_sqlite(&config.data_dir.join("tocsin.db")),
+        Some(pg) => SqlStore::open_postgres(&pg_options(pg)),
+    }
+}
+
+/// How to reach the PostgreSQL store.
+pub fn pg_options(pg: &crate::config::PgStore) -> PgOptions {
+    PgOptions {
+        url: pg.url.clone(),
+        password: pg.password.as_ref().map(|p| p.expose().to_string()),
+        password_env: pg.password_env.clone(),
+        timeout: std::time::Duration::from_secs(15),
+    }
+}
+
 impl Deps {
-    /// The system clock, the SQLite store in `data_dir`, the transports of `mail` with
-    /// the secrets the config read, and live probes.
+    /// The system clock, the store (the SQLite file in `data_dir`, or PostgreSQL), the
+    /// transports of `mail` with the secrets the config read, and live probes.
     pub fn production(config: &Config) -> Result<Deps, AppError> {
-        let store = SharedStore::new(SqlStore::open_sqlite(&config.data_dir.join("tocsin.db"))?);
+        let store = SharedStore::new(open_store(config)?);
         // Steady: a step of the system clock is no outage (see SteadyClock).
         let clock: Arc<dyn Clock> = Arc::new(SteadyClock::new());
         let heartbeats = Heartbeats::new(store.clone(), clock.clone());

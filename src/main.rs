@@ -89,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         cmd: HeartbeatCmd,
     },
+    /// The store: move the SQLite file into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        cmd: tocsin::cli::store::StoreCmd,
+    },
     /// Rehearse a service's outage plan on simulated time: every action in order, when,
     /// to how many, with a sample of each message and page. Sends nothing.
     Drill {
@@ -245,6 +250,7 @@ fn main() -> ExitCode {
         Command::Maintenance { cmd } => {
             outcome(runtime.block_on(tocsin::cli::maintenance::run(&config, cmd)))
         }
+        Command::Store { cmd } => outcome(tocsin::cli::store::run(&config, cmd)),
         Command::Heartbeat { cmd } => {
             outcome(runtime.block_on(tocsin::cli::heartbeat::run(&config, cmd)))
         }

@@ -6,6 +6,7 @@ pub mod heartbeat;
 pub mod incident;
 pub mod maintenance;
 pub mod oncall;
+pub mod store;
 
 use std::time::Duration;
 

@@ -22,6 +22,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub allow_insecure_links: bool,
     pub data_dir: Option<String>,
+    /// `postgres://user@host:port/database`: the store on PostgreSQL instead of the
+    /// SQLite file in `data_dir`.
+    pub store: Option<String>,
+    /// The variable holding the PostgreSQL password (default: `PGPASSWORD`).
+    pub store_password_env: Option<String>,
     pub max_concurrency: Option<usize>,
     pub metrics: Option<RawMetrics>,
     pub api: Option<RawApi>,

@@ -33,12 +33,11 @@ impl AutoresponderStore for SqlStore {
                 script_hash: r.get(2)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     fn autoresponder(&self, mailbox: &str) -> Result<Option<AutoresponderRecord>, StoreError> {
-        Ok(self
-            .conn
+        self.conn
             .query_row(
                 "SELECT mailbox, previous, script_hash FROM autoresponders WHERE mailbox = ?1",
                 [mailbox],
@@ -50,7 +49,7 @@ impl AutoresponderStore for SqlStore {
                     })
                 },
             )
-            .optional()?)
+            .optional()
     }
 
     fn autoresponder_previous(

@@ -577,14 +577,60 @@ impl PgConn {
         out
     }
 
-    fn statement(&self, live: &Live, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    /// The statement prepared for `sql`. PostgreSQL infers each parameter's type from
+    /// where it stands; where it cannot (`?3 IS NULL OR channel = ?3`), the statement is
+    /// prepared again with the types of the values at hand, and kept under those.
+    fn statement(
+        &self,
+        live: &Live,
+        sql: &str,
+        values: &[PgParam],
+    ) -> Result<tokio_postgres::Statement, StoreError> {
         if let Some(s) = live.prepared.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let stmt = wait(&live.rt, self.timeout, live.client.prepare(&to_pg(sql)))?;
-        live.prepared
-            .borrow_mut()
-            .insert(sql.to_string(), stmt.clone());
+        let typed_key = || {
+            let mut k = sql.to_string();
+            for v in values {
+                k.push_str(match v.0 {
+                    Value::Integer(_) => "\0i",
+                    Value::Real(_) => "\0r",
+                    Value::Blob(_) => "\0b",
+                    Value::Text(_) | Value::Null => "\0t",
+                });
+            }
+            k
+        };
+        let key = typed_key();
+        if let Some(s) = live.prepared.borrow().get(&key) {
+            return Ok(s.clone());
+        }
+        let pg = to_pg(sql);
+        let (stmt, key) = match wait(&live.rt, self.timeout, live.client.prepare(&pg)) {
+            Ok(stmt) => (stmt, sql.to_string()),
+            Err(StoreError::Postgres { detail })
+                if detail.ends_with("(42P08)") || detail.ends_with("(42725)") =>
+            {
+                use tokio_postgres::types::Type;
+                let types: Vec<Type> = values
+                    .iter()
+                    .map(|v| match v.0 {
+                        Value::Integer(_) => Type::INT8,
+                        Value::Real(_) => Type::FLOAT8,
+                        Value::Blob(_) => Type::BYTEA,
+                        Value::Text(_) | Value::Null => Type::TEXT,
+                    })
+                    .collect();
+                let stmt = wait(
+                    &live.rt,
+                    self.timeout,
+                    live.client.prepare_typed(&pg, &types),
+                )?;
+                (stmt, key)
+            }
+            Err(e) => return Err(e),
+        };
+        live.prepared.borrow_mut().insert(key, stmt.clone());
         Ok(stmt)
     }
 
@@ -595,7 +641,7 @@ impl PgConn {
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let values = pg_params(params)?;
         self.call(|live| {
-            let stmt = self.statement(live, sql)?;
+            let stmt = self.statement(live, sql, &values)?;
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
                 .iter()
                 .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -607,7 +653,7 @@ impl PgConn {
     pub fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<u64, StoreError> {
         let values = pg_params(params)?;
         self.call(|live| {
-            let stmt = self.statement(live, sql)?;
+            let stmt = self.statement(live, sql, &values)?;
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
                 .iter()
                 .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
@@ -626,6 +672,23 @@ impl PgConn {
             _ => {}
         }
         out
+    }
+}
+
+impl Drop for PgConn {
+    /// Gives the lock back at once: a tocsin restarted on the same database (or another
+    /// taking over) need not wait for the server to notice the session ended.
+    fn drop(&mut self) {
+        if let Some(live) = self.live.get_mut().take() {
+            if !live.client.is_closed() {
+                let _ = wait(
+                    &live.rt,
+                    self.timeout,
+                    live.client
+                        .execute("SELECT pg_advisory_unlock($1)", &[&self.lock]),
+                );
+            }
+        }
     }
 }
 

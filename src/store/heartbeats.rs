@@ -78,18 +78,17 @@ impl HeartbeatStore for SqlStore {
             "SELECT {COLUMNS} FROM heartbeats ORDER BY service, probe"
         ))?;
         let rows = stmt.query_map((), record)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     fn heartbeat(&self, service: &str, probe: &str) -> Result<Option<HeartbeatRecord>, StoreError> {
-        Ok(self
-            .conn
+        self.conn
             .query_row(
                 &format!("SELECT {COLUMNS} FROM heartbeats WHERE service = ?1 AND probe = ?2"),
                 params![service, probe],
                 record,
             )
-            .optional()?)
+            .optional()
     }
 
     fn heartbeat_ping(

@@ -161,7 +161,7 @@ impl HistoryStore for SqlStore {
                 },
             ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     fn incidents_between(

@@ -37,7 +37,7 @@ impl MaintenanceStore for SqlStore {
         now: SystemTime,
     ) -> Result<i64, StoreError> {
         let before: Vec<u64> = m.announce_before.iter().map(|d| d.as_secs()).collect();
-        Ok(self.conn.insert(
+        self.conn.insert(
             "INSERT INTO maintenance_windows (service, start_at, end_at, announce_before, note, created_by, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
@@ -49,7 +49,7 @@ impl MaintenanceStore for SqlStore {
                 by,
                 secs(now)
             ],
-        )?)
+        )
     }
 
     fn cancel_window(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
@@ -78,7 +78,7 @@ impl MaintenanceStore for SqlStore {
                 note: r.get(5)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     fn notices(&self, key: &str) -> Result<Vec<(String, Option<i64>)>, StoreError> {
@@ -86,7 +86,7 @@ impl MaintenanceStore for SqlStore {
             "SELECT notice, campaign_id FROM maintenance_notices WHERE window_key = ?1 ORDER BY at",
         )?;
         let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     #[allow(clippy::too_many_arguments)]

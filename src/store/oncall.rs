@@ -10,7 +10,7 @@ use crate::oncall::Override;
 
 impl OncallStore for SqlStore {
     fn add_override(&mut self, o: &Override, now: SystemTime) -> Result<i64, StoreError> {
-        Ok(self.conn.insert(
+        self.conn.insert(
             "INSERT INTO oncall_overrides (rotation, who, start_at, end_at, created_by, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -21,7 +21,7 @@ impl OncallStore for SqlStore {
                 o.by,
                 secs(now)
             ],
-        )?)
+        )
     }
 
     fn cancel_override(&mut self, id: i64, now: SystemTime) -> Result<bool, StoreError> {

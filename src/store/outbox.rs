@@ -193,7 +193,7 @@ impl OutboxStore for SqlStore {
                     o.id, o.service, o.incident_id, o.action, o.context, o.attempts, o.created_at
              FROM deliveries d LEFT JOIN outbox o ON o.id = d.outbox_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
-               AND (?3 IS NULL OR d.channel = ?3)
+               AND (CAST(?3 AS TEXT) IS NULL OR d.channel = ?3)
                AND (d.channel NOT IN ('webhook', 'chat') OR d.id IN (
                     SELECT MIN(id) FROM deliveries WHERE status = 'pending' AND channel IN ('webhook', 'chat')
                     GROUP BY channel, target))

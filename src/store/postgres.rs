@@ -28,6 +28,8 @@ pub struct PgOptions {
     pub url: String,
     /// From the environment (`store_password_env`, or `PGPASSWORD`), never from the file.
     pub password: Option<String>,
+    /// The variable it was read from, for the hint when the server refuses it.
+    pub password_env: String,
     /// How long connecting, or one statement, may take.
     pub timeout: Duration,
 }
@@ -76,7 +78,23 @@ impl SqlStore {
     /// empty database. A database written by a newer tocsin is refused untouched.
     pub fn open_postgres(opts: &PgOptions) -> Result<SqlStore, StoreError> {
         let place = opts.place();
-        let conn = PgConn::connect(opts.config()?, place.clone(), opts.timeout, LOCK)?;
+        let conn = PgConn::connect(opts.config()?, place.clone(), opts.timeout, LOCK).map_err(
+            |e| match e {
+                StoreError::Connect { target, detail } if detail.contains("password") => {
+                    let var = &opts.password_env;
+                    let hint = if opts.password.is_some() {
+                        format!("check the password in the environment variable {var}")
+                    } else {
+                        format!("the server asks for a password: put it in the environment variable {var}")
+                    };
+                    StoreError::Connect {
+                        target,
+                        detail: format!("{detail}; {hint}"),
+                    }
+                }
+                other => other,
+            },
+        )?;
         let db = Db::Pg(Box::new(conn));
         let has_schema: bool =
             db.query_row("SELECT to_regclass('tocsin_schema') IS NOT NULL", (), |r| {

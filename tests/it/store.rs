@@ -1,12 +1,12 @@
 //! The store on real files, written against the `Store` trait: state and outbox in one
 //! transaction, reopening after a restart, outbox bookkeeping; and the files the SQLite
 //! backend must refuse without touching them. Every backend runs the trait's tests
-//! (`BACKENDS`).
+//! (`backends`): the SQLite file and PostgreSQL.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use std::path::Path;
+use crate::support::postgres::Postgres;
 use tocsin::incident::{
     Action, Event, Flapping, Level, Policy, ServiceState, StaffMailKind, TimelineEvent, step,
 };
@@ -15,13 +15,44 @@ use tocsin::probe::Reason;
 use tocsin::incident::Context;
 use tocsin::store::{Channel, IncidentStore, NewDelivery, SqlStore, Store, StoreError};
 
-/// Opens (or reopens, as a restarted process would) a backend's store kept in a directory.
-type Open = fn(&Path) -> Box<dyn Store>;
+/// One backend's store for one test: the SQLite file in a directory, or a database on a
+/// PostgreSQL server started for the test.
+struct Backend {
+    name: &'static str,
+    dir: tempfile::TempDir,
+    pg: Option<Postgres>,
+}
 
-/// The backends the trait's tests run against.
-const BACKENDS: &[(&str, Open)] = &[("sqlite", |dir| {
-    Box::new(SqlStore::open_sqlite(&dir.join("tocsin.db")).unwrap())
-})];
+impl Backend {
+    /// Opens (or reopens, as a restarted process would) the store.
+    fn open(&self) -> Box<dyn Store> {
+        match &self.pg {
+            None => Box::new(SqlStore::open_sqlite(&self.dir.path().join("tocsin.db")).unwrap()),
+            Some(pg) => Box::new(
+                SqlStore::open_postgres(&pg.options("tocsin"))
+                    .unwrap_or_else(|e| panic!("{e}\n{}", pg.log())),
+            ),
+        }
+    }
+}
+
+/// The backends the trait's tests run against, each fresh.
+fn backends() -> Vec<Backend> {
+    let pg = Postgres::start();
+    pg.database("tocsin");
+    vec![
+        Backend {
+            name: "sqlite",
+            dir: tempfile::tempdir().unwrap(),
+            pg: None,
+        },
+        Backend {
+            name: "postgres",
+            dir: tempfile::tempdir().unwrap(),
+            pg: Some(pg),
+        },
+    ]
+}
 
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -126,11 +157,10 @@ fn the_database_and_data_dir_are_private_whatever_the_umask() {
 
 #[test]
 fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
-    for (backend, open) in BACKENDS {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join(backend);
+    for b in backends() {
+        let backend = b.name;
         {
-            let mut store = open(&home);
+            let mut store = b.open();
             let mut state = ServiceState::new();
             drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
             assert_eq!(
@@ -140,7 +170,7 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
             );
         }
         // Restart: a new process opens the same file.
-        let mut store = open(&home);
+        let mut store = b.open();
         let states = store.load().unwrap();
         let state = &states["shop"];
         let inc = state.incident.as_ref().expect("still open");
@@ -175,7 +205,7 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
             .unwrap();
         drop(store);
 
-        let store = open(&home);
+        let store = b.open();
         assert_eq!(
             store.pending().unwrap().total(),
             0,
@@ -207,9 +237,8 @@ fn an_open_incident_survives_a_restart_with_its_start_time_and_outbox() {
 
 #[test]
 fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
-    for (_, open) in BACKENDS {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path());
+    for b in backends() {
+        let mut store = b.open();
         let mut state = ServiceState::new();
         let eta = t0() + Duration::from_secs(5 * 3600);
         drive(
@@ -280,9 +309,8 @@ fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
 
 #[test]
 fn retries_wait_and_permanent_failures_stop() {
-    for (_, open) in BACKENDS {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path());
+    for b in backends() {
+        let mut store = b.open();
         let mut state = ServiceState::new();
         drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
         let mail = store.due(10).unwrap()[1].id;
@@ -324,9 +352,8 @@ fn retries_wait_and_permanent_failures_stop() {
 
 #[test]
 fn each_webhook_receiver_hears_of_transitions_in_order() {
-    for (_, open) in BACKENDS {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path());
+    for b in backends() {
+        let mut store = b.open();
         let mut state = ServiceState::new();
         drive(
             &mut *store,
@@ -389,9 +416,8 @@ fn each_webhook_receiver_hears_of_transitions_in_order() {
 
 #[test]
 fn a_failing_commit_writes_nothing() {
-    for (_, open) in BACKENDS {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path());
+    for b in backends() {
+        let mut store = b.open();
         let mut state = ServiceState::new();
         drive(&mut *store, &mut state, &[(0, fail()), (30, fail())]);
         // Opening incident 1 again breaks the (service, seq) uniqueness half-way through.

@@ -50,8 +50,10 @@ pub struct Config {
     pub internal_listen: Option<SocketAddr>,
     /// Base of the links in mails and pages, without a trailing slash.
     pub public_url: String,
-    /// The store, and `.eml` files when no SMTP server is configured.
+    /// The store (unless `store` is set), and `.eml` files when no SMTP server is configured.
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the SQLite file in `data_dir`.
+    pub store: Option<PgStore>,
     /// Probes running at the same moment, across all services.
     pub max_concurrency: usize,
     /// Which probes `/metrics` shows series for.
@@ -289,6 +291,7 @@ pub(super) fn resolve(
         cx.err(&root.key("api").key("token_env"), format!("`token_env` names an environment variable (such as TOCSIN_API_TOKEN), not `{api_token_env}`"));
     }
     let api_token = cx.secret(&api_token_env);
+    let store = resolve_store(&mut cx, &raw);
     if !cx.diag.is_empty() {
         return None;
     }
@@ -300,6 +303,7 @@ pub(super) fn resolve(
         internal_listen,
         public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
         data_dir,
+        store,
         max_concurrency,
         metrics_per_probe,
         api_token_env,
@@ -326,4 +330,59 @@ pub(super) fn resolve(
         group_interval,
         warnings: Vec::new(),
     })
+}
+
+/// Where the PostgreSQL store is, and its password from the environment.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    /// `postgres://user@host:port/database[?sslmode=...]`, with no password in it.
+    pub url: String,
+    /// The variable the password is read from.
+    pub password_env: String,
+    /// Its value at load; None when unset (the server may not ask for one).
+    pub password: Option<Secret>,
+}
+
+fn resolve_store(cx: &mut Ctx, raw: &RawConfig) -> Option<PgStore> {
+    let root = Path::root();
+    let password_env = raw
+        .store_password_env
+        .clone()
+        .unwrap_or_else(|| "PGPASSWORD".to_string());
+    if !valid_env_name(&password_env) {
+        cx.err(&root.key("store_password_env"), format!("`store_password_env` names an environment variable (such as TOCSIN_PG_PASSWORD), not `{password_env}`"));
+    }
+    let Some(url) = raw.store.as_deref() else {
+        if raw.store_password_env.is_some() {
+            cx.err(&root.key("store_password_env"), "`store_password_env` is set but `store` is not: the password is for a PostgreSQL store; set `store: postgres://USER@HOST:PORT/DATABASE` or remove it");
+        }
+        return None;
+    };
+    let at = root.key("store");
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        cx.err(&at, format!("`store` must be a PostgreSQL URL such as postgres://tocsin@db.internal:5432/tocsin (omit it for the SQLite file in data_dir), not `{url}`"));
+        return None;
+    }
+    match <tokio_postgres::Config as std::str::FromStr>::from_str(url) {
+        Err(e) => {
+            cx.err(&at, format!("`store` is not a valid PostgreSQL URL ({e}); write postgres://USER@HOST:PORT/DATABASE"));
+            None
+        }
+        Ok(c) if c.get_password().is_some() => {
+            cx.err(&at, format!("`store` carries a password: keep it out of the file and put it in the environment variable {password_env} (`store_password_env` names another)"));
+            None
+        }
+        Ok(c) if c.get_hosts().is_empty() => {
+            cx.err(
+                &at,
+                "`store` names no host: write postgres://USER@HOST:PORT/DATABASE",
+            );
+            None
+        }
+        Ok(_) => Some(PgStore {
+            url: url.to_string(),
+            password: cx.secret(&password_env),
+            password_env,
+        }),
+    }
 }

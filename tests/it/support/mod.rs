@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -1081,7 +1082,7 @@ impl InProcess {
         let config = tocsin::config::load_with(cfg, &lookup).unwrap_or_else(|e| panic!("{e}"));
         let clock = Arc::new(tocsin::clock::ManualClock::new(epoch()));
         let store = tocsin::store::SharedStore::new(
-            tocsin::store::SqlStore::open_sqlite(&config.data_dir.join("tocsin.db")).unwrap(),
+            tocsin::app::open_store(&config).unwrap_or_else(|e| panic!("{e}")),
         );
         let heartbeats = tocsin::heartbeat::Heartbeats::new(store.clone(), clock.clone());
         let deps = tocsin::app::Deps {
