@@ -37,8 +37,10 @@ pub fn run(config: &Config, cmd: StoreCmd) -> Result<String, String> {
                 password_env,
                 timeout: std::time::Duration::from_secs(30),
             };
-            let parsed = opts.config().map_err(|e| e.to_string())?;
-            if parsed.get_password().is_some() {
+            opts.config().map_err(|e| e.to_string())?;
+            let written = <tokio_postgres::Config as std::str::FromStr>::from_str(&to)
+                .map_err(|e| e.to_string())?;
+            if written.get_password().is_some() {
                 return Err(format!(
                     "--to carries a password: keep it out of the command line (and the shell's history) and put it in the environment variable {}",
                     opts.password_env

@@ -28,6 +28,7 @@ pub struct Metrics {
     mail_sent: IntCounterVec,
     mail_failed: IntCounterVec,
     outbox_pending: IntGauge,
+    store_up: IntGauge,
     service_state: IntGaugeVec,
     incident_open: IntGaugeVec,
     incident_customer: IntGaugeVec,
@@ -135,6 +136,13 @@ impl Metrics {
             IntGauge::new(
                 "tocsin_outbox_pending",
                 "Decided actions not yet carried out.",
+            ),
+        );
+        let store_up = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_store_up",
+                "1 while the store (SQLite or PostgreSQL) answers, 0 while it does not: nothing is decided or sent that cannot be recorded.",
             ),
         );
         let campaign_recipients = reg(
@@ -388,6 +396,7 @@ impl Metrics {
             mail_sent,
             mail_failed,
             outbox_pending,
+            store_up,
             service_state,
             incident_open,
             incident_customer,
@@ -542,6 +551,10 @@ impl Metrics {
 
     pub fn mail_failed(&self, kind: &str) {
         self.mail_failed.with_label_values(&[kind]).inc();
+    }
+
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(up as i64);
     }
 
     pub fn outbox_pending(&self, n: u64) {

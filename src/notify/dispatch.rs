@@ -237,11 +237,15 @@ impl Dispatcher {
     fn export(&self) {
         match self.store.lock().pending() {
             Ok(pending) => {
+                self.metrics.store_up(true);
                 self.metrics
                     .outbox_pending(pending.total() - pending.of(Channel::Webhook));
                 self.metrics.webhook_pending(pending.of(Channel::Webhook));
             }
-            Err(e) => tracing::error!(error = %e, "outbox: cannot count what waits"),
+            Err(e) => {
+                self.metrics.store_up(false);
+                tracing::error!(error = %e, "outbox: cannot count what waits");
+            }
         }
     }
 

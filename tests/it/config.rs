@@ -126,6 +126,25 @@ const CASES: &[(&str, &[&str])] = &[
         &["7:29: `not a name` is not an environment variable name (such as ANNOUNCE_LINE)"],
     ),
     (
+        "store-not-postgres.yaml",
+        &[
+            "1:8: `store` must be a PostgreSQL URL such as postgres://tocsin@db.internal:5432/tocsin (omit it for the SQLite file in data_dir), not `mysql://tocsin@db.internal/tocsin`",
+            "2:21: `store_password_env` names an environment variable (such as TOCSIN_PG_PASSWORD), not `my password`",
+        ],
+    ),
+    (
+        "store-password-env-alone.yaml",
+        &[
+            "1:21: `store_password_env` is set but `store` is not: the password is for a PostgreSQL store; set `store: postgres://USER@HOST:PORT/DATABASE` or remove it",
+        ],
+    ),
+    (
+        "store-password-in-url.yaml",
+        &[
+            "1:8: `store` carries a password: keep it out of the file and put it in the environment variable PGPASSWORD (`store_password_env` names another)",
+        ],
+    ),
+    (
         "url-with-login.yaml",
         &[
             "4:37: the URL holds a login, which would be shown and logged with it: use `basic_auth: { username_env, password_env }`",

@@ -31,6 +31,7 @@ mod merge;
 mod outage;
 mod own_trouble;
 mod pages;
+mod postgres;
 mod probe_dns_tcp;
 mod probe_grpc;
 mod probe_http;
