@@ -304,6 +304,7 @@ fn main() {
             ready: Arc::default(),
             // No engine runs here: its canary guard never holds.
             engine: tocsin::engine::Link::new().handle(),
+            leadership: None,
         };
         let cancel = CancellationToken::new();
         let cpu0 = cpu_seconds();

@@ -94,6 +94,8 @@ pub struct Deps {
     pub channels_kept: Option<Arc<crate::notify::channels::Posted>>,
     /// Heartbeat tokens and pings (the runner decides heartbeat probes from them).
     pub heartbeats: Arc<Heartbeats>,
+    /// In a cluster, this instance's lease: nothing is sent unless it holds. None alone.
+    pub leadership: Option<Arc<crate::lease::Leadership>>,
     pub runner: Arc<dyn Runner>,
 }
 
@@ -120,7 +122,16 @@ impl Deps {
     /// The system clock, the store (the SQLite file in `data_dir`, or PostgreSQL), the
     /// transports of `mail` with the secrets the config read, and live probes.
     pub fn production(config: &Config) -> Result<Deps, AppError> {
-        let store = SharedStore::new(open_store(config)?);
+        Deps::production_with(config, open_store(config)?, None)
+    }
+
+    /// [`Deps::production`] on `store`, for the leader of a cluster (`leadership`).
+    pub fn production_with(
+        config: &Config,
+        store: SqlStore,
+        leadership: Option<Arc<crate::lease::Leadership>>,
+    ) -> Result<Deps, AppError> {
+        let store = SharedStore::new(store);
         // Steady: a step of the system clock is no outage (see SteadyClock).
         let clock: Arc<dyn Clock> = Arc::new(SteadyClock::new());
         let heartbeats = Heartbeats::new(store.clone(), clock.clone());
@@ -132,6 +143,7 @@ impl Deps {
             webhooks_kept: None,
             channels_kept: None,
             runner: Arc::new(heartbeats.runner(LiveRunner::default())),
+            leadership,
             heartbeats,
         })
     }
@@ -175,6 +187,8 @@ impl App {
     pub async fn build(config: Config, path: &Path, deps: Deps) -> Result<App, AppError> {
         let metrics = Arc::new(Metrics::new());
         metrics.config_loaded(true, deps.clock.now());
+        // Alone, an instance leads; in a cluster, the runner sets the lease's token.
+        metrics.leadership(true, 0);
         let found = crate::campaign::preflight(&config);
         for w in &found.warnings {
             tracing::warn!("{w}");
@@ -425,6 +439,7 @@ impl App {
                 Arc::new(webhooks),
                 Arc::new(channels),
             ],
+            leadership: deps.leadership.clone(),
         };
         let sender = Sender {
             store: store.clone(),
@@ -435,6 +450,7 @@ impl App {
             clock: clock.clone(),
             ready: campaign_ready.clone(),
             engine: handle.clone(),
+            leadership: deps.leadership.clone(),
         };
         let follow = Follow {
             store: store.clone(),

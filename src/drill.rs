@@ -208,6 +208,7 @@ async fn rehearse_on(
             service: sc.service.clone(),
             recover_at,
         }),
+        leadership: None,
     };
     let app = App::build(cfg.clone(), &config.source, deps)
         .await

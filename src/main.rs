@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -468,10 +469,16 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
+    let cancel = CancellationToken::new();
+    if config.cluster.is_some() {
+        let reload: Arc<Mutex<Option<tocsin::app::Reload>>> = Arc::default();
+        signals(cancel.clone(), reload.clone())?;
+        tocsin::cluster::run(config, path, cancel, reload).await?;
+        return Ok(());
+    }
     let deps = Deps::production(&config)?;
     let app = App::build(config, path, deps).await?;
     let reload = app.reloader();
-    let cancel = CancellationToken::new();
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let stop = cancel.clone();
@@ -486,5 +493,31 @@ async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         stop.cancel();
     });
     app.run(cancel).await?;
+    Ok(())
+}
+
+/// SIGHUP reloads the leading App's config (`reload`, while there is one); SIGTERM and
+/// Ctrl-C stop.
+fn signals(
+    cancel: CancellationToken,
+    reload: Arc<Mutex<Option<tocsin::app::Reload>>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    if let Some(r) = reload.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        r.reload();
+                    }
+                }
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        cancel.cancel();
+    });
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Sender {
     pub ready: Arc<Notify>,
     /// The engine: while its canary guard holds, nothing is sent.
     pub engine: Handle,
+    /// In a cluster: nothing is sent unless this instance's lease holds.
+    pub leadership: Option<Arc<crate::lease::Leadership>>,
 }
 
 impl Sender {
@@ -73,6 +75,7 @@ impl Sender {
                     self.composer.clone(),
                     self.clock.clone(),
                     self.metrics.clone(),
+                    self.leadership.clone(),
                 ))
             })
             .collect();
@@ -141,7 +144,9 @@ impl Sender {
             let config = self.config.get();
             let mut infos: HashMap<i64, Option<CampaignInfo>> = HashMap::new();
             for job in jobs {
-                if self.engine.snapshot().canary_down {
+                if self.engine.snapshot().canary_down
+                    || self.leadership.as_ref().is_some_and(|l| !l.holds())
+                {
                     continue 'outer;
                 }
                 let info = infos
@@ -202,6 +207,7 @@ async fn work(
     composer: Arc<Composer>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    leadership: Option<Arc<crate::lease::Leadership>>,
 ) {
     let mut session: Session = None;
     loop {
@@ -228,6 +234,14 @@ async fn work(
                     at: clock.now(),
                 }
             }
+            // A leader paused past its lease sends nothing it took before the pause:
+            // the row stays pending for the instance that leads now (this result cannot
+            // be recorded: the store refuses a lapsed leader's writes).
+            Ok(_) if leadership.as_ref().is_some_and(|l| !l.holds()) => SendResult::Retry {
+                id: job.id,
+                error: "not sent: this instance's lease lapsed".into(),
+                at: clock.now(),
+            },
             Ok(msg) => {
                 let t = Instant::now();
                 let sent = mailer.send_on(&mut session, &msg).await;

@@ -32,7 +32,7 @@ pub use resolve::services::{
 };
 pub use resolve::tcp::valid_host_port;
 pub use resolve::webhooks::IncidentWebhook;
-pub use resolve::{Config, PerProbe, PgStore};
+pub use resolve::{Cluster, Config, PerProbe, PgStore};
 pub use resolve::{
     DEFAULT_LISTEN, fmt_dur, parse_duration, parse_size, valid_email, valid_language,
 };

@@ -27,6 +27,10 @@ pub struct RawConfig {
     pub store: Option<String>,
     /// The variable holding the PostgreSQL password (default: `PGPASSWORD`).
     pub store_password_env: Option<String>,
+    /// This instance's name among those sharing the store (default: the host name).
+    pub location: Option<String>,
+    /// Several instances on one PostgreSQL store, one of them deciding.
+    pub cluster: Option<RawCluster>,
     pub max_concurrency: Option<usize>,
     pub metrics: Option<RawMetrics>,
     pub api: Option<RawApi>,
@@ -53,6 +57,13 @@ pub struct RawConfig {
     pub rotations: BTreeMap<String, RawRotation>,
     #[serde(default)]
     pub channels: BTreeMap<String, RawChannel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// How long the leader's lease lasts without renewal (`15s`).
+    pub lease: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

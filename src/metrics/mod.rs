@@ -29,6 +29,8 @@ pub struct Metrics {
     mail_failed: IntCounterVec,
     outbox_pending: IntGauge,
     store_up: IntGauge,
+    leader: IntGauge,
+    fencing_token: IntGauge,
     service_state: IntGaugeVec,
     incident_open: IntGaugeVec,
     incident_customer: IntGaugeVec,
@@ -143,6 +145,20 @@ impl Metrics {
             IntGauge::new(
                 "tocsin_store_up",
                 "1 while the store (SQLite or PostgreSQL) answers, 0 while it does not: nothing is decided or sent that cannot be recorded.",
+            ),
+        );
+        let leader = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_leader",
+                "1 while this instance leads (decides and sends); 0 on a standby of a cluster.",
+            ),
+        );
+        let fencing_token = reg(
+            &r,
+            IntGauge::new(
+                "tocsin_fencing_token",
+                "The cluster's lease token as this instance last saw it: it grows by one at every change of leader.",
             ),
         );
         let campaign_recipients = reg(
@@ -397,6 +413,8 @@ impl Metrics {
             mail_failed,
             outbox_pending,
             store_up,
+            leader,
+            fencing_token,
             service_state,
             incident_open,
             incident_customer,
@@ -551,6 +569,12 @@ impl Metrics {
 
     pub fn mail_failed(&self, kind: &str) {
         self.mail_failed.with_label_values(&[kind]).inc();
+    }
+
+    /// Whether this instance leads, and the lease's token it last saw.
+    pub fn leadership(&self, leader: bool, token: i64) {
+        self.leader.set(leader as i64);
+        self.fencing_token.set(token);
     }
 
     pub fn store_up(&self, up: bool) {

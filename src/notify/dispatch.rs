@@ -121,6 +121,8 @@ pub struct Dispatcher {
     /// The engine's snapshot: a new decision wakes the dispatcher.
     pub engine: watch::Receiver<Arc<Snapshot>>,
     pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// In a cluster: nothing is delivered unless this instance's lease holds.
+    pub leadership: Option<Arc<crate::lease::Leadership>>,
 }
 
 impl Dispatcher {
@@ -277,6 +279,15 @@ impl Dispatcher {
                 .lock()
                 .delivery_failed(d.id, &e, self.clock.now());
         };
+        // A leader that was paused past its lease sends nothing: another leads now, and
+        // the delivery waits for it.
+        if self.leadership.as_ref().is_some_and(|l| !l.holds()) {
+            tracing::warn!(
+                delivery = d.id,
+                "not delivered: this instance's lease lapsed"
+            );
+            return Ok(());
+        }
         // Each notifier logs its outcome in its own terms; this records it.
         let outcome = notifier.deliver(&d).await;
         let now = self.clock.now();
@@ -377,6 +388,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             engine: snapshots,
             notifiers: vec![hooks.clone()],
+            leadership: None,
         };
         dispatcher.drain().await.unwrap();
         // a.test asked to be retried, b.test refused for good.
@@ -442,6 +454,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             engine: snapshots,
             notifiers: vec![Arc::new(Hanging), hooks.clone()],
+            leadership: None,
         };
         let running = tokio::spawn(dispatcher.run(CancellationToken::new()));
         // Two decisions, the second made while the first's staff mail hangs: both reach

@@ -158,6 +158,12 @@ impl Db {
                 .prepare_cached(sql)
                 .and_then(|mut s| s.execute(rusqlite::params_from_iter(params.values())))
                 .map_err(sqlite_err),
+            Db::Pg(c) if c.lone_write_fenced() => {
+                let tx = self.transaction()?;
+                let n = c.execute(sql, &params.values())?;
+                tx.commit()?;
+                Ok(n as usize)
+            }
             Db::Pg(c) => c.execute(sql, &params.values()).map(|n| n as usize),
         }
     }
@@ -180,10 +186,19 @@ impl Db {
                 Ok(c.last_insert_rowid())
             }
             Db::Pg(c) => {
+                let tx = if c.lone_write_fenced() {
+                    Some(self.transaction()?)
+                } else {
+                    None
+                };
                 let sql = format!("{sql} RETURNING id");
                 let rows = c.query(&sql, &params.values())?;
                 let row = rows.first().ok_or(StoreError::NoRows)?;
-                Ok(Row::Pg(row).get(0)?)
+                let id = Row::Pg(row).get(0)?;
+                if let Some(tx) = tx {
+                    tx.commit()?;
+                }
+                Ok(id)
             }
         }
     }
@@ -392,13 +407,36 @@ pub(crate) struct PgConn {
     /// How long one call, or connecting, may take before the server is given up as
     /// unreachable for this call.
     timeout: Duration,
-    /// The session-level advisory lock this process holds while connected: one tocsin
-    /// per database. Taken again on every new connection.
-    lock: i64,
+    /// The session-level advisory lock this process holds while connected (exclusive:
+    /// one tocsin per database; shared: one of several that take turns by a lease).
+    /// Taken again on every new connection.
+    lock: Lock,
+    /// Every write is refused unless this holds (the writer still leads).
+    fence: Option<Fence>,
+    /// Settings for each new session (`SET ...`).
+    session: Option<String>,
     live: RefCell<Option<Live>>,
     /// Inside BEGIN ... COMMIT: a lost connection must not be replaced mid-way, or the
     /// rest of the transaction would be written without its beginning.
     in_tx: std::cell::Cell<bool>,
+}
+
+/// The advisory lock a connection takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lock {
+    /// Alone on the database.
+    Exclusive(i64),
+    /// Beside others that take it shared too (and never beside one alone).
+    Shared(i64),
+}
+
+/// A condition for writing: a statement that must find a row at the start of each write
+/// transaction, or the transaction is refused ([`StoreError::Fenced`]).
+#[derive(Clone)]
+pub(crate) struct Fence {
+    pub check: &'static str,
+    pub holder: String,
+    pub token: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A PostgreSQL error in the operator's terms: the server's message and its hint when it
@@ -459,13 +497,16 @@ impl PgConn {
         config: tokio_postgres::Config,
         place: String,
         timeout: Duration,
-        lock: i64,
+        lock: Lock,
+        session: Option<String>,
     ) -> Result<PgConn, StoreError> {
         let conn = PgConn {
             config,
             place,
             timeout,
             lock,
+            fence: None,
+            session,
             live: RefCell::new(None),
             in_tx: std::cell::Cell::new(false),
         };
@@ -519,17 +560,20 @@ impl PgConn {
                 detail,
             })?;
         let got: bool = {
-            let row = wait(
-                &rt,
-                self.timeout,
-                client.query_one("SELECT pg_try_advisory_lock($1)", &[&self.lock]),
-            )?;
+            let (sql, key) = match self.lock {
+                Lock::Exclusive(k) => ("SELECT pg_try_advisory_lock($1)", k),
+                Lock::Shared(k) => ("SELECT pg_try_advisory_lock_shared($1)", k),
+            };
+            let row = wait(&rt, self.timeout, client.query_one(sql, &[&key]))?;
             row.get(0)
         };
         if !got {
             return Err(StoreError::Locked {
                 path: self.place.clone(),
             });
+        }
+        if let Some(sql) = &self.session {
+            wait(&rt, self.timeout, client.batch_execute(sql))?;
         }
         Ok(Live {
             client,
@@ -662,10 +706,43 @@ impl PgConn {
         })
     }
 
+    /// From now on, writes are accepted only while `fence` holds.
+    pub fn set_fence(&mut self, fence: Option<Fence>) {
+        self.fence = fence;
+    }
+
+    /// Whether writes are fenced and no transaction is open: a lone write is then made
+    /// a transaction of its own, so that the fence is checked for it too.
+    pub fn lone_write_fenced(&self) -> bool {
+        self.fence.is_some() && !self.in_tx.get()
+    }
+
+    /// After BEGIN: the fence holds, or the transaction is rolled back and refused.
+    fn check_fence(&self) -> Result<(), StoreError> {
+        let Some(f) = &self.fence else {
+            return Ok(());
+        };
+        let token = f.token.load(std::sync::atomic::Ordering::SeqCst);
+        let holds = token > 0
+            && !self
+                .query(f.check, &[&f.holder as &dyn ToSql, &token])?
+                .is_empty();
+        if holds {
+            return Ok(());
+        }
+        let _ = self.batch("ROLLBACK");
+        Err(StoreError::Fenced { token })
+    }
+
     pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
         let out = self.call(|live| wait(&live.rt, self.timeout, live.client.batch_execute(sql)));
         match sql {
-            "BEGIN" => self.in_tx.set(out.is_ok()),
+            "BEGIN" => {
+                self.in_tx.set(out.is_ok());
+                if out.is_ok() {
+                    return self.check_fence();
+                }
+            }
             // Whatever came of it, the transaction is over: committed, rolled back, or
             // rolled back by the server with the connection it lost.
             "COMMIT" | "ROLLBACK" => self.in_tx.set(false),
@@ -681,12 +758,11 @@ impl Drop for PgConn {
     fn drop(&mut self) {
         if let Some(live) = self.live.get_mut().take() {
             if !live.client.is_closed() {
-                let _ = wait(
-                    &live.rt,
-                    self.timeout,
-                    live.client
-                        .execute("SELECT pg_advisory_unlock($1)", &[&self.lock]),
-                );
+                let (sql, key) = match self.lock {
+                    Lock::Exclusive(k) => ("SELECT pg_advisory_unlock($1)", k),
+                    Lock::Shared(k) => ("SELECT pg_advisory_unlock_shared($1)", k),
+                };
+                let _ = wait(&live.rt, self.timeout, live.client.execute(sql, &[&key]));
             }
         }
     }

@@ -31,7 +31,7 @@ pub use campaigns::{
 pub use heartbeats::HeartbeatRecord;
 pub use history::{Hour, Hours, hour_of};
 pub use maintenance::Notice;
-pub use postgres::{Copied, PgOptions, SCHEMA_VERSION, migrate_to_postgres};
+pub use postgres::{Copied, Leader, PgOptions, SCHEMA_VERSION, Sharing, migrate_to_postgres};
 pub use sqlite::SqlStore;
 pub use subscribers::Subscription;
 
@@ -82,6 +82,17 @@ pub enum StoreError {
         "{target} is not empty: {tables}; migrate into a new, empty database (CREATE DATABASE) so nothing is mixed or overwritten"
     )]
     NotEmpty { target: String, tables: String },
+    /// This instance no longer leads the cluster: another took the lease (or its own
+    /// lapsed), so what it would write is refused.
+    #[error(
+        "this instance no longer leads (its lease, token {token}, lapsed or was taken over): it records and sends nothing more"
+    )]
+    Fenced { token: i64 },
+    /// Another running instance has the same `location`.
+    #[error(
+        "location `{location}` is already in use by another running tocsin ({other}); give each instance its own `location`"
+    )]
+    LocationTaken { location: String, other: String },
     /// PostgreSQL refused the connection: who, where, and why.
     #[error("cannot connect to PostgreSQL at {target}: {detail}")]
     Connect { target: String, detail: String },

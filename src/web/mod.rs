@@ -84,7 +84,9 @@ pub fn router(state: AppState, side: Side) -> Router {
         config: state.config.clone(),
         api: state.incidents.clone(),
     });
-    let mut router = Router::new().route("/healthz", get(healthz));
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
     if internal {
         let slots = Arc::new(tokio::sync::Semaphore::new(PROBE_SLOTS));
         let mut probing = Router::new().route("/api/v1/probes", get(probes)).route(
@@ -183,6 +185,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn healthz() -> Response {
     Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready for traffic: this App runs, so this instance leads (a cluster's standby answers
+/// 503 here).
+async fn readyz() -> Response {
+    Json(serde_json::json!({ "status": "ready", "role": "leader" })).into_response()
 }
 
 /// Rows of `/api/v1/probes` in one page unless `limit` says otherwise.

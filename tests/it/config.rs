@@ -126,6 +126,22 @@ const CASES: &[(&str, &[&str])] = &[
         &["7:29: `not a name` is not an environment variable name (such as ANNOUNCE_LINE)"],
     ),
     (
+        "cluster-keys.yaml",
+        &[
+            "1:11: `location` names this instance (such as waw or fra-1: lower-case letters, digits, - and _), not `Warsaw 1`",
+            "3:3: `cluster` needs a store that every instance shares: set `store: postgres://USER@HOST:PORT/DATABASE` (the SQLite file in data_dir belongs to one instance)",
+            "3:10: `lease` (1s) must be between 3s and 5m: shorter, a busy database would make leaders change; longer, a dead leader would be replaced that late",
+            "4:3: unknown key `quorum`, expected one of: lease",
+        ],
+    ),
+    (
+        "cluster-without-store.yaml",
+        &[
+            "2:10: `cluster` needs a store that every instance shares: set `store: postgres://USER@HOST:PORT/DATABASE` (the SQLite file in data_dir belongs to one instance)",
+            "2:19: `lease` (10m) must be between 3s and 5m: shorter, a busy database would make leaders change; longer, a dead leader would be replaced that late",
+        ],
+    ),
+    (
         "store-not-postgres.yaml",
         &[
             "1:8: `store` must be a PostgreSQL URL such as postgres://tocsin@db.internal:5432/tocsin (omit it for the SQLite file in data_dir), not `mysql://tocsin@db.internal/tocsin`",

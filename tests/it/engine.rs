@@ -64,6 +64,7 @@ fn bench() -> Bench {
         metrics: metrics.clone(),
         engine: engine.handle().subscribe(),
         notifiers: vec![Arc::new(staff_mail)],
+        leadership: None,
     };
     Bench {
         dir,

@@ -12,6 +12,7 @@ mod browser;
 mod campaign;
 mod channels;
 mod cli;
+mod cluster;
 mod compensation;
 mod config;
 mod deliverability;

@@ -54,6 +54,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL instead of the SQLite file in `data_dir`.
     pub store: Option<PgStore>,
+    /// This instance's name among those sharing the store.
+    pub location: String,
+    /// Several instances on the store, one of them (the leader) deciding and sending.
+    pub cluster: Option<Cluster>,
     /// Probes running at the same moment, across all services.
     pub max_concurrency: usize,
     /// Which probes `/metrics` shows series for.
@@ -292,6 +296,7 @@ pub(super) fn resolve(
     }
     let api_token = cx.secret(&api_token_env);
     let store = resolve_store(&mut cx, &raw);
+    let (location, cluster) = resolve_cluster(&mut cx, &raw);
     if !cx.diag.is_empty() {
         return None;
     }
@@ -304,6 +309,8 @@ pub(super) fn resolve(
         public_url: public_url.unwrap_or_else(|| format!("http://{listen}")),
         data_dir,
         store,
+        location,
+        cluster,
         max_concurrency,
         metrics_per_probe,
         api_token_env,
@@ -385,4 +392,64 @@ fn resolve_store(cx: &mut Ctx, raw: &RawConfig) -> Option<PgStore> {
             password_env,
         }),
     }
+}
+
+/// Several tocsins on one PostgreSQL store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// The leader's lease: another instance takes over within about this long after the
+    /// leader stops renewing it.
+    pub lease: Duration,
+}
+
+const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// This host's name as an instance name: lower case, letters, digits, `-` and `_`.
+fn host_location() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "tocsin".into()
+    } else {
+        name
+    }
+}
+
+fn resolve_cluster(cx: &mut Ctx, raw: &RawConfig) -> (String, Option<Cluster>) {
+    let root = Path::root();
+    let location = match raw.location.as_deref() {
+        None => host_location(),
+        Some(l) if valid_id(l) && l.len() <= 63 => l.to_string(),
+        Some(l) => {
+            cx.err(&root.key("location"), format!("`location` names this instance (such as waw or fra-1: lower-case letters, digits, - and _), not `{l}`"));
+            host_location()
+        }
+    };
+    let Some(c) = raw.cluster.as_ref() else {
+        return (location, None);
+    };
+    let at = root.key("cluster");
+    if raw.store.is_none() {
+        cx.err(&at, "`cluster` needs a store that every instance shares: set `store: postgres://USER@HOST:PORT/DATABASE` (the SQLite file in data_dir belongs to one instance)");
+    }
+    let lease = c
+        .lease
+        .as_deref()
+        .and_then(|s| cx.duration(&at.key("lease"), s))
+        .unwrap_or(DEFAULT_LEASE);
+    if !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&lease) {
+        cx.err(&at.key("lease"), format!("`lease` ({}) must be between 3s and 5m: shorter, a busy database would make leaders change; longer, a dead leader would be replaced that late", fmt_dur(lease)));
+    }
+    (location, Some(Cluster { lease }))
 }

@@ -964,6 +964,24 @@ pub async fn until(
     }
 }
 
+/// [`until`] for a condition that must ask over the network.
+pub async fn until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    explain: &dyn Fn() -> String,
+    f: impl Fn() -> F,
+) {
+    let t = std::time::Instant::now();
+    while !f().await {
+        assert!(
+            t.elapsed() < within,
+            "timed out waiting for {what}\n{}",
+            explain()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The mails tocsin wrote to `<dir>/var/mail` (no SMTP configured): (To, Subject, text).
 pub fn spooled(dir: &std::path::Path) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -1094,6 +1112,7 @@ impl InProcess {
             channels_kept: None,
             runner: Arc::new(heartbeats.runner(tocsin::scheduler::LiveRunner::default())),
             heartbeats,
+            leadership: None,
         };
         let app = tocsin::app::App::build(config, cfg, deps).await.unwrap();
         let port = app.local_addr().unwrap().port();

@@ -1,0 +1,316 @@
+//! Several instances on one PostgreSQL store (`cluster:`), one of them deciding. Each
+//! takes part through a lease kept in the database: the instance that holds it leads
+//! (it runs the whole App: probes, decisions, mail, pages), the others stand by,
+//! answering `/healthz`, `/readyz` (503) and `/metrics`, and one of them takes over
+//! within about the lease once the leader stops renewing it (it died, hung, or lost the
+//! database). The new leader resumes from the store, as after a restart: escalation
+//! timers, campaigns half sent, pages.
+//!
+//! A leader learns it lost the lease from the database (a renewal refused) or from its
+//! own clock (no renewal got through in time); it stops its App at once. Until then the
+//! fence keeps it harmless: the store refuses its writes once another holds the lease,
+//! and nothing is sent unless its lease surely runs ([`Leadership::holds`]).
+//!
+//! The lease is a row in the database, not a home-made consensus: PostgreSQL's own high
+//! availability (a managed service, Patroni, CloudNativePG) is what keeps it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, AppError, Deps, Reload};
+use crate::config::Config;
+use crate::lease::Leadership;
+use crate::metrics::Metrics;
+use crate::store::{Sharing, SqlStore, StoreError};
+
+/// What a standby shows of the cluster.
+#[derive(Clone)]
+struct Standby {
+    location: String,
+    leader: Arc<Mutex<Option<crate::store::Leader>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs this instance in its cluster until `cancel`: standing by, leading when it holds
+/// the lease, standing by again if it loses it. `reload` is set to the leading App's
+/// reloader while there is one (SIGHUP reloads it).
+pub async fn run(
+    config: Config,
+    path: &Path,
+    cancel: CancellationToken,
+    reload: Arc<Mutex<Option<Reload>>>,
+) -> Result<(), AppError> {
+    let cluster = config
+        .cluster
+        .clone()
+        .expect("cluster::run is called for a cluster");
+    let pg = config
+        .store
+        .as_ref()
+        .expect("the config requires a store for a cluster");
+    let lease = cluster.lease;
+    let opts = crate::app::pg_options(pg);
+    let me = config.location.clone();
+    let instance = format!("{:016x}", rand::random::<u64>());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| format!("{} pid {}", h.trim(), std::process::id()))
+        .unwrap_or_else(|_| format!("pid {}", std::process::id()));
+    // Its own connection: the lease is renewed however busy the App's store is.
+    let member = Arc::new(Mutex::new(SqlStore::open_postgres_as(
+        &opts,
+        Sharing::Member,
+    )?));
+    // Instances silent for three leases are gone: their location is free.
+    let stale = lease * 3;
+    let member_lock = || member.lock().unwrap_or_else(|e| e.into_inner());
+    member_lock().register_instance(&me, &instance, &host, stale)?;
+    tracing::info!(location = %me, lease = ?lease, "cluster member: standing by until this instance holds the lease");
+    let every = lease / 3;
+    let leadership = Leadership::new();
+    let result = loop {
+        // Standing by.
+        let standby = Standby {
+            location: me.clone(),
+            leader: Arc::default(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        standby.metrics.leadership(false, 0);
+        let serving = CancellationToken::new();
+        let server = {
+            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    break Err(AppError::Listen {
+                        addr: config.listen,
+                        source: e,
+                    });
+                }
+            };
+            let router = standby_router(standby.clone());
+            let stop = serving.clone();
+            tokio::spawn(async move {
+                crate::web::serve::serve(
+                    listener,
+                    router,
+                    crate::web::serve::Limits::for_open_files(1024),
+                    stop,
+                )
+                .await
+            })
+        };
+        let mut token = None;
+        while token.is_none() {
+            let sent = Instant::now();
+            let claimed = {
+                let m = member_lock();
+                m.register_instance(&me, &instance, &host, stale)
+                    .and_then(|()| m.claim_lease(&me, None, lease))
+                    .and_then(|t| Ok((t, m.leader()?)))
+            };
+            match claimed {
+                Ok((Some(t), _)) => {
+                    leadership.grant(t, sent + lease * 9 / 10);
+                    token = Some(t);
+                }
+                Ok((None, leader)) => {
+                    standby.metrics.store_up(true);
+                    standby
+                        .metrics
+                        .leadership(false, leader.as_ref().map_or(0, |l| l.token));
+                    *standby.leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+                }
+                Err(e @ StoreError::LocationTaken { .. }) => {
+                    serving.cancel();
+                    let _ = server.await;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    standby.metrics.store_up(false);
+                    tracing::error!(error = %e, "cluster: cannot reach the store to take part; trying again");
+                }
+            }
+            if token.is_none() {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        }
+        serving.cancel();
+        let _ = server.await;
+        let Some(token) = token else {
+            break Ok(());
+        };
+
+        // Leading.
+        tracing::info!(location = %me, token, "this instance leads: deciding and sending");
+        let app = match lead(&config, path, &leadership, token).await {
+            Ok(app) => app,
+            Err(e) => {
+                leadership.lose();
+                let _ = member_lock().release_lease(&me, token);
+                break Err(e);
+            }
+        };
+        *reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(app.reloader());
+        let term = cancel.child_token();
+        // Renewed on a thread of its own: however long the App's tasks keep the runtime's
+        // threads busy (a campaign of 100,000 expanded, a slow disk), the lease is kept
+        // on time, and lost only when the database says so or cannot be reached.
+        let (stop_renewing, stopped) = std::sync::mpsc::channel::<()>();
+        let renewing = {
+            let (member, leadership, term, me) =
+                (member.clone(), leadership.clone(), term.clone(), me.clone());
+            let (instance, host, metrics) = (instance.clone(), host.clone(), app.metrics());
+            std::thread::Builder::new()
+                .name("tocsin-lease".into())
+                .spawn(move || {
+                    loop {
+                        match stopped.recv_timeout(every) {
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                            _ => return,
+                        }
+                        let sent = Instant::now();
+                        let renewed = {
+                            let m = member.lock().unwrap_or_else(|e| e.into_inner());
+                            m.register_instance(&me, &instance, &host, stale)
+                                .and_then(|()| m.claim_lease(&me, Some(token), lease))
+                        };
+                        tracing::debug!(location = %me, token, ?renewed, took = ?sent.elapsed(), "lease renewal");
+                        match renewed {
+                            Ok(Some(t)) if t == token => {
+                                leadership.grant(t, sent + lease * 9 / 10);
+                            }
+                            Ok(other) => {
+                                tracing::warn!(location = %me, token, now = ?other, "the lease was taken over: this instance stops leading");
+                                break;
+                            }
+                            Err(e) if leadership.holds() => {
+                                tracing::error!(error = %e, "cluster: cannot renew the lease; trying again while it runs");
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cluster: the lease ran out unrenewed: this instance stops leading");
+                                break;
+                            }
+                        }
+                    }
+                    leadership.lose();
+                    metrics.leadership(false, token);
+                    term.cancel();
+                })
+                .map_err(|e| AppError::Setup(format!("cannot start the lease's thread: {e}")))?
+        };
+        let ran = app.run(term.clone()).await;
+        *reload.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        term.cancel();
+        drop(stop_renewing);
+        let _ = tokio::task::spawn_blocking(move || renewing.join()).await;
+        if let Err(e) = ran {
+            leadership.lose();
+            let _ = member_lock().release_lease(&me, token);
+            break Err(e);
+        }
+        if cancel.is_cancelled() {
+            // A clean stop hands over at once instead of after the lease.
+            if leadership.holds() {
+                if let Err(e) = member_lock().release_lease(&me, token) {
+                    tracing::warn!(error = %e, "cluster: cannot hand the lease over; it runs out by itself");
+                }
+            }
+            leadership.lose();
+            break Ok(());
+        }
+        tracing::info!(location = %me, "standing by again");
+    };
+    let _ = member_lock().unregister_instance(&me, &instance);
+    result
+}
+
+/// The App of a leader: the store fenced by its lease, sends gated by it.
+async fn lead(
+    config: &Config,
+    path: &Path,
+    leadership: &Arc<Leadership>,
+    token: i64,
+) -> Result<App, AppError> {
+    let pg = config.store.as_ref().expect("a cluster has a store");
+    let store = SqlStore::open_postgres_as(
+        &crate::app::pg_options(pg),
+        Sharing::Fenced {
+            holder: config.location.clone(),
+            token: leadership.token_cell(),
+            lease: config
+                .cluster
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(15), |c| c.lease),
+        },
+    )?;
+    let deps = Deps::production_with(config, store, Some(leadership.clone()))?;
+    let app = App::build(config.clone(), path, deps).await?;
+    app.metrics().leadership(true, token);
+    Ok(app)
+}
+
+fn standby_router(s: Standby) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(s)
+}
+
+fn leader_json(s: &Standby) -> serde_json::Value {
+    let leader = s.leader.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match leader {
+        Some(l) if l.live => serde_json::json!({ "location": l.holder, "token": l.token }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// A standby is healthy (it runs and takes part): liveness checks pass.
+async fn healthz(State(s): State<Standby>) -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "role": "standby",
+        "location": s.location,
+        "leader": leader_json(&s),
+    }))
+    .into_response()
+}
+
+/// A standby is not ready: a load balancer sends customers to the leader.
+async fn readyz(State(s): State<Standby>) -> Response {
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({
+            "status": "standby",
+            "location": s.location,
+            "leader": leader_json(&s),
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<Standby>) -> Response {
+    let mut out = String::new();
+    s.metrics
+        .render_chunks(crate::config::PerProbe::All, 256 * 1024, &mut |piece| {
+            out.push_str(&piece);
+            true
+        });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
