@@ -398,13 +398,104 @@ fn the_kubernetes_manifests_agree_with_each_other_and_with_probes_yaml() {
 
 // ---------------------------------------------------------------- Prometheus
 
+/// Several instances on one PostgreSQL: three replicas spread over zones, only the leader
+/// ready, the password from a Secret; and the two-host systemd example.
+#[test]
+fn the_cluster_examples_validate_and_agree() {
+    let dir = repo("deploy/kubernetes/cluster");
+    let k = yaml("deploy/kubernetes/cluster/kustomization.yaml");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| !p.ends_with("kustomization.yaml"))
+        .collect();
+    files.sort();
+    let (code, out, err) = run(Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.30.0"])
+        .args(&files));
+    assert_eq!(code, 0, "{out}{err}");
+    let text = format!("{out}{err}");
+    assert_eq!(
+        text.matches(" passed for resource ").count(),
+        files.len(),
+        "{text}"
+    );
+    let mut m = BTreeMap::new();
+    for r in k["resources"].as_sequence().unwrap() {
+        let v = yaml(&format!(
+            "deploy/kubernetes/cluster/{}",
+            r.as_str().unwrap()
+        ));
+        m.insert(v["kind"].as_str().unwrap().to_string(), v);
+    }
+    let d = &m["Deployment"];
+    assert!(d["spec"]["replicas"].as_u64().unwrap() >= 3);
+    let spread = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_sequence()
+        .unwrap();
+    assert!(
+        spread
+            .iter()
+            .any(|c| c["topologyKey"] == "topology.kubernetes.io/zone"),
+        "{spread:?}"
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"], "/readyz",
+        "only the leader is ready"
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let pg = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "PGPASSWORD")
+        .expect("the password comes from a Secret");
+    let secret = yaml("deploy/kubernetes/cluster/postgres-secret.example.yaml");
+    let key = pg["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
+    assert_eq!(
+        pg["valueFrom"]["secretKeyRef"]["name"],
+        secret["metadata"]["name"]
+    );
+    assert!(!secret["stringData"][key].is_null());
+    let cm = &m["ConfigMap"];
+    assert_eq!(
+        d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+        cm["metadata"]["name"]
+    );
+    assert_eq!(
+        m["Service"]["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+    let probes_yaml = cm["data"]["probes.yaml"].as_str().unwrap();
+    assert!(probes_yaml.contains("cluster:") && probes_yaml.contains("store: postgres://"));
+    assert!(
+        !probes_yaml.contains("location:"),
+        "each pod is named after itself"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("customers.csv"),
+        cm["data"]["customers.csv"].as_str().unwrap(),
+    )
+    .unwrap();
+    check_config(probes_yaml, &[("/var/lib/tocsin", "var")], tmp.path());
+    let tmp = tempfile::tempdir().unwrap();
+    check_config(
+        &read("deploy/systemd/probes-cluster.yaml"),
+        &[("/var/lib/tocsin", "var")],
+        tmp.path(),
+    );
+}
+
 #[test]
 fn the_prometheus_files_pass_promtool() {
     let (code, out, err) = run(Command::new("promtool")
         .args(["check", "config"])
         .arg(repo("deploy/prometheus/prometheus.yml")));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("SUCCESS: 17 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 19 rules found"), "{out}");
     let (code, out, err) = run(Command::new("promtool")
         .current_dir(repo("deploy/prometheus"))
         .args(["test", "rules", "tocsin-rules.test.yml"]));
