@@ -930,21 +930,31 @@ fn followup_of(
     )?;
     if kind == CampaignKind::Recovery && recovery_last {
         // One recovery message per customer, when the last of the services their outage
-        // message named is back: not yet for those with another still down.
+        // message named is back: not yet for those with another still down, and not
+        // again for those another service's recovery holds already (services back at
+        // the same moment: the first recovery made takes them).
         tx.execute(
             tx.pick(
-                "DELETE FROM recipients WHERE campaign_id = ?1 AND EXISTS (
-                    SELECT 1 FROM json_each(json_extract(vars, '$._group')) g
-                    WHERE json_extract(g.value, '$[0]') != ?2
-                      AND EXISTS (SELECT 1 FROM incidents i
-                                  WHERE i.service = json_extract(g.value, '$[0]') AND i.ended_at IS NULL))",
-                "DELETE FROM recipients WHERE campaign_id = ?1 AND EXISTS (
-                    SELECT 1 FROM jsonb_array_elements((vars::jsonb ->> '_group')::jsonb) g
-                    WHERE (g.value ->> 0) != ?2
-                      AND EXISTS (SELECT 1 FROM incidents i
-                                  WHERE i.service = (g.value ->> 0) AND i.ended_at IS NULL))",
+                "DELETE FROM recipients WHERE campaign_id = ?1 AND json_extract(vars, '$._group') IS NOT NULL AND (
+                    EXISTS (SELECT 1 FROM json_each(json_extract(vars, '$._group')) g
+                            WHERE json_extract(g.value, '$[0]') != ?2
+                              AND EXISTS (SELECT 1 FROM incidents i
+                                          WHERE i.service = json_extract(g.value, '$[0]') AND i.ended_at IS NULL))
+                    OR EXISTS (SELECT 1 FROM recipients o JOIN campaigns c ON c.id = o.campaign_id
+                               WHERE c.kind = 'recovery' AND c.id != ?1
+                                 AND o.email = recipients.email AND o.vars = recipients.vars
+                                 AND c.created_at >= (SELECT created_at FROM campaigns WHERE id = ?3)))",
+                "DELETE FROM recipients WHERE campaign_id = ?1 AND (vars::jsonb ->> '_group') IS NOT NULL AND (
+                    EXISTS (SELECT 1 FROM jsonb_array_elements((vars::jsonb ->> '_group')::jsonb) g
+                            WHERE (g.value ->> 0) != ?2
+                              AND EXISTS (SELECT 1 FROM incidents i
+                                          WHERE i.service = (g.value ->> 0) AND i.ended_at IS NULL))
+                    OR EXISTS (SELECT 1 FROM recipients o JOIN campaigns c ON c.id = o.campaign_id
+                               WHERE c.kind = 'recovery' AND c.id != ?1
+                                 AND o.email = recipients.email AND o.vars = recipients.vars
+                                 AND c.created_at >= (SELECT created_at FROM campaigns WHERE id = ?3)))",
             ),
-            params![id, service],
+            params![id, service, outage],
         )?;
     }
     // Those told of the outage who have unsubscribed since are left out, and counted.

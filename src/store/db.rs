@@ -387,6 +387,12 @@ pub(crate) fn to_pg(sql: &str) -> String {
     out
 }
 
+/// What a statement gave back.
+enum Ran {
+    Rows(Vec<tokio_postgres::Row>),
+    Count(u64),
+}
+
 /// A live connection to PostgreSQL, with the statements it prepared.
 struct Live {
     client: tokio_postgres::Client,
@@ -678,32 +684,40 @@ impl PgConn {
         Ok(stmt)
     }
 
+    /// Runs `sql` with `params` on the live connection: its rows, or with `count` how
+    /// many rows it changed.
+    fn run(&self, sql: &str, params: &[&dyn ToSql], count: bool) -> Result<Ran, StoreError> {
+        let values = pg_params(params)?;
+        self.call(|live| {
+            let stmt = self.statement(live, sql, &values)?;
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                .iter()
+                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            if count {
+                wait(&live.rt, self.timeout, live.client.execute(&stmt, &refs)).map(Ran::Count)
+            } else {
+                wait(&live.rt, self.timeout, live.client.query(&stmt, &refs)).map(Ran::Rows)
+            }
+        })
+    }
+
     pub fn query(
         &self,
         sql: &str,
         params: &[&dyn ToSql],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let values = pg_params(params)?;
-        self.call(|live| {
-            let stmt = self.statement(live, sql, &values)?;
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-                .iter()
-                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            wait(&live.rt, self.timeout, live.client.query(&stmt, &refs))
-        })
+        match self.run(sql, params, false)? {
+            Ran::Rows(rows) => Ok(rows),
+            Ran::Count(_) => unreachable!("asked for rows"),
+        }
     }
 
     pub fn execute(&self, sql: &str, params: &[&dyn ToSql]) -> Result<u64, StoreError> {
-        let values = pg_params(params)?;
-        self.call(|live| {
-            let stmt = self.statement(live, sql, &values)?;
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
-                .iter()
-                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            wait(&live.rt, self.timeout, live.client.execute(&stmt, &refs))
-        })
+        match self.run(sql, params, true)? {
+            Ran::Count(n) => Ok(n),
+            Ran::Rows(_) => unreachable!("asked for a count"),
+        }
     }
 
     /// From now on, writes are accepted only while `fence` holds.

@@ -107,22 +107,18 @@ impl HistoryStore for SqlStore {
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(tx.pick(
+            // SQLite's max(a, b) is PostgreSQL's greatest(a, b).
+            let sql = format!(
                 "INSERT INTO probe_hours (service, hour, runs, failures, total_ms, max_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (service, hour) DO UPDATE SET
                     runs = probe_hours.runs + excluded.runs,
                     failures = probe_hours.failures + excluded.failures,
                     total_ms = probe_hours.total_ms + excluded.total_ms,
-                    max_ms = max(probe_hours.max_ms, excluded.max_ms)",
-                "INSERT INTO probe_hours (service, hour, runs, failures, total_ms, max_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (service, hour) DO UPDATE SET
-                    runs = probe_hours.runs + excluded.runs,
-                    failures = probe_hours.failures + excluded.failures,
-                    total_ms = probe_hours.total_ms + excluded.total_ms,
-                    max_ms = greatest(probe_hours.max_ms, excluded.max_ms)",
-            ))?;
+                    max_ms = {}(probe_hours.max_ms, excluded.max_ms)",
+                tx.pick("max", "greatest")
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
             for (service, hour, h) in rows {
                 stmt.execute(params![
                     service,

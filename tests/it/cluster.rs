@@ -314,9 +314,6 @@ async fn another_instance_takes_over_a_killed_leader_and_finishes_its_campaign()
         Some(&1),
         "staff are told once, by one instance: {staff:#?}"
     );
-    for n in nodes.iter_mut() {
-        n.proc.take();
-    }
 }
 
 /// The leader is SIGSTOPped for longer than its lease. The standby takes over and sends
@@ -335,7 +332,7 @@ async fn a_leader_paused_past_its_lease_sends_and_records_nothing_when_it_wakes(
     let (target, up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     customers(dir.path(), 0);
-    let mut nodes: Vec<Node> = ["waw", "fra"]
+    let nodes: Vec<Node> = ["waw", "fra"]
         .into_iter()
         .map(|l| node(dir.path(), l, &store, target, smtp.port, Some(hook), 100))
         .collect();
@@ -437,9 +434,6 @@ async fn a_leader_paused_past_its_lease_sends_and_records_nothing_when_it_wakes(
         "{}",
         nodes[first].log()
     );
-    for n in nodes.iter_mut() {
-        n.proc.take();
-    }
 }
 
 /// What a cluster refuses: a second instance with a location already running, and an
@@ -452,7 +446,7 @@ async fn a_second_instance_of_one_location_and_a_lone_one_on_a_cluster_s_databas
     let (target, _up) = support::switchable_target().await;
     let dir = tempfile::tempdir().unwrap();
     customers(dir.path(), 0);
-    let mut waw = node(dir.path(), "waw", &store, target, smtp.port, None, 100);
+    let waw = node(dir.path(), "waw", &store, target, smtp.port, None, 100);
     leader(&[&waw], Duration::from_secs(30)).await;
 
     let twin_dir = dir.path().join("twin");
@@ -495,5 +489,4 @@ async fn a_second_instance_of_one_location_and_a_lone_one_on_a_cluster_s_databas
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is in use by another process"), "{err}");
-    waw.proc.take();
 }

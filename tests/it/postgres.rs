@@ -36,6 +36,16 @@ fn config_with(
     )
 }
 
+/// Whether the shop has an open incident (false while the store cannot say).
+fn shop_open(app: &support::InProcess) -> bool {
+    app.store
+        .lock()
+        .open_incident_of("shop")
+        .ok()
+        .flatten()
+        .is_some()
+}
+
 fn subjects(dir: &std::path::Path) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = support::spooled(dir)
         .into_iter()
@@ -75,12 +85,7 @@ async fn an_outage_goes_on_through_the_database_going_away_and_a_restart() {
         )
     };
     support::until("the incident", Duration::from_secs(20), &explain, || {
-        app.store
-            .lock()
-            .open_incident_of("shop")
-            .ok()
-            .flatten()
-            .is_some()
+        shop_open(&app)
     })
     .await;
     app.settled(&explain).await;
@@ -337,14 +342,7 @@ async fn store_migrate_copies_everything_and_tocsin_carries_on() {
         "the incident",
         Duration::from_secs(20),
         &String::new,
-        || {
-            app.store
-                .lock()
-                .open_incident_of("shop")
-                .ok()
-                .flatten()
-                .is_some()
-        },
+        || shop_open(&app),
     )
     .await;
     app.settled(&String::new).await;
@@ -478,14 +476,7 @@ async fn store_migrate_copies_everything_and_tocsin_carries_on() {
         "the recovery",
         Duration::from_secs(20),
         &String::new,
-        || {
-            app.store
-                .lock()
-                .open_incident_of("shop")
-                .ok()
-                .flatten()
-                .is_none()
-        },
+        || !shop_open(&app),
     )
     .await;
     app.stop().await;
