@@ -763,7 +763,7 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CampaignStore, SendResult};
+    use crate::store::{CampaignKind, CampaignStore, SendResult};
 
     /// A database written by an earlier tocsin (schema 6, before the campaigns table was
     /// rebuilt for maintenance) keeps its campaigns and recipients, and its foreign keys.
@@ -816,6 +816,54 @@ mod tests {
     /// A customer's mails go out in the order they were decided: an update whose first
     /// try comes due while the outage mail to the same address waits for its retry waits
     /// too; other addresses are not held up.
+    /// Regression: with `recovery: last`, two services of one merged message that are
+    /// back at the same moment made two recovery campaigns that each kept the customer
+    /// (neither saw the other still down), so x was told twice. A customer told of two
+    /// outages in two messages of their own still hears of each recovery.
+    #[test]
+    fn services_back_together_tell_a_merged_customer_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqlStore::open_sqlite(&dir.path().join("t.db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                r#"INSERT INTO incidents (id, service, seq, started_at, ended_at, customer_phase) VALUES
+                    (1, 'a', 1, 1000.0, 5000.0, 1), (2, 'b', 1, 1000.0, 5000.0, 1);
+                 INSERT INTO campaigns (id, incident_id, service, kind, audience, outbox_id, created_at) VALUES
+                    (1, 1, 'a', 'outage', 'c', 11, 1001.0), (2, 2, 'b', 'outage', 'c', 12, 1001.0);
+                 INSERT INTO recipients (id, campaign_id, email, name, language, timezone, vars, next_attempt_at, status, sent_at) VALUES
+                    (1, 1, 'x@example.com', '', 'en', 'UTC', '{"_group":"[[\"a\",\"A\"],[\"b\",\"B\"]]"}', 1001.0, 'sent', 1002.0),
+                    (2, 1, 'y@example.com', '', 'en', 'UTC', '{}', 1001.0, 'sent', 1002.0),
+                    (3, 2, 'y@example.com', '', 'en', 'UTC', '{}', 1001.0, 'sent', 1002.0);
+                 INSERT INTO campaign_merges (campaign_id, email, into_recipient) VALUES (2, 'x@example.com', 1);"#,
+            )
+            .unwrap();
+        let now = from_secs(5001.0);
+        store
+            .create_followup(21, 1, CampaignKind::Recovery, None, true, now)
+            .unwrap();
+        store
+            .create_followup(22, 2, CampaignKind::Recovery, None, true, now)
+            .unwrap();
+        let told = |email: &str| -> i64 {
+            store
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
+                     WHERE c.kind = 'recovery' AND r.email = ?1",
+                    [email],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(
+            told("x@example.com"),
+            1,
+            "one recovery for one merged message"
+        );
+        assert_eq!(told("y@example.com"), 2, "two messages, two recoveries");
+    }
+
     #[test]
     fn a_customers_later_mail_waits_for_their_earlier_one() {
         let dir = tempfile::tempdir().unwrap();
