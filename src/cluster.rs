@@ -110,8 +110,7 @@ pub async fn run(
             let sent = Instant::now();
             let claimed = {
                 let m = member_lock();
-                m.register_instance(&me, &instance, &host, stale)
-                    .and_then(|()| m.claim_lease(&me, None, lease))
+                take_part(&m, &me, &instance, &host, stale, None, lease)
                     .and_then(|t| Ok((t, m.leader()?)))
             };
             match claimed {
@@ -178,11 +177,15 @@ pub async fn run(
                             _ => return,
                         }
                         let sent = Instant::now();
-                        let renewed = {
-                            let m = member.lock().unwrap_or_else(|e| e.into_inner());
-                            m.register_instance(&me, &instance, &host, stale)
-                                .and_then(|()| m.claim_lease(&me, Some(token), lease))
-                        };
+                        let renewed = take_part(
+                            &member.lock().unwrap_or_else(|e| e.into_inner()),
+                            &me,
+                            &instance,
+                            &host,
+                            stale,
+                            Some(token),
+                            lease,
+                        );
                         tracing::debug!(location = %me, token, ?renewed, took = ?sent.elapsed(), "lease renewal");
                         match renewed {
                             Ok(Some(t)) if t == token => {
@@ -231,6 +234,21 @@ pub async fn run(
     };
     let _ = member_lock().unregister_instance(&me, &instance);
     result
+}
+
+/// One round of taking part: says this instance still runs at `me`, then renews the
+/// lease of `token` (or, without one, tries to take it). The token held after it, if any.
+fn take_part(
+    m: &SqlStore,
+    me: &str,
+    instance: &str,
+    host: &str,
+    stale: std::time::Duration,
+    token: Option<i64>,
+    lease: std::time::Duration,
+) -> Result<Option<i64>, StoreError> {
+    m.register_instance(me, instance, host, stale)?;
+    m.claim_lease(me, token, lease)
 }
 
 /// The App of a leader: the store fenced by its lease, sends gated by it.

@@ -23,7 +23,7 @@ pub struct AutoresponderRecord {
 
 impl AutoresponderStore for SqlStore {
     fn autoresponders(&self) -> Result<Vec<AutoresponderRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT mailbox, previous, script_hash FROM autoresponders ORDER BY mailbox",
         )?;
         let rows = stmt.query_map((), |r| {

@@ -266,7 +266,7 @@ impl CampaignStore for SqlStore {
     }
 
     fn outage_campaigns(&self, incident: i64) -> Result<Vec<(i64, bool, String)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT id, expansion IS NULL, service FROM campaigns WHERE incident_id = ?1 AND kind = 'outage' ORDER BY id",
         )?;
         let rows = stmt
@@ -491,7 +491,7 @@ impl CampaignStore for SqlStore {
         after: i64,
         limit: usize,
     ) -> Result<Vec<RecipientJob>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             // A customer reads their mails in the order they were decided (the outage
             // before its update, before the recovery), even when a mail outage made their
             // retries come due in another order: a row waits while an older one to the
@@ -562,11 +562,11 @@ impl CampaignStore for SqlStore {
     fn record_sends(&mut self, results: &[SendResult]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut sent = tx.prepare_cached(
+            let mut sent = tx.prepare(
                 "UPDATE recipients SET status = 'sent', sent_at = ?2, attempts = attempts + 1, last_error = NULL
                  WHERE id = ?1 AND status IN ('pending', 'cancelled')",
             )?;
-            let mut join = tx.prepare_cached(
+            let mut join = tx.prepare(
                 "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
                  SELECT rc.id, r.email, r.name, r.language, r.timezone, r.vars, ?2
                  FROM recipients r JOIN campaigns c ON c.id = r.campaign_id
@@ -574,11 +574,11 @@ impl CampaignStore for SqlStore {
                  WHERE r.id = ?1 AND c.kind = 'outage'
                    AND NOT EXISTS (SELECT 1 FROM optouts o WHERE o.email = lower(trim(r.email)))",
             )?;
-            let mut retry = tx.prepare_cached(
+            let mut retry = tx.prepare(
                 "UPDATE recipients SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
                  WHERE id = ?1 AND status = 'pending'",
             )?;
-            let mut failed = tx.prepare_cached(
+            let mut failed = tx.prepare(
                 "UPDATE recipients SET status = 'failed', attempts = attempts + 1, last_error = ?2, sent_at = ?3
                  WHERE id = ?1 AND status = 'pending'",
             )?;
@@ -706,7 +706,7 @@ impl CampaignStore for SqlStore {
         let mut c = Counts::default();
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT status, count(*) FROM recipients GROUP BY status")?;
+            .prepare("SELECT status, count(*) FROM recipients GROUP BY status")?;
         let rows = stmt.query_map((), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
@@ -755,7 +755,7 @@ impl CampaignStore for SqlStore {
     }
 
     fn incidents_since(&self, since: SystemTime) -> Result<Vec<super::Span>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT service, started_at, ended_at, customer_phase FROM incidents WHERE ended_at IS NULL OR ended_at >= ?1",
         )?;
         let rows = stmt.query_map([secs(since)], |r| {
@@ -789,11 +789,11 @@ pub(super) fn insert_recipients(
         tx.query_row("SELECT service FROM campaigns WHERE id = ?1", [id], |r| {
             r.get(0)
         })?;
-    let mut opted_out = tx.prepare_cached(
+    let mut opted_out = tx.prepare(
         "SELECT EXISTS (SELECT 1 FROM optouts WHERE email = ?1)
              OR EXISTS (SELECT 1 FROM service_optouts WHERE email = ?1 AND service = ?2)",
     )?;
-    let mut ins = tx.prepare_cached(
+    let mut ins = tx.prepare(
         "INSERT OR IGNORE INTO recipients (campaign_id, email, name, language, timezone, vars, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
@@ -802,7 +802,7 @@ pub(super) fn insert_recipients(
         Some(m) if m.hold => now + m.within,
         _ => now,
     };
-    let mut earlier = tx.prepare_cached(
+    let mut earlier = tx.prepare(
         "SELECT r.id, r.vars, c.service FROM recipients r
          JOIN campaigns c ON c.id = r.campaign_id
          JOIN incidents i ON i.id = c.incident_id
@@ -811,8 +811,8 @@ pub(super) fn insert_recipients(
            AND i.ended_at IS NULL AND r.next_attempt_at > ?5
          ORDER BY c.id LIMIT 1",
     )?;
-    let mut join = tx.prepare_cached("UPDATE recipients SET vars = ?2 WHERE id = ?1")?;
-    let mut remember = tx.prepare_cached(
+    let mut join = tx.prepare("UPDATE recipients SET vars = ?2 WHERE id = ?1")?;
+    let mut remember = tx.prepare(
         "INSERT OR IGNORE INTO campaign_merges (campaign_id, email, into_recipient) VALUES (?1, ?2, ?3)",
     )?;
     let (mut inserted, mut merged) = (0, 0);

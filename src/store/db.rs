@@ -146,7 +146,8 @@ impl Db {
     }
 
     /// The statement for this database: `sqlite` as written, or `pg` on PostgreSQL
-    /// (for the few functions the two spell differently: JSON, `max(a, b)`).
+    /// (for what the two spell differently: JSON functions, `max(a, b)`, `rowid`, and
+    /// SQLite's `+column` that keeps its planner off an index).
     pub fn pick<'s>(&self, sqlite: &'s str, pg: &'s str) -> &'s str {
         if self.is_pg() { pg } else { sqlite }
     }
@@ -279,17 +280,13 @@ impl Db {
         }
     }
 
-    /// A statement to run, maybe many times (SQLite and PostgreSQL both keep it prepared).
+    /// A statement to run, maybe many times. Every statement is kept prepared, on
+    /// SQLite (its statement cache) as on PostgreSQL, so there is no separate cached form.
     pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>, StoreError> {
         Ok(Stmt {
             db: self,
             sql: sql.to_string(),
         })
-    }
-
-    /// The same as [`Db::prepare`]: every statement is kept prepared.
-    pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>, StoreError> {
-        self.prepare(sql)
     }
 
     /// Begins a transaction: committed by [`Tx::commit`], rolled back when dropped

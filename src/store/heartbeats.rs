@@ -74,7 +74,7 @@ impl HeartbeatStore for SqlStore {
     }
 
     fn heartbeats(&self) -> Result<Vec<HeartbeatRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM heartbeats ORDER BY service, probe"
         ))?;
         let rows = stmt.query_map((), record)?;

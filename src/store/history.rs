@@ -118,7 +118,7 @@ impl HistoryStore for SqlStore {
                     max_ms = {}(probe_hours.max_ms, excluded.max_ms)",
                 tx.pick("max", "greatest")
             );
-            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut stmt = tx.prepare(&sql)?;
             for (service, hour, h) in rows {
                 stmt.execute(params![
                     service,
@@ -143,7 +143,7 @@ impl HistoryStore for SqlStore {
         service: &str,
         since: SystemTime,
     ) -> Result<BTreeMap<i64, Hour>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT hour, runs, failures, total_ms, max_ms FROM probe_hours WHERE service = ?1 AND hour >= ?2",
         )?;
         let rows = stmt.query_map(params![service, hour_of(since)], |r| {

@@ -60,7 +60,7 @@ impl MaintenanceStore for SqlStore {
     }
 
     fn windows(&self, now: SystemTime) -> Result<Vec<Maintenance>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT id, service, start_at, end_at, announce_before, note FROM maintenance_windows
              WHERE cancelled_at IS NULL AND end_at > ?1 ORDER BY start_at, id",
         )?;
@@ -82,7 +82,7 @@ impl MaintenanceStore for SqlStore {
     }
 
     fn notices(&self, key: &str) -> Result<Vec<(String, Option<i64>)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT notice, campaign_id FROM maintenance_notices WHERE window_key = ?1 ORDER BY at",
         )?;
         let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))?;

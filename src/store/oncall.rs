@@ -33,7 +33,7 @@ impl OncallStore for SqlStore {
     }
 
     fn overrides(&self, now: SystemTime) -> Result<Vec<Override>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT id, rotation, who, start_at, end_at, created_by FROM oncall_overrides
              WHERE cancelled_at IS NULL AND end_at > ?1 ORDER BY id",
         )?;

@@ -99,7 +99,7 @@ impl RawDecision {
 impl OutboxStore for SqlStore {
     fn due(&mut self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let raw: Vec<RawDecision> = {
-            let mut stmt = self.conn.prepare_cached(
+            let mut stmt = self.conn.prepare(
                 "SELECT id, service, incident_id, action, context, attempts, created_at FROM outbox
                  WHERE status = 'pending' ORDER BY id LIMIT ?1",
             )?;
@@ -124,7 +124,7 @@ impl OutboxStore for SqlStore {
     }
 
     fn decisions(&self) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT id, service, incident_id, action, context, attempts, created_at FROM outbox ORDER BY id",
         )?;
         let rows = stmt.query_map((), |r| decision(r, 0))?;
@@ -188,7 +188,7 @@ impl OutboxStore for SqlStore {
         // too (DOWN, escalated, UP), even after a mail outage of hours whose retries came
         // due in another order: only each incident's oldest pending staff mail is due.
         // Notices of no incident, and campaigns, are independent of each other.
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT d.id, d.channel, d.target, d.incident_id, d.attempts, d.queued_event, d.queued_body,
                     o.id, o.service, o.incident_id, o.action, o.context, o.attempts, o.created_at
              FROM deliveries d LEFT JOIN outbox o ON o.id = d.outbox_id
@@ -259,7 +259,7 @@ impl OutboxStore for SqlStore {
             (),
             |r| r.get(0),
         )?;
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT channel, count(*) FROM deliveries WHERE status = 'pending' GROUP BY channel",
         )?;
         let mut deliveries = BTreeMap::new();

@@ -157,7 +157,7 @@ impl SubscriberStore for SqlStore {
     }
 
     fn subscribers_of(&self, service: &str) -> Result<Vec<NewRecipient>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare(
             "SELECT address, language, timezone, services FROM subscribers WHERE confirmed_at IS NOT NULL ORDER BY email",
         )?;
         let rows = stmt.query_map((), |r| {
