@@ -96,6 +96,9 @@ pub struct Deps {
     pub heartbeats: Arc<Heartbeats>,
     /// In a cluster, this instance's lease: nothing is sent unless it holds. None alone.
     pub leadership: Option<Arc<crate::lease::Leadership>>,
+    /// In a cluster that votes (`cluster.locations`): this location's connections for
+    /// its votes and the tally. The engine then decides from the tally.
+    pub votes: Option<crate::votes::Connections>,
     pub runner: Arc<dyn Runner>,
 }
 
@@ -144,6 +147,7 @@ impl Deps {
             channels_kept: None,
             runner: Arc::new(heartbeats.runner(LiveRunner::default())),
             leadership,
+            votes: None,
             heartbeats,
         })
     }
@@ -308,12 +312,68 @@ impl App {
         let handle = link.handle();
         let current = config.get();
 
-        // Probe reports: scheduler → recorder → engine.
+        // Probe reports: scheduler → recorder → engine; in a cluster that votes,
+        // scheduler → recorder → this location's votes, and the tally → engine.
         let (tx, rx) = mpsc::channel::<Report>(1024);
         let (engine_tx, engine_rx) = mpsc::channel::<Report>(1024);
         let mut front =
             Supervisor::new(metrics.clone()).telling(store.clone(), config.clone(), clock.clone());
         let rx = Arc::new(Mutex::new(rx));
+        let board = Arc::new(crate::votes::Board::default());
+        let recorded = match &deps.votes {
+            None => engine_tx.clone(),
+            Some(c) => {
+                let (votes_tx, votes_rx) = mpsc::channel::<Report>(1024);
+                let votes_rx = Arc::new(Mutex::new(votes_rx));
+                let (c, metrics, engine_tx, stop) = (
+                    c.clone(),
+                    metrics.clone(),
+                    engine_tx.clone(),
+                    cancel.clone(),
+                );
+                let canaries = crate::votes::canaries_at(&current, &c.location);
+                front.spawn("votes", move || {
+                    let writer = crate::votes::Writer {
+                        location: c.location.clone(),
+                        store: c.writer.clone(),
+                        metrics: metrics.clone(),
+                        canaries,
+                        passthrough: Some(engine_tx.clone()),
+                    };
+                    let (rx, stop) = (votes_rx.clone(), stop.clone());
+                    async move {
+                        let mut rx = rx.lock().await;
+                        writer.run(&mut rx, stop).await
+                    }
+                });
+                votes_tx
+            }
+        };
+        if let Some(c) = &deps.votes {
+            let tallier = (
+                config.clone(),
+                c.reader.clone(),
+                store.clone(),
+                clock.clone(),
+                engine_tx.clone(),
+                board.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            );
+            front.spawn("tally", move || {
+                let (config, votes, store, clock, engine, board, metrics, stop) = tallier.clone();
+                let t = crate::votes::Tallier {
+                    config,
+                    votes,
+                    store,
+                    clock,
+                    engine,
+                    board,
+                    metrics,
+                };
+                t.run(stop)
+            });
+        }
         {
             let (metrics, latest) = (metrics.clone(), latest.clone());
             front.spawn("recorder", move || {
@@ -321,7 +381,7 @@ impl App {
                     rx.clone(),
                     metrics.clone(),
                     latest.clone(),
-                    engine_tx.clone(),
+                    recorded.clone(),
                 );
                 async move {
                     let mut rx = rx.lock().await;
@@ -498,6 +558,10 @@ impl App {
             deps.runner.clone(),
             cancel.child_token(),
         );
+        if let Some(c) = &deps.votes {
+            let me = c.location.clone();
+            sched = sched.only(move |p| p.runs_at(&me));
+        }
         let added = sched.apply(&current).added.len();
         tracing::info!(
             probes = added,
@@ -519,6 +583,7 @@ impl App {
             page_source,
             composer,
             maintenance_ready,
+            board.clone(),
         );
         let server_stop = cancel.clone();
         let limits = web::serve::Limits::for_open_files(
@@ -589,6 +654,7 @@ fn web_state(
     pages: PageSource,
     composer: Arc<Composer>,
     maintenance_ready: Arc<Notify>,
+    board: Arc<crate::votes::Board>,
 ) -> AppState {
     let token_env = current.api_token_env.clone();
     let token = current
@@ -633,6 +699,7 @@ fn web_state(
         }),
         incidents: Some(incidents),
         heartbeats: Some(deps.heartbeats.clone()),
+        votes: deps.votes.as_ref().map(|_| board),
     }
 }
 

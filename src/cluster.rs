@@ -74,6 +74,24 @@ pub async fn run(
     tracing::info!(location = %me, lease = ?lease, "cluster member: standing by until this instance holds the lease");
     let every = lease / 3;
     let leadership = Leadership::new();
+    // In a cluster that votes, this location's results go to the store whether it leads
+    // or stands by, on connections of their own.
+    let votes = if cluster.votes() {
+        let open = || -> Result<Arc<Mutex<SqlStore>>, StoreError> {
+            Ok(Arc::new(Mutex::new(SqlStore::open_postgres_as(
+                &opts,
+                Sharing::Member,
+            )?)))
+        };
+        Some(crate::votes::Connections {
+            location: me.clone(),
+            writer: open()?,
+            reader: open()?,
+        })
+    } else {
+        None
+    };
+    let mut last_token = 0;
     let result = loop {
         // Standing by.
         let standby = Standby {
@@ -83,6 +101,9 @@ pub async fn run(
         };
         standby.metrics.leadership(false, 0);
         let serving = CancellationToken::new();
+        let probing = votes
+            .as_ref()
+            .map(|v| probe_here(&config, v, standby.metrics.clone(), serving.clone()));
         let server = {
             let listener = match tokio::net::TcpListener::bind(config.listen).await {
                 Ok(l) => l,
@@ -120,6 +141,10 @@ pub async fn run(
                 }
                 Ok((None, leader)) => {
                     standby.metrics.store_up(true);
+                    if let Some(l) = leader.as_ref().filter(|l| l.token != last_token) {
+                        last_token = l.token;
+                        standby.metrics.leader_changed();
+                    }
                     standby
                         .metrics
                         .leadership(false, leader.as_ref().map_or(0, |l| l.token));
@@ -144,13 +169,17 @@ pub async fn run(
         }
         serving.cancel();
         let _ = server.await;
+        if let Some(p) = probing {
+            p.await;
+        }
         let Some(token) = token else {
             break Ok(());
         };
 
         // Leading.
         tracing::info!(location = %me, token, "this instance leads: deciding and sending");
-        let app = match lead(&config, path, &leadership, token).await {
+        last_token = token;
+        let app = match lead(&config, path, &leadership, token, votes.clone()).await {
             Ok(app) => app,
             Err(e) => {
                 leadership.lose();
@@ -257,6 +286,7 @@ async fn lead(
     path: &Path,
     leadership: &Arc<Leadership>,
     token: i64,
+    votes: Option<crate::votes::Connections>,
 ) -> Result<App, AppError> {
     let pg = config.store.as_ref().expect("a cluster has a store");
     let store = SqlStore::open_postgres_as(
@@ -270,10 +300,61 @@ async fn lead(
                 .map_or(std::time::Duration::from_secs(15), |c| c.lease),
         },
     )?;
-    let deps = Deps::production_with(config, store, Some(leadership.clone()))?;
+    let mut deps = Deps::production_with(config, store, Some(leadership.clone()))?;
+    deps.votes = votes;
     let app = App::build(config.clone(), path, deps).await?;
     app.metrics().leadership(true, token);
+    app.metrics().leader_changed();
     Ok(app)
+}
+
+/// A standby's share of the probing: the probes its location votes on, run and written
+/// as its votes until `stop`. (Heartbeats are judged by the leader, which gets the pings.)
+fn probe_here(
+    config: &Config,
+    votes: &crate::votes::Connections,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (results_tx, mut results_rx) = tokio::sync::mpsc::channel(1024);
+    let me = votes.location.clone();
+    let mut sched = crate::scheduler::Scheduler::new(
+        tx,
+        metrics.clone(),
+        Arc::new(crate::clock::SteadyClock::new()),
+        Arc::new(crate::scheduler::LiveRunner::default()),
+        stop.child_token(),
+    )
+    .only(move |p| p.votes.is_some() && p.runs_at(&me));
+    sched.apply(config);
+    let recorder = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let latest = Arc::new(crate::scheduler::Latest::default());
+            crate::scheduler::record(&mut rx, metrics, latest, Some(results_tx)).await
+        })
+    };
+    let writer = crate::votes::Writer {
+        location: votes.location.clone(),
+        store: votes.writer.clone(),
+        metrics,
+        canaries: crate::votes::canaries_at(config, &votes.location),
+        passthrough: None,
+    };
+    let writing = {
+        let stop = stop.clone();
+        tokio::spawn(async move { writer.run(&mut results_rx, stop).await })
+    };
+    let running = tokio::spawn(async move {
+        stop.cancelled().await;
+        sched.stop().await;
+    });
+    async move {
+        let _ = running.await;
+        let _ = recorder.await;
+        let _ = writing.await;
+    }
 }
 
 fn standby_router(s: Standby) -> Router {

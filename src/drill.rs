@@ -209,6 +209,7 @@ async fn rehearse_on(
             recover_at,
         }),
         leadership: None,
+        votes: None,
     };
     let app = App::build(cfg.clone(), &config.source, deps)
         .await
@@ -440,6 +441,7 @@ pub fn run(config: &Config, templates: Arc<Templates>, sc: &Scenario) -> Result<
                     StaffMailKind::MonitorDown => "monitor's network down",
                     StaffMailKind::MonitorFault => "monitor's own host in trouble",
                     StaffMailKind::TaskRestarted => "a task of tocsin restarted",
+                    StaffMailKind::Locations => "locations changed",
                     StaffMailKind::DueSoon => "customers are owed an update soon",
                 };
                 if let Some(m) = take_staff(to, false) {

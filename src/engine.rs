@@ -726,6 +726,7 @@ impl Engine {
                 probe: r.probe.name.clone(),
                 ok: r.outcome.success,
                 reason: r.outcome.reason.clone(),
+                confirmed: r.confirmed,
             },
             now,
         )?;
@@ -813,6 +814,7 @@ impl Engine {
                     crate::incident::StaffMailKind::MonitorDown
                         | crate::incident::StaffMailKind::MonitorFault
                         | crate::incident::StaffMailKind::TaskRestarted
+                        | crate::incident::StaffMailKind::Locations
                 );
                 for (l, shift) in paged {
                     // Hand-offs in the rotation's own zone, where its members live.

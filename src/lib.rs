@@ -28,4 +28,5 @@ pub mod scheduler;
 pub mod secret;
 pub mod store;
 pub mod text;
+pub mod votes;
 pub mod web;

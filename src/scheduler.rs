@@ -89,6 +89,10 @@ pub struct Report {
     pub outcome: Outcome,
     /// How late the run started compared with its schedule.
     pub lag: Duration,
+    /// A failure that a quorum of locations saw; always true for a run of this instance
+    /// alone. In a cluster that votes, the engine gets the locations' tally instead of
+    /// the runs, and this says whether the tally confirmed a failure.
+    pub confirmed: bool,
 }
 
 /// The largest random delay added to a run, as a share of the interval (capped).
@@ -109,6 +113,9 @@ pub struct Changes {
     pub kept: usize,
 }
 
+/// Which probes of the config a scheduler runs.
+type Pick = dyn Fn(&Probe) -> bool + Send + Sync;
+
 pub struct Scheduler {
     running: HashMap<(String, String), Running>,
     tracker: TaskTracker,
@@ -118,6 +125,8 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     runner: Arc<dyn Runner>,
+    /// Which probes of the config this instance runs (all, alone).
+    only: Option<Arc<Pick>>,
 }
 
 impl Scheduler {
@@ -137,7 +146,14 @@ impl Scheduler {
             metrics,
             clock,
             runner,
+            only: None,
         }
+    }
+
+    /// Runs only the probes `which` picks (a cluster's location runs its share).
+    pub fn only(mut self, which: impl Fn(&Probe) -> bool + Send + Sync + 'static) -> Self {
+        self.only = Some(Arc::new(which));
+        self
     }
 
     /// Starts, restarts or stops probe tasks to match `config`. A probe whose definition
@@ -156,6 +172,9 @@ impl Scheduler {
         let mut changes = Changes::default();
         let mut wanted: HashMap<(String, String), Arc<Probe>> = HashMap::new();
         for p in config.probes() {
+            if self.only.as_ref().is_some_and(|only| !only(p)) {
+                continue;
+            }
             wanted.insert((p.service.clone(), p.name.clone()), p.clone());
         }
         let gone: Vec<(String, String)> = self
@@ -261,6 +280,7 @@ async fn probe_loop(probe: Arc<Probe>, sh: Shared, cancel: CancellationToken) {
             probe: probe.clone(),
             outcome,
             lag,
+            confirmed: true,
         }))
         .await
         .is_err()

@@ -28,7 +28,7 @@ pub use resolve::mail::{Company, Dkim, Mail};
 pub use resolve::oncall::{ChatChannel, EnvSecret, Vendor};
 pub use resolve::pages::{Hotline, Webhook};
 pub use resolve::services::{
-    Allow, Compensation, Level, Maintenance, Module, Probe, PublicFrom, Service,
+    Allow, Compensation, Level, Maintenance, Module, Probe, PublicFrom, Service, Votes,
 };
 pub use resolve::tcp::valid_host_port;
 pub use resolve::webhooks::IncidentWebhook;

@@ -64,6 +64,10 @@ pub struct RawConfig {
 pub struct RawCluster {
     /// How long the leader's lease lasts without renewal (`15s`).
     pub lease: Option<String>,
+    /// The locations expected to take part; each probes and votes.
+    pub locations: Option<Vec<String>>,
+    /// Locations that must see a probe failing (default: a majority).
+    pub quorum: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +106,8 @@ pub struct RawService {
     /// is attached to it instead of opening an incident of its own.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Locations that must see one of its probes failing (overrides `cluster.quorum`).
+    pub quorum: Option<u32>,
     #[serde(default)]
     pub probes: Vec<RawProbe>,
 }
@@ -127,6 +133,8 @@ pub struct RawProbe {
     pub timeout: Option<String>,
     #[serde(default)]
     pub canary: bool,
+    /// In a cluster, the locations that run it (default: all of `cluster.locations`).
+    pub locations: Option<Vec<String>>,
     pub http: Option<Box<RawHttp>>,
     pub dns: Option<Box<RawDns>>,
     pub tcp: Option<Box<RawTcp>>,

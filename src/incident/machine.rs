@@ -47,6 +47,10 @@ pub struct Streak {
     /// The last failure's reason while failing.
     #[serde(default, deserialize_with = "super::stored::reason_opt")]
     pub reason: Option<Reason>,
+    /// No failure of the current run was confirmed by a quorum of locations (a cluster
+    /// whose live locations are too few to confirm it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfirmed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,14 @@ pub struct Incident {
     /// The time customers are owed an update that staff were last reminded of.
     #[serde(default)]
     pub due_reminded: Option<SystemTime>,
+    /// A quorum of locations has seen it failing (always, outside a cluster that votes).
+    /// Customers are told of confirmed incidents only.
+    #[serde(default = "yes")]
+    pub confirmed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,11 +135,14 @@ pub enum Upstream {
 /// Something that happened to a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// One probe run finished.
+    /// One probe run finished (in a cluster that votes: the locations' votes on it).
+    /// `confirmed`: a failure seen by a quorum of locations (always true outside such a
+    /// cluster); an unconfirmed one may open an incident for staff, never tell customers.
     Probe {
         probe: String,
         ok: bool,
         reason: Option<Reason>,
+        confirmed: bool,
     },
     /// Time passed (escalation and the customer threshold are due by time alone).
     Tick,
@@ -174,6 +189,8 @@ pub enum StaffMailKind {
     MonitorFault,
     /// One of tocsin's tasks panicked and was started again.
     TaskRestarted,
+    /// In a cluster that votes: locations went absent or abstain, or came back.
+    Locations,
     /// Customers are owed an update soon (the ETA, or the promised next update, is
     /// `remind_before` away): staff may set a new ETA or post one themselves.
     #[serde(rename = "due_soon")]
@@ -191,6 +208,7 @@ impl StaffMailKind {
             StaffMailKind::MonitorDown => "monitor down",
             StaffMailKind::MonitorFault => "monitor fault",
             StaffMailKind::TaskRestarted => "task restarted",
+            StaffMailKind::Locations => "locations",
             StaffMailKind::DueSoon => "customer update due soon",
         }
     }
@@ -478,7 +496,8 @@ impl Action {
                 StaffMailKind::Flapping => WebhookEvent::Flapping,
                 StaffMailKind::MonitorDown
                 | StaffMailKind::MonitorFault
-                | StaffMailKind::TaskRestarted => WebhookEvent::MonitorDown,
+                | StaffMailKind::TaskRestarted
+                | StaffMailKind::Locations => WebhookEvent::MonitorDown,
             },
             Action::Acknowledged { .. } => WebhookEvent::Acknowledged,
             Action::EtaSet { .. } => WebhookEvent::Eta,
@@ -542,9 +561,20 @@ pub fn step(
     let mut s = state.clone();
     let mut out = Vec::new();
     match event {
-        Event::Probe { probe, ok, reason } => {
-            observe(&mut s, policy, probe, ok, reason, now, &mut out)
-        }
+        Event::Probe {
+            probe,
+            ok,
+            reason,
+            confirmed,
+        } => observe(
+            &mut s,
+            policy,
+            probe,
+            (ok, confirmed),
+            reason,
+            now,
+            &mut out,
+        ),
         Event::Tick => {}
         Event::Ack { by } => {
             if let Some(inc) = s.incident.as_mut().filter(|i| i.acked.is_none()) {
@@ -621,7 +651,7 @@ fn observe(
     s: &mut ServiceState,
     policy: &Policy,
     probe: String,
-    ok: bool,
+    (ok, confirmed): (bool, bool),
     reason: Option<Reason>,
     now: SystemTime,
     out: &mut Vec<Action>,
@@ -632,13 +662,22 @@ fn observe(
         st.fails = 0;
         st.failing_since = None;
         st.reason = None;
+        st.unconfirmed = false;
     } else {
+        st.unconfirmed = if st.fails == 0 {
+            !confirmed
+        } else {
+            st.unconfirmed && !confirmed
+        };
         st.fails = st.fails.saturating_add(1);
         st.oks = 0;
         st.failing_since.get_or_insert(now);
         st.reason = reason.clone();
     }
     if let Some(inc) = s.incident.as_mut() {
+        if !ok && confirmed {
+            inc.confirmed = true;
+        }
         match (ok, reason) {
             (false, Some(r)) => {
                 inc.reasons.insert(probe, r);
@@ -738,6 +777,7 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
                     _ => since,
                 };
                 let reasons = failing_reasons(s);
+                let confirmed = s.streaks.values().any(|x| x.fails > 0 && !x.unconfirmed);
                 let id = s.next_id;
                 s.next_id += 1;
                 out.push(Action::Open {
@@ -759,6 +799,7 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
                     update_due: false,
                     reminders: 0,
                     due_reminded: None,
+                    confirmed,
                 });
             }
         }
@@ -816,7 +857,9 @@ fn evaluate(s: &mut ServiceState, policy: &Policy, now: SystemTime, out: &mut Ve
             }
         }
     }
-    if !inc.customer_phase && !canary_down {
+    // Customers hear only of what a quorum of locations saw: an incident opened on the
+    // word of too few waits for confirmation (staff were told it is unconfirmed).
+    if !inc.customer_phase && !canary_down && inc.confirmed {
         let by_eta = inc.eta.is_some_and(|eta| {
             eta.duration_since(inc.started).unwrap_or(Duration::ZERO) >= policy.customer_threshold
         });

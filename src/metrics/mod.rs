@@ -31,6 +31,10 @@ pub struct Metrics {
     store_up: IntGauge,
     leader: IntGauge,
     fencing_token: IntGauge,
+    leader_changes: IntCounter,
+    location_up: IntGaugeVec,
+    votes_failing: IntGaugeVec,
+    votes_written: IntCounter,
     service_state: IntGaugeVec,
     incident_open: IntGaugeVec,
     incident_customer: IntGaugeVec,
@@ -159,6 +163,40 @@ impl Metrics {
             IntGauge::new(
                 "tocsin_fencing_token",
                 "The cluster's lease token as this instance last saw it: it grows by one at every change of leader.",
+            ),
+        );
+        let leader_changes = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_leader_changes_total",
+                "Changes of the cluster's leader this instance saw (a new lease token).",
+            ),
+        );
+        let location_up = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_location_up",
+                    "On the leader of a cluster that votes: 1 while a location's results count, 0 while it is absent (no recent results) or abstains (its canaries fail).",
+                ),
+                &["location"],
+            ),
+        );
+        let votes_failing = reg(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tocsin_probe_votes_failing",
+                    "On the leader of a cluster that votes: the locations whose latest counted result of a probe fails.",
+                ),
+                &["service", "probe"],
+            ),
+        );
+        let votes_written = reg(
+            &r,
+            IntCounter::new(
+                "tocsin_votes_written_total",
+                "Probe results this instance wrote to the store as its location's votes.",
             ),
         );
         let campaign_recipients = reg(
@@ -415,6 +453,10 @@ impl Metrics {
             store_up,
             leader,
             fencing_token,
+            leader_changes,
+            location_up,
+            votes_failing,
+            votes_written,
             service_state,
             incident_open,
             incident_customer,
@@ -577,6 +619,29 @@ impl Metrics {
         self.fencing_token.set(token);
     }
 
+    /// A new leader seen.
+    pub fn leader_changed(&self) {
+        self.leader_changes.inc();
+    }
+
+    /// Whether `location`'s results count.
+    pub fn location_up(&self, location: &str, up: bool) {
+        self.location_up
+            .with_label_values(&[location])
+            .set(up as i64);
+    }
+
+    /// The locations whose latest counted result of a probe fails.
+    pub fn votes_failing(&self, service: &str, probe: &str, n: usize) {
+        self.votes_failing
+            .with_label_values(&[service, probe])
+            .set(n as i64);
+    }
+
+    pub fn votes_written(&self, n: usize) {
+        self.votes_written.inc_by(n as u64);
+    }
+
     pub fn store_up(&self, up: bool) {
         self.store_up.set(up as i64);
     }
@@ -689,6 +754,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             canary: false,
             check: Check::Http(HttpCheck::get("https://shop.test/".parse().unwrap())),
+            votes: None,
         }
     }
 

@@ -96,7 +96,8 @@ pub fn render(
                 StaffMailKind::Flapping
                 | StaffMailKind::MonitorDown
                 | StaffMailKind::MonitorFault
-                | StaffMailKind::TaskRestarted,
+                | StaffMailKind::TaskRestarted
+                | StaffMailKind::Locations,
             ..
         } => format!("[tocsin] {name} is flapping"),
         StaffNotice::Resolved { ended, .. } => format!(
@@ -134,7 +135,8 @@ pub fn render(
                 StaffMailKind::Flapping
                 | StaffMailKind::MonitorDown
                 | StaffMailKind::MonitorFault
-                | StaffMailKind::TaskRestarted,
+                | StaffMailKind::TaskRestarted
+                | StaffMailKind::Locations,
             ..
         } => {
             let _ = writeln!(
@@ -372,6 +374,20 @@ pub fn render_notice(
                  its DNS resolver (/etc/resolv.conf).\n\n\
                  Since {}. tocsin repeats this at most once an hour while it lasts.\n",
                 failing.join(", "),
+                at(now)
+            ),
+        ),
+        StaffMailKind::Locations => (
+            format!("[tocsin] locations: {}", failing.join("; ")),
+            format!(
+                "The locations that vote on every probe changed ({}).\n\n\
+                 An absent location has written no results lately (its instance stopped, or it\n\
+                 cannot reach the database); one that abstains sees its own canaries fail (its\n\
+                 network is down). Neither counts toward a quorum: while too few locations count,\n\
+                 a failure they see may open an incident for staff, marked unconfirmed, but\n\
+                 customers are told nothing on it.\n\n\
+                 Since {}. tocsin tells once when a location leaves and once when it is back.\n",
+                failing.join("; "),
                 at(now)
             ),
         ),
@@ -716,6 +732,7 @@ impl StaffMail {
                 StaffMailKind::MonitorDown => "staff_monitor_down",
                 StaffMailKind::MonitorFault => "staff_monitor_fault",
                 StaffMailKind::TaskRestarted => "staff_task_restarted",
+                StaffMailKind::Locations => "staff_locations",
                 _ => "staff_flapping",
             };
             let name = (!context.service_name.is_empty()).then_some(context.service_name.as_str());
@@ -759,6 +776,7 @@ impl StaffMail {
                     StaffMailKind::MonitorDown => "staff_monitor_down",
                     StaffMailKind::MonitorFault => "staff_monitor_fault",
                     StaffMailKind::TaskRestarted => "staff_task_restarted",
+                    StaffMailKind::Locations => "staff_locations",
                     StaffMailKind::DueSoon => "staff_due_soon",
                 };
                 let notice = StaffNotice::Level {

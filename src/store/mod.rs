@@ -17,6 +17,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 mod subscribers;
+mod votes;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -34,6 +35,7 @@ pub use maintenance::Notice;
 pub use postgres::{Copied, Leader, PgOptions, SCHEMA_VERSION, Sharing, migrate_to_postgres};
 pub use sqlite::SqlStore;
 pub use subscribers::Subscription;
+pub use votes::{LocationOut, VoteCursor, VoteIn, VoteOut};
 
 use crate::config::Maintenance;
 pub use crate::incident::Context;

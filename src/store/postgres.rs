@@ -46,6 +46,31 @@ const MIGRATIONS: &[&str] = &[
         host     TEXT NOT NULL,
         seen_at  TIMESTAMPTZ NOT NULL
     );",
+    // 20: the locations' votes (`cluster.locations`): each location's latest result of
+    // each probe, and of each location whether its canaries pass. `xid` is the writing
+    // transaction, so that the leader reads what changed since its last read, and
+    // nothing a slower writer committed late is missed.
+    "CREATE TABLE tocsin_votes (
+        probe    TEXT NOT NULL,
+        location TEXT NOT NULL,
+        ok       BOOLEAN NOT NULL,
+        reason   TEXT,
+        ms       BIGINT NOT NULL,
+        at       TIMESTAMPTZ NOT NULL,
+        xid      XID8 NOT NULL,
+        PRIMARY KEY (probe, location)
+    );
+    CREATE INDEX tocsin_votes_xid ON tocsin_votes (xid);
+    CREATE TABLE tocsin_locations (
+        location    TEXT PRIMARY KEY,
+        canaries_ok BOOLEAN NOT NULL,
+        failing     TEXT NOT NULL,
+        at          TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE tocsin_location_notices (
+        location TEXT PRIMARY KEY,
+        told     TEXT NOT NULL
+    );",
 ];
 
 /// The schema this tocsin writes.

@@ -45,6 +45,8 @@ pub struct AppState {
     pub maintenance: Option<maintenance::MaintenanceApi>,
     /// Heartbeat pings and the heartbeat list.
     pub heartbeats: Option<Arc<crate::heartbeat::Heartbeats>>,
+    /// In a cluster that votes: the locations' votes, shown with each probe.
+    pub votes: Option<Arc<crate::votes::Board>>,
 }
 
 /// Where a router is served.
@@ -263,7 +265,27 @@ async fn probes(State(s): State<AppState>, Query(query): Query<Vec<(String, Stri
         }
         _ => None,
     };
-    let mut r = Json(rows).into_response();
+    let mut r = match &s.votes {
+        None => Json(rows).into_response(),
+        // Each row with what every location last saw of it, and the tally.
+        Some(board) => {
+            let rows: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|row| {
+                    let votes = board.probe(&row.probe);
+                    let mut v = serde_json::to_value(&row).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert(
+                            "votes".into(),
+                            serde_json::to_value(votes).unwrap_or_default(),
+                        );
+                    }
+                    v
+                })
+                .collect();
+            Json(rows).into_response()
+        }
+    };
     if let Some(v) = next.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
         r.headers_mut().insert(header::LINK, v);
     }

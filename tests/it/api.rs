@@ -59,6 +59,7 @@ fn fixture(token: Option<&str>) -> Fixture {
                 probe: probe.clone(),
                 outcome,
                 lag: Duration::ZERO,
+                confirmed: true,
             })
             .unwrap();
     }
@@ -92,6 +93,7 @@ fn fixture(token: Option<&str>) -> Fixture {
         public: None,
         maintenance: None,
         heartbeats: None,
+        votes: None,
     };
     Fixture { state, _dir: dir }
 }

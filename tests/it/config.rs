@@ -131,7 +131,33 @@ const CASES: &[(&str, &[&str])] = &[
             "1:11: `location` names this instance (such as waw or fra-1: lower-case letters, digits, - and _), not `Warsaw 1`",
             "3:3: `cluster` needs a store that every instance shares: set `store: postgres://USER@HOST:PORT/DATABASE` (the SQLite file in data_dir belongs to one instance)",
             "3:10: `lease` (1s) must be between 3s and 5m: shorter, a busy database would make leaders change; longer, a dead leader would be replaced that late",
-            "4:3: unknown key `quorum`, expected one of: lease",
+            "4:11: `quorum` counts the locations of `cluster.locations`: list them there (such as `locations: [waw, fra, sto]`)",
+        ],
+    ),
+    (
+        "cluster-votes.yaml",
+        &[
+            "1:11: this instance's `location` `ams` is not one of `cluster.locations` (waw, fra): set `location:` to one of them, or add it to the list",
+            "4:25: location `waw` is listed twice",
+            "4:30: a location is a name such as waw or fra-1 (lower-case letters, digits, - and _), not `Fra 2`",
+            "5:11: `quorum` 4 cannot be met by 2 locations (waw, fra): it is between 1 and their number",
+            "8:13: `quorum` is at least 1: the locations that must see a probe failing",
+            "10:40: `sto` is not one of `cluster.locations` (waw, fra): add it there or correct the name",
+            "11:33: `locations` lists at least one location; leave it out for all of `cluster.locations`",
+        ],
+    ),
+    (
+        "cluster-quorum-unmet.yaml",
+        &[
+            "9:34: probe `home`: a quorum of 3 cannot be met by the 2 locations that run it (waw, fra): lower `quorum` for service `shop`, or let more locations run it",
+            "15:13: probe `search`: a quorum of 4 cannot be met by the 3 locations that run it (waw, fra, sto): lower `quorum` for service `search`, or let more locations run it",
+        ],
+    ),
+    (
+        "votes-without-cluster.yaml",
+        &[
+            "3:13: `quorum` counts locations of a cluster that votes: set `cluster.locations` (and `store:`), or remove it",
+            "5:34: `locations` names locations of a cluster that votes: set `cluster.locations` (and `store:`), or remove it",
         ],
     ),
     (

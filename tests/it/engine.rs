@@ -89,6 +89,7 @@ fn report(cfg: &Config, name: &str, ok: bool) -> Report {
         probe,
         outcome,
         lag: Duration::ZERO,
+        confirmed: true,
     }
 }
 
@@ -201,6 +202,7 @@ async fn a_probe_failing_for_want_of_descriptors_opens_no_incident_and_staff_hea
         probe,
         outcome,
         lag: Duration::ZERO,
+        confirmed: true,
     };
     for _ in 0..5 {
         engine.report(&report).unwrap();

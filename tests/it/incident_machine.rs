@@ -83,6 +83,18 @@ impl Sim {
             probe: name.into(),
             ok,
             reason: (!ok).then_some(tocsin::probe::Reason::ConnectionRefused),
+            confirmed: true,
+        })
+    }
+    /// A tally of the locations' votes: failing, confirmed by a quorum or not.
+    fn voted(&mut self, name: &str, ok: bool, confirmed: bool) -> Vec<Action> {
+        self.send(Event::Probe {
+            probe: name.into(),
+            ok,
+            reason: (!ok).then_some(tocsin::probe::Reason::Text {
+                text: "failing from waw: connection refused; no recent result from fra, sto".into(),
+            }),
+            confirmed,
         })
     }
     /// Both probes report every 30 s from `from` until `to` (exclusive).
@@ -602,7 +614,7 @@ proptest! {
         let mut canary_down = false;
         let mut events: Vec<Event> = seq.iter().filter_map(|s| match s {
             Step::Wait(_) => None,
-            Step::Probe(i, ok) => Some(Event::Probe { probe: p.probes[*i as usize].clone(), ok: *ok, reason: None }),
+            Step::Probe(i, ok) => Some(Event::Probe { probe: p.probes[*i as usize].clone(), ok: *ok, reason: None, confirmed: true }),
             Step::Ack => Some(Event::Ack { by: "a".into() }),
             Step::Eta(secs) => Some(Event::Eta { eta: SystemTime::UNIX_EPOCH + Duration::from_secs(*secs), by: "a".into() }), // rebased below
             Step::Resolve => Some(Event::Resolve { by: "a".into() }),
@@ -628,7 +640,7 @@ proptest! {
         let settle = events.len();
         for _ in 0..30 {
             for probe in &p.probes {
-                events.push(Event::Probe { probe: probe.clone(), ok: true, reason: None });
+                events.push(Event::Probe { probe: probe.clone(), ok: true, reason: None, confirmed: true });
             }
         }
         let mut waits = seq.iter().filter_map(|s| if let Step::Wait(w) = s { Some(*w) } else { None }).cycle();
@@ -972,4 +984,74 @@ fn an_incident_already_open_stays_when_a_dependency_goes_down() {
     sim.run(5 * MIN, 10 * MIN, false, true);
     assert!(sim.state.incident.is_some());
     assert_eq!(sim.status(), Status::Down);
+}
+
+/// A failure too few locations could confirm opens an incident for staff, never tells
+/// customers however long it lasts; once a quorum confirms it, customers are told at once
+/// (the threshold is long past), and the run it confirmed stays confirmed.
+#[test]
+fn an_unconfirmed_failure_reaches_staff_never_customers() {
+    let mut sim = Sim::new(policy());
+    let mut t = Duration::ZERO;
+    while t < 5 * HOUR {
+        sim.at(t);
+        sim.voted("home", false, false);
+        sim.send(Event::Tick);
+        t += Duration::from_secs(30);
+    }
+    let k = kinds(&sim.log);
+    assert_eq!(k[0], (60, "open".to_string()), "{k:?}");
+    assert!(k.iter().any(|(_, w)| w == "mail Escalated 2"), "{k:?}");
+    assert!(!k.iter().any(|(_, w)| w.starts_with("customers")), "{k:?}");
+    let inc = sim.state.incident.as_ref().unwrap();
+    assert!(!inc.confirmed);
+    assert!(
+        inc.reasons["home"]
+            .to_string()
+            .contains("no recent result from fra, sto")
+    );
+
+    // A quorum sees it now: customers hear of it on this tick.
+    sim.at(5 * HOUR);
+    let out = sim.voted("home", false, true);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::CustomerPhase { .. })),
+        "{out:?}"
+    );
+    assert!(sim.state.incident.as_ref().unwrap().confirmed);
+    // Locations lost again later do not take it back.
+    sim.at(5 * HOUR + 30 * Duration::from_secs(1));
+    sim.voted("home", false, false);
+    assert!(sim.state.incident.as_ref().unwrap().confirmed);
+}
+
+/// A run that began unconfirmed and was confirmed before the threshold opens a confirmed
+/// incident; states stored before votes existed read as confirmed.
+#[test]
+fn a_confirmed_run_opens_a_confirmed_incident_and_old_states_read_confirmed() {
+    let mut sim = Sim::new(policy());
+    sim.at(Duration::ZERO);
+    sim.voted("home", false, false);
+    sim.at(Duration::from_secs(30));
+    sim.voted("home", false, true);
+    sim.at(Duration::from_secs(60));
+    sim.voted("home", false, false);
+    let inc = sim.state.incident.as_ref().expect("opened");
+    assert!(inc.confirmed);
+    sim.at(3 * HOUR);
+    let out = sim.send(Event::Tick);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::CustomerPhase { .. })),
+        "{out:?}"
+    );
+
+    let mut json = serde_json::to_value(&sim.state).unwrap();
+    json["incident"]
+        .as_object_mut()
+        .unwrap()
+        .remove("confirmed");
+    let back: ServiceState = serde_json::from_value(json).unwrap();
+    assert!(back.incident.unwrap().confirmed);
 }

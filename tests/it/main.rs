@@ -45,5 +45,6 @@ mod store;
 mod subscriptions;
 mod templates;
 mod updates;
+mod votes;
 mod web;
 mod webhooks;

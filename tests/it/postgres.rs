@@ -273,7 +273,7 @@ async fn a_database_tocsin_cannot_use_is_refused_with_the_fix() {
     let err = refused(&cfg, &good);
     assert!(
         err.contains(
-            "has schema version 99, newer than this tocsin understands (19); upgrade tocsin"
+            "has schema version 99, newer than this tocsin understands (20); upgrade tocsin"
         ),
         "{err}"
     );

@@ -126,6 +126,7 @@ fn fail() -> Event {
             got: 503,
             want: "200".into(),
         }),
+        confirmed: true,
     }
 }
 
@@ -261,6 +262,7 @@ fn ack_eta_customer_phase_and_resolution_are_recorded_with_their_outbox() {
                         probe: "home".into(),
                         ok: true,
                         reason: None,
+                        confirmed: true,
                     },
                 ),
             ],

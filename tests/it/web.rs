@@ -30,6 +30,7 @@ fn state(yaml: &str) -> AppState {
         public: None,
         maintenance: None,
         heartbeats: None,
+        votes: None,
     }
 }
 
@@ -440,6 +441,7 @@ async fn the_probe_list_is_paged_and_filtered() {
                 details: Default::default(),
             },
             lag: Duration::ZERO,
+            confirmed: true,
         });
     }
 

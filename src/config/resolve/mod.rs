@@ -33,8 +33,8 @@ use cx::*;
 use mail::{Company, Mail, resolve_company, resolve_mail};
 use pages::{Hotline, Pages, Webhook, resolve_hotline, resolve_pages};
 use services::{
-    Level, Maintenance, Module, Service, resolve_defaults, resolve_escalation, resolve_maintenance,
-    resolve_modules, resolve_services,
+    Level, Maintenance, Module, Service, Votes, resolve_defaults, resolve_escalation,
+    resolve_maintenance, resolve_modules, resolve_services,
 };
 use webhooks::{IncidentWebhook, resolve_incident_webhooks};
 
@@ -297,6 +297,8 @@ pub(super) fn resolve(
     let api_token = cx.secret(&api_token_env);
     let store = resolve_store(&mut cx, &raw);
     let (location, cluster) = resolve_cluster(&mut cx, &raw);
+    let mut services = services;
+    resolve_votes(&mut cx, &raw, cluster.as_ref(), &mut services);
     if !cx.diag.is_empty() {
         return None;
     }
@@ -400,6 +402,16 @@ pub struct Cluster {
     /// The leader's lease: another instance takes over within about this long after the
     /// leader stops renewing it.
     pub lease: Duration,
+    /// The locations expected to take part, each probing and voting. Empty: the cluster
+    /// does not vote (the leader probes alone; the others only stand by).
+    pub locations: Vec<String>,
+}
+
+impl Cluster {
+    /// Whether its locations vote on every probe.
+    pub fn votes(&self) -> bool {
+        !self.locations.is_empty()
+    }
 }
 
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
@@ -451,5 +463,169 @@ fn resolve_cluster(cx: &mut Ctx, raw: &RawConfig) -> (String, Option<Cluster>) {
     if !(Duration::from_secs(3)..=Duration::from_secs(300)).contains(&lease) {
         cx.err(&at.key("lease"), format!("`lease` ({}) must be between 3s and 5m: shorter, a busy database would make leaders change; longer, a dead leader would be replaced that late", fmt_dur(lease)));
     }
-    (location, Some(Cluster { lease }))
+    let mut locations: Vec<String> = Vec::new();
+    for (i, l) in c.locations.iter().flatten().enumerate() {
+        if !valid_id(l) || l.len() > 63 {
+            cx.err(&at.key("locations").index(i), format!("a location is a name such as waw or fra-1 (lower-case letters, digits, - and _), not `{l}`"));
+        } else if locations.contains(l) {
+            cx.err(
+                &at.key("locations").index(i),
+                format!("location `{l}` is listed twice"),
+            );
+        } else {
+            locations.push(l.clone());
+        }
+    }
+    if c.locations.as_ref().is_some_and(|l| l.is_empty()) {
+        cx.err(&at.key("locations"), "`locations` lists the locations expected to take part (such as [waw, fra, sto]); leave it out for a cluster that does not vote");
+    }
+    if !locations.is_empty() && !locations.contains(&location) {
+        let (place, what) = if raw.location.is_some() {
+            (root.key("location"), "this instance's `location`")
+        } else {
+            (
+                at.key("locations"),
+                "this host's name, the default `location`,",
+            )
+        };
+        cx.err(&place, format!("{what} `{location}` is not one of `cluster.locations` ({}): set `location:` to one of them, or add it to the list", locations.join(", ")));
+    }
+    if c.quorum.is_some() && c.locations.is_none() {
+        cx.err(&at.key("quorum"), "`quorum` counts the locations of `cluster.locations`: list them there (such as `locations: [waw, fra, sto]`)");
+    }
+    (location, Some(Cluster { lease, locations }))
+}
+
+/// The quorum a probe needs when nothing says otherwise: a majority of those that run it.
+fn majority(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// Each probe's voters and quorum in a cluster that votes: its `locations` (default: all),
+/// and the service's `quorum`, else `cluster.quorum`, else a majority of its voters.
+/// `quorum` and `locations` mean nothing outside such a cluster and are refused there.
+fn resolve_votes(
+    cx: &mut Ctx,
+    raw: &RawConfig,
+    cluster: Option<&Cluster>,
+    services: &mut [Service],
+) {
+    let root = Path::root();
+    let cluster = cluster.filter(|c| c.votes());
+    let cluster_quorum = raw.cluster.as_ref().and_then(|c| c.quorum);
+    let quorum_at = root.key("cluster").key("quorum");
+    if let (Some(c), Some(q)) = (cluster, cluster_quorum) {
+        if q == 0 || q as usize > c.locations.len() {
+            cx.err(&quorum_at, format!("`quorum` {q} cannot be met by {} locations ({}): it is between 1 and their number", c.locations.len(), c.locations.join(", ")));
+        }
+    }
+    let mut shared: Vec<Arc<Votes>> = Vec::new();
+    let mut unmet = std::collections::BTreeSet::new();
+    for (i, rs) in raw.services.iter().enumerate() {
+        let sp = root.key("services").index(i);
+        let Some(c) = cluster else {
+            if rs.quorum.is_some() {
+                cx.err(&sp.key("quorum"), "`quorum` counts locations of a cluster that votes: set `cluster.locations` (and `store:`), or remove it");
+            }
+            for (j, rp) in rs.probes.iter().enumerate() {
+                if rp.locations.is_some() {
+                    cx.err(&sp.key("probes").index(j).key("locations"), "`locations` names locations of a cluster that votes: set `cluster.locations` (and `store:`), or remove it");
+                }
+            }
+            continue;
+        };
+        if rs.quorum == Some(0) {
+            cx.err(
+                &sp.key("quorum"),
+                "`quorum` is at least 1: the locations that must see a probe failing",
+            );
+        }
+        let resolved = services.iter_mut().find(|s| s.id == rs.id);
+        let mut probes = resolved.map(|s| &mut s.probes);
+        for (j, rp) in rs.probes.iter().enumerate() {
+            let pp = sp.key("probes").index(j);
+            // A heartbeat is judged from the pings the leader receives, wherever it is.
+            if rp.heartbeat.is_some() {
+                if rp.locations.is_some() {
+                    cx.err(&pp.key("locations"), format!("probe `{}` is a heartbeat, judged from the pings the leader receives: `locations` does not apply; remove it", rp.name));
+                }
+                continue;
+            }
+            let mut voters: Vec<String> = Vec::new();
+            match &rp.locations {
+                None => voters = c.locations.clone(),
+                Some(list) => {
+                    if list.is_empty() {
+                        cx.err(&pp.key("locations"), "`locations` lists at least one location; leave it out for all of `cluster.locations`");
+                    }
+                    for (k, l) in list.iter().enumerate() {
+                        if !c.locations.contains(l) {
+                            cx.err(&pp.key("locations").index(k), format!("`{l}` is not one of `cluster.locations` ({}): add it there or correct the name", c.locations.join(", ")));
+                        } else if voters.contains(l) {
+                            cx.err(
+                                &pp.key("locations").index(k),
+                                format!("location `{l}` is listed twice"),
+                            );
+                        } else {
+                            voters.push(l.clone());
+                        }
+                    }
+                    // In the order of the cluster's list, whatever the order written.
+                    voters.sort_by_key(|l| c.locations.iter().position(|x| x == l));
+                }
+            }
+            let (quorum, quorum_path) = match (rs.quorum, cluster_quorum) {
+                (Some(q), _) => (q as usize, sp.key("quorum")),
+                (None, Some(q)) => (q as usize, quorum_at.clone()),
+                (None, None) => (majority(voters.len()), pp.key("locations")),
+            };
+            // A quorum of 0 was refused where it is written; one the cluster's own
+            // locations cannot meet, there too.
+            let cluster_wide = rp.locations.is_none() && rs.quorum.is_none();
+            if !voters.is_empty() && quorum > voters.len() && !cluster_wide {
+                let by = if rp.locations.is_some() {
+                    pp.key("locations")
+                } else {
+                    quorum_path.clone()
+                };
+                let n = match voters.len() {
+                    1 => "the 1 location".to_string(),
+                    n => format!("the {n} locations"),
+                };
+                let msg = format!(
+                    "probe `{}`: a quorum of {quorum} cannot be met by {n} that run it ({}): lower `quorum` for service `{}`, or let more locations run it",
+                    rp.name,
+                    voters.join(", "),
+                    rs.id
+                );
+                // A service's quorum too large for every location is said once, not per probe.
+                if rp.locations.is_some() || unmet.insert(rs.id.clone()) {
+                    cx.err(&by, msg);
+                }
+            }
+            if voters.is_empty() {
+                continue;
+            }
+            let votes = Votes {
+                locations: voters,
+                quorum,
+            };
+            let votes = match shared.iter().find(|v| ***v == votes) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = Arc::new(votes);
+                    shared.push(v.clone());
+                    v
+                }
+            };
+            if let Some(p) = probes
+                .as_mut()
+                .and_then(|ps| ps.iter_mut().find(|p| p.name == rp.name))
+            {
+                if let Some(p) = Arc::get_mut(p) {
+                    p.votes = Some(votes);
+                }
+            }
+        }
+    }
 }

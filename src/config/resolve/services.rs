@@ -70,6 +70,28 @@ pub struct Probe {
     /// Checks the monitor's own connectivity (used by the incident engine's canary guard).
     pub canary: bool,
     pub check: Check,
+    /// In a cluster with `locations`: who runs it and how many must see it fail.
+    pub votes: Option<Arc<Votes>>,
+}
+
+/// Which locations of a cluster run a probe, and how many of them must report it failing
+/// before it counts as failing. Shared by the probes that have the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Votes {
+    /// The locations that run it, in the order of `cluster.locations`.
+    pub locations: Vec<String>,
+    /// At least 1, at most `locations.len()`.
+    pub quorum: usize,
+}
+
+impl Probe {
+    /// Whether the instance at `location` runs this probe (every instance does when the
+    /// cluster does not vote).
+    pub fn runs_at(&self, location: &str) -> bool {
+        self.votes
+            .as_ref()
+            .is_none_or(|v| v.locations.iter().any(|l| l == location))
+    }
 }
 
 /// A `/probe` module: a check whose target is filled in from the request.
@@ -368,6 +390,7 @@ pub(super) fn resolve_services(cx: &mut Ctx, raw: &RawConfig, def: &Defaults) ->
                     timeout,
                     canary: rp.canary,
                     check,
+                    votes: None,
                 }));
             }
         }

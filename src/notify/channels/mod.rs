@@ -483,6 +483,7 @@ impl Channels {
                     StaffMailKind::MonitorDown => "monitor_down",
                     StaffMailKind::MonitorFault => "monitor_fault",
                     StaffMailKind::TaskRestarted => "task_restarted",
+                    StaffMailKind::Locations => "locations",
                     _ => "flapping",
                 };
                 n.severity = match kind {

@@ -1113,6 +1113,7 @@ impl InProcess {
             runner: Arc::new(heartbeats.runner(tocsin::scheduler::LiveRunner::default())),
             heartbeats,
             leadership: None,
+            votes: None,
         };
         let app = tocsin::app::App::build(config, cfg, deps).await.unwrap();
         let port = app.local_addr().unwrap().port();

@@ -64,6 +64,12 @@ impl Netns {
         ns
     }
 
+    /// The root side of the veth pair, when one was made: `ip link set NAME down` cuts the
+    /// namespace off.
+    pub fn veth_name(&self) -> Option<String> {
+        self.veth.clone()
+    }
+
     /// Runs a command inside the namespace.
     pub fn exec(&self, cmd: &[&str]) -> Output {
         Command::new("ip")

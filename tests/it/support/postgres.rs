@@ -16,6 +16,8 @@ pub struct Postgres {
     bin: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Addresses it listens on besides loopback (a network namespace's link).
+    also: Vec<String>,
 }
 
 /// Where Debian's packages put the server's programs (`/usr/lib/postgresql/15/bin`), or
@@ -113,9 +115,27 @@ impl Postgres {
             bin,
             port: super::free_port(),
             child: None,
+            also: Vec::new(),
         };
         pg.resume();
         pg
+    }
+
+    /// Listens on `addr` too (restarting), accepting password logins from anywhere: for an
+    /// instance in a network namespace that reaches it over a veth link.
+    pub fn also_listen(&mut self, addr: &str) {
+        let hba = self.dir.path().join("data/pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).unwrap();
+        rules.push_str("\nhost all all 0.0.0.0/0 scram-sha-256\n");
+        std::fs::write(&hba, rules).unwrap();
+        self.also.push(addr.to_string());
+        self.stop();
+        self.resume();
+    }
+
+    /// The URL of database `name` at `addr` (one given to [`Postgres::also_listen`]).
+    pub fn url_at(&self, addr: &str, name: &str) -> String {
+        format!("postgres://{USER}@{addr}:{}/{name}", self.port)
     }
 
     /// Starts the server again on the same port and data (after [`Postgres::stop`]).
@@ -134,7 +154,13 @@ impl Postgres {
             .arg(self.dir.path())
             .args([
                 "-c",
-                "listen_addresses=127.0.0.1",
+                &format!(
+                    "listen_addresses={}",
+                    std::iter::once("127.0.0.1")
+                        .chain(self.also.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
                 "-c",
                 "fsync=off",
                 "-c",
