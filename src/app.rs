@@ -453,6 +453,7 @@ impl App {
             metrics: metrics.clone(),
             ready: Arc::new(Notify::new()),
             http: hooks_http.clone(),
+            files_only: false,
         };
         // The notifiers the dispatcher hands each decision to.
         let staff_mail = StaffMail {
@@ -529,6 +530,7 @@ impl App {
         let hotline = Hotline {
             follow,
             retry: None,
+            files_only: false,
         };
         let planner = Planner {
             store: store.clone(),

@@ -104,6 +104,7 @@ pub async fn run(
         let probing = votes
             .as_ref()
             .map(|v| probe_here(&config, v, standby.metrics.clone(), serving.clone()));
+        let mirroring = mirror_files(&config, &opts, standby.metrics.clone(), serving.clone());
         let server = {
             let listener = match tokio::net::TcpListener::bind(config.listen).await {
                 Ok(l) => l,
@@ -171,6 +172,9 @@ pub async fn run(
         let _ = server.await;
         if let Some(p) = probing {
             p.await;
+        }
+        if let Some(m) = mirroring {
+            let _ = m.await;
         }
         let Some(token) = token else {
             break Ok(());
@@ -355,6 +359,75 @@ fn probe_here(
         let _ = recorder.await;
         let _ = writing.await;
     }
+}
+
+/// A standby's copy of the placeholder pages and hotline files, kept from the store like
+/// the leader's (the web server and the phone system on this host read the local copy);
+/// the leader alone calls the page webhook and the hotline hook. None when this instance
+/// cannot read the templates or reach the store (logged: the leader's copy stands).
+fn mirror_files(
+    config: &Config,
+    opts: &crate::store::PgOptions,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let templates = match crate::notify::templates::Templates::load(
+        config.campaigns.templates.as_deref(),
+    ) {
+        Ok(t) => Arc::new(t),
+        Err(issues) => {
+            let e: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+            tracing::error!(error = %e.join("; "), "standby: cannot load the templates; placeholders and hotline files are kept by the leader only");
+            return None;
+        }
+    };
+    let store = match SqlStore::open_postgres_as(opts, Sharing::Member) {
+        Ok(s) => crate::store::SharedStore::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "standby: cannot reach the store; placeholders and hotline files are kept by the leader only");
+            return None;
+        }
+    };
+    let config = crate::config::LiveConfig::new(config.clone());
+    let clock: Arc<dyn crate::clock::Clock> = Arc::new(crate::clock::SteadyClock::new());
+    // No engine runs here: its snapshot never changes, and the followers pass on their
+    // period alone.
+    let link = crate::engine::Link::new();
+    let pages = crate::notify::pages::Pages {
+        source: crate::notify::pages::PageSource {
+            engine: link.handle(),
+            store: store.clone(),
+            templates: templates.clone(),
+            config: config.clone(),
+            clock: clock.clone(),
+            status_cache: Default::default(),
+        },
+        metrics: metrics.clone(),
+        ready: Arc::default(),
+        // Never used: a standby calls no webhook. (A default client would also need a
+        // process-wide TLS provider, which tocsin does not install.)
+        http: reqwest::Client::builder()
+            .use_preconfigured_tls(crate::probe::tls::client_config_with_roots().ok()?)
+            .build()
+            .ok()?,
+        files_only: true,
+    };
+    let hotline = crate::notify::hotline::Hotline {
+        follow: crate::notify::Follow {
+            store,
+            templates,
+            config,
+            clock,
+            metrics,
+            changes: link.handle().subscribe(),
+        },
+        retry: None,
+        files_only: true,
+    };
+    Some(tokio::spawn(async move {
+        let _link = link;
+        tokio::join!(pages.run(stop.clone()), hotline.run(stop));
+    }))
 }
 
 fn standby_router(s: Standby) -> Router {

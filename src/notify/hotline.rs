@@ -57,6 +57,9 @@ pub struct HookIncident {
 pub struct Hotline {
     pub follow: super::Follow,
     pub retry: Option<(u32, Instant)>,
+    /// A standby of a cluster: it writes its own copy of the announcement files and
+    /// leaves the hook to the leader.
+    pub files_only: bool,
 }
 
 impl Hotline {
@@ -134,6 +137,9 @@ impl Hotline {
             }
         }
         self.follow.metrics.hotline_active(!texts.is_empty());
+        if self.files_only {
+            return Ok(());
+        }
 
         let state = if texts.is_empty() {
             "none".to_string()

@@ -232,6 +232,10 @@ pub struct Pages {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<Notify>,
     pub http: reqwest::Client,
+    /// A standby of a cluster: it keeps its own copy of the placeholders from the store
+    /// (its web server reads them), and leaves the status file and the page webhook to
+    /// the leader, which has the engine's statuses and alone calls out.
+    pub files_only: bool,
 }
 
 impl Pages {
@@ -319,6 +323,9 @@ impl Pages {
             }
         }
         self.metrics.placeholder_pages(wanted.len());
+        if self.files_only {
+            return Ok(());
+        }
         // The status page as files too (nginx serves them while tocsin is down): in the
         // page's language, and in each one as `status.<lang>.html`.
         let mut langs: Vec<(String, String)> = self

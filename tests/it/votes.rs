@@ -261,9 +261,25 @@ async fn a_failure_counts_only_when_a_quorum_of_locations_sees_it() {
         shown.contains("failing from waw, fra"),
         "`tocsin incident show` does not name the locations:\n{shown}"
     );
-    // Confirmed: customers are told after the threshold (8 s).
+    // Confirmed: customers are told after the threshold (8 s), and every location puts
+    // the placeholder and the hotline announcement in place on its own host.
     smtp.wait_for_text("ann@example.com", 1, Duration::from_secs(30))
         .await;
+    let files = |n: &Node| {
+        let var = dir.path().join(format!("var-{}", n.location));
+        [var.join("www/shop/index.html"), var.join("hotline/en.txt")]
+    };
+    for n in [&waw, &fra, &sto] {
+        for f in files(n) {
+            support::until(
+                &format!("{} on {}", f.display(), n.location),
+                Duration::from_secs(20),
+                &|| logs(&[&waw, &fra, &sto]),
+                || f.exists(),
+            )
+            .await;
+        }
+    }
 
     // Back everywhere: resolved, customers told of the recovery.
     t[0].1.store(true, Ordering::SeqCst);
@@ -272,6 +288,17 @@ async fn a_failure_counts_only_when_a_quorum_of_locations_sees_it() {
         .await;
     smtp.wait_for_text("ann@example.com", 2, Duration::from_secs(30))
         .await;
+    for n in [&waw, &fra, &sto] {
+        for f in files(n) {
+            support::until(
+                &format!("{} withdrawn on {}", f.display(), n.location),
+                Duration::from_secs(20),
+                &|| logs(&[&waw, &fra, &sto]),
+                || !f.exists(),
+            )
+            .await;
+        }
+    }
 
     // fra and sto gone: absent, staff told once. waw alone sees a failure: unconfirmed.
     fra.kill();
