@@ -92,6 +92,7 @@ pub async fn run(
         None
     };
     let mut last_token = 0;
+    let mut watch = StoreWatch::new(&config, lease)?;
     let result = loop {
         // Standing by.
         let standby = Standby {
@@ -135,6 +136,15 @@ pub async fn run(
                 take_part(&m, &me, &instance, &host, stale, None, lease)
                     .and_then(|t| Ok((t, m.leader()?)))
             };
+            match &claimed {
+                Ok((_, leader)) => {
+                    watch
+                        .seen_up(leader.as_ref().map(|l| l.holder.as_str()), &me)
+                        .await
+                }
+                Err(StoreError::LocationTaken { .. }) => {}
+                Err(_) => watch.seen_down(&me).await,
+            }
             match claimed {
                 Ok((Some(t), _)) => {
                     leadership.grant(t, sent + lease * 9 / 10);
@@ -183,6 +193,7 @@ pub async fn run(
         // Leading.
         tracing::info!(location = %me, token, "this instance leads: deciding and sending");
         last_token = token;
+        watch.led = true;
         let app = match lead(&config, path, &leadership, token, votes.clone()).await {
             Ok(app) => app,
             Err(e) => {
@@ -267,6 +278,108 @@ pub async fn run(
     };
     let _ = member_lock().unregister_instance(&me, &instance);
     result
+}
+
+/// Staff hear once that the store cannot be reached, and once that it is back, by mail
+/// sent straight from here (the outbox is in the store). The instance that led last tells:
+/// with the store gone, the instances cannot agree on anything else, and the last leader
+/// is the one that most likely still runs and reaches the mail server.
+struct StoreWatch {
+    mailer: Option<crate::notify::mail::Mailer>,
+    to: Vec<String>,
+    /// Unreachable for this long before staff hear of it: a lease (a failover of the
+    /// database itself usually takes less).
+    after: std::time::Duration,
+    /// This instance led last (no other leader seen since).
+    led: bool,
+    down_since: Option<Instant>,
+    told: bool,
+}
+
+impl StoreWatch {
+    fn new(config: &Config, lease: std::time::Duration) -> Result<StoreWatch, AppError> {
+        let mut to: Vec<String> = Vec::new();
+        for a in config
+            .escalation
+            .values()
+            .filter_map(|l| l.first())
+            .flat_map(|l| l.to.iter())
+        {
+            if !to.contains(a) {
+                to.push(a.clone());
+            }
+        }
+        let mailer = if to.is_empty() {
+            None
+        } else {
+            Some(crate::notify::mail::Mailer::new(
+                &config.mail,
+                &config.data_dir,
+            )?)
+        };
+        Ok(StoreWatch {
+            mailer,
+            to,
+            after: lease,
+            led: false,
+            down_since: None,
+            told: false,
+        })
+    }
+
+    async fn seen_up(&mut self, leader: Option<&str>, me: &str) {
+        if leader.is_some_and(|l| l != me) {
+            self.led = false;
+        }
+        self.down_since = None;
+        if self.told {
+            self.told = false;
+            self.tell(me, false).await;
+        }
+    }
+
+    async fn seen_down(&mut self, me: &str) {
+        let since = *self.down_since.get_or_insert_with(Instant::now);
+        if self.led && !self.told && since.elapsed() >= self.after {
+            self.told = true;
+            self.tell(me, true).await;
+        }
+    }
+
+    async fn tell(&self, me: &str, down: bool) {
+        let Some(mailer) = &self.mailer else {
+            return;
+        };
+        let (subject, text) = if down {
+            (
+                "[tocsin] the store (PostgreSQL) cannot be reached".to_string(),
+                format!(
+                    "tocsin at {me}, which led last, cannot reach its PostgreSQL store.\n\
+                     Until it can, no incident is decided, no mail, page or webhook goes out,\n\
+                     and no location's results are counted: nothing is done that cannot be\n\
+                     recorded first. Probes keep running; when the store is back, the leader\n\
+                     resumes from what it holds, with nothing lost.\n\n\
+                     Check the database and its failover (tocsin_store_up is 0 meanwhile).\n"
+                ),
+            )
+        } else {
+            (
+                "[tocsin] the store (PostgreSQL) is back".to_string(),
+                format!("tocsin at {me} reaches its PostgreSQL store again; the leader resumes.\n"),
+            )
+        };
+        let msg = crate::notify::mail::Outgoing {
+            to: self.to.clone(),
+            html: crate::notify::staff::html(&subject, "", &text),
+            subject,
+            text,
+            ..Default::default()
+        };
+        match mailer.send(&msg).await {
+            Ok(()) => tracing::warn!(down, "staff told of the store"),
+            Err(e) => tracing::error!(error = %e, "cannot tell staff of the store"),
+        }
+    }
 }
 
 /// One round of taking part: says this instance still runs at `me`, then renews the

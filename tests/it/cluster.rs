@@ -509,3 +509,64 @@ async fn a_second_instance_of_one_location_and_a_lone_one_on_a_cluster_s_databas
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("is in use by another process"), "{err}");
 }
+
+/// PostgreSQL gone under a cluster: the instance that led last tells staff once (the
+/// outbox is in the database, so the mail goes straight out), the others say nothing;
+/// with it back, staff hear so once, and the cluster leads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_hear_once_from_the_last_leader_that_the_store_is_gone_and_once_that_it_is_back() {
+    let mut pg = Postgres::start();
+    let store = pg.database("tocsin");
+    let smtp = support::Smtp::start(None);
+    let (target, _up) = support::switchable_target().await;
+    let dir = tempfile::tempdir().unwrap();
+    customers(dir.path(), 0);
+    let waw = node(dir.path(), "waw", &store, target, smtp.port, None, 100);
+    leader(&[&waw], Duration::from_secs(30)).await;
+    let fra = node(dir.path(), "fra", &store, target, smtp.port, None, 100);
+    support::until_metric(
+        fra.port,
+        "tocsin_fencing_token",
+        Duration::from_secs(30),
+        &|| fra.log(),
+        |t| t >= 1.0,
+    )
+    .await;
+
+    pg.stop();
+    let gone = "the store (PostgreSQL) cannot be reached";
+    smtp.wait_for_text(gone, 1, Duration::from_secs(40)).await;
+    support::until_metric(
+        waw.port,
+        "tocsin_store_up",
+        Duration::from_secs(30),
+        &|| waw.log(),
+        |v| v == 0.0,
+    )
+    .await;
+    pg.resume();
+    smtp.wait_for_text("the store (PostgreSQL) is back", 1, Duration::from_secs(40))
+        .await;
+    leader(&[&waw, &fra], Duration::from_secs(30)).await;
+    let subjects = smtp.subjects();
+    let told: Vec<_> = subjects
+        .iter()
+        .filter(|s| s.contains("[tocsin] the store"))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            &format!("oncall@example.com | [tocsin] {gone}"),
+            &"oncall@example.com | [tocsin] the store (PostgreSQL) is back".to_string(),
+        ],
+        "{}\n----\n{}",
+        waw.log(),
+        fra.log()
+    );
+    let mail = smtp
+        .mails()
+        .into_iter()
+        .find(|m| m.contains("cannot be reached"))
+        .unwrap();
+    assert!(mail.contains("tocsin at waw, which led last"), "{mail}");
+}
