@@ -444,9 +444,12 @@ pub struct Tallier {
 impl Tallier {
     pub async fn run(self, cancel: CancellationToken) {
         let mut cursor = VoteCursor::default();
-        // Each probe's next verdict; a new leader first waits one interval, so that every
-        // location's latest results are in.
+        // Each probe's next verdict: once an interval, and at once when new results
+        // change it (a failure is decided as soon as a quorum has reported it, not up to
+        // an interval later).
         let mut due: HashMap<String, Instant> = HashMap::new();
+        let mut last: HashMap<String, Verdict> = HashMap::new();
+        let mut dirty: std::collections::HashSet<String> = Default::default();
         let mut told: Option<BTreeMap<String, String>> = None;
         let started = Instant::now();
         let mut every = tokio::time::interval(EVERY);
@@ -494,12 +497,16 @@ impl Tallier {
                         ms: v.ms,
                         at,
                     };
-                    let slot = b.ballots.entry(v.probe).or_default();
-                    match slot.get(&v.location) {
-                        Some(old) if old.at > ballot.at => {}
-                        _ => {
-                            slot.insert(v.location, ballot);
-                        }
+                    let slot = b.ballots.entry(v.probe.clone()).or_default();
+                    // A vote read again (the reads overlap) changes nothing.
+                    let newer = slot.get(&v.location).is_none_or(|old| {
+                        old.ok != ballot.ok
+                            || old.reason != ballot.reason
+                            || ballot.at > old.at + Duration::from_millis(500)
+                    });
+                    if newer {
+                        slot.insert(v.location, ballot);
+                        dirty.insert(v.probe);
                     }
                 }
                 b.locations.clear();
@@ -543,7 +550,17 @@ impl Tallier {
             }
 
             // The verdicts due.
-            let tallies = self.due_tallies(&config, &standings, &mut due, now);
+            // Right after taking over, locations that have not written yet would make a
+            // failure look unconfirmed: those verdicts wait for the silence window.
+            let settling = now.duration_since(started) < silent;
+            let tallies = self.due_tallies(
+                &config,
+                &standings,
+                (&mut due, &mut last, &dirty),
+                now,
+                settling,
+            );
+            dirty.clear();
             for (probe, t, ms) in tallies {
                 self.metrics
                     .votes_failing(&probe.service, &probe.name, t.failing.len());
@@ -587,8 +604,13 @@ impl Tallier {
         &self,
         config: &Config,
         standings: &BTreeMap<String, Standing>,
-        due: &mut HashMap<String, Instant>,
+        (due, last, dirty): (
+            &mut HashMap<String, Instant>,
+            &mut HashMap<String, Verdict>,
+            &std::collections::HashSet<String>,
+        ),
         now: Instant,
+        settling: bool,
     ) -> Vec<(Arc<Probe>, Tally, u64)> {
         let b = self.board.inner.read().unwrap_or_else(|e| e.into_inner());
         let mut tallies = Vec::new();
@@ -599,12 +621,9 @@ impl Tallier {
             let next = due
                 .entry(probe.name.clone())
                 .or_insert_with(|| now + probe.interval);
-            if now < *next {
+            let is_due = now >= *next;
+            if !is_due && !dirty.contains(&probe.name) {
                 continue;
-            }
-            *next += probe.interval;
-            if *next < now {
-                *next = now + probe.interval;
             }
             let ballots = b.ballots.get(&probe.name);
             let t = tally(
@@ -631,6 +650,15 @@ impl Tallier {
                     .unwrap_or_default();
                 counted.iter().sum::<u64>() / counted.len().max(1) as u64
             };
+            let changed = last.get(&probe.name) != Some(&t.verdict);
+            if !is_due && !changed {
+                continue;
+            }
+            if settling && t.verdict == Verdict::Unconfirmed {
+                continue;
+            }
+            *next = now + probe.interval;
+            last.insert(probe.name.clone(), t.verdict.clone());
             tallies.push((probe.clone(), t, ms));
         }
         tallies

@@ -39,8 +39,8 @@ impl Drop for Killed {
 }
 
 #[allow(dead_code)]
-/// nginx answering 200 (`Add to cart`) to everything but `/down/` (503), with room for
-/// the probes' connections.
+/// nginx answering 200 (`Add to cart`) to everything but `/down/` (503), and `/flip/`
+/// (503 while the file `<dir>/flip` exists), with room for the probes' connections.
 pub fn nginx(dir: &Path, port: u16) -> Killed {
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     let conf = dir.join("nginx.conf");
@@ -59,7 +59,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} location /down/ {{ return 503; }} }}
+    server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 \"Add to cart\"; }} location /down/ {{ return 503; }} location /flip/ {{ if (-f {d}/flip) {{ return 503; }} return 200 \"Add to cart\"; }} }}
 }}
 ",
             d = dir.display()

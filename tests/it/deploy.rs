@@ -429,7 +429,8 @@ fn the_cluster_examples_validate_and_agree() {
         ));
         m.insert(v["kind"].as_str().unwrap().to_string(), v);
     }
-    let d = &m["Deployment"];
+    // A StatefulSet: each pod keeps its name, which is its location.
+    let d = &m["StatefulSet"];
     assert!(d["spec"]["replicas"].as_u64().unwrap() >= 3);
     let spread = d["spec"]["template"]["spec"]["topologySpreadConstraints"]
         .as_sequence()
@@ -446,12 +447,20 @@ fn the_cluster_examples_validate_and_agree() {
         "only the leader is ready"
     );
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    let pg = c["env"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "PGPASSWORD")
-        .expect("the password comes from a Secret");
+    let env = |name: &str| {
+        c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+    };
+    let location = env("TOCSIN_LOCATION").expect("each pod's location is its name");
+    assert_eq!(
+        location["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    let pg = env("PGPASSWORD").expect("the password comes from a Secret");
     let secret = yaml("deploy/kubernetes/cluster/postgres-secret.example.yaml");
     let key = pg["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
     assert_eq!(
@@ -474,13 +483,40 @@ fn the_cluster_examples_validate_and_agree() {
         !probes_yaml.contains("location:"),
         "each pod is named after itself"
     );
+    // The locations voting are the StatefulSet's pods.
+    let name = d["metadata"]["name"].as_str().unwrap();
+    let pods: Vec<String> = (0..d["spec"]["replicas"].as_u64().unwrap())
+        .map(|i| format!("{name}-{i}"))
+        .collect();
+    assert!(
+        probes_yaml.contains(&format!("locations: [{}]", pods.join(", "))),
+        "{probes_yaml}"
+    );
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("customers.csv"),
         cm["data"]["customers.csv"].as_str().unwrap(),
     )
     .unwrap();
-    check_config(probes_yaml, &[("/var/lib/tocsin", "var")], tmp.path());
+    let path = tmp.path().join("probes.yaml");
+    std::fs::write(
+        &path,
+        probes_yaml.replace("/var/lib/tocsin", tmp.path().join("var").to_str().unwrap()),
+    )
+    .unwrap();
+    // As the first pod checks it, and as a host outside the StatefulSet would: refused.
+    let (code, out, err) = run(Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("TOCSIN_LOCATION", &pods[0]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("TOCSIN_LOCATION", "elsewhere"));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("default `location` (TOCSIN_LOCATION, else the host name) `elsewhere` is not one of `cluster.locations`"),
+        "{out}{err}"
+    );
     let tmp = tempfile::tempdir().unwrap();
     check_config(
         &read("deploy/systemd/probes-cluster.yaml"),
@@ -495,7 +531,7 @@ fn the_prometheus_files_pass_promtool() {
         .args(["check", "config"])
         .arg(repo("deploy/prometheus/prometheus.yml")));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("SUCCESS: 19 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 20 rules found"), "{out}");
     let (code, out, err) = run(Command::new("promtool")
         .current_dir(repo("deploy/prometheus"))
         .args(["test", "rules", "tocsin-rules.test.yml"]));

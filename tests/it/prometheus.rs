@@ -458,7 +458,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             );
         }
     }
-    assert_eq!(seen, 19, "every rule of tocsin-rules.yml is loaded");
+    assert_eq!(seen, 20, "every rule of tocsin-rules.yml is loaded");
     for rec in [
         "service_probe:probe_success:avg5m",
         "service:probe_success:avg5m",

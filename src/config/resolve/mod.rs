@@ -441,7 +441,12 @@ fn host_location() -> String {
 fn resolve_cluster(cx: &mut Ctx, raw: &RawConfig) -> (String, Option<Cluster>) {
     let root = Path::root();
     let location = match raw.location.as_deref() {
-        None => host_location(),
+        // The environment names it where the file is shared and the host name says
+        // nothing stable (a Kubernetes StatefulSet passes the pod's name).
+        None => std::env::var("TOCSIN_LOCATION")
+            .ok()
+            .filter(|l| valid_id(l) && l.len() <= 63)
+            .unwrap_or_else(host_location),
         Some(l) if valid_id(l) && l.len() <= 63 => l.to_string(),
         Some(l) => {
             cx.err(&root.key("location"), format!("`location` names this instance (such as waw or fra-1: lower-case letters, digits, - and _), not `{l}`"));
@@ -485,7 +490,7 @@ fn resolve_cluster(cx: &mut Ctx, raw: &RawConfig) -> (String, Option<Cluster>) {
         } else {
             (
                 at.key("locations"),
-                "this host's name, the default `location`,",
+                "this instance's default `location` (TOCSIN_LOCATION, else the host name)",
             )
         };
         cx.err(&place, format!("{what} `{location}` is not one of `cluster.locations` ({}): set `location:` to one of them, or add it to the list", locations.join(", ")));
