@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Runs tocsin's benchmarks and prints their figures. Installs through apt what they need
 # when missing: Postfix (smtp-sink and smtp-source, the campaign benchmark's mail server
-# and yardstick), wrk and blackbox_exporter (the probe's side-by-side run).
+# and yardstick), wrk and blackbox_exporter (the probe's side-by-side run), nginx (the
+# probes' target) and PostgreSQL (the cluster's store; no cluster of its own is made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v smtp-sink >/dev/null 2>&1 || need+=(postfix)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+  as_root=""
+  [ "$(id -u)" -eq 0 ] || as_root="sudo"
+  $as_root mkdir -p /etc/postgresql-common
+  [ -e /etc/postgresql-common/createcluster.conf ] ||
+    echo "create_main_cluster = false" | $as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""
@@ -30,5 +40,7 @@ echo "==> an incident's cost: 10,000 probes, one service down and its customer p
 cargo bench --bench product -- --probes 10000 --customers 10000
 echo "==> the probe side by side with blackbox_exporter: /probe under wrk, HTTP and TCP"
 cargo bench --bench blackbox
+echo "==> three locations voting on PostgreSQL: 10,000 HTTP probes each at 10 s, failure to decision, failover"
+cargo bench --bench cluster
 echo "==> scheduler: 10,000 HTTP probes at 10 s"
 cargo bench --bench scheduler

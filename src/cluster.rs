@@ -36,6 +36,8 @@ struct Standby {
     location: String,
     leader: Arc<Mutex<Option<crate::store::Leader>>>,
     metrics: Arc<Metrics>,
+    /// The status page file this host wrote when it last led.
+    status_file: std::path::PathBuf,
 }
 
 /// Runs this instance in its cluster until `cancel`: standing by, leading when it holds
@@ -99,6 +101,9 @@ pub async fn run(
             location: me.clone(),
             leader: Arc::default(),
             metrics: Arc::new(Metrics::new()),
+            status_file: config
+                .placeholder_dir
+                .join(crate::notify::pages::STATUS_FILE),
         };
         standby.metrics.leadership(false, 0);
         let serving = CancellationToken::new();
@@ -548,7 +553,28 @@ fn standby_router(s: Standby) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(s)
+}
+
+/// The last status page this host wrote while it led: with no leader (the database
+/// gone), customers who reach this instance still see the last known state, not an error.
+async fn status(State(s): State<Standby>) -> Response {
+    match tokio::fs::read(&s.status_file).await {
+        Ok(page) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (axum::http::header::CACHE_CONTROL, "no-cache"),
+            ],
+            page,
+        )
+            .into_response(),
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "this instance stands by and has no status page of its own yet; the leader serves it\n",
+        )
+            .into_response(),
+    }
 }
 
 fn leader_json(s: &Standby) -> serde_json::Value {

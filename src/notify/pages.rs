@@ -28,7 +28,8 @@ use crate::store::{IncidentRecord, SharedStore};
 
 /// Marks a directory as holding a tocsin placeholder (so only those are ever removed).
 const MARKER: &str = ".tocsin-placeholder";
-const STATUS_FILE: &str = "status.html";
+/// The status page as a file in `placeholder_dir`, as this host last wrote it.
+pub const STATUS_FILE: &str = "status.html";
 const PERIOD: Duration = Duration::from_secs(5);
 
 /// What the status and placeholder pages are made from.

@@ -544,6 +544,18 @@ async fn staff_hear_once_from_the_last_leader_that_the_store_is_gone_and_once_th
         |v| v == 0.0,
     )
     .await;
+    // No leader now: the instance that led serves the last status page it wrote; the
+    // one that never led says it has none.
+    let page = |port: u16| async move {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/status"))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    let (code, body) = page(waw.port).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("Web shop"), "{body}");
+    assert_eq!(page(fra.port).await.0, 503);
     pg.resume();
     smtp.wait_for_text("the store (PostgreSQL) is back", 1, Duration::from_secs(40))
         .await;
