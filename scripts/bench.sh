@@ -10,14 +10,7 @@ command -v smtp-sink >/dev/null 2>&1 || need+=(postfix)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-blackbox-exporter)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  need+=(postgresql)
-  as_root=""
-  [ "$(id -u)" -eq 0 ] || as_root="sudo"
-  $as_root mkdir -p /etc/postgresql-common
-  [ -e /etc/postgresql-common/createcluster.conf ] ||
-    echo "create_main_cluster = false" | $as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
-fi
+. scripts/need-postgres.sh
 if [ "${#need[@]}" -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""

@@ -36,15 +36,7 @@ command -v prometheus-blackbox-exporter >/dev/null 2>&1 || need+=(prometheus-bla
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 { command -v dovecot && [ -x /usr/lib/dovecot/managesieve ]; } >/dev/null 2>&1 || need+=(dovecot-core dovecot-managesieved dovecot-sieve)
 { [ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/pop3 ]; } || need+=(dovecot-imapd dovecot-pop3d)
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  need+=(postgresql)
-  # The tests run their own servers: no cluster on port 5432 that nobody stops.
-  as_root=""
-  [ "$(id -u)" -eq 0 ] || as_root="sudo"
-  $as_root mkdir -p /etc/postgresql-common
-  [ -e /etc/postgresql-common/createcluster.conf ] ||
-    echo "create_main_cluster = false" | $as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
-fi
+. scripts/need-postgres.sh
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
   sudo=""

@@ -823,17 +823,7 @@ impl Supervisor {
                 return;
             }
             let c = config.get();
-            let mut to: Vec<String> = Vec::new();
-            for a in c
-                .escalation
-                .values()
-                .filter_map(|l| l.first())
-                .flat_map(|l| l.to.iter())
-            {
-                if !to.contains(a) {
-                    to.push(a.clone());
-                }
-            }
+            let to = c.first_responders();
             if to.is_empty() {
                 return;
             }

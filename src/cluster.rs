@@ -303,17 +303,7 @@ struct StoreWatch {
 
 impl StoreWatch {
     fn new(config: &Config, lease: std::time::Duration) -> Result<StoreWatch, AppError> {
-        let mut to: Vec<String> = Vec::new();
-        for a in config
-            .escalation
-            .values()
-            .filter_map(|l| l.first())
-            .flat_map(|l| l.to.iter())
-        {
-            if !to.contains(a) {
-                to.push(a.clone());
-            }
-        }
+        let to = config.first_responders();
         let mailer = if to.is_empty() {
             None
         } else {

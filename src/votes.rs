@@ -689,17 +689,7 @@ impl Tallier {
             return;
         }
         let config = self.config.get();
-        let mut to: Vec<String> = Vec::new();
-        for a in config
-            .escalation
-            .values()
-            .filter_map(|l| l.first())
-            .flat_map(|l| l.to.iter())
-        {
-            if !to.contains(a) {
-                to.push(a.clone());
-            }
-        }
+        let to = config.first_responders();
         for l in &lines {
             tracing::warn!(change = %l, "cluster location");
         }

@@ -143,6 +143,23 @@ impl Config {
         self.services.iter().flat_map(|s| s.probes.iter())
     }
 
+    /// The first level of every escalation policy, each address once: who hears of what
+    /// belongs to no incident (the monitor's own trouble, its locations, its store).
+    pub fn first_responders(&self) -> Vec<String> {
+        let mut to: Vec<String> = Vec::new();
+        for a in self
+            .escalation
+            .values()
+            .filter_map(|l| l.first())
+            .flat_map(|l| l.to.iter())
+        {
+            if !to.contains(a) {
+                to.push(a.clone());
+            }
+        }
+        to
+    }
+
     /// Finds a probe by `name` or `service/name`.
     pub fn find_probe(&self, name: &str) -> Option<&Arc<Probe>> {
         self.probes()

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,35 +16,7 @@ use crate::support::postgres::{PASSWORD, Postgres};
 const TOKEN: &str = "cluster-test-token";
 const LEASE: &str = "3s";
 
-struct Node {
-    location: &'static str,
-    port: u16,
-    cfg: PathBuf,
-    proc: Option<support::Proc>,
-}
-
-impl Node {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.cfg.with_extension("log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> String {
-        self.proc.as_ref().unwrap().0.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {}", self.location);
-    }
-
-    async fn leads(&self) -> bool {
-        support::metric(self.port, "tocsin_leader").await == Some(1.0)
-    }
-}
+use support::instance::Instance as Node;
 
 /// Writes `location`'s config (its own port and data_dir, the shared store) and starts it.
 #[allow(clippy::too_many_arguments)]
@@ -103,37 +75,18 @@ mail:
         ),
     )
     .unwrap();
-    let mut n = Node {
+    let mut n = Node::new(
         location,
         port,
         cfg,
-        proc: None,
-    };
-    n.start();
+        &[
+            ("RUST_LOG", "info,tocsin::cluster=debug"),
+            ("TOCSIN_API_TOKEN", TOKEN),
+            ("HOOK_SECRET", "hook-secret"),
+        ],
+    );
+    n.start(None);
     n
-}
-
-impl Node {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.cfg.with_extension("log"))
-            .unwrap();
-        self.proc = Some(support::Proc(
-            Command::new(env!("CARGO_BIN_EXE_tocsin"))
-                .args(["run", "--config"])
-                .arg(&self.cfg)
-                .env("RUST_LOG", "info,tocsin::cluster=debug")
-                .env("PGPASSWORD", PASSWORD)
-                .env("TOCSIN_API_TOKEN", TOKEN)
-                .env("HOOK_SECRET", "hook-secret")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        ));
-    }
 }
 
 fn customers(dir: &Path, n: usize) {

@@ -6,61 +6,18 @@
 //! off from PostgreSQL goes absent and is reported, once each way; with too few
 //! locations left, a failure reaches staff marked unconfirmed and never customers.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::support;
-use crate::support::postgres::{PASSWORD, Postgres};
+use crate::support::postgres::Postgres;
 
 const TOKEN: &str = "votes-test-token";
 
-struct Node {
-    location: &'static str,
-    port: u16,
-    cfg: PathBuf,
-    proc: Option<support::Proc>,
-}
-
-impl Node {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.cfg.with_extension("log")).unwrap_or_default()
-    }
-
-    /// Starts it, inside the network namespace `ns` when given.
-    fn start(&mut self, ns: Option<&str>) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.cfg.with_extension("log"))
-            .unwrap();
-        let mut c = match ns {
-            None => Command::new(env!("CARGO_BIN_EXE_tocsin")),
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tocsin")]);
-                c
-            }
-        };
-        self.proc = Some(support::Proc(
-            c.args(["run", "--config"])
-                .arg(&self.cfg)
-                .env("RUST_LOG", "info")
-                .env("PGPASSWORD", PASSWORD)
-                .env("TOCSIN_API_TOKEN", TOKEN)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        ));
-    }
-
-    fn kill(&mut self) {
-        self.proc = None;
-    }
-}
+use support::instance::Instance as Node;
 
 /// `location`'s config: the shared store at `store`, the service's probe aimed at
 /// `target` (the target as this location sees it).
@@ -109,16 +66,12 @@ mail:
         "email,name\nann@example.com,Ann\nbob@example.com,Bob\n",
     )
     .unwrap();
-    Node {
+    Node::new(
         location,
         port,
         cfg,
-        proc: None,
-    }
-}
-
-async fn leads(n: &Node) -> bool {
-    support::metric(n.port, "tocsin_leader").await == Some(1.0)
+        &[("RUST_LOG", "info"), ("TOCSIN_API_TOKEN", TOKEN)],
+    )
 }
 
 /// Waits until `location`'s standing on the leader is `up`.
@@ -208,7 +161,7 @@ async fn a_failure_counts_only_when_a_quorum_of_locations_sees_it() {
     // waw starts first and leads.
     waw.start(None);
     support::until_async("waw leads", Duration::from_secs(30), &|| waw.log(), || {
-        leads(&waw)
+        waw.leads()
     })
     .await;
     fra.start(None);
@@ -387,7 +340,7 @@ async fn a_partitioned_location_is_outvoted_and_one_cut_off_is_reported() {
     );
     waw.start(None);
     support::until_async("waw leads", Duration::from_secs(30), &|| waw.log(), || {
-        leads(&waw)
+        waw.leads()
     })
     .await;
     fra.start(None);

@@ -3,6 +3,7 @@
 //! certificate authority made fresh for each test run.
 #![allow(dead_code)]
 
+pub mod instance;
 pub mod netns;
 pub mod postgres;
 
