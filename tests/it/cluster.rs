@@ -1,8 +1,9 @@
-//! Several `tocsin run` processes on one PostgreSQL (`cluster:`), with a real target, a
-//! real SMTP server and a real webhook receiver: one instance leads and the others stand
-//! by; a leader SIGKILLed in the middle of a 5,000-recipient campaign is replaced and
-//! the campaign finished, each customer told once (or within the stated in-flight
-//! bound); a leader SIGSTOPped past its lease sends and records nothing when it wakes.
+//! Several `tocsin run` processes on one PostgreSQL (`cluster:`, the three locations
+//! voting), with a real target, a real SMTP server and a real webhook receiver: one
+//! instance leads and the others stand by; a leader SIGKILLed in the middle of a
+//! 5,000-recipient campaign is replaced and the campaign finished, each customer told
+//! once (or within the stated in-flight bound); a leader SIGSTOPped past its lease sends
+//! and records nothing when it wakes; the store gone is told once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ data_dir: {data}
 allow_insecure_links: true
 store: {store}
 location: {location}
-cluster: {{ lease: {LEASE} }}
+cluster: {{ lease: {LEASE}, locations: [waw, fra, sto] }}
 services:
   - id: shop
     name: Web shop
@@ -445,7 +446,10 @@ async fn a_second_instance_of_one_location_and_a_lone_one_on_a_cluster_s_databas
         &alone,
         std::fs::read_to_string(&waw.cfg)
             .unwrap()
-            .replace(&format!("cluster: {{ lease: {LEASE} }}\n"), "")
+            .replace(
+                &format!("cluster: {{ lease: {LEASE}, locations: [waw, fra, sto] }}\n"),
+                "",
+            )
             .replace(
                 &format!("listen: 127.0.0.1:{}", waw.port),
                 &format!("listen: 127.0.0.1:{}", support::free_port()),
