@@ -559,6 +559,20 @@ async fn every_channel_hears_the_outage_once_per_transition_through_a_crash() {
         },
     )
     .await;
+    // Crashing between the receiver's answer and tocsin's record of it would lose the
+    // answer (the stated in-flight exception): the crash comes once both are counted as
+    // retried, and the record that follows at once has had its moment.
+    for kind in ["slack", "discord"] {
+        support::until_metric(
+            port,
+            &format!("tocsin_channel_deliveries_total{{kind=\"{kind}\",result=\"retried\"}}"),
+            Duration::from_secs(30),
+            &explain,
+            |n| n >= 1.0,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     tocsin.crash();
     let _tocsin = start(&cfg, &log, &env);
     support::until(
