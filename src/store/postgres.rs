@@ -205,65 +205,35 @@ impl SqlStore {
             },
         )?;
         let db = Db::Pg(Box::new(conn));
-        let has_schema: bool =
-            db.query_row("SELECT to_regclass('tocsin_schema') IS NOT NULL", (), |r| {
-                r.get(0)
-            })?;
+        let has_schema: bool = db.query_row(HAS_SCHEMA, (), |r| r.get(0))?;
+        let newer = |found: i64| {
+            (found > SCHEMA_VERSION).then(|| StoreError::NewerSchema {
+                path: place.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            })
+        };
         let found = if has_schema {
             let found: i64 = db.query_row("SELECT version FROM tocsin_schema", (), |r| r.get(0))?;
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::NewerSchema {
-                    path: place,
-                    found,
-                    known: SCHEMA_VERSION,
-                });
+            if let Some(e) = newer(found) {
+                return Err(e);
             }
             found
         } else {
-            let foreign: i64 = db.query_row(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
-                (),
-                |r| r.get(0),
-            )?;
-            if foreign > 0 {
-                return Err(StoreError::NotADatabase {
-                    path: place,
-                    detail: format!(
-                        "its schema holds {foreign} tables that are not tocsin's; give tocsin a database of its own"
-                    ),
-                });
-            }
             0
         };
         if found < SCHEMA_VERSION {
-            // Instances of a cluster may start together: one migrates, the others wait
-            // for its transaction and find the work done.
-            let tx = db.transaction()?;
-            tx.execute_batch("SELECT pg_advisory_xact_lock(7628147, 1)")?;
-            let has_schema: bool =
-                tx.query_row("SELECT to_regclass('tocsin_schema') IS NOT NULL", (), |r| {
-                    r.get(0)
-                })?;
-            let mut version = if has_schema {
-                tx.query_row("SELECT version FROM tocsin_schema", (), |r| r.get(0))?
-            } else {
-                tx.execute_batch(SCHEMA)?;
-                tx.execute_batch("CREATE TABLE tocsin_schema (version BIGINT NOT NULL)")?;
-                tx.execute(
-                    "INSERT INTO tocsin_schema (version) VALUES (?1)",
-                    [BASE_VERSION],
-                )?;
-                BASE_VERSION
-            };
-            for (i, sql) in MIGRATIONS.iter().enumerate() {
-                let v = BASE_VERSION + 1 + i as i64;
-                if v > version {
-                    tx.execute_batch(sql)?;
-                    version = v;
-                }
-            }
-            tx.execute("UPDATE tocsin_schema SET version = ?1", [version])?;
-            tx.commit()?;
+            // Instances of a cluster may start together: one creates or migrates, the
+            // others wait for it and find the work done. The lock is the session's and
+            // taken before the transaction begins, so that the transaction sees the
+            // catalog as the previous holder left it (a transaction begun before the wait
+            // may keep a stale cache of names, and take fresh tables for absent ones);
+            // the tables are looked at again under it, through pg_tables.
+            db.execute_batch("SELECT pg_advisory_lock(7628147, 1)")?;
+            let created = create_or_migrate(&db, &place, &newer);
+            // On an error the connection is dropped with its lock; here it goes on.
+            db.execute_batch("SELECT pg_advisory_unlock(7628147, 1)")?;
+            created?;
         }
         let Db::Pg(mut conn) = db else {
             unreachable!("connected to PostgreSQL above")
@@ -272,6 +242,60 @@ impl SqlStore {
         let db = Db::Pg(conn);
         Ok(SqlStore::new(db, place))
     }
+}
+
+/// Whether tocsin's schema table is there, read from the catalog's rows (not the name
+/// cache, which a session may hold stale).
+const HAS_SCHEMA: &str = "SELECT EXISTS (SELECT 1 FROM pg_tables
+    WHERE schemaname = current_schema() AND tablename = 'tocsin_schema')";
+
+/// Under the schema lock: creates the schema in an empty database, or applies the
+/// migrations it lacks, in one transaction. Refuses a database holding other tables,
+/// or one a newer tocsin wrote (`newer`).
+fn create_or_migrate(
+    db: &Db,
+    place: &str,
+    newer: &dyn Fn(i64) -> Option<StoreError>,
+) -> Result<(), StoreError> {
+    let tx = db.transaction()?;
+    let has_schema: bool = tx.query_row(HAS_SCHEMA, (), |r| r.get(0))?;
+    let mut version = if has_schema {
+        let found = tx.query_row("SELECT version FROM tocsin_schema", (), |r| r.get(0))?;
+        if let Some(e) = newer(found) {
+            return Err(e);
+        }
+        found
+    } else {
+        let foreign: i64 = tx.query_row(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+            (),
+            |r| r.get(0),
+        )?;
+        if foreign > 0 {
+            return Err(StoreError::NotADatabase {
+                path: place.to_string(),
+                detail: format!(
+                    "its schema holds {foreign} tables that are not tocsin's; give tocsin a database of its own"
+                ),
+            });
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.execute_batch("CREATE TABLE tocsin_schema (version BIGINT NOT NULL)")?;
+        tx.execute(
+            "INSERT INTO tocsin_schema (version) VALUES (?1)",
+            [BASE_VERSION],
+        )?;
+        BASE_VERSION
+    };
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let v = BASE_VERSION + 1 + i as i64;
+        if v > version {
+            tx.execute_batch(sql)?;
+            version = v;
+        }
+    }
+    tx.execute("UPDATE tocsin_schema SET version = ?1", [version])?;
+    tx.commit()
 }
 
 /// The tables, in an order that keeps every reference to a row already copied, each

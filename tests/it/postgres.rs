@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support;
 use crate::support::postgres::{PASSWORD, Postgres};
 use tocsin::store::{
-    CampaignStore, HistoryStore, IncidentStore, MaintenanceStore, OutboxStore, SqlStore,
+    CampaignStore, HistoryStore, IncidentStore, MaintenanceStore, OutboxStore, Sharing, SqlStore,
 };
 
 /// The shop with a two-level escalation (lead after 30 minutes), mail as `.eml` files.
@@ -480,4 +480,38 @@ async fn store_migrate_copies_everything_and_tocsin_carries_on() {
     )
     .await;
     app.stop().await;
+}
+
+/// The instances of a cluster starting together on an empty database: one creates the
+/// tables, the others wait for it and find them tocsin's (a look at the tables outside
+/// the lock once took another's fresh tables for someone else's, and refused to start).
+#[test]
+fn instances_starting_together_on_an_empty_database_all_open_it() {
+    let pg = Postgres::start();
+    for round in 0..5 {
+        let db = format!("together{round}");
+        pg.database(&db);
+        let opts = pg.options(&db);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(12));
+        // Staggered by 4 ms: some instance looks while the first one's tables commit.
+        let opened: Vec<Result<(), String>> = (0..12u64)
+            .map(|i| {
+                let (opts, start) = (opts.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    std::thread::sleep(Duration::from_millis(4 * i));
+                    SqlStore::open_postgres_as(&opts, Sharing::Member)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(
+            opened.iter().all(Result::is_ok),
+            "round {round}: {opened:?}"
+        );
+    }
 }
