@@ -542,11 +542,27 @@ impl Tallier {
             for (l, s) in &standings {
                 self.metrics.location_up(l, *s == Standing::Live);
             }
-            // Locations that left or came back, told once each way. At the start, a
-            // location that never wrote is given a grace of its silence window.
+            // Locations that left or came back, told once each way. A new leader first
+            // waits a silence window; a location that never wrote at all (a cluster
+            // starting, its instances coming up one by one) three.
             let told_now = told.get_or_insert_with(|| notices.into_iter().collect());
-            if now.duration_since(started) >= silent {
-                self.tell_locations(&standings, told_now);
+            let up_for = now.duration_since(started);
+            if up_for >= silent {
+                let known = self
+                    .board
+                    .inner
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .locations
+                    .keys()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>();
+                let tellable: BTreeMap<String, Standing> = standings
+                    .iter()
+                    .filter(|(l, _)| known.contains(*l) || up_for >= silent * 3)
+                    .map(|(l, s)| (l.clone(), s.clone()))
+                    .collect();
+                self.tell_locations(&tellable, told_now);
             }
 
             // The verdicts due.
