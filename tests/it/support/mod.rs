@@ -1411,8 +1411,11 @@ impl SmallDisk {
         use std::io::Write;
         let path = self.0.join("filler");
         let mut f = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 64 * 1024];
-        while f.write_all(&block).is_ok() {}
+        // Down to the last byte: a page's worth left free would let small writes through.
+        for size in [64 * 1024, 4096, 512, 1] {
+            let block = vec![0u8; size];
+            while f.write_all(&block).is_ok() {}
+        }
         let _ = f.sync_all();
         path
     }
