@@ -451,6 +451,7 @@ impl Tallier {
         let mut last: HashMap<String, Verdict> = HashMap::new();
         let mut dirty: std::collections::HashSet<String> = Default::default();
         let mut told: Option<BTreeMap<String, String>> = None;
+        let mut silent: Option<(Arc<Config>, Duration)> = None;
         let started = Instant::now();
         let mut every = tokio::time::interval(EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -464,11 +465,18 @@ impl Tallier {
                 continue;
             };
             let (votes, from) = (self.votes.clone(), cursor.clone());
+            // What staff were told is read once, when this instance starts leading;
+            // from then on it keeps it itself.
+            let first = told.is_none();
             let read = tokio::task::spawn_blocking(move || {
                 let s = votes.lock().unwrap_or_else(|e| e.into_inner());
                 let (v, next) = s.read_votes(&from)?;
                 let l = s.read_locations()?;
-                let t = s.location_notices()?;
+                let t = if first {
+                    Some(s.location_notices()?)
+                } else {
+                    None
+                };
                 Ok::<_, StoreError>((v, next, l, t))
             })
             .await;
@@ -486,7 +494,14 @@ impl Tallier {
             };
             cursor = next;
             let now = Instant::now();
-            let silent = silent_after(&config);
+            // The silence window, from the probes: worked out again only for a new config.
+            if !silent
+                .as_ref()
+                .is_some_and(|(c, _)| Arc::ptr_eq(c, &config))
+            {
+                silent = Some((config.clone(), silent_after(&config)));
+            }
+            let silent = silent.as_ref().map_or(SILENT_AFTER, |(_, d)| *d);
             {
                 let mut b = self.board.inner.write().unwrap_or_else(|e| e.into_inner());
                 for v in votes {
@@ -524,28 +539,27 @@ impl Tallier {
                     );
                 }
             }
-            let standings: BTreeMap<String, Standing> = cluster
-                .locations
-                .iter()
-                .map(|l| {
-                    let s = self
-                        .board
-                        .inner
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .locations
-                        .get(l)
-                        .map_or(Standing::Absent, |(_, s)| s.clone());
-                    (l.clone(), s)
-                })
-                .collect();
+            let standings: BTreeMap<String, Standing> = {
+                let b = self.board.inner.read().unwrap_or_else(|e| e.into_inner());
+                cluster
+                    .locations
+                    .iter()
+                    .map(|l| {
+                        let s = b
+                            .locations
+                            .get(l)
+                            .map_or(Standing::Absent, |(_, s)| s.clone());
+                        (l.clone(), s)
+                    })
+                    .collect()
+            };
             for (l, s) in &standings {
                 self.metrics.location_up(l, *s == Standing::Live);
             }
             // Locations that left or came back, told once each way. A new leader first
             // waits a silence window; a location that never wrote at all (a cluster
             // starting, its instances coming up one by one) three.
-            let told_now = told.get_or_insert_with(|| notices.into_iter().collect());
+            let told_now = told.get_or_insert_with(|| notices.into_iter().flatten().collect());
             let up_for = now.duration_since(started);
             if up_for >= silent {
                 let known = self
@@ -653,6 +667,16 @@ impl Tallier {
                 },
                 |loc| standings.get(loc).cloned().unwrap_or(Standing::Absent),
             );
+            let changed = last.get(&probe.name) != Some(&t.verdict);
+            if !is_due && !changed {
+                continue;
+            }
+            if settling && t.verdict == Verdict::Unconfirmed {
+                continue;
+            }
+            *next = now + probe.interval;
+            last.insert(probe.name.clone(), t.verdict.clone());
+            // The mean time the counted runs took, for the uptime history.
             let ms = {
                 let counted: Vec<u64> = ballots
                     .map(|m| {
@@ -666,15 +690,6 @@ impl Tallier {
                     .unwrap_or_default();
                 counted.iter().sum::<u64>() / counted.len().max(1) as u64
             };
-            let changed = last.get(&probe.name) != Some(&t.verdict);
-            if !is_due && !changed {
-                continue;
-            }
-            if settling && t.verdict == Verdict::Unconfirmed {
-                continue;
-            }
-            *next = now + probe.interval;
-            last.insert(probe.name.clone(), t.verdict.clone());
             tallies.push((probe.clone(), t, ms));
         }
         tallies

@@ -102,19 +102,13 @@ async fn summary(leader: &Node) -> String {
 }
 
 async fn wait_summary(leader: &Node, want: &str, nodes: &[&Node]) {
-    let t = std::time::Instant::now();
-    loop {
-        let s = summary(leader).await;
-        if s == want {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the leader's tally is {s:?}, not {want:?}\n{}",
-            logs(nodes)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::until_async(
+        &format!("the leader's tally to read {want:?}"),
+        Duration::from_secs(30),
+        &|| logs(nodes),
+        || async { summary(leader).await == want },
+    )
+    .await;
 }
 
 /// Staff mails so far (subject, text), in arrival order.
