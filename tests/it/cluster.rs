@@ -174,13 +174,24 @@ async fn another_instance_takes_over_a_killed_leader_and_finishes_its_campaign()
         .collect();
     let all: Vec<&Node> = nodes.iter().collect();
     let first = leader(&all, Duration::from_secs(30)).await;
-    // The standbys say who leads, and are not ready for traffic.
+    // The standbys say who leads, and are not ready for traffic (once they serve: one
+    // may still be connecting to the database when another already leads).
     for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != first) {
-        let r = support::client()
-            .get(format!("http://127.0.0.1:{}/readyz", n.port))
-            .send()
-            .await
-            .unwrap();
+        let readyz = || async {
+            support::client()
+                .get(format!("http://127.0.0.1:{}/readyz", n.port))
+                .send()
+                .await
+                .ok()
+        };
+        support::until_async(
+            &format!("{} serving", n.location),
+            Duration::from_secs(30),
+            &|| n.log(),
+            || async { readyz().await.is_some() },
+        )
+        .await;
+        let r = readyz().await.unwrap();
         assert_eq!(r.status(), 503, "{}", nodes[i].location);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["leader"]["location"], nodes[first].location, "{body}");
